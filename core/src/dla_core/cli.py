@@ -1,0 +1,206 @@
+"""Shared click pieces: options defined once and stacked as decorators, one entry-point wrapper.
+
+Usage in a lab::
+
+    from dla_core import cli
+
+    @group.command()
+    @cli.DATA_DIR
+    @cli.OUT
+    @cli.train_options(epochs=10, lr=1e-3, batch_size=64)
+    def train(**opts): ...
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dla_core.errors import DlaError
+
+#### Runtime options (where and how to run; not hyperparameters) ####
+
+DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("DLA_DATA_DIR", "data"),
+    show_default="$DLA_DATA_DIR or ./data",
+    help="Folder holding datasets in their official on-disk layout.",
+)
+DOWNLOAD = click.option(
+    "--download", is_flag=True, help="Download missing datasets into --data-dir (needs network)."
+)
+OUT = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder to write: config.json, metrics.json, plots, checkpoints.",
+)
+RESUME = click.option(
+    "--resume", is_flag=True, help="Continue from the last checkpoint in --out (same options as the first run)."
+)
+SEED = click.option("--seed", type=int, default=0, show_default=True, help="Seeds Python, NumPy and torch.")
+PRECISION = click.option(
+    "--precision",
+    type=click.Choice(["no", "fp16", "bf16"]),
+    default="no",
+    show_default=True,
+    help="Mixed precision. fp16 needs a GPU; bf16 also runs on the CPU (autocast).",
+)
+CPU = click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")
+VERBOSE = click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+
+#### Hyperparameters (defaults differ per command, hence factories) ####
+
+
+def epochs(default: int) -> Callable:
+    return click.option(
+        "--epochs", type=click.IntRange(min=1), default=default, show_default=True, help="Training epochs."
+    )
+
+
+def batch_size(default: int) -> Callable:
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        help="Batch size per process (global batch = this × processes × --grad-accum).",
+    )
+
+
+def lr(default: float) -> Callable:
+    return click.option(
+        "--lr", type=click.FloatRange(min=0, min_open=True), default=default, show_default=True,
+        help="Peak learning rate.",
+    )
+
+
+def optimizer(default: str) -> Callable:
+    return click.option(
+        "--optimizer",
+        type=click.Choice(["sgd", "adam", "adamw"]),
+        default=default,
+        show_default=True,
+        help="SGD uses --momentum; AdamW decouples --weight-decay.",
+    )
+
+
+SCHEDULE = click.option(
+    "--schedule",
+    type=click.Choice(["constant", "cosine", "step", "linear"]),
+    default="constant",
+    show_default=True,
+    help="Learning-rate schedule after --warmup (step: ×0.1 at 50% and 75% of training).",
+)
+WARMUP = click.option(
+    "--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    help="Linear warmup length in epochs (fractions allowed).",
+)
+MOMENTUM = click.option(
+    "--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum."
+)
+WEIGHT_DECAY = click.option(
+    "--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Weight decay."
+)
+GRAD_ACCUM = click.option(
+    "--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Gradient accumulation steps.",
+)
+CLIP = click.option(
+    "--clip", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Clip the global gradient norm to this value.",
+)
+
+
+def stack(*decorators: Callable) -> Callable:
+    """Apply several click decorators as one (first listed = first in --help)."""
+
+    def apply(f: Callable) -> Callable:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+def train_options(*, epochs_default: int, lr_default: float, batch_default: int, optimizer_default: str = "adam"):
+    """The options every training command shares, in one decorator."""
+    return stack(
+        epochs(epochs_default),
+        batch_size(batch_default),
+        lr(lr_default),
+        optimizer(optimizer_default),
+        MOMENTUM,
+        WEIGHT_DECAY,
+        SCHEDULE,
+        WARMUP,
+        GRAD_ACCUM,
+        CLIP,
+        SEED,
+        PRECISION,
+        CPU,
+    )
+
+
+#### Parsing helpers for list-valued options ####
+
+
+def parse_list(value: str, convert: Callable[[str], Any], what: str) -> list:
+    """'0,0.01,0.1' → [0.0, 0.01, 0.1]; a bad item becomes one clear error naming the option."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise DlaError(f"{what}: expected a comma-separated list, got {value!r}")
+    try:
+        return [convert(v) for v in items]
+    except ValueError:
+        raise DlaError(f"{what}: cannot read {value!r} as a list of {convert.__name__}") from None
+
+
+def choice_list(value: str, choices: Sequence[str], what: str) -> list[str]:
+    items = parse_list(value, str, what)
+    bad = [v for v in items if v not in choices]
+    if bad:
+        raise DlaError(f"{what}: unknown {', '.join(bad)} (choose from {', '.join(choices)})")
+    return items
+
+
+#### Entry point ####
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dla_core").setLevel(min(level, logging.INFO))
+
+
+def entry_point(group: click.Group) -> Callable[[], None]:
+    """Wrap a click group as a console script: OS errors on user paths become ``Error: …``, not tracebacks."""
+
+    @functools.wraps(group)
+    def main() -> None:
+        try:
+            group.main(standalone_mode=False)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            raise SystemExit(130) from None
+        except click.ClickException as e:
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        except click.exceptions.Exit as e:
+            raise SystemExit(e.exit_code) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            click.echo(f"Error: {e.strerror or e}{where}", err=True)
+            raise SystemExit(1) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            raise SystemExit(130) from None
+
+    return main

@@ -1,0 +1,213 @@
+"""Model families shared by the labs, and the registry that rebuilds any saved model from its config.
+
+Every model takes images in [0, 1] and normalises inside (``Normalize``), so attacks (lab4) work in pixel space
+and a checkpoint carries its own preprocessing. A model's config is a plain dict saved in the safetensors
+metadata of ``model.safetensors``; ``load_model(run_dir)`` rebuilds it without importing the lab that trained it.
+
+Families:
+    mlp  input → Linear(width) → depth × block → Linear(classes)
+         plain block: ReLU(Linear(x));  residual block: x + Linear(ReLU(Linear(x)))  (identity skip)
+    cnn  3×3 stem conv + BN + ReLU → stages × depth BasicBlocks → global average pool → Linear(classes)
+         BasicBlock: two 3×3 conv + BN; identity skip when residual, 1×1 projection when the shape changes
+         (stages=3, depth=n, channels=16 is the paper's CIFAR ResNet-(6n+2) family)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from dla_core.errors import DlaError
+
+#### Configs ####
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str
+    in_shape: tuple[int, int, int]  # (C, H, W) of the input images
+    num_classes: int
+    residual: bool = True
+    depth: int = 4  # blocks (per stage for the cnn)
+    width: int = 64  # mlp hidden width / cnn channels of the first stage
+    stages: int = 1  # cnn only: each further stage halves the resolution and doubles the channels
+    mean: tuple[float, ...] = (0.5,)  # per-channel normalisation, applied inside the model
+    std: tuple[float, ...] = (0.5,)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, e.g. lab labels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        d["in_shape"] = tuple(d["in_shape"])
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, with the statistics as buffers so they travel with the weights."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """normalize → features → head. ``features(x)`` gives the penultimate representation (lab1 transfer,
+    lab4 Mahalanobis / autoencoder); ``blocks`` is the list of depth-wise blocks (freezing, grad norms)."""
+
+    def __init__(self, config: ModelConfig, stem: nn.Module, blocks: list[nn.Module], pool: nn.Module,
+                 feature_dim: int):
+        super().__init__()
+        self.config = config
+        self.normalize = Normalize(config.mean, config.std)
+        self.stem = stem
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = pool
+        self.head = nn.Linear(feature_dim, config.num_classes)
+        self.feature_dim = feature_dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.blocks(self.stem(self.normalize(x))))  # (B, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, classes)
+
+
+#### MLP ####
+
+
+class PlainDense(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(x))
+
+
+class ResidualDense(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.relu(self.fc1(x)))
+
+
+def build_mlp(c: ModelConfig) -> Classifier:
+    n_in = c.in_shape[0] * c.in_shape[1] * c.in_shape[2]
+    stem = nn.Sequential(nn.Flatten(), nn.Linear(n_in, c.width), nn.ReLU())
+    block = ResidualDense if c.residual else PlainDense
+    return Classifier(c, stem, [block(c.width) for _ in range(c.depth)], nn.Identity(), c.width)
+
+
+#### CNN ####
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 conv + BN. Residual: add the input (1×1 conv + BN projection when stride/channels change)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, residual: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.residual = residual
+        self.shortcut: nn.Module = nn.Identity()
+        if residual and (stride != 1 or c_in != c_out):
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        if self.residual:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+def build_cnn(c: ModelConfig) -> Classifier:
+    stem = nn.Sequential(nn.Conv2d(c.in_shape[0], c.width, 3, 1, 1, bias=False), nn.BatchNorm2d(c.width), nn.ReLU())
+    blocks: list[nn.Module] = []
+    ch = c.width
+    for s in range(c.stages):
+        out = c.width * 2**s
+        for i in range(c.depth):
+            blocks.append(BasicBlock(ch, out, 2 if (s > 0 and i == 0) else 1, c.residual))
+            ch = out
+    pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Classifier(c, stem, blocks, pool, ch)
+
+
+#### Registry ####
+
+MODEL_FAMILIES: dict[str, Callable[[ModelConfig], nn.Module]] = {"mlp": build_mlp, "cnn": build_cnn}
+
+
+def register_family(name: str, builder: Callable[[ModelConfig], nn.Module]) -> None:
+    MODEL_FAMILIES[name] = builder
+
+
+def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:
+    c = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+    if c.family not in MODEL_FAMILIES:
+        raise DlaError(f"unknown model family {c.family!r} (known: {', '.join(MODEL_FAMILIES)})")
+    return MODEL_FAMILIES[c.family](c)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def save_model(path: Path, model: nn.Module, config: ModelConfig) -> None:
+    """Write weights + config to a safetensors file, atomically."""
+    from dla_core.runs import atomic_write
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"model_config": json.dumps(config.to_dict())}
+    atomic_write(Path(path), lambda p: save_file(state, str(p), metadata=meta))
+
+
+def load_model(source: Path, map_location: str = "cpu") -> nn.Module:
+    """Rebuild a model from a run folder (its ``model.safetensors``) or a safetensors file."""
+    from safetensors import safe_open
+
+    from dla_core.runs import MODEL
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / MODEL
+    if not path.exists():
+        raise DlaError(f"no trained model at {path}; pass the --out folder of a finished training run")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        config = ModelConfig.from_dict(json.loads(meta["model_config"]))
+        state = load_file(str(path), device=map_location)
+    except (KeyError, ValueError, OSError) as e:
+        raise DlaError(f"{path} is not a dla model file ({e})") from None
+    model = build_model(config)
+    model.load_state_dict(state)
+    return model
+
+
+def model_config_of(model: nn.Module) -> ModelConfig:
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise TypeError("model has no dla ModelConfig")
+    return config

@@ -1,0 +1,105 @@
+"""Figures written into run folders (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    from dla_core.runs import atomic_write
+
+    fig.tight_layout()
+    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+    return Path(path)
+
+
+def learning_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch (train solid, validation dashed), one colour per run."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(runs), 1)))
+    for color, (label, history) in zip(colors, runs.items(), strict=False):
+        epochs = [h["epoch"] for h in history]
+        for key, style, ax in (("train_loss", "-", ax_loss), ("val_loss", "--", ax_loss),
+                               ("train_accuracy", "-", ax_acc), ("val_accuracy", "--", ax_acc)):
+            values = [h.get(key) for h in history]
+            if any(v is not None for v in values):
+                is_train = key.startswith("train")
+                ax.plot(epochs, values, style, color=color, label=f"{label} {'train' if is_train else 'val'}")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    handles, labels = ax_acc.get_legend_handles_labels()
+    if handles:
+        ax_acc.legend(fontsize=7, ncol=1 + len(handles) // 12)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def grad_norms(norms: Mapping[str, Sequence[float]], path: Path, title: str = "gradient norm per layer") -> Path:
+    """Per-layer gradient norm, first vs last epoch, layers from input (left) to output (right), log scale."""
+    names = list(norms)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
+    x = np.arange(len(names))
+    first = [norms[n][0] for n in names]
+    last = [norms[n][-1] for n in names]
+    ax.plot(x, first, "o-", label="first epoch")
+    ax.plot(x, last, "s-", label="last epoch")
+    ax.set_yscale("log")
+    ax.set_xticks(x, names, rotation=70, fontsize=7)
+    ax.set(ylabel="mean gradient L2 norm", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def score_histograms(scores: Mapping[str, np.ndarray], path: Path, xlabel: str = "score", title: str = "") -> Path:
+    """Overlaid normalised histograms, e.g. ID vs each OOD set."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    all_scores = np.concatenate([np.asarray(s, dtype=float) for s in scores.values()])
+    bins = np.histogram_bin_edges(all_scores[np.isfinite(all_scores)], bins=50)
+    for label, s in scores.items():
+        ax.hist(np.asarray(s, dtype=float), bins=bins, alpha=0.5, density=True, label=label)
+    ax.set(xlabel=xlabel, ylabel="density", title=title)
+    ax.legend()
+    return _save(fig, path)
+
+
+def curves(lines: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, xlabel: str, ylabel: str,
+           title: str = "", diagonal: bool = False) -> Path:
+    """Generic x/y curves (ROC: diagonal=True; PR; accuracy vs ε)."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for label, (x, y) in lines.items():
+        ax.plot(x, y, label=label)
+    if diagonal:
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def image_grid(images: np.ndarray, captions: Sequence[str], path: Path, ncols: int = 8, title: str = "") -> Path:
+    """(N, C, H, W) images in [0, 1] with a caption under each."""
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, cap in zip(axes.flat, images, captions, strict=False):
+        img = np.asarray(img).transpose(1, 2, 0)
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+                  vmin=0, vmax=1)
+        ax.set_title(cap, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

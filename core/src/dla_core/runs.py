@@ -1,0 +1,195 @@
+"""The run folder: the interface between commands.
+
+Every command that trains or evaluates writes one::
+
+    RUN/
+      config.json        resolved options, seed, package versions, machine
+      metrics.json       final metrics + per-epoch history (rewritten atomically after every epoch)
+      model.safetensors  final weights; the model config rides in the safetensors metadata
+      checkpoint.pt      training state for --resume (loaded with weights_only=True)
+      *.png              plots
+
+All writes go to a temporary file in the same folder, are flushed to disk and renamed over the target, so a
+crash mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dla_core.errors import DlaError
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+MODEL = "model.safetensors"
+CHECKPOINT = "checkpoint.pt"
+
+#### Atomic writes ####
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` then rename tmp over ``path``; on any failure the old ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def _json_default(o: Any) -> Any:
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so that configs compare equal to what was saved (tuples → lists, Path → str)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and machine, recorded with every run."""
+    versions = {}
+    for dist in ("dla-core", "dla-lab1", "dla-lab2", "dla-lab3", "dla-lab4", "torch", "torchvision",
+                 "accelerate", "transformers", "peft", "numpy", "scikit-learn"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "versions": versions,
+    }
+
+
+#### The run folder ####
+
+
+class RunDir:
+    """One run folder. ``RunDir.create`` for a new run (or a resumed one), ``RunDir.open`` to read one."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: Path, config: Any, *, command: str, resume: bool = False) -> RunDir:
+        """Start (or resume) a run in ``path`` and snapshot ``config`` (a dataclass or mapping).
+
+        Refuses to overwrite a folder that already holds a run unless ``resume`` is given, and refuses to
+        resume with options that differ from the saved ones: nothing the user had is lost by a typo.
+        """
+        run = cls(path)
+        cfg = to_jsonable(config)
+        existing = run.path / CONFIG
+        if resume:
+            if not existing.exists():
+                raise DlaError(f"--resume: no run to resume in {run.path} (no {CONFIG})")
+            saved = json.loads(existing.read_text())
+            if saved.get("command") != command:
+                raise DlaError(f"--resume: {run.path} holds a '{saved.get('command')}' run, not '{command}'")
+            diff = _diff(saved.get("config", {}), cfg)
+            if diff:
+                raise DlaError(f"--resume: options differ from the saved run ({diff}); rerun with the same options")
+            return run
+        if existing.exists() or (run.path / CHECKPOINT).exists():
+            raise DlaError(
+                f"{run.path} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if run.path.exists() and not run.path.is_dir():
+            raise DlaError(f"--out {run.path} exists and is not a folder")
+        write_json(existing, {"command": command, "config": cfg, "environment": environment()})
+        return run
+
+    @classmethod
+    def open(cls, path: Path, *, what: str = "run") -> RunDir:
+        run = cls(path)
+        if not (run.path / CONFIG).exists():
+            raise DlaError(f"{path} is not a dla run folder (no {CONFIG}); pass the --out folder of a {what}")
+        return run
+
+    # -- config / metrics --
+
+    @property
+    def saved(self) -> dict[str, Any]:
+        return json.loads((self.path / CONFIG).read_text())
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.saved["config"]
+
+    def read_metrics(self) -> dict[str, Any]:
+        p = self.path / METRICS
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> None:
+        write_json(self.path / METRICS, dict(metrics))
+
+    def update_metrics(self, **entries: Any) -> dict[str, Any]:
+        metrics = self.read_metrics()
+        metrics.update(entries)
+        self.write_metrics(metrics)
+        return metrics
+
+    def file(self, name: str) -> Path:
+        """Path of a file inside the run folder (the folder is created on demand)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / name
+
+    # -- checkpoints --
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_write(self.checkpoint_path, lambda p: torch.save(state, p))
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
+        except Exception as e:  # a checkpoint we did not write, or a damaged one
+            raise DlaError(f"cannot read checkpoint {self.checkpoint_path}: {e}") from None
+
+
+def _diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    keys = sorted(set(saved) | set(new))
+    changed = [f"{k}: {saved.get(k)!r} → {new.get(k)!r}" for k in keys if saved.get(k) != new.get(k)]
+    return "; ".join(changed)

@@ -1,0 +1,17 @@
+"""The `lab1` command."""
+
+from __future__ import annotations
+
+import click
+
+from dla_core import cli
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@cli.VERBOSE
+def group(verbose: int) -> None:
+    """Lab 1: plain vs residual networks as depth grows (He et al., 2016), transfer learning, distillation."""
+    cli.setup_logging(verbose)
+
+
+main = cli.entry_point(group)
