@@ -1,7 +1,7 @@
 """Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, docker, docker-smoke.
 
-    nox -s tests            # every part, each in its own environment with only core + that lab installed
-    nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
+nox -s tests            # every part, each in its own environment with only core + that lab installed
+nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
 """
 
 from __future__ import annotations

@@ -41,6 +41,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     coarse_names = ["people"] + [f"super{i}" for i in range(1, 20)]
     fine_tr, fine_te = np.arange(400) % 100, np.arange(200) % 100
     coarse = lambda f: f // 5  # noqa: E731  (classes 0-4 form superclass 0, "people")
-    formats.write_cifar100(root, (_images(rng, fine_tr, (3, 32, 32)), fine_tr, coarse(fine_tr)),
-                           (_images(rng, fine_te, (3, 32, 32)), fine_te, coarse(fine_te)), fine_names, coarse_names)
+    formats.write_cifar100(
+        root,
+        (_images(rng, fine_tr, (3, 32, 32)), fine_tr, coarse(fine_tr)),
+        (_images(rng, fine_te, (3, 32, 32)), fine_te, coarse(fine_te)),
+        fine_names,
+        coarse_names,
+    )
     return root

@@ -43,7 +43,9 @@ OUT = click.option(
     help="Run folder to write: config.json, metrics.json, plots, checkpoints.",
 )
 RESUME = click.option(
-    "--resume", is_flag=True, help="Continue from the last checkpoint in --out (same options as the first run)."
+    "--resume",
+    is_flag=True,
+    help="Continue from the last checkpoint in --out (same options as the first run).",
 )
 SEED = click.option("--seed", type=int, default=0, show_default=True, help="Seeds Python, NumPy and torch.")
 PRECISION = click.option(
@@ -77,7 +79,10 @@ def batch_size(default: int) -> Callable:
 
 def lr(default: float) -> Callable:
     return click.option(
-        "--lr", type=click.FloatRange(min=0, min_open=True), default=default, show_default=True,
+        "--lr",
+        type=click.FloatRange(min=0, min_open=True),
+        default=default,
+        show_default=True,
         help="Peak learning rate.",
     )
 
@@ -100,7 +105,10 @@ SCHEDULE = click.option(
     help="Learning-rate schedule after --warmup (step: ×0.1 at 50% and 75% of training).",
 )
 WARMUP = click.option(
-    "--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
     help="Linear warmup length in epochs (fractions allowed).",
 )
 MOMENTUM = click.option(
@@ -110,11 +118,16 @@ WEIGHT_DECAY = click.option(
     "--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Weight decay."
 )
 GRAD_ACCUM = click.option(
-    "--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
+    "--grad-accum",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
     help="Gradient accumulation steps.",
 )
 CLIP = click.option(
-    "--clip", type=click.FloatRange(min=0, min_open=True), default=None,
+    "--clip",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
     help="Clip the global gradient norm to this value.",
 )
 
@@ -130,7 +143,9 @@ def stack(*decorators: Callable) -> Callable:
     return apply
 
 
-def train_options(*, epochs_default: int, lr_default: float, batch_default: int, optimizer_default: str = "adam"):
+def train_options(
+    *, epochs_default: int, lr_default: float, batch_default: int, optimizer_default: str = "adam"
+):
     """The options every training command shares, in one decorator."""
     return stack(
         epochs(epochs_default),

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from dla_core.data.batches import Batches
@@ -94,11 +95,20 @@ class FitResult:
 
 def make_accelerator(precision: str = "no", cpu: bool = False) -> Accelerator:
     """An Accelerator that says so when it cannot honour the precision asked for."""
-    has_gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    has_gpu = torch.cuda.is_available() or (
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    )
     cpu = cpu or not has_gpu  # on a GPU-less machine this also makes torchrun ranks join one gloo group
     if precision == "fp16" and cpu:
-        log.warning("--precision fp16 needs a GPU; on the CPU this run uses fp32 (bf16 autocast does run on CPUs)")
+        log.warning(
+            "--precision fp16 needs a GPU; on the CPU this run uses fp32 (bf16 autocast does run on CPUs)"
+        )
         precision = "no"
+    # Accelerate keeps one process-wide state; a later run in the same process (a study, a test, the Python API)
+    # may ask for another precision. The process group (PartialState) is kept.
+    state = AcceleratorState._shared_state
+    if state and (state.get("_mixed_precision") != precision or state.get("_cpu", cpu) != cpu):
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=cpu, mixed_precision=precision)
 
 
@@ -142,8 +152,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, *, step: Step = classification_step,
-             accelerator: Accelerator | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    batches: Batches,
+    *,
+    step: Step = classification_step,
+    accelerator: Accelerator | None = None,
+) -> dict[str, float]:
     """Mean loss and accuracy over every example, summed across processes."""
     acc = accelerator or make_accelerator()
     was_training = model.training
@@ -152,11 +167,20 @@ def evaluate(model: nn.Module, batches: Batches, *, step: Step = classification_
     with acc.autocast():
         for batch in batches.iterate(0, rank=acc.process_index, world=acc.num_processes, device=acc.device):
             out = step(model, batch)
-            correct = out.correct if out.correct is not None else torch.tensor(float("nan"), device=acc.device)
-            sums += torch.stack([out.loss.detach().double() * out.count, correct.double(),
-                                 torch.tensor(out.count, device=acc.device, dtype=torch.float64)])
+            correct = (
+                out.correct if out.correct is not None else torch.tensor(float("nan"), device=acc.device)
+            )
+            sums += torch.stack(
+                [
+                    out.loss.detach().double() * out.count,
+                    correct.double(),
+                    torch.tensor(out.count, device=acc.device, dtype=torch.float64),
+                ]
+            )
     model.train(was_training)
-    loss_n, correct, n = acc.reduce(sums, reduction="sum").tolist() if acc.num_processes > 1 else sums.tolist()
+    loss_n, correct, n = (
+        acc.reduce(sums, reduction="sum").tolist() if acc.num_processes > 1 else sums.tolist()
+    )
     return {"loss": loss_n / max(n, 1), "accuracy": correct / max(n, 1)}
 
 
@@ -222,11 +246,21 @@ class _GradNorms:
 #### The loop ####
 
 
-def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, step: Step = classification_step,
-        val: Batches | None = None, eval_step: Step = classification_step, run: RunDir | None = None,
-        resume: bool = False, params: Iterable[Any] | None = None,
-        callbacks: Sequence[Callable[[dict[str, float], nn.Module], None]] = (),
-        accelerator: Accelerator | None = None, desc: str = "train") -> FitResult:
+def fit(
+    model: nn.Module,
+    train: Batches,
+    cfg: TrainConfig,
+    *,
+    step: Step = classification_step,
+    val: Batches | None = None,
+    eval_step: Step = classification_step,
+    run: RunDir | None = None,
+    resume: bool = False,
+    params: Iterable[Any] | None = None,
+    callbacks: Sequence[Callable[[dict[str, float], nn.Module], None]] = (),
+    accelerator: Accelerator | None = None,
+    desc: str = "train",
+) -> FitResult:
     """Train ``model`` on ``train`` for ``cfg.epochs`` epochs; validate on ``val`` after each epoch.
 
     ``step(model, batch)`` returns the batch's mean loss (and correct count); ``params`` defaults to every
@@ -242,8 +276,9 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, step: Step = clas
     steps_per_epoch = -(-n_batches // cfg.grad_accum)
 
     model = model.to(acc.device)
-    optimizer = make_optimizer(params if params is not None else (p for p in model.parameters() if p.requires_grad),
-                               cfg)
+    optimizer = make_optimizer(
+        params if params is not None else (p for p in model.parameters() if p.requires_grad), cfg
+    )
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     if hasattr(step, "setup"):
         step.setup(acc)  # e.g. a distillation step moves its teacher to the device
@@ -271,14 +306,19 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, step: Step = clas
         if run is None:
             return
         if acc.is_main_process:
-            run.save_checkpoint({
-                "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": acc.scaler.state_dict() if acc.scaler is not None else {},
-                "epoch": epoch, "batch": batch, "history": history, "grad_norms": norms_history,
-                "sums": sums.cpu(),
-            })
+            run.save_checkpoint(
+                {
+                    "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": acc.scaler.state_dict() if acc.scaler is not None else {},
+                    "epoch": epoch,
+                    "batch": batch,
+                    "history": history,
+                    "grad_norms": norms_history,
+                    "sums": sums.cpu(),
+                }
+            )
         acc.wait_for_everyone()
 
     def check_finite(epoch: int, batch: int) -> None:
@@ -296,8 +336,15 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, step: Step = clas
             t0 = time.perf_counter()
             pending = torch.zeros_like(sums)
             has_accuracy = bool(history) and "train_accuracy" in history[-1]
-            bar = tqdm(total=n_batches, initial=start_batch, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=not acc.is_local_main_process, dynamic_ncols=True, mininterval=0.5)
+            bar = tqdm(
+                total=n_batches,
+                initial=start_batch,
+                desc=f"{desc} {epoch + 1}/{cfg.epochs}",
+                leave=False,
+                disable=not acc.is_local_main_process,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            )
             batches = train.iterate(epoch, rank=rank, world=world, device=acc.device, start=start_batch)
             for i, batch in enumerate(batches, start=start_batch):
                 group_start = i % cfg.grad_accum == 0
@@ -309,8 +356,9 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, step: Step = clas
                     acc.backward(out.loss / cfg.grad_accum if cfg.grad_accum > 1 else out.loss)
                 has_accuracy = out.correct is not None
                 correct = out.correct.double() if has_accuracy else pending.new_zeros(())
-                pending += torch.stack([out.loss.detach().double() * out.count, correct,
-                                        pending.new_tensor(float(out.count))])
+                pending += torch.stack(
+                    [out.loss.detach().double() * out.count, correct, pending.new_tensor(float(out.count))]
+                )
                 bar.update(1)
                 if not boundary:
                     continue
@@ -340,8 +388,12 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, step: Step = clas
             loss_n, correct, n = total.tolist()
             if not math.isfinite(loss_n):
                 check_finite(epoch, n_batches)
-            record: dict[str, float] = {"epoch": epoch + 1, "train_loss": loss_n / max(n, 1),
-                                        "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(seconds, 4)}
+            record: dict[str, float] = {
+                "epoch": epoch + 1,
+                "train_loss": loss_n / max(n, 1),
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_seconds": round(seconds, 4),
+            }
             if has_accuracy:
                 record["train_accuracy"] = correct / max(n, 1)
             if val is not None:
@@ -356,7 +408,9 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, step: Step = clas
             sums.zero_()
             start_batch = 0
             if run is not None and acc.is_main_process:
-                run.update_metrics(history=history, **({"grad_norms": norms_history} if norms_history else {}))
+                run.update_metrics(
+                    history=history, **({"grad_norms": norms_history} if norms_history else {})
+                )
             checkpoint(epoch + 1, 0)
             log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
     return FitResult(raw, history, norms_history)

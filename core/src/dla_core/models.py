@@ -70,8 +70,9 @@ class Classifier(nn.Module):
     """normalize → features → head. ``features(x)`` gives the penultimate representation (lab1 transfer,
     lab4 Mahalanobis / autoencoder); ``blocks`` is the list of depth-wise blocks (freezing, grad norms)."""
 
-    def __init__(self, config: ModelConfig, stem: nn.Module, blocks: list[nn.Module], pool: nn.Module,
-                 feature_dim: int):
+    def __init__(
+        self, config: ModelConfig, stem: nn.Module, blocks: list[nn.Module], pool: nn.Module, feature_dim: int
+    ):
         super().__init__()
         self.config = config
         self.normalize = Normalize(config.mean, config.std)
@@ -132,7 +133,9 @@ class BasicBlock(nn.Module):
         self.residual = residual
         self.shortcut: nn.Module = nn.Identity()
         if residual and (stride != 1 or c_in != c_out):
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -142,7 +145,9 @@ class BasicBlock(nn.Module):
 
 
 def build_cnn(c: ModelConfig) -> Classifier:
-    stem = nn.Sequential(nn.Conv2d(c.in_shape[0], c.width, 3, 1, 1, bias=False), nn.BatchNorm2d(c.width), nn.ReLU())
+    stem = nn.Sequential(
+        nn.Conv2d(c.in_shape[0], c.width, 3, 1, 1, bias=False), nn.BatchNorm2d(c.width), nn.ReLU()
+    )
     blocks: list[nn.Module] = []
     ch = c.width
     for s in range(c.stages):
@@ -199,7 +204,7 @@ def load_model(source: Path, map_location: str = "cpu") -> nn.Module:
             meta = f.metadata() or {}
         config = ModelConfig.from_dict(json.loads(meta["model_config"]))
         state = load_file(str(path), device=map_location)
-    except (KeyError, ValueError, OSError) as e:
+    except Exception as e:  # SafetensorError, missing metadata, bad JSON: all mean "not ours"
         raise DlaError(f"{path} is not a dla model file ({e})") from None
     model = build_model(config)
     model.load_state_dict(state)

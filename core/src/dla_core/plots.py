@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -27,8 +27,12 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: Pat
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(runs), 1)))
     for color, (label, history) in zip(colors, runs.items(), strict=False):
         epochs = [h["epoch"] for h in history]
-        for key, style, ax in (("train_loss", "-", ax_loss), ("val_loss", "--", ax_loss),
-                               ("train_accuracy", "-", ax_acc), ("val_accuracy", "--", ax_acc)):
+        for key, style, ax in (
+            ("train_loss", "-", ax_loss),
+            ("val_loss", "--", ax_loss),
+            ("train_accuracy", "-", ax_acc),
+            ("val_accuracy", "--", ax_acc),
+        ):
             values = [h.get(key) for h in history]
             if any(v is not None for v in values):
                 is_train = key.startswith("train")
@@ -37,7 +41,7 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: Pat
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    handles, labels = ax_acc.get_legend_handles_labels()
+    handles, _labels = ax_acc.get_legend_handles_labels()
     if handles:
         ax_acc.legend(fontsize=7, ncol=1 + len(handles) // 12)
     if title:
@@ -45,7 +49,9 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: Pat
     return _save(fig, path)
 
 
-def grad_norms(norms: Mapping[str, Sequence[float]], path: Path, title: str = "gradient norm per layer") -> Path:
+def grad_norms(
+    norms: Mapping[str, Sequence[float]], path: Path, title: str = "gradient norm per layer"
+) -> Path:
     """Per-layer gradient norm, first vs last epoch, layers from input (left) to output (right), log scale."""
     names = list(norms)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
@@ -62,7 +68,9 @@ def grad_norms(norms: Mapping[str, Sequence[float]], path: Path, title: str = "g
     return _save(fig, path)
 
 
-def score_histograms(scores: Mapping[str, np.ndarray], path: Path, xlabel: str = "score", title: str = "") -> Path:
+def score_histograms(
+    scores: Mapping[str, np.ndarray], path: Path, xlabel: str = "score", title: str = ""
+) -> Path:
     """Overlaid normalised histograms, e.g. ID vs each OOD set."""
     fig, ax = plt.subplots(figsize=(6, 4))
     all_scores = np.concatenate([np.asarray(s, dtype=float) for s in scores.values()])
@@ -74,8 +82,14 @@ def score_histograms(scores: Mapping[str, np.ndarray], path: Path, xlabel: str =
     return _save(fig, path)
 
 
-def curves(lines: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, xlabel: str, ylabel: str,
-           title: str = "", diagonal: bool = False) -> Path:
+def curves(
+    lines: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    diagonal: bool = False,
+) -> Path:
     """Generic x/y curves (ROC: diagonal=True; PR; accuracy vs ε)."""
     fig, ax = plt.subplots(figsize=(5, 4))
     for label, (x, y) in lines.items():
@@ -88,7 +102,9 @@ def curves(lines: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, xlabe
     return _save(fig, path)
 
 
-def image_grid(images: np.ndarray, captions: Sequence[str], path: Path, ncols: int = 8, title: str = "") -> Path:
+def image_grid(
+    images: np.ndarray, captions: Sequence[str], path: Path, ncols: int = 8, title: str = ""
+) -> Path:
     """(N, C, H, W) images in [0, 1] with a caption under each."""
     n = len(images)
     nrows = max(1, -(-n // ncols))
@@ -97,8 +113,12 @@ def image_grid(images: np.ndarray, captions: Sequence[str], path: Path, ncols: i
         ax.axis("off")
     for ax, img, cap in zip(axes.flat, images, captions, strict=False):
         img = np.asarray(img).transpose(1, 2, 0)
-        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                  vmin=0, vmax=1)
+        ax.imshow(
+            img.squeeze(-1) if img.shape[-1] == 1 else img,
+            cmap="gray" if img.shape[-1] == 1 else None,
+            vmin=0,
+            vmax=1,
+        )
         ax.set_title(cap, fontsize=7)
     if title:
         fig.suptitle(title)

@@ -15,6 +15,7 @@ crash mid-write leaves the previous file intact.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -82,12 +83,22 @@ def to_jsonable(obj: Any) -> Any:
 def environment() -> dict[str, Any]:
     """Package versions and machine, recorded with every run."""
     versions = {}
-    for dist in ("dla-core", "dla-lab1", "dla-lab2", "dla-lab3", "dla-lab4", "torch", "torchvision",
-                 "accelerate", "transformers", "peft", "numpy", "scikit-learn"):
-        try:
+    for dist in (
+        "dla-core",
+        "dla-lab1",
+        "dla-lab2",
+        "dla-lab3",
+        "dla-lab4",
+        "torch",
+        "torchvision",
+        "accelerate",
+        "transformers",
+        "peft",
+        "numpy",
+        "scikit-learn",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "python": sys.version.split()[0],
@@ -125,7 +136,9 @@ class RunDir:
                 raise DlaError(f"--resume: {run.path} holds a '{saved.get('command')}' run, not '{command}'")
             diff = _diff(saved.get("config", {}), cfg)
             if diff:
-                raise DlaError(f"--resume: options differ from the saved run ({diff}); rerun with the same options")
+                raise DlaError(
+                    f"--resume: options differ from the saved run ({diff}); rerun with the same options"
+                )
             return run
         if existing.exists() or (run.path / CHECKPOINT).exists():
             raise DlaError(

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dla_core.data import (
+    Augment,
+    ImageBatches,
+    formats,
+    load_dataset,
+    load_splits,
+    parse_spec,
+    random_crop,
+    random_flip,
+)
+from dla_core.errors import DlaError
+
+
+def test_digits_loads_offline_and_splits_deterministically():
+    s1 = load_splits("digits", val_fraction=0.1)
+    s2 = load_splits("digits", val_fraction=0.1)
+    assert s1.train.images.dtype == torch.uint8 and s1.train.shape == (1, 8, 8)
+    assert len(s1.train) + len(s1.val) + len(s1.test) == 1797
+    assert torch.equal(s1.val.labels, s2.val.labels)
+    assert s1.train.images.max() > 200  # 0..16 grey levels scaled to the uint8 range
+
+
+def test_class_subset_is_reindexed_and_mapping_recorded():
+    train, _test = load_dataset("digits:5-9")
+    assert train.classes == ["5", "6", "7", "8", "9"]
+    assert train.class_map == [5, 6, 7, 8, 9]
+    assert set(train.labels.tolist()) == {0, 1, 2, 3, 4}
+    full, _ = load_dataset("digits")
+    assert len(train) == int(sum((full.labels == c).sum() for c in range(5, 10)))
+    order, _ = load_dataset("digits:9,3")
+    assert order.class_map == [9, 3] and set(order.labels.tolist()) == {0, 1}
+
+
+def test_mnist_fixture_in_real_idx_layout(data_dir):
+    train, test = load_dataset("mnist", data_dir)
+    assert train.images.shape == (300, 1, 28, 28) and test.images.shape == (
+        100,
+        1,
+        28,
+        28,
+    )  # test files are .gz
+    assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
+    assert train.labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_idx_roundtrip_and_truncated_file(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    formats.write_idx(tmp_path / "x-idx3-ubyte", a)
+    assert np.array_equal(formats.read_idx(tmp_path / "x-idx3-ubyte"), a)
+    (tmp_path / "bad").write_bytes((tmp_path / "x-idx3-ubyte").read_bytes()[:-3])
+    with pytest.raises(DlaError, match="truncated"):
+        formats.read_idx(tmp_path / "bad")
+
+
+def test_cifar_fixtures_and_superclass(data_dir):
+    train, _test = load_dataset("cifar10", data_dir)
+    assert train.images.shape == (200, 3, 32, 32) and train.classes[3] == "cat"
+    cats, _ = load_dataset("cifar10:cat,dog", data_dir)
+    assert cats.classes == ["cat", "dog"] and len(cats) == 40
+    people, people_test = load_dataset("cifar100:people", data_dir)
+    assert people.classes == ["baby", "boy", "girl", "man", "woman"]
+    assert people.class_map == [0, 1, 2, 3, 4] and len(people) == 20 and len(people_test) == 10
+    some, _ = load_dataset("cifar100:0,5,9", data_dir)
+    assert some.class_map == [0, 5, 9]
+
+
+def test_cifar_reader_refuses_code_in_pickles(tmp_path):
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    for name in [*formats.CIFAR10_TRAIN, "test_batch"]:
+        (tmp_path / "cifar-10-batches-py" / name).write_bytes(pickle.dumps({"data": Evil()}))
+    with pytest.raises(DlaError, match="refusing"):
+        load_dataset("cifar10", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("imagenet", "unknown dataset 'imagenet'"),
+        ("digits:12", "out of range"),
+        ("digits:cats", "unknown class 'cats'"),
+        ("digits:7-3", "empty class range"),
+    ],
+)
+def test_bad_specs_are_clear_errors(spec, message):
+    with pytest.raises(DlaError, match=message):
+        load_dataset(spec)
+
+
+def test_missing_dataset_says_where_and_how(tmp_path):
+    with pytest.raises(DlaError) as e:
+        load_dataset("cifar100:people", tmp_path)
+    assert str(tmp_path) in e.value.message and "--download" in e.value.message
+    assert parse_spec("CIFAR10:cat") == ("cifar10", "cat")
+
+
+def test_fake_and_adapt():
+    fake, _ = load_dataset("fake")
+    assert fake.shape == (3, 32, 32) and fake.images.dtype == torch.uint8
+    grey = fake.subset(torch.arange(4)).adapt((1, 8, 8))
+    assert grey.images.shape == (4, 1, 8, 8) and grey.images.dtype == torch.uint8
+
+
+def test_batch_augmentation_keeps_shape_dtype_and_varies():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    cropped = random_crop(x, 4, g)
+    flipped = random_flip(x, g)
+    assert cropped.shape == x.shape and cropped.dtype == torch.uint8
+    assert flipped.shape == x.shape and flipped.dtype == torch.uint8
+    assert not torch.equal(cropped, x) and not torch.equal(flipped, x)
+    # every flipped image is either the original or its mirror; some of each
+    same = (flipped == x).flatten(1).all(1)
+    mirrored = (flipped == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 0 < int(same.sum()) < 64
+    # a crop is a shifted window: zero offset (dy = dx = padding) is the identity
+    aug = Augment(crop_padding=4)
+    params = torch.tensor([[4, 4, 0], [0, 8, 0]])
+    out = aug.apply(x[:2], params)
+    assert torch.equal(out[0], x[0])
+    # dy=0, dx=8: shifted down by 4 (zero rows on top) and left by 4
+    assert torch.equal(out[1, :, 4:, :28], x[1, :, :28, 4:]) and int(out[1, :, :4].sum()) == 0
+
+
+def test_batches_are_reproducible_and_shard_like_one_process():
+    train, _ = load_dataset("digits")
+    loader = ImageBatches(train, 32, shuffle=True, augment=Augment(crop_padding=1, flip=True), seed=3)
+    a = [y for _, y in loader.iterate(2)]
+    b = [y for _, y in loader.iterate(2)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not torch.equal(torch.cat(a), torch.cat([y for _, y in loader.iterate(3)]))
+    # two processes with batch 16 see exactly the 32-image batches of one process, split in halves
+    half = ImageBatches(train, 16, shuffle=True, augment=Augment(crop_padding=1, flip=True), seed=3)
+    assert half.num_batches(2) == loader.num_batches(1)
+    r0 = list(half.iterate(2, rank=0, world=2))
+    r1 = list(half.iterate(2, rank=1, world=2))
+    one = list(loader.iterate(2))
+    for (x0, y0), (x1, y1), (x, y) in zip(r0, r1, one, strict=True):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    # resuming from batch k replays the same batches
+    assert torch.equal(next(iter(loader.iterate(2, start=5)))[1], a[5])
+
+
+def test_eval_batches_keep_every_image():
+    _, test = load_dataset("digits")
+    loader = ImageBatches(test, 100)
+    xs = [x for x, _ in loader.iterate(0)]
+    assert sum(len(x) for x in xs) == len(test)
+    assert xs[0].dtype == torch.float32 and float(xs[0].max()) <= 1.0

@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from dla_core.data import ImageBatches, load_splits
+from dla_core.engine import (
+    Interrupted,
+    StepOutput,
+    TrainConfig,
+    classification_step,
+    evaluate,
+    fit,
+    lr_factor,
+    make_accelerator,
+)
+from dla_core.errors import NonFiniteLossError
+from dla_core.models import ModelConfig, build_model
+from dla_core.runs import RunDir
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits")
+
+
+def mlp(splits, depth=2, seed=0):
+    torch.manual_seed(seed)
+    mean, std = splits.train.stats()
+    return build_model(ModelConfig("mlp", splits.train.shape, 10, depth=depth, width=32, mean=mean, std=std))
+
+
+def test_fit_learns_digits(digits, tmp_path):
+    run = RunDir.create(tmp_path / "run", {}, command="test")
+    result = fit(
+        mlp(digits),
+        ImageBatches(digits.train, 64, shuffle=True),
+        TrainConfig(epochs=4, lr=3e-3),
+        val=ImageBatches(digits.val, 256),
+        run=run,
+    )
+    assert result.history[-1]["val_accuracy"] > 0.85
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert evaluate(result.model, ImageBatches(digits.test, 128))["accuracy"] > 0.85
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert all(h["epoch_seconds"] > 0 and "lr" in h for h in metrics["history"])
+
+
+def test_grad_norms_logged_per_layer(digits):
+    result = fit(
+        mlp(digits, depth=3),
+        ImageBatches(digits.train, 64, shuffle=True),
+        TrainConfig(epochs=2, log_grad_norms=True),
+    )
+    assert list(result.grad_norms)[:2] == ["stem.1", "blocks.0.fc1"] and "head" in result.grad_norms
+    assert all(len(v) == 2 and all(math.isfinite(x) and x > 0 for x in v) for v in result.grad_norms.values())
+
+
+def test_interrupt_saves_and_resume_equals_uninterrupted(digits, tmp_path):
+    cfg = TrainConfig(epochs=3, lr=1e-3, schedule="cosine", warmup=0.5, seed=7)
+    whole = fit(
+        mlp(digits),
+        ImageBatches(digits.train, 64, shuffle=True, seed=7),
+        cfg,
+        val=ImageBatches(digits.val, 256),
+        run=RunDir.create(tmp_path / "a", {}, command="t"),
+    )
+
+    calls = {"n": 0}
+
+    def step_then_ctrl_c(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 30:  # in the middle of the second epoch (20 batches per epoch)
+            signal.raise_signal(signal.SIGINT)
+        return classification_step(model, batch)
+
+    run = RunDir.create(tmp_path / "b", {}, command="t")
+    with pytest.raises(Interrupted, match="--resume"):
+        fit(
+            mlp(digits),
+            ImageBatches(digits.train, 64, shuffle=True, seed=7),
+            cfg,
+            step=step_then_ctrl_c,
+            val=ImageBatches(digits.val, 256),
+            run=run,
+        )
+    state = run.load_checkpoint()
+    assert (state["epoch"], state["batch"]) == (1, 10)
+    resumed = fit(
+        mlp(digits, seed=123),
+        ImageBatches(digits.train, 64, shuffle=True, seed=7),
+        cfg,
+        val=ImageBatches(digits.val, 256),
+        run=run,
+        resume=True,
+    )
+    for a, b in zip(whole.history, resumed.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+        assert a["val_accuracy"] == b["val_accuracy"] and a["lr"] == b["lr"]
+    for p, q in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_same_seed_same_metrics(digits):
+    runs = [
+        fit(
+            mlp(digits),
+            ImageBatches(digits.train, 64, shuffle=True),
+            TrainConfig(epochs=2, seed=1),
+            val=ImageBatches(digits.val, 256),
+        ).history
+        for _ in range(2)
+    ]
+    assert [h["train_loss"] for h in runs[0]] == [h["train_loss"] for h in runs[1]]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
+    calls = {"n": 0}
+
+    def blows_up_in_epoch_two(model, batch):
+        calls["n"] += 1
+        out = classification_step(model, batch)
+        if calls["n"] > 20:
+            out.loss = out.loss * float("nan")
+        return out
+
+    run = RunDir.create(tmp_path / "nan", {}, command="t")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2.*last good checkpoint"):
+        fit(
+            mlp(digits),
+            ImageBatches(digits.train, 64, shuffle=True),
+            TrainConfig(epochs=3),
+            step=blows_up_in_epoch_two,
+            run=run,
+        )
+    state = run.load_checkpoint()
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(digits):
+    cfg = TrainConfig(epochs=1, optimizer="sgd", lr=0.1, momentum=0.0)
+    big = fit(mlp(digits), ImageBatches(digits.train, 64, shuffle=True), cfg)
+    accum = fit(
+        mlp(digits),
+        ImageBatches(digits.train, 32, shuffle=True),
+        TrainConfig(**{**cfg.__dict__, "grad_accum": 2}),
+    )
+    # same images per optimizer step (batch 64 = 2 × 32 from the same permutation), averaged the same way
+    for p, q in zip(big.model.parameters(), accum.model.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_schedules():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(99, 100, 0, "linear") == pytest.approx(0.01)
+    assert [lr_factor(s, 100, 0, "step") for s in (10, 60, 80)] == pytest.approx([1, 0.1, 0.01])
+    assert lr_factor(50, 100, 0, "constant") == 1.0
+
+
+def test_fp16_on_cpu_is_not_silent(caplog):
+    with caplog.at_level(logging.WARNING):
+        acc = make_accelerator("fp16", cpu=True)
+    assert "fp16 needs a GPU" in caplog.text and acc.mixed_precision == "no"
+
+
+def test_bf16_runs_on_cpu(digits):
+    result = fit(
+        mlp(digits), ImageBatches(digits.train, 64, shuffle=True), TrainConfig(epochs=1, precision="bf16")
+    )
+    assert math.isfinite(result.history[-1]["train_loss"])
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from dla_core.data import ImageBatches, load_splits
+    from dla_core.engine import TrainConfig, fit
+    from dla_core.models import ModelConfig, build_model
+    batch, out = int(sys.argv[1]), sys.argv[2]
+    s = load_splits("digits")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("mlp", s.train.shape, 10, depth=2, width=32))
+    r = fit(model, ImageBatches(s.train, batch, shuffle=True), TrainConfig(epochs=2, optimizer="sgd", lr=0.05),
+            val=ImageBatches(s.val, 64))
+    import torch.distributed as dist
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        torch.save({"state": r.model.state_dict(), "history": r.history,
+                    "world": dist.get_world_size() if dist.is_initialized() else 1}, out)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_match_one_with_the_same_global_batch(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"}
+    import os
+
+    env = {**os.environ, **env}
+    subprocess.run([sys.executable, str(script), "64", str(tmp_path / "one.pt")], check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            "32",
+            str(tmp_path / "two.pt"),
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+    )
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert two["world"] == 2
+    for k, v in one["state"].items():
+        assert torch.allclose(v, two["state"][k], atol=1e-5), k
+    for a, b in zip(one["history"], two["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"])
+
+
+def test_evaluate_without_accuracy_step(digits):
+    def loss_only(model, batch):
+        x, y = batch
+        return StepOutput(torch.nn.functional.cross_entropy(model(x), y), len(y))
+
+    out = evaluate(mlp(digits), ImageBatches(digits.val, 64), step=loss_only)
+    assert math.isfinite(out["loss"]) and math.isnan(out["accuracy"])

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dla_core.errors import DlaError
+from dla_core.models import (
+    BasicBlock,
+    ModelConfig,
+    ResidualDense,
+    build_model,
+    count_parameters,
+    load_model,
+    save_model,
+)
+from dla_core.runs import RunDir, atomic_write, write_json
+
+
+def test_mlp_parameter_count_by_hand():
+    cfg = ModelConfig("mlp", (1, 8, 8), 10, residual=False, depth=3, width=16)
+    # stem 64·16+16, 3 blocks of 16·16+16, head 16·10+10
+    assert count_parameters(build_model(cfg)) == (64 * 16 + 16) + 3 * (16 * 16 + 16) + (16 * 10 + 10)
+    res = ModelConfig("mlp", (1, 8, 8), 10, residual=True, depth=3, width=16)
+    assert count_parameters(build_model(res)) == (64 * 16 + 16) + 3 * 2 * (16 * 16 + 16) + (16 * 10 + 10)
+
+
+def test_cnn_parameter_count_by_hand():
+    cfg = ModelConfig("cnn", (3, 32, 32), 10, residual=True, depth=1, width=8, stages=2)
+    stem = 3 * 8 * 9 + 2 * 8
+    block1 = 2 * (8 * 8 * 9 + 2 * 8)
+    block2 = (8 * 16 * 9 + 2 * 16) + (16 * 16 * 9 + 2 * 16) + (8 * 16 + 2 * 16)  # with 1×1 projection
+    head = 16 * 10 + 10
+    assert count_parameters(build_model(cfg)) == stem + block1 + block2 + head
+    out = build_model(cfg)(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+
+
+def test_residual_blocks_with_zeroed_branch_are_identity():
+    block = ResidualDense(8)
+    torch.nn.init.zeros_(block.fc2.weight)
+    torch.nn.init.zeros_(block.fc2.bias)
+    x = torch.randn(4, 8)
+    assert torch.equal(block(x), x)
+    conv = BasicBlock(4, 4, 1, residual=True).eval()
+    torch.nn.init.zeros_(conv.bn2.weight)
+    x = torch.rand(2, 4, 6, 6)  # post-ReLU activations are non-negative
+    assert torch.allclose(conv(x), x)
+
+
+def test_save_and_load_model_roundtrip(tmp_path):
+    cfg = ModelConfig("cnn", (1, 8, 8), 3, depth=1, width=4, mean=(0.3,), std=(0.2,))
+    model = build_model(cfg).eval()
+    save_model(tmp_path / "model.safetensors", model, cfg)
+    again = load_model(tmp_path).eval()
+    x = torch.rand(5, 1, 8, 8)
+    assert torch.equal(model(x), again(x)) and again.config == cfg
+    with pytest.raises(DlaError, match="no trained model"):
+        load_model(tmp_path / "nowhere")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(DlaError, match="not a dla model"):
+        load_model(tmp_path / "junk")
+
+
+def test_atomic_write_survives_a_crash_mid_write(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    torch.save({"w": torch.ones(3)}, target)
+
+    def crash(p):
+        p.write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, crash)
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_run_folder_refuses_to_clobber_and_checks_resume_options(tmp_path):
+    run = RunDir.create(tmp_path / "r", {"depth": 4}, command="train")
+    saved = json.loads((run.path / "config.json").read_text())
+    assert saved["config"] == {"depth": 4} and "torch" in saved["environment"]["versions"]
+    with pytest.raises(DlaError, match="already holds a run"):
+        RunDir.create(tmp_path / "r", {"depth": 4}, command="train")
+    with pytest.raises(DlaError, match="depth: 4 → 8"):
+        RunDir.create(tmp_path / "r", {"depth": 8}, command="train", resume=True)
+    assert RunDir.create(tmp_path / "r", {"depth": 4}, command="train", resume=True).path == run.path
+    with pytest.raises(DlaError, match="no run to resume"):
+        RunDir.create(tmp_path / "new", {}, command="train", resume=True)
+    with pytest.raises(DlaError, match="not a dla run folder"):
+        RunDir.open(tmp_path / "new")
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path):
+    run = RunDir.create(tmp_path / "r", {}, command="train")
+    run.checkpoint_path.write_bytes(b"garbage")
+    with pytest.raises(DlaError, match="cannot read checkpoint"):
+        run.load_checkpoint()
+    write_json(tmp_path / "x.json", {"p": tmp_path, "t": (1, 2)})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"p": str(tmp_path), "t": [1, 2]}
