@@ -55,16 +55,19 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Install everything and run the lab1 depth study on scikit-learn's digits (no download)."""
     install_parts(session, *LABS.values())
+    import pathlib
+
     out = session.posargs[0] if session.posargs else "runs/demo-study"
-    session.run("lab1", "study", "--out", out, "--resume-if-exists")
+    resume = ["--resume"] if (pathlib.Path(out) / "config.json").exists() else []
+    session.run("lab1", "study", "--out", out, *resume)
 
 
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks in bench/ (CPU); pass a file name to run one: nox -s bench -- bench_core.py."""
-    install_parts(session, *LABS.values())
     import pathlib
 
+    install_parts(session, *LABS.values())
     scripts = session.posargs or sorted(p.name for p in pathlib.Path("bench").glob("bench_*.py"))
     for script in scripts:
         session.run("python", f"bench/{script}")

@@ -341,7 +341,7 @@ def fit(
                 initial=start_batch,
                 desc=f"{desc} {epoch + 1}/{cfg.epochs}",
                 leave=False,
-                disable=not acc.is_local_main_process,
+                **({} if acc.is_local_main_process else {"disable": True}),  # TQDM_DISABLE=1 still works
                 dynamic_ncols=True,
                 mininterval=0.5,
             )
