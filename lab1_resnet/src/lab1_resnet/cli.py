@@ -1,10 +1,79 @@
-"""The `lab1` command."""
+"""The `lab1` command: train, study, transfer, distill. Each command validates its options, builds one config
+and hands off to one experiment function."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from dla_core import cli
+from dla_core.engine import TrainConfig
+from dla_core.errors import DlaError
+
+STRATEGIES = ("head", "freeze-stem", "freeze-early", "none")  # lab1_resnet.transfer.STRATEGIES
+
+MODEL = click.option(
+    "--model", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True, help="Model family."
+)
+WIDTH = click.option(
+    "--width",
+    "--channels",
+    "width",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="MLP hidden width / CNN channels (of the first stage).",
+)
+STAGES = click.option(
+    "--stages",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="CNN only: stages of --depth blocks, each after the first halves the resolution and doubles the "
+    "channels (--stages 3 --depth n --channels 16 is the paper's CIFAR ResNet-(6n+2)).",
+)
+DATASET = click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="Dataset spec: digits (offline), mnist, cifar10, cifar100, with classes as in cifar100:people.",
+)
+AUGMENT = click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="The dataset's usual augmentation (random crop + flip on CIFAR; nothing on digits / MNIST).",
+)
+VAL_FRACTION = click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Share of the training split held out for validation.",
+)
+
+
+def _hyperparameters(epochs: int, lr: float, batch: int, optimizer: str = "adam", seed: bool = True):
+    """train_options without --seed where a command takes --seeds."""
+    if seed:
+        return cli.train_options(
+            epochs_default=epochs, lr_default=lr, batch_default=batch, optimizer_default=optimizer
+        )
+    return cli.stack(
+        cli.epochs(epochs),
+        cli.batch_size(batch),
+        cli.lr(lr),
+        cli.optimizer(optimizer),
+        cli.MOMENTUM,
+        cli.WEIGHT_DECAY,
+        cli.SCHEDULE,
+        cli.WARMUP,
+        cli.GRAD_ACCUM,
+        cli.CLIP,
+        cli.PRECISION,
+        cli.CPU,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -12,6 +81,251 @@ from dla_core import cli
 def group(verbose: int) -> None:
     """Lab 1: plain vs residual networks as depth grows (He et al., 2016), transfer learning, distillation."""
     cli.setup_logging(verbose)
+
+
+@group.command()
+@MODEL
+@click.option("--depth", type=click.IntRange(min=1), default=4, show_default=True, help="Blocks (per stage).")
+@WIDTH
+@STAGES
+@click.option("--residual/--plain", default=True, show_default=True, help="Identity skip connections or not.")
+@DATASET
+@AUGMENT
+@VAL_FRACTION
+@_hyperparameters(epochs=30, lr=1e-3, batch=64)
+@cli.DATA_DIR
+@cli.DOWNLOAD
+@cli.OUT
+@cli.RESUME
+def train(out: Path, resume: bool, download: bool, **opts) -> None:
+    """Train one MLP or CNN, plain or residual; write learning curves, per-layer gradient norms, the model.
+
+    \b
+    Examples:
+      lab1 train --model mlp --depth 20 --plain --dataset digits --out runs/plain20
+      lab1 train --model cnn --depth 3 --stages 3 --channels 16 --dataset cifar10 \\
+                 --optimizer sgd --lr 0.1 --schedule cosine --weight-decay 5e-4 --epochs 50 --out runs/resnet20
+    """
+    from lab1_resnet.train import TrainRun, train_classifier
+
+    cfg = TrainRun(
+        dataset=opts["dataset"],
+        model=opts["model"],
+        depth=opts["depth"],
+        width=opts["width"],
+        stages=opts["stages"],
+        residual=opts["residual"],
+        batch_size=opts["batch_size"],
+        augment=opts["augment"],
+        val_fraction=opts["val_fraction"],
+        data_dir=str(opts["data_dir"]),
+        train=TrainConfig.from_options(opts, log_grad_norms=True),
+    )
+    m = train_classifier(cfg, out, resume=resume, download=download)
+    click.echo(
+        f"{cfg.name}: {m['parameters']:,} parameters, test accuracy {m['test_accuracy']:.4f}, "
+        f"final train loss {m['train_loss']:.4f} → {out}"
+    )
+
+
+@group.command()
+@MODEL
+@click.option(
+    "--depths", default="2,10,20,30", show_default=True, help="Comma-separated depths (blocks) to compare."
+)
+@click.option(
+    "--kinds", default="plain,residual", show_default=True, help="Which of plain, residual to train."
+)
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds per cell.")
+@WIDTH
+@STAGES
+@DATASET
+@AUGMENT
+@VAL_FRACTION
+@_hyperparameters(epochs=30, lr=1e-3, batch=64, seed=False)
+@cli.DATA_DIR
+@cli.DOWNLOAD
+@cli.OUT
+@cli.RESUME
+def study(out: Path, resume: bool, download: bool, depths: str, kinds: str, seeds: str, **opts) -> None:
+    """The depth study: depths × {plain, residual} × seeds, then a comparison table and overlaid curves.
+
+    Each cell is its own run folder under OUT/cells/; --resume skips finished cells and continues an
+    interrupted one. Writes table.md, table.csv, learning_curves.png, grad_norms.png. The default (MLPs on
+    scikit-learn's digits) runs offline in a few minutes on a CPU and shows plain nets of depth ≥ 20 stuck
+    at chance while residual nets learn.
+
+    \b
+    Examples:
+      lab1 study --out runs/study
+      lab1 study --depths 2,10,20 --seeds 0 --epochs 10 --out runs/quick
+      lab1 study --model cnn --dataset cifar10 --depths 2,8,16 --channels 32 --epochs 20 --out runs/cnn
+    """
+    from lab1_resnet.study import KINDS, DepthStudy, run_study
+
+    depth_list = cli.parse_list(depths, int, "--depths")
+    if any(d < 1 for d in depth_list):
+        raise DlaError("--depths: every depth must be at least 1")
+    if opts["model"] == "mlp" and opts["stages"] != 1:
+        raise DlaError("--stages applies to --model cnn only")
+    cfg = DepthStudy(
+        dataset=opts["dataset"],
+        model=opts["model"],
+        depths=tuple(dict.fromkeys(depth_list)),
+        kinds=tuple(dict.fromkeys(cli.choice_list(kinds, KINDS, "--kinds"))),
+        seeds=tuple(dict.fromkeys(cli.parse_list(seeds, int, "--seeds"))),
+        width=opts["width"],
+        stages=opts["stages"],
+        batch_size=opts["batch_size"],
+        augment=opts["augment"],
+        val_fraction=opts["val_fraction"],
+        data_dir=str(opts["data_dir"]),
+        train=TrainConfig.from_options(opts, log_grad_norms=True),
+    )
+    click.echo(run_study(cfg, out, resume=resume, download=download), nl=False)
+    click.echo(f"→ {out}/table.md, table.csv, learning_curves.png, grad_norms.png")
+
+
+
+@group.command()
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Run folder of the trained network (a `lab1 train` --out), or its model.safetensors.",
+)
+@click.option("--dataset", default="cifar100", show_default=True, help="Target dataset spec.")
+@click.option(
+    "--strategies",
+    default=",".join(STRATEGIES),
+    show_default=True,
+    help="Fine-tuning rows: head (new head only), freeze-stem, freeze-early (stem + first half of the "
+    "blocks frozen), none (everything trains).",
+)
+@click.option("--optimizers", default="sgd,adam", show_default=True, help="Optimizers for each strategy.")
+@click.option("--lr-sgd", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--lr-adam", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--features/--no-features", default=True, show_default=True,
+              help="Rows with frozen features + linear SVM and + k-NN (scikit-learn).")  # fmt: skip
+@click.option("--knn-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours for k-NN.")
+@click.option("--scratch/--no-scratch", default=True, show_default=True,
+              help="Rows training the same architecture from scratch, same epochs.")  # fmt: skip
+@AUGMENT
+@VAL_FRACTION
+@cli.epochs(10)
+@cli.batch_size(128)
+@cli.MOMENTUM
+@cli.WEIGHT_DECAY
+@cli.SCHEDULE
+@cli.WARMUP
+@cli.SEED
+@cli.PRECISION
+@cli.CPU
+@cli.DATA_DIR
+@cli.DOWNLOAD
+@cli.OUT
+@cli.RESUME
+def transfer(out: Path, resume: bool, download: bool, source: Path, **opts) -> None:
+    """Transfer a trained network to a new dataset: frozen features + SVM / k-NN, fine-tuning strategies
+    with SGD and Adam, and training from scratch; one table of test accuracy and trainable parameters.
+
+    \b
+    Examples:
+      lab1 train --model cnn --depth 3 --stages 3 --channels 16 --dataset cifar10 --out runs/c10
+      lab1 transfer --from runs/c10 --dataset cifar100 --epochs 10 --out runs/c10-to-c100
+      lab1 transfer --from runs/c10 --dataset cifar100:people --strategies head,none --optimizers adam \\
+                    --out runs/people
+    """
+    from lab1_resnet.transfer import TransferConfig, run_transfer
+
+    cfg = TransferConfig(
+        source=str(source),
+        dataset=opts["dataset"],
+        strategies=tuple(dict.fromkeys(cli.choice_list(opts["strategies"], STRATEGIES, "--strategies"))),
+        optimizers=tuple(
+            dict.fromkeys(cli.choice_list(opts["optimizers"], ["sgd", "adam", "adamw"], "--optimizers"))
+        ),
+        lr_sgd=opts["lr_sgd"],
+        lr_adam=opts["lr_adam"],
+        features=opts["features"],
+        scratch=opts["scratch"],
+        knn_k=opts["knn_k"],
+        batch_size=opts["batch_size"],
+        augment=opts["augment"],
+        val_fraction=opts["val_fraction"],
+        data_dir=str(opts["data_dir"]),
+        train=TrainConfig.from_options(opts),
+    )
+    click.echo(run_transfer(cfg, out, resume=resume, download=download), nl=False)
+    click.echo(f"→ {out}/table.md, table.csv, learning_curves.png")
+
+
+@group.command()
+@click.option(
+    "--teacher",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Run folder of the trained teacher (a `lab1 train` --out), or its model.safetensors.",
+)
+@click.option("--dataset", default=None, help="Dataset spec  [default: the teacher's]")
+@click.option("--model", type=click.Choice(["mlp", "cnn"]), default=None,
+              help="Student family  [default: the teacher's]")  # fmt: skip
+@click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True, help="Student blocks.")
+@click.option("--width", "--channels", "width", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Student width / channels.")  # fmt: skip
+@STAGES
+@click.option("--residual/--plain", default=True, show_default=True, help="Student skip connections.")
+@click.option("--T", "temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              show_default=True, help="Softmax temperature of the soft targets.")  # fmt: skip
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Weight of the hard-label cross-entropy (1 − alpha on the soft KL term).")  # fmt: skip
+@click.option("--precompute", is_flag=True,
+              help="Compute the teacher's probabilities once on un-augmented training images.")  # fmt: skip
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also train the student on hard labels only, for comparison.")  # fmt: skip
+@AUGMENT
+@VAL_FRACTION
+@_hyperparameters(epochs=30, lr=1e-3, batch=64)
+@cli.DATA_DIR
+@cli.DOWNLOAD
+@cli.OUT
+@cli.RESUME
+def distill(out: Path, resume: bool, download: bool, teacher: Path, **opts) -> None:
+    """Distil a trained teacher into a small student; compare teacher, student on labels, distilled student.
+
+    \b
+    Examples:
+      lab1 train --model cnn --depth 4 --channels 64 --dataset cifar10 --out runs/teacher
+      lab1 distill --teacher runs/teacher --depth 2 --channels 16 --T 4 --alpha 0.5 --out runs/kd
+      lab1 distill --teacher runs/teacher --precompute --epochs 10 --out runs/kd-fast
+    """
+    from lab1_resnet.distill import DistillConfig, run_distill, student_for
+
+    student = student_for(
+        teacher,
+        dataset=opts["dataset"],
+        **({"model": opts["model"]} if opts["model"] else {}),
+        depth=opts["depth"],
+        width=opts["width"],
+        stages=opts["stages"],
+        residual=opts["residual"],
+        batch_size=opts["batch_size"],
+        augment=opts["augment"],
+        val_fraction=opts["val_fraction"],
+        data_dir=str(opts["data_dir"]),
+        train=TrainConfig.from_options(opts),
+    )
+    cfg = DistillConfig(
+        teacher=str(teacher),
+        student=student,
+        temperature=opts["temperature"],
+        alpha=opts["alpha"],
+        precompute=opts["precompute"],
+        baseline=opts["baseline"],
+    )
+    click.echo(run_distill(cfg, out, resume=resume, download=download), nl=False)
+    click.echo(f"→ {out}/table.md, table.csv")
 
 
 main = cli.entry_point(group)

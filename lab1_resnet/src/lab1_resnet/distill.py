@@ -1,0 +1,178 @@
+"""`lab1 distill`: knowledge distillation (Hinton et al., 2015) from a trained teacher into a small student.
+
+    loss = α · CE(student, labels) + (1 − α) · T² · KL(softmax(teacher / T) ‖ softmax(student / T))
+
+The T² keeps the soft term's gradients on the scale of the hard term's as T grows. The teacher runs on each
+(augmented) batch, or — with ``precompute`` — once over the un-augmented training images before training; the
+student is then fed each image's index and looks up its label and teacher probabilities.
+
+One table compares the teacher, the student trained on labels only, and the distilled student; each student is
+a run folder under OUT/students/<name>/.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dla_core.data import ImageBatches, ImageSet, Splits
+from dla_core.engine import StepOutput, evaluate, fit, make_accelerator
+from dla_core.errors import DlaError
+from dla_core.models import build_model, count_parameters, load_model, save_model
+from dla_core.runs import MODEL, RunDir
+
+from lab1_resnet import tables
+from lab1_resnet.train import EVAL_BATCH, TrainRun, batches, is_finished, load_data, model_config
+
+log = logging.getLogger(__name__)
+
+#### The loss and the step ####
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor, T: float, alpha: float
+) -> torch.Tensor:
+    """α·CE(hard labels) + (1−α)·T²·KL(teacher ‖ student at temperature T), averaged over the batch."""
+    s = student_logits.float()
+    hard = F.cross_entropy(s, labels)
+    soft = F.kl_div(F.log_softmax(s / T, dim=1), teacher_probs.float(), reduction="batchmean")
+    return alpha * hard + (1 - alpha) * T * T * soft
+
+
+class DistillationStep:
+    """A training step for ``fit``. Without ``probs`` a batch is (x, y) and the teacher runs on x; with
+    precomputed ``probs`` (N, classes) a batch is (x, index) and ``labels[index]``, ``probs[index]`` are used."""
+
+    def __init__(
+        self,
+        teacher: nn.Module | None,
+        T: float,
+        alpha: float,
+        labels: torch.Tensor | None = None,
+        probs: torch.Tensor | None = None,
+    ):
+        if teacher is None and probs is None:
+            raise ValueError("a teacher or precomputed probabilities are needed")
+        self.teacher, self.T, self.alpha, self.labels, self.probs = teacher, T, alpha, labels, probs
+
+    def setup(self, accelerator: Any) -> None:
+        """Called once by ``fit``: the teacher (frozen, eval mode) and the lookup tables go to the device."""
+        device = accelerator.device
+        if self.teacher is not None:
+            self.teacher = self.teacher.to(device).eval().requires_grad_(False)
+        if self.probs is not None:
+            self.probs, self.labels = self.probs.to(device), self.labels.to(device)
+
+    def teacher_probs(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return F.softmax(self.teacher(x).float() / self.T, dim=1)
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        x, y = batch
+        if self.probs is not None:
+            y, p = self.labels[y], self.probs[y]  # y was the image index
+        else:
+            p = self.teacher_probs(x)
+        logits = model(x)
+        loss = distillation_loss(logits, y, p, self.T, self.alpha)
+        return StepOutput(loss, len(y), (logits.argmax(1) == y).sum())
+
+
+@torch.no_grad()
+def precompute_probs(teacher: nn.Module, data: ImageSet, T: float, device: torch.device) -> torch.Tensor:
+    """softmax(teacher / T) for every training image (no augmentation), in dataset order: (N, classes)."""
+    teacher = teacher.to(device).eval()
+    out = [F.softmax(teacher(x).float() / T, 1).cpu() for x, _ in ImageBatches(data, EVAL_BATCH).iterate(0, device=device)]
+    return torch.cat(out)
+
+
+#### Config and experiment ####
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: str  # run folder (or model.safetensors) of the teacher
+    student: TrainRun  # the student's architecture, data and training (its dataset = the teacher's)
+    temperature: float = 4.0
+    alpha: float = 0.5  # weight of the hard-label loss
+    precompute: bool = False  # teacher probabilities computed once (un-augmented) instead of per batch
+    baseline: bool = True  # also train the student on hard labels only
+
+
+def run_distill(cfg: DistillConfig, out: Path, *, resume: bool = False, download: bool = False) -> str:
+    teacher = load_model(Path(cfg.teacher))
+    s = cfg.student
+    data = load_data(s.dataset, s.data_dir, s.val_fraction, download)
+    tc = teacher.config
+    if data.train.shape != tuple(tc.in_shape) or data.train.num_classes != tc.num_classes:
+        raise DlaError(
+            f"{s.dataset} ({data.train.num_classes} classes of {data.train.shape} images) does not match the "
+            f"teacher ({tc.num_classes} classes of {tuple(tc.in_shape)}); pass the teacher's --dataset"
+        )
+    run = RunDir.create(out, cfg, command="lab1 distill", resume=resume)
+    acc = make_accelerator(s.train.precision, s.train.cpu)
+    b = batches(data, s.batch_size, s.augment, s.train.seed)
+    teacher_test = evaluate(teacher.to(acc.device), b["test"], accelerator=acc)
+
+    rows: list[dict[str, Any]] = [
+        {"model": "teacher", "parameters": count_parameters(teacher), "test_accuracy": teacher_test["accuracy"]}
+    ]
+    students = (["labels only"] if cfg.baseline else []) + ["distilled"]
+    for name in students:
+        path = run.path / "students" / ("baseline" if name == "labels only" else "distilled")
+        if not is_finished(path):
+            started = (path / "config.json").exists()
+            srun = RunDir.create(path, {"distill": cfg, "student": name}, command="lab1 distill student",
+                                 resume=started)  # fmt: skip
+            student_batches = dict(b)
+            step = None
+            if name == "distilled":
+                if cfg.precompute:
+                    probs = precompute_probs(teacher, data.train, cfg.temperature, acc.device)
+                    indexed = replace(data.train, labels=torch.arange(len(data.train)))
+                    student_batches["train"] = replace_train(b["train"], indexed)
+                    step = DistillationStep(None, cfg.temperature, cfg.alpha, data.train.labels, probs)
+                else:
+                    step = DistillationStep(teacher, cfg.temperature, cfg.alpha)
+            train_student(srun, s, data, student_batches, step, acc, started)
+        m = RunDir(path).read_metrics()
+        rows.append({"model": f"student, {name}", "parameters": m["parameters"],
+                     "test_accuracy": m["test_accuracy"]})  # fmt: skip
+    columns = {"model": "model", "parameters": "params", "test_accuracy": "test acc"}
+    text = tables.write_tables(rows, columns, run.path)
+    run.update_metrics(rows=rows, temperature=cfg.temperature, alpha=cfg.alpha)
+    return text
+
+
+def replace_train(train: ImageBatches, data: ImageSet) -> ImageBatches:
+    return ImageBatches(data, train.batch_size, shuffle=True, augment=train.augment, seed=train.seed)
+
+
+def train_student(run: RunDir, s: TrainRun, data: Splits, b: dict, step, acc, resume: bool) -> None:
+    from dla_core import plots
+
+    mcfg = model_config(s, data.train)
+    torch.manual_seed(s.train.seed)
+    model = build_model(mcfg)
+    kwargs = {"step": step} if step is not None else {}
+    result = fit(model, b["train"], s.train, val=b["val"], run=run, resume=resume, accelerator=acc, **kwargs)
+    test = evaluate(result.model, b["test"], accelerator=acc)
+    save_model(run.file(MODEL), result.model, mcfg)
+    run.update_metrics(parameters=count_parameters(result.model), test_accuracy=test["accuracy"])
+    plots.learning_curves({run.path.name: result.history}, run.file("learning_curves.png"))
+
+
+def student_for(teacher_source: str | Path, **changes: Any) -> TrainRun:
+    """A student TrainRun on the teacher's dataset (from its saved model config) unless one is given."""
+    teacher_cfg = load_model(Path(teacher_source)).config
+    dataset = changes.pop("dataset", None) or teacher_cfg.extra.get("dataset")
+    if not dataset:
+        raise DlaError(f"{teacher_source}: the teacher does not record its dataset; pass --dataset")
+    return replace(TrainRun(dataset=dataset, model=teacher_cfg.family), **changes)
+

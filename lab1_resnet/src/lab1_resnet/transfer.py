@@ -1,0 +1,216 @@
+"""`lab1 transfer`: reuse a trained network on a new dataset (e.g. a CIFAR-10 CNN → CIFAR-100).
+
+Rows of one table, each with its test accuracy and exact count of trainable parameters:
+    (a) frozen features + a scikit-learn linear SVM, and + k-NN
+    (b) fine-tuning with a new head, for each freezing strategy × optimizer:
+          head          only the new head trains
+          freeze-stem   everything but the input stem trains
+          freeze-early  the stem and the first half of the blocks stay frozen
+          none          everything trains
+    (c) the same architecture from scratch, same epochs (the budget the transfer has to beat)
+
+Frozen parts keep their BatchNorm statistics too: they stay in eval mode while the rest trains.
+Each trained row is a run folder under OUT/rows/<name>/ (model.safetensors included); --resume skips
+finished rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dla_core import plots
+from dla_core.data import ImageBatches, Splits
+from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
+from dla_core.errors import DlaError
+from dla_core.models import Classifier, ModelConfig, build_model, count_parameters, load_model, save_model
+from dla_core.runs import MODEL, RunDir
+
+from lab1_resnet import tables
+from lab1_resnet.train import EVAL_BATCH, batches, is_finished, load_data
+
+log = logging.getLogger(__name__)
+
+#### Freezing ####
+
+FROZEN_PARTS: dict[str, Callable[[Classifier], list[nn.Module]]] = {
+    "head": lambda m: [m.normalize, m.stem, m.blocks],
+    "freeze-stem": lambda m: [m.normalize, m.stem],
+    "freeze-early": lambda m: [m.normalize, m.stem, *list(m.blocks)[: len(m.blocks) // 2]],
+    "none": lambda m: [],
+}
+STRATEGIES = tuple(FROZEN_PARTS)
+
+
+class PartlyFrozen(nn.Module):
+    """A classifier whose frozen parts take no gradient and stay in eval mode (BatchNorm statistics fixed)
+    however often the training loop calls ``train()``."""
+
+    def __init__(self, model: Classifier, strategy: str):
+        super().__init__()
+        self.model = model
+        frozen = FROZEN_PARTS[strategy](model)
+        for part in frozen:
+            part.requires_grad_(False)
+        self.__dict__["_frozen"] = frozen  # plain list: not registered twice as submodules
+
+    def train(self, mode: bool = True) -> PartlyFrozen:
+        super().train(mode)
+        for part in self._frozen:
+            part.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def with_new_head(source: Classifier, num_classes: int, extra: dict[str, Any]) -> Classifier:
+    """The source network with a freshly initialised head for ``num_classes`` (its config follows)."""
+    cfg = replace(source.config, num_classes=num_classes, extra=extra)
+    source.head = nn.Linear(source.feature_dim, num_classes)
+    source.config = cfg
+    return source
+
+
+#### Config ####
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    source: str  # run folder (or model.safetensors) of the trained network
+    dataset: str = "cifar100"
+    strategies: tuple[str, ...] = STRATEGIES
+    optimizers: tuple[str, ...] = ("sgd", "adam")
+    lr_sgd: float = 0.01
+    lr_adam: float = 1e-3
+    features: bool = True  # rows (a): linear SVM and k-NN on frozen features
+    scratch: bool = True  # rows (c)
+    knn_k: int = 5
+    batch_size: int = 128
+    augment: bool = True
+    val_fraction: float = 0.1
+    data_dir: str = "data"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))  # lr/optimizer set per row
+
+    def row_train(self, optimizer: str) -> TrainConfig:
+        lr = self.lr_sgd if optimizer == "sgd" else self.lr_adam
+        return replace(self.train, optimizer=optimizer, lr=lr)
+
+
+#### Rows ####
+
+
+@torch.no_grad()
+def extract_features(model: Classifier, data, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    model.eval().to(device)
+    feats, labels = [], []
+    for x, y in ImageBatches(data, EVAL_BATCH).iterate(0, device=device):
+        feats.append(model.features(x).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def feature_rows(cfg: TransferConfig, source: Classifier, data: Splits, device: torch.device) -> list[dict]:
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    x_tr, y_tr = extract_features(source, data.train, device)
+    x_te, y_te = extract_features(source, data.test, device)
+    k = data.train.num_classes
+    svm = make_pipeline(StandardScaler(), LinearSVC(C=1.0, max_iter=5000)).fit(x_tr, y_tr)
+    knn = make_pipeline(StandardScaler(), KNeighborsClassifier(min(cfg.knn_k, len(y_tr)))).fit(x_tr, y_tr)
+    n_svm = (x_tr.shape[1] + 1) * (k if k > 2 else 1)  # one-vs-rest weights + biases
+    return [
+        {"row": "features + linear SVM", "optimizer": None, "trainable_params": n_svm,
+         "test_accuracy": float(svm.score(x_te, y_te))},
+        {"row": f"features + {cfg.knn_k}-NN", "optimizer": None, "trainable_params": 0,
+         "test_accuracy": float(knn.score(x_te, y_te))},
+    ]  # fmt: skip
+
+
+def train_row(
+    cfg: TransferConfig, name: str, model: nn.Module, inner: Classifier, data: Splits, out: Path, optimizer: str
+) -> dict[str, Any]:
+    """Fine-tune (or train) one row in its own run folder; a finished row is read back, not retrained."""
+    path = out / "rows" / name
+    trainable = count_parameters(model, trainable_only=True)
+    if not is_finished(path):
+        row_cfg = {"transfer": cfg, "row": name, "optimizer": optimizer}
+        started = (path / "config.json").exists()
+        run = RunDir.create(path, row_cfg, command="lab1 transfer row", resume=started)
+        tcfg = cfg.row_train(optimizer)
+        acc = make_accelerator(tcfg.precision, tcfg.cpu)
+        b = batches(data, cfg.batch_size, cfg.augment, tcfg.seed)
+        result = fit(model, b["train"], tcfg, val=b["val"], run=run, resume=started, accelerator=acc, desc=name)
+        test = evaluate(result.model, b["test"], accelerator=acc)
+        save_model(run.file(MODEL), inner, inner.config)
+        run.update_metrics(
+            trainable_params=trainable,
+            parameters=count_parameters(inner),
+            val_accuracy=result.last.get("val_accuracy"),
+            test_accuracy=test["accuracy"],
+        )
+    m = RunDir(path).read_metrics()
+    return {
+        "row": name,
+        "optimizer": optimizer,
+        "trainable_params": m["trainable_params"],
+        "val_accuracy": m.get("val_accuracy"),
+        "test_accuracy": m["test_accuracy"],
+        "history": m.get("history", []),
+    }
+
+
+def run_transfer(cfg: TransferConfig, out: Path, *, resume: bool = False, download: bool = False) -> str:
+    """Every row of the transfer table; returns the Markdown table (also table.md / table.csv in OUT)."""
+    source = load_model(Path(cfg.source))
+    if not isinstance(source, Classifier):
+        raise DlaError(f"{cfg.source}: not a classifier with features (family {source.config.family})")
+    raw = load_data(cfg.dataset, cfg.data_dir, cfg.val_fraction, download)
+    shape = source.config.in_shape
+    data = Splits(
+        raw.train.adapt(shape), raw.val.adapt(shape) if raw.val is not None else None, raw.test.adapt(shape)
+    )
+    k = data.train.num_classes
+    extra = {
+        "dataset": data.train.spec,
+        "classes": list(data.train.classes),
+        "class_map": list(data.train.class_map),
+        "transferred_from": str(cfg.source),
+    }
+    run = RunDir.create(out, cfg, command="lab1 transfer", resume=resume)
+    device = make_accelerator(cfg.train.precision, cfg.train.cpu).device
+
+    rows: list[dict[str, Any]] = []
+    if cfg.features:
+        rows += feature_rows(cfg, source, data, device)
+    for strategy in cfg.strategies:
+        for opt in cfg.optimizers:
+            torch.manual_seed(cfg.train.seed)
+            inner = with_new_head(load_model(Path(cfg.source)), k, extra)
+            model = PartlyFrozen(inner, strategy)
+            rows.append(train_row(cfg, f"finetune-{strategy}-{opt}", model, inner, data, run.path, opt))
+    if cfg.scratch:
+        scratch_cfg: ModelConfig = replace(source.config, num_classes=k, extra={**extra, "transferred_from": None})
+        for opt in cfg.optimizers:
+            torch.manual_seed(cfg.train.seed)
+            inner = build_model(scratch_cfg)
+            rows.append(train_row(cfg, f"scratch-{opt}", inner, inner, data, run.path, opt))
+
+    histories = {r["row"]: r.pop("history") for r in rows if r.get("history")}
+    if histories:
+        plots.learning_curves(histories, run.file("learning_curves.png"), title="transfer: fine-tuning rows")
+    columns = {"row": "method", "optimizer": "optimizer", "trainable_params": "trainable params",
+               "val_accuracy": "val acc", "test_accuracy": "test acc"}  # fmt: skip
+    text = tables.write_tables(rows, columns, run.path)
+    run.update_metrics(rows=rows, source_parameters=count_parameters(source))
+    return text

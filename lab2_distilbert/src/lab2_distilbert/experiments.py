@@ -1,0 +1,306 @@
+"""The four lab2 experiments: frozen features + classic classifiers, fine-tuning, LoRA, evaluation.
+
+Each reads one frozen config, writes one run folder (config.json, metrics.json, plots, model files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from dla_core import plots
+from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
+from dla_core.runs import RunDir, atomic_write, write_json
+from lab2_distilbert import models
+from lab2_distilbert.data import DataConfig, TextSplits, load_text_splits
+from lab2_distilbert.tokens import Encoded, TokenBatches, cache_key, encode
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "distilbert-base-uncased"
+
+
+#### Configs ####
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    model: str = DEFAULT_MODEL
+    data: DataConfig = field(default_factory=DataConfig)
+    pooling: str = "cls"  # cls | mean (mean over real tokens)
+    batch_size: int = 64
+    neighbours: int = 10  # k of k-NN
+    precision: str = "no"
+    cpu: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: str = DEFAULT_MODEL
+    data: DataConfig = field(default_factory=DataConfig)
+    strategy: str = "full"  # full | head | head+last
+    batch_size: int = 32
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    model: str = DEFAULT_MODEL
+    data: DataConfig = field(default_factory=DataConfig)
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("q", "v")  # roles, mapped per architecture
+    dropout: float = 0.1
+    merge: bool = False
+    batch_size: int = 32
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    model: str = DEFAULT_MODEL  # hub name, model folder, adapter folder or lab2 run folder
+    data: DataConfig = field(default_factory=DataConfig)
+    split: str = "test"  # validation | test
+    batch_size: int = 64
+    precision: str = "no"
+    cpu: bool = False
+
+
+#### Shared setup ####
+
+
+def encode_splits(tokenizer, splits: TextSplits, data: DataConfig) -> dict[str, Encoded]:
+    cache = Path(data.cache_dir)
+    return {name: encode(tokenizer, s, data.max_length, cache) for name, s in splits.items()}
+
+
+def make_batches(enc: dict[str, Encoded], tokenizer, batch_size: int, seed: int) -> dict[str, TokenBatches]:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return {
+        name: TokenBatches(e, batch_size, pad_id=pad, shuffle=name == "train", seed=seed)
+        for name, e in enc.items()
+    }
+
+
+def save_with_tokenizer(model: nn.Module, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+#### features ####
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Hash of the weights (each tensor's name, shape and float64 sum and sum of squares)."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            x = p.double()
+            h.update(f"{name}{tuple(p.shape)}{x.sum().item():.10e}{x.square().sum().item():.10e}".encode())
+    return h.hexdigest()[:24]
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, batches: TokenBatches, pooling: str, acc) -> torch.Tensor:
+    """(N, hidden) last-layer features in the split's original order."""
+    encoder.eval()
+    out: torch.Tensor | None = None
+    with acc.autocast():
+        for batch in tqdm(batches.iterate(0, device=acc.device), total=len(batches), desc="features", leave=False):
+            hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            hidden = hidden.last_hidden_state.float()  # (B, T, H)
+            if pooling == "cls":
+                feats = hidden[:, 0]
+            else:
+                m = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
+                feats = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            if out is None:
+                out = torch.zeros(len(batches.data), feats.shape[1])
+            out[batch["index"].cpu()] = feats.cpu()
+    assert out is not None
+    return out
+
+
+def classifiers(neighbours: int, seed: int) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    return {
+        "linear_svm": make_pipeline(StandardScaler(), LinearSVC(C=0.01, max_iter=5000, random_state=seed)),
+        "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)),
+        "knn": KNeighborsClassifier(n_neighbors=neighbours),
+    }
+
+
+def run_features(cfg: FeaturesConfig, out: Path) -> dict:
+    run = RunDir.create(out, cfg, command="lab2 features")
+    acc = make_accelerator(cfg.precision, cfg.cpu)
+    splits = load_text_splits(cfg.data)
+    tokenizer = models.load_tokenizer(cfg.model)
+    encoder = models.load_encoder(cfg.model).to(acc.device)
+    enc = encode_splits(tokenizer, splits, cfg.data)
+    batches = make_batches(enc, tokenizer, cfg.batch_size, cfg.data.seed)
+
+    key = hashlib.sha256(
+        "|".join(
+            [model_fingerprint(encoder), cfg.pooling, cfg.precision]
+            + [cache_key(tokenizer, s, cfg.data.max_length) for _, s in splits.items()]
+        ).encode()
+    ).hexdigest()[:24]
+    cache = Path(cfg.data.cache_dir) / f"features-{key}.pt"
+    t0 = time.perf_counter()
+    if cache.exists():
+        feats = torch.load(cache, weights_only=True)
+        log.info("features from cache %s", cache)
+    else:
+        feats = {name: extract_features(encoder, b, cfg.pooling, acc) for name, b in batches.items()}
+        atomic_write(cache, lambda p: torch.save(feats, p))
+    feature_seconds = time.perf_counter() - t0
+
+    x = {k: v.numpy() for k, v in feats.items()}
+    y = {name: s.labels for name, s in splits.items()}
+    table = {}
+    for name, clf in classifiers(cfg.neighbours, cfg.data.seed).items():
+        clf.fit(x["train"], y["train"])
+        table[name] = {
+            "val_accuracy": float((clf.predict(x["validation"]) == y["validation"]).mean()),
+            "test_accuracy": float((clf.predict(x["test"]) == y["test"]).mean()),
+        }
+        log.info("%s: %s", name, table[name])
+
+    # where the classes fall along the first principal component of the training features
+    centred = x["train"] - x["train"].mean(0)
+    direction = np.linalg.svd(centred[:2000], full_matrices=False)[2][0]
+    pc1 = centred @ direction
+    plots.score_histograms(
+        {n: pc1[y["train"] == i] for i, n in enumerate(splits.label_names)},
+        run.file("features_pc1.png"),
+        xlabel="first principal component",
+        title=f"{cfg.pooling} features of {cfg.model} (train)",
+    )
+    metrics = {
+        "classifiers": table,
+        "feature_dim": int(x["train"].shape[1]),
+        "feature_seconds": round(feature_seconds, 3),
+        "features_cache": str(cache),
+        "sizes": {name: len(s) for name, s in splits.items()},
+    }
+    run.write_metrics(metrics)
+    return metrics
+
+
+#### finetune / lora ####
+
+
+def _train(run: RunDir, model: nn.Module, tokenizer, splits: TextSplits, data: DataConfig, batch_size: int,
+           train: TrainConfig, resume: bool, desc: str):
+    acc = make_accelerator(train.precision, train.cpu)
+    batches = make_batches(encode_splits(tokenizer, splits, data), tokenizer, batch_size, train.seed)
+    trainable, total = models.count_params(model)
+    log.info("%s: %s trainable of %s parameters", desc, f"{trainable:,}", f"{total:,}")
+    t0 = time.perf_counter()
+    result = fit(
+        model, batches["train"], train, step=models.classification_step, val=batches["validation"],
+        eval_step=models.classification_step, run=run, resume=resume, accelerator=acc, desc=desc,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    test = evaluate(result.model, batches["test"], step=models.classification_step, accelerator=acc)
+    train_seconds = sum(h["epoch_seconds"] for h in result.history)
+    metrics = {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "val_accuracy": result.last.get("val_accuracy"),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_fraction": trainable / total,
+        "wall_seconds": round(wall, 3),
+        "train_samples_per_second": round(len(batches["train"]) * batch_size * len(result.history)
+                                          / max(train_seconds, 1e-9), 2),
+        "precision": acc.mixed_precision,
+        "device": str(acc.device),
+    }  # fmt: skip
+    plots.learning_curves({desc: result.history}, run.file("learning_curves.png"), title=desc)
+    return result.model, run.update_metrics(**metrics)
+
+
+def run_finetune(cfg: FinetuneConfig, out: Path, resume: bool = False) -> dict:
+    run = RunDir.create(out, cfg, command="lab2 finetune", resume=resume)
+    splits = load_text_splits(cfg.data)
+    tokenizer = models.load_tokenizer(cfg.model)
+    model = models.load_classifier(cfg.model, splits.label_names)
+    models.apply_strategy(model, cfg.strategy)
+    model, metrics = _train(
+        run, model, tokenizer, splits, cfg.data, cfg.batch_size, cfg.train, resume, f"finetune {cfg.strategy}"
+    )
+    save_with_tokenizer(model, tokenizer, run.file("model"))
+    return metrics
+
+
+def run_lora(cfg: LoraConfig, out: Path, resume: bool = False) -> dict:
+    run = RunDir.create(out, cfg, command="lab2 lora", resume=resume)
+    splits = load_text_splits(cfg.data)
+    tokenizer = models.load_tokenizer(cfg.model)
+    base = models.load_classifier(cfg.model, splits.label_names)
+    model = models.add_lora(base, cfg.rank, cfg.alpha, list(cfg.targets), cfg.dropout)
+    lora_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
+    model, metrics = _train(
+        run, model, tokenizer, splits, cfg.data, cfg.batch_size, cfg.train, resume,
+        f"lora r{cfg.rank} {','.join(cfg.targets)}",
+    )  # fmt: skip
+    adapter = run.file("adapter")
+    save_with_tokenizer(model, tokenizer, adapter)
+    write_json(adapter / "adapter_labels.json", splits.label_names)
+    extra = {"lora_params": lora_params, "head_params": metrics["trainable_params"] - lora_params}
+    if cfg.merge:
+        merged = model.merge_and_unload()
+        save_with_tokenizer(merged, tokenizer, run.file("merged"))
+    return run.update_metrics(**extra)
+
+
+#### evaluate ####
+
+
+def run_evaluate(cfg: EvaluateConfig, out: Path) -> dict:
+    run = RunDir.create(out, cfg, command="lab2 evaluate")
+    acc = make_accelerator(cfg.precision, cfg.cpu)
+    splits = load_text_splits(cfg.data)
+    model, source = models.load_any_classifier(cfg.model)
+    tokenizer = models.load_tokenizer(source)
+    mapping = models.label_mapping(model.config.id2label, splits.label_names)
+    data = dict(splits.items())[cfg.split]
+    enc = encode(tokenizer, data, cfg.data.max_length, Path(cfg.data.cache_dir))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = TokenBatches(enc, cfg.batch_size, pad_id=pad)
+    step = models.MappedStep(mapping, collect=True)
+    t0 = time.perf_counter()
+    result = evaluate(model.to(acc.device), batches, step=step, accelerator=acc)
+    seconds = time.perf_counter() - t0
+    scores, labels = torch.cat(step.scores).numpy(), torch.cat(step.labels).numpy()
+    names = splits.label_names
+    plots.score_histograms(
+        {f"true {n}": scores[labels == i, -1] for i, n in enumerate(names)},
+        run.file("scores.png"),
+        xlabel=f"P({names[-1]})",
+        title=f"{Path(cfg.model).name} on {cfg.split}",
+    )
+    metrics = {
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "examples": len(data),
+        "split": cfg.split,
+        "label_mapping": {str(model.config.id2label[i]): names[d] for i, d in enumerate(mapping)},
+        "seconds": round(seconds, 3),
+    }
+    run.write_metrics(metrics)
+    return metrics

@@ -1,0 +1,62 @@
+"""The lab's data: the in-distribution splits of a classifier and OOD sets converted to its input shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from dla_core.data import ImageSet, Splits, fake_data, load_dataset, load_splits, parse_spec
+from dla_core.errors import DlaError
+from dla_core.models import model_config_of
+from dla_core.runs import CONFIG
+
+
+def dataset_of_run(run: Path) -> str | None:
+    """The ``dataset`` a classifier run was trained on, when its config.json records one."""
+    path = Path(run) / CONFIG
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text()).get("config", {})
+    value = config.get("dataset") or config.get("id")
+    return value if isinstance(value, str) else None
+
+
+def id_spec_for(run: Path, spec: str | None, option: str = "--id") -> str:
+    spec = spec or dataset_of_run(run)
+    if spec is None:
+        raise DlaError(f"{run} does not record its dataset; pass {option} SPEC (e.g. {option} cifar10)")
+    return spec
+
+
+def check_model_fits(model: nn.Module, data: ImageSet) -> None:
+    cfg = model_config_of(model)
+    if tuple(cfg.in_shape) != data.shape:
+        raise DlaError(f"the model takes {tuple(cfg.in_shape)} images but {data.spec} has {data.shape}")
+    if cfg.num_classes != data.num_classes:
+        raise DlaError(f"the model has {cfg.num_classes} classes but {data.spec} has {data.num_classes}")
+
+
+def load_id(spec: str, data_dir: Path, download: bool, val_fraction: float = 0.1) -> Splits:
+    return load_splits(spec, data_dir, download, val_fraction=val_fraction)
+
+
+def load_ood(spec: str, shape: tuple[int, int, int], data_dir: Path, download: bool, n_fake: int = 1000
+             ) -> tuple[ImageSet, ImageSet]:
+    """(train, test) of an OOD spec in ``shape`` (grey ↔ RGB, resized); ``fake`` is FakeData noise."""
+    name, _ = parse_spec(spec)
+    if name == "fake":
+        train, test = fake_data(shape, n_train=n_fake, n_test=n_fake)
+    else:
+        train, test = load_dataset(spec, data_dir, download)
+    return train.adapt(shape), test.adapt(shape)
+
+
+def head(data: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
+    """A fixed random subset of at most ``limit`` images (all when None), the same for every run."""
+    if limit is None or len(data) <= limit:
+        return data
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return data.subset(perm[:limit].sort().values)

@@ -1,0 +1,136 @@
+"""``lab4 detect``: score the ID test split and each OOD test set with one or more detectors.
+
+Scores: higher = more in-distribution; metrics take ID as the positive class (see metrics.py).
+The ODIN grid (``--grid``) is searched on held-out data, not on the test sets: the ID validation slice of the
+training split against each OOD set's *training* split; the best (T, ε) by mean AUROC is then used for
+``odin`` on the test sets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dla_core import plots
+from dla_core.data import ImageBatches, ImageSet
+from dla_core.engine import evaluate, make_accelerator
+from dla_core.errors import DlaError
+from dla_core.models import load_model
+from dla_core.runs import RunDir
+from lab4_ood import detectors as det
+from lab4_ood.autoencoder import load_autoencoder
+from lab4_ood.datasets import check_model_fits, head, load_id, load_ood
+from lab4_ood.metrics import ood_metrics, pr_curve, roc_curve
+from lab4_ood.odin import odin_grid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    model: Path
+    id: str
+    ood: tuple[str, ...]
+    methods: tuple[str, ...]
+    out: Path
+    temperature: float = 1000.0  # ODIN T
+    eps: float = 0.0014  # ODIN ε (the libraries' convention, see odin.py)
+    grid: bool = False
+    grid_temperatures: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    grid_eps: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.0014, 0.002)
+    autoencoder: Path | None = None  # train-ae run, for recon
+    batch_size: int = 256
+    limit: int | None = None  # at most this many images per set
+    data_dir: Path = Path("data")
+    download: bool = False
+    cpu: bool = False
+
+
+def make_detector(method: str, model: torch.nn.Module, cfg: DetectConfig, temperature: float, eps: float,
+                  device: torch.device) -> det.Detector:
+    if method == "msp":
+        return det.MSP(model)
+    if method == "maxlogit":
+        return det.MaxLogit(model)
+    if method == "energy":
+        return det.Energy(model)
+    if method == "odin":
+        return det.ODIN(model, temperature, eps)
+    if method == "mahalanobis":
+        return det.Mahalanobis(model)
+    if method == "recon":
+        if cfg.autoencoder is None:
+            raise DlaError("--method recon needs --autoencoder RUN (the --out folder of 'lab4 train-ae')")
+        return det.Reconstruction(load_autoencoder(cfg.autoencoder).to(device))
+    raise DlaError(f"unknown method {method!r} (choose {', '.join(det.METHODS)})")
+
+
+def grid_search(model: torch.nn.Module, id_val: ImageSet, oods: dict[str, ImageSet], cfg: DetectConfig,
+                device: torch.device) -> list[dict[str, float]]:
+    """Mean AUROC over the OOD sets for every (T, ε), from shared passes (odin.odin_grid)."""
+    def scores(data: ImageSet) -> dict[tuple[float, float], np.ndarray]:
+        parts: dict[tuple[float, float], list[torch.Tensor]] = {}
+        for x, _ in ImageBatches(data, cfg.batch_size).iterate(0, device=device):
+            for key, s in odin_grid(model, x, cfg.grid_temperatures, cfg.grid_eps).items():
+                parts.setdefault(key, []).append(s.double().cpu())
+        return {k: torch.cat(v).numpy() for k, v in parts.items()}
+
+    id_scores = scores(id_val)
+    ood_scores = {name: scores(data) for name, data in tqdm(oods.items(), desc="odin grid", leave=False)}
+    rows = []
+    for (t, e), s_id in id_scores.items():
+        aurocs = [ood_metrics(s_id, s[(t, e)])["auroc"] for s in ood_scores.values()]
+        rows.append({"temperature": t, "eps": e, "auroc": float(np.mean(aurocs))})
+    return rows
+
+
+def detect(cfg: DetectConfig) -> dict:
+    device = make_accelerator(cpu=cfg.cpu).device
+    model = load_model(cfg.model).to(device).eval()
+    splits = load_id(cfg.id, cfg.data_dir, cfg.download)
+    check_model_fits(model, splits.test)
+    shape = splits.test.shape
+    id_test = head(splits.test, cfg.limit)
+    oods = {spec: load_ood(spec, shape, cfg.data_dir, cfg.download) for spec in cfg.ood}
+    ood_test = {spec: head(test, cfg.limit) for spec, (_, test) in oods.items()}
+    run = RunDir.create(cfg.out, cfg, command="lab4 detect")
+    summary: dict = {"id_accuracy": evaluate(model, ImageBatches(id_test, cfg.batch_size))["accuracy"]}
+
+    temperature, eps = cfg.temperature, cfg.eps
+    if cfg.grid:
+        if splits.val is None:
+            raise DlaError(f"{cfg.id} has no validation split to search the ODIN grid on")
+        held_out = {spec: head(train, cfg.limit) for spec, (train, _) in oods.items()}
+        rows = grid_search(model, head(splits.val, cfg.limit), held_out, cfg, device)
+        best = max(rows, key=lambda r: r["auroc"])
+        temperature, eps = best["temperature"], best["eps"]
+        summary["odin_grid"] = {"searched_on": "ID validation split vs OOD training splits", "rows": rows,
+                                "best": best}
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for method in cfg.methods:
+        detector = make_detector(method, model, cfg, temperature, eps, device)
+        if detector.needs_fit:
+            detector.fit(ImageBatches(head(splits.train, cfg.limit and 4 * cfg.limit), cfg.batch_size)
+                         .iterate(0, device=device))
+        s_id = det.score_set(detector, id_test, cfg.batch_size, device)
+        s_ood = {spec: det.score_set(detector, data, cfg.batch_size, device)
+                 for spec, data in tqdm(ood_test.items(), desc=method, leave=False)}
+        results[method] = {spec: ood_metrics(s_id, s) for spec, s in s_ood.items()}
+        plots.score_histograms({f"ID {cfg.id}": s_id, **{f"OOD {k}": v for k, v in s_ood.items()}},
+                               run.file(f"scores_{method}.png"), xlabel=f"{method} score (higher = ID)",
+                               title=method)
+        plots.curves({spec: roc_curve(s_id, s) for spec, s in s_ood.items()}, run.file(f"roc_{method}.png"),
+                     "false positive rate (OOD accepted)", "true positive rate (ID accepted)",
+                     title=f"ROC, {method}", diagonal=True)
+        plots.curves({spec: pr_curve(s_id, s) for spec, s in s_ood.items()}, run.file(f"pr_{method}.png"),
+                     "recall (ID)", "precision (ID)", title=f"PR (ID positive), {method}")
+    summary["results"] = results
+    summary["odin"] = {"temperature": temperature, "eps": eps}
+    run.update_metrics(**summary)
+    return summary
