@@ -186,7 +186,6 @@ def study(out: Path, resume: bool, download: bool, depths: str, kinds: str, seed
     click.echo(f"→ {out}/table.md, table.csv, learning_curves.png, grad_norms.png")
 
 
-
 @group.command()
 @click.option(
     "--from",
@@ -208,7 +207,9 @@ def study(out: Path, resume: bool, download: bool, depths: str, kinds: str, seed
 @click.option("--lr-adam", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--features/--no-features", default=True, show_default=True,
               help="Rows with frozen features + linear SVM and + k-NN (scikit-learn).")  # fmt: skip
-@click.option("--knn-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours for k-NN.")
+@click.option(
+    "--knn-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours for k-NN."
+)
 @click.option("--scratch/--no-scratch", default=True, show_default=True,
               help="Rows training the same architecture from scratch, same epochs.")  # fmt: skip
 @AUGMENT

@@ -26,7 +26,6 @@ from dla_core.engine import StepOutput, evaluate, fit, make_accelerator
 from dla_core.errors import DlaError
 from dla_core.models import build_model, count_parameters, load_model, save_model
 from dla_core.runs import MODEL, RunDir
-
 from lab1_resnet import tables
 from lab1_resnet.train import EVAL_BATCH, TrainRun, batches, is_finished, load_data, model_config
 
@@ -88,7 +87,10 @@ class DistillationStep:
 def precompute_probs(teacher: nn.Module, data: ImageSet, T: float, device: torch.device) -> torch.Tensor:
     """softmax(teacher / T) for every training image (no augmentation), in dataset order: (N, classes)."""
     teacher = teacher.to(device).eval()
-    out = [F.softmax(teacher(x).float() / T, 1).cpu() for x, _ in ImageBatches(data, EVAL_BATCH).iterate(0, device=device)]
+    out = [
+        F.softmax(teacher(x).float() / T, 1).cpu()
+        for x, _ in ImageBatches(data, EVAL_BATCH).iterate(0, device=device)
+    ]
     return torch.cat(out)
 
 
@@ -121,7 +123,11 @@ def run_distill(cfg: DistillConfig, out: Path, *, resume: bool = False, download
     teacher_test = evaluate(teacher.to(acc.device), b["test"], accelerator=acc)
 
     rows: list[dict[str, Any]] = [
-        {"model": "teacher", "parameters": count_parameters(teacher), "test_accuracy": teacher_test["accuracy"]}
+        {
+            "model": "teacher",
+            "parameters": count_parameters(teacher),
+            "test_accuracy": teacher_test["accuracy"],
+        }
     ]
     students = (["labels only"] if cfg.baseline else []) + ["distilled"]
     for name in students:
@@ -175,4 +181,3 @@ def student_for(teacher_source: str | Path, **changes: Any) -> TrainRun:
     if not dataset:
         raise DlaError(f"{teacher_source}: the teacher does not record its dataset; pass --dataset")
     return replace(TrainRun(dataset=dataset, model=teacher_cfg.family), **changes)
-

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from dla_core import plots
 from dla_core.engine import TrainConfig
 from dla_core.runs import RunDir, atomic_write
-
 from lab1_resnet import tables
 from lab1_resnet.train import TrainRun, is_finished, load_data, train_in
 

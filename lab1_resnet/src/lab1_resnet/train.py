@@ -122,7 +122,9 @@ def train_in(
     if plot:
         plots.learning_curves({cfg.name: result.history}, run.file("learning_curves.png"), title=cfg.name)
         if result.grad_norms:
-            plots.grad_norms(result.grad_norms, run.file("grad_norms.png"), title=f"{cfg.name}: gradient norms")
+            plots.grad_norms(
+                result.grad_norms, run.file("grad_norms.png"), title=f"{cfg.name}: gradient norms"
+            )
     return metrics
 
 

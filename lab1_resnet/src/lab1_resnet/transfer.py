@@ -32,7 +32,6 @@ from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
 from dla_core.errors import DlaError
 from dla_core.models import Classifier, ModelConfig, build_model, count_parameters, load_model, save_model
 from dla_core.runs import MODEL, RunDir
-
 from lab1_resnet import tables
 from lab1_resnet.train import EVAL_BATCH, batches, is_finished, load_data
 
@@ -138,7 +137,13 @@ def feature_rows(cfg: TransferConfig, source: Classifier, data: Splits, device: 
 
 
 def train_row(
-    cfg: TransferConfig, name: str, model: nn.Module, inner: Classifier, data: Splits, out: Path, optimizer: str
+    cfg: TransferConfig,
+    name: str,
+    model: nn.Module,
+    inner: Classifier,
+    data: Splits,
+    out: Path,
+    optimizer: str,
 ) -> dict[str, Any]:
     """Fine-tune (or train) one row in its own run folder; a finished row is read back, not retrained."""
     path = out / "rows" / name
@@ -150,7 +155,9 @@ def train_row(
         tcfg = cfg.row_train(optimizer)
         acc = make_accelerator(tcfg.precision, tcfg.cpu)
         b = batches(data, cfg.batch_size, cfg.augment, tcfg.seed)
-        result = fit(model, b["train"], tcfg, val=b["val"], run=run, resume=started, accelerator=acc, desc=name)
+        result = fit(
+            model, b["train"], tcfg, val=b["val"], run=run, resume=started, accelerator=acc, desc=name
+        )
         test = evaluate(result.model, b["test"], accelerator=acc)
         save_model(run.file(MODEL), inner, inner.config)
         run.update_metrics(
@@ -200,7 +207,9 @@ def run_transfer(cfg: TransferConfig, out: Path, *, resume: bool = False, downlo
             model = PartlyFrozen(inner, strategy)
             rows.append(train_row(cfg, f"finetune-{strategy}-{opt}", model, inner, data, run.path, opt))
     if cfg.scratch:
-        scratch_cfg: ModelConfig = replace(source.config, num_classes=k, extra={**extra, "transferred_from": None})
+        scratch_cfg: ModelConfig = replace(
+            source.config, num_classes=k, extra={**extra, "transferred_from": None}
+        )
         for opt in cfg.optimizers:
             torch.manual_seed(cfg.train.seed)
             inner = build_model(scratch_cfg)

@@ -100,13 +100,12 @@ def _read_local(path: Path, cfg: DataConfig) -> dict:
         raise DlaError(f"--data {path}: no such file or folder")
     if path.is_file():
         return {"train": _read_file(path, cfg)}
+    files = sorted(f for f in path.iterdir() if f.suffix in SUFFIXES)
     found: dict = {}
-    for f in sorted(path.iterdir()):
-        if f.suffix not in SUFFIXES:
-            continue
-        for split, stems in SPLIT_NAMES.items():
-            if f.stem.lower() in stems and split not in found:
-                found[split] = _read_file(f, cfg)
+    for split, stems in SPLIT_NAMES.items():  # train first, so its errors come first
+        match = [f for f in files if f.stem.lower() in stems]
+        if match:
+            found[split] = _read_file(match[0], cfg)
     if "train" not in found:
         raise DlaError(
             f"--data {path}: no train file (expected train.csv, train.tsv or train.jsonl, "

@@ -1,10 +1,22 @@
-"""The `lab3` command."""
+"""The `lab3` command: `lab3 story SOURCE…`."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
 import click
+from tqdm import tqdm
 
 from dla_core import cli
+from dla_core.errors import DlaError
+from lab3_story.generator import DEFAULT_CAPTION_MODEL, DEFAULT_STORY_MODEL, StoryConfig, StoryResult
+from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS
+
+LENGTH = click.Choice(list(LENGTH_TOKENS))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -12,6 +24,200 @@ from dla_core import cli
 def group(verbose: int) -> None:
     """Lab 3: image → BLIP caption → TinyStories story."""
     cli.setup_logging(verbose)
+
+
+@group.command()
+@click.argument("sources", nargs=-1, metavar="SOURCE...")
+@click.option(
+    "--length",
+    type=LENGTH,
+    default="medium",
+    show_default=True,
+    help="Story budget: short/medium/long ≈ 100/150/200 new tokens, cut at the last full sentence.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image instead of text.")
+@click.option(
+    "--caption-model", default=DEFAULT_CAPTION_MODEL, show_default=True, help="BLIP name or folder."
+)
+@click.option(
+    "--story-model", default=DEFAULT_STORY_MODEL, show_default=True, help="Causal LM name or folder."
+)
+@click.option("--prompt-template", default=DEFAULT_TEMPLATE, show_default=True, help="Must hold {caption}.")
+@click.option("--temperature", type=click.FloatRange(0, 2, min_open=True), default=0.65, show_default=True)
+@click.option("--greedy", is_flag=True, help="Greedy decoding instead of sampling (top-p 0.9).")
+@cli.batch_size(8)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="Seconds to wait for a URL (connect / each read).",
+)
+@click.option(
+    "--max-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="Largest image download in MiB.",
+)
+@click.option(
+    "-i",
+    "--interactive",
+    is_flag=True,
+    help="Ask for sources one at a time (the default with no SOURCE on a terminal).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Optional run folder: config.json, results.jsonl, metrics.json, captions.png.",
+)
+@cli.SEED
+@cli.PRECISION
+@cli.CPU
+def story(sources: tuple[str, ...], as_json: bool, interactive: bool, out: Path | None, **opts) -> None:
+    """Caption each image with BLIP and turn the caption into a short children's story.
+
+    SOURCE is an image file or an http(s) URL; give several to generate in batches (both models are
+    loaded once). A source that cannot be read is reported as `Error: SOURCE: reason` and the others still
+    get their stories; the exit status is then 1. With no SOURCE on a terminal (or with -i), lab3 asks for
+    one path or URL and a length at a time until you enter nothing.
+
+    \b
+    Examples:
+      lab3 story photo.jpg https://example.com/dog.png --length short
+      lab3 story *.jpg --json --seed 1 --out runs/stories
+      lab3 story --precision fp16          # interactive, on a GPU
+    """
+    interactive = interactive or (not sources and sys.stdin.isatty())
+    if not sources and not interactive:
+        raise DlaError("no SOURCE given: pass image paths or http(s) URLs, or use --interactive")
+    cfg = StoryConfig(
+        caption_model=opts["caption_model"],
+        story_model=opts["story_model"],
+        length=opts["length"],
+        prompt_template=opts["prompt_template"],
+        temperature=opts["temperature"],
+        sample=not opts["greedy"],
+        batch_size=opts["batch_size"],
+        seed=opts["seed"],
+        precision=opts["precision"],
+        cpu=opts["cpu"],
+        timeout=opts["timeout"],
+        max_bytes=int(opts["max_mb"] * 2**20),
+    )
+    failed = run_stories(cfg, list(sources), as_json=as_json, interactive=interactive, out=out)
+    if failed:  # the bad sources were reported as they came; the others have their stories
+        raise SystemExit(1)  # not ctx.exit(1): click's standalone_mode=False returns its code
+
+
+def run_stories(
+    cfg: StoryConfig, sources: list[str], *, as_json: bool, interactive: bool, out: Path | None
+) -> int:
+    """Generate, print and (with ``out``) record the stories; returns the number of failed sources."""
+    from dla_core.runs import RunDir
+    from lab3_story.generator import ImageStoryGenerator
+
+    run = None
+    if out is not None:
+        run = RunDir.create(out, {"sources": sources, **dataclasses.asdict(cfg)}, command="lab3 story")
+        run.file("results.jsonl").write_text("")
+    t0 = time.perf_counter()
+    gen = ImageStoryGenerator(cfg)
+    load_seconds = time.perf_counter() - t0
+    results: list[StoryResult] = []
+
+    def emit(result: StoryResult) -> None:
+        results.append(result)
+        with tqdm.external_write_mode(file=sys.stderr):  # keep a progress bar on a terminal intact
+            if result.error:
+                click.echo(f"Error: {result.error}", err=True)
+            elif as_json:
+                click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+            else:
+                click.echo(
+                    f"== {result.source}\nCaption: {result.caption}\n"
+                    f"Story ({result.word_count} words):\n{result.story}\n"
+                )
+        if run is not None:
+            with run.file("results.jsonl").open("a") as f:
+                f.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+
+    t1 = time.perf_counter()
+    if interactive:
+        for source, length in _ask(cfg.length):
+            for result in gen.stories([source], length):
+                emit(result)
+    else:
+        with tqdm(
+            total=len(sources),
+            desc="stories",
+            unit="image",
+            disable=True if len(sources) <= 1 else None,  # None: only on a terminal
+            file=sys.stderr,
+        ) as bar:
+            for result in gen.stories(sources):
+                emit(result)
+                bar.update()
+    seconds = time.perf_counter() - t1
+    failed = 0 if interactive else sum(r.error is not None for r in results)  # interactive: told at once
+    if run is not None:
+        _record(run, results, seconds, load_seconds, gen.seconds, str(gen.device), str(gen.dtype))
+    return failed
+
+
+def _ask(default_length: str):
+    """Interactive mode: (source, length) pairs until an empty line (or end of input)."""
+    while True:
+        try:
+            source = click.prompt("Image path or URL (empty to quit)", default="", show_default=False).strip()
+            if not source:
+                return
+            length = click.prompt("Length", type=LENGTH, default=default_length)
+        except click.exceptions.Abort:  # end of input
+            click.echo("", err=True)
+            return
+        yield source, length
+
+
+def _record(
+    run,
+    results: list[StoryResult],
+    seconds: float,
+    load_seconds: float,
+    parts: dict[str, float],
+    device: str,
+    dtype: str,
+) -> None:
+    import numpy as np
+
+    from dla_core import plots
+
+    good = [r for r in results if r.error is None]
+    run.update_metrics(
+        sources=len(results),
+        stories=len(good),
+        failed=[r.to_dict() for r in results if r.error],
+        mean_words=float(np.mean([r.word_count for r in good])) if good else 0.0,
+        seconds=seconds,
+        images_per_s=len(good) / seconds if seconds > 0 else None,
+        model_load_seconds=load_seconds,
+        seconds_by_stage={k: round(v, 4) for k, v in parts.items()},
+        device=device,
+        dtype=dtype,
+    )
+    if good:
+        size = 128
+        thumbs = [np.asarray(r.thumbnail.resize((size, size))) for r in good if r.thumbnail is not None]
+        images = np.stack(thumbs).transpose(0, 3, 1, 2).astype(np.float32) / 255.0  # (N, 3, H, W)
+        captions = [_wrap(r.caption) for r in good]
+        plots.image_grid(images, captions, run.file("captions.png"), ncols=min(4, len(good)))
+
+
+def _wrap(text: str, width: int = 24) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)[:3])
 
 
 main = cli.entry_point(group)

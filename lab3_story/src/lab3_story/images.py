@@ -9,7 +9,6 @@ library has switched it off. Every failure is an ``ImageSourceError`` whose mess
 from __future__ import annotations
 
 import io
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -44,11 +43,13 @@ def is_url(source: str) -> bool:
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to http(s): a server must not bounce us to ftp:// or file://."""
+    """Follow redirects only to http(s) (urllib itself allows ftp://)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(newurl).scheme.lower() not in SCHEMES:
-            raise urllib.error.URLError(f"redirect to unsupported URL {newurl!r}")
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to unsupported URL {newurl!r}", headers, fp
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -66,16 +67,18 @@ def fetch_url(url: str, limits: FetchLimits = FetchLimits()) -> tuple[bytes, str
             ctype = response.headers.get("Content-Type", "") or ""
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-                raise ImageSourceError(f"{url}: {_mib(int(declared))} is over the {_mib(limits.max_bytes)} limit")
+                raise ImageSourceError(
+                    f"{url}: {_mib(int(declared))} is over the {_mib(limits.max_bytes)} limit"
+                )
             data = response.read(limits.max_bytes + 1)
     except urllib.error.HTTPError as e:
         raise ImageSourceError(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         reason = e.reason
-        if isinstance(reason, (TimeoutError, socket.timeout)):
+        if isinstance(reason, TimeoutError):
             raise ImageSourceError(f"{url}: timed out after {limits.timeout:g} s") from None
         raise ImageSourceError(f"{url}: cannot reach the server ({_reason(reason)})") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise ImageSourceError(f"{url}: timed out after {limits.timeout:g} s") from None
     except (OSError, ValueError) as e:  # connection reset, bad port, http.client errors (IncompleteRead…)
         raise ImageSourceError(f"{url}: download failed ({_reason(e)})") from None

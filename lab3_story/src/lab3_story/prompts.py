@@ -15,6 +15,7 @@ LENGTH_TOKENS = {"short": 100, "medium": 150, "long": 200}  # new tokens per sto
 _ARTEFACT = re.compile(r"\bar+af+\w*\b", re.IGNORECASE)
 _LEAD_IN = re.compile(r"^(there is|there are|this is|it is|an image of|a picture of|a photo of)\s+", re.I)
 _WORD = re.compile(r"[A-Za-z]{2,}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # control characters other than tab and newline
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s|$)")
 MAX_CAPTION_WORDS = 24
 
@@ -40,8 +41,9 @@ def clean_caption(caption: str) -> str:
     # junk: nothing word-like, or mostly stray tokens ("[UNK] # # 3 ,"), or one word repeated over and over
     if not real or len(real) < len(words) / 2 or (len(words) >= 4 and len(set(words)) <= len(words) / 3):
         return FALLBACK_CAPTION
-    text = " ".join(words[:MAX_CAPTION_WORDS])
-    return text[0].lower() + text[1:] if not text[:2].isupper() else text  # keep acronyms ("TV")
+    if not (len(words[0]) > 1 and words[0].isupper()):  # keep acronyms ("TV on a table")
+        words[0] = words[0][0].lower() + words[0][1:]
+    return " ".join(words[:MAX_CAPTION_WORDS])
 
 
 def make_prompt(caption: str, template: str = DEFAULT_TEMPLATE) -> str:
@@ -53,7 +55,7 @@ def end_at_sentence(story: str, keep: int = 0) -> str:
 
     A story with no sentence end after the prompt is returned whole rather than cut back into the prompt.
     """
-    story = re.sub(r"[ \t]+", " ", story).strip()
+    story = re.sub(r"[ \t]+", " ", _CONTROL.sub("", story)).strip()
     ends = [m.end() for m in _SENTENCE_END.finditer(story) if m.end() > keep]
     return story[: ends[-1]] if ends else story
 

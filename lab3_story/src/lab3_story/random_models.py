@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-WORDS = (
+WORDS = (  # noqa: SIM905
     "a an the of on in with and at by to is are dog cat man woman girl boy child bird flower tree "
     "house street city mountain river sea beach sky cloud sun red blue green yellow white black small "
     "big two three sitting standing walking running playing lying near next front top group people car "
@@ -28,7 +28,7 @@ WORDS = (
 STORY_TEXT = (
     "Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog. "
     "One day, the sun was bright and the sky was blue. Lily saw a big red flower near a tree. "
-    "She said, \"Look, Max! It is so pretty!\" The dog wagged his tail and ran to the river. "
+    'She said, "Look, Max! It is so pretty!" The dog wagged his tail and ran to the river. '
     "They were happy and they played all day. The end. "
     "This is a story about a temple on a mountain. One day, a boy and his mom went to see it. "
 )

@@ -1,0 +1,193 @@
+"""lab1 vs the seeds' way: one epoch of a CIFAR-10-shaped residual CNN (depth 5, 64 channels, batch 128).
+
+    python bench/bench_lab1.py [--size N] [--epochs 1] [--precision no|bf16] [--workers 2]
+    python bench/bench_lab1.py --study        # wall time of the default `lab1 study` (minutes)
+
+Both read the same synthetic uint8 images, written in the real CIFAR-10 pickle layout (nothing can be
+downloaded here). The reference is what the lab seeds did: a torch Dataset returning PIL images through
+torchvision ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` per sample, a
+``DataLoader`` (batch 128, shuffle, --workers), and a plain Adam loop (``torch.autocast`` for bf16). lab1 is
+``lab1 train``'s experiment function: uint8 tensors on the device, crop + flip on whole batches,
+``dla_core.engine.fit``. Both report images/s over the training epochs only (no evaluation).
+Target on a GPU with --precision bf16: lab1 ≥ 5× the seeds' way. On a CPU the convolutions dominate both,
+so expect a ratio near 1; use --size to keep it short (default: 50,000 on a GPU, 2,048 on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before anything imports tqdm
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEPTH, CHANNELS, BATCH = 5, 64, 128
+
+
+def write_fixture(root: Path, n: int) -> None:
+    from dla_core.data import formats
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    for i, y in enumerate(labels):  # a label-dependent bright patch so the task is learnable
+        images[i, :, 2 * y : 2 * y + 6, 2 * y : 2 * y + 6] = 250
+    n_test = min(1000, n)
+    formats.write_cifar10(root, images, labels, images[:n_test], labels[:n_test])
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+#### The seeds' way ####
+
+
+class UInt8Cifar(torch.utils.data.Dataset):
+    """What torchvision's CIFAR10 does per item (it checks MD5s, so it cannot read synthetic files)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, 32, 32, 3) like torchvision
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def seeds_way(root: Path, epochs: int, precision: str, workers: int) -> float:
+    from torchvision import transforms
+
+    from dla_core.data import formats
+    from dla_core.models import ModelConfig, build_model
+
+    x, y, _ = formats.read_cifar10(root, True)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    tf = transforms.Compose([
+        transforms.RandomCrop(32, padding=4),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        UInt8Cifar(x.numpy(), y.numpy(), tf),
+        batch_size=BATCH,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device().type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    dev = device()
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        "cnn", (3, 32, 32), 10, residual=True, depth=DEPTH, width=CHANNELS, mean=(0.0,), std=(1.0,)
+    )
+    net = build_model(cfg).to(dev)  # the transform normalises already
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+    seen, seconds = 0, 0.0
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for xb, yb in loader:
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = F.cross_entropy(net(xb).float(), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(yb)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+    return seen / seconds
+
+
+#### lab1 ####
+
+
+def lab1_way(root: Path, size: int, epochs: int, precision: str) -> tuple[float, float]:
+    from dla_core.engine import TrainConfig
+    from lab1_resnet.train import TrainRun, train_classifier
+
+    cfg = TrainRun(
+        dataset="cifar10",
+        model="cnn",
+        depth=DEPTH,
+        width=CHANNELS,
+        residual=True,
+        batch_size=BATCH,
+        val_fraction=0.0,
+        data_dir=str(root),
+        train=TrainConfig(epochs=epochs, lr=1e-3, precision=precision),
+    )
+    t0 = time.perf_counter()
+    m = train_classifier(cfg, root / "run")
+    wall = time.perf_counter() - t0
+    per_epoch = (size // BATCH) * BATCH  # training drops the last partial batch, like the DataLoader above
+    seconds = sum(h["epoch_seconds"] for h in m["history"])
+    return per_epoch * epochs / seconds, wall
+
+
+#### Main ####
+
+
+def time_study() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run(["lab1", "study", "--out", str(Path(tmp) / "study")], check=True)
+        wall = time.perf_counter() - t0
+    print(
+        f"`lab1 study` (default: 4 depths × plain/residual × 3 seeds, 30 epochs on digits): {wall:.1f} s wall"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=None, help="training images (default 50000 GPU / 2048 CPU)")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--precision", choices=["no", "bf16"], default="no")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seeds' way")
+    ap.add_argument("--study", action="store_true", help="time the default `lab1 study` instead")
+    args = ap.parse_args()
+    if args.study:
+        time_study()
+        return
+    size = args.size or (50_000 if device().type == "cuda" else 2048)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_fixture(root, size)
+        ref = seeds_way(root, args.epochs, args.precision, args.workers)
+        ours, wall = lab1_way(root, size, args.epochs, args.precision)
+    where = (
+        torch.cuda.get_device_name(0)
+        if device().type == "cuda"
+        else platform.processor() or platform.machine()
+    )
+    print(
+        f"device: {where}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{size} images, {args.epochs} epoch(s), precision {args.precision}"
+    )
+    print(
+        f"seeds' way (PIL + per-sample transforms + DataLoader, {args.workers} workers): {ref:,.0f} images/s"
+    )
+    print(f"lab1 train (uint8 on device + batch augmentation + fit):  {ours:,.0f} images/s "
+          f"({wall:.1f} s wall incl. loading, test evaluation, plots)")  # fmt: skip
+    print(f"ratio: {ours / ref:.2f}x  (target >= 5x on a GPU with --precision bf16)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Image → BLIP caption → TinyStories story, batched, with both models loaded once.
+
+    from lab3_story import ImageStoryGenerator
+    gen = ImageStoryGenerator()                       # BLIP base + TinyStories-33M from the Hub / HF cache
+    gen.generate_from_image("photo.jpg", length="short")
+    # {'caption': 'a dog on the beach', 'story': 'This is a story about a dog on the beach. One day, …',
+    #  'word_count': 87}
+    for r in gen.stories(["a.jpg", "https://example.com/b.png"]):   # batches of config.batch_size
+        print(r.source, r.error or r.story)
+
+Captions are generated unconditionally (no text prompt): BLIP's ``generate`` overwrites the first prompt
+column and drops the last one, which mis-conditions a batch of prompts of unequal length, while the
+unconditional start token batches cleanly. Stories are batched with left padding and an attention mask, so a
+greedy batch gives exactly the unbatched stories (tested); the repetition penalty skips the prompt, so the
+story may repeat the caption's words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from dla_core.errors import DlaError
+from lab3_story.images import FetchLimits, ImageSourceError, load_image
+from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS, check_template, end_at_sentence, make_prompt
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
+DEFAULT_STORY_MODEL = "roneneldan/TinyStories-33M"
+THUMBNAIL = 160  # pixels; thumbnails are kept for the run folder's picture
+
+
+@dataclass(frozen=True)
+class StoryConfig:
+    caption_model: str = DEFAULT_CAPTION_MODEL
+    story_model: str = DEFAULT_STORY_MODEL
+    length: str = "medium"  # default for calls that do not say: short / medium / long
+    prompt_template: str = DEFAULT_TEMPLATE
+    temperature: float = 0.65
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2  # applied to generated tokens only, not to the prompt
+    sample: bool = True  # False: greedy decoding (deterministic without a seed)
+    caption_tokens: int = 30
+    batch_size: int = 8  # images per batch, for both models
+    seed: int | None = 0  # re-seeded at the start of every call; None: never re-seeded
+    precision: str = "no"  # fp16 / bf16 load the models in half precision (fp16 only on a GPU)
+    cpu: bool = False
+    timeout: float = 15.0  # seconds per URL connection / read
+    max_bytes: int = 20 * 1024 * 1024  # largest image download
+
+    def __post_init__(self) -> None:
+        if self.length not in LENGTH_TOKENS:
+            raise DlaError(f"length must be one of {', '.join(LENGTH_TOKENS)}, got {self.length!r}")
+        check_template(self.prompt_template)
+        if self.batch_size < 1:
+            raise DlaError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class StoryResult:
+    source: str
+    caption: str = ""
+    prompt: str = ""
+    story: str = ""
+    word_count: int = 0
+    error: str | None = None  # the one-line reason this source has no story
+    thumbnail: Image.Image | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error:
+            return {"source": self.source, "error": self.error}
+        return {
+            "source": self.source,
+            "caption": self.caption,
+            "story": self.story,
+            "word_count": self.word_count,
+        }
+
+
+def pick_device_dtype(precision: str, cpu: bool) -> tuple[torch.device, torch.dtype]:
+    from dla_core.engine import make_accelerator
+
+    device = make_accelerator(precision, cpu).device  # warns when fp16 is asked for on the CPU
+    if precision == "fp16" and device.type != "cpu":
+        return device, torch.float16
+    if precision == "bf16":
+        return device, torch.bfloat16
+    return device, torch.float32
+
+
+def _model_type(name: str, what: str) -> str:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name).model_type
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DlaError(f"{what} {name}: cannot load ({first})") from None
+
+
+class ImageStoryGenerator:
+    """Both models, loaded once; ``stories`` for many sources, ``generate_from_image`` for one."""
+
+    def __init__(self, config: StoryConfig | None = None, **options: Any):
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            BlipForConditionalGeneration,
+            BlipProcessor,
+        )
+
+        self.config = cfg = dataclasses.replace(config or StoryConfig(), **options)
+        self.limits = FetchLimits(timeout=cfg.timeout, max_bytes=cfg.max_bytes)
+        self.device, self.dtype = pick_device_dtype(cfg.precision, cfg.cpu)
+        self.seconds = {"caption": 0.0, "story": 0.0, "load": 0.0}
+
+        if (kind := _model_type(cfg.caption_model, "--caption-model")) != "blip":
+            raise DlaError(f"--caption-model {cfg.caption_model} is a '{kind}' model, not BLIP")
+        if (kind := _model_type(cfg.story_model, "--story-model")) == "blip":
+            raise DlaError(f"--story-model {cfg.story_model} is a BLIP model, not a language model")
+        t0 = time.perf_counter()
+        try:
+            self.processor = BlipProcessor.from_pretrained(cfg.caption_model)
+            self.captioner = BlipForConditionalGeneration.from_pretrained(cfg.caption_model, dtype=self.dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(cfg.story_model)
+            self.storyteller = AutoModelForCausalLM.from_pretrained(cfg.story_model, dtype=self.dtype)
+        except (OSError, ValueError) as e:
+            raise DlaError(f"cannot load the models: {str(e).strip().splitlines()[0]}") from None
+        self.captioner.to(self.device).eval()
+        self.storyteller.to(self.device).eval()
+        # GPT-Neo has no pad token: pad with EOS on the left, so every prompt ends where generation starts
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        log.info("models loaded in %.1fs on %s (%s)", time.perf_counter() - t0, self.device, self.dtype)
+
+    #### The two models ####
+
+    @torch.inference_mode()
+    def caption(self, images: list[Image.Image]) -> list[str]:
+        """Unconditional greedy captions, one batch per ``batch_size`` images."""
+        captions: list[str] = []
+        t0 = time.perf_counter()
+        for start in range(0, len(images), self.config.batch_size):
+            batch = images[start : start + self.config.batch_size]
+            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
+            ids = self.captioner.generate(
+                pixel_values=pixels.to(self.device, self.dtype),
+                max_new_tokens=self.config.caption_tokens,
+                do_sample=False,
+                num_beams=1,
+            )  # (B, T): [DEC] caption [SEP] [PAD]…
+            captions += [c.strip() for c in self.processor.batch_decode(ids, skip_special_tokens=True)]
+        self.seconds["caption"] += time.perf_counter() - t0
+        return captions
+
+    @torch.inference_mode()
+    def write(self, prompts: list[str], length: str | None = None) -> list[str]:
+        """Continue each prompt (batched, left-padded); each story ends at its last full sentence."""
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+        cfg = self.config
+        new_tokens = LENGTH_TOKENS[self._length(length)]
+        stories: list[str] = []
+        t0 = time.perf_counter()
+        for start in range(0, len(prompts), cfg.batch_size):
+            batch = prompts[start : start + cfg.batch_size]
+            enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(
+                self.device
+            )  # (B, T) left-padded
+            prompt_len = enc["input_ids"].shape[1]
+            processors = LogitsProcessorList()
+            if cfg.repetition_penalty != 1.0:  # ignore the (padded) prompt: it may repeat the caption
+                processors.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, prompt_len))
+            sampling = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+            out = self.storyteller.generate(
+                **enc,
+                max_new_tokens=new_tokens,
+                logits_processor=processors,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                **(sampling if cfg.sample else dict(do_sample=False)),
+            )  # (B, T + new)
+            texts = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+            stories += [end_at_sentence(p + t, keep=len(p)) for p, t in zip(batch, texts, strict=True)]
+        self.seconds["story"] += time.perf_counter() - t0
+        return stories
+
+    #### Sources → results ####
+
+    def stories(self, sources: Iterable[str | Path], length: str | None = None) -> Iterator[StoryResult]:
+        """One ``StoryResult`` per source, in order, a batch at a time; a bad source gets ``.error``."""
+        length = self._length(length)
+        if self.config.seed is not None:
+            from transformers import set_seed
+
+            set_seed(self.config.seed)
+        sources = [str(s) for s in sources]
+        bs = self.config.batch_size
+        with ThreadPoolExecutor(max_workers=min(8, bs)) as pool:  # downloads overlap; models stay serial
+            for start in range(0, len(sources), bs):
+                chunk = sources[start : start + bs]
+                t0 = time.perf_counter()
+                loaded = list(pool.map(self._load, chunk))
+                self.seconds["load"] += time.perf_counter() - t0
+                results = [StoryResult(src, error=err) for src, (_, err) in zip(chunk, loaded, strict=True)]
+                good = [(r, img) for r, (img, _) in zip(results, loaded, strict=True) if img is not None]
+                if good:
+                    captions = self.caption([img for _, img in good])
+                    prompts = [make_prompt(c, self.config.prompt_template) for c in captions]
+                    stories = self.write(prompts, length)
+                    for (r, img), cap, prompt, story in zip(good, captions, prompts, stories, strict=True):
+                        r.caption, r.prompt, r.story = cap, prompt, story
+                        r.word_count = len(story.split())
+                        img.thumbnail((THUMBNAIL, THUMBNAIL))
+                        r.thumbnail = img
+                yield from results
+
+    def generate_from_image(self, source: str | Path, length: str | None = None) -> dict[str, Any]:
+        """One image (path or http(s) URL) → ``{"caption", "story", "word_count"}``.
+
+        Raises ``ImageSourceError`` (a ``DlaError``) when the source cannot be read as an image.
+        """
+        (result,) = self.stories([source], length)
+        if result.error:
+            raise ImageSourceError(result.error)
+        return {"caption": result.caption, "story": result.story, "word_count": result.word_count}
+
+    def _load(self, source: str) -> tuple[Image.Image | None, str | None]:
+        try:
+            return load_image(source, self.limits), None
+        except ImageSourceError as e:
+            return None, e.message
+
+    def _length(self, length: str | None) -> str:
+        length = length or self.config.length
+        if length not in LENGTH_TOKENS:
+            raise DlaError(f"length must be one of {', '.join(LENGTH_TOKENS)}, got {length!r}")
+        return length

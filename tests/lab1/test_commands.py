@@ -1,0 +1,145 @@
+"""Each lab1 command end to end on fixture data (tiny sizes), resume, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dla_core.models import count_parameters, load_model
+from dla_core.runs import RunDir
+from lab1_resnet.cli import group
+
+FAST = ["--epochs", "1", "--batch-size", "32"]
+
+
+def lab1(*argv: str, ok: bool = True):
+    result = CliRunner().invoke(group, [str(a) for a in argv], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def cifar10_cnn(data_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "c10"
+    lab1("train", "--model", "cnn", "--depth", "2", "--channels", "4", "--dataset", "cifar10",
+         "--data-dir", data_dir, *FAST, "--out", out)  # fmt: skip
+    return out
+
+
+def test_help_has_examples():
+    for command in ("train", "study", "transfer", "distill"):
+        text = lab1(command, "--help").output
+        assert "Example" in text and f"lab1 {command}" in text, command
+
+
+@pytest.mark.slow
+def test_train_writes_a_complete_run_folder(tmp_path):
+    out = tmp_path / "run"
+    r = lab1("train", "--depth", "2", "--width", "16", "--plain", "--dataset", "digits:0-4", "--epochs", "2",
+             "--out", out)  # fmt: skip
+    assert "test accuracy" in r.output
+    for name in ("config.json", "metrics.json", "model.safetensors", "learning_curves.png", "grad_norms.png"):
+        assert (out / name).exists(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["history"]) == 2 and 0 <= m["test_accuracy"] <= 1
+    model = load_model(out)
+    assert m["parameters"] == count_parameters(model) == (64 * 16 + 16) + 2 * (16 * 16 + 16) + (16 * 5 + 5)
+    assert model.config.extra["dataset"] == "digits:0-4" and model.config.residual is False
+    assert set(m["grad_norms"]) >= {"blocks.0.fc", "blocks.1.fc", "head"}
+    assert "already holds a run" in lab1("train", "--out", out, ok=False).output
+
+
+@pytest.mark.slow
+def test_study_writes_its_table_and_resumes_without_retraining(tmp_path):
+    out = tmp_path / "study"
+    argv = ["study", "--depths", "1,3", "--seeds", "0,1", "--width", "16", "--dataset", "digits:0-2", *FAST,
+            "--out", out]  # fmt: skip
+    r = lab1(*argv)
+    table = (out / "table.md").read_text()
+    assert r.output.startswith(table)
+    lines = table.splitlines()
+    assert lines[0].startswith("| depth | net | params | final train loss |") and len(lines) == 2 + 4
+    assert "| 3 | residual |" in table and " ± " in table
+    csv = (out / "table.csv").read_text().splitlines()
+    assert csv[0].startswith("depth,net,params,seeds,train_loss_mean") and len(csv) == 5
+    for name in ("learning_curves.png", "grad_norms.png"):
+        assert (out / name).exists()
+    cells = sorted(p.name for p in (out / "cells").iterdir())
+    assert cells[0] == "mlp-d1-plain-s0" and len(cells) == 8
+
+    # a cell that stopped after training but before its final evaluation: resume finishes only that one
+    kept = out / "cells" / "mlp-d1-plain-s0" / "model.safetensors"
+    redo = out / "cells" / "mlp-d3-residual-s1"
+    (redo / "model.safetensors").unlink()
+    mtime = kept.stat().st_mtime_ns
+    lab1(*argv, "--resume")
+    assert kept.stat().st_mtime_ns == mtime
+    assert (redo / "model.safetensors").exists()
+    assert len(RunDir(redo).read_metrics()["history"]) == 1  # continued from the checkpoint, not retrained
+    assert (out / "table.md").read_text() == table
+
+
+@pytest.mark.slow
+def test_transfer_cifar10_to_cifar100_reports_exact_trainable_counts(cifar10_cnn, data_dir, tmp_path):
+    out = tmp_path / "transfer"
+    r = lab1("transfer", "--from", cifar10_cnn, "--dataset", "cifar100", "--data-dir", data_dir,
+             "--strategies", "head,freeze-early,none", "--optimizers", "sgd,adam", *FAST, "--out", out)  # fmt: skip
+    rows = {
+        (row["row"], row["optimizer"]): row for row in json.loads((out / "metrics.json").read_text())["rows"]
+    }
+    source = load_model(cifar10_cnn)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    head = 4 * 100 + 100
+    full = n(source) - n(source.head) + head
+    assert rows[("finetune-head-sgd", "sgd")]["trainable_params"] == head
+    assert rows[("finetune-freeze-early-adam", "adam")]["trainable_params"] == head + n(source.blocks[1])
+    assert rows[("finetune-none-adam", "adam")]["trainable_params"] == full
+    assert rows[("scratch-sgd", "sgd")]["trainable_params"] == full
+    assert rows[("features + linear SVM", None)]["trainable_params"] == (4 + 1) * 100
+    assert len(rows) == 2 + 3 * 2 + 2 and all(0 <= row["test_accuracy"] <= 1 for row in rows.values())
+    assert "| finetune-head-sgd | sgd | 500 |" in r.output
+    tuned = load_model(out / "rows" / "finetune-head-adam")
+    assert tuned.config.num_classes == 100 and tuned.config.extra["dataset"] == "cifar100"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precompute", [False, True])
+def test_distill_compares_teacher_and_students(cifar10_cnn, data_dir, tmp_path, precompute):
+    out = tmp_path / "kd"
+    extra = ["--precompute"] if precompute else ["--no-baseline"]
+    r = lab1("distill", "--teacher", cifar10_cnn, "--data-dir", data_dir, "--depth", "1", "--channels", "2",
+             "--T", "3", "--alpha", "0.7", *FAST, *extra, "--out", out)  # fmt: skip
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    names = [row["model"] for row in rows]
+    assert names == (["teacher", "student, labels only", "student, distilled"] if precompute
+                     else ["teacher", "student, distilled"])  # fmt: skip
+    assert rows[0]["parameters"] == count_parameters(load_model(cifar10_cnn)) > rows[-1]["parameters"]
+    assert "| teacher |" in r.output and (out / "students" / "distilled" / "model.safetensors").exists()
+    assert RunDir.open(out).config["student"]["dataset"] == "cifar10"  # the teacher's dataset by default
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["train", "--stages", "2"], "--stages applies to --model cnn only"),
+        (["study", "--depths", "2,x"], "--depths: cannot read"),
+        (["study", "--kinds", "plain,wide"], "--kinds: unknown wide"),
+        (["transfer", "--from", "no/such/run"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_error(argv, message, tmp_path):
+    r = lab1(*argv, "--out", tmp_path / "x", ok=False)
+    assert r.exit_code != 0 and "Error" in r.output and message in r.output, r.output
+    assert not (tmp_path / "x").exists()  # nothing written for a mistake
+
+
+def test_transfer_from_a_folder_without_a_model_and_mismatched_distill_data(cifar10_cnn, tmp_path):
+    r = lab1("transfer", "--from", tmp_path, "--out", tmp_path / "x", ok=False)
+    assert "no trained model" in r.output
+    r = lab1("distill", "--teacher", cifar10_cnn, "--dataset", "digits", "--out", tmp_path / "y", ok=False)
+    assert "does not match the teacher" in r.output and not (tmp_path / "y").exists()

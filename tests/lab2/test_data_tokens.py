@@ -1,0 +1,133 @@
+"""Loading sentences, the token cache, and length-grouped, dynamically padded batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dla_core.errors import DlaError
+from lab2_distilbert.data import DataConfig, load_text_splits
+from lab2_distilbert.models import load_tokenizer
+from lab2_distilbert.tokens import TokenBatches, encode
+from tests.lab2.conftest import sentences, write_split
+
+
+def test_local_folder_reads_csv_tsv_jsonl_and_maps_string_labels(text_data):
+    s = load_text_splits(DataConfig(source=str(text_data)))
+    assert (len(s.train), len(s.validation), len(s.test)) == (160, 40, 40)
+    assert s.label_names == ["neg", "pos"]
+    texts, labels = sentences(40, 2)
+    assert s.test.texts == texts and s.test.labels.tolist() == labels
+
+
+def test_single_file_is_split_by_val_split(tmp_path):
+    texts, labels = sentences(100, 3)
+    write_split(tmp_path / "all.tsv", texts, labels, "sentence", "y")
+    s = load_text_splits(DataConfig(source=str(tmp_path / "all.tsv"), text_column="sentence", label_column="y",
+                                    val_split=0.2))  # fmt: skip
+    assert (len(s.train), len(s.validation), len(s.test)) == (60, 20, 20)
+    assert s.label_names == ["0", "1"]
+    together = sorted(s.train.texts + s.validation.texts + s.test.texts)
+    assert together == sorted(texts)  # a partition: nothing lost, nothing shared
+
+
+def test_wrong_column_and_unknown_label_are_clear_errors(text_data, tmp_path):
+    with pytest.raises(DlaError, match=r"no column 'sentence' \(--text-column\); its columns are text, label"):
+        load_text_splits(DataConfig(source=str(text_data), text_column="sentence"))
+    texts, labels = sentences(20, 4)
+    write_split(tmp_path / "train.csv", texts, labels)
+    write_split(tmp_path / "test.csv", texts[:4], [0, 1, 7, 1])
+    with pytest.raises(DlaError, match=r"unknown label '7' in the test split \(the training labels are 0, 1\)"):
+        load_text_splits(DataConfig(source=str(tmp_path)))
+    with pytest.raises(DlaError, match="no such file or folder"):
+        load_text_splits(DataConfig(source=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DlaError, match="no train file"):
+        load_text_splits(DataConfig(source=str(tmp_path / "empty")))
+
+
+def test_hub_dataset_code_path(monkeypatch):
+    import datasets
+
+    def fake_hub(name):
+        assert name == "cornell-movie-review-data/rotten_tomatoes"
+        features = datasets.Features({"text": datasets.Value("string"),
+                                      "label": datasets.ClassLabel(names=["neg", "pos"])})  # fmt: skip
+        split = lambda n, seed: datasets.Dataset.from_dict(dict(zip(("text", "label"), sentences(n, seed))), features)  # noqa: E731
+        return datasets.DatasetDict(train=split(30, 0), validation=split(10, 1), test=split(10, 2))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+    s = load_text_splits(DataConfig())
+    assert s.label_names == ["neg", "pos"] and len(s.train) == 30 and s.test.labels.tolist() == sentences(10, 2)[1]
+
+    def offline(name):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DlaError, match="pass --data FILE_OR_DIR"):
+        load_text_splits(DataConfig())
+
+
+def test_tokenization_is_cached_and_reused(tiny_distilbert, text_data, tmp_path, monkeypatch):
+    tok = load_tokenizer(str(tiny_distilbert))
+    s = load_text_splits(DataConfig(source=str(text_data)))
+    first = encode(tok, s.train, 16, tmp_path)
+    assert not first.from_cache and len(list(tmp_path.glob("tokens-*.pt"))) == 1
+    calls = []
+    monkeypatch.setattr(type(tok), "__call__", lambda *a, **k: calls.append(1))  # a real tokenizer call now fails
+    again = encode(load_tokenizer(str(tiny_distilbert)), s.train, 16, tmp_path)
+    assert again.from_cache and not calls
+    assert torch.equal(again.ids, first.ids) and torch.equal(again.lengths, first.lengths)
+    monkeypatch.undo()
+    other = encode(tok, s.train, 8, tmp_path)  # another max_length is another cache entry
+    assert not other.from_cache and other.lengths.max() == 8 and len(list(tmp_path.glob("tokens-*.pt"))) == 2
+    # the ids are what the tokenizer gives, truncated
+    row = tok(s.train.texts[5], truncation=True, max_length=16)["input_ids"]
+    o = int(first.offsets[5])
+    assert first.ids[o : o + len(row)].tolist() == row and int(first.lengths[5]) == len(row)
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_distilbert, text_data):
+    tok = load_tokenizer(str(tiny_distilbert))
+    return tok, encode(tok, load_text_splits(DataConfig(source=str(text_data))).train, 32)
+
+
+def test_batches_pad_dynamically_and_cover_each_example_once(encoded):
+    tok, enc = encoded
+    batches = TokenBatches(enc, 16, pad_id=tok.pad_token_id, shuffle=True, seed=1)
+    seen = []
+    for b in batches.iterate(0):
+        lengths = b["attention_mask"].sum(1)
+        assert b["input_ids"].shape[1] == int(lengths.max())  # padded only to the batch's longest
+        assert (b["input_ids"][b["attention_mask"] == 0] == tok.pad_token_id).all()
+        for row, i, n in zip(b["input_ids"], b["index"], lengths):
+            o = int(enc.offsets[i])
+            assert row[:n].tolist() == enc.ids[o : o + int(n)].tolist()
+        assert torch.equal(b["labels"], enc.labels[b["index"]])
+        seen += b["index"].tolist()
+    assert sorted(seen) == list(range(160)) and len(batches) == 10
+
+
+def test_length_grouping_cuts_padding_and_epochs_are_reproducible(encoded):
+    tok, enc = encoded
+    grouped = TokenBatches(enc, 16, pad_id=0, shuffle=True, seed=1)
+    ungrouped = TokenBatches(enc, 16, pad_id=0, shuffle=True, seed=1, pool=1)
+    padded = lambda bs: sum(b["input_ids"].numel() for b in bs.iterate(0))  # noqa: E731
+    assert padded(grouped) < 0.8 * padded(ungrouped)
+    order = lambda e, start=0: [b["index"].tolist() for b in grouped.iterate(e, start=start)]  # noqa: E731
+    assert order(0) == order(0) and order(0) != order(1)
+    assert order(0, start=4) == order(0)[4:]  # resuming mid-epoch replays the same batches
+
+
+def test_batches_shard_across_processes_like_one_process(encoded):
+    _, enc = encoded
+    batches = TokenBatches(enc, 8, pad_id=0, shuffle=True, seed=2)
+    assert batches.num_batches(2) == 10
+    ranks = [[b["index"].tolist() for b in batches.iterate(3, rank=r, world=2)] for r in (0, 1)]
+    global_batches = [b.tolist() for b in batches.order(3, world=2)]
+    for i, g in enumerate(global_batches):
+        assert ranks[0][i] + ranks[1][i] == g and len(ranks[0][i]) == 8
+    ev = TokenBatches(enc, 48, pad_id=0)
+    assert sorted(np.concatenate([b["index"].numpy() for b in ev.iterate(0)]).tolist()) == list(range(160))

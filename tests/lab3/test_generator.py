@@ -1,0 +1,107 @@
+"""ImageStoryGenerator on tiny random-weight BLIP + GPT-Neo checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from lab3_story import ImageSourceError, ImageStoryGenerator
+from lab3_story.prompts import make_prompt
+
+
+@pytest.fixture
+def greedy(generator: ImageStoryGenerator):
+    saved = generator.config
+    generator.config = dataclasses.replace(saved, sample=False)
+    yield generator
+    generator.config = saved
+
+
+def test_generate_from_image(generator: ImageStoryGenerator, photos: Path, server: str) -> None:
+    local = generator.generate_from_image(photos / "china.jpg", length="short")
+    assert set(local) == {"caption", "story", "word_count"}
+    assert local["caption"]
+    assert local["story"].startswith(make_prompt(local["caption"]))
+    assert local["word_count"] == len(local["story"].split())
+    # the same photo over HTTP gives the same caption and (same seed) the same story
+    assert generator.generate_from_image(f"{server}/china.jpg", length="short") == local
+
+
+def test_bad_source_raises_one_error(generator: ImageStoryGenerator, photos: Path) -> None:
+    with pytest.raises(ImageSourceError, match=r"truncated\.jpg: corrupt or truncated"):
+        generator.generate_from_image(photos / "truncated.jpg")
+
+
+def test_many_sources_keep_order_and_bad_ones_do_not_stop_the_rest(
+    generator: ImageStoryGenerator, photos: Path, server: str, closed_port_url: str
+) -> None:
+    sources = [
+        photos / "china.jpg",
+        f"{server}/missing.jpg",
+        photos / "flower.jpg",
+        "ftp://example.com/a.jpg",
+        f"{server}/flower.jpg",
+        closed_port_url,
+    ]  # batch size 4: two batches, errors in both
+    results = list(generator.stories(sources, length="short"))
+    assert [r.source for r in results] == [str(s) for s in sources]
+    assert [r.error is None for r in results] == [True, False, True, False, True, False]
+    assert "HTTP 404" in results[1].error and "unsupported URL scheme" in results[3].error
+    assert all(r.story and r.word_count > 0 for r in results if r.error is None)
+    assert results[2].caption == results[4].caption  # flower.jpg from disk and over HTTP
+
+
+def test_captions_batched_equal_unbatched(generator: ImageStoryGenerator, photos: Path) -> None:
+    from lab3_story.images import load_image
+
+    images = [load_image(photos / n) for n in ("china.jpg", "flower.jpg", "china.jpg")]
+    assert generator.caption(images) == [generator.caption([im])[0] for im in images]
+
+
+def test_stories_batched_equal_unbatched_greedy(greedy: ImageStoryGenerator) -> None:
+    """Left padding + attention mask: prompts of different lengths in one batch give the unbatched stories."""
+    prompts = [
+        make_prompt("a dog"),
+        make_prompt("a big red house on the beach near the river with two boats"),
+        make_prompt(""),
+    ]
+    tokens = [len(greedy.tokenizer(p)["input_ids"]) for p in prompts]
+    assert len(set(tokens)) == 3  # really padded
+    batched = greedy.write(prompts, "short")
+    assert batched == [greedy.write([p], "short")[0] for p in prompts]
+
+
+def test_seed_makes_sampling_reproducible(generator: ImageStoryGenerator, photos: Path) -> None:
+    sources = [photos / "china.jpg", photos / "flower.jpg"]
+    first = [r.story for r in generator.stories(sources, "short")]
+    assert [r.story for r in generator.stories(sources, "short")] == first
+    saved = generator.config
+    try:
+        generator.config = dataclasses.replace(saved, seed=saved.seed + 1)
+        assert [r.story for r in generator.stories(sources, "short")] != first
+    finally:
+        generator.config = saved
+
+
+def test_length_sets_the_budget(greedy: ImageStoryGenerator) -> None:
+    prompt = [make_prompt("a cat")]
+    short, long = greedy.write(prompt, "short")[0], greedy.write(prompt, "long")[0]
+    n_short = len(greedy.tokenizer(short)["input_ids"])
+    n_long = len(greedy.tokenizer(long)["input_ids"])
+    assert n_short <= len(greedy.tokenizer(prompt[0])["input_ids"]) + 100 + 2
+    assert n_long > n_short
+
+
+def test_bad_length_and_models(generator: ImageStoryGenerator, models: Path, tmp_path: Path) -> None:
+    from dla_core.errors import DlaError
+
+    with pytest.raises(DlaError, match="length must be one of short, medium, long"):
+        generator.write(["x"], "epic")
+    with pytest.raises(DlaError, match=r"--caption-model .* is a 'gpt_neo' model, not BLIP"):
+        ImageStoryGenerator(
+            caption_model=str(models / "storyteller"), story_model=str(models / "storyteller")
+        )
+    with pytest.raises(DlaError, match=r"--story-model .*: cannot load"):
+        ImageStoryGenerator(caption_model=str(models / "captioner"), story_model=str(tmp_path / "none"))

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from lab4_ood.metrics import auroc, fpr_at_tpr, ood_metrics, pr_curve, roc_curve
+
+
+def sk_numbers(s_id, s_ood):
+    y = np.r_[np.ones(len(s_id)), np.zeros(len(s_ood))]
+    s = np.r_[s_id, s_ood]
+    fpr, tpr, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    return {
+        "auroc": roc_auc_score(y, s),
+        "aupr_in": average_precision_score(y, s),
+        "aupr_out": average_precision_score(1 - y, -s),
+        "fpr95": fpr[np.argmax(tpr >= 0.95)],
+    }
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+def test_metrics_match_scikit_learn(seed, ties):
+    rng = np.random.default_rng(seed)
+    s_id, s_ood = rng.normal(1.0, 1.0, 137 + seed), rng.normal(0.0, 1.3, 91)
+    if ties:  # coarse scores: many ties across and within the two sets
+        s_id, s_ood = np.round(s_id), np.round(s_ood)
+    ours, theirs = ood_metrics(s_id, s_ood), sk_numbers(s_id, s_ood)
+    for key in theirs:
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-12), key
+
+
+def test_curves_match_scikit_learn():
+    rng = np.random.default_rng(7)
+    s_id, s_ood = np.round(rng.normal(1, 1, 60), 1), np.round(rng.normal(0, 1, 40), 1)
+    y, s = np.r_[np.ones(60), np.zeros(40)], np.r_[s_id, s_ood]
+    fpr, tpr, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    ours_fpr, ours_tpr = roc_curve(s_id, s_ood)
+    np.testing.assert_allclose(ours_fpr, fpr)
+    np.testing.assert_allclose(ours_tpr, tpr)
+    precision, recall, _ = precision_recall_curve(y, s)
+    ours_recall, ours_precision = pr_curve(s_id, s_ood)
+    # scikit-learn lists thresholds low → high and appends the (recall 0, precision 1) end point
+    np.testing.assert_allclose(ours_recall, recall[:-1][::-1])
+    np.testing.assert_allclose(ours_precision, precision[:-1][::-1])
+
+
+def test_hand_examples():
+    perfect = ood_metrics([5, 6, 7], [1, 2])
+    assert perfect == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0}
+    reversed_ = ood_metrics([1, 2], [5, 6, 7])
+    assert reversed_["auroc"] == 0.0 and reversed_["fpr95"] == 1.0
+    assert auroc([1, 1], [1, 1]) == 0.5  # all tied: chance
+    # 20 ID scores 1..20: keeping 95% (19 images) needs the threshold at 2, which accepts OOD 3 and 10, not 1
+    s_id = np.arange(1, 21)
+    assert fpr_at_tpr(s_id, np.array([0.5, 1.5, 3.0, 10.0])) == 0.5
+    assert fpr_at_tpr(s_id, np.array([1.0, 25.0])) == 0.5  # a tie with the threshold counts as accepted
+
+
+def test_empty_sets_are_refused():
+    with pytest.raises(ValueError):
+        ood_metrics([], [1.0])

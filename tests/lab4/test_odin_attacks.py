@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dla_core.models import ModelConfig, build_model
+from lab4_ood.attacks import attack, fgsm, pgd
+from lab4_ood.odin import odin_grid, odin_scores
+from lab4_ood.training import RobustStep, outlier_exposure_loss
+
+
+def random_classifier(seed=0, family="mlp"):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(family, (1, 8, 8), 5, depth=1, width=16, stages=1, mean=(0.3,), std=(0.2,))
+    return build_model(cfg).eval()
+
+
+def test_odin_perturbation_raises_max_softmax():
+    model = random_classifier()
+    x = torch.rand(64, 1, 8, 8)
+    for t in (1.0, 10.0):
+        clean = odin_scores(model, x, t, 0.0)
+        perturbed = odin_scores(model, x, t, 0.005)
+        assert (perturbed > clean).float().mean() > 0.9
+        assert perturbed.mean() > clean.mean()
+
+
+def test_odin_eps_is_a_pixel_step_of_eps():
+    """ε·sign(g)/std on normalised inputs (the libraries) is ε·sign(g) on pixels (here): same perturbed image."""
+    model = random_classifier(1)
+    x = torch.rand(8, 1, 8, 8)
+    xg = x.clone().requires_grad_(True)
+    logits = model(xg)
+    F.cross_entropy(logits, logits.argmax(1), reduction="sum").backward()
+    z = model.normalize(x)
+    z_lib = z - 0.002 * xg.grad.sign() / model.normalize.std  # as pytorch-ood / OpenOOD do
+    after_lib = F.softmax(model.head(model.pool(model.blocks(model.stem(z_lib)))), 1).amax(1)
+    torch.testing.assert_close(odin_scores(model, x, 1.0, 0.002), after_lib, atol=1e-6, rtol=1e-5)
+
+
+def test_odin_grid_equals_each_pair_from_scratch():
+    model = random_classifier(2, "cnn")
+    x = torch.rand(16, 1, 8, 8)
+    temps, epsilons = (1.0, 10.0, 1000.0), (0.0, 0.001, 0.004)
+    grid = odin_grid(model, x, temps, epsilons)
+    assert list(grid) == [(t, e) for t in temps for e in epsilons]
+    for (t, e), scores in grid.items():
+        torch.testing.assert_close(scores, odin_scores(model, x, t, e), atol=1e-6, rtol=1e-5)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_fgsm_on_a_linear_model_equals_the_closed_form():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    w, b = model[1].weight.detach(), model[1].bias.detach()
+    x = 0.3 + 0.4 * torch.rand(10, 1, 3, 4)  # away from 0 and 1: no clamping at ε = 0.1
+    y = torch.randint(0, 3, (10,))
+    p = F.softmax(x.flatten(1) @ w.T + b, 1)
+    grad = (p - F.one_hot(y, 3).float()) @ w  # ∇ₓ CE for logits = Wx + b (mean over the batch only scales it)
+    expected = x + 0.1 * grad.sign().view_as(x)
+    torch.testing.assert_close(fgsm(model, x, y, 0.1), expected)
+    torch.testing.assert_close(fgsm(model, x, y, 0.1, targeted=True), (x - 0.1 * grad.sign().view_as(x)))
+    assert torch.equal(fgsm(model, x, y, 0.0), x)
+
+
+def test_attacks_stay_in_the_ball_and_the_image_range_and_keep_the_mode():
+    model = random_classifier(3, "cnn").train()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 5, (8,))
+    for method in ("fgsm", "pgd"):
+        adv = attack(method, model, x, y, 0.3)
+        assert adv.min() >= 0 and adv.max() <= 1
+        assert (adv - x).abs().max() <= 0.3 + 1e-6
+        assert model.training  # the attack did not switch the model to eval (torchattacks #21)
+        assert all(p.grad is None for p in model.parameters())
+    assert not model.eval().training and not random_classifier().training
+
+
+def test_pgd_is_stronger_than_fgsm_and_targeted_pgd_reaches_the_target(digits_mlp, digits04):
+    x = digits04.test.images.float() / 255
+    y = digits04.test.labels
+    torch.manual_seed(0)
+    with torch.no_grad():
+        clean = (digits_mlp(x).argmax(1) == y).float().mean()
+        acc_fgsm = (digits_mlp(fgsm(digits_mlp, x, y, 0.1)).argmax(1) == y).float().mean()
+        acc_pgd = (digits_mlp(pgd(digits_mlp, x, y, 0.1)).argmax(1) == y).float().mean()
+    assert clean > 0.9 and acc_pgd <= acc_fgsm < clean
+    target = torch.full_like(y, 3)
+    with torch.no_grad():
+        before = (digits_mlp(x).argmax(1) == 3).float().mean()
+        after = (digits_mlp(pgd(digits_mlp, x, target, 0.2, targeted=True)).argmax(1) == 3).float().mean()
+    assert after > before + 0.3
+
+
+def test_outlier_exposure_loss_is_cross_entropy_to_uniform():
+    logits = torch.randn(6, 5)
+    uniform = torch.full((6, 5), 0.2)
+    expected = -(uniform * F.log_softmax(logits, 1)).sum(1).mean()
+    torch.testing.assert_close(outlier_exposure_loss(logits), expected)
+    assert outlier_exposure_loss(torch.zeros(3, 5)).item() == pytest.approx(torch.log(torch.tensor(5.0)).item())
+
+
+def test_robust_step_keeps_train_mode_and_mixes_losses():
+    model = random_classifier(4, "cnn").train()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 5, (8,))
+    clean = RobustStep()(model, (x, y))
+    adv = RobustStep("fgsm", eps=0.1, alpha=0.0, fraction=0.5)(model, (x, y))
+    assert model.training and clean.count == adv.count == 8
+    assert adv.loss.requires_grad and adv.loss.item() != pytest.approx(clean.loss.item())
