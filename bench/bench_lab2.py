@@ -20,6 +20,8 @@ import platform
 import tempfile
 from pathlib import Path
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported (transformers, datasets)
+
 import numpy as np
 import torch
 
@@ -53,7 +55,9 @@ def lab2_way(model_dir: Path, data_dir: Path, root: Path, args: argparse.Namespa
     from lab2_distilbert.models import load_tokenizer
 
     data = DataConfig(source=str(data_dir), max_length=128, cache_dir=str(root / "cache"))
-    encode_splits(load_tokenizer(str(model_dir)), load_text_splits(data), data)  # tokenize beforehand, as for HF
+    encode_splits(
+        load_tokenizer(str(model_dir)), load_text_splits(data), data
+    )  # tokenize beforehand, as for HF
     train = TrainConfig(epochs=args.epochs, lr=2e-5, optimizer="adamw", schedule="linear",
                         precision=args.precision, cpu=args.cpu)  # fmt: skip
     cfg = FinetuneConfig(str(model_dir), data, "full", args.batch_size, train)
@@ -66,7 +70,9 @@ def trainer_way(model_dir: Path, data_dir: Path, root: Path, args: argparse.Name
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    ds = datasets.load_dataset("csv", data_files={"train": str(data_dir / "train.csv")}, cache_dir=str(root / "hf"))
+    ds = datasets.load_dataset(
+        "csv", data_files={"train": str(data_dir / "train.csv")}, cache_dir=str(root / "hf")
+    )
     ds = ds["train"].map(lambda b: tokenizer(b["text"], truncation=True, max_length=128), batched=True)
     ds = ds.remove_columns(["text"])
     torch.manual_seed(0)
@@ -87,16 +93,19 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--layers", type=int, default=6, help="DistilBERT layers (6 = DistilBertConfig(), 66M)")
     p.add_argument("--precision", choices=["no", "fp16", "bf16"], default="no")
-    p.add_argument("--gpu", dest="cpu", action="store_false", help="use the GPU when there is one (default: CPU)")
+    p.add_argument(
+        "--gpu", dest="cpu", action="store_false", help="use the GPU when there is one (default: CPU)"
+    )
     args = p.parse_args()
-    os.environ.setdefault("TQDM_DISABLE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir, data_dir = write_fixture(root, args.n, args.layers)
         hf = trainer_way(model_dir, data_dir, root, args)
         ours = lab2_way(model_dir, data_dir, root, args)
     device = "cpu" if args.cpu or not torch.cuda.is_available() else torch.cuda.get_device_name(0)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, {device}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, {device}"
+    )
     print(f"DistilBERT {args.layers} layers, {args.n} sentences × {args.epochs} epoch(s), batch {args.batch_size}, "
           f"precision {args.precision}")  # fmt: skip
     print(f"HF Trainer defaults: {hf:8.1f} samples/s")

@@ -31,8 +31,9 @@ def build(device: torch.device) -> torch.nn.Module:
     from dla_core.models import ModelConfig, build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig("cnn", (3, 32, 32), 10, depth=2, width=32, stages=3,
-                      mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+    cfg = ModelConfig(
+        "cnn", (3, 32, 32), 10, depth=2, width=32, stages=3, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)
+    )
     return build_model(cfg).to(device).eval()
 
 
@@ -102,9 +103,13 @@ def main() -> None:
     device = torch.device(args.device)
     model = build(device)
     data = images(args.n)
-    name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"cpus {os.cpu_count()}")
+    name = (
+        torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine()
+    )
+    print(
+        f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}"
+    )
 
     score_set(MSP(model), data.subset(torch.arange(min(64, args.n))), args.batch_size, device)  # warm-up
     for det in (MSP(model), ODIN(model, 1000.0, 0.0014)):

@@ -27,7 +27,7 @@ CACHE=${DLA_SMOKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dla-docker-smoke}
 KEEP=${DLA_SMOKE_KEEP:-0}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CA_DIR=${CA_DIR:-/usr/local/share/ca-certificates}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd -P "$(dirname "$0")/.." && pwd)
 BASE_TAG=dla-smoke/bookworm:local
 IMAGE=dla-smoke/$LAB:local
 

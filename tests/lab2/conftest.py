@@ -23,7 +23,9 @@ def sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
         label = i % 2
         words = list(rng.choice(FILLER, size=int(rng.integers(3, 18))))
         for _ in range(int(rng.integers(1, 3))):
-            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(POSITIVE if label else NEGATIVE)))
+            words.insert(
+                int(rng.integers(0, len(words) + 1)), str(rng.choice(POSITIVE if label else NEGATIVE))
+            )
         texts.append(" ".join(words) + " .")
         labels.append(label)
     return texts, labels
@@ -31,10 +33,16 @@ def sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
 
 def write_split(path: Path, texts: list[str], labels: list, text_col: str = "text", label_col: str = "label"):
     if path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps({text_col: t, label_col: y}) + "\n" for t, y in zip(texts, labels)))
+        path.write_text(
+            "".join(
+                json.dumps({text_col: t, label_col: y}) + "\n" for t, y in zip(texts, labels, strict=True)
+            )
+        )
     else:
         sep = "\t" if path.suffix == ".tsv" else ","
-        rows = [f"{text_col}{sep}{label_col}"] + [f'"{t}"{sep}{y}' for t, y in zip(texts, labels)]
+        rows = [f"{text_col}{sep}{label_col}"] + [
+            f'"{t}"{sep}{y}' for t, y in zip(texts, labels, strict=True)
+        ]
         path.write_text("\n".join(rows) + "\n")
 
 
@@ -42,7 +50,11 @@ def write_split(path: Path, texts: list[str], labels: list, text_col: str = "tex
 def text_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with train.csv (160), validation.tsv (40) and test.jsonl (40), labels neg/pos."""
     root = tmp_path_factory.mktemp("rt")
-    for split, n, suffix, seed in (("train", 160, "csv", 0), ("validation", 40, "tsv", 1), ("test", 40, "jsonl", 2)):
+    for split, n, suffix, seed in (
+        ("train", 160, "csv", 0),
+        ("validation", 40, "tsv", 1),
+        ("test", 40, "jsonl", 2),
+    ):
         texts, labels = sentences(n, seed)
         write_split(root / f"{split}.{suffix}", texts, [["neg", "pos"][y] for y in labels])
     return root

@@ -15,6 +15,10 @@ from click.testing import CliRunner
 
 from lab2_distilbert.cli import group
 
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
+)  # inside PEFT
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,17 +67,33 @@ def test_finetune_learns_and_saves_a_loadable_model(tiny_distilbert, text_data, 
     assert (run / "learning_curves.png").exists() and (run / "model" / "model.safetensors").exists()
     cfg = json.loads((run / "config.json").read_text())["config"]
     assert cfg["strategy"] == "full" and cfg["train"]["epochs"] == 8 and cfg["data"]["max_length"] == 128
-    ev = lab2("evaluate", "--model", run, "--data", text_data, "--cache-dir", tmp_path / "c", "--out", tmp_path / "ev")
+    ev = lab2(
+        "evaluate",
+        "--model",
+        run,
+        "--data",
+        text_data,
+        "--cache-dir",
+        tmp_path / "c",
+        "--out",
+        tmp_path / "ev",
+    )
     assert metrics(tmp_path / "ev")["accuracy"] == pytest.approx(m["test_accuracy"])
     assert "neg→neg" in ev["output"]
 
 
 @pytest.mark.slow
-def test_finetune_head_trains_only_the_head(tiny_bert, text_data, tmp_path):
-    lab2("finetune", *common(tiny_bert, text_data, tmp_path / "c"), "--strategy", "head", "--epochs", "1",
-         "--out", tmp_path / "h")  # fmt: skip
+def test_finetune_head_trains_only_the_head_and_resumes(tiny_bert, text_data, tmp_path):
+    argv = ["finetune", *common(tiny_bert, text_data, tmp_path / "c"), "--strategy", "head", "--epochs", "1",
+            "--out", tmp_path / "h"]  # fmt: skip
+    lab2(*argv)
     m = metrics(tmp_path / "h")
     assert m["trainable_params"] == 32 * 2 + 2 and m["total_params"] > 10_000
+    again = CliRunner().invoke(group, [str(a) for a in argv])
+    assert again.exit_code == 1 and "already holds a run; pass --resume" in again.output
+    lab2(*argv, "--resume")  # the finished run's checkpoint: nothing left to train, same result
+    assert metrics(tmp_path / "h")["history"] == m["history"]
+    assert metrics(tmp_path / "h")["test_accuracy"] == pytest.approx(m["test_accuracy"])
 
 
 @pytest.mark.slow
@@ -86,7 +106,9 @@ def test_lora_command_adapter_and_merged_model(tiny_distilbert, text_data, tmp_p
     assert m["lora_params"] == 2 * 2 * (4 * 32 + 32 * 4)  # 2 layers × (q, v) × (A + B)
     assert m["head_params"] == 32 * 32 + 32 + 32 * 2 + 2  # pre_classifier + classifier
     assert f"LoRA parameters: {m['lora_params']:,}" in out
-    assert (run / "adapter" / "adapter_model.safetensors").exists() and (run / "merged" / "model.safetensors").exists()
+    assert (run / "adapter" / "adapter_model.safetensors").exists() and (
+        run / "merged" / "model.safetensors"
+    ).exists()
     evals = {}
     for name in ("adapter", "merged"):
         lab2("evaluate", "--model", run / name, "--data", text_data, "--cache-dir", tmp_path / "c",
@@ -114,8 +136,11 @@ def test_bad_input_is_one_line_error(tiny_distilbert, text_data, tmp_path):
     for argv, message in cases:
         cmd, *rest = argv
         extra = [] if cmd == "evaluate" else ["--model", str(tiny_distilbert)]
-        r = CliRunner().invoke(group, [cmd, *rest, *extra, "--data", str(text_data), "--out", str(tmp_path / cmd)])
+        r = CliRunner().invoke(
+            group, [cmd, *rest, *extra, "--data", str(text_data), "--out", str(tmp_path / cmd)]
+        )
         assert r.exit_code == 1 and f"Error: {message}" in r.output, (argv, r.output)
+        assert not (tmp_path / cmd).exists()  # a failed start leaves no half-made run behind
 
 
 def test_console_script_error_has_no_traceback(tmp_path):
@@ -140,4 +165,7 @@ def test_features_on_real_pretrained_minilm(text_data, tmp_path):
     table = metrics(run)["classifiers"]
     assert table["logistic_regression"]["test_accuracy"] >= 0.9, table
     assert metrics(run)["feature_dim"] == 384
-    assert torch.load(next((tmp_path / "c").glob("features-*.pt")), weights_only=True)["train"].shape == (160, 384)
+    assert torch.load(next((tmp_path / "c").glob("features-*.pt")), weights_only=True)["train"].shape == (
+        160,
+        384,
+    )

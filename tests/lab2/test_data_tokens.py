@@ -33,12 +33,16 @@ def test_single_file_is_split_by_val_split(tmp_path):
 
 
 def test_wrong_column_and_unknown_label_are_clear_errors(text_data, tmp_path):
-    with pytest.raises(DlaError, match=r"no column 'sentence' \(--text-column\); its columns are text, label"):
+    with pytest.raises(
+        DlaError, match=r"no column 'sentence' \(--text-column\); its columns are text, label"
+    ):
         load_text_splits(DataConfig(source=str(text_data), text_column="sentence"))
     texts, labels = sentences(20, 4)
     write_split(tmp_path / "train.csv", texts, labels)
     write_split(tmp_path / "test.csv", texts[:4], [0, 1, 7, 1])
-    with pytest.raises(DlaError, match=r"unknown label '7' in the test split \(the training labels are 0, 1\)"):
+    with pytest.raises(
+        DlaError, match=r"unknown label '7' in the test split \(the training labels are 0, 1\)"
+    ):
         load_text_splits(DataConfig(source=str(tmp_path)))
     with pytest.raises(DlaError, match="no such file or folder"):
         load_text_splits(DataConfig(source=str(tmp_path / "missing")))
@@ -54,12 +58,21 @@ def test_hub_dataset_code_path(monkeypatch):
         assert name == "cornell-movie-review-data/rotten_tomatoes"
         features = datasets.Features({"text": datasets.Value("string"),
                                       "label": datasets.ClassLabel(names=["neg", "pos"])})  # fmt: skip
-        split = lambda n, seed: datasets.Dataset.from_dict(dict(zip(("text", "label"), sentences(n, seed))), features)  # noqa: E731
+
+        def split(n: int, seed: int) -> datasets.Dataset:
+            return datasets.Dataset.from_dict(
+                dict(zip(("text", "label"), sentences(n, seed), strict=True)), features
+            )
+
         return datasets.DatasetDict(train=split(30, 0), validation=split(10, 1), test=split(10, 2))
 
     monkeypatch.setattr(datasets, "load_dataset", fake_hub)
     s = load_text_splits(DataConfig())
-    assert s.label_names == ["neg", "pos"] and len(s.train) == 30 and s.test.labels.tolist() == sentences(10, 2)[1]
+    assert (
+        s.label_names == ["neg", "pos"]
+        and len(s.train) == 30
+        and s.test.labels.tolist() == sentences(10, 2)[1]
+    )
 
     def offline(name):
         raise ConnectionError("offline")
@@ -75,7 +88,9 @@ def test_tokenization_is_cached_and_reused(tiny_distilbert, text_data, tmp_path,
     first = encode(tok, s.train, 16, tmp_path)
     assert not first.from_cache and len(list(tmp_path.glob("tokens-*.pt"))) == 1
     calls = []
-    monkeypatch.setattr(type(tok), "__call__", lambda *a, **k: calls.append(1))  # a real tokenizer call now fails
+    monkeypatch.setattr(
+        type(tok), "__call__", lambda *a, **k: calls.append(1)
+    )  # a real tokenizer call now fails
     again = encode(load_tokenizer(str(tiny_distilbert)), s.train, 16, tmp_path)
     assert again.from_cache and not calls
     assert torch.equal(again.ids, first.ids) and torch.equal(again.lengths, first.lengths)
@@ -102,7 +117,7 @@ def test_batches_pad_dynamically_and_cover_each_example_once(encoded):
         lengths = b["attention_mask"].sum(1)
         assert b["input_ids"].shape[1] == int(lengths.max())  # padded only to the batch's longest
         assert (b["input_ids"][b["attention_mask"] == 0] == tok.pad_token_id).all()
-        for row, i, n in zip(b["input_ids"], b["index"], lengths):
+        for row, i, n in zip(b["input_ids"], b["index"], lengths, strict=True):
             o = int(enc.offsets[i])
             assert row[:n].tolist() == enc.ids[o : o + int(n)].tolist()
         assert torch.equal(b["labels"], enc.labels[b["index"]])
@@ -111,7 +126,7 @@ def test_batches_pad_dynamically_and_cover_each_example_once(encoded):
 
 
 def test_length_grouping_cuts_padding_and_epochs_are_reproducible(encoded):
-    tok, enc = encoded
+    _, enc = encoded
     grouped = TokenBatches(enc, 16, pad_id=0, shuffle=True, seed=1)
     ungrouped = TokenBatches(enc, 16, pad_id=0, shuffle=True, seed=1, pool=1)
     padded = lambda bs: sum(b["input_ids"].numel() for b in bs.iterate(0))  # noqa: E731

@@ -11,14 +11,27 @@ from lab2_distilbert import models
 from lab2_distilbert.data import DataConfig, load_text_splits
 from lab2_distilbert.tokens import TokenBatches, encode
 
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
+)  # inside PEFT
+
 
 def test_strategies_choose_what_trains(tiny_distilbert, tiny_bert):
     m = models.load_classifier(str(tiny_distilbert), ["neg", "pos"])
     models.apply_strategy(m, "head")
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
-    assert trainable == {"pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"}
+    assert trainable == {
+        "pre_classifier.weight",
+        "pre_classifier.bias",
+        "classifier.weight",
+        "classifier.bias",
+    }
     models.apply_strategy(m, "head+last")
-    trainable = {n.split(".")[0] + "." + ".".join(n.split(".")[2:4]) for n, p in m.named_parameters() if p.requires_grad}
+    trainable = {
+        n.split(".")[0] + "." + ".".join(n.split(".")[2:4])
+        for n, p in m.named_parameters()
+        if p.requires_grad
+    }
     assert "distilbert.layer.1" in trainable and "distilbert.layer.0" not in trainable
     models.apply_strategy(m, "full")
     assert models.count_params(m)[0] == models.count_params(m)[1]
@@ -39,7 +52,9 @@ def test_strategies_choose_what_trains(tiny_distilbert, tiny_bert):
     ],
 )
 def test_lora_targets_are_mapped_per_architecture(request, fixture, roles, expected):
-    model = models.add_lora(models.load_classifier(str(request.getfixturevalue(fixture)), ["a", "b"]), 4, 8, roles)
+    model = models.add_lora(
+        models.load_classifier(str(request.getfixturevalue(fixture)), ["a", "b"]), 4, 8, roles
+    )
     adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
     layers = 2
     suffixes = {".".join(n.split(".")[-2:]) if n.endswith("dense") else n.split(".")[-1] for n in adapted}
@@ -66,7 +81,12 @@ def test_lora_trains_only_adapters_and_head_and_merges_exactly(tiny_distilbert, 
     assert trainable and all(".lora_" in n or "classifier" in n for n in trainable)
     assert any("pre_classifier" in n for n in trainable)  # PEFT's modules_to_save matches it by suffix
     batches = TokenBatches(encode(tok, splits.train, 32), 32, pad_id=0, shuffle=True)
-    fit(model, batches, TrainConfig(epochs=2, lr=1e-2, optimizer="adamw", cpu=True), step=models.classification_step)
+    fit(
+        model,
+        batches,
+        TrainConfig(epochs=2, lr=1e-2, optimizer="adamw", cpu=True),
+        step=models.classification_step,
+    )
     for n, p in model.named_parameters():
         if ".lora_" in n or "modules_to_save" in n:
             continue
@@ -102,4 +122,6 @@ def test_mapped_step_scores_in_data_label_order():
 
     step = models.MappedStep([1, 0])  # model class 0 means data class 1
     out = step(Fixed(), {"input_ids": None, "attention_mask": None, "labels": torch.tensor([1, 0])})
-    assert out.correct.item() == 2 and out.loss.item() == pytest.approx(torch.log1p(torch.exp(torch.tensor(-2.0))).item())
+    assert out.correct.item() == 2 and out.loss.item() == pytest.approx(
+        torch.log1p(torch.exp(torch.tensor(-2.0))).item()
+    )

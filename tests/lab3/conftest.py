@@ -66,12 +66,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # clients that hang up early (timeouts, caps)
+        pass
+
+
 @pytest.fixture(scope="session")
 def server(photos: Path):
     """Base URL of an HTTP server on 127.0.0.1 serving ``photos``."""
     handler = lambda *a, **kw: _Handler(*a, directory=str(photos), **kw)  # noqa: E731
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
+    httpd = _QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -43,11 +43,39 @@ def test_help_has_examples_and_states_the_convention():
 def test_detect_digits_all_methods(runs, tmp_path):
     base = metrics(runs / "base")
     assert base["test_accuracy"] > 0.9 and (runs / "base" / "model.safetensors").exists()
-    lab4("train-ae", "--encoder", runs / "base", "--epochs", "2", "--cpu", "--width", "16", "--out", tmp_path / "ae")
+    lab4(
+        "train-ae",
+        "--encoder",
+        runs / "base",
+        "--epochs",
+        "2",
+        "--cpu",
+        "--width",
+        "16",
+        "--out",
+        tmp_path / "ae",
+    )
     assert metrics(tmp_path / "ae")["test_mse"] > 0
-    out = lab4("detect", "--model", runs / "base", "--ood", "digits:5-9", "--ood", "fake",
-               "--method", "msp,maxlogit,energy,odin,mahalanobis,recon", "--autoencoder", tmp_path / "ae",
-               "--grid", "--grid-T", "1,100", "--grid-eps", "0,0.002", "--out", tmp_path / "det").output
+    out = lab4(
+        "detect",
+        "--model",
+        runs / "base",
+        "--ood",
+        "digits:5-9",
+        "--ood",
+        "fake",
+        "--method",
+        "msp,maxlogit,energy,odin,mahalanobis,recon",
+        "--autoencoder",
+        tmp_path / "ae",
+        "--grid",
+        "--grid-T",
+        "1,100",
+        "--grid-eps",
+        "0,0.002",
+        "--out",
+        tmp_path / "det",
+    ).output
     assert "mahalanobis" in out and "best: T=" in out
     m = metrics(tmp_path / "det")
     assert m["id_accuracy"] == pytest.approx(base["test_accuracy"])
@@ -55,7 +83,9 @@ def test_detect_digits_all_methods(runs, tmp_path):
     for per_ood in m["results"].values():
         assert set(per_ood) == {"digits:5-9", "fake"}
         for r in per_ood.values():
-            assert set(r) == {"auroc", "aupr_in", "aupr_out", "fpr95"} and all(0 <= v <= 1 for v in r.values())
+            assert set(r) == {"auroc", "aupr_in", "aupr_out", "fpr95"} and all(
+                0 <= v <= 1 for v in r.values()
+            )
     assert m["results"]["msp"]["digits:5-9"]["auroc"] > 0.7
     assert m["results"]["mahalanobis"]["fake"]["auroc"] > 0.9
     assert len(m["odin_grid"]["rows"]) == 4
@@ -71,22 +101,57 @@ def test_attack_digits(runs, tmp_path):
     assert rows[0]["accuracy"] > rows[1]["accuracy"] > rows[2]["accuracy"] and "accuracy" in out
     assert (tmp_path / "fgsm" / "adversarial_examples.png").exists()
     assert (tmp_path / "fgsm" / "accuracy_vs_eps.png").exists()
-    lab4("attack", "--model", runs / "base", "--method", "pgd", "--eps", "0,0.2", "--targeted",
-         "--target-class", "3", "--steps", "5", "--out", tmp_path / "pgd")
+    lab4(
+        "attack",
+        "--model",
+        runs / "base",
+        "--method",
+        "pgd",
+        "--eps",
+        "0,0.2",
+        "--targeted",
+        "--target-class",
+        "3",
+        "--steps",
+        "5",
+        "--out",
+        tmp_path / "pgd",
+    )
     rows = metrics(tmp_path / "pgd")["rows"]
     assert rows[1]["target_success"] > rows[0]["target_success"] + 0.3
 
 
 @pytest.mark.slow
 def test_robust_training_runs_and_outlier_exposure_helps(runs, tmp_path):
-    lab4("train", *MLP, *FAST, "--adversarial", "fgsm", "--eps", "0.1", "--adv-fraction", "0.5",
-         "--out", tmp_path / "adv")
+    lab4(
+        "train",
+        *MLP,
+        *FAST,
+        "--adversarial",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--adv-fraction",
+        "0.5",
+        "--out",
+        tmp_path / "adv",
+    )
     adv = metrics(tmp_path / "adv")
     assert adv["test_accuracy"] > 0.8 and "test_fgsm_accuracy@0.1" in adv
     lab4("train", *MLP, *FAST, "--outlier-exposure", "digits:5-9", "--out", tmp_path / "oe")
     for name in ("base", "oe"):
         run = runs / "base" if name == "base" else tmp_path / "oe"
-        lab4("detect", "--model", run, "--ood", "digits:5-9", "--method", "msp", "--out", tmp_path / f"d-{name}")
+        lab4(
+            "detect",
+            "--model",
+            run,
+            "--ood",
+            "digits:5-9",
+            "--method",
+            "msp",
+            "--out",
+            tmp_path / f"d-{name}",
+        )
     auroc = {n: metrics(tmp_path / f"d-{n}")["results"]["msp"]["digits:5-9"]["auroc"] for n in ("base", "oe")}
     assert auroc["oe"] > auroc["base"]
 
@@ -94,31 +159,116 @@ def test_robust_training_runs_and_outlier_exposure_helps(runs, tmp_path):
 @pytest.mark.slow
 def test_fixture_data_cifar_with_grey_and_fake_ood(data_dir, tmp_path):
     common = ["--data-dir", data_dir]
-    lab4("train", "--dataset", "cifar10", "--model", "cnn", "--depth", "1", "--width", "8", "--epochs", "1",
-         "--batch-size", "32", "--cpu", *common, "--out", tmp_path / "c10")
-    lab4("detect", "--model", tmp_path / "c10", "--ood", "cifar100:people", "--ood", "mnist", "--ood", "fake",
-         "--method", "energy,odin", "--T", "10", "--limit", "50", *common, "--out", tmp_path / "det")
+    lab4(
+        "train",
+        "--dataset",
+        "cifar10",
+        "--model",
+        "cnn",
+        "--depth",
+        "1",
+        "--width",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--cpu",
+        *common,
+        "--out",
+        tmp_path / "c10",
+    )
+    lab4(
+        "detect",
+        "--model",
+        tmp_path / "c10",
+        "--ood",
+        "cifar100:people",
+        "--ood",
+        "mnist",
+        "--ood",
+        "fake",
+        "--method",
+        "energy,odin",
+        "--T",
+        "10",
+        "--limit",
+        "50",
+        *common,
+        "--out",
+        tmp_path / "det",
+    )
     m = metrics(tmp_path / "det")
     assert set(m["results"]["odin"]) == {"cifar100:people", "mnist", "fake"}
     assert m["odin"] == {"temperature": 10.0, "eps": 0.0014}
-    lab4("attack", "--model", tmp_path / "c10", "--eps", "0,0.03", "--limit", "40", *common,
-         "--out", tmp_path / "att")
+    lab4(
+        "attack",
+        "--model",
+        tmp_path / "c10",
+        "--eps",
+        "0,0.03",
+        "--limit",
+        "40",
+        *common,
+        "--out",
+        tmp_path / "att",
+    )
     assert len(metrics(tmp_path / "att")["rows"]) == 2
 
 
 def test_user_mistakes_are_one_line_errors(runs, tmp_path):
     cases = [
-        (["detect", "--model", runs / "base", "--ood", "fake", "--method", "msp,bogus", "--out", tmp_path / "a"],
-         "--method: unknown bogus"),
-        (["detect", "--model", runs / "base", "--ood", "fake", "--method", "recon", "--out", tmp_path / "b"],
-         "--method recon needs --autoencoder"),
-        (["detect", "--model", runs / "base", "--id", "digits", "--ood", "fake", "--out", tmp_path / "c"],
-         "the model has 5 classes but digits has 10"),
-        (["detect", "--model", tmp_path, "--id", "digits", "--ood", "fake", "--out", tmp_path / "d"], "no trained model"),
+        (
+            [
+                "detect",
+                "--model",
+                runs / "base",
+                "--ood",
+                "fake",
+                "--method",
+                "msp,bogus",
+                "--out",
+                tmp_path / "a",
+            ],
+            "--method: unknown bogus",
+        ),
+        (
+            [
+                "detect",
+                "--model",
+                runs / "base",
+                "--ood",
+                "fake",
+                "--method",
+                "recon",
+                "--out",
+                tmp_path / "b",
+            ],
+            "--method recon needs --autoencoder",
+        ),
+        (
+            ["detect", "--model", runs / "base", "--id", "digits", "--ood", "fake", "--out", tmp_path / "c"],
+            "the model has 5 classes but digits has 10",
+        ),
+        (
+            ["detect", "--model", tmp_path, "--id", "digits", "--ood", "fake", "--out", tmp_path / "d"],
+            "no trained model",
+        ),
         (["attack", "--model", runs / "base", "--targeted", "--out", tmp_path / "e"], "go together"),
         (["attack", "--model", runs / "base", "--eps", "0,2", "--out", tmp_path / "f"], "must lie in [0, 1]"),
-        (["attack", "--model", runs / "base", "--targeted", "--target-class", "7", "--out", tmp_path / "g"],
-         "--target-class 7 is not a class"),
+        (
+            [
+                "attack",
+                "--model",
+                runs / "base",
+                "--targeted",
+                "--target-class",
+                "7",
+                "--out",
+                tmp_path / "g",
+            ],
+            "--target-class 7 is not a class",
+        ),
         (["train", *MLP, "--epochs", "1", "--out", runs / "base"], "already holds a run"),
         (["train", "--dataset", "nope", "--out", tmp_path / "h"], "unknown dataset 'nope'"),
     ]

@@ -98,7 +98,9 @@ def test_outlier_exposure_loss_is_cross_entropy_to_uniform():
     uniform = torch.full((6, 5), 0.2)
     expected = -(uniform * F.log_softmax(logits, 1)).sum(1).mean()
     torch.testing.assert_close(outlier_exposure_loss(logits), expected)
-    assert outlier_exposure_loss(torch.zeros(3, 5)).item() == pytest.approx(torch.log(torch.tensor(5.0)).item())
+    assert outlier_exposure_loss(torch.zeros(3, 5)).item() == pytest.approx(
+        torch.log(torch.tensor(5.0)).item()
+    )
 
 
 def test_robust_step_keeps_train_mode_and_mixes_losses():

@@ -48,7 +48,11 @@ DATA = cli.stack(
         help="Fraction of train held out for a missing validation (and test) split.",
     ),
     click.option(
-        "--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Truncate to tokens."
+        "--max-length",
+        type=click.IntRange(min=2),
+        default=128,
+        show_default=True,
+        help="Truncate sentences to this many tokens.",
     ),
     click.option(
         "--cache-dir",
@@ -150,7 +154,8 @@ def finetune(model, strategy, out, resume, **opts) -> None:
               help="LoRA scaling α (updates are scaled by α / r).")  # fmt: skip
 @click.option("--targets", default="q,v", show_default=True,
               help=f"Comma-separated roles to adapt ({', '.join(LORA_ROLES)}), mapped per architecture.")  # fmt: skip
-@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Dropout on the adapter inputs.")  # fmt: skip
 @click.option("--merge", is_flag=True, help="Also write the base model with the adapter merged in (merged/).")
 @cli.train_options(epochs_default=3, lr_default=5e-4, batch_default=32, optimizer_default="adamw")
 @cli.OUT
@@ -170,7 +175,15 @@ def lora(model, rank, alpha, targets, lora_dropout, merge, out, resume, **opts) 
     roles = tuple(cli.choice_list(targets, LORA_ROLES, "--targets"))
     data = data_config(opts, opts["seed"])
     cfg = LoraConfig(
-        model, data, rank, alpha, roles, lora_dropout, merge, opts["batch_size"], TrainConfig.from_options(opts)
+        model,
+        data,
+        rank,
+        alpha,
+        roles,
+        lora_dropout,
+        merge,
+        opts["batch_size"],
+        TrainConfig.from_options(opts),
     )
     metrics = run_lora(cfg, out, resume)
     click.echo(f"LoRA parameters: {metrics['lora_params']:,}; head parameters: {metrics['head_params']:,}")
@@ -199,5 +212,7 @@ def evaluate(model, split, batch_size, precision, cpu, out, **opts) -> None:
     cfg = EvaluateConfig(model, data_config(opts), split, batch_size, precision, cpu)
     metrics = run_evaluate(cfg, out)
     mapping = ", ".join(f"{k}→{v}" for k, v in metrics["label_mapping"].items())
-    click.echo(f"{split} accuracy {100 * metrics['accuracy']:.2f}% on {metrics['examples']} sentences ({mapping})")
+    click.echo(
+        f"{split} accuracy {100 * metrics['accuracy']:.2f}% on {metrics['examples']} sentences ({mapping})"
+    )
     click.echo(f"run folder: {out}")

@@ -64,7 +64,9 @@ def load_text_splits(cfg: DataConfig) -> TextSplits:
     """Train / validation / test sentences with labels mapped to one shared list of names."""
     raw = _read_hub(cfg) if cfg.source is None else _read_local(Path(cfg.source), cfg)
     names = _label_names(raw["train"][1], raw.get("names"))
-    sets = {split: _to_textset(texts, labels, names, split) for split, (texts, labels) in _splits(raw).items()}
+    sets = {
+        split: _to_textset(texts, labels, names, split) for split, (texts, labels) in _splits(raw).items()
+    }
     rng = np.random.default_rng(cfg.seed)
     if "validation" not in sets or "test" not in sets:
         sets = _carve(sets, cfg.val_split, rng)
@@ -151,7 +153,9 @@ def _label_names(train_labels: list, hub_names: list[str] | None) -> list[str]:
     if all(k.lstrip("-").isdigit() for k in keys):
         keys = sorted(keys, key=int)
     if len(keys) < 2:
-        raise DlaError(f"the training data has {len(keys)} label value(s) ({', '.join(keys)}); need at least 2")
+        raise DlaError(
+            f"the training data has {len(keys)} label value(s) ({', '.join(keys)}); need at least 2"
+        )
     return keys
 
 

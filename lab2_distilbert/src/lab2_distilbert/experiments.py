@@ -114,7 +114,9 @@ def extract_features(encoder: nn.Module, batches: TokenBatches, pooling: str, ac
     encoder.eval()
     out: torch.Tensor | None = None
     with acc.autocast():
-        for batch in tqdm(batches.iterate(0, device=acc.device), total=len(batches), desc="features", leave=False):
+        for batch in tqdm(
+            batches.iterate(0, device=acc.device), total=len(batches), desc="features", leave=False
+        ):
             hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             hidden = hidden.last_hidden_state.float()  # (B, T, H)
             if pooling == "cls":
@@ -144,11 +146,11 @@ def classifiers(neighbours: int, seed: int) -> dict:
 
 
 def run_features(cfg: FeaturesConfig, out: Path) -> dict:
-    run = RunDir.create(out, cfg, command="lab2 features")
     acc = make_accelerator(cfg.precision, cfg.cpu)
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     encoder = models.load_encoder(cfg.model).to(acc.device)
+    run = RunDir.create(out, cfg, command="lab2 features")  # after the inputs loaded: no half-made runs
     enc = encode_splits(tokenizer, splits, cfg.data)
     batches = make_batches(enc, tokenizer, cfg.batch_size, cfg.data.seed)
 
@@ -203,8 +205,17 @@ def run_features(cfg: FeaturesConfig, out: Path) -> dict:
 #### finetune / lora ####
 
 
-def _train(run: RunDir, model: nn.Module, tokenizer, splits: TextSplits, data: DataConfig, batch_size: int,
-           train: TrainConfig, resume: bool, desc: str):
+def _train(
+    run: RunDir,
+    model: nn.Module,
+    tokenizer,
+    splits: TextSplits,
+    data: DataConfig,
+    batch_size: int,
+    train: TrainConfig,
+    resume: bool,
+    desc: str,
+):
     acc = make_accelerator(train.precision, train.cpu)
     batches = make_batches(encode_splits(tokenizer, splits, data), tokenizer, batch_size, train.seed)
     trainable, total = models.count_params(model)
@@ -217,6 +228,10 @@ def _train(run: RunDir, model: nn.Module, tokenizer, splits: TextSplits, data: D
     wall = time.perf_counter() - t0
     test = evaluate(result.model, batches["test"], step=models.classification_step, accelerator=acc)
     train_seconds = sum(h["epoch_seconds"] for h in result.history)
+    world = acc.num_processes
+    samples_per_epoch = (
+        batches["train"].num_batches(world) * batch_size * world
+    )  # training drops the last partial
     metrics = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
@@ -225,8 +240,7 @@ def _train(run: RunDir, model: nn.Module, tokenizer, splits: TextSplits, data: D
         "total_params": total,
         "trainable_fraction": trainable / total,
         "wall_seconds": round(wall, 3),
-        "train_samples_per_second": round(len(batches["train"]) * batch_size * len(result.history)
-                                          / max(train_seconds, 1e-9), 2),
+        "train_samples_per_second": round(samples_per_epoch * len(result.history) / max(train_seconds, 1e-9), 2),
         "precision": acc.mixed_precision,
         "device": str(acc.device),
     }  # fmt: skip
@@ -235,10 +249,10 @@ def _train(run: RunDir, model: nn.Module, tokenizer, splits: TextSplits, data: D
 
 
 def run_finetune(cfg: FinetuneConfig, out: Path, resume: bool = False) -> dict:
-    run = RunDir.create(out, cfg, command="lab2 finetune", resume=resume)
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     model = models.load_classifier(cfg.model, splits.label_names)
+    run = RunDir.create(out, cfg, command="lab2 finetune", resume=resume)
     models.apply_strategy(model, cfg.strategy)
     model, metrics = _train(
         run, model, tokenizer, splits, cfg.data, cfg.batch_size, cfg.train, resume, f"finetune {cfg.strategy}"
@@ -248,11 +262,11 @@ def run_finetune(cfg: FinetuneConfig, out: Path, resume: bool = False) -> dict:
 
 
 def run_lora(cfg: LoraConfig, out: Path, resume: bool = False) -> dict:
-    run = RunDir.create(out, cfg, command="lab2 lora", resume=resume)
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     base = models.load_classifier(cfg.model, splits.label_names)
     model = models.add_lora(base, cfg.rank, cfg.alpha, list(cfg.targets), cfg.dropout)
+    run = RunDir.create(out, cfg, command="lab2 lora", resume=resume)
     lora_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
     model, metrics = _train(
         run, model, tokenizer, splits, cfg.data, cfg.batch_size, cfg.train, resume,
@@ -272,12 +286,12 @@ def run_lora(cfg: LoraConfig, out: Path, resume: bool = False) -> dict:
 
 
 def run_evaluate(cfg: EvaluateConfig, out: Path) -> dict:
-    run = RunDir.create(out, cfg, command="lab2 evaluate")
     acc = make_accelerator(cfg.precision, cfg.cpu)
     splits = load_text_splits(cfg.data)
     model, source = models.load_any_classifier(cfg.model)
     tokenizer = models.load_tokenizer(source)
     mapping = models.label_mapping(model.config.id2label, splits.label_names)
+    run = RunDir.create(out, cfg, command="lab2 evaluate")
     data = dict(splits.items())[cfg.split]
     enc = encode(tokenizer, data, cfg.data.max_length, Path(cfg.data.cache_dir))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -213,7 +213,9 @@ def label_mapping(id2label: dict, data_names: list[str]) -> list[int]:
         return list(range(len(model_names)))
     mapping = []
     for m in model_names:
-        hits = [i for i, d in enumerate(data_names) if norm(m).startswith(norm(d)) or norm(d).startswith(norm(m))]
+        hits = [
+            i for i, d in enumerate(data_names) if norm(m).startswith(norm(d)) or norm(d).startswith(norm(m))
+        ]
         if len(hits) != 1:
             raise DlaError(
                 f"cannot match the model's label {m!r} to the data's labels ({', '.join(data_names)}); "

@@ -94,8 +94,17 @@ class TokenBatches:
     whole split. Global batch i is split into contiguous slices, one per process (as ImageBatches do).
     """
 
-    def __init__(self, data: Encoded, batch_size: int, *, pad_id: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool | None = None, pool: int = 50):
+    def __init__(
+        self,
+        data: Encoded,
+        batch_size: int,
+        *,
+        pad_id: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool | None = None,
+        pool: int = 50,
+    ):
         self.data = data
         self.batch_size = batch_size
         self.pad_id = pad_id
@@ -141,8 +150,9 @@ class TokenBatches:
             batches += list(chunk.split(g))
         return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
-    def iterate(self, epoch: int, *, rank: int = 0, world: int = 1, device: torch.device | None = None,
-                start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    def iterate(
+        self, epoch: int, *, rank: int = 0, world: int = 1, device: torch.device | None = None, start: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
         if device is not None:
             self.to(device)
         ids, offsets, lengths, labels = self._t
@@ -156,4 +166,9 @@ class TokenBatches:
             mask = pos[None, :] < n_tok[:, None]  # (B, T)
             index = (offsets[local][:, None] + pos[None, :]).clamp_(max=len(ids) - 1)
             input_ids = torch.where(mask, ids[index], self.pad_id)  # (B, T)
-            yield {"input_ids": input_ids, "attention_mask": mask.long(), "labels": labels[local], "index": local}
+            yield {
+                "input_ids": input_ids,
+                "attention_mask": mask.long(),
+                "labels": labels[local],
+                "index": local,
+            }

@@ -26,7 +26,9 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return grad
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targeted: bool = False) -> torch.Tensor:
+def fgsm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targeted: bool = False
+) -> torch.Tensor:
     """One signed gradient step of size ``eps``; ``y`` is the true label, or the target when ``targeted``."""
     if eps == 0:
         return x.detach().clone()
@@ -60,7 +62,13 @@ def pgd(
 
 
 def attack(
-    method: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targeted: bool = False,
+    method: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    targeted: bool = False,
     steps: int = 10,
 ) -> torch.Tensor:
     if method == "fgsm":

@@ -55,7 +55,11 @@ class Decoder(nn.Module):
         layers: list[nn.Module] = []
         if c.in_size == (1, 1):  # a vector: project to a small map first
             h = max(1, out_h // 4)
-            layers += [nn.Flatten(), nn.Linear(c.in_channels, c.width * h * h), nn.Unflatten(1, (c.width, h, h))]
+            layers += [
+                nn.Flatten(),
+                nn.Linear(c.in_channels, c.width * h * h),
+                nn.Unflatten(1, (c.width, h, h)),
+            ]
         else:
             layers += [nn.Conv2d(c.in_channels, c.width, 1)]
         layers.append(nn.ReLU())

@@ -11,8 +11,12 @@ from dla_core.engine import TrainConfig
 from dla_core.errors import DlaError
 
 RUN = click.Path(exists=True, file_okay=False, path_type=Path)
-LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None,
-                     help="Use at most this many images per set (a fixed random subset).")
+LIMIT = click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use at most this many images per set (a fixed random subset).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -23,17 +27,38 @@ def group(verbose: int) -> None:
 
 
 @group.command()
-@click.option("--model", "model_run", type=RUN, required=True, help="Classifier run folder (model.safetensors).")
-@click.option("--id", "id_spec", default=None, help="In-distribution dataset spec [default: the run's dataset].")
+@click.option(
+    "--model", "model_run", type=RUN, required=True, help="Classifier run folder (model.safetensors)."
+)
+@click.option(
+    "--id", "id_spec", default=None, help="In-distribution dataset spec [default: the run's dataset]."
+)
 @click.option("--ood", multiple=True, required=True, help="OOD dataset spec (repeatable); 'fake' = noise.")
-@click.option("--method", default="msp", show_default=True,
-              help="Comma-separated: msp, maxlogit, energy, odin, mahalanobis, recon.")
-@click.option("--T", "temperature", type=click.FloatRange(min=0, min_open=True), default=1000.0,
-              show_default=True, help="ODIN temperature.")
-@click.option("--eps", type=click.FloatRange(min=0), default=0.0014, show_default=True,
-              help="ODIN perturbation: ε·sign(grad) on [0,1] pixels = the libraries' ε on normalised inputs.")
+@click.option(
+    "--method",
+    default="msp",
+    show_default=True,
+    help="Comma-separated: msp, maxlogit, energy, odin, mahalanobis, recon.",
+)
+@click.option(
+    "--T",
+    "temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1000.0,
+    show_default=True,
+    help="ODIN temperature.",
+)
+@click.option(
+    "--eps",
+    type=click.FloatRange(min=0),
+    default=0.0014,
+    show_default=True,
+    help="ODIN perturbation: ε·sign(grad) on [0,1] pixels = the libraries' ε on normalised inputs.",
+)
 @click.option("--grid", is_flag=True, help="Search ODIN over --grid-T × --grid-eps on held-out data first.")
-@click.option("--grid-T", "grid_t", default="1,10,100,1000", show_default=True, help="ODIN grid temperatures.")
+@click.option(
+    "--grid-T", "grid_t", default="1,10,100,1000", show_default=True, help="ODIN grid temperatures."
+)
 @click.option("--grid-eps", default="0,0.0005,0.001,0.0014,0.002", show_default=True, help="ODIN grid ε.")
 @click.option("--autoencoder", type=RUN, default=None, help="'lab4 train-ae' run folder, for --method recon.")
 @cli.batch_size(256)
@@ -42,8 +67,24 @@ def group(verbose: int) -> None:
 @cli.DOWNLOAD
 @cli.OUT
 @cli.CPU
-def detect(model_run, id_spec, ood, method, temperature, eps, grid, grid_t, grid_eps, autoencoder, batch_size,
-           limit, data_dir, download, out, cpu):
+def detect(
+    model_run,
+    id_spec,
+    ood,
+    method,
+    temperature,
+    eps,
+    grid,
+    grid_t,
+    grid_eps,
+    autoencoder,
+    batch_size,
+    limit,
+    data_dir,
+    download,
+    out,
+    cpu,
+):
     """Score ID test images and OOD sets; report AUROC, AUPR-in, AUPR-out, FPR@95%TPR.
 
     Every score is higher = more in-distribution, and ID is the positive class: AUPR-in ranks ID first,
@@ -55,19 +96,31 @@ def detect(model_run, id_spec, ood, method, temperature, eps, grid, grid_t, grid
       lab4 detect --model runs/c10 --id cifar10 --ood cifar100:people --ood fake \\
                   --method msp,energy,odin --grid --out runs/c10-ood
     """
-    from lab4_ood.detection import DetectConfig, detect as run_detect
-    from lab4_ood.detectors import METHODS
     from lab4_ood.datasets import id_spec_for
+    from lab4_ood.detection import DetectConfig
+    from lab4_ood.detection import detect as run_detect
+    from lab4_ood.detectors import METHODS
 
     methods = tuple(cli.choice_list(method, METHODS, "--method"))
     if "recon" in methods and autoencoder is None:
         raise DlaError("--method recon needs --autoencoder RUN (the --out folder of 'lab4 train-ae')")
     cfg = DetectConfig(
-        model=model_run, id=id_spec_for(model_run, id_spec), ood=tuple(ood), methods=methods, out=out,
-        temperature=temperature, eps=eps, grid=grid,
+        model=model_run,
+        id=id_spec_for(model_run, id_spec),
+        ood=tuple(ood),
+        methods=methods,
+        out=out,
+        temperature=temperature,
+        eps=eps,
+        grid=grid,
         grid_temperatures=tuple(cli.parse_list(grid_t, float, "--grid-T")),
-        grid_eps=tuple(cli.parse_list(grid_eps, float, "--grid-eps")), autoencoder=autoencoder,
-        batch_size=batch_size, limit=limit, data_dir=data_dir, download=download, cpu=cpu,
+        grid_eps=tuple(cli.parse_list(grid_eps, float, "--grid-eps")),
+        autoencoder=autoencoder,
+        batch_size=batch_size,
+        limit=limit,
+        data_dir=data_dir,
+        download=download,
+        cpu=cpu,
     )
     summary = run_detect(cfg)
     click.echo(f"ID accuracy on {cfg.id}: {summary['id_accuracy']:.4f}")
@@ -80,8 +133,10 @@ def detect(model_run, id_spec, ood, method, temperature, eps, grid, grid_t, grid
     click.echo(f"{'method':<12} {'OOD':<20} {'AUROC':>7} {'AUPR-in':>8} {'AUPR-out':>9} {'FPR95':>7}")
     for m, per_ood in summary["results"].items():
         for spec, r in per_ood.items():
-            click.echo(f"{m:<12} {spec:<20} {r['auroc']:7.4f} {r['aupr_in']:8.4f} {r['aupr_out']:9.4f} "
-                       f"{r['fpr95']:7.4f}")
+            click.echo(
+                f"{m:<12} {spec:<20} {r['auroc']:7.4f} {r['aupr_in']:8.4f} {r['aupr_out']:9.4f} "
+                f"{r['fpr95']:7.4f}"
+            )
 
 
 @group.command("train-ae")
@@ -107,19 +162,32 @@ def train_ae(encoder, dataset, width, data_dir, download, out, resume, **opts):
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.training import AutoencoderConfig, train_autoencoder
 
-    cfg = AutoencoderConfig(encoder=encoder, dataset=id_spec_for(encoder, dataset, "--dataset"), out=out,
-                            width=width, batch_size=opts["batch_size"], data_dir=data_dir, download=download,
-                            train=TrainConfig.from_options(opts))
+    cfg = AutoencoderConfig(
+        encoder=encoder,
+        dataset=id_spec_for(encoder, dataset, "--dataset"),
+        out=out,
+        width=width,
+        batch_size=opts["batch_size"],
+        data_dir=data_dir,
+        download=download,
+        train=TrainConfig.from_options(opts),
+    )
     metrics = train_autoencoder(cfg, resume=resume)
     click.echo(f"test reconstruction MSE: {metrics['test_mse']:.5f}")
 
 
 @group.command()
-@click.option("--model", "model_run", type=RUN, required=True, help="Classifier run folder (model.safetensors).")
+@click.option(
+    "--model", "model_run", type=RUN, required=True, help="Classifier run folder (model.safetensors)."
+)
 @click.option("--dataset", default=None, help="Dataset spec [default: the run's dataset].")
 @click.option("--method", type=click.Choice(["fgsm", "pgd"]), default="fgsm", show_default=True)
-@click.option("--eps", default="0,0.01,0.05,0.1,0.2,0.3", show_default=True,
-              help="Comma-separated L∞ radii in [0,1] pixel units.")
+@click.option(
+    "--eps",
+    default="0,0.01,0.05,0.1,0.2,0.3",
+    show_default=True,
+    help="Comma-separated L∞ radii in [0,1] pixel units.",
+)
 @click.option("--targeted", is_flag=True, help="Push predictions toward --target-class.")
 @click.option("--target-class", type=int, default=None, help="Target class index for --targeted.")
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="PGD steps.")
@@ -130,8 +198,22 @@ def train_ae(encoder, dataset, width, data_dir, download, out, resume, **opts):
 @cli.DOWNLOAD
 @cli.OUT
 @cli.CPU
-def attack(model_run, dataset, method, eps, targeted, target_class, steps, batch_size, limit, seed, data_dir,
-           download, out, cpu):
+def attack(
+    model_run,
+    dataset,
+    method,
+    eps,
+    targeted,
+    target_class,
+    steps,
+    batch_size,
+    limit,
+    seed,
+    data_dir,
+    download,
+    out,
+    cpu,
+):
     """Accuracy under FGSM / PGD for each ε, in [0,1] pixel space (the model normalises inside).
 
     Writes metrics.json (accuracy per ε, targeted success rate), accuracy_vs_eps.png and
@@ -150,10 +232,21 @@ def attack(model_run, dataset, method, eps, targeted, target_class, steps, batch
         raise DlaError(f"--eps: every ε must lie in [0, 1] (pixel units), got {eps!r}")
     if targeted != (target_class is not None):
         raise DlaError("--targeted and --target-class K go together")
-    cfg = AttackConfig(model=model_run, dataset=id_spec_for(model_run, dataset, "--dataset"), out=out,
-                       method=method, eps=tuple(radii), target_class=target_class, steps=steps,
-                       batch_size=batch_size, limit=limit, seed=seed, data_dir=data_dir, download=download,
-                       cpu=cpu)
+    cfg = AttackConfig(
+        model=model_run,
+        dataset=id_spec_for(model_run, dataset, "--dataset"),
+        out=out,
+        method=method,
+        eps=tuple(radii),
+        target_class=target_class,
+        steps=steps,
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+        data_dir=data_dir,
+        download=download,
+        cpu=cpu,
+    )
     summary = run_attack(cfg)
     click.echo(f"{'eps':>8} {'accuracy':>9}" + (f" {'target hit':>10}" if summary["targeted"] else ""))
     for r in summary["rows"]:
@@ -168,26 +261,72 @@ def attack(model_run, dataset, method, eps, targeted, target_class, steps, batch
 @click.option("--width", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--stages", type=click.IntRange(min=1), default=2, show_default=True, help="CNN stages.")
 @click.option("--residual/--plain", default=True, show_default=True)
-@click.option("--adversarial", type=click.Choice(["fgsm", "pgd"]), default=None,
-              help="Train on adversarial examples made on the fly.")
-@click.option("--eps", type=click.FloatRange(0, 1), default=0.03, show_default=True,
-              help="Adversarial radius (pixel units).")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Loss = α·CE(x) + (1−α)·CE(x_adv).")
-@click.option("--adv-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="Share of each batch that is attacked.")
+@click.option(
+    "--adversarial",
+    type=click.Choice(["fgsm", "pgd"]),
+    default=None,
+    help="Train on adversarial examples made on the fly.",
+)
+@click.option(
+    "--eps",
+    type=click.FloatRange(0, 1),
+    default=0.03,
+    show_default=True,
+    help="Adversarial radius (pixel units).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Loss = α·CE(x) + (1−α)·CE(x_adv).",
+)
+@click.option(
+    "--adv-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Share of each batch that is attacked.",
+)
 @click.option("--outlier-exposure", "oe_spec", default=None, help="OOD spec for outlier exposure.")
-@click.option("--oe-weight", type=click.FloatRange(min=0), default=0.5, show_default=True,
-              help="λ of the outlier-exposure loss (CE to uniform on OOD batches).")
-@click.option("--augment/--no-augment", default=True, show_default=True,
-              help="The dataset's usual augmentation (crop + flip on CIFAR).")
+@click.option(
+    "--oe-weight",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="λ of the outlier-exposure loss (CE to uniform on OOD batches).",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="The dataset's usual augmentation (crop + flip on CIFAR).",
+)
 @cli.DATA_DIR
 @cli.DOWNLOAD
 @cli.OUT
 @cli.RESUME
 @cli.train_options(epochs_default=10, lr_default=1e-3, batch_default=128)
-def train(dataset, family, depth, width, stages, residual, adversarial, eps, alpha, adv_fraction, oe_spec,
-          oe_weight, augment, data_dir, download, out, resume, **opts):
+def train(
+    dataset,
+    family,
+    depth,
+    width,
+    stages,
+    residual,
+    adversarial,
+    eps,
+    alpha,
+    adv_fraction,
+    oe_spec,
+    oe_weight,
+    augment,
+    data_dir,
+    download,
+    out,
+    resume,
+    **opts,
+):
     """Train a classifier, optionally with adversarial training and/or outlier exposure.
 
     Writes a run folder (model.safetensors, metrics.json, learning_curves.png) that 'lab4 detect' and
@@ -204,10 +343,24 @@ def train(dataset, family, depth, width, stages, residual, adversarial, eps, alp
     if adversarial is not None and eps == 0:
         raise DlaError("--adversarial needs --eps > 0")
     cfg = TrainRunConfig(
-        dataset=dataset, out=out, family=family, depth=depth, width=width, stages=stages, residual=residual,
-        adversarial=adversarial, eps=eps, alpha=alpha, adv_fraction=adv_fraction, outlier_exposure=oe_spec,
-        oe_weight=oe_weight, augment=augment, batch_size=opts["batch_size"], data_dir=data_dir,
-        download=download, train=TrainConfig.from_options(opts),
+        dataset=dataset,
+        out=out,
+        family=family,
+        depth=depth,
+        width=width,
+        stages=stages,
+        residual=residual,
+        adversarial=adversarial,
+        eps=eps,
+        alpha=alpha,
+        adv_fraction=adv_fraction,
+        outlier_exposure=oe_spec,
+        oe_weight=oe_weight,
+        augment=augment,
+        batch_size=opts["batch_size"],
+        data_dir=data_dir,
+        download=download,
+        train=TrainConfig.from_options(opts),
     )
     metrics = train_classifier(cfg, resume=resume)
     click.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

@@ -43,8 +43,9 @@ def load_id(spec: str, data_dir: Path, download: bool, val_fraction: float = 0.1
     return load_splits(spec, data_dir, download, val_fraction=val_fraction)
 
 
-def load_ood(spec: str, shape: tuple[int, int, int], data_dir: Path, download: bool, n_fake: int = 1000
-             ) -> tuple[ImageSet, ImageSet]:
+def load_ood(
+    spec: str, shape: tuple[int, int, int], data_dir: Path, download: bool, n_fake: int = 1000
+) -> tuple[ImageSet, ImageSet]:
     """(train, test) of an OOD spec in ``shape`` (grey ↔ RGB, resized); ``fake`` is FakeData noise."""
     name, _ = parse_spec(spec)
     if name == "fake":

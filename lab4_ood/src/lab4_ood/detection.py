@@ -51,8 +51,14 @@ class DetectConfig:
     cpu: bool = False
 
 
-def make_detector(method: str, model: torch.nn.Module, cfg: DetectConfig, temperature: float, eps: float,
-                  device: torch.device) -> det.Detector:
+def make_detector(
+    method: str,
+    model: torch.nn.Module,
+    cfg: DetectConfig,
+    temperature: float,
+    eps: float,
+    device: torch.device,
+) -> det.Detector:
     if method == "msp":
         return det.MSP(model)
     if method == "maxlogit":
@@ -70,9 +76,15 @@ def make_detector(method: str, model: torch.nn.Module, cfg: DetectConfig, temper
     raise DlaError(f"unknown method {method!r} (choose {', '.join(det.METHODS)})")
 
 
-def grid_search(model: torch.nn.Module, id_val: ImageSet, oods: dict[str, ImageSet], cfg: DetectConfig,
-                device: torch.device) -> list[dict[str, float]]:
+def grid_search(
+    model: torch.nn.Module,
+    id_val: ImageSet,
+    oods: dict[str, ImageSet],
+    cfg: DetectConfig,
+    device: torch.device,
+) -> list[dict[str, float]]:
     """Mean AUROC over the OOD sets for every (T, ε), from shared passes (odin.odin_grid)."""
+
     def scores(data: ImageSet) -> dict[tuple[float, float], np.ndarray]:
         parts: dict[tuple[float, float], list[torch.Tensor]] = {}
         for x, _ in ImageBatches(data, cfg.batch_size).iterate(0, device=device):
@@ -90,7 +102,8 @@ def grid_search(model: torch.nn.Module, id_val: ImageSet, oods: dict[str, ImageS
 
 
 def detect(cfg: DetectConfig) -> dict:
-    device = make_accelerator(cpu=cfg.cpu).device
+    acc = make_accelerator(cpu=cfg.cpu)
+    device = acc.device
     model = load_model(cfg.model).to(device).eval()
     splits = load_id(cfg.id, cfg.data_dir, cfg.download)
     check_model_fits(model, splits.test)
@@ -99,7 +112,9 @@ def detect(cfg: DetectConfig) -> dict:
     oods = {spec: load_ood(spec, shape, cfg.data_dir, cfg.download) for spec in cfg.ood}
     ood_test = {spec: head(test, cfg.limit) for spec, (_, test) in oods.items()}
     run = RunDir.create(cfg.out, cfg, command="lab4 detect")
-    summary: dict = {"id_accuracy": evaluate(model, ImageBatches(id_test, cfg.batch_size))["accuracy"]}
+    summary: dict = {
+        "id_accuracy": evaluate(model, ImageBatches(id_test, cfg.batch_size), accelerator=acc)["accuracy"]
+    }
 
     temperature, eps = cfg.temperature, cfg.eps
     if cfg.grid:
@@ -109,27 +124,48 @@ def detect(cfg: DetectConfig) -> dict:
         rows = grid_search(model, head(splits.val, cfg.limit), held_out, cfg, device)
         best = max(rows, key=lambda r: r["auroc"])
         temperature, eps = best["temperature"], best["eps"]
-        summary["odin_grid"] = {"searched_on": "ID validation split vs OOD training splits", "rows": rows,
-                                "best": best}
+        summary["odin_grid"] = {
+            "searched_on": "ID validation split vs OOD training splits",
+            "rows": rows,
+            "best": best,
+        }
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     for method in cfg.methods:
         detector = make_detector(method, model, cfg, temperature, eps, device)
         if detector.needs_fit:
-            detector.fit(ImageBatches(head(splits.train, cfg.limit and 4 * cfg.limit), cfg.batch_size)
-                         .iterate(0, device=device))
+            detector.fit(
+                ImageBatches(head(splits.train, cfg.limit and 4 * cfg.limit), cfg.batch_size).iterate(
+                    0, device=device
+                )
+            )
         s_id = det.score_set(detector, id_test, cfg.batch_size, device)
-        s_ood = {spec: det.score_set(detector, data, cfg.batch_size, device)
-                 for spec, data in tqdm(ood_test.items(), desc=method, leave=False)}
+        s_ood = {
+            spec: det.score_set(detector, data, cfg.batch_size, device)
+            for spec, data in tqdm(ood_test.items(), desc=method, leave=False)
+        }
         results[method] = {spec: ood_metrics(s_id, s) for spec, s in s_ood.items()}
-        plots.score_histograms({f"ID {cfg.id}": s_id, **{f"OOD {k}": v for k, v in s_ood.items()}},
-                               run.file(f"scores_{method}.png"), xlabel=f"{method} score (higher = ID)",
-                               title=method)
-        plots.curves({spec: roc_curve(s_id, s) for spec, s in s_ood.items()}, run.file(f"roc_{method}.png"),
-                     "false positive rate (OOD accepted)", "true positive rate (ID accepted)",
-                     title=f"ROC, {method}", diagonal=True)
-        plots.curves({spec: pr_curve(s_id, s) for spec, s in s_ood.items()}, run.file(f"pr_{method}.png"),
-                     "recall (ID)", "precision (ID)", title=f"PR (ID positive), {method}")
+        plots.score_histograms(
+            {f"ID {cfg.id}": s_id, **{f"OOD {k}": v for k, v in s_ood.items()}},
+            run.file(f"scores_{method}.png"),
+            xlabel=f"{method} score (higher = ID)",
+            title=method,
+        )
+        plots.curves(
+            {spec: roc_curve(s_id, s) for spec, s in s_ood.items()},
+            run.file(f"roc_{method}.png"),
+            "false positive rate (OOD accepted)",
+            "true positive rate (ID accepted)",
+            title=f"ROC, {method}",
+            diagonal=True,
+        )
+        plots.curves(
+            {spec: pr_curve(s_id, s) for spec, s in s_ood.items()},
+            run.file(f"pr_{method}.png"),
+            "recall (ID)",
+            "precision (ID)",
+            title=f"PR (ID positive), {method}",
+        )
     summary["results"] = results
     summary["odin"] = {"temperature": temperature, "eps": eps}
     run.update_metrics(**summary)

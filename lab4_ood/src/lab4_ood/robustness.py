@@ -46,8 +46,9 @@ def run_attack(cfg: AttackConfig) -> dict:
     test = head(load_id(cfg.dataset, cfg.data_dir, cfg.download, val_fraction=0).test, cfg.limit)
     check_model_fits(model, test)
     if cfg.target_class is not None and not 0 <= cfg.target_class < test.num_classes:
-        raise DlaError(f"--target-class {cfg.target_class} is not a class of {cfg.dataset} "
-                       f"(0-{test.num_classes - 1})")
+        raise DlaError(
+            f"--target-class {cfg.target_class} is not a class of {cfg.dataset} (0-{test.num_classes - 1})"
+        )
     run = RunDir.create(cfg.out, cfg, command="lab4 attack")
     torch.manual_seed(cfg.seed)
     targeted = cfg.target_class is not None
@@ -77,14 +78,26 @@ def run_attack(cfg: AttackConfig) -> dict:
     captions = [f"{names[a]} → {names[b]}" for a, b in zip(grid_y.tolist(), clean_pred.tolist(), strict=True)]
     captions += [f"ε={max(cfg.eps):g}: {names[p]}" for p in grid_pred.tolist()]
     images = torch.cat([grid_x, grid_adv]).float().cpu().numpy()
-    plots.image_grid(images, captions, run.file("adversarial_examples.png"), ncols=len(grid_x),
-                     title="top: label → clean prediction; bottom: prediction on the adversarial image")
+    plots.image_grid(
+        images,
+        captions,
+        run.file("adversarial_examples.png"),
+        ncols=len(grid_x),
+        title="top: label → clean prediction; bottom: prediction on the adversarial image",
+    )
     lines = {"accuracy": (np.array(cfg.eps), np.array([r["accuracy"] for r in rows]))}
     if targeted:
         lines[f"targeted success (→{names[cfg.target_class]})"] = (
-            np.array(cfg.eps), np.array([r["target_success"] for r in rows]))
-    plots.curves(lines, run.file("accuracy_vs_eps.png"), "ε (pixel units, [0, 1])", "fraction",
-                 title=f"{cfg.method}{' targeted' if targeted else ''} on {cfg.dataset}")
+            np.array(cfg.eps),
+            np.array([r["target_success"] for r in rows]),
+        )
+    plots.curves(
+        lines,
+        run.file("accuracy_vs_eps.png"),
+        "ε (pixel units, [0, 1])",
+        "fraction",
+        title=f"{cfg.method}{' targeted' if targeted else ''} on {cfg.dataset}",
+    )
     summary = {"method": cfg.method, "targeted": targeted, "rows": rows}
     run.update_metrics(**summary)
     return summary

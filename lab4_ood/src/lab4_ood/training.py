@@ -40,10 +40,23 @@ def outlier_exposure_loss(logits: torch.Tensor) -> torch.Tensor:
 class RobustStep:
     """A classification step with optional on-the-fly adversarial examples and outlier-exposure batches."""
 
-    def __init__(self, adversarial: str | None = None, eps: float = 0.0, alpha: float = 0.5, fraction: float = 1.0,
-                 pgd_steps: int = 7, ood: ImageBatches | None = None, oe_weight: float = 0.5):
+    def __init__(
+        self,
+        adversarial: str | None = None,
+        eps: float = 0.0,
+        alpha: float = 0.5,
+        fraction: float = 1.0,
+        pgd_steps: int = 7,
+        ood: ImageBatches | None = None,
+        oe_weight: float = 0.5,
+    ):
         self.adversarial, self.eps, self.alpha, self.fraction, self.pgd_steps = (
-            adversarial, eps, alpha, fraction, pgd_steps)
+            adversarial,
+            eps,
+            alpha,
+            fraction,
+            pgd_steps,
+        )
         self.ood, self.oe_weight = ood, oe_weight
         self._ood_iter: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._acc: Accelerator | None = None
@@ -56,7 +69,9 @@ class RobustStep:
         acc = self._acc or make_accelerator()
         epoch = 0
         while True:  # cycle through the OOD set, a fresh order each pass
-            yield from self.ood.iterate(epoch, rank=acc.process_index, world=acc.num_processes, device=acc.device)
+            yield from self.ood.iterate(
+                epoch, rank=acc.process_index, world=acc.num_processes, device=acc.device
+            )
             epoch += 1
 
     def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
@@ -105,9 +120,18 @@ class TrainRunConfig:
 def train_classifier(cfg: TrainRunConfig, resume: bool = False) -> dict[str, float]:
     splits = load_id(cfg.dataset, cfg.data_dir, cfg.download)
     mean, std = splits.train.stats()
-    model_cfg = ModelConfig(cfg.family, splits.train.shape, splits.train.num_classes, residual=cfg.residual,
-                            depth=cfg.depth, width=cfg.width, stages=cfg.stages, mean=mean, std=std,
-                            extra={"dataset": cfg.dataset, "classes": splits.train.classes})
+    model_cfg = ModelConfig(
+        cfg.family,
+        splits.train.shape,
+        splits.train.num_classes,
+        residual=cfg.residual,
+        depth=cfg.depth,
+        width=cfg.width,
+        stages=cfg.stages,
+        mean=mean,
+        std=std,
+        extra={"dataset": cfg.dataset, "classes": splits.train.classes},
+    )
     torch.manual_seed(cfg.train.seed)
     model = build_model(model_cfg)
     run = RunDir.create(cfg.out, cfg, command="lab4 train", resume=resume)
@@ -115,18 +139,33 @@ def train_classifier(cfg: TrainRunConfig, resume: bool = False) -> dict[str, flo
     if cfg.outlier_exposure:
         ood_train, _ = load_ood(cfg.outlier_exposure, splits.train.shape, cfg.data_dir, cfg.download)
         ood = ImageBatches(ood_train, cfg.batch_size, shuffle=True, seed=cfg.train.seed + 1)
-    step = RobustStep(cfg.adversarial, cfg.eps, cfg.alpha, cfg.adv_fraction, cfg.pgd_steps, ood, cfg.oe_weight)
+    step = RobustStep(
+        cfg.adversarial, cfg.eps, cfg.alpha, cfg.adv_fraction, cfg.pgd_steps, ood, cfg.oe_weight
+    )
     augment = default_augment(cfg.dataset) if cfg.augment else None
     train = ImageBatches(splits.train, cfg.batch_size, shuffle=True, augment=augment, seed=cfg.train.seed)
     val = ImageBatches(splits.val, 512) if splits.val is not None else None
     acc = make_accelerator(cfg.train.precision, cfg.train.cpu)
     log.info("training %s (%d parameters) on %s", cfg.family, count_parameters(model), cfg.dataset)
-    result = fit(model, train, cfg.train, step=step, val=val, run=run, resume=resume, accelerator=acc,
-                 desc="lab4 train")
+    result = fit(
+        model,
+        train,
+        cfg.train,
+        step=step,
+        val=val,
+        run=run,
+        resume=resume,
+        accelerator=acc,
+        desc="lab4 train",
+    )
     model = result.model.eval()
     test_batches = ImageBatches(splits.test, 512)
     test = evaluate(model, test_batches, accelerator=acc)
-    metrics = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "parameters": count_parameters(model)}
+    metrics = {
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "parameters": count_parameters(model),
+    }
     if cfg.adversarial is not None:
         correct = 0
         for x, y in test_batches.iterate(0, device=acc.device):
@@ -164,8 +203,18 @@ def train_autoencoder(cfg: AutoencoderConfig, resume: bool = False) -> dict[str,
     acc = make_accelerator(cfg.train.precision, cfg.train.cpu)
     train = ImageBatches(splits.train, cfg.batch_size, shuffle=True, seed=cfg.train.seed)
     val = ImageBatches(splits.val, 512) if splits.val is not None else None
-    result = fit(ae, train, cfg.train, step=reconstruction_step, val=val, eval_step=reconstruction_step, run=run,
-                 resume=resume, accelerator=acc, desc="lab4 train-ae")
+    result = fit(
+        ae,
+        train,
+        cfg.train,
+        step=reconstruction_step,
+        val=val,
+        eval_step=reconstruction_step,
+        run=run,
+        resume=resume,
+        accelerator=acc,
+        desc="lab4 train-ae",
+    )
     ae = result.model.eval()
     test = evaluate(ae, ImageBatches(splits.test, 512), step=reconstruction_step, accelerator=acc)
     save_autoencoder(run.file(AUTOENCODER), ae)
@@ -176,6 +225,10 @@ def train_autoencoder(cfg: AutoencoderConfig, resume: bool = False) -> dict[str,
     with torch.no_grad():
         recon = ae(x)
     images = torch.cat([x, recon]).float().cpu().numpy()
-    plots.image_grid(images, ["input"] * len(x) + ["reconstruction"] * len(x), run.file("reconstructions.png"),
-                     ncols=len(x))
+    plots.image_grid(
+        images,
+        ["input"] * len(x) + ["reconstruction"] * len(x),
+        run.file("reconstructions.png"),
+        ncols=len(x),
+    )
     return metrics
