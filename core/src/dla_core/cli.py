@@ -201,7 +201,9 @@ def entry_point(group: click.Group) -> Callable[[], None]:
     @functools.wraps(group)
     def main() -> None:
         try:
-            group.main(standalone_mode=False)
+            rc = group.main(standalone_mode=False)
+            if isinstance(rc, int) and rc:  # a command that ended with ctx.exit(N)
+                raise SystemExit(rc)
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             raise SystemExit(130) from None

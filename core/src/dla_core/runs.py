@@ -50,6 +50,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(
+            tmp, 0o644
+        )  # mkstemp makes 0600; run files are meant to be shared (e.g. a container's /runs)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
