@@ -1,0 +1,254 @@
+"""Datasets by name, class subsets by spec, splits in memory.
+
+A spec is ``NAME[:SELECTION]``:
+
+    mnist, cifar10, cifar100, digits, fake      whole datasets
+    digits:0-4                                  classes 0..4 (re-indexed 0..4)
+    cifar100:0,5,9                              classes by index
+    cifar10:cat,dog                             classes by name
+    cifar100:people                             a CIFAR-100 superclass (baby, boy, girl, man, woman)
+
+Selected classes are re-indexed 0..k-1 in the order given (a superclass expands in ascending order); the
+mapping is kept in ``ImageSet.class_map`` and recorded in run folders.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dla_core.data import formats
+from dla_core.errors import DlaError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Images as uint8 (N, C, H, W) and labels as int64 (N,), held in memory."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    spec: str
+    class_map: list[int] = field(default_factory=list)  # new label i = original class class_map[i]
+    groups: dict[str, list[int]] = field(default_factory=dict)  # superclass name → class indices
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return replace(self, images=self.images[index], labels=self.labels[index])
+
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std in [0, 1] units (for the model's Normalize layer)."""
+        x = self.images.float().div_(255).transpose(0, 1).reshape(self.images.shape[1], -1)
+        std = x.std(dim=1).clamp_min(1e-3)
+        return tuple(round(v, 6) for v in x.mean(dim=1).tolist()), tuple(round(v, 6) for v in std.tolist())
+
+    def adapt(self, shape: tuple[int, int, int]) -> ImageSet:
+        """Convert to another (C, H, W): grey ↔ RGB and bilinear resize (e.g. MNIST as OOD for a CIFAR model)."""
+        if self.shape == tuple(shape):
+            return self
+        c, h, w = shape
+        x = self.images.float()
+        if x.shape[1] == 3 and c == 1:
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        elif x.shape[1] == 1 and c == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] != c:
+            raise DlaError(f"cannot convert {self.spec} images with {x.shape[1]} channels to {c}")
+        if x.shape[2:] != (h, w):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        return replace(self, images=x.round().clamp_(0, 255).to(torch.uint8))
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
+
+
+#### Loaders of whole datasets: (data_dir, download) → (train, test) ####
+
+Loader = Callable[[Path, bool], tuple[ImageSet, ImageSet]]
+HOW_TO_GET = "pass --download to fetch it (needs network), or copy the official files there"
+
+
+def _missing(name: str, data_dir: Path, e: FileNotFoundError) -> DlaError:
+    return DlaError(f"{name} not found in {data_dir} (looked for {e.args[0] if e.args else e}); {HOW_TO_GET}")
+
+
+def _mnist(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+    if download:
+        import torchvision
+
+        for train in (True, False):
+            torchvision.datasets.MNIST(str(data_dir), train=train, download=True)
+    try:
+        parts = [formats.read_mnist(data_dir, train) for train in (True, False)]
+    except FileNotFoundError as e:
+        raise _missing("mnist", data_dir, e) from None
+    classes = [str(i) for i in range(10)]
+    return tuple(ImageSet(x, y, classes, "mnist") for x, y in parts)  # type: ignore[return-value]
+
+
+def _cifar10(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+    if download:
+        import torchvision
+
+        torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
+    try:
+        parts = [formats.read_cifar10(data_dir, train) for train in (True, False)]
+    except FileNotFoundError as e:
+        raise _missing("cifar10", data_dir, e) from None
+    return tuple(ImageSet(x, y, c, "cifar10") for x, y, c in parts)  # type: ignore[return-value]
+
+
+def _cifar100(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+    if download:
+        import torchvision
+
+        torchvision.datasets.CIFAR100(str(data_dir), train=True, download=True)
+    try:
+        parts = [formats.read_cifar100(data_dir, train) for train in (True, False)]
+    except FileNotFoundError as e:
+        raise _missing("cifar100", data_dir, e) from None
+    x, fine, coarse, fine_names, coarse_names = parts[0]
+    groups: dict[str, list[int]] = {}
+    pairs = torch.unique(torch.stack([coarse, fine], 1), dim=0).tolist()
+    for c, f in pairs:
+        groups.setdefault(coarse_names[c], []).append(f)
+    return tuple(  # type: ignore[return-value]
+        ImageSet(x, y, fine_names, "cifar100", groups={k: sorted(v) for k, v in groups.items()})
+        for x, y, *_ in parts
+    )
+
+
+def _digits(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+    """scikit-learn's bundled 8×8 digits (1,797 images, 0..16 grey levels): a fixed stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    images = np.clip(d.images * 16, 0, 255).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    idx_train, idx_test = train_test_split(np.arange(len(images)), test_size=0.2, random_state=0, stratify=d.target)
+    classes = [str(i) for i in range(10)]
+    return tuple(  # type: ignore[return-value]
+        ImageSet(torch.from_numpy(images[i]), torch.from_numpy(d.target[i].astype(np.int64)), classes, "digits")
+        for i in (idx_train, idx_test)
+    )
+
+
+def fake_data(shape: tuple[int, int, int] = (3, 32, 32), n_train: int = 2000, n_test: int = 1000,
+              num_classes: int = 10) -> tuple[ImageSet, ImageSet]:
+    """torchvision ``FakeData`` (random noise images) materialised once as uint8 tensors."""
+    import torchvision
+    from torchvision.transforms import PILToTensor
+
+    out = []
+    for n, offset in ((n_train, 0), (n_test, n_train)):
+        ds = torchvision.datasets.FakeData(n, shape, num_classes, transform=PILToTensor(), random_offset=offset)
+        xs, ys = zip(*(ds[i] for i in range(n)), strict=True)
+        out.append(ImageSet(torch.stack(xs), torch.tensor(ys, dtype=torch.int64),
+                            [str(i) for i in range(num_classes)], "fake"))
+    return out[0], out[1]
+
+
+DATASETS: dict[str, Loader] = {
+    "mnist": _mnist,
+    "cifar10": _cifar10,
+    "cifar100": _cifar100,
+    "digits": _digits,
+    "fake": lambda data_dir, download: fake_data(),
+}
+
+
+#### Specs ####
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    name, _, selection = spec.strip().partition(":")
+    name = name.lower()
+    if name not in DATASETS:
+        raise DlaError(f"unknown dataset {name!r} in {spec!r} (known: {', '.join(DATASETS)})")
+    return name, (selection or None)
+
+
+def resolve_classes(selection: str, classes: list[str], groups: dict[str, list[int]], spec: str) -> list[int]:
+    """'0-4' / '0,5,9' / 'cat,dog' / 'people' → original class indices, in the order given."""
+    chosen: list[int] = []
+    by_name = {c.lower(): i for i, c in enumerate(classes)}
+    for item in (s.strip() for s in selection.split(",")):
+        lo, dash, hi = item.partition("-")
+        if item.isdigit():
+            ids = [int(item)]
+        elif dash and lo.isdigit() and hi.isdigit():
+            if int(lo) > int(hi):
+                raise DlaError(f"{spec}: empty class range {item!r}")
+            ids = list(range(int(lo), int(hi) + 1))
+        elif item.lower() in by_name:
+            ids = [by_name[item.lower()]]
+        elif item.lower() in groups:
+            ids = groups[item.lower()]
+        else:
+            hint = f"superclasses: {', '.join(sorted(groups))}; " if groups else ""
+            raise DlaError(f"{spec}: unknown class {item!r} ({hint}classes: 0-{len(classes) - 1} or names "
+                           f"like {', '.join(classes[:3])})")
+        bad = [i for i in ids if not 0 <= i < len(classes)]
+        if bad:
+            raise DlaError(f"{spec}: class {bad[0]} out of range 0-{len(classes) - 1}")
+        chosen += [i for i in ids if i not in chosen]
+    return chosen
+
+
+def select(data: ImageSet, class_ids: list[int], spec: str) -> ImageSet:
+    remap = torch.full((len(data.classes),), -1, dtype=torch.int64)
+    remap[torch.tensor(class_ids)] = torch.arange(len(class_ids))
+    new = remap[data.labels]
+    keep = new >= 0
+    return replace(data, images=data.images[keep], labels=new[keep], classes=[data.classes[i] for i in class_ids],
+                   spec=spec, class_map=list(class_ids), groups={})
+
+
+def load_dataset(spec: str, data_dir: Path | str = "data", download: bool = False) -> tuple[ImageSet, ImageSet]:
+    """(train, test) ImageSets for a spec, class subset applied and re-indexed."""
+    name, selection = parse_spec(spec)
+    data_dir = Path(data_dir)
+    train, test = DATASETS[name](data_dir, download)
+    if selection is None:
+        ids = list(range(len(train.classes)))
+        return (replace(train, spec=spec, class_map=ids), replace(test, spec=spec, class_map=ids))
+    groups = {k.lower(): v for k, v in train.groups.items()}
+    ids = resolve_classes(selection, train.classes, groups, spec)
+    return select(train, ids, spec), select(test, ids, spec)
+
+
+def load_splits(spec: str, data_dir: Path | str = "data", download: bool = False, val_fraction: float = 0.1,
+                split_seed: int = 0) -> Splits:
+    """Train / validation / test; the validation set is a fixed random slice of the training split
+    (independent of the training seed, so runs with different seeds are judged on the same images)."""
+    train, test = load_dataset(spec, data_dir, download)
+    if not 0 <= val_fraction < 1:
+        raise DlaError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(len(train) * val_fraction))
+    if n_val == 0:
+        return Splits(train, None, test)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
+    return Splits(train.subset(perm[n_val:]), train.subset(perm[:n_val]), test)
