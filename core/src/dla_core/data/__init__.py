@@ -1,9 +1,28 @@
 """Vision data: the dataset registry and specs, readers of the official formats, in-memory batches."""
 
-from dla_core.data.batches import Augment, Batches, ImageBatches, epoch_generator, random_crop, random_flip, shard
-from dla_core.data.registry import DATASETS, ImageSet, Splits, fake_data, load_dataset, load_splits, parse_spec
+from dla_core.data.batches import (
+    Augment,
+    Batches,
+    ImageBatches,
+    epoch_generator,
+    random_crop,
+    random_flip,
+    shard,
+)
+from dla_core.data.registry import (
+    DATASETS,
+    ImageSet,
+    Splits,
+    fake_data,
+    load_dataset,
+    load_splits,
+    parse_spec,
+)
 
-DEFAULT_AUGMENT = {"cifar10": Augment(crop_padding=4, flip=True), "cifar100": Augment(crop_padding=4, flip=True)}
+DEFAULT_AUGMENT = {
+    "cifar10": Augment(crop_padding=4, flip=True),
+    "cifar100": Augment(crop_padding=4, flip=True),
+}
 
 
 def default_augment(spec: str) -> Augment | None:
@@ -12,7 +31,20 @@ def default_augment(spec: str) -> Augment | None:
 
 
 __all__ = [
-    "DATASETS", "DEFAULT_AUGMENT", "Augment", "Batches", "ImageBatches", "ImageSet", "Splits", "default_augment",
-    "epoch_generator", "fake_data", "load_dataset", "load_splits", "parse_spec", "random_crop", "random_flip",
+    "DATASETS",
+    "DEFAULT_AUGMENT",
+    "Augment",
+    "Batches",
+    "ImageBatches",
+    "ImageSet",
+    "Splits",
+    "default_augment",
+    "epoch_generator",
+    "fake_data",
+    "load_dataset",
+    "load_splits",
+    "parse_spec",
+    "random_crop",
+    "random_flip",
     "shard",
 ]

@@ -25,8 +25,9 @@ class Batches(Protocol):
         """Batches per epoch; the same on every process."""
         ...
 
-    def iterate(self, epoch: int, *, rank: int = 0, world: int = 1, device: torch.device | None = None,
-                start: int = 0) -> Iterator[Any]:
+    def iterate(
+        self, epoch: int, *, rank: int = 0, world: int = 1, device: torch.device | None = None, start: int = 0
+    ) -> Iterator[Any]:
         """This process's share of each batch of ``epoch``, from batch ``start`` on."""
         ...
 
@@ -58,7 +59,9 @@ class Augment:
         """Parameters for n images: (n, 3) int64 columns dy, dx, flip."""
         p = self.crop_padding
         shifts = torch.randint(0, 2 * p + 1, (n, 2), generator=gen)
-        flips = torch.randint(0, 2, (n, 1), generator=gen) if self.flip else torch.zeros(n, 1, dtype=torch.int64)
+        flips = (
+            torch.randint(0, 2, (n, 1), generator=gen) if self.flip else torch.zeros(n, 1, dtype=torch.int64)
+        )
         return torch.cat([shifts, flips], 1)
 
     def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -97,8 +100,16 @@ class ImageBatches:
     evaluation keeps every image.
     """
 
-    def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool = False, augment: Augment | None = None,
-                 seed: int = 0, drop_last: bool | None = None):
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: Augment | None = None,
+        seed: int = 0,
+        drop_last: bool | None = None,
+    ):
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -124,8 +135,9 @@ class ImageBatches:
             self._device = device
         return self
 
-    def iterate(self, epoch: int, *, rank: int = 0, world: int = 1, device: torch.device | None = None,
-                start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iterate(
+        self, epoch: int, *, rank: int = 0, world: int = 1, device: torch.device | None = None, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if device is not None:
             self.to(device)
         images, labels = self._images, self._labels

@@ -16,7 +16,7 @@ import io
 import pickle
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,8 +32,14 @@ CIFAR100_DIR = "cifar-100-python"
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 #### MNIST idx ####
@@ -93,11 +99,17 @@ def write_mnist(root: Path, train: bool, images: np.ndarray, labels: np.ndarray,
 class _CifarUnpickler(pickle.Unpickler):
     """Admits only what the CIFAR batches hold: builtins containers and numpy arrays."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
-    }
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
@@ -142,7 +154,9 @@ def read_cifar10(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor, l
     return torch.cat(xs), torch.cat(ys), classes
 
 
-def read_cifar100(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[str]]:
+def read_cifar100(
+    root: Path, train: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[str]]:
     """→ images, fine labels, coarse labels, fine class names, coarse class (superclass) names."""
     folder = root / CIFAR100_DIR
     path = folder / ("train" if train else "test")
@@ -169,22 +183,40 @@ def _rows(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), 3072)
 
 
-def write_cifar10(root: Path, train_images: np.ndarray, train_labels: np.ndarray,
-                  test_images: np.ndarray, test_labels: np.ndarray) -> None:
+def write_cifar10(
+    root: Path,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+) -> None:
     """Write (N, 3, 32, 32) uint8 arrays as the five training batches, the test batch and batches.meta."""
     folder = root / CIFAR10_DIR
     for i, idx in enumerate(np.array_split(np.arange(len(train_images)), 5)):
-        _dump(folder / CIFAR10_TRAIN[i], {b"batch_label": b"training batch", b"labels": train_labels[idx].tolist(),
-                                          b"data": _rows(train_images[idx])})
+        _dump(
+            folder / CIFAR10_TRAIN[i],
+            {
+                b"batch_label": b"training batch",
+                b"labels": train_labels[idx].tolist(),
+                b"data": _rows(train_images[idx]),
+            },
+        )
     _dump(folder / "test_batch", {b"labels": test_labels.tolist(), b"data": _rows(test_images)})
     _dump(folder / "batches.meta", {b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072})
 
 
-def write_cifar100(root: Path, train: tuple[np.ndarray, np.ndarray, np.ndarray],
-                   test: tuple[np.ndarray, np.ndarray, np.ndarray], fine_names: list[str],
-                   coarse_names: list[str]) -> None:
+def write_cifar100(
+    root: Path,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray],
+    fine_names: list[str],
+    coarse_names: list[str],
+) -> None:
     """Write (images, fine, coarse) tuples as cifar-100-python/{train,test,meta}."""
     folder = root / CIFAR100_DIR
     for name, (x, fine, coarse) in (("train", train), ("test", test)):
-        _dump(folder / name, {b"data": _rows(x), b"fine_labels": fine.tolist(), b"coarse_labels": coarse.tolist()})
+        _dump(
+            folder / name,
+            {b"data": _rows(x), b"fine_labels": fine.tolist(), b"coarse_labels": coarse.tolist()},
+        )
     _dump(folder / "meta", {b"fine_label_names": fine_names, b"coarse_label_names": coarse_names})

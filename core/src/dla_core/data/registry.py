@@ -130,7 +130,7 @@ def _cifar100(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
         parts = [formats.read_cifar100(data_dir, train) for train in (True, False)]
     except FileNotFoundError as e:
         raise _missing("cifar100", data_dir, e) from None
-    x, fine, coarse, fine_names, coarse_names = parts[0]
+    _, fine, coarse, fine_names, coarse_names = parts[0]
     groups: dict[str, list[int]] = {}
     pairs = torch.unique(torch.stack([coarse, fine], 1), dim=0).tolist()
     for c, f in pairs:
@@ -148,26 +148,39 @@ def _digits(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
 
     d = load_digits()
     images = np.clip(d.images * 16, 0, 255).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
-    idx_train, idx_test = train_test_split(np.arange(len(images)), test_size=0.2, random_state=0, stratify=d.target)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(images)), test_size=0.2, random_state=0, stratify=d.target
+    )
     classes = [str(i) for i in range(10)]
     return tuple(  # type: ignore[return-value]
-        ImageSet(torch.from_numpy(images[i]), torch.from_numpy(d.target[i].astype(np.int64)), classes, "digits")
+        ImageSet(
+            torch.from_numpy(images[i]), torch.from_numpy(d.target[i].astype(np.int64)), classes, "digits"
+        )
         for i in (idx_train, idx_test)
     )
 
 
-def fake_data(shape: tuple[int, int, int] = (3, 32, 32), n_train: int = 2000, n_test: int = 1000,
-              num_classes: int = 10) -> tuple[ImageSet, ImageSet]:
+def fake_data(
+    shape: tuple[int, int, int] = (3, 32, 32), n_train: int = 2000, n_test: int = 1000, num_classes: int = 10
+) -> tuple[ImageSet, ImageSet]:
     """torchvision ``FakeData`` (random noise images) materialised once as uint8 tensors."""
     import torchvision
     from torchvision.transforms import PILToTensor
 
     out = []
     for n, offset in ((n_train, 0), (n_test, n_train)):
-        ds = torchvision.datasets.FakeData(n, shape, num_classes, transform=PILToTensor(), random_offset=offset)
+        ds = torchvision.datasets.FakeData(
+            n, shape, num_classes, transform=PILToTensor(), random_offset=offset
+        )
         xs, ys = zip(*(ds[i] for i in range(n)), strict=True)
-        out.append(ImageSet(torch.stack(xs), torch.tensor(ys, dtype=torch.int64),
-                            [str(i) for i in range(num_classes)], "fake"))
+        out.append(
+            ImageSet(
+                torch.stack(xs),
+                torch.tensor(ys, dtype=torch.int64),
+                [str(i) for i in range(num_classes)],
+                "fake",
+            )
+        )
     return out[0], out[1]
 
 
@@ -209,8 +222,10 @@ def resolve_classes(selection: str, classes: list[str], groups: dict[str, list[i
             ids = groups[item.lower()]
         else:
             hint = f"superclasses: {', '.join(sorted(groups))}; " if groups else ""
-            raise DlaError(f"{spec}: unknown class {item!r} ({hint}classes: 0-{len(classes) - 1} or names "
-                           f"like {', '.join(classes[:3])})")
+            raise DlaError(
+                f"{spec}: unknown class {item!r} ({hint}classes: 0-{len(classes) - 1} or names "
+                f"like {', '.join(classes[:3])})"
+            )
         bad = [i for i in ids if not 0 <= i < len(classes)]
         if bad:
             raise DlaError(f"{spec}: class {bad[0]} out of range 0-{len(classes) - 1}")
@@ -223,11 +238,20 @@ def select(data: ImageSet, class_ids: list[int], spec: str) -> ImageSet:
     remap[torch.tensor(class_ids)] = torch.arange(len(class_ids))
     new = remap[data.labels]
     keep = new >= 0
-    return replace(data, images=data.images[keep], labels=new[keep], classes=[data.classes[i] for i in class_ids],
-                   spec=spec, class_map=list(class_ids), groups={})
+    return replace(
+        data,
+        images=data.images[keep],
+        labels=new[keep],
+        classes=[data.classes[i] for i in class_ids],
+        spec=spec,
+        class_map=list(class_ids),
+        groups={},
+    )
 
 
-def load_dataset(spec: str, data_dir: Path | str = "data", download: bool = False) -> tuple[ImageSet, ImageSet]:
+def load_dataset(
+    spec: str, data_dir: Path | str = "data", download: bool = False
+) -> tuple[ImageSet, ImageSet]:
     """(train, test) ImageSets for a spec, class subset applied and re-indexed."""
     name, selection = parse_spec(spec)
     data_dir = Path(data_dir)
@@ -240,14 +264,19 @@ def load_dataset(spec: str, data_dir: Path | str = "data", download: bool = Fals
     return select(train, ids, spec), select(test, ids, spec)
 
 
-def load_splits(spec: str, data_dir: Path | str = "data", download: bool = False, val_fraction: float = 0.1,
-                split_seed: int = 0) -> Splits:
+def load_splits(
+    spec: str,
+    data_dir: Path | str = "data",
+    download: bool = False,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+) -> Splits:
     """Train / validation / test; the validation set is a fixed random slice of the training split
     (independent of the training seed, so runs with different seeds are judged on the same images)."""
     train, test = load_dataset(spec, data_dir, download)
     if not 0 <= val_fraction < 1:
         raise DlaError(f"validation fraction must be in [0, 1), got {val_fraction}")
-    n_val = int(round(len(train) * val_fraction))
+    n_val = round(len(train) * val_fraction)
     if n_val == 0:
         return Splits(train, None, test)
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
