@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dla_core.data import epoch_generator, shard
+from dla_core.data.batches import batch_count, epoch_generator, shard
 from dla_core.runs import atomic_write
 from lab2_distilbert.data import TextSet
 
@@ -119,10 +119,7 @@ class TokenBatches:
         return self.num_batches(1)
 
     def num_batches(self, world: int) -> int:
-        n, g = len(self.data), self.batch_size * world
-        if self.drop_last:
-            return max(1, n // g) if n else 0
-        return -(-n // g)
+        return batch_count(len(self.data), self.batch_size * world, self.drop_last)
 
     def to(self, device: torch.device) -> TokenBatches:
         if self._device != device:

@@ -43,6 +43,13 @@ def shard(n: int, rank: int, world: int) -> slice:
     return slice(lo, lo + base + (1 if rank < extra else 0))
 
 
+def batch_count(n: int, global_batch: int, drop_last: bool) -> int:
+    """Global batches per epoch: training drops a partial last batch (but keeps one batch of a tiny set)."""
+    if drop_last:
+        return max(1, n // global_batch) if n else 0
+    return -(-n // global_batch)
+
+
 #### Augmentation on whole batches ####
 
 
@@ -123,10 +130,7 @@ class ImageBatches:
         return self.num_batches(1)
 
     def num_batches(self, world: int) -> int:
-        n, g = len(self.data), self.batch_size * world
-        if self.drop_last:
-            return max(1, n // g) if n else 0
-        return -(-n // g)
+        return batch_count(len(self.data), self.batch_size * world, self.drop_last)
 
     def to(self, device: torch.device) -> ImageBatches:
         """Move the uint8 tensors to ``device`` once (a no-op when already there)."""
