@@ -26,14 +26,34 @@ def demo() -> None:
 @cli.train_options(epochs_default=3, lr_default=0.1, batch_default=8)
 @click.option("--eps", default="0,0.1")
 @click.option("--open-file", type=click.Path(path_type=Path))
-def go(eps, open_file, **opts):
+@click.option("--fail-with", type=click.Choice(["erofs", "urlerror"]))
+def go(eps, open_file, fail_with, **opts):
     """Echo options."""
     values = cli.parse_list(eps, float, "--eps")
     if open_file:
         open_file.read_text()
+    if fail_with == "erofs":
+        import errno
+        import os
+
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/ro/run")
+    if fail_with == "urlerror":
+        from urllib.error import URLError
+
+        raise URLError("[Errno -3] Temporary failure in name resolution")
     if opts["epochs"] == 13:
         raise DlaError("thirteen epochs are unlucky")
     click.echo(f"{values} {opts['epochs']} {opts['optimizer']} {opts['data_dir']}")
+
+
+@demo.command()
+@cli.OUT
+def write(out):
+    """Create a run folder."""
+    from dla_core.runs import RunDir
+
+    RunDir.create(out, {}, command="demo write", resumable=False)
+    click.echo(f"wrote {out}")
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
@@ -53,12 +73,26 @@ def test_entry_point_turns_user_mistakes_into_one_line_errors(tmp_path):
         (["go", "--epochs", "0"], "Error: Invalid value for '--epochs'"),
         (["go", "--optimizer", "lion"], "Error: Invalid value for '--optimizer'"),
         (["go", "--open-file", str(tmp_path / "missing.txt")], "Error: No such file or directory"),
+        (["go", "--fail-with", "erofs"], "Error: Read-only file system: /ro/run"),
+        (["go", "--fail-with", "urlerror"], "Error: download failed ([Errno -3] Temporary failure"),
+        (["write", "--out", ""], "Error: Invalid value for '--out': give a new folder"),
+        (["write", "--out", "."], "Error: Invalid value for '--out': give a new folder"),
     ]
     for argv, message in cases:
         r = run(*argv)
         assert r.returncode != 0, argv
-        assert message in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
+        # the message is the start of a line of its own (not merely somewhere in a traceback)
+        assert any(line.startswith(message) for line in r.stderr.splitlines()), (argv, r.stderr)
+        assert "Traceback" not in r.stderr, (argv, r.stderr)
     assert run("--help").returncode == 0
+
+
+def test_a_command_without_resume_does_not_suggest_it(tmp_path):
+    assert run("write", "--out", str(tmp_path / "r")).returncode == 0
+    again = run("write", "--out", str(tmp_path / "r"))
+    assert again.returncode == 1
+    assert again.stderr.startswith("Error: ") and "already holds a run; choose another --out" in again.stderr
+    assert "--resume" not in again.stderr
 
 
 def test_every_training_option_is_defined_once():

@@ -66,7 +66,7 @@ def test_grad_norms_logged_per_layer(digits):
 
 
 def test_interrupt_saves_and_resume_equals_uninterrupted(digits, tmp_path):
-    cfg = TrainConfig(epochs=3, lr=1e-3, schedule="cosine", warmup=0.5, seed=7)
+    cfg = TrainConfig(epochs=3, lr=1e-3, schedule="cosine", warmup=0.5, seed=7, log_grad_norms=True)
     whole = fit(
         mlp(digits),
         ImageBatches(digits.train, 64, shuffle=True, seed=7),
@@ -108,6 +108,10 @@ def test_interrupt_saves_and_resume_equals_uninterrupted(digits, tmp_path):
         assert a["val_accuracy"] == b["val_accuracy"] and a["lr"] == b["lr"]
     for p, q in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(p, q)
+    # the interrupted epoch's gradient norms average over all its steps, before and after the interruption
+    assert whole.grad_norms.keys() == resumed.grad_norms.keys()
+    for name, norms in whole.grad_norms.items():
+        assert norms == pytest.approx(resumed.grad_norms[name], rel=1e-6), name
 
 
 def test_same_seed_same_metrics(digits):
@@ -174,10 +178,26 @@ def test_fp16_on_cpu_is_not_silent(caplog):
 
 
 def test_bf16_runs_on_cpu(digits):
-    result = fit(
-        mlp(digits), ImageBatches(digits.train, 64, shuffle=True), TrainConfig(epochs=1, precision="bf16")
-    )
+    model = mlp(digits)
+    seen: set[torch.dtype] = set()
+    first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+    result = fit(model, ImageBatches(digits.train, 64, shuffle=True), TrainConfig(epochs=1, precision="bf16"))
+    assert seen == {torch.bfloat16}  # the layers really ran under bf16 autocast (outputs are cast back)
     assert math.isfinite(result.history[-1]["train_loss"])
+
+
+def test_seed_fixes_python_and_numpy_draws_too(digits):
+    import random
+
+    import numpy as np
+
+    def first_draws(seed):
+        fit(mlp(digits), ImageBatches(digits.train, 512), TrainConfig(epochs=1, seed=seed))
+        return random.random(), float(np.random.rand())
+
+    assert first_draws(3) == first_draws(3)
+    assert first_draws(3) != first_draws(4)
 
 
 DDP_SCRIPT = textwrap.dedent(

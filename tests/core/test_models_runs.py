@@ -86,6 +86,8 @@ def test_run_folder_refuses_to_clobber_and_checks_resume_options(tmp_path):
         RunDir.create(tmp_path / "r", {"depth": 4}, command="train")
     with pytest.raises(DlaError, match="depth: 4 → 8"):
         RunDir.create(tmp_path / "r", {"depth": 8}, command="train", resume=True)
+    with pytest.raises(DlaError, match="pass --resume"):
+        RunDir.create(tmp_path / "r", {"depth": 4}, command="train")
     assert RunDir.create(tmp_path / "r", {"depth": 4}, command="train", resume=True).path == run.path
     with pytest.raises(DlaError, match="no run to resume"):
         RunDir.create(tmp_path / "new", {}, command="train", resume=True)
@@ -93,10 +95,59 @@ def test_run_folder_refuses_to_clobber_and_checks_resume_options(tmp_path):
         RunDir.open(tmp_path / "new")
 
 
+def test_resume_with_changed_nested_options_names_only_those(tmp_path):
+    cfg = {"depth": 4, "train": {"lr": 0.1, "epochs": 3, "seed": 0}, "data_dir": "data"}
+    RunDir.create(tmp_path / "r", cfg, command="train")
+    changed = {**cfg, "train": {**cfg["train"], "lr": 0.5}}
+    with pytest.raises(DlaError) as e:
+        RunDir.create(tmp_path / "r", changed, command="train", resume=True)
+    assert "(train.lr: 0.1 → 0.5)" in e.value.message
+    assert "epochs" not in e.value.message and "seed" not in e.value.message
+
+
+def test_out_that_is_the_current_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in ("", "."):
+        with pytest.raises(DlaError, match="refusing to write into the current folder"):
+            RunDir.create(out, {}, command="train")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_out_is_a_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    import dla_core.runs as runs
+
+    def read_only(path, obj):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(runs, "write_json", read_only)
+    with pytest.raises(DlaError, match="cannot write the run folder \\(Read-only file system\\)"):
+        RunDir.create(tmp_path / "r", {}, command="train")
+
+
+@pytest.mark.parametrize("damaged", ["config.json", "metrics.json"])
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", ""])
+def test_damaged_run_files_are_clear_errors_before_any_work(tmp_path, damaged, text):
+    run = RunDir.create(tmp_path / "r", {"depth": 4}, command="train")
+    run.write_metrics({"history": []})
+    (run.path / damaged).write_text(text)
+    with pytest.raises(DlaError, match=f"{damaged} is damaged"):
+        RunDir.create(tmp_path / "r", {"depth": 4}, command="train", resume=True)
+    with pytest.raises(DlaError, match=f"{damaged} is damaged"):
+        run.config if damaged == "config.json" else run.read_metrics()
+
+
 def test_damaged_checkpoint_is_a_clear_error(tmp_path):
     run = RunDir.create(tmp_path / "r", {}, command="train")
     run.checkpoint_path.write_bytes(b"garbage")
-    with pytest.raises(DlaError, match="cannot read checkpoint"):
+    with pytest.raises(DlaError, match="cannot read checkpoint") as e:
         run.load_checkpoint()
+    assert "weights_only" not in e.value.message  # torch's advice to unpickle arbitrary code is not passed on
+    # a pickle that weights_only refuses (torch's message then advises weights_only=False)
+    torch.save({"f": print}, run.checkpoint_path)
+    with pytest.raises(DlaError, match="damaged or was not written by dla") as e:
+        run.load_checkpoint()
+    assert "weights_only" not in e.value.message and "False" not in e.value.message
     write_json(tmp_path / "x.json", {"p": tmp_path, "t": (1, 2)})
     assert json.loads((tmp_path / "x.json").read_text()) == {"p": str(tmp_path), "t": [1, 2]}

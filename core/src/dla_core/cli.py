@@ -36,10 +36,17 @@ DATA_DIR = click.option(
 DOWNLOAD = click.option(
     "--download", is_flag=True, help="Download missing datasets into --data-dir (needs network)."
 )
+def _run_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and str(value).strip() in ("", "."):
+        raise click.BadParameter("give a new folder for the run, not the current folder")
+    return value
+
+
 OUT = click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
+    callback=_run_folder,
     help="Run folder to write: config.json, metrics.json, plots, checkpoints.",
 )
 RESUME = click.option(
@@ -195,6 +202,16 @@ def setup_logging(verbose: int) -> None:
     logging.getLogger("dla_core").setLevel(min(level, logging.INFO))
 
 
+def _os_error_message(e: OSError) -> str:
+    from urllib.error import URLError
+
+    if isinstance(e, URLError):  # urllib's (a subclass of OSError): torchvision downloads, hub fetches
+        reason = getattr(e, "reason", e)
+        return f"download failed ({reason}); check the network, or place the files under --data-dir yourself"
+    where = f": {e.filename}" if getattr(e, "filename", None) else ""
+    return f"{e.strerror or e}{where}"
+
+
 def entry_point(group: click.Group) -> Callable[[], None]:
     """Wrap a click group as a console script: OS errors on user paths become ``Error: …``, not tracebacks."""
 
@@ -212,9 +229,8 @@ def entry_point(group: click.Group) -> Callable[[], None]:
             raise SystemExit(e.exit_code) from None
         except click.exceptions.Exit as e:
             raise SystemExit(e.exit_code) from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-            where = f": {e.filename}" if getattr(e, "filename", None) else ""
-            click.echo(f"Error: {e.strerror or e}{where}", err=True)
+        except OSError as e:  # user paths: missing, read-only file system, permissions, disk full; no network
+            click.echo(f"Error: {_os_error_message(e)}", err=True)
             raise SystemExit(1) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)

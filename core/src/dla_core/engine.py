@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from dla_core.data.batches import Batches
 from dla_core.errors import DlaError, NonFiniteLossError
 from dla_core.runs import RunDir
+from dla_core.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,14 @@ class _GradNorms:
         self.total += per_module / scale
         self.steps += 1
 
+    def state_dict(self) -> dict[str, Any]:
+        """The running sums of the current epoch: a mid-epoch checkpoint must carry them to resume exactly."""
+        return {"total": self.total.detach().cpu(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total.copy_(state["total"].to(self.total.device))
+        self.steps = int(state["steps"])
+
     def epoch_means(self) -> dict[str, float]:
         means = (self.total / max(self.steps, 1)).tolist()
         self.total.zero_()
@@ -276,7 +285,7 @@ def fit(
     ``checkpoint.pt`` after every epoch; ``resume`` continues from that checkpoint.
     """
     acc = accelerator or make_accelerator(cfg.precision, cfg.cpu)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     rank, world = acc.process_index, acc.num_processes
     n_batches = train.num_batches(world) if hasattr(train, "num_batches") else len(train)
     if n_batches == 0:
@@ -308,6 +317,8 @@ def fit(
         start_epoch, start_batch = state["epoch"], state["batch"]
         history, norms_history = list(state["history"]), dict(state["grad_norms"])
         sums = state["sums"].to(acc.device)
+        if grad_norms is not None and "grad_norm_sums" in state:
+            grad_norms.load_state_dict(state["grad_norm_sums"])
         log.info("resumed %s at epoch %d, batch %d", run.path if run else "", start_epoch + 1, start_batch)
 
     def checkpoint(epoch: int, batch: int) -> None:
@@ -325,6 +336,7 @@ def fit(
                     "history": history,
                     "grad_norms": norms_history,
                     "sums": sums.cpu(),
+                    **({"grad_norm_sums": grad_norms.state_dict()} if grad_norms is not None else {}),
                 }
             )
         acc.wait_for_everyone()

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from dla_core.errors import DlaError
+from dla_core.seeding import is_main_process, world_size
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -40,7 +41,12 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename tmp over ``path``; on any failure the old ``path`` is untouched."""
+    """Call ``write(tmp)`` then rename tmp over ``path``; on any failure the old ``path`` is untouched.
+
+    Only the main process writes (run files, plots, models, checkpoints); on other ranks this does nothing.
+    """
+    if not is_main_process():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -122,35 +128,56 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, path: Path, config: Any, *, command: str, resume: bool = False) -> RunDir:
+    def create(
+        cls, path: Path, config: Any, *, command: str, resume: bool = False, resumable: bool = True
+    ) -> RunDir:
         """Start (or resume) a run in ``path`` and snapshot ``config`` (a dataclass or mapping).
 
         Refuses to overwrite a folder that already holds a run unless ``resume`` is given, and refuses to
         resume with options that differ from the saved ones: nothing the user had is lost by a typo.
+        ``resumable=False`` for commands without ``--resume`` (the message then does not suggest it).
+
+        Under torchrun / accelerate launch only the main process checks and writes the folder; the others wait
+        for its verdict and fail with the same message when it fails, so no rank races another to the folder.
         """
-        run = cls(path)
         cfg = to_jsonable(config)
-        existing = run.path / CONFIG
+        error = None
+        if is_main_process():
+            try:
+                cls._check_and_snapshot(Path(path), cfg, command, resume, resumable)
+            except DlaError as e:
+                error = e.message
+        error = _main_verdict(error)
+        if error is not None:
+            raise DlaError(error)
+        return cls(path)
+
+    @staticmethod
+    def _check_and_snapshot(path: Path, cfg: Any, command: str, resume: bool, resumable: bool) -> None:
+        if str(path).strip() in ("", "."):
+            raise DlaError("--out: give a new folder for the run (refusing to write into the current folder)")
+        existing = path / CONFIG
         if resume:
             if not existing.exists():
-                raise DlaError(f"--resume: no run to resume in {run.path} (no {CONFIG})")
-            saved = json.loads(existing.read_text())
+                raise DlaError(f"--resume: no run to resume in {path} (no {CONFIG})")
+            saved = read_json(existing)
             if saved.get("command") != command:
-                raise DlaError(f"--resume: {run.path} holds a '{saved.get('command')}' run, not '{command}'")
+                raise DlaError(f"--resume: {path} holds a '{saved.get('command')}' run, not '{command}'")
+            if (path / METRICS).exists():
+                read_json(path / METRICS)  # damaged? say so now, not after the resumed training
             diff = _diff(saved.get("config", {}), cfg)
             if diff:
-                raise DlaError(
-                    f"--resume: options differ from the saved run ({diff}); rerun with the same options"
-                )
-            return run
-        if existing.exists() or (run.path / CHECKPOINT).exists():
-            raise DlaError(
-                f"{run.path} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        if run.path.exists() and not run.path.is_dir():
-            raise DlaError(f"--out {run.path} exists and is not a folder")
-        write_json(existing, {"command": command, "config": cfg, "environment": environment()})
-        return run
+                raise DlaError(f"--resume: options differ from the saved run ({diff}); rerun with the same options")
+            return
+        if path.exists() and not path.is_dir():
+            raise DlaError(f"--out {path} exists and is not a folder")
+        if existing.exists() or (path / CHECKPOINT).exists():
+            hint = "pass --resume to continue it or choose" if resumable else "choose"
+            raise DlaError(f"{path} already holds a run; {hint} another --out")
+        try:
+            write_json(existing, {"command": command, "config": cfg, "environment": environment()})
+        except OSError as e:
+            raise DlaError(f"--out {path}: cannot write the run folder ({e.strerror or e})") from None
 
     @classmethod
     def open(cls, path: Path, *, what: str = "run") -> RunDir:
@@ -163,7 +190,10 @@ class RunDir:
 
     @property
     def saved(self) -> dict[str, Any]:
-        return json.loads((self.path / CONFIG).read_text())
+        saved = read_json(self.path / CONFIG)
+        if not isinstance(saved.get("config"), dict):
+            raise DlaError(f"{self.path / CONFIG} is not a dla run config (no 'config' object)")
+        return saved
 
     @property
     def config(self) -> dict[str, Any]:
@@ -171,7 +201,7 @@ class RunDir:
 
     def read_metrics(self) -> dict[str, Any]:
         p = self.path / METRICS
-        return json.loads(p.read_text()) if p.exists() else {}
+        return read_json(p) if p.exists() else {}
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         write_json(self.path / METRICS, dict(metrics))
@@ -202,10 +232,67 @@ class RunDir:
         try:
             return torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
         except Exception as e:  # a checkpoint we did not write, or a damaged one
-            raise DlaError(f"cannot read checkpoint {self.checkpoint_path}: {e}") from None
+            # torch's message may advise weights_only=False, i.e. unpickling arbitrary code: never pass that on
+            kind = type(e).__name__
+            raise DlaError(
+                f"cannot read checkpoint {self.checkpoint_path} ({kind}): it is damaged or was not written by dla; "
+                "move it away to start the run over"
+            ) from None
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} → {'train.lr': 0.1}: changed options are named, not dumped whole."""
+    if isinstance(obj, Mapping):
+        flat: dict[str, Any] = {}
+        for k, v in obj.items():
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix.rstrip("."): obj}
 
 
 def _diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    keys = sorted(set(saved) | set(new))
-    changed = [f"{k}: {saved.get(k)!r} → {new.get(k)!r}" for k in keys if saved.get(k) != new.get(k)]
+    old, cur = _flatten(saved), _flatten(new)
+    missing = object()
+    keys = sorted(set(old) | set(cur))
+    changed = []
+    for k in keys:
+        a, b = old.get(k, missing), cur.get(k, missing)
+        if a != b:
+            show = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
+            changed.append(f"{k.replace('_', '-')}: {show(a)} → {show(b)}")
     return "; ".join(changed)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a run file; a damaged file is an ``Error:`` naming it, not a traceback."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DlaError(f"{path} is damaged (not valid JSON: {e}); restore it or start a new run") from None
+    if not isinstance(obj, dict):
+        raise DlaError(f"{path} is damaged (expected a JSON object)")
+    return obj
+
+
+#### Processes: one voice ####
+
+
+def _main_verdict(error: str | None) -> str | None:
+    """Share the main process's outcome (None or an error message) with every rank; a barrier as well."""
+    if world_size() == 1:
+        return error
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState()  # joins (or reuses) the process group that the launcher set up
+    box = [error]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def wait_for_main() -> None:
+    """Barrier: the other processes wait here until the main one has written what it owns."""
+    if world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()

@@ -95,12 +95,35 @@ def _missing(name: str, data_dir: Path, e: FileNotFoundError) -> DlaError:
     return DlaError(f"{name} not found in {data_dir} (looked for {e.args[0] if e.args else e}); {HOW_TO_GET}")
 
 
+def _download(name: str, data_dir: Path, fetch: Callable[[str], object]) -> None:
+    """Run torchvision's download once (main process first); a network failure is one ``Error:`` line."""
+    from urllib.error import URLError
+
+    from dla_core.runs import wait_for_main
+    from dla_core.seeding import is_main_process
+
+    try:
+        if is_main_process():
+            fetch(str(data_dir))
+    except (URLError, OSError, RuntimeError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DlaError(
+            f"--download: could not fetch {name} into {data_dir} ({reason}); check the network, "
+            "or copy the official files there yourself"
+        ) from None
+    finally:
+        wait_for_main()
+
+
 def _mnist(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     if download:
         import torchvision
 
-        for train in (True, False):
-            torchvision.datasets.MNIST(str(data_dir), train=train, download=True)
+        def fetch(root: str) -> None:
+            for train in (True, False):
+                torchvision.datasets.MNIST(root, train=train, download=True)
+
+        _download("mnist", data_dir, fetch)
     try:
         parts = [formats.read_mnist(data_dir, train) for train in (True, False)]
     except FileNotFoundError as e:
@@ -113,7 +136,7 @@ def _cifar10(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     if download:
         import torchvision
 
-        torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
+        _download("cifar10", data_dir, lambda root: torchvision.datasets.CIFAR10(root, train=True, download=True))
     try:
         parts = [formats.read_cifar10(data_dir, train) for train in (True, False)]
     except FileNotFoundError as e:
@@ -125,7 +148,7 @@ def _cifar100(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     if download:
         import torchvision
 
-        torchvision.datasets.CIFAR100(str(data_dir), train=True, download=True)
+        _download("cifar100", data_dir, lambda root: torchvision.datasets.CIFAR100(root, train=True, download=True))
     try:
         parts = [formats.read_cifar100(data_dir, train) for train in (True, False)]
     except FileNotFoundError as e:
