@@ -202,20 +202,32 @@ def test_seed_fixes_python_and_numpy_draws_too(digits):
 
 DDP_SCRIPT = textwrap.dedent(
     """
-    import sys, torch
+    import json, os, sys, torch
     from dla_core.data import ImageBatches, load_splits
     from dla_core.engine import TrainConfig, fit
+    from dla_core.errors import DlaError
     from dla_core.models import ModelConfig, build_model
+    from dla_core.runs import RunDir
     batch, out = int(sys.argv[1]), sys.argv[2]
     s = load_splits("digits")
     torch.manual_seed(0)
     model = build_model(ModelConfig("mlp", s.train.shape, 10, depth=2, width=32))
+    run = RunDir.create(out + ".run", {"batch": batch}, command="ddp test")
     r = fit(model, ImageBatches(s.train, batch, shuffle=True), TrainConfig(epochs=2, optimizer="sgd", lr=0.05),
-            val=ImageBatches(s.val, 64))
+            val=ImageBatches(s.val, 64), run=run)
     import torch.distributed as dist
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0:
         torch.save({"state": r.model.state_dict(), "history": r.history,
                     "world": dist.get_world_size() if dist.is_initialized() else 1}, out)
+    # a second create on the same folder: every rank gets the main process's verdict, none hangs
+    try:
+        RunDir.create(out + ".run", {"batch": batch}, command="ddp test")
+        verdict = "created"
+    except DlaError as e:
+        verdict = e.message
+    with open(f"{out}.verdict{rank}", "w") as f:
+        f.write(verdict)
     """
 )
 
@@ -229,24 +241,33 @@ def test_two_cpu_processes_match_one_with_the_same_global_batch(tmp_path):
 
     env = {**os.environ, **env}
     subprocess.run([sys.executable, str(script), "64", str(tmp_path / "one.pt")], check=True, env=env)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            "32",
-            str(tmp_path / "two.pt"),
-        ],
-        check=True,
-        env=env,
-        timeout=300,
-    )
+    for attempt in range(
+        2
+    ):  # the run-folder race showed up in 5 of 8 launches: one clean launch proves little
+        two = tmp_path / f"two{attempt}.pt"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                str(script),
+                "32",
+                str(two),
+            ],
+            check=True,
+            env=env,
+            timeout=300,
+        )
+        run_dir = tmp_path / f"two{attempt}.pt.run"
+        assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json"]
+        assert json.loads((run_dir / "config.json").read_text())["config"] == {"batch": 32}
+        verdicts = {(tmp_path / f"two{attempt}.pt.verdict{r}").read_text() for r in (0, 1)}
+        assert len(verdicts) == 1 and "already holds a run" in verdicts.pop()
     one = torch.load(tmp_path / "one.pt", weights_only=True)
-    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    two = torch.load(tmp_path / "two0.pt", weights_only=True)
     assert two["world"] == 2
     for k, v in one["state"].items():
         assert torch.allclose(v, two["state"][k], atol=1e-5), k

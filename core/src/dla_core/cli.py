@@ -16,9 +16,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -36,6 +37,8 @@ DATA_DIR = click.option(
 DOWNLOAD = click.option(
     "--download", is_flag=True, help="Download missing datasets into --data-dir (needs network)."
 )
+
+
 def _run_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     if value is not None and str(value).strip() in ("", "."):
         raise click.BadParameter("give a new folder for the run, not the current folder")
@@ -213,27 +216,40 @@ def _os_error_message(e: OSError) -> str:
 
 
 def entry_point(group: click.Group) -> Callable[[], None]:
-    """Wrap a click group as a console script: OS errors on user paths become ``Error: …``, not tracebacks."""
+    """Wrap a click group as a console script: user mistakes and OS errors become ``Error: …``, not tracebacks.
+
+    Under torchrun / accelerate launch only the main process prints (the others' stdout goes nowhere and their
+    copy of a shared error is not repeated); every process exits with the same status.
+    """
 
     @functools.wraps(group)
     def main() -> None:
+        from dla_core.seeding import is_main_process
+
+        main_process = is_main_process()
+        if not main_process:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+
+        def fail(message: str, code: int) -> NoReturn:
+            if main_process:
+                click.echo(message, err=True)
+            raise SystemExit(code)
+
         try:
             rc = group.main(standalone_mode=False)
             if isinstance(rc, int) and rc:  # a command that ended with ctx.exit(N)
                 raise SystemExit(rc)
         except click.exceptions.Abort:
-            click.echo("Aborted.", err=True)
-            raise SystemExit(130) from None
+            fail("Aborted.", 130)
         except click.ClickException as e:
-            e.show()
+            if main_process:
+                e.show()
             raise SystemExit(e.exit_code) from None
         except click.exceptions.Exit as e:
             raise SystemExit(e.exit_code) from None
         except OSError as e:  # user paths: missing, read-only file system, permissions, disk full; no network
-            click.echo(f"Error: {_os_error_message(e)}", err=True)
-            raise SystemExit(1) from None
+            fail(f"Error: {_os_error_message(e)}", 1)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            raise SystemExit(130) from None
+            fail("Interrupted.", 130)
 
     return main

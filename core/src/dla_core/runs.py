@@ -167,7 +167,9 @@ class RunDir:
                 read_json(path / METRICS)  # damaged? say so now, not after the resumed training
             diff = _diff(saved.get("config", {}), cfg)
             if diff:
-                raise DlaError(f"--resume: options differ from the saved run ({diff}); rerun with the same options")
+                raise DlaError(
+                    f"--resume: options differ from the saved run ({diff}); rerun with the same options"
+                )
             return
         if path.exists() and not path.is_dir():
             raise DlaError(f"--out {path} exists and is not a folder")
@@ -282,9 +284,8 @@ def _main_verdict(error: str | None) -> str | None:
     if world_size() == 1:
         return error
     import torch.distributed as dist
-    from accelerate import PartialState
 
-    PartialState()  # joins (or reuses) the process group that the launcher set up
+    _process_state()
     box = [error]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -293,6 +294,12 @@ def _main_verdict(error: str | None) -> str | None:
 def wait_for_main() -> None:
     """Barrier: the other processes wait here until the main one has written what it owns."""
     if world_size() > 1:
-        from accelerate import PartialState
+        _process_state().wait_for_everyone()
 
-        PartialState().wait_for_everyone()
+
+def _process_state() -> Any:
+    """Join (or reuse) the launcher's process group the way ``engine.make_accelerator`` will: gloo on a machine
+    without a GPU. (A bare ``PartialState()`` there falls back to one process and the later Accelerator with it.)"""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())

@@ -136,7 +136,9 @@ def _cifar10(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     if download:
         import torchvision
 
-        _download("cifar10", data_dir, lambda root: torchvision.datasets.CIFAR10(root, train=True, download=True))
+        _download(
+            "cifar10", data_dir, lambda root: torchvision.datasets.CIFAR10(root, train=True, download=True)
+        )
     try:
         parts = [formats.read_cifar10(data_dir, train) for train in (True, False)]
     except FileNotFoundError as e:
@@ -148,7 +150,9 @@ def _cifar100(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     if download:
         import torchvision
 
-        _download("cifar100", data_dir, lambda root: torchvision.datasets.CIFAR100(root, train=True, download=True))
+        _download(
+            "cifar100", data_dir, lambda root: torchvision.datasets.CIFAR100(root, train=True, download=True)
+        )
     try:
         parts = [formats.read_cifar100(data_dir, train) for train in (True, False)]
     except FileNotFoundError as e:
