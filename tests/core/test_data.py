@@ -106,6 +106,23 @@ def test_missing_dataset_says_where_and_how(tmp_path):
     assert parse_spec("CIFAR10:cat") == ("cifar10", "cat")
 
 
+@pytest.mark.parametrize("spec", ["mnist", "cifar10", "cifar100:people"])
+def test_download_without_network_is_one_clear_error(tmp_path, monkeypatch, spec):
+    from urllib.error import URLError
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    for name in ("MNIST", "CIFAR10", "CIFAR100"):
+        monkeypatch.setattr(torchvision.datasets, name, offline)
+    with pytest.raises(DlaError) as e:
+        load_dataset(spec, tmp_path, download=True)
+    assert e.value.message.startswith(f"--download: could not fetch {spec.split(':')[0]} into {tmp_path}")
+    assert "Temporary failure in name resolution" in e.value.message
+
+
 def test_fake_and_adapt():
     fake, _ = load_dataset("fake")
     assert fake.shape == (3, 32, 32) and fake.images.dtype == torch.uint8
