@@ -123,6 +123,17 @@ def test_download_without_network_is_one_clear_error(tmp_path, monkeypatch, spec
     assert "Temporary failure in name resolution" in e.value.message
 
 
+def test_a_single_class_selection_warns_that_accuracy_is_trivial(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        load_dataset("digits:0-1")
+    assert "single class" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        train, _ = load_dataset("digits:3")
+    assert train.num_classes == 1 and "digits:3 selects a single class" in caplog.text
+
+
 def test_fake_and_adapt():
     fake, _ = load_dataset("fake")
     assert fake.shape == (3, 32, 32) and fake.images.dtype == torch.uint8

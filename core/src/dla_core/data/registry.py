@@ -288,6 +288,12 @@ def load_dataset(
         return (replace(train, spec=spec, class_map=ids), replace(test, spec=spec, class_map=ids))
     groups = {k.lower(): v for k, v in train.groups.items()}
     ids = resolve_classes(selection, train.classes, groups, spec)
+    if len(ids) == 1:
+        log.warning(
+            "%s selects a single class: every classifier is trivially 100%% accurate on it and OOD metrics are "
+            "undefined; select at least two classes for a meaningful evaluation",
+            spec,
+        )
     return select(train, ids, spec), select(test, ids, spec)
 
 
