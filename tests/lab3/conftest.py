@@ -45,10 +45,42 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+TRICKLE_SECONDS = 0.1  # one byte this often: every read is quick, the whole download is not
+TRICKLE_FOR = 6.0  # seconds a trickling response lasts before the server hangs up
+STREAM_CHUNK = 64 * 1024
+STREAM_TOTAL = 64 * 2**20  # bytes /stream.jpg sends (without Content-Length) unless the client hangs up
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    streamed: list[int] = []  # bytes /stream.jpg managed to send, one entry per request
+
     def do_GET(self) -> None:
         if self.path == "/slow.jpg":  # longer than the tests' timeout
             time.sleep(3)
+        if self.path == "/trickle-body.jpg":  # quick headers, then one byte at a time
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self._trickle(b"\xff\xd8\xff\xe0" + b"\0" * 1000)
+            return
+        if self.path == "/trickle-headers.jpg":  # even the status line comes one byte at a time
+            self._trickle(b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nX-Slow: " + b"x" * 1000)
+            return
+        if self.path == "/stream.jpg":  # no Content-Length: only the reader's own cap stops it
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            sent = 0
+            try:
+                while sent < STREAM_TOTAL:
+                    self.wfile.write(b"\0" * STREAM_CHUNK)
+                    sent += STREAM_CHUNK
+            except OSError:  # the client hung up
+                pass
+            finally:
+                _Handler.streamed.append(sent)
+            return
         if self.path in ("/to-file", "/to-ftp"):  # redirects the fetcher must refuse to follow
             self.send_response(302)
             target = "file:///etc/passwd" if self.path == "/to-file" else "ftp://127.0.0.1/china.jpg"
@@ -61,6 +93,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             return
         super().do_GET()
+
+    def _trickle(self, data: bytes) -> None:
+        end = time.monotonic() + TRICKLE_FOR
+        for i in range(len(data)):
+            if time.monotonic() > end:
+                return
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+            time.sleep(TRICKLE_SECONDS)
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lab3_story.images import FetchLimits, ImageSourceError, load_image
 
@@ -75,9 +78,38 @@ def test_timeout(server: str) -> None:
         load_image(f"{server}/slow.jpg", FetchLimits(timeout=0.5))
 
 
+@pytest.mark.parametrize("path", ["/trickle-body.jpg", "/trickle-headers.jpg"])
+def test_timeout_bounds_the_whole_download(server: str, path: str) -> None:
+    """A byte every 0.1 s never trips a per-read timeout; the deadline must still end the fetch at 1 s."""
+    url = server + path
+    start = time.monotonic()
+    with pytest.raises(ImageSourceError) as e:
+        load_image(url, FetchLimits(timeout=1))
+    elapsed = time.monotonic() - start
+    assert e.value.message == f"{url}: timed out after 1 s"
+    assert 0.9 < elapsed < 2.5  # the server would keep trickling for 6 s
+
+
 def test_download_size_cap(server: str) -> None:
-    with pytest.raises(ImageSourceError, match=r"over the 0\.0 MiB limit"):
-        load_image(f"{server}/china.jpg", FetchLimits(max_bytes=10_000))
+    url = f"{server}/china.jpg"  # Content-Length 196,…: refused before the body is read
+    with pytest.raises(ImageSourceError) as e:
+        load_image(url, FetchLimits(max_bytes=100_000))
+    assert e.value.message == f"{url}: 0.2 MiB is over the 0.1 MiB limit"
+
+
+def test_download_size_cap_without_content_length(server: str) -> None:
+    """The server streams 64 MiB with no Content-Length: the reader stops itself at the cap."""
+    from tests.lab3.conftest import STREAM_TOTAL, _Handler
+
+    url = f"{server}/stream.jpg"
+    _Handler.streamed.clear()
+    with pytest.raises(ImageSourceError) as e:
+        load_image(url, FetchLimits(max_bytes=2**20))
+    assert e.value.message == f"{url}: more than the 1.0 MiB limit"
+    deadline = time.monotonic() + 10
+    while not _Handler.streamed and time.monotonic() < deadline:  # the server sees the hang-up
+        time.sleep(0.05)
+    assert _Handler.streamed and _Handler.streamed[0] < STREAM_TOTAL / 2  # not read to the end
 
 
 def test_decompression_bomb_limit(photos: Path) -> None:
@@ -85,12 +117,59 @@ def test_decompression_bomb_limit(photos: Path) -> None:
         load_image(photos / "china.jpg", FetchLimits(max_pixels=100_000))  # 640×427 = 273,280 pixels
 
 
-def test_pil_limit_applies_even_when_switched_off(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from PIL import Image
+def test_pixel_limit_is_checked_before_decoding(tmp_path: Path) -> None:
+    """A 9-megapixel PNG whose data is cut short: the header alone must be refused, nothing decoded."""
+    png = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(png, "PNG")
+    data = png.getvalue()
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(data[: data.index(b"IDAT") + 20])  # decoding it would fail as truncated
+    with pytest.raises(ImageSourceError) as e:
+        load_image(bomb, FetchLimits(max_pixels=1_000_000))
+    assert e.value.message == (
+        f"{bomb}: 3000×3000 pixels is over the 1,000,000-pixel limit (possible decompression bomb)"
+    )
 
+
+def test_pil_own_bomb_error_is_one_error(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over twice Image.MAX_IMAGE_PIXELS, PIL itself raises DecompressionBombError while opening."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # china.jpg: 273,280 > 2 × 50,000
+    source = photos / "china.jpg"
+    with pytest.raises(ImageSourceError, match="decompression bomb") as e:
+        load_image(source)
+    assert e.value.message.startswith(f"{source}: Image size (273280 pixels) exceeds limit")
+
+
+def test_pil_limit_applies_even_when_switched_off(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # some libraries do this; ours falls back to PIL's
     from lab3_story import images
 
     monkeypatch.setattr(images, "PIL_DEFAULT_MAX_PIXELS", 1000)
     with pytest.raises(ImageSourceError, match="1,000-pixel limit"):
         load_image(photos / "flower.jpg")
+
+
+@pytest.mark.parametrize(
+    ("orientation", "turn"),
+    [
+        (1, lambda a: a),
+        (3, lambda a: np.rot90(a, 2)),  # upside down
+        (6, lambda a: np.rot90(a, -1)),  # shown turned 90° clockwise
+        (8, lambda a: np.rot90(a, 1)),  # shown turned 90° counter-clockwise
+        (2, lambda a: a[:, ::-1]),  # mirrored
+    ],
+)
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int, turn) -> None:
+    """A camera's portrait JPEG stores landscape pixels and an Orientation tag; we load it upright."""
+    rng = np.random.default_rng(orientation)
+    pixels = np.kron(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+    path = tmp_path / f"orientation{orientation}.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)  # 48×32 stored
+    with Image.open(path) as raw:
+        assert raw.getexif()[0x0112] == orientation
+        stored = np.asarray(raw.convert("RGB"))  # the pixels as stored, before any turn
+    loaded = np.asarray(load_image(path))
+    assert loaded.shape == turn(stored).shape
+    assert np.array_equal(loaded, turn(stored))

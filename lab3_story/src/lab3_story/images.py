@@ -1,21 +1,26 @@
 """Image sources: a local path or an http(s) URL, read with limits and decoded by PIL.
 
 transformers' ``load_image`` fetches URLs with no timeout and no size cap, so untrusted sources go through
-``load_image`` here instead: http/https only (redirects included), a timeout, a byte cap checked against
-Content-Length and while reading, and PIL's decompression-bomb pixel limit enforced even when some other
-library has switched it off. Every failure is an ``ImageSourceError`` whose message names the source.
+``load_image`` here instead: http/https only (redirects included), one deadline for the whole download (a
+server that trickles bytes cannot stretch it), a byte cap checked against Content-Length and while reading,
+and PIL's decompression-bomb pixel limit enforced even when some other library has switched it off. Images
+are turned upright by their EXIF orientation, as viewers (and transformers' loader) show them. Every failure
+is an ``ImageSourceError`` whose message names the source.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import socket
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dla_core.errors import DlaError
 
@@ -30,7 +35,7 @@ class ImageSourceError(DlaError):
 
 @dataclass(frozen=True)
 class FetchLimits:
-    timeout: float = 15.0  # seconds for connecting and for each read
+    timeout: float = 15.0  # seconds for a whole download: connection, headers and body
     max_bytes: int = 20 * 1024 * 1024  # larger downloads are refused
     max_pixels: int | None = None  # None: PIL's Image.MAX_IMAGE_PIXELS (or its default if switched off)
 
@@ -53,38 +58,135 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_opener = urllib.request.build_opener(_HttpOnlyRedirects)
+class _Sockets:
+    """The sockets one download opens (redirects included), so that a passed deadline can shut them down."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self.aborted = False
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.append(sock)
+            if self.aborted:  # connected after the deadline: stop at once
+                _shutdown(sock)
+
+    def abort(self) -> None:
+        """Wake a blocked read: shutdown (not close) is what interrupts a recv in another thread."""
+        with self._lock:
+            self.aborted = True
+            for sock in self._open:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:  # socket.socket's own shutdown, also for an SSLSocket (whose shutdown would drop its TLS state)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
+def _watched(base: type[http.client.HTTPConnection], sockets: _Sockets) -> type[http.client.HTTPConnection]:
+    class Watched(base):  # type: ignore[misc,valid-type]
+        def connect(self) -> None:
+            super().connect()
+            sockets.watch(self.sock)
+
+    return Watched
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, sockets: _Sockets) -> None:
+        super().__init__()
+        self._connection = _watched(http.client.HTTPConnection, sockets)
+
+    def http_open(self, req):
+        return self.do_open(self._connection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, sockets: _Sockets) -> None:
+        super().__init__()
+        self._connection = _watched(http.client.HTTPSConnection, sockets)
+
+    def https_open(self, req):
+        return self.do_open(self._connection, req, context=self._context)
+
+
+class _Download:
+    """One URL fetched in a worker thread, so that the caller can stop waiting at the deadline."""
+
+    def __init__(self, url: str, limits: FetchLimits) -> None:
+        self.url, self.limits = url, limits
+        self.sockets = _Sockets()
+        self.result: tuple[bytes, str] | None = None
+        self.error: ImageSourceError | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._fetch()
+        except ImageSourceError as e:
+            self.error = e
+        except Exception as e:  # anything unforeseen still reaches the caller's thread
+            self.error = ImageSourceError(f"{self.url}: download failed ({_reason(e)})")
+
+    def _fetch(self) -> tuple[bytes, str]:
+        url, limits = self.url, self.limits
+        opener = urllib.request.build_opener(
+            _HttpOnlyRedirects, _HTTPHandler(self.sockets), _HTTPSHandler(self.sockets)
+        )
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+        try:
+            # the socket timeout only frees this thread; the caller's deadline is the download's timeout
+            with opener.open(request, timeout=limits.timeout) as response:
+                ctype = response.headers.get("Content-Type", "") or ""
+                declared = response.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+                    raise ImageSourceError(
+                        f"{url}: {_mib(int(declared))} is over the {_mib(limits.max_bytes)} limit"
+                    )
+                data = response.read(limits.max_bytes + 1)  # the cap also holds without Content-Length
+        except urllib.error.HTTPError as e:
+            raise ImageSourceError(f"{url}: HTTP {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            reason = e.reason
+            if isinstance(reason, TimeoutError):
+                raise ImageSourceError(_timed_out(url, limits)) from None
+            raise ImageSourceError(f"{url}: cannot reach the server ({_reason(reason)})") from None
+        except TimeoutError:
+            raise ImageSourceError(_timed_out(url, limits)) from None
+        except (OSError, ValueError) as e:  # connection reset, bad port, http.client errors (IncompleteRead…)
+            raise ImageSourceError(f"{url}: download failed ({_reason(e)})") from None
+        if len(data) > limits.max_bytes:
+            raise ImageSourceError(f"{url}: more than the {_mib(limits.max_bytes)} limit")
+        return data, ctype.split(";")[0].strip()
 
 
 def fetch_url(url: str, limits: FetchLimits = FetchLimits()) -> tuple[bytes, str]:
-    """Download ``url`` → (bytes, content type); raises ``ImageSourceError`` naming the URL."""
+    """Download ``url`` → (bytes, content type); raises ``ImageSourceError`` naming the URL.
+
+    ``limits.timeout`` is a deadline for the whole download (name lookup, connection, headers, body and
+    redirects): a server that trickles bytes cannot hold the caller longer than that.
+    """
     scheme = urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
         raise ImageSourceError(f"{url}: unsupported URL scheme '{scheme}://' (use http(s) or a local path)")
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
-    try:
-        with _opener.open(request, timeout=limits.timeout) as response:
-            ctype = response.headers.get("Content-Type", "") or ""
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-                raise ImageSourceError(
-                    f"{url}: {_mib(int(declared))} is over the {_mib(limits.max_bytes)} limit"
-                )
-            data = response.read(limits.max_bytes + 1)
-    except urllib.error.HTTPError as e:
-        raise ImageSourceError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, TimeoutError):
-            raise ImageSourceError(f"{url}: timed out after {limits.timeout:g} s") from None
-        raise ImageSourceError(f"{url}: cannot reach the server ({_reason(reason)})") from None
-    except TimeoutError:
-        raise ImageSourceError(f"{url}: timed out after {limits.timeout:g} s") from None
-    except (OSError, ValueError) as e:  # connection reset, bad port, http.client errors (IncompleteRead…)
-        raise ImageSourceError(f"{url}: download failed ({_reason(e)})") from None
-    if len(data) > limits.max_bytes:
-        raise ImageSourceError(f"{url}: more than the {_mib(limits.max_bytes)} limit")
-    return data, ctype.split(";")[0].strip()
+    download = _Download(url, limits)
+    worker = threading.Thread(target=download.run, name="lab3-download", daemon=True)
+    worker.start()
+    worker.join(limits.timeout)
+    if worker.is_alive():  # past the deadline: stop waiting, and end the worker's reads
+        download.sockets.abort()
+        raise ImageSourceError(_timed_out(url, limits))
+    if download.error is not None:
+        raise download.error
+    assert download.result is not None
+    return download.result
+
+
+def _timed_out(url: str, limits: FetchLimits) -> str:
+    return f"{url}: timed out after {limits.timeout:g} s"
 
 
 def _reason(e: object) -> str:
@@ -127,6 +229,7 @@ def _checked_rgb(image: Image.Image, source: str, max_pixels: int) -> Image.Imag
             "(possible decompression bomb)"
         )
     image.load()
+    ImageOps.exif_transpose(image, in_place=True)  # upright as a viewer shows it (EXIF Orientation 2–8)
     return image.convert("RGB")
 
 
