@@ -105,3 +105,45 @@ def test_bad_length_and_models(generator: ImageStoryGenerator, models: Path, tmp
         )
     with pytest.raises(DlaError, match=r"--story-model .*: cannot load"):
         ImageStoryGenerator(caption_model=str(models / "captioner"), story_model=str(tmp_path / "none"))
+
+
+def _greedy_reference(
+    gen: ImageStoryGenerator, prompt: str, steps: int, penalty: float, *, skip_prompt: bool
+) -> str:
+    """Greedy decoding by hand, one prompt at a time (no padding), with the repetition penalty written out."""
+    import torch
+
+    ids = gen.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    prompt_len = ids.shape[1]
+    start = prompt_len if skip_prompt else 0
+    eos = gen.tokenizer.eos_token_id
+    with torch.inference_mode():
+        for _ in range(steps):
+            scores = gen.storyteller(ids).logits[0, -1].clone()
+            for token in set(ids[0, start:].tolist()):  # tokens already seen: less likely again
+                score = scores[token]
+                scores[token] = score / penalty if score > 0 else score * penalty
+            token = int(scores.argmax())
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+            if token == eos:
+                break
+    return prompt + gen.tokenizer.decode(ids[0, prompt_len:], skip_special_tokens=True)
+
+
+def test_repetition_penalty_counts_only_the_story(
+    greedy: ImageStoryGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The penalty applies to the tokens generated so far, never to the (left-padded) prompt."""
+    from lab3_story import generator as module
+    from lab3_story.prompts import LENGTH_TOKENS
+
+    monkeypatch.setitem(LENGTH_TOKENS, "short", 40)
+    monkeypatch.setattr(module, "end_at_sentence", lambda story, keep=0: story)  # compare uncut stories
+    penalty = 2.0  # the random model's scores are flat: 1.2 would barely change its greedy choices
+    greedy.config = dataclasses.replace(greedy.config, repetition_penalty=penalty)  # the fixture restores it
+    prompts = [make_prompt("a dog and a dog"), make_prompt("a big red house on the beach near the river")]
+    expected = [_greedy_reference(greedy, p, 40, penalty, skip_prompt=True) for p in prompts]
+    # the case tells the three apart: no penalty, the penalty on the prompt too, the penalty on the story only
+    assert expected != [_greedy_reference(greedy, p, 40, 1.0, skip_prompt=True) for p in prompts]
+    assert expected != [_greedy_reference(greedy, p, 40, penalty, skip_prompt=False) for p in prompts]
+    assert greedy.write(prompts, "short") == expected  # batched, left-padded

@@ -51,7 +51,7 @@ def group(verbose: int) -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=15.0,
     show_default=True,
-    help="Seconds to wait for a URL (connect / each read).",
+    help="Seconds allowed for each URL download as a whole (connection, headers and body).",
 )
 @click.option(
     "--max-mb",
@@ -89,6 +89,9 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, out: Path 
       lab3 story *.jpg --json --seed 1 --out runs/stories
       lab3 story --precision fp16          # interactive, on a GPU
     """
+    from dla_core.seeding import seed_everything
+
+    seed_everything(opts["seed"])  # first: weights a checkpoint lacks are drawn at random when it loads
     interactive = interactive or (not sources and sys.stdin.isatty())
     if not sources and not interactive:
         raise DlaError("no SOURCE given: pass image paths or http(s) URLs, or use --interactive")
@@ -120,7 +123,9 @@ def run_stories(
 
     run = None
     if out is not None:
-        run = RunDir.create(out, {"sources": sources, **dataclasses.asdict(cfg)}, command="lab3 story")
+        run = RunDir.create(
+            out, {"sources": sources, **dataclasses.asdict(cfg)}, command="lab3 story", resumable=False
+        )
         run.file("results.jsonl").write_text("")
     t0 = time.perf_counter()
     gen = ImageStoryGenerator(cfg)
@@ -198,7 +203,7 @@ def _record(
         sources=len(results),
         stories=len(good),
         failed=[r.to_dict() for r in results if r.error],
-        mean_words=float(np.mean([r.word_count for r in good])) if good else 0.0,
+        mean_words=float(np.mean([r.word_count for r in good])) if good else None,  # no story: no mean
         seconds=seconds,
         images_per_s=len(good) / seconds if seconds > 0 else None,
         model_load_seconds=load_seconds,

@@ -52,10 +52,10 @@ class StoryConfig:
     sample: bool = True  # False: greedy decoding (deterministic without a seed)
     caption_tokens: int = 30
     batch_size: int = 8  # images per batch, for both models
-    seed: int | None = 0  # re-seeded at the start of every call; None: never re-seeded
+    seed: int | None = 0  # Python, NumPy and torch re-seeded at the start of every stories() call; None: never
     precision: str = "no"  # fp16 / bf16 load the models in half precision (fp16 only on a GPU)
     cpu: bool = False
-    timeout: float = 15.0  # seconds per URL connection / read
+    timeout: float = 15.0  # seconds for each URL download as a whole (a deadline, not per read)
     max_bytes: int = 20 * 1024 * 1024  # largest image download
 
     def __post_init__(self) -> None:
@@ -201,10 +201,10 @@ class ImageStoryGenerator:
     def stories(self, sources: Iterable[str | Path], length: str | None = None) -> Iterator[StoryResult]:
         """One ``StoryResult`` per source, in order, a batch at a time; a bad source gets ``.error``."""
         length = self._length(length)
-        if self.config.seed is not None:
-            from transformers import set_seed
+        if self.config.seed is not None:  # every call replays the same draws (the CLI also seeds at its start)
+            from dla_core.seeding import seed_everything
 
-            set_seed(self.config.seed)
+            seed_everything(self.config.seed)
         sources = [str(s) for s in sources]
         bs = self.config.batch_size
         with ThreadPoolExecutor(max_workers=min(8, bs)) as pool:  # downloads overlap; models stay serial
