@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import sklearn.datasets
@@ -52,7 +53,7 @@ STREAM_TOTAL = 64 * 2**20  # bytes /stream.jpg sends (without Content-Length) un
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    streamed: list[int] = []  # bytes /stream.jpg managed to send, one entry per request
+    streamed: ClassVar[list[int]] = []  # bytes /stream.jpg managed to send, one entry per request
 
     def do_GET(self) -> None:
         if self.path == "/slow.jpg":  # longer than the tests' timeout

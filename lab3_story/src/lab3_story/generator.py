@@ -52,7 +52,7 @@ class StoryConfig:
     sample: bool = True  # False: greedy decoding (deterministic without a seed)
     caption_tokens: int = 30
     batch_size: int = 8  # images per batch, for both models
-    seed: int | None = 0  # Python, NumPy and torch re-seeded at the start of every stories() call; None: never
+    seed: int | None = 0  # Python, NumPy and torch re-seeded at every stories() call; None: never
     precision: str = "no"  # fp16 / bf16 load the models in half precision (fp16 only on a GPU)
     cpu: bool = False
     timeout: float = 15.0  # seconds for each URL download as a whole (a deadline, not per read)
@@ -201,7 +201,7 @@ class ImageStoryGenerator:
     def stories(self, sources: Iterable[str | Path], length: str | None = None) -> Iterator[StoryResult]:
         """One ``StoryResult`` per source, in order, a batch at a time; a bad source gets ``.error``."""
         length = self._length(length)
-        if self.config.seed is not None:  # every call replays the same draws (the CLI also seeds at its start)
+        if self.config.seed is not None:  # each call replays the same draws (the CLI also seeds first)
             from dla_core.seeding import seed_everything
 
             seed_everything(self.config.seed)

@@ -10,6 +10,7 @@ is an ``ImageSourceError`` whose message names the source.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import socket
@@ -81,10 +82,9 @@ class _Sockets:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:  # socket.socket's own shutdown, also for an SSLSocket (whose shutdown would drop its TLS state)
+    with contextlib.suppress(OSError):  # already closed
+        # socket.socket's own shutdown, also for an SSLSocket (whose shutdown would drop its TLS state)
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:  # already closed
-        pass
 
 
 def _watched(base: type[http.client.HTTPConnection], sockets: _Sockets) -> type[http.client.HTTPConnection]:
