@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from lab2_distilbert.cli import group
+from lab2_distilbert.data import DataConfig, load_text_splits
+from tests.lab2.test_trust import hand_accuracy
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
@@ -45,6 +47,11 @@ def test_features_table_and_feature_cache(tiny_distilbert, text_data, tmp_path):
     assert (tmp_path / "f1" / "features_pc1.png").stat().st_size > 0
     assert Path(m["features_cache"]).exists()
     lab2("features", *args, "--pooling", "mean", "--out", tmp_path / "f2")
+    again = CliRunner().invoke(group, ["features", *map(str, args), "--out", str(tmp_path / "f2")])
+    assert (
+        again.exit_code == 1 and again.output.startswith("Error: ") and "already holds a run" in again.output
+    )
+    assert "--resume" not in again.output  # features has no --resume to pass
     assert metrics(tmp_path / "f2")["classifiers"] == m["classifiers"]  # same cached features, same table
     assert len(list((tmp_path / "cache").glob("features-*.pt"))) == 1
     lab2("features", *args, "--pooling", "cls", "--out", tmp_path / "f3")
@@ -122,7 +129,9 @@ def test_evaluate_maps_labels_through_id2label(tiny_sst2, text_data, tmp_path):
                "--split", "validation", "--out", tmp_path / "ev")["output"]  # fmt: skip
     m = metrics(tmp_path / "ev")
     assert m["label_mapping"] == {"NEGATIVE": "neg", "POSITIVE": "pos"} and m["examples"] == 40
-    assert 0 <= m["accuracy"] <= 1 and "NEGATIVE→neg" in out and (tmp_path / "ev" / "scores.png").exists()
+    validation = load_text_splits(DataConfig(source=str(text_data))).validation
+    assert m["accuracy"] == pytest.approx(hand_accuracy(tiny_sst2, validation), abs=1e-9)
+    assert "NEGATIVE→neg" in out and (tmp_path / "ev" / "scores.png").exists()
 
 
 def test_bad_input_is_one_line_error(tiny_distilbert, text_data, tmp_path):

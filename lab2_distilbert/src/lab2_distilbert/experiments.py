@@ -176,7 +176,9 @@ def run_features(cfg: FeaturesConfig, out: Path) -> dict:
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     encoder = models.load_encoder(cfg.model).to(acc.device)
-    run = RunDir.create(out, cfg, command="lab2 features")  # after the inputs loaded: no half-made runs
+    run = RunDir.create(
+        out, cfg, command="lab2 features", resumable=False
+    )  # after the inputs loaded: no half-made runs
     warnings = warn_if_degenerate({"validation": splits.validation, "test": splits.test})
     enc = encode_splits(tokenizer, splits, cfg.data)
     # every split in evaluation batches: the training batches would drop the last partial batch's rows
@@ -331,7 +333,7 @@ def run_evaluate(cfg: EvaluateConfig, out: Path) -> dict:
     model, source = models.load_any_classifier(cfg.model)
     tokenizer = models.load_tokenizer(source)
     mapping = models.label_mapping(model.config.id2label, splits.label_names)
-    run = RunDir.create(out, cfg, command="lab2 evaluate")
+    run = RunDir.create(out, cfg, command="lab2 evaluate", resumable=False)
     data = dict(splits.items())[cfg.split]
     warnings = warn_if_degenerate({cfg.split: data})
     enc = encode(tokenizer, data, cfg.data.max_length, Path(cfg.data.cache_dir))
