@@ -176,9 +176,8 @@ def run_features(cfg: FeaturesConfig, out: Path) -> dict:
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     encoder = models.load_encoder(cfg.model).to(acc.device)
-    run = RunDir.create(
-        out, cfg, command="lab2 features", resumable=False
-    )  # after the inputs loaded: no half-made runs
+    # after the inputs loaded: no half-made runs
+    run = RunDir.create(out, cfg, command="lab2 features", resumable=False)
     warnings = warn_if_degenerate({"validation": splits.validation, "test": splits.test})
     enc = encode_splits(tokenizer, splits, cfg.data)
     # every split in evaluation batches: the training batches would drop the last partial batch's rows
