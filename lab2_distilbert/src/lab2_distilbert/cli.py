@@ -103,8 +103,9 @@ def report_training(metrics: dict, out: Path) -> None:
 @cli.batch_size(64)
 @cli.PRECISION
 @cli.CPU
+@cli.SEED
 @cli.OUT
-def features(model, pooling, neighbours, batch_size, precision, cpu, out, **opts) -> None:
+def features(model, pooling, neighbours, batch_size, precision, cpu, seed, out, **opts) -> None:
     """Frozen last-layer features + linear SVM, logistic regression and k-NN.
 
     Features are computed once per (model, data, pooling) and cached in --cache-dir.
@@ -115,7 +116,7 @@ def features(model, pooling, neighbours, batch_size, precision, cpu, out, **opts
     """
     from lab2_distilbert.experiments import FeaturesConfig, run_features
 
-    cfg = FeaturesConfig(model, data_config(opts), pooling, batch_size, neighbours, precision, cpu)
+    cfg = FeaturesConfig(model, data_config(opts, seed), pooling, batch_size, neighbours, precision, cpu)
     metrics = run_features(cfg, out)
     click.echo(f"{'classifier':<22}{'validation':>12}{'test':>10}")
     for name, row in metrics["classifiers"].items():
@@ -198,9 +199,13 @@ def lora(model, rank, alpha, targets, lora_dropout, merge, out, resume, **opts) 
 @cli.batch_size(64)
 @cli.PRECISION
 @cli.CPU
+@cli.SEED
 @cli.OUT
-def evaluate(model, split, batch_size, precision, cpu, out, **opts) -> None:
+def evaluate(model, split, batch_size, precision, cpu, seed, out, **opts) -> None:
     """Accuracy of a sequence classifier, its labels mapped to the data's through id2label.
+
+    With a single --data file, pass the --seed and --val-split the model was trained with: they decide
+    which sentences form the held-out split.
 
     \b
     Example:
@@ -209,7 +214,7 @@ def evaluate(model, split, batch_size, precision, cpu, out, **opts) -> None:
     """
     from lab2_distilbert.experiments import EvaluateConfig, run_evaluate
 
-    cfg = EvaluateConfig(model, data_config(opts), split, batch_size, precision, cpu)
+    cfg = EvaluateConfig(model, data_config(opts, seed), split, batch_size, precision, cpu)
     metrics = run_evaluate(cfg, out)
     mapping = ", ".join(f"{k}→{v}" for k, v in metrics["label_mapping"].items())
     click.echo(

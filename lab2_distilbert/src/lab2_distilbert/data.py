@@ -171,6 +171,19 @@ def _to_textset(texts: list[str], labels: list, names: list[str], split: str) ->
     return TextSet(list(texts), np.array([index[k] for k in keys], dtype=np.int64), names)
 
 
+def degenerate_warning(split: str, data: TextSet) -> str | None:
+    """A warning when an accuracy on ``data`` would say little: fewer than two classes present (one sentence,
+    or a single-class split), so a constant guess can score 100%."""
+    present = sorted({data.label_names[i] for i in data.labels.tolist()})
+    if len(present) >= 2:
+        return None
+    which = f"only class {present[0]!r}" if present else "no sentences"
+    return (
+        f"the {split} split has {which} ({len(data)} sentence{'s' if len(data) != 1 else ''}): "
+        "its accuracy cannot tell a classifier from a constant guess"
+    )
+
+
 def _splits(raw: dict) -> dict:
     return {k: v for k, v in raw.items() if k in SPLIT_NAMES}
 

@@ -18,13 +18,16 @@ from tqdm.auto import tqdm
 
 from dla_core import plots
 from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
+from dla_core.errors import DlaError
 from dla_core.runs import RunDir, atomic_write, write_json
+from dla_core.seeding import is_main_process, seed_everything
 from lab2_distilbert import models
-from lab2_distilbert.data import DataConfig, TextSplits, load_text_splits
+from lab2_distilbert.data import DataConfig, TextSet, TextSplits, degenerate_warning, load_text_splits
 from lab2_distilbert.tokens import Encoded, TokenBatches, cache_key, encode
 
 log = logging.getLogger(__name__)
 
+FEATURES_CACHE_VERSION = 2  # 1 left the rows of the training split's last partial batch zero
 DEFAULT_MODEL = "distilbert-base-uncased"
 
 
@@ -82,17 +85,30 @@ def encode_splits(tokenizer, splits: TextSplits, data: DataConfig) -> dict[str, 
     return {name: encode(tokenizer, s, data.max_length, cache) for name, s in splits.items()}
 
 
-def make_batches(enc: dict[str, Encoded], tokenizer, batch_size: int, seed: int) -> dict[str, TokenBatches]:
+def make_batches(
+    enc: dict[str, Encoded], tokenizer, batch_size: int, seed: int, *, train_batches: bool = True
+) -> dict[str, TokenBatches]:
+    """One TokenBatches per split; with ``train_batches`` the train split is shuffled and drops its last
+    partial batch (for training), otherwise every split is served whole, in evaluation order."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return {
-        name: TokenBatches(e, batch_size, pad_id=pad, shuffle=name == "train", seed=seed)
+        name: TokenBatches(e, batch_size, pad_id=pad, shuffle=train_batches and name == "train", seed=seed)
         for name, e in enc.items()
     }
 
 
 def save_with_tokenizer(model: nn.Module, tokenizer, folder: Path) -> None:
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    if is_main_process():  # one writer under torchrun / accelerate launch
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+
+def warn_if_degenerate(splits: dict[str, TextSet]) -> list[str]:
+    """Log (and return) a warning for each reported split whose accuracy cannot mean much."""
+    warnings = [w for name, s in splits.items() if (w := degenerate_warning(name, s))]
+    for w in warnings:
+        log.warning(w)
+    return warnings
 
 
 #### features ####
@@ -110,9 +126,12 @@ def model_fingerprint(model: nn.Module) -> str:
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, batches: TokenBatches, pooling: str, acc) -> torch.Tensor:
-    """(N, hidden) last-layer features in the split's original order."""
+    """(N, hidden) last-layer features in the split's original order; every row must be computed."""
+    if batches.drop_last:
+        raise ValueError("feature extraction needs batches that keep the last partial batch")
     encoder.eval()
     out: torch.Tensor | None = None
+    filled = torch.zeros(len(batches.data), dtype=torch.bool)
     with acc.autocast():
         for batch in tqdm(
             batches.iterate(0, device=acc.device), total=len(batches), desc="features", leave=False
@@ -127,7 +146,10 @@ def extract_features(encoder: nn.Module, batches: TokenBatches, pooling: str, ac
             if out is None:
                 out = torch.zeros(len(batches.data), feats.shape[1])
             out[batch["index"].cpu()] = feats.cpu()
-    assert out is not None
+            filled[batch["index"].cpu()] = True
+    if out is None or not bool(filled.all()):
+        missing = len(filled) - int(filled.sum())
+        raise RuntimeError(f"feature extraction left {missing} of {len(filled)} rows without features")
     return out
 
 
@@ -140,23 +162,30 @@ def classifiers(neighbours: int, seed: int) -> dict:
 
     return {
         "linear_svm": make_pipeline(StandardScaler(), LinearSVC(C=0.01, max_iter=5000, random_state=seed)),
-        "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)),
-        "knn": KNeighborsClassifier(n_neighbors=neighbours),
+        "logistic_regression": make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed)
+        ),
+        # brute force: exact distances, neighbours in a fixed order (vote ties go to the lower class)
+        "knn": KNeighborsClassifier(n_neighbors=neighbours, algorithm="brute"),
     }
 
 
 def run_features(cfg: FeaturesConfig, out: Path) -> dict:
+    seed_everything(cfg.data.seed)
     acc = make_accelerator(cfg.precision, cfg.cpu)
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     encoder = models.load_encoder(cfg.model).to(acc.device)
-    run = RunDir.create(out, cfg, command="lab2 features")  # after the inputs loaded: no half-made runs
+    # after the inputs loaded: no half-made runs
+    run = RunDir.create(out, cfg, command="lab2 features", resumable=False)
+    warnings = warn_if_degenerate({"validation": splits.validation, "test": splits.test})
     enc = encode_splits(tokenizer, splits, cfg.data)
-    batches = make_batches(enc, tokenizer, cfg.batch_size, cfg.data.seed)
+    # every split in evaluation batches: the training batches would drop the last partial batch's rows
+    batches = make_batches(enc, tokenizer, cfg.batch_size, cfg.data.seed, train_batches=False)
 
     key = hashlib.sha256(
         "|".join(
-            [model_fingerprint(encoder), cfg.pooling, cfg.precision]
+            [f"v{FEATURES_CACHE_VERSION}", model_fingerprint(encoder), cfg.pooling, cfg.precision]
             + [cache_key(tokenizer, s, cfg.data.max_length) for _, s in splits.items()]
         ).encode()
     ).hexdigest()[:24]
@@ -168,6 +197,8 @@ def run_features(cfg: FeaturesConfig, out: Path) -> dict:
     else:
         feats = {name: extract_features(encoder, b, cfg.pooling, acc) for name, b in batches.items()}
         atomic_write(cache, lambda p: torch.save(feats, p))
+    if any(len(feats[name]) != len(s) for name, s in splits.items()):
+        raise DlaError(f"the feature cache {cache} does not match the data; delete it and run again")
     feature_seconds = time.perf_counter() - t0
 
     x = {k: v.numpy() for k, v in feats.items()}
@@ -185,12 +216,13 @@ def run_features(cfg: FeaturesConfig, out: Path) -> dict:
     centred = x["train"] - x["train"].mean(0)
     direction = np.linalg.svd(centred[:2000], full_matrices=False)[2][0]
     pc1 = centred @ direction
-    plots.score_histograms(
-        {n: pc1[y["train"] == i] for i, n in enumerate(splits.label_names)},
-        run.file("features_pc1.png"),
-        xlabel="first principal component",
-        title=f"{cfg.pooling} features of {cfg.model} (train)",
-    )
+    if is_main_process():
+        plots.score_histograms(
+            {n: pc1[y["train"] == i] for i, n in enumerate(splits.label_names)},
+            run.file("features_pc1.png"),
+            xlabel="first principal component",
+            title=f"{cfg.pooling} features of {cfg.model} (train)",
+        )
     metrics = {
         "classifiers": table,
         "feature_dim": int(x["train"].shape[1]),
@@ -198,6 +230,8 @@ def run_features(cfg: FeaturesConfig, out: Path) -> dict:
         "features_cache": str(cache),
         "sizes": {name: len(s) for name, s in splits.items()},
     }
+    if warnings:
+        metrics["warnings"] = warnings
     run.write_metrics(metrics)
     return metrics
 
@@ -244,11 +278,15 @@ def _train(
         "precision": acc.mixed_precision,
         "device": str(acc.device),
     }  # fmt: skip
-    plots.learning_curves({desc: result.history}, run.file("learning_curves.png"), title=desc)
+    if warnings := warn_if_degenerate({"validation": splits.validation, "test": splits.test}):
+        metrics["warnings"] = warnings
+    if is_main_process():
+        plots.learning_curves({desc: result.history}, run.file("learning_curves.png"), title=desc)
     return result.model, run.update_metrics(**metrics)
 
 
 def run_finetune(cfg: FinetuneConfig, out: Path, resume: bool = False) -> dict:
+    seed_everything(cfg.train.seed)  # before the new head is drawn
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     model = models.load_classifier(cfg.model, splits.label_names)
@@ -262,6 +300,7 @@ def run_finetune(cfg: FinetuneConfig, out: Path, resume: bool = False) -> dict:
 
 
 def run_lora(cfg: LoraConfig, out: Path, resume: bool = False) -> dict:
+    seed_everything(cfg.train.seed)  # before the new head and the adapters are drawn
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     base = models.load_classifier(cfg.model, splits.label_names)
@@ -274,7 +313,8 @@ def run_lora(cfg: LoraConfig, out: Path, resume: bool = False) -> dict:
     )  # fmt: skip
     adapter = run.file("adapter")
     save_with_tokenizer(model, tokenizer, adapter)
-    write_json(adapter / "adapter_labels.json", splits.label_names)
+    if is_main_process():
+        write_json(adapter / "adapter_labels.json", splits.label_names)
     extra = {"lora_params": lora_params, "head_params": metrics["trainable_params"] - lora_params}
     if cfg.merge:
         merged = model.merge_and_unload()
@@ -286,13 +326,15 @@ def run_lora(cfg: LoraConfig, out: Path, resume: bool = False) -> dict:
 
 
 def run_evaluate(cfg: EvaluateConfig, out: Path) -> dict:
+    seed_everything(cfg.data.seed)
     acc = make_accelerator(cfg.precision, cfg.cpu)
     splits = load_text_splits(cfg.data)
     model, source = models.load_any_classifier(cfg.model)
     tokenizer = models.load_tokenizer(source)
     mapping = models.label_mapping(model.config.id2label, splits.label_names)
-    run = RunDir.create(out, cfg, command="lab2 evaluate")
+    run = RunDir.create(out, cfg, command="lab2 evaluate", resumable=False)
     data = dict(splits.items())[cfg.split]
+    warnings = warn_if_degenerate({cfg.split: data})
     enc = encode(tokenizer, data, cfg.data.max_length, Path(cfg.data.cache_dir))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = TokenBatches(enc, cfg.batch_size, pad_id=pad)
@@ -302,12 +344,13 @@ def run_evaluate(cfg: EvaluateConfig, out: Path) -> dict:
     seconds = time.perf_counter() - t0
     scores, labels = torch.cat(step.scores).numpy(), torch.cat(step.labels).numpy()
     names = splits.label_names
-    plots.score_histograms(
-        {f"true {n}": scores[labels == i, -1] for i, n in enumerate(names)},
-        run.file("scores.png"),
-        xlabel=f"P({names[-1]})",
-        title=f"{Path(cfg.model).name} on {cfg.split}",
-    )
+    if is_main_process():
+        plots.score_histograms(
+            {f"true {n}": scores[labels == i, -1] for i, n in enumerate(names) if (labels == i).any()},
+            run.file("scores.png"),
+            xlabel=f"P({names[-1]})",
+            title=f"{Path(cfg.model).name} on {cfg.split}",
+        )
     metrics = {
         "accuracy": result["accuracy"],
         "loss": result["loss"],
@@ -316,5 +359,7 @@ def run_evaluate(cfg: EvaluateConfig, out: Path) -> dict:
         "label_mapping": {str(model.config.id2label[i]): names[d] for i, d in enumerate(mapping)},
         "seconds": round(seconds, 3),
     }
+    if warnings:
+        metrics["warnings"] = warnings
     run.write_metrics(metrics)
     return metrics

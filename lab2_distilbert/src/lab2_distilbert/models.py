@@ -35,13 +35,32 @@ LORA_MODULES["roberta"] = LORA_MODULES["electra"] = LORA_MODULES["bert"]
 #### Loading ####
 
 
+def looks_local(name: str) -> bool:
+    """True when ``name`` can only be a folder: a hub id is ``name`` or ``owner/name`` (one slash, no leading
+    ``/``, ``.`` or ``~``), so anything else is a path, and so is an existing folder."""
+    return (
+        Path(name).exists()
+        or name.startswith(("/", ".", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+        or Path(name).is_absolute()
+    )
+
+
+def check_source(name: str) -> None:
+    """Refuse a local model folder that is not there, before the hub client calls it a bad repo id."""
+    if looks_local(name) and not Path(name).expanduser().exists():
+        raise DlaError(f"the model folder {name} does not exist")
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    check_source(name)
     try:
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise DlaError(f"cannot load a tokenizer from {name!r}: {_first_line(e)}") from None
+        raise _load_error("a tokenizer", name, e) from None
 
 
 def load_classifier(name: str, label_names: list[str] | None = None):
@@ -55,19 +74,27 @@ def load_classifier(name: str, label_names: list[str] | None = None):
             "id2label": dict(enumerate(label_names)),
             "label2id": {n: i for i, n in enumerate(label_names)},
         }
+    check_source(name)
     try:
         return AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as e:
-        raise DlaError(f"cannot load a sequence classifier from {name!r}: {_first_line(e)}") from None
+        raise _load_error("a sequence classifier", name, e) from None
 
 
 def load_encoder(name: str) -> nn.Module:
     from transformers import AutoModel
 
+    check_source(name)
     try:
         return AutoModel.from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise DlaError(f"cannot load an encoder from {name!r}: {_first_line(e)}") from None
+        raise _load_error("an encoder", name, e) from None
+
+
+def _load_error(what: str, name: str, e: Exception) -> DlaError:
+    # "runs/lab2-full" is a hub id in form too: say that no such folder exists either
+    where = " (no local folder of that name either)" if "/" in name and not Path(name).exists() else ""
+    return DlaError(f"cannot load {what} from {name!r}{where}: {_first_line(e)}")
 
 
 def _first_line(e: Exception) -> str:
