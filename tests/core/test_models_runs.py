@@ -19,20 +19,24 @@ from dla_core.runs import RunDir, atomic_write, write_json
 
 
 def test_mlp_parameter_count_by_hand():
-    cfg = ModelConfig("mlp", (1, 8, 8), 10, residual=False, depth=3, width=16)
-    # stem 64·16+16, 3 blocks of 16·16+16, head 16·10+10
-    assert count_parameters(build_model(cfg)) == (64 * 16 + 16) + 3 * (16 * 16 + 16) + (16 * 10 + 10)
-    res = ModelConfig("mlp", (1, 8, 8), 10, residual=True, depth=3, width=16)
-    assert count_parameters(build_model(res)) == (64 * 16 + 16) + 3 * 2 * (16 * 16 + 16) + (16 * 10 + 10)
+    # stem 64·16+16, 3 blocks of two 16·16+16 layers (plain and residual alike), head 16·10+10
+    count = (64 * 16 + 16) + 3 * 2 * (16 * 16 + 16) + (16 * 10 + 10)
+    for residual in (False, True):
+        cfg = ModelConfig("mlp", (1, 8, 8), 10, residual=residual, depth=3, width=16)
+        assert count_parameters(build_model(cfg)) == count
+    single = ModelConfig("mlp", (1, 8, 8), 10, residual=False, depth=3, width=16, plain_block="single")
+    assert count_parameters(build_model(single)) == (64 * 16 + 16) + 3 * (16 * 16 + 16) + (16 * 10 + 10)
 
 
 def test_cnn_parameter_count_by_hand():
     cfg = ModelConfig("cnn", (3, 32, 32), 10, residual=True, depth=1, width=8, stages=2)
     stem = 3 * 8 * 9 + 2 * 8
     block1 = 2 * (8 * 8 * 9 + 2 * 8)
-    block2 = (8 * 16 * 9 + 2 * 16) + (16 * 16 * 9 + 2 * 16) + (8 * 16 + 2 * 16)  # with 1×1 projection
+    block2 = (8 * 16 * 9 + 2 * 16) + (16 * 16 * 9 + 2 * 16)  # zero-padded identity skip: no parameters
     head = 16 * 10 + 10
     assert count_parameters(build_model(cfg)) == stem + block1 + block2 + head
+    projection = ModelConfig("cnn", (3, 32, 32), 10, residual=True, depth=1, width=8, stages=2, shortcut="projection")
+    assert count_parameters(build_model(projection)) == stem + block1 + block2 + (8 * 16 + 2 * 16) + head
     out = build_model(cfg)(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 10)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from dla_core.models import count_parameters, load_model
@@ -47,14 +48,30 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["history"]) == 2 and 0 <= m["test_accuracy"] <= 1
     model = load_model(out)
-    assert m["parameters"] == count_parameters(model) == (64 * 16 + 16) + 2 * (16 * 16 + 16) + (16 * 5 + 5)
+    # two blocks of two 16×16 layers: the residual block without its skip
+    assert m["parameters"] == count_parameters(model) == (64 * 16 + 16) + 2 * 2 * (16 * 16 + 16) + (16 * 5 + 5)
+    assert m["weight_layers"] == 6 and "6 weight layers" in r.output
     assert model.config.extra["dataset"] == "digits:0-4" and model.config.residual is False
-    assert set(m["grad_norms"]) >= {"blocks.0.fc", "blocks.1.fc", "head"}
-    assert "already holds a run" in lab1("train", "--out", out, ok=False).output
+    assert set(m["grad_norms"]) >= {"blocks.0.fc1", "blocks.1.fc2", "head"}
+    assert lab1("train", "--out", out, ok=False).output.startswith(f"Error: {out} already holds a run")
 
 
 @pytest.mark.slow
-def test_study_writes_its_table_and_resumes_without_retraining(tmp_path):
+def test_the_seeds_one_layer_plain_block_is_an_option_that_saved_models_remember(tmp_path):
+    out = tmp_path / "single"
+    r = lab1("train", "--depth", "3", "--width", "16", "--plain", "--plain-block", "single",
+             "--dataset", "digits:0-4", "--epochs", "1", "--out", out)  # fmt: skip
+    m = json.loads((out / "metrics.json").read_text())
+    model = load_model(out)
+    assert model.config.plain_block == "single" and json.loads((out / "config.json").read_text())["config"][
+        "plain_block"
+    ] == "single"
+    assert m["parameters"] == count_parameters(model) == (64 * 16 + 16) + 3 * (16 * 16 + 16) + (16 * 5 + 5)
+    assert m["weight_layers"] == 5 and r.output.startswith("mlp-d3-plain-single-s0: 5 weight layers")
+
+
+@pytest.mark.slow
+def test_study_writes_its_table_and_resumes_without_retraining(tmp_path, monkeypatch):
     out = tmp_path / "study"
     argv = ["study", "--depths", "1,3", "--seeds", "0,1", "--width", "16", "--dataset", "digits:0-2", *FAST,
             "--out", out]  # fmt: skip
@@ -62,10 +79,11 @@ def test_study_writes_its_table_and_resumes_without_retraining(tmp_path):
     table = (out / "table.md").read_text()
     assert r.output.startswith(table)
     lines = table.splitlines()
-    assert lines[0].startswith("| depth | net | params | final train loss |") and len(lines) == 2 + 4
-    assert "| 3 | residual |" in table and " ± " in table
+    assert lines[0].startswith("| depth | net | weight layers | params | final train loss |") and len(lines) == 2 + 4
+    # equal depth, equal layers and parameters: the nets differ only by the skips
+    assert "| 3 | plain | 8 | 2,723 |" in table and "| 3 | residual | 8 | 2,723 |" in table and " ± " in table
     csv = (out / "table.csv").read_text().splitlines()
-    assert csv[0].startswith("depth,net,params,seeds,train_loss_mean") and len(csv) == 5
+    assert csv[0].startswith("depth,net,layers,params,seeds,train_loss_mean") and len(csv) == 5
     for name in ("learning_curves.png", "grad_norms.png"):
         assert (out / name).exists()
     cells = sorted(p.name for p in (out / "cells").iterdir())
@@ -74,12 +92,18 @@ def test_study_writes_its_table_and_resumes_without_retraining(tmp_path):
     # a cell that stopped after training but before its final evaluation: resume finishes only that one
     kept = out / "cells" / "mlp-d1-plain-s0" / "model.safetensors"
     redo = out / "cells" / "mlp-d3-residual-s1"
+    history = RunDir(redo).read_metrics()["history"]
     (redo / "model.safetensors").unlink()
     mtime = kept.stat().st_mtime_ns
+    steps = []
+    adam_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or adam_step(self, *a, **k))
     lab1(*argv, "--resume")
     assert kept.stat().st_mtime_ns == mtime
     assert (redo / "model.safetensors").exists()
-    assert len(RunDir(redo).read_metrics()["history"]) == 1  # continued from the checkpoint, not retrained
+    # continued from the checkpoint, not retrained: no optimizer step, the same epoch (timings included)
+    assert steps == []
+    assert RunDir(redo).read_metrics()["history"] == history
     assert (out / "table.md").read_text() == table
 
 

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from safetensors.torch import save_file
 
 from dla_core.data import ImageBatches, fake_data
+from dla_core.errors import DlaError
 from dla_core.engine import TrainConfig, classification_step, fit
-from dla_core.models import BasicBlock, ModelConfig, ResidualDense, build_model, count_parameters
+from dla_core.models import (
+    BasicBlock,
+    ModelConfig,
+    ResidualDense,
+    build_model,
+    count_parameters,
+    load_model,
+    save_model,
+    weight_layers,
+)
 from lab1_resnet import tables
 from lab1_resnet.distill import DistillationStep, distillation_loss
 from lab1_resnet.transfer import STRATEGIES, PartlyFrozen, with_new_head
@@ -35,10 +48,18 @@ def test_residual_conv_block_with_zeroed_branch_is_the_identity_on_nonnegative_i
     assert torch.equal(plain(x), torch.zeros_like(x))  # without the skip, the signal is gone
 
 
-def _mlp_count(n_in: int, width: int, depth: int, classes: int, residual: bool) -> int:
+def test_residual_conv_block_with_zeroed_branch_subsamples_and_zero_pads_where_the_shape_changes():
+    block = BasicBlock(4, 8, stride=2, residual=True).eval()  # the paper's option A: no parameters in the skip
+    nn.init.zeros_(block.bn2.weight)
+    x = torch.rand(2, 4, 7, 7)
+    expected = torch.cat([x[:, :, ::2, ::2], torch.zeros(2, 4, 4, 4)], dim=1)
+    assert torch.allclose(block(x), expected)
+    assert count_parameters(block) == count_parameters(BasicBlock(4, 8, stride=2, residual=False))
+
+
+def _mlp_count(n_in: int, width: int, depth: int, classes: int, layers_per_block: int) -> int:
     linear = lambda i, o: i * o + o  # noqa: E731
-    per_block = 2 * linear(width, width) if residual else linear(width, width)
-    return linear(n_in, width) + depth * per_block + linear(width, classes)
+    return linear(n_in, width) + depth * layers_per_block * linear(width, width) + linear(width, classes)
 
 
 def _cnn_count(c_in: int, w: int, depth: int, classes: int) -> int:
@@ -51,10 +72,73 @@ def _cnn_count(c_in: int, w: int, depth: int, classes: int) -> int:
 @pytest.mark.parametrize("depth", [1, 3])
 def test_parameter_counts_match_a_hand_count(residual, depth):
     mlp = build_model(ModelConfig("mlp", (1, 8, 8), 10, residual=residual, depth=depth, width=32))
-    assert count_parameters(mlp) == _mlp_count(64, 32, depth, 10, residual)
+    assert count_parameters(mlp) == _mlp_count(64, 32, depth, 10, layers_per_block=2)
     cnn = build_model(ModelConfig("cnn", (3, 32, 32), 10, residual=residual, depth=depth, width=8))
     assert count_parameters(cnn) == _cnn_count(3, 8, depth, 10)
-    assert _mlp_count(64, 64, 2, 10, False) == 13_130  # the depth-2 plain row of the default study
+    single = ModelConfig("mlp", (1, 8, 8), 10, residual=False, depth=depth, width=32, plain_block="single")
+    assert count_parameters(build_model(single)) == _mlp_count(64, 32, depth, 10, layers_per_block=1)
+    # the seeds' depth-20 plain MLP had half the weight layers of the residual one it was compared with
+    assert _mlp_count(64, 64, 20, 10, layers_per_block=1) == 88_010
+    assert _mlp_count(64, 64, 20, 10, layers_per_block=2) == 171_210
+
+
+MODELS = [("mlp", (1, 8, 8), 1), ("cnn", (3, 16, 16), 1), ("cnn", (3, 16, 16), 3)]
+
+
+@pytest.mark.parametrize(("family", "shape", "stages"), MODELS)
+@pytest.mark.parametrize("depth", [1, 2, 5, 20])
+def test_plain_and_residual_nets_of_equal_depth_have_equal_layers_and_parameters(family, shape, stages, depth):
+    plain, residual = (
+        build_model(ModelConfig(family, shape, 10, residual=r, depth=depth, width=8, stages=stages))
+        for r in (False, True)
+    )
+    assert count_parameters(plain) == count_parameters(residual)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {
+        k: v.shape for k, v in residual.state_dict().items()
+    }
+    assert weight_layers(plain.config) == weight_layers(residual.config) == 2 + 2 * depth * stages
+
+
+@pytest.mark.parametrize(("family", "shape", "stages"), MODELS)
+def test_a_residual_net_without_its_skips_is_the_plain_net(family, shape, stages):
+    torch.manual_seed(0)
+    residual = build_model(ModelConfig(family, shape, 10, residual=True, depth=3, width=8, stages=stages)).eval()
+    plain = build_model(ModelConfig(family, shape, 10, residual=False, depth=3, width=8, stages=stages)).eval()
+    plain.load_state_dict(residual.state_dict())  # identical weights: strict, so no layer is extra or missing
+    x = torch.rand(4, *shape)
+    assert not torch.allclose(residual(x), plain(x))  # the skips matter
+    for block in residual.blocks:
+        block.residual = False
+    assert torch.equal(residual(x), plain(x))  # … and are the only difference
+
+
+def test_weight_layers_count_the_paper_way():
+    resnet20 = ModelConfig("cnn", (3, 32, 32), 10, depth=3, width=16, stages=3)
+    assert weight_layers(resnet20) == 20  # 6n + 2 with n = 3
+    single = ModelConfig("mlp", (1, 8, 8), 10, residual=False, depth=20, plain_block="single")
+    assert weight_layers(single) == 22 and weight_layers(replace(single, plain_block="double")) == 42
+
+
+def test_models_saved_before_the_block_options_load_as_they_were(tmp_path):
+    """A config without plain_block / shortcut is an older save: one-layer plain blocks, projection skips."""
+    old_blocks = {"plain_block": "single", "shortcut": "projection"}
+    for cfg in (
+        ModelConfig("mlp", (1, 8, 8), 3, residual=False, depth=2, width=8, **old_blocks),
+        ModelConfig("cnn", (3, 8, 8), 3, residual=True, depth=1, width=4, stages=2, **old_blocks),
+    ):
+        model = build_model(cfg).eval()
+        old = {k: v for k, v in cfg.to_dict().items() if k not in ("plain_block", "shortcut")}
+        meta = {"model_config": json.dumps(old)}
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp_path / "model.safetensors"), metadata=meta)
+        again = load_model(tmp_path).eval()
+        x = torch.rand(2, *cfg.in_shape)
+        assert again.config == cfg and torch.equal(again(x), model(x))
+    with pytest.raises(DlaError, match="plain_block"):
+        ModelConfig("mlp", (1, 8, 8), 3, plain_block="triple")
+    saved = ModelConfig("mlp", (1, 8, 8), 3, residual=False, depth=1)
+    save_model(tmp_path / "model.safetensors", build_model(saved), saved)
+    assert load_model(tmp_path).config.plain_block == "double"  # a new save keeps the new default
 
 
 def test_distillation_loss_equals_a_hand_computed_value():

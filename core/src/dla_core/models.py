@@ -5,11 +5,20 @@ and a checkpoint carries its own preprocessing. A model's config is a plain dict
 metadata of ``model.safetensors``; ``load_model(run_dir)`` rebuilds it without importing the lab that trained it.
 
 Families:
-    mlp  input → Linear(width) → depth × block → Linear(classes)
-         plain block: ReLU(Linear(x));  residual block: x + Linear(ReLU(Linear(x)))  (identity skip)
+    mlp  input → Linear(width) → ReLU → depth × block → Linear(classes)
+         residual block: x + fc2(ReLU(fc1(x)));  plain block: fc2(ReLU(fc1(x))) — the same block without its
+         skip, so plain and residual nets of equal depth have the same layers and parameters (He et al. compare
+         networks that differ only by the shortcut). ``plain_block="single"`` is the seeds' one-layer plain block
+         ReLU(fc(x)), kept to reproduce their tables.
     cnn  3×3 stem conv + BN + ReLU → stages × depth BasicBlocks → global average pool → Linear(classes)
-         BasicBlock: two 3×3 conv + BN; identity skip when residual, 1×1 projection when the shape changes
-         (stages=3, depth=n, channels=16 is the paper's CIFAR ResNet-(6n+2) family)
+         BasicBlock: ReLU(BN(conv(ReLU(BN(conv(x))))) + skip) with two 3×3 convs; plain: the same without the
+         skip. Where a stage halves the resolution and doubles the channels, the skip is parameter-free
+         (``shortcut="identity"``: subsample by 2 and pad the new channels with zeros, the paper's option A for
+         CIFAR), so again plain and residual have the same parameters; ``shortcut="projection"`` is a 1×1 conv + BN
+         (option B). stages=3, depth=n, channels=16 is the paper's CIFAR ResNet-(6n+2) family.
+
+Configs saved before ``plain_block`` and ``shortcut`` existed load as what they were: single-layer plain blocks
+and projection shortcuts (``ModelConfig.from_dict``).
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ from dla_core.errors import DlaError
 
 #### Configs ####
 
+PLAIN_BLOCKS = ("double", "single")
+SHORTCUTS = ("identity", "projection")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -42,6 +54,14 @@ class ModelConfig:
     mean: tuple[float, ...] = (0.5,)  # per-channel normalisation, applied inside the model
     std: tuple[float, ...] = (0.5,)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, e.g. lab labels
+    plain_block: str = "double"  # mlp, plain only: double (the residual block minus its skip) | single (seeds')
+    shortcut: str = "identity"  # cnn, residual only, where the shape changes: identity (zero-pad) | projection
+
+    def __post_init__(self) -> None:
+        if self.plain_block not in PLAIN_BLOCKS:
+            raise DlaError(f"plain_block must be one of {', '.join(PLAIN_BLOCKS)}, not {self.plain_block!r}")
+        if self.shortcut not in SHORTCUTS:
+            raise DlaError(f"shortcut must be one of {', '.join(SHORTCUTS)}, not {self.shortcut!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +69,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         d = dict(d)
+        d.setdefault("plain_block", "single")  # saved before the option existed: the one-layer plain block
+        d.setdefault("shortcut", "projection")  # … and the 1×1 projection shortcut
         d["in_shape"] = tuple(d["in_shape"])
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
         return cls(**d)
@@ -92,7 +114,33 @@ class Classifier(nn.Module):
 #### MLP ####
 
 
-class PlainDense(nn.Module):
+class DenseBlock(nn.Module):
+    """fc2(ReLU(fc1(x))), plus x when residual: the plain block is the residual block without its skip."""
+
+    def __init__(self, width: int, residual: bool = True):
+        super().__init__()
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc2(F.relu(self.fc1(x)))
+        return x + out if self.residual else out
+
+
+class ResidualDense(DenseBlock):
+    def __init__(self, width: int):
+        super().__init__(width, residual=True)
+
+
+class PlainDense(DenseBlock):
+    def __init__(self, width: int):
+        super().__init__(width, residual=False)
+
+
+class SingleDense(nn.Module):
+    """The seeds' plain block, ReLU(fc(x)): one weight layer, half a residual block's (``plain_block="single"``)."""
+
     def __init__(self, width: int):
         super().__init__()
         self.fc = nn.Linear(width, width)
@@ -101,31 +149,41 @@ class PlainDense(nn.Module):
         return F.relu(self.fc(x))
 
 
-class ResidualDense(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.fc1 = nn.Linear(width, width)
-        self.fc2 = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc2(F.relu(self.fc1(x)))
-
-
 def build_mlp(c: ModelConfig) -> Classifier:
     n_in = c.in_shape[0] * c.in_shape[1] * c.in_shape[2]
     stem = nn.Sequential(nn.Flatten(), nn.Linear(n_in, c.width), nn.ReLU())
-    block = ResidualDense if c.residual else PlainDense
-    return Classifier(c, stem, [block(c.width) for _ in range(c.depth)], nn.Identity(), c.width)
+    if c.residual:
+        blocks: list[nn.Module] = [ResidualDense(c.width) for _ in range(c.depth)]
+    elif c.plain_block == "single":
+        blocks = [SingleDense(c.width) for _ in range(c.depth)]
+    else:
+        blocks = [PlainDense(c.width) for _ in range(c.depth)]
+    return Classifier(c, stem, blocks, nn.Identity(), c.width)
 
 
 #### CNN ####
 
 
-class BasicBlock(nn.Module):
-    """Two 3×3 conv + BN. Residual: add the input (1×1 conv + BN projection when stride/channels change)."""
+class PadShortcut(nn.Module):
+    """The parameter-free skip where the shape changes (option A): subsample by ``stride``, zero-pad channels."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, residual: bool):
+    def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
+        self.extra, self.stride = c_out - c_in, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 conv + BN. Residual: add the input (zero-padded, or a 1×1 conv + BN projection with
+    ``shortcut="projection"``, when stride/channels change); plain: the same layers without the addition."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, residual: bool, shortcut: str = "identity"):
+        super().__init__()
+        if c_out < c_in:
+            raise ValueError("a block may keep or widen the channels, not narrow them")
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
@@ -133,9 +191,12 @@ class BasicBlock(nn.Module):
         self.residual = residual
         self.shortcut: nn.Module = nn.Identity()
         if residual and (stride != 1 or c_in != c_out):
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            if shortcut == "projection":
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+                )
+            else:
+                self.shortcut = PadShortcut(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -153,7 +214,7 @@ def build_cnn(c: ModelConfig) -> Classifier:
     for s in range(c.stages):
         out = c.width * 2**s
         for i in range(c.depth):
-            blocks.append(BasicBlock(ch, out, 2 if (s > 0 and i == 0) else 1, c.residual))
+            blocks.append(BasicBlock(ch, out, 2 if (s > 0 and i == 0) else 1, c.residual, c.shortcut))
             ch = out
     pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return Classifier(c, stem, blocks, pool, ch)
@@ -173,6 +234,17 @@ def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:
     if c.family not in MODEL_FAMILIES:
         raise DlaError(f"unknown model family {c.family!r} (known: {', '.join(MODEL_FAMILIES)})")
     return MODEL_FAMILIES[c.family](c)
+
+
+def weight_layers(config: ModelConfig) -> int:
+    """Weight layers on the path from input to output, as the paper counts them (stem + blocks + head;
+    projection shortcuts not counted): what "depth" means in a table that compares plain with residual."""
+    if config.family == "mlp":
+        single = not config.residual and config.plain_block == "single"
+        return 1 + (1 if single else 2) * config.depth + 1
+    if config.family == "cnn":
+        return 1 + 2 * config.depth * config.stages + 1
+    raise ValueError(f"weight_layers knows the mlp and cnn families, not {config.family!r}")
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -45,6 +45,14 @@ AUGMENT = click.option(
     show_default=True,
     help="The dataset's usual augmentation (random crop + flip on CIFAR; nothing on digits / MNIST).",
 )
+PLAIN_BLOCK = click.option(
+    "--plain-block",
+    type=click.Choice(["double", "single"]),
+    default="double",
+    show_default=True,
+    help="MLP plain blocks: double = Linear, ReLU, Linear, the residual block without its skip (equal depth, "
+    "equal layers and parameters); single = one Linear + ReLU, the seeds' plain net (half the layers).",
+)
 VAL_FRACTION = click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, max_open=True),
@@ -89,6 +97,7 @@ def group(verbose: int) -> None:
 @WIDTH
 @STAGES
 @click.option("--residual/--plain", default=True, show_default=True, help="Identity skip connections or not.")
+@PLAIN_BLOCK
 @DATASET
 @AUGMENT
 @VAL_FRACTION
@@ -115,6 +124,7 @@ def train(out: Path, resume: bool, download: bool, **opts) -> None:
         width=opts["width"],
         stages=opts["stages"],
         residual=opts["residual"],
+        plain_block=opts["plain_block"],
         batch_size=opts["batch_size"],
         augment=opts["augment"],
         val_fraction=opts["val_fraction"],
@@ -123,7 +133,7 @@ def train(out: Path, resume: bool, download: bool, **opts) -> None:
     )
     m = train_classifier(cfg, out, resume=resume, download=download)
     click.echo(
-        f"{cfg.name}: {m['parameters']:,} parameters, test accuracy {m['test_accuracy']:.4f}, "
+        f"{cfg.name}: {m['weight_layers']} weight layers, {m['parameters']:,} parameters, test accuracy {m['test_accuracy']:.4f}, "
         f"final train loss {m['train_loss']:.4f} → {out}"
     )
 
@@ -139,6 +149,7 @@ def train(out: Path, resume: bool, download: bool, **opts) -> None:
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds per cell.")
 @WIDTH
 @STAGES
+@PLAIN_BLOCK
 @DATASET
 @AUGMENT
 @VAL_FRACTION
@@ -176,6 +187,7 @@ def study(out: Path, resume: bool, download: bool, depths: str, kinds: str, seed
         seeds=tuple(dict.fromkeys(cli.parse_list(seeds, int, "--seeds"))),
         width=opts["width"],
         stages=opts["stages"],
+        plain_block=opts["plain_block"],
         batch_size=opts["batch_size"],
         augment=opts["augment"],
         val_fraction=opts["val_fraction"],
@@ -277,6 +289,7 @@ def transfer(out: Path, resume: bool, download: bool, source: Path, **opts) -> N
               help="Student width / channels.")  # fmt: skip
 @STAGES
 @click.option("--residual/--plain", default=True, show_default=True, help="Student skip connections.")
+@PLAIN_BLOCK
 @click.option("--T", "temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, help="Softmax temperature of the soft targets.")  # fmt: skip
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -311,6 +324,7 @@ def distill(out: Path, resume: bool, download: bool, teacher: Path, **opts) -> N
         width=opts["width"],
         stages=opts["stages"],
         residual=opts["residual"],
+        plain_block=opts["plain_block"],
         batch_size=opts["batch_size"],
         augment=opts["augment"],
         val_fraction=opts["val_fraction"],

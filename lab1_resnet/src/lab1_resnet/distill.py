@@ -26,8 +26,17 @@ from dla_core.engine import StepOutput, evaluate, fit, make_accelerator
 from dla_core.errors import DlaError
 from dla_core.models import build_model, count_parameters, load_model, save_model
 from dla_core.runs import MODEL, RunDir
+from dla_core.seeding import seed_everything
 from lab1_resnet import tables
-from lab1_resnet.train import EVAL_BATCH, TrainRun, batches, is_finished, load_data, model_config
+from lab1_resnet.train import (
+    EVAL_BATCH,
+    TrainRun,
+    batches,
+    is_finished,
+    load_data,
+    model_config,
+    wait_for_everyone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +117,7 @@ class DistillConfig:
 
 
 def run_distill(cfg: DistillConfig, out: Path, *, resume: bool = False, download: bool = False) -> str:
+    seed_everything(cfg.student.train.seed)
     teacher = load_model(Path(cfg.teacher))
     s = cfg.student
     data = load_data(s.dataset, s.data_dir, s.val_fraction, download)
@@ -132,6 +142,7 @@ def run_distill(cfg: DistillConfig, out: Path, *, resume: bool = False, download
     students = (["labels only"] if cfg.baseline else []) + ["distilled"]
     for name in students:
         path = run.path / "students" / ("baseline" if name == "labels only" else "distilled")
+        wait_for_everyone()  # every process sees the same files before deciding to skip / resume a student
         if not is_finished(path):
             started = (path / "config.json").exists()
             srun = RunDir.create(path, {"distill": cfg, "student": name}, command="lab1 distill student",
@@ -164,7 +175,7 @@ def train_student(run: RunDir, s: TrainRun, data: Splits, b: dict, step, acc, re
     from dla_core import plots
 
     mcfg = model_config(s, data.train)
-    torch.manual_seed(s.train.seed)
+    seed_everything(s.train.seed)  # both students start from the same weights, whichever trained first
     model = build_model(mcfg)
     kwargs = {"step": step} if step is not None else {}
     result = fit(model, b["train"], s.train, val=b["val"], run=run, resume=resume, accelerator=acc, **kwargs)
@@ -172,6 +183,7 @@ def train_student(run: RunDir, s: TrainRun, data: Splits, b: dict, step, acc, re
     save_model(run.file(MODEL), result.model, mcfg)
     run.update_metrics(parameters=count_parameters(result.model), test_accuracy=test["accuracy"])
     plots.learning_curves({run.path.name: result.history}, run.file("learning_curves.png"))
+    wait_for_everyone()  # the main process has written the student's metrics
 
 
 def student_for(teacher_source: str | Path, **changes: Any) -> TrainRun:

@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from dla_core import plots
 from dla_core.engine import TrainConfig
 from dla_core.runs import RunDir, atomic_write
+from dla_core.seeding import seed_everything
 from lab1_resnet import tables
-from lab1_resnet.train import TrainRun, is_finished, load_data, train_in
+from lab1_resnet.train import TrainRun, is_finished, load_data, train_in, wait_for_everyone
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class DepthStudy:
     seeds: tuple[int, ...] = (0, 1, 2)
     width: int = 64
     stages: int = 1
+    plain_block: str = "double"  # plain mlp cells: double (the residual block minus its skip) | single (seeds')
     batch_size: int = 64
     augment: bool = True
     val_fraction: float = 0.1
@@ -60,7 +62,13 @@ class DepthStudy:
             train=replace(self.train, log_grad_norms=True),
         )
         return [
-            replace(base, depth=d, residual=kind == "residual", train=replace(base.train, seed=s))
+            replace(
+                base,
+                depth=d,
+                residual=kind == "residual",
+                plain_block="double" if kind == "residual" else self.plain_block,
+                train=replace(base.train, seed=s),
+            )
             for d in self.depths
             for kind in self.kinds
             for s in self.seeds
@@ -69,6 +77,7 @@ class DepthStudy:
 
 def run_study(cfg: DepthStudy, out: Path, *, resume: bool = False, download: bool = False) -> str:
     """Train every cell not yet finished, then write the tables and plots; returns the Markdown table."""
+    seed_everything(cfg.seeds[0])  # and each cell reseeds with its own seed (train_in)
     data = load_data(cfg.dataset, cfg.data_dir, cfg.val_fraction, download)
     study = RunDir.create(out, cfg, command="lab1 study", resume=resume)
     cells = cfg.cells()
@@ -77,6 +86,7 @@ def run_study(cfg: DepthStudy, out: Path, *, resume: bool = False, download: boo
     for cell in bar:
         path = study.path / "cells" / cell.name
         bar.set_postfix_str(cell.name)
+        wait_for_everyone()  # every process sees the same files before deciding to skip / resume a cell
         if is_finished(path):
             log.info("%s: finished before, skipped", cell.name)
         else:
@@ -97,6 +107,7 @@ TITLE = "depth study: plain vs residual (mean over seeds)"
 COLUMNS = {
     "depth": "depth",
     "net": "net",
+    "layers": "weight layers",
     "params": "params",
     "train_loss": "final train loss",
     "train_accuracy": "train acc",
@@ -119,9 +130,14 @@ def summarise(
 ) -> tuple[list[dict], list[dict]]:
     """One row per (depth, kind): formatted mean ± std for Markdown, raw means and stds for CSV."""
     rows, csv_rows = [], []
-    for depth, kind, group in _groups(cfg, cells):
+    for depth, _kind, group in _groups(cfg, cells):
         metrics = [results[c.name] for c in group]
-        row: dict[str, Any] = {"depth": depth, "net": kind, "params": metrics[0]["parameters"]}
+        row: dict[str, Any] = {
+            "depth": depth,
+            "net": group[0].kind,
+            "layers": group[0].weight_layers,
+            "params": metrics[0]["parameters"],
+        }
         raw: dict[str, Any] = {**row, "seeds": len(metrics)}
         for key in MEASURES:
             values = [m.get(key) for m in metrics if m.get(key) is not None]
@@ -137,10 +153,10 @@ def mean_histories(
     cfg: DepthStudy, cells: Sequence[TrainRun], results: dict[str, dict[str, Any]]
 ) -> dict[str, list[dict[str, float]]]:
     out = {}
-    for depth, kind, group in _groups(cfg, cells):
+    for depth, _kind, group in _groups(cfg, cells):
         histories = [results[c.name]["history"] for c in group]
         epochs = min(len(h) for h in histories)
-        out[f"d{depth} {kind}"] = [
+        out[f"d{depth} {group[0].kind}"] = [
             {
                 k: float(np.mean([h[e][k] for h in histories]))
                 for k in histories[0][e]
@@ -164,7 +180,8 @@ def first_epoch_grad_norms(
             blocks = [v[0] for name, v in norms.items() if name.startswith("blocks.")]
             if blocks:
                 style = "-" if kind == "residual" else "--"
-                ax.plot(range(1, len(blocks) + 1), blocks, style, color=color, label=f"d{depth} {kind}")
+                label = f"d{depth} {cell.kind}"
+                ax.plot(range(1, len(blocks) + 1), blocks, style, color=color, label=label)
     ax.set_yscale("log")
     ax.set(xlabel="layer (input → output)", ylabel="mean gradient L2 norm, epoch 1", title="gradient norms")
     ax.grid(alpha=0.3)

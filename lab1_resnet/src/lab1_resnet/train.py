@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from dla_core import plots
 from dla_core.data import ImageBatches, ImageSet, Splits, default_augment, load_splits
 from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
 from dla_core.errors import DlaError
-from dla_core.models import ModelConfig, build_model, count_parameters, save_model
+from dla_core.models import PLAIN_BLOCKS, ModelConfig, build_model, count_parameters, save_model, weight_layers
 from dla_core.runs import MODEL, RunDir
+from dla_core.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class TrainRun:
     width: int = 64  # mlp hidden width / cnn channels
     stages: int = 1  # cnn only: 3 with depth n is the paper's ResNet-(6n+2)
     residual: bool = True
+    plain_block: str = "double"  # plain mlp: double (the residual block minus its skip) | single (the seeds')
     batch_size: int = 64
     augment: bool = True  # the dataset's usual augmentation (crop + flip on CIFAR; none on digits / MNIST)
     val_fraction: float = 0.1  # held out of the training split, the same images whatever the seed
@@ -51,10 +52,26 @@ class TrainRun:
             raise DlaError("--stages applies to --model cnn only")
         if self.depth < 1 or self.width < 1 or self.stages < 1:
             raise DlaError("--depth, --width and --stages must be at least 1")
+        if self.plain_block not in PLAIN_BLOCKS:
+            raise DlaError(f"--plain-block: unknown {self.plain_block!r} (choose {', '.join(PLAIN_BLOCKS)})")
+        if self.plain_block == "single" and (self.model != "mlp" or self.residual):
+            raise DlaError("--plain-block single applies to plain MLPs only (--model mlp --plain)")
+
+    @property
+    def kind(self) -> str:
+        """residual, plain, or plain-single (the seeds' one-layer plain block)."""
+        if self.residual:
+            return "residual"
+        return "plain-single" if self.plain_block == "single" else "plain"
 
     @property
     def name(self) -> str:
-        return f"{self.model}-d{self.depth}-{'residual' if self.residual else 'plain'}-s{self.train.seed}"
+        return f"{self.model}-d{self.depth}-{self.kind}-s{self.train.seed}"
+
+    @property
+    def weight_layers(self) -> int:
+        return weight_layers(ModelConfig(self.model, (1, 1, 1), 2, residual=self.residual, depth=self.depth,
+                                         stages=self.stages, plain_block=self.plain_block))  # fmt: skip
 
 
 def load_data(dataset: str, data_dir: str | Path, val_fraction: float, download: bool = False) -> Splits:
@@ -72,6 +89,7 @@ def model_config(run: TrainRun, train: ImageSet) -> ModelConfig:
         train.shape,
         train.num_classes,
         residual=run.residual,
+        plain_block=run.plain_block,
         depth=run.depth,
         width=run.width,
         stages=run.stages,
@@ -90,6 +108,14 @@ def batches(data: Splits, batch_size: int, augment: bool, seed: int) -> dict[str
     }
 
 
+def wait_for_everyone() -> None:
+    """A barrier across processes (a no-op in a single one): only the main process writes a run's files, so the
+    others wait here before reading what it wrote (a study's cell metrics, a checkpoint's presence)."""
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
 def is_finished(path: Path) -> bool:
     """A run folder whose training and final evaluation completed."""
     return (Path(path) / MODEL).exists() and "test_accuracy" in RunDir(path).read_metrics()
@@ -98,9 +124,11 @@ def is_finished(path: Path) -> bool:
 def train_in(
     run: RunDir, cfg: TrainRun, data: Splits, *, resume: bool = False, plot: bool = True
 ) -> dict[str, Any]:
-    """Train ``cfg`` on ``data`` inside ``run``; returns the final metrics (also in metrics.json)."""
+    """Train ``cfg`` on ``data`` inside ``run``; returns the final metrics (also in metrics.json).
+
+    Seeds everything with the run's seed first, so a run (a study's cell) does not depend on what ran before it."""
     mcfg = model_config(cfg, data.train)
-    torch.manual_seed(cfg.train.seed)
+    seed_everything(cfg.train.seed)
     model = build_model(mcfg)
     acc = make_accelerator(cfg.train.precision, cfg.train.cpu)
     b = batches(data, cfg.batch_size, cfg.augment, cfg.train.seed)
@@ -112,6 +140,7 @@ def train_in(
     last = result.last
     metrics = run.update_metrics(
         parameters=count_parameters(result.model),
+        weight_layers=weight_layers(mcfg),
         train_loss=last["train_loss"],
         train_accuracy=last.get("train_accuracy"),
         val_loss=last.get("val_loss"),
@@ -125,11 +154,13 @@ def train_in(
             plots.grad_norms(
                 result.grad_norms, run.file("grad_norms.png"), title=f"{cfg.name}: gradient norms"
             )
+    wait_for_everyone()
     return metrics
 
 
 def train_classifier(cfg: TrainRun, out: Path, *, resume: bool = False, download: bool = False) -> dict:
     """`lab1 train`: load the data (errors before anything is written), then train in a new run folder."""
+    seed_everything(cfg.train.seed)
     data = load_data(cfg.dataset, cfg.data_dir, cfg.val_fraction, download)
     run = RunDir.create(out, cfg, command="lab1 train", resume=resume)
     return train_in(run, cfg, data, resume=resume)

@@ -32,8 +32,9 @@ from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
 from dla_core.errors import DlaError
 from dla_core.models import Classifier, ModelConfig, build_model, count_parameters, load_model, save_model
 from dla_core.runs import MODEL, RunDir
+from dla_core.seeding import seed_everything
 from lab1_resnet import tables
-from lab1_resnet.train import EVAL_BATCH, batches, is_finished, load_data
+from lab1_resnet.train import EVAL_BATCH, batches, is_finished, load_data, wait_for_everyone
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,11 @@ def feature_rows(cfg: TransferConfig, source: Classifier, data: Splits, device: 
     x_tr, y_tr = extract_features(source, data.train, device)
     x_te, y_te = extract_features(source, data.test, device)
     k = data.train.num_classes
-    svm = make_pipeline(StandardScaler(), LinearSVC(C=1.0, max_iter=5000)).fit(x_tr, y_tr)
-    knn = make_pipeline(StandardScaler(), KNeighborsClassifier(min(cfg.knn_k, len(y_tr)))).fit(x_tr, y_tr)
+    svm = make_pipeline(StandardScaler(), LinearSVC(C=1.0, max_iter=5000, random_state=cfg.train.seed))
+    svm.fit(x_tr, y_tr)
+    # k-NN has no randomness: brute-force distances in dataset order, vote ties go to the lowest label
+    knn = make_pipeline(StandardScaler(), KNeighborsClassifier(min(cfg.knn_k, len(y_tr)), algorithm="brute"))
+    knn.fit(x_tr, y_tr)
     n_svm = (x_tr.shape[1] + 1) * (k if k > 2 else 1)  # one-vs-rest weights + biases
     return [
         {"row": "features + linear SVM", "optimizer": None, "trainable_params": n_svm,
@@ -148,6 +152,7 @@ def train_row(
     """Fine-tune (or train) one row in its own run folder; a finished row is read back, not retrained."""
     path = out / "rows" / name
     trainable = count_parameters(model, trainable_only=True)
+    wait_for_everyone()  # every process sees the same files before deciding to skip / resume a row
     if not is_finished(path):
         row_cfg = {"transfer": cfg, "row": name, "optimizer": optimizer}
         started = (path / "config.json").exists()
@@ -166,6 +171,7 @@ def train_row(
             val_accuracy=result.last.get("val_accuracy"),
             test_accuracy=test["accuracy"],
         )
+        wait_for_everyone()  # the main process has written the row's metrics
     m = RunDir(path).read_metrics()
     return {
         "row": name,
@@ -179,6 +185,7 @@ def train_row(
 
 def run_transfer(cfg: TransferConfig, out: Path, *, resume: bool = False, download: bool = False) -> str:
     """Every row of the transfer table; returns the Markdown table (also table.md / table.csv in OUT)."""
+    seed_everything(cfg.train.seed)
     source = load_model(Path(cfg.source))
     if not isinstance(source, Classifier):
         raise DlaError(f"{cfg.source}: not a classifier with features (family {source.config.family})")
@@ -202,7 +209,7 @@ def run_transfer(cfg: TransferConfig, out: Path, *, resume: bool = False, downlo
         rows += feature_rows(cfg, source, data, device)
     for strategy in cfg.strategies:
         for opt in cfg.optimizers:
-            torch.manual_seed(cfg.train.seed)
+            seed_everything(cfg.train.seed)  # each row as if alone: a resumed table equals an uninterrupted one
             inner = with_new_head(load_model(Path(cfg.source)), k, extra)
             model = PartlyFrozen(inner, strategy)
             rows.append(train_row(cfg, f"finetune-{strategy}-{opt}", model, inner, data, run.path, opt))
@@ -211,7 +218,7 @@ def run_transfer(cfg: TransferConfig, out: Path, *, resume: bool = False, downlo
             source.config, num_classes=k, extra={**extra, "transferred_from": None}
         )
         for opt in cfg.optimizers:
-            torch.manual_seed(cfg.train.seed)
+            seed_everything(cfg.train.seed)
             inner = build_model(scratch_cfg)
             rows.append(train_row(cfg, f"scratch-{opt}", inner, inner, data, run.path, opt))
 
