@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -191,17 +192,44 @@ def test_every_command_run_twice_with_one_seed_gives_identical_numbers(command, 
         (["train", "--stages", "2"], "--stages applies to --model cnn only"),
         (["study", "--depths", "2,x"], "--depths: cannot read"),
         (["study", "--kinds", "plain,wide"], "--kinds: unknown wide"),
-        (["transfer", "--from", "no/such/run"], "does not exist"),
+        (["train", "--plain-block", "single"], "--plain-block single applies to plain MLPs only"),
+        (["train", "--plain", "--plain-block", "single", "--model", "cnn"], "applies to plain MLPs only"),
     ],
 )
 def test_bad_input_is_one_line_error(argv, message, tmp_path):
     r = lab1(*argv, "--out", tmp_path / "x", ok=False)
-    assert r.exit_code != 0 and "Error" in r.output and message in r.output, r.output
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and message in r.output, r.output
+    assert r.output.count("\n") == 1
     assert not (tmp_path / "x").exists()  # nothing written for a mistake
 
 
+def test_transfer_from_a_missing_folder_is_a_usage_error(tmp_path):
+    r = lab1("transfer", "--from", tmp_path / "no" / "such", "--out", tmp_path / "x", ok=False)
+    assert r.exit_code == 2 and "does not exist" in r.output and not (tmp_path / "x").exists()
+
+
+def _one_line_error(r, message: str) -> None:
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and message in r.output, r.output
+    assert r.output.count("\n") == 1 and "Traceback" not in r.output
+
+
 def test_transfer_from_a_folder_without_a_model_and_mismatched_distill_data(cifar10_cnn, tmp_path):
-    r = lab1("transfer", "--from", tmp_path, "--out", tmp_path / "x", ok=False)
-    assert "no trained model" in r.output
+    _one_line_error(lab1("transfer", "--from", tmp_path, "--out", tmp_path / "x", ok=False), "no trained model")
     r = lab1("distill", "--teacher", cifar10_cnn, "--dataset", "digits", "--out", tmp_path / "y", ok=False)
-    assert "does not match the teacher" in r.output and not (tmp_path / "y").exists()
+    _one_line_error(r, "does not match the teacher")
+    assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("broken", ["model.safetensors", "config.json", "metrics.json"])
+def test_a_teacher_or_source_folder_with_a_corrupt_file_is_a_one_line_error(broken, cifar10_cnn, data_dir, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(cifar10_cnn, source)
+    (source / broken).write_text("{ not json")
+    for argv in (["transfer", "--from", source, "--dataset", "cifar100:people"], ["distill", "--teacher", source]):
+        out = tmp_path / argv[0]
+        r = lab1(*argv, "--data-dir", data_dir, *FAST, "--out", out, ok=False)
+        if broken == "model.safetensors":
+            _one_line_error(r, "is not a dla model file")
+            assert not out.exists()
+        else:  # the weights carry their own config: the other files are not read, the run goes on
+            assert r.exit_code == 0, r.output
