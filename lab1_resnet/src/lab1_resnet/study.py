@@ -5,8 +5,12 @@ cell is skipped on ``--resume`` and an interrupted one continues from its checkp
 table.csv (mean ± std over seeds), learning_curves.png (seed-averaged, overlaid) and grad_norms.png (first-epoch
 gradient norm per block, plain vs residual: the vanishing gradients behind the plain nets' failure).
 
-Default (MLPs, width 64, Adam 1e-3, batch 64, 30 epochs, digits, 3 seeds): plain nets of depth ≥ 20 stay at
-chance (~10% test accuracy) while residual ones reach ~97%; depth 10 plain still learns.
+A plain and a residual cell of one depth have the same weight layers (a column of the table) and parameters: they
+differ only by the skips (``plain_block="single"``: the seeds' one-layer plain block instead).
+
+Default (MLPs, width 64, Adam 1e-3, batch 64, 30 epochs, digits, 3 seeds): plain nets of depth ≥ 20 (42 weight
+layers) stay at chance (10% test accuracy) while residual ones reach ~97%; depth 10 plain (22 layers) still
+learns, worse (~88% vs ~98% test accuracy).
 """
 
 from __future__ import annotations
