@@ -35,7 +35,9 @@ def test_cnn_parameter_count_by_hand():
     block2 = (8 * 16 * 9 + 2 * 16) + (16 * 16 * 9 + 2 * 16)  # zero-padded identity skip: no parameters
     head = 16 * 10 + 10
     assert count_parameters(build_model(cfg)) == stem + block1 + block2 + head
-    projection = ModelConfig("cnn", (3, 32, 32), 10, residual=True, depth=1, width=8, stages=2, shortcut="projection")
+    projection = ModelConfig(
+        "cnn", (3, 32, 32), 10, residual=True, depth=1, width=8, stages=2, shortcut="projection"
+    )
     assert count_parameters(build_model(projection)) == stem + block1 + block2 + (8 * 16 + 2 * 16) + head
     out = build_model(cfg)(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 10)

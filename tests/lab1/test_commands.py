@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
 from click.testing import CliRunner
@@ -53,7 +52,9 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert len(m["history"]) == 2 and 0 <= m["test_accuracy"] <= 1
     model = load_model(out)
     # two blocks of two 16×16 layers: the residual block without its skip
-    assert m["parameters"] == count_parameters(model) == (64 * 16 + 16) + 2 * 2 * (16 * 16 + 16) + (16 * 5 + 5)
+    assert (
+        m["parameters"] == count_parameters(model) == (64 * 16 + 16) + 2 * 2 * (16 * 16 + 16) + (16 * 5 + 5)
+    )
     assert m["weight_layers"] == 6 and "6 weight layers" in r.output
     assert model.config.extra["dataset"] == "digits:0-4" and model.config.residual is False
     assert set(m["grad_norms"]) >= {"blocks.0.fc1", "blocks.1.fc2", "head"}
@@ -67,9 +68,10 @@ def test_the_seeds_one_layer_plain_block_is_an_option_that_saved_models_remember
              "--dataset", "digits:0-4", "--epochs", "1", "--out", out)  # fmt: skip
     m = json.loads((out / "metrics.json").read_text())
     model = load_model(out)
-    assert model.config.plain_block == "single" and json.loads((out / "config.json").read_text())["config"][
-        "plain_block"
-    ] == "single"
+    assert (
+        model.config.plain_block == "single"
+        and json.loads((out / "config.json").read_text())["config"]["plain_block"] == "single"
+    )
     assert m["parameters"] == count_parameters(model) == (64 * 16 + 16) + 3 * (16 * 16 + 16) + (16 * 5 + 5)
     assert m["weight_layers"] == 5 and r.output.startswith("mlp-d3-plain-single-s0: 5 weight layers")
 
@@ -83,7 +85,10 @@ def test_study_writes_its_table_and_resumes_without_retraining(tmp_path, monkeyp
     table = (out / "table.md").read_text()
     assert r.output.startswith(table)
     lines = table.splitlines()
-    assert lines[0].startswith("| depth | net | weight layers | params | final train loss |") and len(lines) == 2 + 4
+    assert (
+        lines[0].startswith("| depth | net | weight layers | params | final train loss |")
+        and len(lines) == 2 + 4
+    )
     # equal depth, equal layers and parameters: the nets differ only by the skips
     assert "| 3 | plain | 8 | 2,723 |" in table and "| 3 | residual | 8 | 2,723 |" in table and " ± " in table
     csv = (out / "table.csv").read_text().splitlines()
@@ -101,7 +106,9 @@ def test_study_writes_its_table_and_resumes_without_retraining(tmp_path, monkeyp
     mtime = kept.stat().st_mtime_ns
     steps = []
     adam_step = torch.optim.Adam.step
-    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or adam_step(self, *a, **k))
+    monkeypatch.setattr(
+        torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or adam_step(self, *a, **k)
+    )
     lab1(*argv, "--resume")
     assert kept.stat().st_mtime_ns == mtime
     assert (redo / "model.safetensors").exists()
@@ -160,12 +167,17 @@ def _numbers(value):
 
 
 def _all_metrics(out: Path) -> dict[str, object]:
-    return {str(p.relative_to(out)): _numbers(json.loads(p.read_text())) for p in sorted(out.rglob("metrics.json"))}
+    return {
+        str(p.relative_to(out)): _numbers(json.loads(p.read_text()))
+        for p in sorted(out.rglob("metrics.json"))
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "study", "transfer", "distill"])
-def test_every_command_run_twice_with_one_seed_gives_identical_numbers(command, cifar10_cnn, data_dir, tmp_path):
+def test_every_command_run_twice_with_one_seed_gives_identical_numbers(
+    command, cifar10_cnn, data_dir, tmp_path
+):
     seed = "--seeds" if command == "study" else "--seed"
     argv = {
         "train": ["--depth", "2", "--width", "8", "--dataset", "digits:0-4"],
@@ -214,18 +226,25 @@ def _one_line_error(r, message: str) -> None:
 
 
 def test_transfer_from_a_folder_without_a_model_and_mismatched_distill_data(cifar10_cnn, tmp_path):
-    _one_line_error(lab1("transfer", "--from", tmp_path, "--out", tmp_path / "x", ok=False), "no trained model")
+    _one_line_error(
+        lab1("transfer", "--from", tmp_path, "--out", tmp_path / "x", ok=False), "no trained model"
+    )
     r = lab1("distill", "--teacher", cifar10_cnn, "--dataset", "digits", "--out", tmp_path / "y", ok=False)
     _one_line_error(r, "does not match the teacher")
     assert not (tmp_path / "y").exists()
 
 
 @pytest.mark.parametrize("broken", ["model.safetensors", "config.json", "metrics.json"])
-def test_a_teacher_or_source_folder_with_a_corrupt_file_is_a_one_line_error(broken, cifar10_cnn, data_dir, tmp_path):
+def test_a_teacher_or_source_folder_with_a_corrupt_file_is_a_one_line_error(
+    broken, cifar10_cnn, data_dir, tmp_path
+):
     source = tmp_path / "source"
     shutil.copytree(cifar10_cnn, source)
     (source / broken).write_text("{ not json")
-    for argv in (["transfer", "--from", source, "--dataset", "cifar100:people"], ["distill", "--teacher", source]):
+    for argv in (
+        ["transfer", "--from", source, "--dataset", "cifar100:people"],
+        ["distill", "--teacher", source],
+    ):
         out = tmp_path / argv[0]
         r = lab1(*argv, "--data-dir", data_dir, *FAST, "--out", out, ok=False)
         if broken == "model.safetensors":

@@ -13,8 +13,8 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from dla_core.data import ImageBatches, fake_data
-from dla_core.errors import DlaError
 from dla_core.engine import TrainConfig, classification_step, fit
+from dla_core.errors import DlaError
 from dla_core.models import (
     BasicBlock,
     ModelConfig,
@@ -49,7 +49,9 @@ def test_residual_conv_block_with_zeroed_branch_is_the_identity_on_nonnegative_i
 
 
 def test_residual_conv_block_with_zeroed_branch_subsamples_and_zero_pads_where_the_shape_changes():
-    block = BasicBlock(4, 8, stride=2, residual=True).eval()  # the paper's option A: no parameters in the skip
+    block = BasicBlock(
+        4, 8, stride=2, residual=True
+    ).eval()  # the paper's option A: no parameters in the skip
     nn.init.zeros_(block.bn2.weight)
     x = torch.rand(2, 4, 7, 7)
     expected = torch.cat([x[:, :, ::2, ::2], torch.zeros(2, 4, 4, 4)], dim=1)
@@ -87,7 +89,9 @@ MODELS = [("mlp", (1, 8, 8), 1), ("cnn", (3, 16, 16), 1), ("cnn", (3, 16, 16), 3
 
 @pytest.mark.parametrize(("family", "shape", "stages"), MODELS)
 @pytest.mark.parametrize("depth", [1, 2, 5, 20])
-def test_plain_and_residual_nets_of_equal_depth_have_equal_layers_and_parameters(family, shape, stages, depth):
+def test_plain_and_residual_nets_of_equal_depth_have_equal_layers_and_parameters(
+    family, shape, stages, depth
+):
     plain, residual = (
         build_model(ModelConfig(family, shape, 10, residual=r, depth=depth, width=8, stages=stages))
         for r in (False, True)
@@ -113,8 +117,12 @@ def _without_skips(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("family", "shape", "stages"), MODELS)
 def test_a_residual_net_without_its_skips_is_the_plain_net(family, shape, stages):
     torch.manual_seed(0)
-    residual = build_model(ModelConfig(family, shape, 10, residual=True, depth=3, width=8, stages=stages)).eval()
-    plain = build_model(ModelConfig(family, shape, 10, residual=False, depth=3, width=8, stages=stages)).eval()
+    residual = build_model(
+        ModelConfig(family, shape, 10, residual=True, depth=3, width=8, stages=stages)
+    ).eval()
+    plain = build_model(
+        ModelConfig(family, shape, 10, residual=False, depth=3, width=8, stages=stages)
+    ).eval()
     plain.load_state_dict(residual.state_dict())  # identical weights: strict, so no layer is extra or missing
     x = torch.rand(4, *shape)
     assert not torch.allclose(residual(x), plain(x), atol=1e-4)  # the skips matter

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -33,7 +32,9 @@ def test_a_deep_plain_mlp_stays_at_chance_where_the_residual_one_learns(tmp_path
     rows = {row["net"]: row for row in json.loads((out / "metrics.json").read_text())["rows"]}
     plain, residual = rows["plain"], rows["residual"]
     assert plain["layers"] == residual["layers"] == 42 and plain["params"] == residual["params"]
-    assert plain["test_accuracy_mean"] < 0.25 and plain["train_loss_mean"] > 2.0  # chance is 0.1 (ln 10 ≈ 2.30)
+    assert (
+        plain["test_accuracy_mean"] < 0.25 and plain["train_loss_mean"] > 2.0
+    )  # chance is 0.1 (ln 10 ≈ 2.30)
     assert residual["test_accuracy_mean"] > 0.8
 
 

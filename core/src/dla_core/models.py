@@ -54,8 +54,12 @@ class ModelConfig:
     mean: tuple[float, ...] = (0.5,)  # per-channel normalisation, applied inside the model
     std: tuple[float, ...] = (0.5,)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, e.g. lab labels
-    plain_block: str = "double"  # mlp, plain only: double (the residual block minus its skip) | single (seeds')
-    shortcut: str = "identity"  # cnn, residual only, where the shape changes: identity (zero-pad) | projection
+    plain_block: str = (
+        "double"  # mlp, plain only: double (the residual block minus its skip) | single (seeds')
+    )
+    shortcut: str = (
+        "identity"  # cnn, residual only, where the shape changes: identity (zero-pad) | projection
+    )
 
     def __post_init__(self) -> None:
         if self.plain_block not in PLAIN_BLOCKS:

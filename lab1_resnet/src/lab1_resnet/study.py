@@ -46,7 +46,9 @@ class DepthStudy:
     seeds: tuple[int, ...] = (0, 1, 2)
     width: int = 64
     stages: int = 1
-    plain_block: str = "double"  # plain mlp cells: double (the residual block minus its skip) | single (seeds')
+    plain_block: str = (
+        "double"  # plain mlp cells: double (the residual block minus its skip) | single (seeds')
+    )
     batch_size: int = 64
     augment: bool = True
     val_fraction: float = 0.1

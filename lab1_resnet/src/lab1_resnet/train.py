@@ -15,13 +15,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-
 from dla_core import plots
 from dla_core.data import ImageBatches, ImageSet, Splits, default_augment, load_splits
 from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
 from dla_core.errors import DlaError
-from dla_core.models import PLAIN_BLOCKS, ModelConfig, build_model, count_parameters, save_model, weight_layers
-from dla_core.runs import MODEL, RunDir
+from dla_core.models import (
+    PLAIN_BLOCKS,
+    ModelConfig,
+    build_model,
+    count_parameters,
+    save_model,
+    weight_layers,
+)
+from dla_core.runs import MODEL, RunDir, wait_for_main
 from dla_core.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -110,10 +116,8 @@ def batches(data: Splits, batch_size: int, augment: bool, seed: int) -> dict[str
 
 def wait_for_everyone() -> None:
     """A barrier across processes (a no-op in a single one): only the main process writes a run's files, so the
-    others wait here before reading what it wrote (a study's cell metrics, a checkpoint's presence)."""
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
+    others wait here before reading what it wrote (a study's cell metrics, whether a cell was started)."""
+    wait_for_main()
 
 
 def is_finished(path: Path) -> bool:

@@ -209,7 +209,9 @@ def run_transfer(cfg: TransferConfig, out: Path, *, resume: bool = False, downlo
         rows += feature_rows(cfg, source, data, device)
     for strategy in cfg.strategies:
         for opt in cfg.optimizers:
-            seed_everything(cfg.train.seed)  # each row as if alone: a resumed table equals an uninterrupted one
+            seed_everything(
+                cfg.train.seed
+            )  # each row as if alone: a resumed table equals an uninterrupted one
             inner = with_new_head(load_model(Path(cfg.source)), k, extra)
             model = PartlyFrozen(inner, strategy)
             rows.append(train_row(cfg, f"finetune-{strategy}-{opt}", model, inner, data, run.path, opt))
