@@ -117,6 +117,14 @@ def test_study_writes_its_table_and_resumes_without_retraining(tmp_path, monkeyp
     assert RunDir(redo).read_metrics()["history"] == history
     assert (out / "table.md").read_text() == table
 
+    # a damaged cell file is one Error line naming it, before any cell trains
+    (out / "cells" / "mlp-d1-plain-s0" / "metrics.json").write_text("{ not json")
+    r = lab1(*argv, "--resume", ok=False)
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "metrics.json is damaged" in r.output, (
+        r.output
+    )
+    assert steps == []
+
 
 @pytest.mark.slow
 def test_transfer_cifar10_to_cifar100_reports_exact_trainable_counts(cifar10_cnn, data_dir, tmp_path):
