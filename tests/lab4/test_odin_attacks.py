@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from dla_core.models import ModelConfig, build_model
 from lab4_ood.attacks import attack, fgsm, pgd
 from lab4_ood.odin import odin_grid, odin_scores
-from lab4_ood.training import RobustStep, outlier_exposure_loss
+from lab4_ood.training import RobustStep, WithOutliers, outlier_exposure_loss
 
 
 def random_classifier(seed=0, family="mlp"):
@@ -51,6 +51,59 @@ def test_odin_grid_equals_each_pair_from_scratch():
     assert all(p.grad is None for p in model.parameters())
 
 
+def linear_odin_expected(w, b, x, temperature, eps):
+    """ODIN on logits = W x + b by hand (float64): ∇ₓ −log softmax(z/T)_ŷ = Wᵀ(softmax(z/T) − e_ŷ) / T."""
+    z = x @ w.T + b
+    pred = z.argmax(1)
+    p = torch.softmax(z / temperature, 1)
+    grad = (p - F.one_hot(pred, w.shape[0]).double()) @ w / temperature
+    x_tilde = x - eps * grad.sign()
+    return torch.softmax((x_tilde @ w.T + b) / temperature, 1).amax(1)
+
+
+def test_odin_on_a_linear_model_equals_the_closed_form():
+    """T ≠ 1 everywhere: the gradient's direction and the final score both depend on T.
+
+    Coordinate 0 of the gradient is p₁·1 + p₂·(−2) (p = softmax(z/T), ŷ = 0): positive at T = 1, where
+    p₁/p₂ = e², negative at T = 10, where p₁/p₂ = e^0.2 — so a gradient taken without T moves x the wrong way.
+    """
+    w = torch.tensor([[0.0, 0.5], [1.0, -1.0], [-2.0, 0.3]], dtype=torch.float64)
+    b = torch.tensor([3.0, 0.5, 0.0], dtype=torch.float64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 3)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(w)
+        model[1].bias.copy_(b)
+    x = torch.tensor([[0.5, 0.5], [0.2, 0.9], [0.7, 0.1]], dtype=torch.float64)
+    for t in (10.0, 1000.0):
+        for e in (0.0, 0.1):
+            expected = linear_odin_expected(w, b, x, t, e)
+            torch.testing.assert_close(odin_scores(model, x.view(3, 1, 2), t, e).double(), expected)
+    grid = odin_grid(model, x.view(3, 1, 2), (10.0, 1000.0), (0.0, 0.1))
+    for (t, e), scores in grid.items():
+        torch.testing.assert_close(scores.double(), linear_odin_expected(w, b, x, t, e))
+    # the numbers above are not the T = 1 ones: a T dropped anywhere changes them
+    assert not torch.allclose(linear_odin_expected(w, b, x, 10.0, 0.1), linear_odin_expected(w, b, x, 1.0, 0.1))
+
+
+def test_pgd_starts_at_a_random_point_of_the_ball():
+    """One step from x + δ, δ ~ U(−ε, ε) drawn from torch's global RNG, by hand on a linear model."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    w, b = model[1].weight.detach(), model[1].bias.detach()
+    x = 0.3 + 0.4 * torch.rand(10, 1, 3, 4)
+    y = torch.randint(0, 3, (10,))
+    eps, step = 0.1, 0.05
+    torch.manual_seed(1)
+    start = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    p = F.softmax(start.flatten(1) @ w.T + b, 1)
+    grad = ((p - F.one_hot(y, 3).float()) @ w).view_as(x)
+    expected = torch.minimum(torch.maximum(start + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    torch.manual_seed(1)
+    torch.testing.assert_close(pgd(model, x, y, eps, steps=1, step_size=step), expected)
+    torch.manual_seed(2)
+    assert not torch.equal(pgd(model, x, y, eps, steps=1, step_size=step), expected)  # another start
+
+
 def test_fgsm_on_a_linear_model_equals_the_closed_form():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
@@ -74,7 +127,6 @@ def test_attacks_stay_in_the_ball_and_the_image_range_and_keep_the_mode():
         assert (adv - x).abs().max() <= 0.3 + 1e-6
         assert model.training  # the attack did not switch the model to eval (torchattacks #21)
         assert all(p.grad is None for p in model.parameters())
-    assert not model.eval().training and not random_classifier().training
 
 
 def test_pgd_is_stronger_than_fgsm_and_targeted_pgd_reaches_the_target(digits_mlp, digits04):

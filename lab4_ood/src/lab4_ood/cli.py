@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -17,6 +18,21 @@ LIMIT = click.option(
     default=None,
     help="Use at most this many images per set (a fixed random subset).",
 )
+
+
+def _grid_values(positive: bool):
+    """A click callback: a comma-separated list of finite numbers, each > 0 (``positive``) or ≥ 0."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+        name = param.opts[0]
+        values = cli.parse_list(value, float, name)
+        bound = "> 0" if positive else "≥ 0"
+        bad = [v for v in values if not math.isfinite(v) or (v <= 0 if positive else v < 0)]
+        if bad:
+            raise DlaError(f"{name}: every value must be a finite number {bound}, got {value!r}")
+        return tuple(values)
+
+    return parse
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -57,9 +73,20 @@ def group(verbose: int) -> None:
 )
 @click.option("--grid", is_flag=True, help="Search ODIN over --grid-T × --grid-eps on held-out data first.")
 @click.option(
-    "--grid-T", "grid_t", default="1,10,100,1000", show_default=True, help="ODIN grid temperatures."
+    "--grid-T",
+    "grid_t",
+    default="1,10,100,1000",
+    show_default=True,
+    callback=_grid_values(positive=True),
+    help="ODIN grid temperatures (each > 0).",
 )
-@click.option("--grid-eps", default="0,0.0005,0.001,0.0014,0.002", show_default=True, help="ODIN grid ε.")
+@click.option(
+    "--grid-eps",
+    default="0,0.0005,0.001,0.0014,0.002",
+    show_default=True,
+    callback=_grid_values(positive=False),
+    help="ODIN grid ε (each ≥ 0).",
+)
 @click.option("--autoencoder", type=RUN, default=None, help="'lab4 train-ae' run folder, for --method recon.")
 @cli.batch_size(256)
 @LIMIT
@@ -102,6 +129,8 @@ def detect(
     from lab4_ood.detectors import METHODS
 
     methods = tuple(cli.choice_list(method, METHODS, "--method"))
+    if not (math.isfinite(temperature) and math.isfinite(eps)):
+        raise DlaError(f"--T and --eps must be finite numbers, got --T {temperature:g} --eps {eps:g}")
     if "recon" in methods and autoencoder is None:
         raise DlaError("--method recon needs --autoencoder RUN (the --out folder of 'lab4 train-ae')")
     cfg = DetectConfig(
@@ -113,8 +142,8 @@ def detect(
         temperature=temperature,
         eps=eps,
         grid=grid,
-        grid_temperatures=tuple(cli.parse_list(grid_t, float, "--grid-T")),
-        grid_eps=tuple(cli.parse_list(grid_eps, float, "--grid-eps")),
+        grid_temperatures=grid_t,
+        grid_eps=grid_eps,
         autoencoder=autoencoder,
         batch_size=batch_size,
         limit=limit,

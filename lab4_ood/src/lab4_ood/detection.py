@@ -22,13 +22,16 @@ from dla_core.engine import evaluate, make_accelerator
 from dla_core.errors import DlaError
 from dla_core.models import load_model
 from dla_core.runs import RunDir
+from dla_core.seeding import seed_everything
 from lab4_ood import detectors as det
 from lab4_ood.autoencoder import load_autoencoder
 from lab4_ood.datasets import check_model_fits, head, load_id, load_ood
-from lab4_ood.metrics import ood_metrics, pr_curve, roc_curve
+from lab4_ood.metrics import check_finite, ood_metrics, pr_curve, roc_curve
 from lab4_ood.odin import odin_grid
 
 log = logging.getLogger(__name__)
+
+FEW = 20  # fewer images than this in a set: FPR@95%TPR keeps every ID image, AUROC moves in coarse steps
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,34 @@ def grid_search(
     return rows
 
 
+def warn_degenerate(
+    cfg: DetectConfig, num_classes: int, id_test: ImageSet, ood_test: dict[str, ImageSet]
+) -> None:
+    """Say so when the numbers cannot mean much, instead of printing a silently perfect one."""
+    if num_classes < 2:
+        log.warning(
+            "the model has a single class: its softmax is 1 for every image, so msp and odin give every image "
+            "the same score (AUROC 0.5) and the ID accuracy is trivially 1"
+        )
+    for name, data in {f"ID {cfg.id}": id_test, **{f"OOD {k}": v for k, v in ood_test.items()}}.items():
+        if len(data) < FEW:
+            log.warning(
+                "%s has only %d image(s)%s: AUROC/AUPR/FPR95 on so few images are coarse and can look perfect "
+                "by chance",
+                name,
+                len(data),
+                " (--limit)" if cfg.limit is not None else "",
+            )
+
+
+def warn_constant(method: str, s_id: np.ndarray, s_ood: dict[str, np.ndarray]) -> None:
+    everything = np.concatenate([s_id, *s_ood.values()])
+    if len(everything) and np.all(everything == everything[0]):
+        log.warning("%s gives every image the same score: its AUROC of 0.5 says nothing", method)
+
+
 def detect(cfg: DetectConfig) -> dict:
+    seed_everything(0)  # nothing here should draw at random; if anything does, it draws the same every run
     acc = make_accelerator(cpu=cfg.cpu)
     device = acc.device
     model = load_model(cfg.model).to(device).eval()
@@ -111,6 +141,7 @@ def detect(cfg: DetectConfig) -> dict:
     id_test = head(splits.test, cfg.limit)
     oods = {spec: load_ood(spec, shape, cfg.data_dir, cfg.download) for spec in cfg.ood}
     ood_test = {spec: head(test, cfg.limit) for spec, (_, test) in oods.items()}
+    warn_degenerate(cfg, splits.test.num_classes, id_test, ood_test)
     run = RunDir.create(cfg.out, cfg, command="lab4 detect")
     summary: dict = {
         "id_accuracy": evaluate(model, ImageBatches(id_test, cfg.batch_size), accelerator=acc)["accuracy"]
@@ -144,6 +175,10 @@ def detect(cfg: DetectConfig) -> dict:
             spec: det.score_set(detector, data, cfg.batch_size, device)
             for spec, data in tqdm(ood_test.items(), desc=method, leave=False)
         }
+        check_finite(s_id, f"{method} scores of ID {cfg.id}")
+        for spec, s in s_ood.items():
+            check_finite(s, f"{method} scores of OOD {spec}")
+        warn_constant(method, s_id, s_ood)
         results[method] = {spec: ood_metrics(s_id, s) for spec, s in s_ood.items()}
         plots.score_histograms(
             {f"ID {cfg.id}": s_id, **{f"OOD {k}": v for k, v in s_ood.items()}},

@@ -12,6 +12,9 @@ Convention (the ODIN paper's): every detector score is **higher = more in-distri
 
 AP follows scikit-learn's ``average_precision_score`` (step-wise, no interpolation) and the curves match
 ``roc_curve(drop_intermediate=False)`` / ``precision_recall_curve``; tests check both.
+
+Non-finite scores (NaN, ±inf: an ODIN temperature of 0, a diverged model) are refused with
+``NonFiniteScoreError``: sorted NaNs would otherwise make up a perfect-looking AUPR / FPR95.
 """
 
 from __future__ import annotations
@@ -19,9 +22,28 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from dla_core.errors import DlaError
+
+
+class NonFiniteScoreError(DlaError, ValueError):
+    """Scores with NaN or ±inf: no metric of them means anything."""
+
+
+def check_finite(scores: np.ndarray, what: str = "scores") -> None:
+    """Raise ``NonFiniteScoreError`` naming how many of ``scores`` are NaN or ±inf."""
+    bad = int(np.count_nonzero(~np.isfinite(np.asarray(scores, dtype=np.float64))))
+    if bad:
+        raise NonFiniteScoreError(
+            f"{bad} of {len(scores)} {what} are NaN or infinite; no AUROC/AUPR/FPR of them means anything "
+            "(an ODIN temperature of 0? a diverged model?)"
+        )
+
 
 def _labels_scores(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = np.concatenate([np.asarray(id_scores, dtype=np.float64), np.asarray(ood_scores, dtype=np.float64)])
+    id_scores, ood_scores = np.asarray(id_scores, dtype=np.float64), np.asarray(ood_scores, dtype=np.float64)
+    check_finite(id_scores, "ID scores")
+    check_finite(ood_scores, "OOD scores")
+    s = np.concatenate([id_scores, ood_scores])
     y = np.concatenate([np.ones(len(id_scores)), np.zeros(len(ood_scores))])
     return y, s
 

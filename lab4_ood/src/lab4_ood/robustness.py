@@ -6,6 +6,7 @@ of images not of class K that the model now assigns to K. Targeted FGSM is a sin
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,12 @@ from dla_core.engine import make_accelerator
 from dla_core.errors import DlaError
 from dla_core.models import load_model
 from dla_core.runs import RunDir
+from dla_core.seeding import seed_everything
 from lab4_ood.attacks import attack
 from lab4_ood.datasets import check_model_fits, head, load_id
+
+log = logging.getLogger(__name__)
+FEW = 20  # fewer test images than this: accuracies move in steps of more than 5 points
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class AttackConfig:
 
 
 def run_attack(cfg: AttackConfig) -> dict:
+    seed_everything(cfg.seed)  # before anything random (PGD's random start draws from torch's global RNG)
     device = make_accelerator(cpu=cfg.cpu).device
     model = load_model(cfg.model).to(device).eval()
     test = head(load_id(cfg.dataset, cfg.data_dir, cfg.download, val_fraction=0).test, cfg.limit)
@@ -49,9 +55,21 @@ def run_attack(cfg: AttackConfig) -> dict:
         raise DlaError(
             f"--target-class {cfg.target_class} is not a class of {cfg.dataset} (0-{test.num_classes - 1})"
         )
-    run = RunDir.create(cfg.out, cfg, command="lab4 attack")
-    torch.manual_seed(cfg.seed)
     targeted = cfg.target_class is not None
+    if targeted and bool((test.labels == cfg.target_class).all()):
+        raise DlaError(
+            f"every test image is of class {cfg.target_class}: a targeted success rate over the images "
+            "not already of the target class is undefined"
+        )
+    if test.num_classes < 2:
+        log.warning("%s has a single class: the model is always right, under any attack", cfg.dataset)
+    if len(test) < FEW:
+        log.warning(
+            "only %d test image(s)%s: the accuracies are coarse and can look perfect by chance",
+            len(test),
+            " (--limit)" if cfg.limit is not None else "",
+        )
+    run = RunDir.create(cfg.out, cfg, command="lab4 attack")
     rows = []
     grid_x, grid_adv, grid_y, grid_pred = None, None, None, None
     for eps in tqdm(cfg.eps, desc=f"{cfg.method} ε", leave=False):
@@ -70,7 +88,7 @@ def run_attack(cfg: AttackConfig) -> dict:
                 grid_x, grid_adv, grid_y, grid_pred = x[:8], x_adv[:8], y[:8], pred[:8]
         row = {"eps": eps, "accuracy": correct / len(test)}
         if targeted:
-            row["target_success"] = hits / max(others, 1)
+            row["target_success"] = hits / others
         rows.append(row)
     with torch.no_grad():
         clean_pred = model(grid_x).argmax(1)

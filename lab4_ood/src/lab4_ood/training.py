@@ -5,6 +5,10 @@ Robust loss per batch (x, y), with the attack made on the fly against the model 
 
     α · CE(f(x), y) + (1 − α) · CE(f(x_adv), y_adv)      x_adv: the first ``fraction`` of the batch, attacked
     + λ · mean over an OOD batch of −(mean(logits) − logsumexp(logits))   (outlier exposure: CE to uniform)
+
+The OOD batch that goes with training batch i of epoch e is a function of (seed, e, i, rank), not of the
+process's history (``WithOutliers``), so a run resumed mid-epoch sees the very OOD batches the uninterrupted
+run saw.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from accelerate import Accelerator
 
 from dla_core import plots
 from dla_core.data import ImageBatches, default_augment
 from dla_core.engine import StepOutput, TrainConfig, evaluate, fit, make_accelerator
 from dla_core.models import ModelConfig, build_model, count_parameters, load_model, save_model
 from dla_core.runs import RunDir
+from dla_core.seeding import seed_everything
 from lab4_ood.attacks import attack
 from lab4_ood.autoencoder import AUTOENCODER, FeatureAutoencoder, reconstruction_step, save_autoencoder
 from lab4_ood.datasets import check_model_fits, load_id, load_ood
@@ -37,8 +41,49 @@ def outlier_exposure_loss(logits: torch.Tensor) -> torch.Tensor:
     return -(logits.mean(1) - torch.logsumexp(logits, 1)).mean()
 
 
+class WithOutliers:
+    """Training batches, each paired with an OOD batch: (x, y, x_ood).
+
+    The OOD set is cycled through in passes, a fresh order each pass: the k-th global training batch
+    (k = epoch · batches_per_epoch + i) takes OOD batch k mod M of OOD pass k div M (M OOD batches per pass,
+    each pass ordered by the OOD batches' own (seed, pass)). Everything follows from (seed, epoch, i, rank),
+    so ``iterate(epoch, start=i)`` serves exactly what an uninterrupted run served from batch i on.
+    """
+
+    def __init__(self, train: ImageBatches, ood: ImageBatches):
+        self.train, self.ood = train, ood
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def num_batches(self, world: int) -> int:
+        return self.train.num_batches(world)
+
+    def iterate(
+        self, epoch: int, *, rank: int = 0, world: int = 1, device: torch.device | None = None, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        per_pass = self.ood.num_batches(world)
+        if per_pass == 0:
+            raise ValueError("the outlier-exposure set is empty")
+        k = epoch * self.train.num_batches(world) + start
+        ood = self._ood_from(k // per_pass, k % per_pass, rank, world, device)
+        for x, y in self.train.iterate(epoch, rank=rank, world=world, device=device, start=start):
+            x_ood, _ = next(ood)
+            yield x, y, x_ood
+
+    def _ood_from(
+        self, ood_pass: int, batch: int, rank: int, world: int, device: torch.device | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield from self.ood.iterate(ood_pass, rank=rank, world=world, device=device, start=batch)
+            ood_pass, batch = ood_pass + 1, 0
+
+
 class RobustStep:
-    """A classification step with optional on-the-fly adversarial examples and outlier-exposure batches."""
+    """A classification step with optional on-the-fly adversarial examples and outlier exposure.
+
+    Batches are (x, y), or (x, y, x_ood) from ``WithOutliers`` for outlier exposure.
+    """
 
     def __init__(
         self,
@@ -47,7 +92,6 @@ class RobustStep:
         alpha: float = 0.5,
         fraction: float = 1.0,
         pgd_steps: int = 7,
-        ood: ImageBatches | None = None,
         oe_weight: float = 0.5,
     ):
         self.adversarial, self.eps, self.alpha, self.fraction, self.pgd_steps = (
@@ -57,25 +101,10 @@ class RobustStep:
             fraction,
             pgd_steps,
         )
-        self.ood, self.oe_weight = ood, oe_weight
-        self._ood_iter: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._acc: Accelerator | None = None
+        self.oe_weight = oe_weight
 
-    def setup(self, accelerator: Accelerator) -> None:
-        self._acc = accelerator
-
-    def _ood_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        assert self.ood is not None
-        acc = self._acc or make_accelerator()
-        epoch = 0
-        while True:  # cycle through the OOD set, a fresh order each pass
-            yield from self.ood.iterate(
-                epoch, rank=acc.process_index, world=acc.num_processes, device=acc.device
-            )
-            epoch += 1
-
-    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
-        x, y = batch
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> StepOutput:
+        x, y = batch[0], batch[1]
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         if self.adversarial is not None:
@@ -83,11 +112,8 @@ class RobustStep:
             raw = getattr(model, "module", model)  # attack the unwrapped model: no DDP hooks for input grads
             x_adv = attack(self.adversarial, raw, x[:n], y[:n], self.eps, steps=self.pgd_steps)
             loss = self.alpha * loss + (1 - self.alpha) * F.cross_entropy(model(x_adv).float(), y[:n])
-        if self.ood is not None:
-            if self._ood_iter is None:
-                self._ood_iter = self._ood_batches()
-            x_ood, _ = next(self._ood_iter)
-            loss = loss + self.oe_weight * outlier_exposure_loss(model(x_ood))
+        if len(batch) > 2:
+            loss = loss + self.oe_weight * outlier_exposure_loss(model(batch[2]))
         return StepOutput(loss, len(y), (logits.argmax(1) == y).sum())
 
 
@@ -118,6 +144,7 @@ class TrainRunConfig:
 
 
 def train_classifier(cfg: TrainRunConfig, resume: bool = False) -> dict[str, float]:
+    seed_everything(cfg.train.seed)  # before anything random: Python, NumPy and torch
     splits = load_id(cfg.dataset, cfg.data_dir, cfg.download)
     mean, std = splits.train.stats()
     model_cfg = ModelConfig(
@@ -132,18 +159,18 @@ def train_classifier(cfg: TrainRunConfig, resume: bool = False) -> dict[str, flo
         std=std,
         extra={"dataset": cfg.dataset, "classes": splits.train.classes},
     )
-    torch.manual_seed(cfg.train.seed)
     model = build_model(model_cfg)
+    if splits.train.num_classes < 2:
+        log.warning("%s has a single class: any classifier is trivially 100%% accurate on it", cfg.dataset)
     run = RunDir.create(cfg.out, cfg, command="lab4 train", resume=resume)
-    ood = None
-    if cfg.outlier_exposure:
-        ood_train, _ = load_ood(cfg.outlier_exposure, splits.train.shape, cfg.data_dir, cfg.download)
-        ood = ImageBatches(ood_train, cfg.batch_size, shuffle=True, seed=cfg.train.seed + 1)
-    step = RobustStep(
-        cfg.adversarial, cfg.eps, cfg.alpha, cfg.adv_fraction, cfg.pgd_steps, ood, cfg.oe_weight
-    )
+    step = RobustStep(cfg.adversarial, cfg.eps, cfg.alpha, cfg.adv_fraction, cfg.pgd_steps, cfg.oe_weight)
     augment = default_augment(cfg.dataset) if cfg.augment else None
     train = ImageBatches(splits.train, cfg.batch_size, shuffle=True, augment=augment, seed=cfg.train.seed)
+    if cfg.outlier_exposure:
+        ood_train, _ = load_ood(cfg.outlier_exposure, splits.train.shape, cfg.data_dir, cfg.download)
+        train = WithOutliers(
+            train, ImageBatches(ood_train, cfg.batch_size, shuffle=True, seed=cfg.train.seed + 1)
+        )
     val = ImageBatches(splits.val, 512) if splits.val is not None else None
     acc = make_accelerator(cfg.train.precision, cfg.train.cpu)
     log.info("training %s (%d parameters) on %s", cfg.family, count_parameters(model), cfg.dataset)
@@ -194,10 +221,10 @@ class AutoencoderConfig:
 
 
 def train_autoencoder(cfg: AutoencoderConfig, resume: bool = False) -> dict[str, float]:
+    seed_everything(cfg.train.seed)  # before anything random: Python, NumPy and torch
     encoder = load_model(cfg.encoder)
     splits = load_id(cfg.dataset, cfg.data_dir, cfg.download)
     check_model_fits(encoder, splits.train)
-    torch.manual_seed(cfg.train.seed)
     ae = FeatureAutoencoder.around(encoder, cfg.width)
     run = RunDir.create(cfg.out, cfg, command="lab4 train-ae", resume=resume)
     acc = make_accelerator(cfg.train.precision, cfg.train.cpu)
