@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from lab4_ood.metrics import auroc, fpr_at_tpr, ood_metrics, pr_curve, roc_curve
+from lab4_ood.metrics import NonFiniteScoreError, auroc, fpr_at_tpr, ood_metrics, pr_curve, roc_curve
 
 
 def sk_numbers(s_id, s_ood):
@@ -62,3 +62,15 @@ def test_hand_examples():
 def test_empty_sets_are_refused():
     with pytest.raises(ValueError):
         ood_metrics([], [1.0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_are_refused(bad):
+    """NaN scores (ODIN at T = 0) used to sort into AUPR 1.0 / FPR95 0.0; every metric must refuse them."""
+    good = np.array([0.1, 0.5, 0.9])
+    for s_id, s_ood in ((np.array([0.2, bad, 0.8]), good), (good, np.array([bad, bad]))):
+        with pytest.raises(NonFiniteScoreError, match="NaN or infinite"):
+            ood_metrics(s_id, s_ood)
+        for f in (auroc, fpr_at_tpr, roc_curve, pr_curve):
+            with pytest.raises(ValueError):
+                f(s_id, s_ood)

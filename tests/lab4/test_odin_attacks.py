@@ -162,3 +162,45 @@ def test_robust_step_keeps_train_mode_and_mixes_losses():
     adv = RobustStep("fgsm", eps=0.1, alpha=0.0, fraction=0.5)(model, (x, y))
     assert model.training and clean.count == adv.count == 8
     assert adv.loss.requires_grad and adv.loss.item() != pytest.approx(clean.loss.item())
+
+
+def test_fgsm_accuracy_falls_as_eps_grows(digits_mlp, digits04):
+    """The science: on a trained digits model, each larger ε leaves fewer test images classified right."""
+    x, y = digits04.test.images.float() / 255, digits04.test.labels
+    accuracy = []
+    for eps in (0.0, 0.05, 0.1, 0.2):
+        with torch.no_grad():
+            accuracy.append((digits_mlp(fgsm(digits_mlp, x, y, eps)).argmax(1) == y).float().mean().item())
+    assert accuracy[0] > 0.9
+    assert all(a > b for a, b in zip(accuracy, accuracy[1:])), accuracy
+    assert accuracy[-1] < 0.5 * accuracy[0], accuracy
+
+
+def test_outlier_batches_follow_from_epoch_and_batch_only(digits04):
+    """OOD batch of (epoch, i) = batch k mod M of OOD pass k div M, k = epoch·N + i; the same when started late."""
+    from dla_core.data import ImageBatches
+
+    train = ImageBatches(digits04.train, 64, shuffle=True, seed=3)  # N = 10 batches per epoch
+    ood_set = digits04.test  # 180 images: M = 2 batches of 64 per pass (the last partial batch is dropped)
+    ood = ImageBatches(ood_set, 64, shuffle=True, seed=4)
+    paired = WithOutliers(train, ood)
+    n, m = len(train), len(ood)
+    cycle = [x for p in range(3 * n // m + 1) for x, _ in ood.iterate(p)]  # the OOD set, pass after pass
+    for epoch in range(3):
+        served = list(paired.iterate(epoch))
+        assert len(served) == n
+        for i, (x, y, x_ood) in enumerate(served):
+            assert torch.equal(x_ood, cycle[epoch * n + i])
+        for (x, y), (x2, y2, _) in zip(train.iterate(epoch), served, strict=True):
+            assert torch.equal(x, x2) and torch.equal(y, y2)
+        late = list(paired.iterate(epoch, start=7))
+        assert all(torch.equal(a[2], b[2]) for a, b in zip(late, served[7:], strict=True)) and len(late) == n - 7
+    assert m == 2 and not torch.equal(cycle[0], cycle[m])  # a fresh order each pass
+
+
+def test_robust_step_adds_the_outlier_exposure_term():
+    model = random_classifier(5)
+    x, y, x_ood = torch.rand(8, 1, 8, 8), torch.randint(0, 5, (8,)), torch.rand(6, 1, 8, 8)
+    plain = RobustStep(oe_weight=0.3)(model, (x, y)).loss
+    with_oe = RobustStep(oe_weight=0.3)(model, (x, y, x_ood)).loss
+    torch.testing.assert_close(with_oe, plain + 0.3 * outlier_exposure_loss(model(x_ood)))

@@ -1,0 +1,237 @@
+"""What each step of `detect` and `attack` sees: which split, which mode; and the numbers built from them."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import lab4_ood.detection as detection
+import lab4_ood.robustness as robustness
+from dla_core.data import load_dataset, load_splits
+from dla_core.models import load_model
+from lab4_ood import detectors as det
+from lab4_ood.attacks import fgsm
+from lab4_ood.detection import DetectConfig, detect
+from lab4_ood.metrics import auroc
+from lab4_ood.robustness import AttackConfig, run_attack
+
+
+def pixels(data):
+    return data.images.float() / 255
+
+
+def cat(batches):
+    return torch.cat([x.cpu() for x in batches])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    splits = load_splits("digits:0-4")
+    ood_train, ood_test = load_dataset("digits:5-9")
+    return splits, ood_train, ood_test
+
+
+def test_grid_sees_held_out_data_mahalanobis_fits_on_train_and_the_test_sets_are_scored(
+    digits_run, digits, tmp_path, monkeypatch
+):
+    splits, ood_train, ood_test = digits
+    grid_inputs, fit_inputs, scored = [], [], {}
+
+    real_grid = detection.odin_grid
+
+    def spy_grid(model, x, temperatures, epsilons):
+        grid_inputs.append(x.detach().clone())
+        return real_grid(model, x, temperatures, epsilons)
+
+    real_fit = det.Mahalanobis.fit
+
+    def spy_fit(self, batches):
+        batches = list(batches)
+        fit_inputs.extend(x for x, _ in batches)
+        return real_fit(self, batches)
+
+    real_score_set = det.score_set
+
+    def spy_score_set(detector, data, batch_size, device):
+        scored.setdefault(detector.name, []).append(data.images.clone())
+        return real_score_set(detector, data, batch_size, device)
+
+    monkeypatch.setattr(detection, "odin_grid", spy_grid)
+    monkeypatch.setattr(det.Mahalanobis, "fit", spy_fit)
+    monkeypatch.setattr(det, "score_set", spy_score_set)
+    summary = detect(
+        DetectConfig(
+            model=digits_run,
+            id="digits:0-4",
+            ood=("digits:5-9",),
+            methods=("mahalanobis", "odin"),
+            out=tmp_path / "det",
+            grid=True,
+            grid_temperatures=(1.0, 1000.0),
+            grid_eps=(0.0, 0.01),
+            cpu=True,
+        )
+    )
+    # the grid: the ID validation slice, then the OOD set's training split; never a test set
+    assert torch.equal(cat(grid_inputs), torch.cat([pixels(splits.val), pixels(ood_train)]))
+    # Mahalanobis: class means and covariance from the ID training split (not val, not test)
+    assert torch.equal(cat(fit_inputs), pixels(splits.train))
+    # every method scores the ID test split and the OOD test split
+    for name in ("mahalanobis", "odin"):
+        assert [len(x) for x in scored[name]] == [len(splits.test), len(ood_test)]
+        assert torch.equal(scored[name][0], splits.test.images)
+        assert torch.equal(scored[name][1], ood_test.images)
+    # the best pair is the one with the highest mean AUROC, and it is the one used on the test sets
+    rows = summary["odin_grid"]["rows"]
+    assert len({r["auroc"] for r in rows}) > 1  # otherwise "best" and "worst" would be one pair
+    best = max(rows, key=lambda r: r["auroc"])
+    assert summary["odin_grid"]["best"] == best
+    assert summary["odin"] == {"temperature": best["temperature"], "eps": best["eps"]}
+
+
+def test_the_science_a_trained_classifier_tells_digits_0_4_from_5_9(digits_run, tmp_path):
+    """An OOD detector on a classifier trained by `lab4 train` beats chance clearly."""
+    summary = detect(
+        DetectConfig(
+            model=digits_run,
+            id="digits:0-4",
+            ood=("digits:5-9",),
+            methods=("msp", "energy", "mahalanobis"),
+            out=tmp_path / "det",
+            cpu=True,
+        )
+    )
+    assert summary["id_accuracy"] > 0.9
+    for method, per_ood in summary["results"].items():
+        assert per_ood["digits:5-9"]["auroc"] > 0.75, method
+
+
+def spy_on_loads(monkeypatch, module):
+    """Record each model the command loads, with a copy of its BatchNorm buffers as loaded."""
+    loaded = []
+
+    def spy(source, *args, **kwargs):
+        model = load_model(source, *args, **kwargs)
+        assert model.training  # as loaded: a fresh module is in train mode; the command must switch it
+        loaded.append((model, {k: v.clone() for k, v in model.named_buffers()}))
+        return model
+
+    monkeypatch.setattr(module, "load_model", spy)
+    return loaded
+
+
+def assert_buffers_unchanged(loaded):
+    assert loaded
+    for model, buffers in loaded:
+        assert any("running_mean" in k for k in buffers)  # the test means something: there is BatchNorm
+        for k, v in model.named_buffers():
+            assert torch.equal(v, buffers[k]), f"{k} changed: the model ran in train mode"
+
+
+def test_detect_scores_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp_path, monkeypatch):
+    splits, _, ood_test = digits
+    reference = load_model(batchnorm_run).eval()
+    with torch.no_grad():
+        expected = auroc(
+            det.MSP(reference).scores(pixels(splits.test)).double().numpy(),
+            det.MSP(reference).scores(pixels(ood_test)).double().numpy(),
+        )
+    loaded = spy_on_loads(monkeypatch, detection)
+    summary = detect(
+        DetectConfig(
+            model=batchnorm_run,
+            id="digits:0-4",
+            ood=("digits:5-9",),
+            methods=("msp", "odin", "mahalanobis"),
+            out=tmp_path / "det",
+            batch_size=64,
+            cpu=True,
+        )
+    )
+    assert_buffers_unchanged(loaded)
+    assert summary["results"]["msp"]["digits:5-9"]["auroc"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_attack_runs_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp_path, monkeypatch):
+    splits, _, _ = digits
+    reference = load_model(batchnorm_run).eval()
+    with torch.no_grad():
+        clean = int((reference(pixels(splits.test)).argmax(1) == splits.test.labels).sum()) / len(splits.test)
+    loaded = spy_on_loads(monkeypatch, robustness)
+    summary = run_attack(
+        AttackConfig(
+            model=batchnorm_run,
+            dataset="digits:0-4",
+            out=tmp_path / "att",
+            method="pgd",
+            eps=(0.0, 0.1),
+            steps=2,
+            batch_size=64,
+            cpu=True,
+        )
+    )
+    assert_buffers_unchanged(loaded)
+    assert summary["rows"][0]["accuracy"] == pytest.approx(clean, abs=1e-12)
+
+
+def test_targeted_success_counts_only_images_not_already_of_the_target(digits_run, digits, tmp_path):
+    splits, _, _ = digits
+    x, y = pixels(splits.test), splits.test.labels
+    model = load_model(digits_run).eval()
+    target = 2
+    others = y != target
+    expected = []
+    for eps in (0.0, 0.1):
+        adv = fgsm(model, x, torch.full_like(y, target), eps, targeted=True)
+        with torch.no_grad():
+            pred = model(adv).argmax(1)
+        expected.append(int((pred[others] == target).sum()) / int(others.sum()))
+    summary = run_attack(
+        AttackConfig(
+            model=digits_run,
+            dataset="digits:0-4",
+            out=tmp_path / "att",
+            method="fgsm",
+            eps=(0.0, 0.1),
+            target_class=target,
+            batch_size=1024,
+            cpu=True,
+        )
+    )
+    got = [r["target_success"] for r in summary["rows"]]
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert expected[0] < 0.05 < expected[1]  # a good model rarely calls others 2; the attack makes it
+
+
+def test_degenerate_evaluations_warn(digits_run, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    detect(
+        DetectConfig(
+            model=digits_run,
+            id="digits:0-4",
+            ood=("digits:5-9",),
+            methods=("msp",),
+            out=tmp_path / "det",
+            limit=1,
+            cpu=True,
+        )
+    )
+    assert "ID digits:0-4 has only 1 image(s) (--limit)" in caplog.text
+    assert "OOD digits:5-9 has only 1 image(s) (--limit)" in caplog.text
+    caplog.clear()
+    run_attack(
+        AttackConfig(model=digits_run, dataset="digits:0-4", out=tmp_path / "att", eps=(0.0,), limit=3, cpu=True)
+    )
+    assert "only 3 test image(s) (--limit)" in caplog.text
+
+
+def test_constant_scores_warn(caplog):
+    caplog.set_level(logging.WARNING)
+    detection.warn_constant("msp", np.ones(30), {"x": np.ones(40)})
+    assert "msp gives every image the same score" in caplog.text
+    caplog.clear()
+    detection.warn_constant("msp", np.ones(30), {"x": np.r_[np.ones(39), 0.5]})
+    assert caplog.text == ""
