@@ -223,7 +223,9 @@ def test_degenerate_evaluations_warn(digits_run, tmp_path, caplog):
     assert "OOD digits:5-9 has only 1 image(s) (--limit)" in caplog.text
     caplog.clear()
     run_attack(
-        AttackConfig(model=digits_run, dataset="digits:0-4", out=tmp_path / "att", eps=(0.0,), limit=3, cpu=True)
+        AttackConfig(
+            model=digits_run, dataset="digits:0-4", out=tmp_path / "att", eps=(0.0,), limit=3, cpu=True
+        )
     )
     assert "only 3 test image(s) (--limit)" in caplog.text
 

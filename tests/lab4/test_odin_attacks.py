@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn as nn
@@ -82,7 +84,9 @@ def test_odin_on_a_linear_model_equals_the_closed_form():
     for (t, e), scores in grid.items():
         torch.testing.assert_close(scores.double(), linear_odin_expected(w, b, x, t, e))
     # the numbers above are not the T = 1 ones: a T dropped anywhere changes them
-    assert not torch.allclose(linear_odin_expected(w, b, x, 10.0, 0.1), linear_odin_expected(w, b, x, 1.0, 0.1))
+    assert not torch.allclose(
+        linear_odin_expected(w, b, x, 10.0, 0.1), linear_odin_expected(w, b, x, 1.0, 0.1)
+    )
 
 
 def test_pgd_starts_at_a_random_point_of_the_ball():
@@ -172,7 +176,7 @@ def test_fgsm_accuracy_falls_as_eps_grows(digits_mlp, digits04):
         with torch.no_grad():
             accuracy.append((digits_mlp(fgsm(digits_mlp, x, y, eps)).argmax(1) == y).float().mean().item())
     assert accuracy[0] > 0.9
-    assert all(a > b for a, b in zip(accuracy, accuracy[1:])), accuracy
+    assert all(a > b for a, b in itertools.pairwise(accuracy)), accuracy
     assert accuracy[-1] < 0.5 * accuracy[0], accuracy
 
 
@@ -189,12 +193,14 @@ def test_outlier_batches_follow_from_epoch_and_batch_only(digits04):
     for epoch in range(3):
         served = list(paired.iterate(epoch))
         assert len(served) == n
-        for i, (x, y, x_ood) in enumerate(served):
+        for i, (_, _, x_ood) in enumerate(served):
             assert torch.equal(x_ood, cycle[epoch * n + i])
         for (x, y), (x2, y2, _) in zip(train.iterate(epoch), served, strict=True):
             assert torch.equal(x, x2) and torch.equal(y, y2)
         late = list(paired.iterate(epoch, start=7))
-        assert all(torch.equal(a[2], b[2]) for a, b in zip(late, served[7:], strict=True)) and len(late) == n - 7
+        assert (
+            all(torch.equal(a[2], b[2]) for a, b in zip(late, served[7:], strict=True)) and len(late) == n - 7
+        )
     assert m == 2 and not torch.equal(cycle[0], cycle[m])  # a fresh order each pass
 
 
