@@ -275,8 +275,19 @@ def test_user_mistakes_are_one_line_errors(runs, tmp_path):
     for argv, message in cases:
         r = lab4(*argv, ok=False)
         assert r.exit_code == 1, (argv, r.output)
-        assert r.output.startswith(f"Error: {message}"), (argv, r.output)
+        assert r.output.startswith("Error: ") and message in r.output, (argv, r.output)
         assert "Traceback" not in r.output
+
+
+def test_commands_without_resume_do_not_suggest_it(runs, tmp_path):
+    lab4("attack", "--model", runs / "base", "--eps", "0", "--limit", "50", "--out", tmp_path / "att")
+    for argv in (
+        ["attack", "--model", runs / "base", "--eps", "0", "--limit", "50"],
+        ["detect", "--model", runs / "base", "--ood", "fake", "--limit", "50"],
+    ):
+        r = lab4(*argv, "--out", tmp_path / "att", ok=False)
+        assert r.exit_code == 1 and r.output.startswith("Error: "), r.output
+        assert "already holds a run" in r.output and "--resume" not in r.output, r.output
 
 
 @pytest.mark.parametrize(

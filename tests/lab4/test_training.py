@@ -22,7 +22,7 @@ def config(out, **options):
         depth=1,
         width=32,
         batch_size=64,
-        train=TrainConfig(epochs=3, lr=3e-3, cpu=True, seed=5),
+        train=TrainConfig(epochs=3, lr=3e-3, cpu=True, seed=5, log_grad_norms=True),
         **options,
     )
 
@@ -61,5 +61,6 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, o
     for ra, rb in zip(a["history"], b["history"], strict=True):
         assert ra["train_loss"] == rb["train_loss"] and ra["val_accuracy"] == rb["val_accuracy"]
     assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
+    assert a["grad_norms"] == b["grad_norms"]  # the interrupted epoch's mean included
     wa, wb = load_model(whole.out).state_dict(), load_model(parted.out).state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -142,7 +142,7 @@ def detect(cfg: DetectConfig) -> dict:
     oods = {spec: load_ood(spec, shape, cfg.data_dir, cfg.download) for spec in cfg.ood}
     ood_test = {spec: head(test, cfg.limit) for spec, (_, test) in oods.items()}
     warn_degenerate(cfg, splits.test.num_classes, id_test, ood_test)
-    run = RunDir.create(cfg.out, cfg, command="lab4 detect")
+    run = RunDir.create(cfg.out, cfg, command="lab4 detect", resumable=False)
     summary: dict = {
         "id_accuracy": evaluate(model, ImageBatches(id_test, cfg.batch_size), accelerator=acc)["accuracy"]
     }

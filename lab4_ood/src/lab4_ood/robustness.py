@@ -69,7 +69,7 @@ def run_attack(cfg: AttackConfig) -> dict:
             len(test),
             " (--limit)" if cfg.limit is not None else "",
         )
-    run = RunDir.create(cfg.out, cfg, command="lab4 attack")
+    run = RunDir.create(cfg.out, cfg, command="lab4 attack", resumable=False)
     rows = []
     grid_x, grid_adv, grid_y, grid_pred = None, None, None, None
     for eps in tqdm(cfg.eps, desc=f"{cfg.method} ε", leave=False):
