@@ -11,6 +11,7 @@ import torch
 import lab4_ood.detection as detection
 import lab4_ood.robustness as robustness
 from dla_core.data import load_dataset, load_splits
+from dla_core.errors import DlaError
 from dla_core.models import load_model
 from lab4_ood import detectors as det
 from lab4_ood.attacks import fgsm
@@ -228,6 +229,21 @@ def test_degenerate_evaluations_warn(digits_run, tmp_path, caplog):
         )
     )
     assert "only 3 test image(s) (--limit)" in caplog.text
+    # a targeted rate over no images at all was reported as 0.0: refuse it
+    from lab4_ood.datasets import head
+
+    label = int(head(load_splits("digits:0-4", val_fraction=0).test, 1).labels[0])
+    cfg = AttackConfig(
+        model=digits_run,
+        dataset="digits:0-4",
+        out=tmp_path / "t",
+        eps=(0.0,),
+        limit=1,
+        target_class=label,
+        cpu=True,
+    )
+    with pytest.raises(DlaError, match="every test image is of class"):
+        run_attack(cfg)
 
 
 def test_constant_scores_warn(caplog):
