@@ -61,8 +61,6 @@ def run_attack(cfg: AttackConfig) -> dict:
             f"every test image is of class {cfg.target_class}: a targeted success rate over the images "
             "not already of the target class is undefined"
         )
-    if test.num_classes < 2:
-        log.warning("%s has a single class: the model is always right, under any attack", cfg.dataset)
     if len(test) < FEW:
         log.warning(
             "only %d test image(s)%s: the accuracies are coarse and can look perfect by chance",

@@ -160,8 +160,6 @@ def train_classifier(cfg: TrainRunConfig, resume: bool = False) -> dict[str, flo
         extra={"dataset": cfg.dataset, "classes": splits.train.classes},
     )
     model = build_model(model_cfg)
-    if splits.train.num_classes < 2:
-        log.warning("%s has a single class: any classifier is trivially 100%% accurate on it", cfg.dataset)
     run = RunDir.create(cfg.out, cfg, command="lab4 train", resume=resume)
     step = RobustStep(cfg.adversarial, cfg.eps, cfg.alpha, cfg.adv_fraction, cfg.pgd_steps, cfg.oe_weight)
     augment = default_augment(cfg.dataset) if cfg.augment else None
