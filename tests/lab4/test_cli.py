@@ -379,3 +379,14 @@ def test_same_seed_same_metrics_for_every_command(tmp_path):
             lab4(*argv, "--out", tmp_path / f"{name}{i}")
         first, second = metrics(tmp_path / f"{name}0"), metrics(tmp_path / f"{name}1")
         assert numbers(first) == numbers(second), name
+
+
+def test_a_damaged_config_json_of_the_model_run_is_one_error_line(runs, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "base", broken)
+    (broken / "config.json").write_text('{"config": {"dataset": "digits:0-4"')  # cut short mid-write
+    r = lab4("detect", "--model", broken, "--ood", "fake", "--limit", "50", "--out", tmp_path / "d", ok=False)
+    assert r.exit_code == 1 and r.output.startswith("Error: "), r.output
+    assert "config.json is damaged" in r.output and not (tmp_path / "d").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ import torch.nn as nn
 from dla_core.data import ImageSet, Splits, fake_data, load_dataset, load_splits, parse_spec
 from dla_core.errors import DlaError
 from dla_core.models import model_config_of
-from dla_core.runs import CONFIG
+from dla_core.runs import CONFIG, read_json
 
 
 def dataset_of_run(run: Path) -> str | None:
@@ -19,7 +18,7 @@ def dataset_of_run(run: Path) -> str | None:
     path = Path(run) / CONFIG
     if not path.exists():
         return None
-    config = json.loads(path.read_text()).get("config", {})
+    config = read_json(path).get("config", {})  # a damaged file is one Error line, not a traceback
     value = config.get("dataset") or config.get("id")
     return value if isinstance(value, str) else None
 
