@@ -1,4 +1,4 @@
-"""Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, docker, docker-smoke.
+"""Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, mutate, docker, docker-smoke.
 
 nox -s tests            # every part, each in its own environment with only core + that lab installed
 nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
@@ -6,10 +6,15 @@ nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+import tomllib
+from pathlib import Path
 
 import nox
 
@@ -80,6 +85,164 @@ def bench(session: nox.Session) -> None:
     scripts = session.posargs or sorted(p.name for p in pathlib.Path("bench").glob("bench_*.py"))
     for script in scripts:
         session.run("python", f"bench/{script}")
+
+
+MUTMUT = "mutmut==3.8.1"
+# part -> {module: (the test files that judge it, the functions/classes to mutate or None for the whole module)}.
+# engine.py: only the step logic; mutating fit() itself would rerun the training tests for hundreds of mutants.
+MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
+    "core": {
+        "core/src/dla_core/data/batches.py": (["tests/core/test_data.py"], None),
+        "core/src/dla_core/engine.py": (
+            [
+                f"tests/core/test_engine.py::{t}"
+                for t in (
+                    "test_schedules",
+                    "test_grad_norms_logged_per_layer",
+                    "test_fit_learns_digits",
+                    "test_evaluate_without_accuracy_step",
+                )
+            ],
+            ["lr_factor", "_GradNorms", "classification_step"],
+        ),
+    },
+    "lab2": {
+        "lab2_distilbert/src/lab2_distilbert/experiments.py": (
+            ["tests/lab2/test_commands.py"],
+            ["extract_features"],
+        ),
+        "lab2_distilbert/src/lab2_distilbert/tokens.py": (["tests/lab2/test_data_tokens.py"], None),
+    },
+    "lab3": {
+        "lab3_story/src/lab3_story/images.py": (["tests/lab3/test_images.py"], None),
+        "lab3_story/src/lab3_story/prompts.py": (["tests/lab3/test_prompts.py"], None),
+    },
+    "lab4": {
+        "lab4_ood/src/lab4_ood/metrics.py": (["tests/lab4/test_metrics.py"], None),
+        "lab4_ood/src/lab4_ood/detectors.py": (["tests/lab4/test_detectors.py"], None),
+        "lab4_ood/src/lab4_ood/odin.py": (["tests/lab4/test_odin_attacks.py"], None),
+        "lab4_ood/src/lab4_ood/attacks.py": (["tests/lab4/test_odin_attacks.py"], None),
+    },
+}
+ROOT = Path(__file__).resolve().parent
+MUTANTS_DIR = ROOT / ".mutants"  # one staging folder per module; kept out of git and ruff
+
+
+def _mutant_patterns(source: str, functions: list[str] | None) -> list[str]:
+    """mutmut's mutant-name globs for the chosen functions/classes of one module (x_f__mutmut_N, xǁCǁm__mutmut_N)."""
+    module = source.split("/src/", 1)[1].removesuffix(".py").replace("/", ".")
+    if functions is None:
+        return [f"{module}.*"]
+    return [p for f in functions for p in (f"{module}.x_{f}__mutmut_*", f"{module}.xǁ{f}ǁ*")]
+
+
+def _stage(part: str, source: str, tests: list[str], functions: list[str] | None) -> Path:
+    """A fresh folder laid out as mutmut expects (src/<package>, tests/, pyproject with [tool.mutmut])."""
+    stage = MUTANTS_DIR / source.replace("/", "-").removesuffix(".py")
+    shutil.rmtree(stage, ignore_errors=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ["core", *PARTS[part]]:
+        for package in Path(folder, "src").iterdir():
+            if package.is_dir() and not package.name.endswith(".egg-info"):
+                shutil.copytree(package, stage / "src" / package.name, ignore=skip)
+    (stage / "tests").mkdir()
+    for name in ("__init__.py", "conftest.py"):
+        shutil.copy2(Path("tests", name), stage / "tests" / name)
+    shutil.copytree(Path("tests", part), stage / "tests" / part, ignore=skip)
+    mutate_only = source.split("/src/", 1)[1]
+    config = {
+        "source_paths": ["src"],
+        "only_mutate": [f"src/{mutate_only}"],
+        "pytest_add_cli_args_test_selection": tests,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+        "use_git_change_detection": False,
+        # mutmut kills a mutant's run after 15 x the clean CPU time + this constant; on a shared 2-core box the
+        # child's start-up alone can pass mutmut's 1 s default and count a live mutant as a timeout.
+        "timeout_constant": 30.0,
+    }
+    _write_mutmut_config(stage, config)
+    return stage
+
+
+def _write_mutmut_config(stage: Path, config: dict) -> None:
+    """The repository's pyproject (pytest settings) plus a [tool.mutmut] table."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    toml = (ROOT / "pyproject.toml").read_text() + "\n[tool.mutmut]\n" + "\n".join(lines) + "\n"
+    (stage / "pyproject.toml").write_text(toml)
+
+
+def _survivor_line(session: nox.Session, stage: Path, name: str) -> str:
+    """`file:line  - old / + new` for one mutant, from mutmut's diff."""
+    with session.chdir(stage):
+        diff = session.run("mutmut", "show", name, silent=True, log=False) or ""
+    old = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    new = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return f"{' | '.join(old)}  ->  {' | '.join(new)}"
+
+
+@nox.session(python=PYTHON, default=False)
+def mutate(session: nox.Session) -> None:
+    """Mutation-test the numerical modules (mutmut), each against its own tests: nox -s mutate -- lab4."""
+    parts = session.posargs or list(MUTATE)
+    unknown = [p for p in parts if p not in MUTATE]
+    if unknown:
+        session.error(f"unknown part(s) {unknown}; choose from {list(MUTATE)}")
+    install_parts(session, *sorted({f for p in parts for f in PARTS[p]}))
+    session.install(*TEST_TOOLS, MUTMUT)
+    rows = []
+    report = []
+    for part in parts:
+        for source, (tests, functions) in MUTATE[part].items():
+            stage = _stage(part, source, tests, functions)
+            patterns = _mutant_patterns(source, functions)
+            env = {"DLA_PART": part, "PYTHONPATH": str(stage / "mutants" / "src")}
+            start = time.monotonic()
+            with session.chdir(stage):
+                # mutmut 3.8.1 finds no test for any mutant when it generates the mutants and collects the test
+                # stats in the same run (a fresh mutants/ folder); a first pass over an empty test selection only
+                # generates them (and stops, exit 1), the real pass then reuses them.
+                config = tomllib.loads((stage / "pyproject.toml").read_text())["tool"]["mutmut"]
+                _write_mutmut_config(
+                    stage, {**config, "pytest_add_cli_args_test_selection": ["tests/__init__.py"]}
+                )
+                session.run("mutmut", "run", *patterns, env=env, success_codes=[0, 1], silent=True)
+                _write_mutmut_config(stage, config)
+                session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 2), *patterns, env=env)
+            seconds = time.monotonic() - start
+            meta = json.loads((stage / "mutants" / f"src/{source.split('/src/', 1)[1]}.meta").read_text())
+            codes = {
+                k: v
+                for k, v in meta["exit_code_by_key"].items()
+                if any(fnmatch.fnmatchcase(k, p) for p in patterns)
+            }
+            counts = {"killed": 0, "survived": 0, "timeout": 0, "other": 0}
+            for name, code in sorted(codes.items()):
+                status = {
+                    1: "killed",
+                    3: "killed",
+                    0: "survived",
+                    36: "timeout",
+                    -24: "timeout",
+                    24: "timeout",
+                }
+                kind = status.get(code, "survived" if code in (5, 33) else "other")
+                counts[kind] += 1
+                if kind != "killed":
+                    report.append(f"{source} {name} [{kind} {code}]: {_survivor_line(session, stage, name)}")
+            rows.append((source, counts, len(codes), seconds))
+    session.log(
+        "surviving (and other unkilled) mutants; `cd .mutants/<module> && mutmut show NAME` for the diff:"
+    )
+    for line in report:
+        print(line)
+    header = f"{'module':<52} {'killed':>6} {'surv.':>6} {'tmout':>6} {'other':>6} {'total':>6} {'score':>7} {'time':>7}"
+    print(header)
+    for source, c, total, seconds in rows:
+        score = (c["killed"] + c["timeout"]) / total if total else float("nan")
+        print(
+            f"{source:<52} {c['killed']:>6} {c['survived']:>6} {c['timeout']:>6} {c['other']:>6} {total:>6}"
+            f" {score:>7.1%} {seconds:>6.0f}s"
+        )
 
 
 @nox.session(name="tests-docker", python=PYTHON)
