@@ -171,13 +171,24 @@ def _write_mutmut_config(stage: Path, config: dict) -> None:
     (stage / "pyproject.toml").write_text(toml)
 
 
-def _survivor_line(session: nox.Session, stage: Path, name: str) -> str:
-    """`file:line  - old / + new` for one mutant, from mutmut's diff."""
+def _survivor_line(session: nox.Session, stage: Path, source: str, name: str) -> str:
+    """`file:line: old -> new` for one mutant, from mutmut's diff (which numbers lines from the function's def)."""
     with session.chdir(stage):
         diff = session.run("mutmut", "show", name, silent=True, log=False) or ""
-    old = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
-    new = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
-    return f"{' | '.join(old)}  ->  {' | '.join(new)}"
+    body = [ln for ln in diff.splitlines() if ln[:1] in " -+" and not ln.startswith(("---", "+++"))]
+    old = [ln[1:].strip() for ln in body if ln.startswith("-")]
+    new = [ln[1:].strip() for ln in body if ln.startswith("+")]
+    lines = [ln.strip() for ln in (ROOT / source).read_text().splitlines()]
+    where = "?"
+    if body and old:
+        first = body[0][1:].strip()  # the def line
+        starts = [i for i, ln in enumerate(lines) if ln == first]
+        for s in starts:
+            hit = next((i for i in range(s, len(lines)) if lines[i] == old[0]), None)
+            if hit is not None:
+                where = str(hit + 1)
+                break
+    return f"{source}:{where}: {' | '.join(old)}  ->  {' | '.join(new)}"
 
 
 @nox.session(python=PYTHON, default=False)
@@ -195,7 +206,10 @@ def mutate(session: nox.Session) -> None:
         for source, (tests, functions) in MUTATE[part].items():
             stage = _stage(part, source, tests, functions)
             patterns = _mutant_patterns(source, functions)
-            env = {"DLA_PART": part, "PYTHONPATH": str(stage / "mutants" / "src")}
+            # mutmut forks a child per mutant: a forked torch with a live OpenMP pool can hang forever (and a
+            # sleeping child never reaches mutmut's CPU-time limit), so keep torch to one thread
+            threads = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+            env = {"DLA_PART": part, "PYTHONPATH": str(stage / "mutants" / "src"), **threads}
             start = time.monotonic()
             with session.chdir(stage):
                 # mutmut 3.8.1 finds no test for any mutant when it generates the mutants and collects the test
@@ -228,7 +242,7 @@ def mutate(session: nox.Session) -> None:
                 kind = status.get(code, "survived" if code in (5, 33) else "other")
                 counts[kind] += 1
                 if kind != "killed":
-                    report.append(f"{source} {name} [{kind} {code}]: {_survivor_line(session, stage, name)}")
+                    report.append(f"{_survivor_line(session, stage, source, name)}   [{kind}, {name}]")
             rows.append((source, counts, len(codes), seconds))
     session.log(
         "surviving (and other unkilled) mutants; `cd .mutants/<module> && mutmut show NAME` for the diff:"

@@ -7,13 +7,16 @@ import torch
 from dla_core.data import (
     Augment,
     ImageBatches,
+    ImageSet,
     formats,
     load_dataset,
     load_splits,
     parse_spec,
     random_crop,
     random_flip,
+    shard,
 )
+from dla_core.data.batches import batch_count
 from dla_core.errors import DlaError
 
 
@@ -187,3 +190,44 @@ def test_eval_batches_keep_every_image():
     xs = [x for x, _ in loader.iterate(0)]
     assert sum(len(x) for x in xs) == len(test)
     assert xs[0].dtype == torch.float32 and float(xs[0].max()) <= 1.0
+
+
+def _tiny_set(n: int) -> ImageSet:
+    """n 1×2×2 images whose pixels are all 255 except the first, labels 0..n-1 (identity is visible in y)."""
+    images = torch.full((n, 1, 2, 2), 255, dtype=torch.uint8)
+    images[:, 0, 0, 0] = 0
+    return ImageSet(images, torch.arange(n), [str(i) for i in range(n)], "tiny")
+
+
+def test_shard_sizes_and_offsets_are_exact():
+    # 10 items over 3 processes: 4, 3, 3, contiguous and complete (kills +/- and 1→2 mutants of shard)
+    assert [shard(10, r, 3) for r in range(3)] == [slice(0, 4), slice(4, 7), slice(7, 10)]
+    assert [shard(11, r, 3) for r in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 11)]
+
+
+def test_batch_count_edges():
+    assert batch_count(0, 8, True) == 0 and batch_count(0, 8, False) == 0
+    assert batch_count(5, 8, True) == 1  # a set smaller than one batch still trains one batch
+    assert batch_count(17, 8, True) == 2 and batch_count(17, 8, False) == 3
+
+
+def test_batches_defaults_scale_and_tiny_training_set():
+    data = _tiny_set(5)
+    # evaluation keeps the partial last batch, training (shuffle) drops it unless told otherwise
+    assert len(ImageBatches(data, 2)) == 3 and len(ImageBatches(data, 2, shuffle=True)) == 2
+    assert len(ImageBatches(data, 2, shuffle=True, drop_last=False)) == 3
+    x, y = next(iter(ImageBatches(data, 8).iterate(0)))
+    assert torch.equal(y, torch.arange(5))  # unshuffled, and a set smaller than a batch is one batch
+    assert float(x.max()) == 1.0 and float(x.min()) == 0.0  # uint8 255 → exactly 1.0
+    (_, ys), *rest = list(ImageBatches(data, 8, shuffle=True).iterate(0))
+    assert not rest and sorted(ys.tolist()) == list(range(5))  # drop_last keeps one batch of everything
+
+
+def test_inactive_augment_is_dropped_and_seed_changes_the_order():
+    data = _tiny_set(64)
+    assert ImageBatches(data, 8, augment=Augment()).augment is None
+    assert ImageBatches(data, 8, augment=Augment(flip=True)).augment is not None
+    a = torch.cat([y for _, y in ImageBatches(data, 8, shuffle=True).iterate(1)])
+    b = torch.cat([y for _, y in ImageBatches(data, 8, shuffle=True, seed=1).iterate(1)])
+    c = torch.cat([y for _, y in ImageBatches(data, 8, shuffle=True, seed=0).iterate(1)])
+    assert not torch.equal(a, b) and torch.equal(a, c)
