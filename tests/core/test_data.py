@@ -231,3 +231,61 @@ def test_inactive_augment_is_dropped_and_seed_changes_the_order():
     b = torch.cat([y for _, y in ImageBatches(data, 8, shuffle=True, seed=1).iterate(1)])
     c = torch.cat([y for _, y in ImageBatches(data, 8, shuffle=True, seed=0).iterate(1)])
     assert not torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_draw_follows_its_contract():
+    # (n, 3) int64 columns dy, dx in [0, 2p] and flip in {0, 1}; no flip column when flipping is off
+    n = 400
+    crop = Augment(crop_padding=2).draw(n, torch.Generator().manual_seed(0))
+    assert crop.shape == (n, 3) and crop.dtype == torch.int64
+    assert set(crop[:, :2].unique().tolist()) == {0, 1, 2, 3, 4} and not crop[:, 2].any()
+    flip = Augment(flip=True).draw(n, torch.Generator().manual_seed(0))
+    assert flip.shape == (n, 3) and not flip[:, :2].any() and set(flip[:, 2].unique().tolist()) == {0, 1}
+
+
+def test_padding_one_crop_shifts_by_the_drawn_offset():
+    x = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)
+    # padding 1, dy=0, dx=2: the window starts one row above (zeros) and one column to the right
+    out = Augment(crop_padding=1).apply(x, torch.tensor([[0, 2, 0]]))
+    assert out[0, 0].tolist() == [[0, 0, 0], [2, 3, 0], [5, 6, 0]]
+
+
+def test_crop_and_flip_helpers_follow_the_given_generator():
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    crop = [random_crop(x, 2, torch.Generator().manual_seed(5)) for _ in range(2)]
+    flip = [random_flip(x, torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(*crop) and torch.equal(*flip)
+
+
+def test_iterate_applies_the_augmentation():
+    # _tiny_set's dark pixel is at column 0: a flipped image has it at column 1
+    data = _tiny_set(64)
+    x = torch.cat([x for x, _ in ImageBatches(data, 16, augment=Augment(flip=True)).iterate(0)])
+    dark_left, dark_right = x[:, 0, 0, 0] == 0, x[:, 0, 0, 1] == 0
+    assert bool((dark_left ^ dark_right).all()) and 0 < int(dark_right.sum()) < 64
+    # the same epoch draws the same flips; another epoch draws others
+    again = torch.cat([x for x, _ in ImageBatches(data, 16, augment=Augment(flip=True)).iterate(0)])
+    other = torch.cat([x for x, _ in ImageBatches(data, 16, augment=Augment(flip=True)).iterate(1)])
+    assert torch.equal(x, again) and not torch.equal(x, other)
+
+
+def test_a_last_batch_smaller_than_the_world_is_shared_without_loss():
+    # 9 images, 4 per process, 2 processes: global batches of 8 and 1; rank 1 gets nothing of the second
+    data = _tiny_set(9)
+    batches = ImageBatches(data, 4)
+    r0 = [y.tolist() for _, y in batches.iterate(0, rank=0, world=2)]
+    r1 = [y.tolist() for _, y in batches.iterate(0, rank=1, world=2)]
+    assert r0 == [[0, 1, 2, 3], [8]] and r1 == [[4, 5, 6, 7]]
+
+
+def test_to_moves_the_images_once_and_iterate_serves_from_there():
+    meta = torch.device("meta")  # a device every torch build has: proves where the tensors went
+    batches = ImageBatches(_tiny_set(5), 2)
+    assert batches.to(meta) is batches
+    x, y = next(iter(batches.iterate(0)))
+    assert x.device == meta and y.device == meta and x.shape == (2, 1, 2, 2)
+    fresh = ImageBatches(_tiny_set(5), 2)
+    x, y = next(iter(fresh.iterate(0, device=meta)))
+    assert x.device == meta and y.device == meta
+    x, y = next(iter(ImageBatches(_tiny_set(5), 2).iterate(0)))  # no device: stays where the data is
+    assert x.device.type == "cpu" and torch.equal(y, torch.tensor([0, 1]))
