@@ -98,6 +98,9 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
                 f"tests/core/test_engine.py::{t}"
                 for t in (
                     "test_schedules",
+                    "test_schedule_values_after_warmup_and_at_the_boundaries",
+                    "test_grad_norms_average_the_unscaled_per_module_norm_by_value",
+                    "test_grad_norm_sums_survive_a_checkpoint_mid_epoch",
                     "test_grad_norms_logged_per_layer",
                     "test_fit_learns_digits",
                     "test_evaluate_without_accuracy_step",

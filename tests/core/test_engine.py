@@ -15,6 +15,7 @@ from dla_core.data import ImageBatches, load_splits
 from dla_core.engine import (
     Interrupted,
     StepOutput,
+    _GradNorms,
     TrainConfig,
     classification_step,
     evaluate,
@@ -22,7 +23,7 @@ from dla_core.engine import (
     lr_factor,
     make_accelerator,
 )
-from dla_core.errors import NonFiniteLossError
+from dla_core.errors import DlaError, NonFiniteLossError
 from dla_core.models import ModelConfig, build_model
 from dla_core.runs import RunDir
 
@@ -169,6 +170,59 @@ def test_schedules():
     assert lr_factor(99, 100, 0, "linear") == pytest.approx(0.01)
     assert [lr_factor(s, 100, 0, "step") for s in (10, 60, 80)] == pytest.approx([1, 0.1, 0.01])
     assert lr_factor(50, 100, 0, "constant") == 1.0
+
+
+def test_schedule_values_after_warmup_and_at_the_boundaries():
+    # linear after 10 warmup steps of 100: step 55 is 45 of 90 steps in, half way
+    assert lr_factor(55, 100, 10, "linear") == pytest.approx(0.5)
+    assert lr_factor(9, 100, 10, "linear") == pytest.approx(1.0)  # the last warmup step reaches the peak
+    # the step schedule divides by 10 exactly at half and at three quarters of the way
+    assert [lr_factor(s, 100, 0, "step") for s in (49, 50, 74, 75)] == pytest.approx([1, 0.1, 0.1, 0.01])
+    # LambdaLR evaluates the factor once more after the last step: a linear decay ends at 0 there
+    assert lr_factor(1, 1, 0, "linear") == 0.0 and lr_factor(100, 100, 0, "linear") == 0.0
+    with pytest.raises(DlaError, match="unknown schedule 'exp'"):
+        lr_factor(0, 10, 0, "exp")
+
+
+def _two_layers() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+
+
+def _set_grads(model, first_weight, first_bias, second_weight):
+    """Gradients by hand; the second layer's bias keeps no gradient (counts as zero)."""
+    model[0].weight.grad = torch.tensor(first_weight, dtype=torch.float32)
+    model[0].bias.grad = torch.tensor(first_bias, dtype=torch.float32)
+    model[1].weight.grad = torch.tensor(second_weight, dtype=torch.float32)
+    model[1].bias.grad = None
+
+
+def test_grad_norms_average_the_unscaled_per_module_norm_by_value():
+    model = _two_layers()
+    norms = _GradNorms(model, torch.device("cpu"))
+    assert norms.names == ["0", "1"]
+    # step 1, unscaled: layer 0 |(3, 0, 0, 0, 4, 0)| = 5 (weight and bias together), layer 1 |(1, 0)| = 1
+    _set_grads(model, [[3.0, 0.0], [0.0, 0.0]], [4.0, 0.0], [[1.0, 0.0]])
+    norms.add()
+    # step 2, gradients of a loss scaled by 2: norms 6 and 4 unscale to 3 and 2
+    _set_grads(model, [[0.0, 0.0], [6.0, 0.0]], [0.0, 0.0], [[0.0, 4.0]])
+    norms.add(2.0)
+    assert norms.epoch_means() == pytest.approx({"0": 4.0, "1": 1.5})
+    # the means reset: the next epoch averages only its own steps
+    _set_grads(model, [[0.0, 0.0], [0.0, 0.0]], [0.0, 2.0], [[0.0, 0.0]])
+    norms.add()
+    assert norms.epoch_means() == pytest.approx({"0": 2.0, "1": 0.0})
+
+
+def test_grad_norm_sums_survive_a_checkpoint_mid_epoch():
+    model = _two_layers()
+    norms = _GradNorms(model, torch.device("cpu"))
+    _set_grads(model, [[3.0, 0.0], [0.0, 0.0]], [4.0, 0.0], [[1.0, 0.0]])
+    norms.add()
+    restored = _GradNorms(model, torch.device("cpu"))
+    restored.load_state_dict(norms.state_dict())
+    _set_grads(model, [[1.0, 0.0], [0.0, 0.0]], [0.0, 0.0], [[0.0, 3.0]])
+    restored.add()
+    assert restored.epoch_means() == pytest.approx({"0": 3.0, "1": 2.0})
 
 
 def test_fp16_on_cpu_is_not_silent(caplog):
