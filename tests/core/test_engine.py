@@ -15,8 +15,8 @@ from dla_core.data import ImageBatches, load_splits
 from dla_core.engine import (
     Interrupted,
     StepOutput,
-    _GradNorms,
     TrainConfig,
+    _GradNorms,
     classification_step,
     evaluate,
     fit,
