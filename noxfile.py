@@ -110,8 +110,15 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
         ),
     },
     "lab2": {
+        # the whole of test_commands.py runs every lab2 command per mutant; these two exercise extract_features
         "lab2_distilbert/src/lab2_distilbert/experiments.py": (
-            ["tests/lab2/test_commands.py"],
+            [
+                f"tests/lab2/test_trust.py::{t}"
+                for t in (
+                    "test_every_feature_row_is_the_models_forward_pass",
+                    "test_feature_extraction_refuses_to_leave_rows_empty",
+                )
+            ],
             ["extract_features"],
         ),
         "lab2_distilbert/src/lab2_distilbert/tokens.py": (["tests/lab2/test_data_tokens.py"], None),
