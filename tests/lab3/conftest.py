@@ -54,8 +54,23 @@ STREAM_TOTAL = 64 * 2**20  # bytes /stream.jpg sends (without Content-Length) un
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     streamed: ClassVar[list[int]] = []  # bytes /stream.jpg managed to send, one entry per request
+    trickled: ClassVar[list[float]] = []  # seconds each trickling response lasted until it stopped
+    headers_seen: ClassVar[list[dict[str, str]]] = []  # the request headers of every GET
 
     def do_GET(self) -> None:
+        _Handler.headers_seen.append(dict(self.headers))
+        if self.path == "/hang-up":  # the connection closes without a response
+            self.close_connection = True
+            return
+        if self.path in ("/untyped", "/page-utf8"):  # not an image: no Content-Type, or one with parameters
+            body = b"<html><body>not a picture</body></html>"
+            self.send_response(200)
+            if self.path == "/page-utf8":
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path == "/slow.jpg":  # longer than the tests' timeout
             time.sleep(3)
         if self.path == "/trickle-body.jpg":  # quick headers, then one byte at a time
@@ -96,13 +111,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
     def _trickle(self, data: bytes) -> None:
-        end = time.monotonic() + TRICKLE_FOR
-        for i in range(len(data)):
-            if time.monotonic() > end:
-                return
-            self.wfile.write(data[i : i + 1])
-            self.wfile.flush()
-            time.sleep(TRICKLE_SECONDS)
+        start = time.monotonic()
+        try:
+            for i in range(len(data)):
+                if time.monotonic() > start + TRICKLE_FOR:
+                    return
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(TRICKLE_SECONDS)
+        except OSError:  # the client hung up
+            pass
+        finally:
+            _Handler.trickled.append(time.monotonic() - start)
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass

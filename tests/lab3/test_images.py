@@ -173,3 +173,146 @@ def test_exif_orientation_is_applied(tmp_path: Path, orientation: int, turn) -> 
     loaded = np.asarray(load_image(path))
     assert loaded.shape == turn(stored).shape
     assert np.array_equal(loaded, turn(stored))
+
+
+#### Exact messages, limits at their boundary, and the download worker ####
+
+
+def test_limits_are_inclusive(photos: Path, server: str) -> None:
+    """A download of exactly max_bytes and an image of exactly max_pixels are allowed."""
+    size = (photos / "china.jpg").stat().st_size
+    exact = FetchLimits(max_bytes=size, max_pixels=640 * 427)
+    assert load_image(f"{server}/china.jpg", exact).size == (640, 427)
+    assert load_image(photos / "china.jpg", exact).size == (640, 427)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/garbage.jpg", ""),  # the server said image/jpeg: nothing to add
+        ("/page.html", " (the server sent text/html)"),
+        ("/page-utf8", " (the server sent text/html)"),  # parameters after ';' are dropped
+        ("/untyped", ""),  # no Content-Type at all
+    ],
+)
+def test_not_an_image_messages(server: str, path: str, reason: str) -> None:
+    url = server + path
+    with pytest.raises(ImageSourceError) as e:
+        load_image(url)
+    assert e.value.message == f"{url}: not an image PIL can read{reason}"
+
+
+def test_local_file_messages(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ImageSourceError) as e:
+        load_image(photos / "garbage.jpg")
+    assert e.value.message == f"{photos / 'garbage.jpg'}: not an image PIL can read"
+    with pytest.raises(ImageSourceError) as e:
+        load_image(photos / "truncated.jpg")
+    assert e.value.message == (
+        f"{photos / 'truncated.jpg'}: corrupt or truncated image (image file is truncated (13 bytes not processed))"
+    )
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Image, "open", refused)  # as root a chmod 000 file is still readable
+    with pytest.raises(ImageSourceError) as e:
+        load_image(photos / "china.jpg")
+    assert e.value.message == f"{photos / 'china.jpg'}: cannot read (Permission denied)"
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])
+def test_every_mode_is_loaded_as_rgb(tmp_path: Path, mode: str) -> None:
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).convert(mode)
+    path = tmp_path / ("x.tiff" if mode == "CMYK" else "x.png")
+    image.save(path)
+    loaded = load_image(path)
+    assert loaded.mode == "RGB"
+    assert np.array_equal(np.asarray(loaded), np.asarray(image.convert("RGB")))
+
+
+def test_download_failure_messages(server: str, closed_port_url: str) -> None:
+    with pytest.raises(ImageSourceError) as e:
+        load_image(closed_port_url, FetchLimits(timeout=5))
+    assert e.value.message == f"{closed_port_url}: cannot reach the server (Connection refused)"
+    url = f"{server}/hang-up"
+    with pytest.raises(ImageSourceError) as e:
+        load_image(url)
+    assert e.value.message == f"{url}: download failed (Remote end closed connection without response)"
+    url = "http://127.0.0.1:port/x.jpg"  # http.client's own error, neither OSError nor ValueError
+    with pytest.raises(ImageSourceError) as e:
+        load_image(url)
+    assert e.value.message == f"{url}: download failed (nonnumeric port: 'port')"
+
+
+def test_https_goes_through_the_fetcher(closed_port_url: str) -> None:
+    url = closed_port_url.replace("http://", "https://")
+    with pytest.raises(ImageSourceError) as e:
+        load_image(url, FetchLimits(timeout=5))
+    assert e.value.message == f"{url}: cannot reach the server (Connection refused)"
+
+
+def test_a_reason_is_never_empty() -> None:
+    from lab3_story.images import _reason
+
+    assert _reason(ValueError()) == "ValueError"
+    assert _reason(OSError(2, "No such file or directory")) == "No such file or directory"
+
+
+def test_request_names_the_client_and_asks_for_an_image(server: str) -> None:
+    from lab3_story.images import USER_AGENT
+    from tests.lab3.conftest import _Handler
+
+    _Handler.headers_seen.clear()
+    load_image(f"{server}/flower.jpg")
+    assert _Handler.headers_seen[-1]["User-Agent"] == USER_AGENT
+    assert _Handler.headers_seen[-1]["Accept"] == "image/*"
+
+
+@pytest.mark.parametrize("where", ["connect", "response"])
+def test_socket_timeouts_read_as_timeouts(server: str, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The worker's own socket timeout (while connecting or waiting for headers) gives the deadline's message."""
+    import http.client
+    import socket
+
+    def timed_out(*args, **kwargs):
+        raise TimeoutError("timed out")
+
+    if where == "connect":
+        monkeypatch.setattr(socket, "create_connection", timed_out)
+    else:
+        monkeypatch.setattr(http.client.HTTPConnection, "getresponse", timed_out)
+    url = f"{server}/china.jpg"
+    start = time.monotonic()
+    with pytest.raises(ImageSourceError) as e:
+        load_image(url, FetchLimits(timeout=7))
+    assert e.value.message == f"{url}: timed out after 7 s"
+    assert time.monotonic() - start < 5  # the worker's error, not the caller's deadline
+
+
+def test_deadline_hangs_up_on_the_server(server: str) -> None:
+    """At the deadline the worker's socket is shut down: the server stops trickling then, not after 6 s."""
+    from tests.lab3.conftest import _Handler
+
+    _Handler.trickled.clear()
+    with pytest.raises(ImageSourceError):
+        load_image(f"{server}/trickle-body.jpg", FetchLimits(timeout=1))
+    deadline = time.monotonic() + 10
+    while not _Handler.trickled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _Handler.trickled and _Handler.trickled[0] < 3
+
+
+def test_a_socket_connected_after_the_deadline_is_shut_at_once() -> None:
+    import socket
+
+    from lab3_story.images import _shutdown, _Sockets
+
+    sockets = _Sockets()
+    sockets.abort()
+    a, b = socket.socketpair()
+    with a, b:
+        sockets.watch(a)
+        assert b.recv(1) == b""  # the peer sees the shutdown
+    _shutdown(a)  # a closed socket: nothing to do, no error
