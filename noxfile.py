@@ -117,6 +117,8 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
                 for t in (
                     "test_every_feature_row_is_the_models_forward_pass",
                     "test_feature_extraction_refuses_to_leave_rows_empty",
+                    "test_pooling_by_hand",
+                    "test_feature_extraction_messages",
                 )
             ],
             ["extract_features"],

@@ -190,3 +190,50 @@ def test_single_class_evaluation_warns(tiny_sst2, tmp_path, caplog):
         lab2("evaluate", "--model", tiny_sst2, "--data", tmp_path, "--cache-dir", tmp_path / "c",
              "--split", "validation", "--out", tmp_path / "ev2")  # fmt: skip
     assert "only class" not in caplog.text and "warnings" not in metrics(tmp_path / "ev2")
+
+
+class _Echo(torch.nn.Module):
+    """A stand-in encoder whose hidden state for token id t at position p is [t, p, 1]."""
+
+    def forward(self, input_ids, attention_mask):
+        from types import SimpleNamespace
+
+        pos = torch.arange(input_ids.shape[1]).expand_as(input_ids).float()
+        hidden = torch.stack([input_ids.float(), pos, torch.ones_like(pos)], -1)
+        return SimpleNamespace(last_hidden_state=hidden)
+
+
+def _encoded(lengths: list[int]):
+    """Sentence i is `lengths[i]` tokens with ids 1000*i + position."""
+    from lab2_distilbert.tokens import Encoded
+
+    ids = torch.tensor([1000 * i + p for i, n in enumerate(lengths) for p in range(n)], dtype=torch.int32)
+    lens = torch.tensor(lengths, dtype=torch.int64)
+    return Encoded(ids, torch.cumsum(lens, 0) - lens, lens, torch.zeros(len(lengths), dtype=torch.int64))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_pooling_by_hand(shuffle):
+    """[CLS] is position 0; the mean runs over real tokens only (a one-token sentence is that token), whatever
+    order the batches come in."""
+    from dla_core.engine import make_accelerator
+
+    acc = make_accelerator("no", cpu=True)
+    batches = TokenBatches(_encoded([1, 3, 2, 3]), 2, pad_id=-7, shuffle=shuffle, drop_last=False)
+    mean = extract_features(_Echo(), batches, "mean", acc)
+    expected = [[0, 0, 1], [1001, 1, 1], [2000.5, 0.5, 1], [3001, 1, 1]]
+    assert mean.tolist() == expected
+    cls = extract_features(_Echo(), batches, "cls", acc)
+    assert cls.tolist() == [[0, 0, 1], [1000, 0, 1], [2000, 0, 1], [3000, 0, 1]]
+
+
+def test_feature_extraction_messages():
+    from dla_core.engine import make_accelerator
+
+    acc = make_accelerator("no", cpu=True)
+    with pytest.raises(ValueError) as e:
+        extract_features(_Echo(), TokenBatches(_encoded([2, 2, 2]), 2, pad_id=0, shuffle=True), "cls", acc)
+    assert str(e.value) == "feature extraction needs batches that keep the last partial batch"
+    with pytest.raises(RuntimeError) as e:  # an empty split has no features to return
+        extract_features(_Echo(), TokenBatches(_encoded([]), 2, pad_id=0), "mean", acc)
+    assert str(e.value) == "feature extraction left 0 of 0 rows without features"
