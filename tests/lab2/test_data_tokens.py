@@ -146,3 +146,71 @@ def test_batches_shard_across_processes_like_one_process(encoded):
         assert ranks[0][i] + ranks[1][i] == g and len(ranks[0][i]) == 8
     ev = TokenBatches(enc, 48, pad_id=0)
     assert sorted(np.concatenate([b["index"].numpy() for b in ev.iterate(0)]).tolist()) == list(range(160))
+
+
+def _tiny(lengths: list[int]):
+    """An Encoded split whose sentence i is `lengths[i]` tokens, ids 1000*i + position, label i % 2."""
+    from lab2_distilbert.tokens import Encoded
+
+    ids = torch.tensor([1000 * i + p for i, n in enumerate(lengths) for p in range(n)], dtype=torch.int32)
+    lens = torch.tensor(lengths, dtype=torch.int64)
+    return Encoded(ids, torch.cumsum(lens, 0) - lens, lens, torch.arange(len(lengths)) % 2)
+
+
+def test_evaluation_batches_by_hand():
+    """Evaluation: sorted by length (ties in split order), the last partial batch kept, pads set to pad_id."""
+    enc = _tiny([3, 1, 2, 1, 3])
+    batches = TokenBatches(enc, 2, pad_id=-7)
+    assert len(batches) == 3 and not batches.drop_last
+    got = list(batches.iterate(0))
+    assert [b["index"].tolist() for b in got] == [[1, 3], [2, 0], [4]]
+    assert got[1]["input_ids"].tolist() == [[2000, 2001, -7], [0, 1, 2]]
+    assert got[1]["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+    assert got[2]["input_ids"].tolist() == [[4000, 4001, 4002]]  # the last token of the last sentence
+    assert got[0]["labels"].tolist() == [1, 1]
+
+
+def test_training_batches_drop_the_tail_unless_the_split_is_smaller_than_a_batch():
+    enc = _tiny([1, 2, 3, 4, 5])
+    train = TokenBatches(enc, 2, pad_id=0, shuffle=True)
+    assert train.drop_last and len(train) == 2
+    assert sorted(i for b in train.iterate(0) for i in b["index"].tolist()) != list(range(5))
+    small = TokenBatches(enc, 8, pad_id=0, shuffle=True)  # five sentences, batches of eight: one batch of all
+    assert len(small) == 1 and sorted(next(iter(small.iterate(0)))["index"].tolist()) == list(range(5))
+    assert [b["index"].tolist() for b in train.iterate(0)] == [
+        b["index"].tolist() for b in TokenBatches(enc, 2, pad_id=0, shuffle=True, seed=0).iterate(0)
+    ]  # the default seed is 0
+
+
+def test_a_process_with_no_rows_gets_no_batches():
+    enc = _tiny([1, 2, 3])
+    batches = TokenBatches(enc, 1, pad_id=0)  # global batch 4 of 3 sentences: the fourth process gets none
+    assert list(batches.iterate(0, rank=3, world=4)) == []
+    rows = [[b["index"].tolist() for b in batches.iterate(0, rank=r, world=4)] for r in range(3)]
+    assert rows == [[[0]], [[1]], [[2]]]
+
+
+def test_cache_key_separates_what_decides_the_ids(tiny_distilbert, tiny_bert):
+    from lab2_distilbert.data import TextSet
+    from lab2_distilbert.tokens import cache_key
+
+    tok, other = load_tokenizer(str(tiny_distilbert)), load_tokenizer(str(tiny_bert))
+    data = TextSet(["ab", "c"], np.array([0, 1]), ["0", "1"])
+    key = cache_key(tok, data, 16)
+    assert len(key) == 24 and key == cache_key(load_tokenizer(str(tiny_distilbert)), data, 16)
+    assert key != cache_key(tok, TextSet(["a", "bc"], np.array([0, 1]), ["0", "1"]), 16)  # sentence boundaries count
+    assert key != cache_key(tok, TextSet(["ab", "c"], np.array([1, 1]), ["0", "1"]), 16)
+    assert key != cache_key(tok, data, 8)
+    assert key != cache_key(other, data, 16)
+
+
+def test_damaged_cache_is_rebuilt(encoded, text_data, tiny_distilbert, tmp_path):
+    tok = load_tokenizer(str(tiny_distilbert))
+    train = load_text_splits(DataConfig(source=str(text_data))).train
+    first = encode(tok, train, 32, tmp_path)
+    (path,) = tmp_path.glob("tokens-*.pt")
+    path.write_bytes(b"not a torch file")
+    again = encode(tok, train, 32, tmp_path)
+    assert not again.from_cache and torch.equal(again.ids, first.ids)
+    assert torch.equal(again.ids, encoded[1].ids) and again.ids.dtype == torch.int32
+    assert encode(tok, train, 32, tmp_path).from_cache  # rewritten whole
