@@ -198,7 +198,8 @@ def test_cache_key_separates_what_decides_the_ids(tiny_distilbert, tiny_bert):
     data = TextSet(["ab", "c"], np.array([0, 1]), ["0", "1"])
     key = cache_key(tok, data, 16)
     assert len(key) == 24 and key == cache_key(load_tokenizer(str(tiny_distilbert)), data, 16)
-    assert key != cache_key(tok, TextSet(["a", "bc"], np.array([0, 1]), ["0", "1"]), 16)  # sentence boundaries count
+    # sentence boundaries count
+    assert key != cache_key(tok, TextSet(["a", "bc"], np.array([0, 1]), ["0", "1"]), 16)
     assert key != cache_key(tok, TextSet(["ab", "c"], np.array([1, 1]), ["0", "1"]), 16)
     assert key != cache_key(tok, data, 8)
     assert key != cache_key(other, data, 16)
