@@ -110,7 +110,7 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
         ),
     },
     "lab2": {
-        # the whole of test_commands.py runs every lab2 command per mutant; these two exercise extract_features
+        # the whole of test_commands.py runs every lab2 command per mutant; these four exercise extract_features
         "lab2_distilbert/src/lab2_distilbert/experiments.py": (
             [
                 f"tests/lab2/test_trust.py::{t}"
