@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from dla_core.data import ImageSet
 from dla_core.models import ModelConfig, build_model
 from lab4_ood import detectors as det
 from lab4_ood.autoencoder import FeatureAutoencoder, load_autoencoder, reconstruction_step, save_autoencoder
@@ -76,3 +80,56 @@ def test_autoencoder_shapes_frozen_encoder_and_round_trip(tmp_path, family, stag
     again = load_autoencoder(tmp_path / "ae.safetensors")
     torch.testing.assert_close(again.errors(x), ae.errors(x))
     torch.testing.assert_close(det.Reconstruction(again).scores(x), -ae.errors(x))
+
+
+def test_logit_scores_are_per_row_by_value():
+    """Each row gets its own max softmax / max logit; a batch of one keeps its batch dimension."""
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [1.0, 3.0, -1.0, 0.5]])
+    p = torch.exp(logits) / torch.exp(logits).sum(1, keepdim=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no implicit-dimension softmax (a deprecation warning per call)
+        torch.testing.assert_close(det.MSP(Identity()).scores(logits), p.amax(1))
+        torch.testing.assert_close(det.MaxLogit(Identity()).scores(logits), torch.tensor([2.0, 3.0]))
+        one = logits[1:]
+        assert det.MSP(Identity()).scores(one).shape == det.MaxLogit(Identity()).scores(one).shape == (1,)
+    assert det.MSP(Identity()).scores(logits)[0] == pytest.approx(np.exp(2) / (np.exp(2) + 3))
+
+
+def test_odin_defaults_are_the_papers_t_1000_eps_0_0014():
+    """ODIN(model) by hand on a linear model: T = 1000, ε = 0.0014 (Liang et al.), with an input gradient."""
+    w = torch.tensor([[40.0, -30.0], [-50.0, 20.0], [10.0, 60.0]], dtype=torch.float64)
+    b = torch.tensor([5.0, 0.0, -20.0], dtype=torch.float64)
+    model = nn.Linear(2, 3).double()
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.copy_(b)
+    x = torch.tensor([[0.5, 0.5], [0.2, 0.9], [0.9, 0.1]], dtype=torch.float64)
+    t, eps = 1000.0, 0.0014
+    z = x @ w.T + b
+    grad = (torch.softmax(z / t, 1) - F.one_hot(z.argmax(1), 3).double()) @ w / t
+    expected = torch.softmax(((x - eps * grad.sign()) @ w.T + b) / t, 1).amax(1)
+    odin = det.ODIN(model)
+    assert odin.needs_grad and not det.ODIN(model, t, 0.0).needs_grad and not det.MSP(model).needs_grad
+    torch.testing.assert_close(odin.scores(x).double(), expected, rtol=1e-6, atol=0)
+    # the perturbation and T both matter at this precision: no perturbation, or T = 1001, is another number
+    assert not torch.allclose(torch.softmax(z / t, 1).amax(1), expected, rtol=1e-6, atol=0)
+    assert not torch.allclose(det.ODIN(model, 1001.0).scores(x).double(), expected, rtol=1e-6, atol=0)
+
+
+def test_score_set_of_an_empty_set_is_an_empty_array():
+    empty = ImageSet(torch.zeros(0, 1, 2, 2, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), ["a"], "e")
+    out = det.score_set(det.MaxLogit(Identity()), empty, 4, torch.device("cpu"))
+    assert isinstance(out, np.ndarray) and out.shape == (0,)
+
+
+def test_score_set_scores_every_image_in_order():
+    images = torch.tensor([[10, 200, 3, 0], [0, 0, 255, 1], [7, 7, 7, 7]], dtype=torch.uint8).view(3, 1, 2, 2)
+    data = ImageSet(images, torch.zeros(3, dtype=torch.long), ["a"], "e")
+    out = det.score_set(det.MaxLogit(Identity()), data, 2, torch.device("cpu"))
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, [200 / 255, 1.0, 7 / 255], rtol=1e-6)
+
+
+def test_mahalanobis_refuses_to_score_before_fit():
+    with pytest.raises(RuntimeError, match=r"^Mahalanobis\.fit must run before scores$"):
+        det.Mahalanobis(Identity()).scores(torch.zeros(2, 3))
