@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -210,3 +211,111 @@ def test_robust_step_adds_the_outlier_exposure_term():
     plain = RobustStep(oe_weight=0.3)(model, (x, y)).loss
     with_oe = RobustStep(oe_weight=0.3)(model, (x, y, x_ood)).loss
     torch.testing.assert_close(with_oe, plain + 0.3 * outlier_exposure_loss(model(x_ood)))
+
+
+def test_odin_grid_without_perturbation_is_temperature_scaling_for_every_t():
+    model = random_classifier(6)
+    x = torch.rand(12, 1, 8, 8)
+    temps = (1.0, 5.0, 100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no implicit-dimension softmax (a deprecation warning per call)
+        grid = odin_grid(model, x, temps, (0.0,))
+    assert list(grid) == [(t, 0.0) for t in temps]
+    with torch.no_grad():
+        logits = model(x)
+    for t in temps:
+        torch.testing.assert_close(grid[(t, 0.0)], F.softmax(logits / t, 1).amax(1))
+    only_perturbed = odin_grid(model, x, temps, (0.003,))
+    assert list(only_perturbed) == [(t, 0.003) for t in temps]
+    for t in temps:
+        torch.testing.assert_close(only_perturbed[(t, 0.003)], odin_scores(model, x, t, 0.003))
+
+
+def linear_model(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    return model, model[1].weight.detach(), model[1].bias.detach()
+
+
+def pgd_by_hand(w, b, x, y, eps, steps, step, start, sign=1.0):
+    """PGD on logits = W x + b with the closed-form input gradient (p − e_y)ᵀ W of the cross-entropy."""
+    adv = start
+    for _ in range(steps):
+        p = F.softmax(adv.flatten(1) @ w.T + b, 1)
+        grad = ((p - F.one_hot(y, 3).float()) @ w).view_as(x)
+        adv = torch.minimum(torch.maximum(adv + sign * step * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    return adv
+
+
+def pgd_reference(model, x, y, eps, steps, step, start):
+    """PGD written out: signed steps of the summed cross-entropy's input gradient, projected each step."""
+    adv = start
+    for _ in range(steps):
+        a = adv.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(a), y, reduction="sum"), a)
+        adv = torch.minimum(torch.maximum(adv + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    return adv
+
+
+def test_pgd_defaults_are_ten_steps_of_a_quarter_eps_from_a_random_start():
+    """The documented defaults (10 steps of 2.5·ε/10, random start, untargeted), through pgd and attack.
+
+    A ReLU network, where gradient signs flip from step to step (on a linear model PGD saturates at a corner of
+    the ball and the step count would not show); the images span [0, 1], so starts and steps get clamped.
+    """
+    model = random_classifier(7)
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 5, (32,))
+    for eps in (0.1, 0.5):
+        torch.manual_seed(1)
+        start = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+        expected = pgd_reference(model, x, y, eps, 10, 0.25 * eps, start)
+        for run in (lambda: pgd(model, x, y, eps), lambda: attack("pgd", model, x, y, eps)):
+            torch.manual_seed(1)
+            torch.testing.assert_close(run(), expected)
+        # the test can tell: other step counts or sizes end elsewhere
+        assert not torch.allclose(pgd_reference(model, x, y, eps, 11, 0.25 * eps, start), expected)
+        assert not torch.allclose(pgd_reference(model, x, y, eps, 10, 0.35 * eps, start), expected)
+
+
+def test_pgd_from_x_itself_targeted_and_at_eps_1():
+    model, w, b = linear_model(1)
+    x, y = torch.rand(16, 1, 3, 4), torch.randint(0, 3, (16,))
+    for eps, steps, step in ((0.2, 3, 0.07), (1.0, 2, 0.3)):
+        expected = pgd_by_hand(w, b, x, y, eps, steps, step, x)
+        torch.testing.assert_close(
+            pgd(model, x, y, eps, steps=steps, step_size=step, random_start=False), expected
+        )
+        targeted = pgd_by_hand(w, b, x, y, eps, steps, step, x, sign=-1.0)
+        torch.testing.assert_close(
+            pgd(model, x, y, eps, steps=steps, step_size=step, random_start=False, targeted=True), targeted
+        )
+    torch.manual_seed(5)
+    targeted = attack("pgd", model, x, y, 0.2, targeted=True, steps=3)
+    torch.manual_seed(5)
+    torch.testing.assert_close(targeted, pgd(model, x, y, 0.2, steps=3, targeted=True))
+    torch.manual_seed(5)
+    assert not torch.equal(targeted, pgd(model, x, y, 0.2, steps=3))
+    assert torch.equal(pgd(model, x, y, 0.0), x)
+    # a random start draws from the global RNG: two seeds, two starts (random_start is on by default)
+    torch.manual_seed(3)
+    a = pgd(model, x, y, 0.2, steps=1, step_size=0.01)
+    torch.manual_seed(4)
+    assert not torch.equal(a, pgd(model, x, y, 0.2, steps=1, step_size=0.01))
+
+
+def test_fgsm_at_eps_1_saturates_and_attack_defaults_to_untargeted():
+    model, w, b = linear_model(2)
+    x, y = torch.rand(10, 1, 3, 4), torch.randint(0, 3, (10,))
+    p = F.softmax(x.flatten(1) @ w.T + b, 1)
+    direction = ((p - F.one_hot(y, 3).float()) @ w).sign().view_as(x)
+    torch.testing.assert_close(fgsm(model, x, y, 1.0), (x + direction).clamp(0, 1))
+    torch.testing.assert_close(attack("fgsm", model, x, y, 0.3), (x + 0.3 * direction).clamp(0, 1))
+    torch.testing.assert_close(
+        attack("fgsm", model, x, y, 0.3, targeted=True), (x - 0.3 * direction).clamp(0, 1)
+    )
+
+
+def test_attack_refuses_an_unknown_method():
+    model, _, _ = linear_model(0)
+    with pytest.raises(ValueError, match=r"^unknown attack 'cw' \(choose fgsm, pgd\)$"):
+        attack("cw", model, torch.rand(2, 1, 3, 4), torch.zeros(2, dtype=torch.long), 0.1)
