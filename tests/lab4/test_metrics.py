@@ -132,7 +132,8 @@ def test_non_finite_error_says_how_many_of_what():
     with pytest.raises(NonFiniteScoreError, match=r"^2 of 3 scores are NaN or infinite; no AUROC/AUPR/FPR"):
         check_finite(np.array([np.nan, 1.0, np.inf]))
     with pytest.raises(
-        NonFiniteScoreError, match=r"^1 of 2 OOD scores are NaN or infinite; .*diverged model\?\)$"
+        NonFiniteScoreError,
+        match=r"^1 of 2 OOD scores are NaN or infinite; .*\(an ODIN temperature of 0\? a diverged model\?\)$",
     ):
         ood_metrics([1.0], [np.nan, 0.0])
     with pytest.raises(NonFiniteScoreError, match=r"^1 of 1 ID scores are NaN"):
