@@ -107,6 +107,7 @@ LAB4_TESTS = {
         "odin_grid_equals_each_pair_from_scratch",
         "odin_on_a_linear_model_equals_the_closed_form",
         "odin_grid_without_perturbation_is_temperature_scaling_for_every_t",
+        "odin_leaves_pixels_without_gradient_alone_and_takes_any_eps",
     ),
     "attacks": (
         "pgd_starts_at_a_random_point_of_the_ball",

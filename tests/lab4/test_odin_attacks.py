@@ -319,3 +319,26 @@ def test_attack_refuses_an_unknown_method():
     model, _, _ = linear_model(0)
     with pytest.raises(ValueError, match=r"^unknown attack 'cw' \(choose fgsm, pgd\)$"):
         attack("cw", model, torch.rand(2, 1, 3, 4), torch.zeros(2, dtype=torch.long), 0.1)
+
+
+def test_odin_leaves_pixels_without_gradient_alone_and_takes_any_eps():
+    """A pixel the model ignores has gradient 0: sign 0, so it stays put (no 0/0 NaN); ε = 1 is an ε like others."""
+    w = torch.tensor(
+        [[1.0, 0.0, 2.0], [-1.0, 0.0, 0.5], [0.3, 0.0, -2.0]], dtype=torch.float64
+    )  # pixel 1 unused
+    b = torch.tensor([0.2, 0.0, -0.1], dtype=torch.float64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 3)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(w)
+        model[1].bias.copy_(b)
+    x = torch.tensor([[0.5, 0.5, 0.5], [0.2, 0.9, 0.4], [0.7, 0.1, 0.8]], dtype=torch.float64)
+    epsilons = (0.0, 0.01, 1.0)
+    grid = odin_grid(model, x.view(3, 1, 3), (2.0,), epsilons)
+    for e in epsilons:
+        expected = linear_odin_expected(w, b, x, 2.0, e)
+        assert torch.isfinite(expected).all()
+        torch.testing.assert_close(odin_scores(model, x.view(3, 1, 3), 2.0, e).double(), expected)
+        torch.testing.assert_close(grid[(2.0, e)].double(), expected)
+    assert not torch.allclose(
+        linear_odin_expected(w, b, x, 2.0, 1.0), linear_odin_expected(w, b, x, 2.0, 0.0)
+    )
