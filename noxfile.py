@@ -117,6 +117,7 @@ LAB4_TESTS = {
         "pgd_from_x_itself_targeted_and_at_eps_1",
         "fgsm_at_eps_1_saturates_and_attack_defaults_to_untargeted",
         "attack_refuses_an_unknown_method",
+        "attacks_leave_pixels_without_gradient_alone",
     ),
 }
 MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {

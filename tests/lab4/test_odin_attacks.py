@@ -342,3 +342,14 @@ def test_odin_leaves_pixels_without_gradient_alone_and_takes_any_eps():
     assert not torch.allclose(
         linear_odin_expected(w, b, x, 2.0, 1.0), linear_odin_expected(w, b, x, 2.0, 0.0)
     )
+
+
+def test_attacks_leave_pixels_without_gradient_alone():
+    """A pixel the model ignores has gradient sign 0: FGSM and PGD (from x) must not move it."""
+    model, _, _ = linear_model(3)
+    with torch.no_grad():
+        model[1].weight[:, 5] = 0.0  # pixel (1, 1) of the 3 x 4 image is unused
+    x, y = 0.2 + 0.6 * torch.rand(6, 1, 3, 4), torch.randint(0, 3, (6,))
+    for adv in (fgsm(model, x, y, 0.1), pgd(model, x, y, 0.1, steps=2, step_size=0.05, random_start=False)):
+        assert torch.equal(adv[:, 0, 1, 1], x[:, 0, 1, 1])
+        assert (adv - x).abs().amax() == pytest.approx(0.1, abs=1e-6)  # the other pixels do move
