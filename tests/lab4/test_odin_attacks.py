@@ -269,9 +269,9 @@ def test_pgd_defaults_are_ten_steps_of_a_quarter_eps_from_a_random_start():
         torch.manual_seed(1)
         start = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
         expected = pgd_reference(model, x, y, eps, 10, 0.25 * eps, start)
-        for run in (lambda: pgd(model, x, y, eps), lambda: attack("pgd", model, x, y, eps)):
+        for run in (pgd, lambda *args: attack("pgd", *args)):
             torch.manual_seed(1)
-            torch.testing.assert_close(run(), expected)
+            torch.testing.assert_close(run(model, x, y, eps), expected)
         # the test can tell: other step counts or sizes end elsewhere
         assert not torch.allclose(pgd_reference(model, x, y, eps, 11, 0.25 * eps, start), expected)
         assert not torch.allclose(pgd_reference(model, x, y, eps, 10, 0.35 * eps, start), expected)
