@@ -295,9 +295,8 @@ def test_two_cpu_processes_match_one_with_the_same_global_batch(tmp_path):
 
     env = {**os.environ, **env}
     subprocess.run([sys.executable, str(script), "64", str(tmp_path / "one.pt")], check=True, env=env)
-    for attempt in range(
-        2
-    ):  # the run-folder race showed up in 5 of 8 launches: one clean launch proves little
+    # the run-folder race showed up in 5 of 8 launches: one clean launch proves little
+    for attempt in range(2):
         two = tmp_path / f"two{attempt}.pt"
         subprocess.run(
             [

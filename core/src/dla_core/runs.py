@@ -254,14 +254,12 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 def _diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     old, cur = _flatten(saved), _flatten(new)
-    missing = object()
-    keys = sorted(set(old) | set(cur))
-    changed = []
-    for k in keys:
-        a, b = old.get(k, missing), cur.get(k, missing)
-        if a != b:
-            show = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
-            changed.append(f"{k.replace('_', '-')}: {show(a)} → {show(b)}")
+    show = lambda d, k: repr(d[k]) if k in d else "(absent)"  # noqa: E731
+    changed = [
+        f"{k.replace('_', '-')}: {show(old, k)} → {show(cur, k)}"
+        for k in sorted(set(old) | set(cur))
+        if k not in old or k not in cur or old[k] != cur[k]
+    ]
     return "; ".join(changed)
 
 
