@@ -80,6 +80,21 @@ class ModelConfig:
         return cls(**d)
 
 
+def model_config_for(data: Any, family: str, **arch: Any) -> ModelConfig:
+    """The config of a ``family`` model for an ``ImageSet`` (the training split): input shape, classes, the
+    normalisation statistics of the split, and in ``extra`` the dataset spec, class names and class map (which
+    original class each label is), so that every run records what its labels mean. ``arch``: depth, width, …;
+    an ``extra`` given there is merged over the data's."""
+    mean, std = data.stats()
+    extra = {
+        "dataset": data.spec,
+        "classes": list(data.classes),
+        "class_map": list(data.class_map),
+        **arch.pop("extra", {}),
+    }
+    return ModelConfig(family, data.shape, data.num_classes, mean=mean, std=std, extra=extra, **arch)
+
+
 class Normalize(nn.Module):
     """(x - mean) / std per channel, with the statistics as buffers so they travel with the weights."""
 

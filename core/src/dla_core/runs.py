@@ -36,6 +36,8 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.pt"
+# metrics.json keys renamed when the labs' run folders were unified (old name → new name)
+RENAMED_KEYS = {"total_params": "parameters", "trainable_params": "trainable_parameters"}
 
 #### Atomic writes ####
 
@@ -202,8 +204,13 @@ class RunDir:
         return self.saved["config"]
 
     def read_metrics(self) -> dict[str, Any]:
+        """metrics.json, with the key names of folders written by earlier versions brought up to date."""
         p = self.path / METRICS
-        return read_json(p) if p.exists() else {}
+        metrics = read_json(p) if p.exists() else {}
+        for old, new in RENAMED_KEYS.items():
+            if old in metrics and new not in metrics:
+                metrics[new] = metrics.pop(old)
+        return metrics
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         write_json(self.path / METRICS, dict(metrics))

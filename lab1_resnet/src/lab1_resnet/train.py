@@ -15,19 +15,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dla_core import plots
+from dla_core.config import Runtime
 from dla_core.data import ImageBatches, ImageSet, Splits, default_augment, load_splits
-from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
+from dla_core.engine import TrainConfig
 from dla_core.errors import DlaError
-from dla_core.models import (
-    PLAIN_BLOCKS,
-    ModelConfig,
-    build_model,
-    count_parameters,
-    save_model,
-    weight_layers,
-)
-from dla_core.runs import MODEL, RunDir, wait_for_main
+from dla_core.models import PLAIN_BLOCKS, ModelConfig, build_model, model_config_for, weight_layers
+from dla_core.recipe import is_finished as is_finished  # re-export (study, transfer, distill)
+from dla_core.recipe import save_classifier, train_into
+from dla_core.runs import RunDir, wait_for_main
 from dla_core.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -89,20 +84,10 @@ def load_data(dataset: str, data_dir: str | Path, val_fraction: float, download:
 
 def model_config(run: TrainRun, train: ImageSet) -> ModelConfig:
     """The model for a run, normalised with the training split's statistics."""
-    mean, std = train.stats()
-    return ModelConfig(
-        run.model,
-        train.shape,
-        train.num_classes,
-        residual=run.residual,
-        plain_block=run.plain_block,
-        depth=run.depth,
-        width=run.width,
-        stages=run.stages,
-        mean=mean,
-        std=std,
-        extra={"dataset": train.spec, "classes": list(train.classes), "class_map": list(train.class_map)},
-    )
+    return model_config_for(
+        train, run.model, residual=run.residual, plain_block=run.plain_block, depth=run.depth,
+        width=run.width, stages=run.stages,
+    )  # fmt: skip
 
 
 def batches(data: Splits, batch_size: int, augment: bool, seed: int) -> dict[str, ImageBatches | None]:
@@ -120,11 +105,6 @@ def wait_for_everyone() -> None:
     wait_for_main()
 
 
-def is_finished(path: Path) -> bool:
-    """A run folder whose training and final evaluation completed."""
-    return (Path(path) / MODEL).exists() and "test_accuracy" in RunDir(path).read_metrics()
-
-
 def train_in(
     run: RunDir, cfg: TrainRun, data: Splits, *, resume: bool = False, plot: bool = True
 ) -> dict[str, Any]:
@@ -134,32 +114,13 @@ def train_in(
     mcfg = model_config(cfg, data.train)
     seed_everything(cfg.train.seed)
     model = build_model(mcfg)
-    acc = make_accelerator(cfg.train.precision, cfg.train.cpu)
-    b = batches(data, cfg.batch_size, cfg.augment, cfg.train.seed)
-    result = fit(
-        model, b["train"], cfg.train, val=b["val"], run=run, resume=resume, accelerator=acc, desc=cfg.name
-    )
-    test = evaluate(result.model, b["test"], accelerator=acc)
-    save_model(run.file(MODEL), result.model, mcfg)
-    last = result.last
-    metrics = run.update_metrics(
-        parameters=count_parameters(result.model),
-        weight_layers=weight_layers(mcfg),
-        train_loss=last["train_loss"],
-        train_accuracy=last.get("train_accuracy"),
-        val_loss=last.get("val_loss"),
-        val_accuracy=last.get("val_accuracy"),
-        test_loss=test["loss"],
-        test_accuracy=test["accuracy"],
-    )
-    if plot:
-        plots.learning_curves({cfg.name: result.history}, run.file("learning_curves.png"), title=cfg.name)
-        if result.grad_norms:
-            plots.grad_norms(
-                result.grad_norms, run.file("grad_norms.png"), title=f"{cfg.name}: gradient norms"
-            )
-    wait_for_everyone()
-    return metrics
+    rt = Runtime(out=run.path, resume=resume, cpu=cfg.train.cpu)
+    done = train_into(
+        run, model, batches(data, cfg.batch_size, cfg.augment, cfg.train.seed), cfg.train, rt,
+        save=save_classifier(mcfg), extra=lambda m, acc: {"weight_layers": weight_layers(mcfg)},
+        plot=plot, name=cfg.name,
+    )  # fmt: skip
+    return done.metrics
 
 
 def train_classifier(cfg: TrainRun, out: Path, *, resume: bool = False, download: bool = False) -> dict:

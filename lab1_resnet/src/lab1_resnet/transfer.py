@@ -176,7 +176,7 @@ def train_row(
     return {
         "row": name,
         "optimizer": optimizer,
-        "trainable_params": m["trainable_params"],
+        "trainable_params": m["trainable_parameters"],
         "val_accuracy": m.get("val_accuracy"),
         "test_accuracy": m["test_accuracy"],
         "history": m.get("history", []),

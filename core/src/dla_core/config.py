@@ -1,0 +1,102 @@
+"""From a command's options to its configs: one way for every lab.
+
+A command's options fall in two kinds. *Experiment* options decide the numbers (depth, lr, seed, precision) and
+go into a frozen dataclass that is saved in ``config.json`` and compared on ``--resume``. *Runtime* options say
+where and how to run (``--out``, ``--resume``, ``--data-dir``, ``--download``, ``--cpu``, ``--report-to``): they
+go into ``Runtime`` and never into a saved config, so moving the data or switching trackers does not block a
+resume.
+
+    cfg = from_options(TrainRun, opts, train={"log_grad_norms": True})
+    rt = Runtime.from_options(opts)
+
+No torch here: the CLI modules import this at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+NoneType = type(None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where and how a command runs; not part of the experiment (not saved in config.json, free on --resume)."""
+
+    out: Path | None = None
+    resume: bool = False
+    data_dir: Path = Path("data")
+    download: bool = False
+    cpu: bool = False
+    report_to: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], **overrides: Any) -> Runtime:
+        return from_options(cls, options, **overrides)
+
+
+RUNTIME_OPTIONS = frozenset(f.name for f in dataclasses.fields(Runtime))
+
+
+def from_options(cls: type[T], options: Mapping[str, Any], **overrides: Any) -> T:
+    """Build the frozen dataclass ``cls`` from a command's options.
+
+    Each field takes the option of the same name (absent options keep the field's default); a field whose type
+    is itself a dataclass (``train: TrainConfig``) is built the same way from the same options, so one flat set
+    of click options fills a nested config. ``overrides`` win over options; a dict override of a nested field
+    overrides inside it (``train={"log_grad_norms": True}``). Values are coerced to the field's declared kind:
+    lists to tuples, paths to ``str`` for ``str`` fields, strings to ``Path`` for ``Path`` fields.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        kind = hints.get(f.name, Any)
+        nested = _dataclass_in(kind)
+        if nested is not None and (f.name not in overrides or isinstance(overrides[f.name], Mapping)):
+            if f.name in options and dataclasses.is_dataclass(options[f.name]):
+                values[f.name] = options[f.name]  # a ready-made sub-config
+                continue
+            inner = overrides.get(f.name, {})
+            values[f.name] = from_options(nested, options, **inner)
+        elif f.name in overrides:
+            values[f.name] = _coerce(overrides[f.name], kind)
+        elif f.name in options and (options[f.name] is not None or NoneType in _members(kind)):
+            values[f.name] = _coerce(options[f.name], kind)
+    return cls(**values)
+
+
+def _dataclass_in(kind: Any) -> type | None:
+    """The dataclass type of a field annotated ``X`` or ``X | None``, else None."""
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        return kind
+    for arg in typing.get_args(kind):
+        if dataclasses.is_dataclass(arg) and isinstance(arg, type):
+            return arg
+    return None
+
+
+def _members(kind: Any) -> set[Any]:
+    """{str, NoneType} for ``str | None``; {tuple} for ``tuple[int, ...]``."""
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    return {typing.get_origin(a) or a for a in (typing.get_args(kind) if union else (kind,))}
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    kinds = _members(kind)
+    if tuple in kinds and isinstance(value, list):
+        return tuple(value)
+    if str in kinds and Path not in kinds and isinstance(value, Path):
+        return str(value)
+    if Path in kinds and isinstance(value, str):
+        return Path(value)
+    return value

@@ -1,0 +1,170 @@
+"""The recipe every lab trains with: "train a model into a run folder", written once.
+
+    seed_everything(cfg.train.seed)                 # before the model is built
+    model = build_model(model_config_for(data.train, "mlp", depth=20))
+    run = RunDir.create(rt.out, cfg, command="lab1 train", resume=rt.resume)
+    done = train_into(run, model, {"train": …, "val": …, "test": …}, cfg.train, rt, save=save_classifier(mcfg))
+
+``train_into`` fits (resuming from the run's checkpoint when asked), evaluates on the test split, saves the model
+(``save`` decides how: safetensors with its config, a Hugging Face folder, an autoencoder), writes the final
+metrics under one set of key names (``METRIC_KEYS``) and draws the learning curves (and gradient norms). Only
+then is the run marked ``finished`` in ``metrics.json``: a study, a transfer table or a distillation that
+resumes skips finished child runs (``child_run``) and continues the others from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+from accelerate import Accelerator
+
+from dla_core import plots
+from dla_core.config import Runtime
+from dla_core.data.batches import Batches
+from dla_core.engine import Step, TrainConfig, classification_step, evaluate, fit, make_accelerator
+from dla_core.models import ModelConfig, count_parameters, save_model
+from dla_core.runs import CONFIG, MODEL, RunDir, wait_for_main
+
+log = logging.getLogger(__name__)
+
+FINISHED = "finished"  # metrics.json key set once the run's model and final metrics are written
+SAVED = "model_file"  # metrics.json key: where in the run folder the model was saved
+# The final metrics every trained run reports (those that apply: no accuracy for a reconstruction loss).
+METRIC_KEYS = (
+    "parameters",
+    "trainable_parameters",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "epochs",
+    "train_seconds",
+)
+
+Saver = Callable[[RunDir, nn.Module], Path]  # writes the model into the run folder, returns where
+Extra = Callable[[nn.Module, Accelerator], Mapping[str, Any]]
+
+
+@dataclass
+class Trained:
+    model: nn.Module  # unwrapped, on the accelerator's device, in eval mode
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]  # everything in metrics.json after the run
+    accelerator: Accelerator
+
+
+def save_classifier(config: ModelConfig, *, module: nn.Module | None = None) -> Saver:
+    """Save as ``model.safetensors`` with ``config`` in its metadata (loadable by ``load_model`` in any lab).
+    ``module``: the module to save when the trained one wraps it (e.g. a partly frozen network)."""
+
+    def save(run: RunDir, trained: nn.Module) -> Path:
+        save_model(run.file(MODEL), module if module is not None else trained, config)
+        return run.path / MODEL
+
+    return save
+
+
+def train_into(
+    run: RunDir,
+    model: nn.Module,
+    batches: Mapping[str, Batches | None],
+    train: TrainConfig,
+    rt: Runtime,
+    *,
+    save: Saver | None,
+    step: Step = classification_step,
+    eval_step: Step | None = None,
+    counted: nn.Module | None = None,
+    extra: Extra | None = None,
+    plot: bool = True,
+    name: str | None = None,
+    accelerator: Accelerator | None = None,
+) -> Trained:
+    """Train ``model`` on ``batches["train"]`` in ``run`` (validating on ``batches["val"]`` when given), test it
+    on ``batches["test"]``, save it with ``save``, write the final metrics and plots; returns what was trained.
+
+    ``eval_step`` measures validation and test (default: cross-entropy and accuracy, whatever ``step`` trains
+    with; the autoencoder passes its reconstruction step). ``counted``: the module whose parameters ``parameters``
+    reports (default ``model``). ``extra(model, accelerator)`` adds lab-specific final metrics (computed before
+    the run is marked finished, so a resumed study never sees a finished run without them).
+    """
+    name = name or run.path.name
+    acc = accelerator or make_accelerator(train.precision, rt.cpu)
+    eval_step = eval_step or classification_step
+    trainable = count_parameters(model, trainable_only=True)
+    result = fit(
+        model,
+        batches["train"],
+        train,
+        step=step,
+        val=batches.get("val"),
+        eval_step=eval_step,
+        run=run,
+        resume=rt.resume,
+        accelerator=acc,
+        desc=name,
+    )
+    trained = result.model.eval()
+    last = result.last
+    metrics: dict[str, Any] = {
+        "parameters": count_parameters(counted if counted is not None else trained),
+        "trainable_parameters": trainable,
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "val_loss": last.get("val_loss"),
+        "val_accuracy": last.get("val_accuracy"),
+        "epochs": len(result.history),
+        "train_seconds": round(sum(h.get("epoch_seconds", 0.0) for h in result.history), 4),
+    }
+    if batches.get("test") is not None:
+        test = evaluate(trained, batches["test"], step=eval_step, accelerator=acc)
+        metrics["test_loss"] = test["loss"]
+        metrics["test_accuracy"] = test.get("accuracy")
+    if extra is not None:
+        metrics.update(extra(trained, acc))
+    metrics = {k: v for k, v in metrics.items() if v is not None and v == v}  # no None / nan: does not apply
+    if save is not None:
+        metrics[SAVED] = save(run, trained).relative_to(run.path).as_posix()
+    if plot:
+        plots.learning_curves({name: result.history}, run.file("learning_curves.png"), title=name)
+        if result.grad_norms:
+            plots.grad_norms(result.grad_norms, run.file("grad_norms.png"), title=f"{name}: gradient norms")
+    written = run.update_metrics(**metrics, **{FINISHED: True})
+    wait_for_main()  # the other processes read what the main one wrote only after this
+    return Trained(trained, result.history, written, acc)
+
+
+#### Child runs: a study's cells, a transfer table's rows, a distillation's students ####
+
+
+def is_finished(path: Path) -> bool:
+    """A run folder whose training, final evaluation and model file were all written."""
+    path = Path(path)
+    metrics = RunDir(path).read_metrics() if (path / CONFIG).exists() else {}
+    if not metrics.get(FINISHED):  # or a folder written before the marker
+        return "test_accuracy" in metrics and (path / MODEL).exists()
+    return SAVED not in metrics or (path / metrics[SAVED]).exists()  # a deleted model is made again
+
+
+def child_run(
+    path: Path, config: Any, *, command: str, work: Callable[[RunDir, Runtime], Any], rt: Runtime
+) -> dict[str, Any]:
+    """The metrics of the child run in ``path``: read back when it finished before, otherwise created (or resumed
+    from its checkpoint, when a previous attempt started it) and done by ``work(run, child_rt)``.
+
+    Every process takes the same decision: they look at the folder only after the main process has written it.
+    """
+    wait_for_main()
+    if not is_finished(path):
+        started = (Path(path) / CONFIG).exists()
+        run = RunDir.create(path, config, command=command, resume=started)
+        work(run, replace(rt, out=Path(path), resume=started))
+        wait_for_main()
+    return RunDir(path).read_metrics()
