@@ -120,6 +120,7 @@ def seeds_way(root: Path, epochs: int, precision: str, workers: int) -> float:
 
 
 def lab1_way(root: Path, size: int, epochs: int, precision: str) -> tuple[float, float]:
+    from dla_core.config import Runtime
     from dla_core.engine import TrainConfig
     from lab1_resnet.train import TrainRun, train_classifier
 
@@ -131,11 +132,10 @@ def lab1_way(root: Path, size: int, epochs: int, precision: str) -> tuple[float,
         residual=True,
         batch_size=BATCH,
         val_fraction=0.0,
-        data_dir=str(root),
         train=TrainConfig(epochs=epochs, lr=1e-3, precision=precision),
     )
     t0 = time.perf_counter()
-    m = train_classifier(cfg, root / "run")
+    m = train_classifier(cfg, Runtime(out=root / "run", data_dir=root))
     wall = time.perf_counter() - t0
     per_epoch = (size // BATCH) * BATCH  # training drops the last partial batch, like the DataLoader above
     seconds = sum(h["epoch_seconds"] for h in m["history"])

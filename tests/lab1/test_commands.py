@@ -59,6 +59,10 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert model.config.extra["dataset"] == "digits:0-4" and model.config.residual is False
     assert set(m["grad_norms"]) >= {"blocks.0.fc1", "blocks.1.fc2", "head"}
     assert lab1("train", "--out", out, ok=False).output.startswith(f"Error: {out} already holds a run")
+    # where the data lives is not part of the experiment: moving it does not block a resume
+    assert "data_dir" not in RunDir.open(out).config
+    lab1("train", "--depth", "2", "--width", "16", "--plain", "--dataset", "digits:0-4", "--epochs", "2",
+         "--data-dir", tmp_path / "elsewhere", "--out", out, "--resume")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -92,7 +96,7 @@ def test_study_writes_its_table_and_resumes_without_retraining(tmp_path, monkeyp
     # equal depth, equal layers and parameters: the nets differ only by the skips
     assert "| 3 | plain | 8 | 2,723 |" in table and "| 3 | residual | 8 | 2,723 |" in table and " ± " in table
     csv = (out / "table.csv").read_text().splitlines()
-    assert csv[0].startswith("depth,net,layers,params,seeds,train_loss_mean") and len(csv) == 5
+    assert csv[0].startswith("depth,net,weight_layers,parameters,seeds,train_loss_mean") and len(csv) == 5
     for name in ("learning_curves.png", "grad_norms.png"):
         assert (out / name).exists()
     cells = sorted(p.name for p in (out / "cells").iterdir())
@@ -138,15 +142,19 @@ def test_transfer_cifar10_to_cifar100_reports_exact_trainable_counts(cifar10_cnn
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     head = 4 * 100 + 100
     full = n(source) - n(source.head) + head
-    assert rows[("finetune-head-sgd", "sgd")]["trainable_params"] == head
-    assert rows[("finetune-freeze-early-adam", "adam")]["trainable_params"] == head + n(source.blocks[1])
-    assert rows[("finetune-none-adam", "adam")]["trainable_params"] == full
-    assert rows[("scratch-sgd", "sgd")]["trainable_params"] == full
-    assert rows[("features + linear SVM", None)]["trainable_params"] == (4 + 1) * 100
+    assert rows[("finetune-head-sgd", "sgd")]["trainable_parameters"] == head
+    assert rows[("finetune-freeze-early-adam", "adam")]["trainable_parameters"] == head + n(source.blocks[1])
+    assert rows[("finetune-none-adam", "adam")]["trainable_parameters"] == full
+    assert rows[("scratch-sgd", "sgd")]["trainable_parameters"] == full
+    assert rows[("features + linear SVM", None)]["trainable_parameters"] == (4 + 1) * 100
     assert len(rows) == 2 + 3 * 2 + 2 and all(0 <= row["test_accuracy"] <= 1 for row in rows.values())
     assert "| finetune-head-sgd | sgd | 500 |" in r.output
     tuned = load_model(out / "rows" / "finetune-head-adam")
     assert tuned.config.num_classes == 100 and tuned.config.extra["dataset"] == "cifar100"
+    # each row is a run folder with the final metrics every trained run reports, under the unified keys
+    row = RunDir(out / "rows" / "finetune-head-sgd").read_metrics()
+    assert row["finished"] is True and row["trainable_parameters"] == head and row["parameters"] == n(tuned)
+    assert {"train_loss", "val_accuracy", "test_loss", "test_accuracy", "epochs"} <= set(row)
 
 
 @pytest.mark.slow
@@ -163,6 +171,10 @@ def test_distill_compares_teacher_and_students(cifar10_cnn, data_dir, tmp_path, 
     assert rows[0]["parameters"] == count_parameters(load_model(cifar10_cnn)) > rows[-1]["parameters"]
     assert "| teacher |" in r.output and (out / "students" / "distilled" / "model.safetensors").exists()
     assert RunDir.open(out).config["student"]["dataset"] == "cifar10"  # the teacher's dataset by default
+    student = RunDir(out / "students" / "distilled").read_metrics()
+    assert student["finished"] is True and student["parameters"] == rows[-1]["parameters"]
+    assert student["test_accuracy"] == rows[-1]["test_accuracy"] and "train_loss" in student
+    assert (out / "students" / "distilled" / "learning_curves.png").exists()
 
 
 def _numbers(value):

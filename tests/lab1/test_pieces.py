@@ -251,3 +251,32 @@ def test_tables_mean_std_and_markdown(tmp_path):
     assert text.splitlines()[0] == "| name | params | acc |"
     assert "| x | 1,200 | 0.5000 |" in text
     assert (tmp_path / "table.csv").read_text().splitlines() == ["a,n,acc", "x,1200,0.5"]
+
+
+def test_the_cli_offers_the_strategies_transfer_freezes_and_imports_no_torch():
+    import subprocess
+    import sys
+
+    from lab1_resnet import choices
+    from lab1_resnet.cli import group
+    from lab1_resnet.transfer import FROZEN_PARTS
+
+    assert tuple(FROZEN_PARTS) == choices.STRATEGIES == STRATEGIES
+    option = next(p for p in group.commands["transfer"].params if p.name == "strategies")
+    assert option.default == ",".join(FROZEN_PARTS)
+    heavy = "import sys, lab1_resnet.cli; print(*sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'numpy'}))"
+    r = subprocess.run([sys.executable, "-c", heavy], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == []  # the CLI starts without torch: it takes its choices from a light module
+
+
+def test_experiment_configs_hold_no_runtime_options():
+    from dataclasses import fields
+
+    from dla_core.config import RUNTIME_OPTIONS
+    from lab1_resnet.distill import DistillConfig
+    from lab1_resnet.study import DepthStudy
+    from lab1_resnet.train import TrainRun
+    from lab1_resnet.transfer import TransferConfig
+
+    for cls in (TrainRun, DepthStudy, TransferConfig, DistillConfig):
+        assert not {f.name for f in fields(cls)} & RUNTIME_OPTIONS, cls.__name__

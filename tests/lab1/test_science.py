@@ -31,7 +31,10 @@ def test_a_deep_plain_mlp_stays_at_chance_where_the_residual_one_learns(tmp_path
     lab1("study", "--depths", "20", "--seeds", "0", "--width", "32", "--epochs", "3", "--out", out)
     rows = {row["net"]: row for row in json.loads((out / "metrics.json").read_text())["rows"]}
     plain, residual = rows["plain"], rows["residual"]
-    assert plain["layers"] == residual["layers"] == 42 and plain["params"] == residual["params"]
+    assert (
+        plain["weight_layers"] == residual["weight_layers"] == 42
+        and plain["parameters"] == residual["parameters"]
+    )
     assert (
         plain["test_accuracy_mean"] < 0.25 and plain["train_loss_mean"] > 2.0
     )  # chance is 0.1 (ln 10 ≈ 2.30)

@@ -8,13 +8,12 @@ from pathlib import Path
 import click
 
 from dla_core import cli
-from dla_core.engine import TrainConfig
+from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
-
-STRATEGIES = ("head", "freeze-stem", "freeze-early", "none")  # lab1_resnet.transfer.STRATEGIES
+from lab1_resnet.choices import FAMILIES, KINDS, OPTIMIZERS, STRATEGIES
 
 MODEL = click.option(
-    "--model", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True, help="Model family."
+    "--model", type=click.Choice(FAMILIES), default="mlp", show_default=True, help="Model family."
 )
 WIDTH = click.option(
     "--width",
@@ -61,6 +60,9 @@ VAL_FRACTION = click.option(
     help="Share of the training split held out for validation.",
 )
 
+# Where and how to run (dla_core.config.Runtime), never saved in a run's config: the last options of every command.
+RUNTIME = cli.stack(cli.DATA_DIR, cli.DOWNLOAD, cli.OUT, cli.RESUME)
+
 
 def _hyperparameters(epochs: int, lr: float, batch: int, optimizer: str = "adam", seed: bool = True):
     """train_options without --seed where a command takes --seeds."""
@@ -102,11 +104,8 @@ def group(verbose: int) -> None:
 @AUGMENT
 @VAL_FRACTION
 @_hyperparameters(epochs=30, lr=1e-3, batch=64)
-@cli.DATA_DIR
-@cli.DOWNLOAD
-@cli.OUT
-@cli.RESUME
-def train(out: Path, resume: bool, download: bool, **opts) -> None:
+@RUNTIME
+def train(**opts) -> None:
     """Train one MLP or CNN, plain or residual; write learning curves, per-layer gradient norms, the model.
 
     \b
@@ -117,24 +116,12 @@ def train(out: Path, resume: bool, download: bool, **opts) -> None:
     """
     from lab1_resnet.train import TrainRun, train_classifier
 
-    cfg = TrainRun(
-        dataset=opts["dataset"],
-        model=opts["model"],
-        depth=opts["depth"],
-        width=opts["width"],
-        stages=opts["stages"],
-        residual=opts["residual"],
-        plain_block=opts["plain_block"],
-        batch_size=opts["batch_size"],
-        augment=opts["augment"],
-        val_fraction=opts["val_fraction"],
-        data_dir=str(opts["data_dir"]),
-        train=TrainConfig.from_options(opts, log_grad_norms=True),
-    )
-    m = train_classifier(cfg, out, resume=resume, download=download)
+    cfg = from_options(TrainRun, opts, train={"log_grad_norms": True})
+    rt = Runtime.from_options(opts)
+    m = train_classifier(cfg, rt)
     click.echo(
         f"{cfg.name}: {m['weight_layers']} weight layers, {m['parameters']:,} parameters, test accuracy {m['test_accuracy']:.4f}, "
-        f"final train loss {m['train_loss']:.4f} → {out}"
+        f"final train loss {m['train_loss']:.4f} → {rt.out}"
     )
 
 
@@ -154,11 +141,8 @@ def train(out: Path, resume: bool, download: bool, **opts) -> None:
 @AUGMENT
 @VAL_FRACTION
 @_hyperparameters(epochs=30, lr=1e-3, batch=64, seed=False)
-@cli.DATA_DIR
-@cli.DOWNLOAD
-@cli.OUT
-@cli.RESUME
-def study(out: Path, resume: bool, download: bool, depths: str, kinds: str, seeds: str, **opts) -> None:
+@RUNTIME
+def study(depths: str, kinds: str, seeds: str, **opts) -> None:
     """The depth study: depths × {plain, residual} × seeds, then a comparison table and overlaid curves.
 
     Each cell is its own run folder under OUT/cells/; --resume skips finished cells and continues an
@@ -172,30 +156,24 @@ def study(out: Path, resume: bool, download: bool, depths: str, kinds: str, seed
       lab1 study --depths 2,10,20 --seeds 0 --epochs 10 --out runs/quick
       lab1 study --model cnn --dataset cifar10 --depths 2,8,16 --channels 32 --epochs 20 --out runs/cnn
     """
-    from lab1_resnet.study import KINDS, DepthStudy, run_study
+    from lab1_resnet.study import DepthStudy, run_study
 
     depth_list = cli.parse_list(depths, int, "--depths")
     if any(d < 1 for d in depth_list):
         raise DlaError("--depths: every depth must be at least 1")
     if opts["model"] == "mlp" and opts["stages"] != 1:
         raise DlaError("--stages applies to --model cnn only")
-    cfg = DepthStudy(
-        dataset=opts["dataset"],
-        model=opts["model"],
+    cfg = from_options(
+        DepthStudy,
+        opts,
         depths=tuple(dict.fromkeys(depth_list)),
         kinds=tuple(dict.fromkeys(cli.choice_list(kinds, KINDS, "--kinds"))),
         seeds=tuple(dict.fromkeys(cli.parse_list(seeds, int, "--seeds"))),
-        width=opts["width"],
-        stages=opts["stages"],
-        plain_block=opts["plain_block"],
-        batch_size=opts["batch_size"],
-        augment=opts["augment"],
-        val_fraction=opts["val_fraction"],
-        data_dir=str(opts["data_dir"]),
-        train=TrainConfig.from_options(opts, log_grad_norms=True),
+        train={"log_grad_norms": True},
     )
-    click.echo(run_study(cfg, out, resume=resume, download=download), nl=False)
-    click.echo(f"→ {out}/table.md, table.csv, learning_curves.png, grad_norms.png")
+    rt = Runtime.from_options(opts)
+    click.echo(run_study(cfg, rt), nl=False)
+    click.echo(f"→ {rt.out}/table.md, table.csv, learning_curves.png, grad_norms.png")
 
 
 @group.command()
@@ -235,11 +213,8 @@ def study(out: Path, resume: bool, download: bool, depths: str, kinds: str, seed
 @cli.SEED
 @cli.PRECISION
 @cli.CPU
-@cli.DATA_DIR
-@cli.DOWNLOAD
-@cli.OUT
-@cli.RESUME
-def transfer(out: Path, resume: bool, download: bool, source: Path, **opts) -> None:
+@RUNTIME
+def transfer(strategies: str, optimizers: str, **opts) -> None:
     """Transfer a trained network to a new dataset: frozen features + SVM / k-NN, fine-tuning strategies
     with SGD and Adam, and training from scratch; one table of test accuracy and trainable parameters.
 
@@ -252,26 +227,15 @@ def transfer(out: Path, resume: bool, download: bool, source: Path, **opts) -> N
     """
     from lab1_resnet.transfer import TransferConfig, run_transfer
 
-    cfg = TransferConfig(
-        source=str(source),
-        dataset=opts["dataset"],
-        strategies=tuple(dict.fromkeys(cli.choice_list(opts["strategies"], STRATEGIES, "--strategies"))),
-        optimizers=tuple(
-            dict.fromkeys(cli.choice_list(opts["optimizers"], ["sgd", "adam", "adamw"], "--optimizers"))
-        ),
-        lr_sgd=opts["lr_sgd"],
-        lr_adam=opts["lr_adam"],
-        features=opts["features"],
-        scratch=opts["scratch"],
-        knn_k=opts["knn_k"],
-        batch_size=opts["batch_size"],
-        augment=opts["augment"],
-        val_fraction=opts["val_fraction"],
-        data_dir=str(opts["data_dir"]),
-        train=TrainConfig.from_options(opts),
+    cfg = from_options(
+        TransferConfig,
+        opts,
+        strategies=tuple(dict.fromkeys(cli.choice_list(strategies, STRATEGIES, "--strategies"))),
+        optimizers=tuple(dict.fromkeys(cli.choice_list(optimizers, OPTIMIZERS, "--optimizers"))),
     )
-    click.echo(run_transfer(cfg, out, resume=resume, download=download), nl=False)
-    click.echo(f"→ {out}/table.md, table.csv, learning_curves.png")
+    rt = Runtime.from_options(opts)
+    click.echo(run_transfer(cfg, rt), nl=False)
+    click.echo(f"→ {rt.out}/table.md, table.csv, learning_curves.png")
 
 
 @group.command()
@@ -282,7 +246,7 @@ def transfer(out: Path, resume: bool, download: bool, source: Path, **opts) -> N
     help="Run folder of the trained teacher (a `lab1 train` --out), or its model.safetensors.",
 )
 @click.option("--dataset", default=None, help="Dataset spec  [default: the teacher's]")
-@click.option("--model", type=click.Choice(["mlp", "cnn"]), default=None,
+@click.option("--model", type=click.Choice(FAMILIES), default=None,
               help="Student family  [default: the teacher's]")  # fmt: skip
 @click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True, help="Student blocks.")
 @click.option("--width", "--channels", "width", type=click.IntRange(min=1), default=16, show_default=True,
@@ -301,11 +265,8 @@ def transfer(out: Path, resume: bool, download: bool, source: Path, **opts) -> N
 @AUGMENT
 @VAL_FRACTION
 @_hyperparameters(epochs=30, lr=1e-3, batch=64)
-@cli.DATA_DIR
-@cli.DOWNLOAD
-@cli.OUT
-@cli.RESUME
-def distill(out: Path, resume: bool, download: bool, teacher: Path, **opts) -> None:
+@RUNTIME
+def distill(**opts) -> None:
     """Distil a trained teacher into a small student; compare teacher, student on labels, distilled student.
 
     \b
@@ -316,31 +277,10 @@ def distill(out: Path, resume: bool, download: bool, teacher: Path, **opts) -> N
     """
     from lab1_resnet.distill import DistillConfig, run_distill, student_for
 
-    student = student_for(
-        teacher,
-        dataset=opts["dataset"],
-        **({"model": opts["model"]} if opts["model"] else {}),
-        depth=opts["depth"],
-        width=opts["width"],
-        stages=opts["stages"],
-        residual=opts["residual"],
-        plain_block=opts["plain_block"],
-        batch_size=opts["batch_size"],
-        augment=opts["augment"],
-        val_fraction=opts["val_fraction"],
-        data_dir=str(opts["data_dir"]),
-        train=TrainConfig.from_options(opts),
-    )
-    cfg = DistillConfig(
-        teacher=str(teacher),
-        student=student,
-        temperature=opts["temperature"],
-        alpha=opts["alpha"],
-        precompute=opts["precompute"],
-        baseline=opts["baseline"],
-    )
-    click.echo(run_distill(cfg, out, resume=resume, download=download), nl=False)
-    click.echo(f"→ {out}/table.md, table.csv")
+    cfg = from_options(DistillConfig, opts, student=student_for(opts["teacher"], opts))
+    rt = Runtime.from_options(opts)
+    click.echo(run_distill(cfg, rt), nl=False)
+    click.echo(f"→ {rt.out}/table.md, table.csv")
 
 
 main = cli.entry_point(group)

@@ -13,6 +13,7 @@ a run folder under OUT/students/<name>/.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,22 +22,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dla_core.data import ImageBatches, ImageSet, Splits
-from dla_core.engine import StepOutput, evaluate, fit, make_accelerator
+from dla_core.config import Runtime, from_options
+from dla_core.data import ImageBatches, ImageSet
+from dla_core.engine import StepOutput, classification_step, evaluate, make_accelerator
 from dla_core.errors import DlaError
-from dla_core.models import build_model, count_parameters, load_model, save_model
-from dla_core.runs import MODEL, RunDir
+from dla_core.models import build_model, count_parameters, load_model
+from dla_core.recipe import child_run, save_classifier, train_into
+from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
 from lab1_resnet import tables
-from lab1_resnet.train import (
-    EVAL_BATCH,
-    TrainRun,
-    batches,
-    is_finished,
-    load_data,
-    model_config,
-    wait_for_everyone,
-)
+from lab1_resnet.train import EVAL_BATCH, TrainRun, batches, load_data, model_config
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +111,40 @@ class DistillConfig:
     baseline: bool = True  # also train the student on hard labels only
 
 
-def run_distill(cfg: DistillConfig, out: Path, *, resume: bool = False, download: bool = False) -> str:
+def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
     seed_everything(cfg.student.train.seed)
     teacher = load_model(Path(cfg.teacher))
     s = cfg.student
-    data = load_data(s.dataset, s.data_dir, s.val_fraction, download)
+    data = load_data(s.dataset, rt.data_dir, s.val_fraction, rt.download)
     tc = teacher.config
     if data.train.shape != tuple(tc.in_shape) or data.train.num_classes != tc.num_classes:
         raise DlaError(
             f"{s.dataset} ({data.train.num_classes} classes of {data.train.shape} images) does not match the "
             f"teacher ({tc.num_classes} classes of {tuple(tc.in_shape)}); pass the teacher's --dataset"
         )
-    run = RunDir.create(out, cfg, command="lab1 distill", resume=resume)
-    acc = make_accelerator(s.train.precision, s.train.cpu)
+    run = RunDir.create(rt.out, cfg, command="lab1 distill", resume=rt.resume)
+    acc = make_accelerator(s.train.precision, rt.cpu)
     b = batches(data, s.batch_size, s.augment, s.train.seed)
     teacher_test = evaluate(teacher.to(acc.device), b["test"], accelerator=acc)
+    mcfg = model_config(s, data.train)
+
+    def student(name: str):
+        def work(srun: RunDir, srt: Runtime) -> None:
+            student_batches, step = dict(b), classification_step
+            if name == "distilled":
+                if cfg.precompute:
+                    probs = precompute_probs(teacher, data.train, cfg.temperature, acc.device)
+                    indexed = replace(data.train, labels=torch.arange(len(data.train)))
+                    student_batches["train"] = replace_train(b["train"], indexed)
+                    step = DistillationStep(None, cfg.temperature, cfg.alpha, data.train.labels, probs)
+                else:
+                    step = DistillationStep(teacher, cfg.temperature, cfg.alpha)
+            # both students start from the same weights, whichever trained first
+            seed_everything(s.train.seed)
+            train_into(srun, build_model(mcfg), student_batches, s.train, srt, save=save_classifier(mcfg),
+                       step=step, accelerator=acc)  # fmt: skip
+
+        return work
 
     rows: list[dict[str, Any]] = [
         {
@@ -142,23 +156,8 @@ def run_distill(cfg: DistillConfig, out: Path, *, resume: bool = False, download
     students = (["labels only"] if cfg.baseline else []) + ["distilled"]
     for name in students:
         path = run.path / "students" / ("baseline" if name == "labels only" else "distilled")
-        wait_for_everyone()  # every process sees the same files before deciding to skip / resume a student
-        if not is_finished(path):
-            started = (path / "config.json").exists()
-            srun = RunDir.create(path, {"distill": cfg, "student": name}, command="lab1 distill student",
-                                 resume=started)  # fmt: skip
-            student_batches = dict(b)
-            step = None
-            if name == "distilled":
-                if cfg.precompute:
-                    probs = precompute_probs(teacher, data.train, cfg.temperature, acc.device)
-                    indexed = replace(data.train, labels=torch.arange(len(data.train)))
-                    student_batches["train"] = replace_train(b["train"], indexed)
-                    step = DistillationStep(None, cfg.temperature, cfg.alpha, data.train.labels, probs)
-                else:
-                    step = DistillationStep(teacher, cfg.temperature, cfg.alpha)
-            train_student(srun, s, data, student_batches, step, acc, started)
-        m = RunDir(path).read_metrics()
+        m = child_run(path, {"distill": cfg, "student": name}, command="lab1 distill student",
+                      work=student(name), rt=rt)  # fmt: skip
         rows.append({"model": f"student, {name}", "parameters": m["parameters"],
                      "test_accuracy": m["test_accuracy"]})  # fmt: skip
     columns = {"model": "model", "parameters": "params", "test_accuracy": "test acc"}
@@ -171,25 +170,11 @@ def replace_train(train: ImageBatches, data: ImageSet) -> ImageBatches:
     return ImageBatches(data, train.batch_size, shuffle=True, augment=train.augment, seed=train.seed)
 
 
-def train_student(run: RunDir, s: TrainRun, data: Splits, b: dict, step, acc, resume: bool) -> None:
-    from dla_core import plots
-
-    mcfg = model_config(s, data.train)
-    seed_everything(s.train.seed)  # both students start from the same weights, whichever trained first
-    model = build_model(mcfg)
-    kwargs = {"step": step} if step is not None else {}
-    result = fit(model, b["train"], s.train, val=b["val"], run=run, resume=resume, accelerator=acc, **kwargs)
-    test = evaluate(result.model, b["test"], accelerator=acc)
-    save_model(run.file(MODEL), result.model, mcfg)
-    run.update_metrics(parameters=count_parameters(result.model), test_accuracy=test["accuracy"])
-    plots.learning_curves({run.path.name: result.history}, run.file("learning_curves.png"))
-    wait_for_everyone()  # the main process has written the student's metrics
-
-
-def student_for(teacher_source: str | Path, **changes: Any) -> TrainRun:
-    """A student TrainRun on the teacher's dataset (from its saved model config) unless one is given."""
+def student_for(teacher_source: str | Path, options: Mapping[str, Any]) -> TrainRun:
+    """The student's TrainRun from a command's options, on the teacher's dataset and family (read from its saved
+    model config) where ``options`` leave them out."""
     teacher_cfg = load_model(Path(teacher_source)).config
-    dataset = changes.pop("dataset", None) or teacher_cfg.extra.get("dataset")
+    dataset = options.get("dataset") or teacher_cfg.extra.get("dataset")
     if not dataset:
         raise DlaError(f"{teacher_source}: the teacher does not record its dataset; pass --dataset")
-    return replace(TrainRun(dataset=dataset, model=teacher_cfg.family), **changes)
+    return from_options(TrainRun, options, dataset=dataset, model=options.get("model") or teacher_cfg.family)

@@ -26,15 +26,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dla_core import plots
+from dla_core.config import Runtime
 from dla_core.engine import TrainConfig
+from dla_core.recipe import child_run
 from dla_core.runs import RunDir, atomic_write
 from dla_core.seeding import seed_everything
 from lab1_resnet import tables
-from lab1_resnet.train import TrainRun, is_finished, load_data, train_in, wait_for_everyone
+from lab1_resnet.choices import KINDS
+from lab1_resnet.train import TrainRun, load_data, train_in
 
 log = logging.getLogger(__name__)
-
-KINDS = ("plain", "residual")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,6 @@ class DepthStudy:
     batch_size: int = 64
     augment: bool = True
     val_fraction: float = 0.1
-    data_dir: str = "data"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=1e-3, log_grad_norms=True))
 
     def cells(self) -> list[TrainRun]:
@@ -64,7 +64,6 @@ class DepthStudy:
             batch_size=self.batch_size,
             augment=self.augment,
             val_fraction=self.val_fraction,
-            data_dir=self.data_dir,
             train=replace(self.train, log_grad_norms=True),
         )
         return [
@@ -81,25 +80,20 @@ class DepthStudy:
         ]
 
 
-def run_study(cfg: DepthStudy, out: Path, *, resume: bool = False, download: bool = False) -> str:
+def run_study(cfg: DepthStudy, rt: Runtime) -> str:
     """Train every cell not yet finished, then write the tables and plots; returns the Markdown table."""
     seed_everything(cfg.seeds[0])  # and each cell reseeds with its own seed (train_in)
-    data = load_data(cfg.dataset, cfg.data_dir, cfg.val_fraction, download)
-    study = RunDir.create(out, cfg, command="lab1 study", resume=resume)
+    data = load_data(cfg.dataset, rt.data_dir, cfg.val_fraction, rt.download)
+    study = RunDir.create(rt.out, cfg, command="lab1 study", resume=rt.resume)
     cells = cfg.cells()
     results: dict[str, dict[str, Any]] = {}
     bar = tqdm(cells, desc="study", unit="cell", dynamic_ncols=True)
     for cell in bar:
-        path = study.path / "cells" / cell.name
         bar.set_postfix_str(cell.name)
-        wait_for_everyone()  # every process sees the same files before deciding to skip / resume a cell
-        if is_finished(path):
-            log.info("%s: finished before, skipped", cell.name)
-        else:
-            started = (path / "config.json").exists()
-            run = RunDir.create(path, cell, command="lab1 train", resume=started)
-            train_in(run, cell, data, resume=started, plot=False)
-        results[cell.name] = RunDir(path).read_metrics()
+        results[cell.name] = child_run(
+            study.path / "cells" / cell.name, cell, command="lab1 train", rt=rt,
+            work=lambda run, crt, cell=cell: train_in(run, cell, data, crt, plot=False),
+        )  # fmt: skip
     bar.close()
     rows, csv_rows = summarise(cfg, cells, results)
     text = tables.write_tables(rows, COLUMNS, study.path, csv_rows=csv_rows)
@@ -113,8 +107,8 @@ TITLE = "depth study: plain vs residual (mean over seeds)"
 COLUMNS = {
     "depth": "depth",
     "net": "net",
-    "layers": "weight layers",
-    "params": "params",
+    "weight_layers": "weight layers",
+    "parameters": "params",
     "train_loss": "final train loss",
     "train_accuracy": "train acc",
     "val_accuracy": "val acc",
@@ -141,8 +135,8 @@ def summarise(
         row: dict[str, Any] = {
             "depth": depth,
             "net": group[0].kind,
-            "layers": group[0].weight_layers,
-            "params": metrics[0]["parameters"],
+            "weight_layers": group[0].weight_layers,
+            "parameters": metrics[0]["parameters"],
         }
         raw: dict[str, Any] = {**row, "seeds": len(metrics)}
         for key in MEASURES:

@@ -1,17 +1,18 @@
 """`lab1 train`: one MLP or CNN, plain or residual, trained through the core loop into a run folder.
 
-    run = TrainRun(dataset="digits", model="mlp", depth=20, residual=False)
-    metrics = train_classifier(run, Path("runs/plain20"))
+    cfg = TrainRun(dataset="digits", model="mlp", depth=20, residual=False)
+    metrics = train_classifier(cfg, Runtime(out=Path("runs/plain20")))
 
 The run folder gets config.json, metrics.json (history, per-layer gradient norms, parameters, test accuracy),
 model.safetensors (loadable by any lab with ``dla_core.models.load_model``), learning_curves.png and
-grad_norms.png. ``train_in`` is the same work inside a run folder someone else created (the depth study's cells).
+grad_norms.png. ``train_in`` is the same work inside a run folder someone else created (the depth study's cells,
+through ``dla_core.recipe.child_run``).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,14 @@ from dla_core.data import ImageBatches, ImageSet, Splits, default_augment, load_
 from dla_core.engine import TrainConfig
 from dla_core.errors import DlaError
 from dla_core.models import PLAIN_BLOCKS, ModelConfig, build_model, model_config_for, weight_layers
-from dla_core.recipe import is_finished as is_finished  # re-export (study, transfer, distill)
 from dla_core.recipe import save_classifier, train_into
-from dla_core.runs import RunDir, wait_for_main
+from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
+from lab1_resnet.choices import FAMILIES
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 512
-FAMILIES = ("mlp", "cnn")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ class TrainRun:
     batch_size: int = 64
     augment: bool = True  # the dataset's usual augmentation (crop + flip on CIFAR; none on digits / MNIST)
     val_fraction: float = 0.1  # held out of the training split, the same images whatever the seed
-    data_dir: str = "data"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=1e-3, log_grad_norms=True))
 
     def __post_init__(self) -> None:
@@ -99,22 +98,14 @@ def batches(data: Splits, batch_size: int, augment: bool, seed: int) -> dict[str
     }
 
 
-def wait_for_everyone() -> None:
-    """A barrier across processes (a no-op in a single one): only the main process writes a run's files, so the
-    others wait here before reading what it wrote (a study's cell metrics, whether a cell was started)."""
-    wait_for_main()
-
-
-def train_in(
-    run: RunDir, cfg: TrainRun, data: Splits, *, resume: bool = False, plot: bool = True
-) -> dict[str, Any]:
-    """Train ``cfg`` on ``data`` inside ``run``; returns the final metrics (also in metrics.json).
+def train_in(run: RunDir, cfg: TrainRun, data: Splits, rt: Runtime, *, plot: bool = True) -> dict[str, Any]:
+    """Train ``cfg`` on ``data`` inside ``run`` (resuming from its checkpoint when ``rt.resume``); returns the
+    final metrics (also in metrics.json).
 
     Seeds everything with the run's seed first, so a run (a study's cell) does not depend on what ran before it."""
     mcfg = model_config(cfg, data.train)
     seed_everything(cfg.train.seed)
     model = build_model(mcfg)
-    rt = Runtime(out=run.path, resume=resume, cpu=cfg.train.cpu)
     done = train_into(
         run, model, batches(data, cfg.batch_size, cfg.augment, cfg.train.seed), cfg.train, rt,
         save=save_classifier(mcfg), extra=lambda m, acc: {"weight_layers": weight_layers(mcfg)},
@@ -123,13 +114,9 @@ def train_in(
     return done.metrics
 
 
-def train_classifier(cfg: TrainRun, out: Path, *, resume: bool = False, download: bool = False) -> dict:
+def train_classifier(cfg: TrainRun, rt: Runtime) -> dict[str, Any]:
     """`lab1 train`: load the data (errors before anything is written), then train in a new run folder."""
     seed_everything(cfg.train.seed)
-    data = load_data(cfg.dataset, cfg.data_dir, cfg.val_fraction, download)
-    run = RunDir.create(out, cfg, command="lab1 train", resume=resume)
-    return train_in(run, cfg, data, resume=resume)
-
-
-def with_seed(cfg: TrainRun, seed: int, **changes: Any) -> TrainRun:
-    return replace(cfg, train=replace(cfg.train, seed=seed), **changes)
+    data = load_data(cfg.dataset, rt.data_dir, cfg.val_fraction, rt.download)
+    run = RunDir.create(rt.out, cfg, command="lab1 train", resume=rt.resume)
+    return train_in(run, cfg, data, rt)

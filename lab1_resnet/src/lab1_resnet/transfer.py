@@ -27,14 +27,16 @@ import torch
 import torch.nn as nn
 
 from dla_core import plots
+from dla_core.config import Runtime
 from dla_core.data import ImageBatches, Splits
-from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
+from dla_core.engine import TrainConfig, make_accelerator
 from dla_core.errors import DlaError
-from dla_core.models import Classifier, ModelConfig, build_model, count_parameters, load_model, save_model
-from dla_core.runs import MODEL, RunDir
+from dla_core.models import Classifier, ModelConfig, build_model, count_parameters, load_model
+from dla_core.recipe import child_run, save_classifier, train_into
+from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
-from lab1_resnet import tables
-from lab1_resnet.train import EVAL_BATCH, batches, is_finished, load_data, wait_for_everyone
+from lab1_resnet import choices, tables
+from lab1_resnet.train import EVAL_BATCH, batches, load_data
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,8 @@ FROZEN_PARTS: dict[str, Callable[[Classifier], list[nn.Module]]] = {
     "freeze-early": lambda m: [m.normalize, m.stem, *list(m.blocks)[: len(m.blocks) // 2]],
     "none": lambda m: [],
 }
-STRATEGIES = tuple(FROZEN_PARTS)
+# the CLI's --strategies choices, named in a light module: FROZEN_PARTS' keys, in order (a test checks)
+STRATEGIES = choices.STRATEGIES
 
 
 class PartlyFrozen(nn.Module):
@@ -96,7 +99,6 @@ class TransferConfig:
     batch_size: int = 128
     augment: bool = True
     val_fraction: float = 0.1
-    data_dir: str = "data"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))  # lr/optimizer set per row
 
     def row_train(self, optimizer: str) -> TrainConfig:
@@ -133,63 +135,49 @@ def feature_rows(cfg: TransferConfig, source: Classifier, data: Splits, device: 
     knn.fit(x_tr, y_tr)
     n_svm = (x_tr.shape[1] + 1) * (k if k > 2 else 1)  # one-vs-rest weights + biases
     return [
-        {"row": "features + linear SVM", "optimizer": None, "trainable_params": n_svm,
+        {"row": "features + linear SVM", "optimizer": None, "trainable_parameters": n_svm,
          "test_accuracy": float(svm.score(x_te, y_te))},
-        {"row": f"features + {cfg.knn_k}-NN", "optimizer": None, "trainable_params": 0,
+        {"row": f"features + {cfg.knn_k}-NN", "optimizer": None, "trainable_parameters": 0,
          "test_accuracy": float(knn.score(x_te, y_te))},
     ]  # fmt: skip
 
 
 def train_row(
-    cfg: TransferConfig,
-    name: str,
-    model: nn.Module,
-    inner: Classifier,
-    data: Splits,
-    out: Path,
-    optimizer: str,
-) -> dict[str, Any]:
-    """Fine-tune (or train) one row in its own run folder; a finished row is read back, not retrained."""
-    path = out / "rows" / name
-    trainable = count_parameters(model, trainable_only=True)
-    wait_for_everyone()  # every process sees the same files before deciding to skip / resume a row
-    if not is_finished(path):
-        row_cfg = {"transfer": cfg, "row": name, "optimizer": optimizer}
-        started = (path / "config.json").exists()
-        run = RunDir.create(path, row_cfg, command="lab1 transfer row", resume=started)
+    cfg: TransferConfig, name: str, optimizer: str, build: Callable[[], tuple[nn.Module, Classifier]],
+    data: Splits, out: Path, rt: Runtime,
+) -> dict[str, Any]:  # fmt: skip
+    """Fine-tune (or train) one row in its own run folder; a finished row is read back, not retrained.
+
+    ``build()`` returns the model to train and the classifier inside it (what is saved and counted)."""
+
+    def work(run: RunDir, row_rt: Runtime) -> None:
+        seed_everything(cfg.train.seed)  # each row as if alone: a resumed table equals an uninterrupted one
+        model, inner = build()
         tcfg = cfg.row_train(optimizer)
-        acc = make_accelerator(tcfg.precision, tcfg.cpu)
-        b = batches(data, cfg.batch_size, cfg.augment, tcfg.seed)
-        result = fit(
-            model, b["train"], tcfg, val=b["val"], run=run, resume=started, accelerator=acc, desc=name
-        )
-        test = evaluate(result.model, b["test"], accelerator=acc)
-        save_model(run.file(MODEL), inner, inner.config)
-        run.update_metrics(
-            trainable_params=trainable,
-            parameters=count_parameters(inner),
-            val_accuracy=result.last.get("val_accuracy"),
-            test_accuracy=test["accuracy"],
-        )
-        wait_for_everyone()  # the main process has written the row's metrics
-    m = RunDir(path).read_metrics()
+        train_into(
+            run, model, batches(data, cfg.batch_size, cfg.augment, tcfg.seed), tcfg, row_rt,
+            save=save_classifier(inner.config, module=inner), counted=inner, plot=False, name=name,
+        )  # fmt: skip
+
+    row_cfg = {"transfer": cfg, "row": name, "optimizer": optimizer}
+    m = child_run(out / "rows" / name, row_cfg, command="lab1 transfer row", work=work, rt=rt)
     return {
         "row": name,
         "optimizer": optimizer,
-        "trainable_params": m["trainable_parameters"],
+        "trainable_parameters": m["trainable_parameters"],
         "val_accuracy": m.get("val_accuracy"),
         "test_accuracy": m["test_accuracy"],
         "history": m.get("history", []),
     }
 
 
-def run_transfer(cfg: TransferConfig, out: Path, *, resume: bool = False, download: bool = False) -> str:
+def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
     """Every row of the transfer table; returns the Markdown table (also table.md / table.csv in OUT)."""
     seed_everything(cfg.train.seed)
     source = load_model(Path(cfg.source))
     if not isinstance(source, Classifier):
         raise DlaError(f"{cfg.source}: not a classifier with features (family {source.config.family})")
-    raw = load_data(cfg.dataset, cfg.data_dir, cfg.val_fraction, download)
+    raw = load_data(cfg.dataset, rt.data_dir, cfg.val_fraction, rt.download)
     shape = source.config.in_shape
     data = Splits(
         raw.train.adapt(shape), raw.val.adapt(shape) if raw.val is not None else None, raw.test.adapt(shape)
@@ -201,33 +189,39 @@ def run_transfer(cfg: TransferConfig, out: Path, *, resume: bool = False, downlo
         "class_map": list(data.train.class_map),
         "transferred_from": str(cfg.source),
     }
-    run = RunDir.create(out, cfg, command="lab1 transfer", resume=resume)
-    device = make_accelerator(cfg.train.precision, cfg.train.cpu).device
+    run = RunDir.create(rt.out, cfg, command="lab1 transfer", resume=rt.resume)
+
+    def fine_tuned(strategy: str) -> Callable[[], tuple[nn.Module, Classifier]]:
+        def build() -> tuple[nn.Module, Classifier]:
+            inner = with_new_head(load_model(Path(cfg.source)), k, extra)
+            return PartlyFrozen(inner, strategy), inner
+
+        return build
+
+    scratch_cfg: ModelConfig = replace(
+        source.config, num_classes=k, extra={**extra, "transferred_from": None}
+    )
+
+    def from_scratch() -> tuple[nn.Module, Classifier]:
+        inner = build_model(scratch_cfg)
+        return inner, inner
 
     rows: list[dict[str, Any]] = []
     if cfg.features:
+        device = make_accelerator(cfg.train.precision, rt.cpu).device
         rows += feature_rows(cfg, source, data, device)
     for strategy in cfg.strategies:
         for opt in cfg.optimizers:
-            seed_everything(
-                cfg.train.seed
-            )  # each row as if alone: a resumed table equals an uninterrupted one
-            inner = with_new_head(load_model(Path(cfg.source)), k, extra)
-            model = PartlyFrozen(inner, strategy)
-            rows.append(train_row(cfg, f"finetune-{strategy}-{opt}", model, inner, data, run.path, opt))
+            name = f"finetune-{strategy}-{opt}"
+            rows.append(train_row(cfg, name, opt, fine_tuned(strategy), data, run.path, rt))
     if cfg.scratch:
-        scratch_cfg: ModelConfig = replace(
-            source.config, num_classes=k, extra={**extra, "transferred_from": None}
-        )
         for opt in cfg.optimizers:
-            seed_everything(cfg.train.seed)
-            inner = build_model(scratch_cfg)
-            rows.append(train_row(cfg, f"scratch-{opt}", inner, inner, data, run.path, opt))
+            rows.append(train_row(cfg, f"scratch-{opt}", opt, from_scratch, data, run.path, rt))
 
     histories = {r["row"]: r.pop("history") for r in rows if r.get("history")}
     if histories:
         plots.learning_curves(histories, run.file("learning_curves.png"), title="transfer: fine-tuning rows")
-    columns = {"row": "method", "optimizer": "optimizer", "trainable_params": "trainable params",
+    columns = {"row": "method", "optimizer": "optimizer", "trainable_parameters": "trainable params",
                "val_accuracy": "val acc", "test_accuracy": "test acc"}  # fmt: skip
     text = tables.write_tables(rows, columns, run.path)
     run.update_metrics(rows=rows, source_parameters=count_parameters(source))
