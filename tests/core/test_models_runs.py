@@ -111,6 +111,15 @@ def test_resume_with_changed_nested_options_names_only_those(tmp_path):
     assert "epochs" not in e.value.message and "seed" not in e.value.message
 
 
+def test_folders_saved_with_runtime_options_in_their_config_still_resume(tmp_path):
+    """Before runtime options left the experiment configs, config.json held data_dir, out, cpu (also nested)."""
+    old = {"depth": 4, "data_dir": "data", "out": "runs/r", "train": {"lr": 0.1, "cpu": True}}
+    RunDir.create(tmp_path / "r", old, command="train")
+    assert RunDir.create(tmp_path / "r", {"depth": 4, "train": {"lr": 0.1}}, command="train", resume=True)
+    with pytest.raises(DlaError, match=r"\(train.lr: 0.1 → 0.2\)"):
+        RunDir.create(tmp_path / "r", {"depth": 4, "train": {"lr": 0.2}}, command="train", resume=True)
+
+
 def test_out_that_is_the_current_folder_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for out in ("", "."):

@@ -167,7 +167,7 @@ class RunDir:
                 raise DlaError(f"--resume: {path} holds a '{saved.get('command')}' run, not '{command}'")
             if (path / METRICS).exists():
                 read_json(path / METRICS)  # damaged? say so now, not after the resumed training
-            diff = _diff(saved.get("config", {}), cfg)
+            diff = _diff(_without_runtime(saved.get("config", {})), _without_runtime(cfg))
             if diff:
                 raise DlaError(
                     f"--resume: options differ from the saved run ({diff}); rerun with the same options"
@@ -247,6 +247,16 @@ class RunDir:
                 f"cannot read checkpoint {self.checkpoint_path} ({kind}): it is damaged or was not written by dla; "
                 "move it away to start the run over"
             ) from None
+
+
+def _without_runtime(cfg: Any) -> Any:
+    """A saved config without runtime options (``dla_core.config.Runtime``), at any depth: folders written
+    before those left the experiment configs (data_dir, cpu, …) resume like new ones."""
+    from dla_core.config import RUNTIME_OPTIONS
+
+    if not isinstance(cfg, Mapping):
+        return cfg
+    return {k: _without_runtime(v) for k, v in cfg.items() if k not in RUNTIME_OPTIONS}
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
