@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from dla_core.engine import StepOutput
 from dla_core.errors import DlaError
+from dla_core.hub import check_source
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +34,6 @@ LORA_MODULES["roberta"] = LORA_MODULES["electra"] = LORA_MODULES["bert"]
 
 
 #### Loading ####
-
-
-def looks_local(name: str) -> bool:
-    """True when ``name`` can only be a folder: a hub id is ``name`` or ``owner/name`` (one slash, no leading
-    ``/``, ``.`` or ``~``), so anything else is a path, and so is an existing folder."""
-    return (
-        Path(name).exists()
-        or name.startswith(("/", ".", "~"))
-        or name.count("/") > 1
-        or "\\" in name
-        or Path(name).is_absolute()
-    )
-
-
-def check_source(name: str) -> None:
-    """Refuse a local model folder that is not there, before the hub client calls it a bad repo id."""
-    if looks_local(name) and not Path(name).expanduser().exists():
-        raise DlaError(f"the model folder {name} does not exist")
 
 
 def load_tokenizer(name: str):
