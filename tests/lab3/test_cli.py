@@ -64,15 +64,18 @@ def test_same_seed_same_output(run, photos: Path) -> None:
 
 def test_run_folder(run, photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = run(photos / "china.jpg", photos / "missing.jpg", "--out", out, "--length", "short", "--json")
+    argv = (photos / "china.jpg", photos / "missing.jpg", "--out", out, "--length", "short", "--json", "--cpu")
+    result = run(*argv)
     assert result.exit_code == 1
     saved = json.loads((out / "config.json").read_text())
     assert saved["command"] == "lab3 story" and saved["config"]["length"] == "short"
+    assert not {"cpu", "out"} & set(saved["config"])  # where and how it ran: runtime, not the config
     assert saved["config"]["sources"] == [str(photos / "china.jpg"), str(photos / "missing.jpg")]
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert "story" in lines[0] and lines[1]["error"].endswith("missing.jpg: no such file")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stories"] == 1 and metrics["sources"] == 2 and metrics["images_per_s"] > 0
+    assert metrics["device"] == "cpu"
     assert (out / "captions.png").stat().st_size > 0
     again = run(photos / "china.jpg", "--out", out)
     assert again.exit_code == 1
@@ -138,7 +141,14 @@ def test_interactive_ends_at_end_of_input(run) -> None:
     [
         ((), "no SOURCE given"),
         (("x.jpg", "--prompt-template", "About it."), "--prompt-template must contain {caption}"),
-        (("x.jpg", "--story-model", "/no/such/model"), "--story-model /no/such/model: cannot load"),
+        (
+            ("x.jpg", "--story-model", "/no/such/model"),
+            "--story-model /no/such/model: cannot load (the folder /no/such/model does not exist)",
+        ),
+        (  # a missing local folder, not "Repo id must use alphanumeric chars…"
+            ("x.jpg", "--caption-model", "./nope"),
+            "--caption-model ./nope: cannot load (the folder ./nope does not exist)",
+        ),
     ],
 )
 def test_usage_errors(run, args: tuple[str, ...], message: str) -> None:

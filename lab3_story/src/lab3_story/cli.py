@@ -12,6 +12,7 @@ import click
 from tqdm import tqdm
 
 from dla_core import cli
+from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
 from lab3_story.generator import DEFAULT_CAPTION_MODEL, DEFAULT_STORY_MODEL, StoryConfig, StoryResult
 from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS
@@ -75,7 +76,7 @@ def group(verbose: int) -> None:
 @cli.SEED
 @cli.PRECISION
 @cli.CPU
-def story(sources: tuple[str, ...], as_json: bool, interactive: bool, out: Path | None, **opts) -> None:
+def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) -> None:
     """Caption each image with BLIP and turn the caption into a short children's story.
 
     SOURCE is an image file or an http(s) URL; give several to generate in batches (both models are
@@ -95,40 +96,26 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, out: Path 
     interactive = interactive or (not sources and sys.stdin.isatty())
     if not sources and not interactive:
         raise DlaError("no SOURCE given: pass image paths or http(s) URLs, or use --interactive")
-    cfg = StoryConfig(
-        caption_model=opts["caption_model"],
-        story_model=opts["story_model"],
-        length=opts["length"],
-        prompt_template=opts["prompt_template"],
-        temperature=opts["temperature"],
-        sample=not opts["greedy"],
-        batch_size=opts["batch_size"],
-        seed=opts["seed"],
-        precision=opts["precision"],
-        cpu=opts["cpu"],
-        timeout=opts["timeout"],
-        max_bytes=int(opts["max_mb"] * 2**20),
-    )
-    failed = run_stories(cfg, list(sources), as_json=as_json, interactive=interactive, out=out)
+    cfg = from_options(StoryConfig, opts, sample=not opts["greedy"], max_bytes=int(opts["max_mb"] * 2**20))
+    rt = Runtime.from_options(opts)  # --out, --cpu: where and how, not saved in the run's config
+    failed = run_stories(cfg, list(sources), rt, as_json=as_json, interactive=interactive)
     if failed:  # the bad sources were reported as they came; the others have their stories
         raise SystemExit(1)  # not ctx.exit(1): click's standalone_mode=False returns its code
 
 
-def run_stories(
-    cfg: StoryConfig, sources: list[str], *, as_json: bool, interactive: bool, out: Path | None
-) -> int:
-    """Generate, print and (with ``out``) record the stories; returns the number of failed sources."""
+def run_stories(cfg: StoryConfig, sources: list[str], rt: Runtime, *, as_json: bool, interactive: bool) -> int:
+    """Generate, print and (with ``rt.out``) record the stories; returns the number of failed sources."""
     from dla_core.runs import RunDir
     from lab3_story.generator import ImageStoryGenerator
 
     run = None
-    if out is not None:
+    if rt.out is not None:
         run = RunDir.create(
-            out, {"sources": sources, **dataclasses.asdict(cfg)}, command="lab3 story", resumable=False
+            rt.out, {"sources": sources, **dataclasses.asdict(cfg)}, command="lab3 story", resumable=False
         )
         run.file("results.jsonl").write_text("")
     t0 = time.perf_counter()
-    gen = ImageStoryGenerator(cfg)
+    gen = ImageStoryGenerator(cfg, cpu=rt.cpu)
     load_seconds = time.perf_counter() - t0
     results: list[StoryResult] = []
 

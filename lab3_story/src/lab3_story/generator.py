@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from dla_core.errors import DlaError
+from dla_core.hub import missing_folder
 from lab3_story.images import FetchLimits, ImageSourceError, load_image
 from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS, check_template, end_at_sentence, make_prompt
 
@@ -54,7 +55,6 @@ class StoryConfig:
     batch_size: int = 8  # images per batch, for both models
     seed: int | None = 0  # Python, NumPy and torch re-seeded at every stories() call; None: never
     precision: str = "no"  # fp16 / bf16 load the models in half precision (fp16 only on a GPU)
-    cpu: bool = False
     timeout: float = 15.0  # seconds for each URL download as a whole (a deadline, not per read)
     max_bytes: int = 20 * 1024 * 1024  # largest image download
 
@@ -101,6 +101,8 @@ def pick_device_dtype(precision: str, cpu: bool) -> tuple[torch.device, torch.dt
 def _model_type(name: str, what: str) -> str:
     from transformers import AutoConfig
 
+    if missing_folder(name):  # not "Repo id must be in the form …": the folder meant is not there
+        raise DlaError(f"{what} {name}: cannot load (the folder {name} does not exist)")
     try:
         return AutoConfig.from_pretrained(name).model_type
     except (OSError, ValueError) as e:
@@ -109,9 +111,12 @@ def _model_type(name: str, what: str) -> str:
 
 
 class ImageStoryGenerator:
-    """Both models, loaded once; ``stories`` for many sources, ``generate_from_image`` for one."""
+    """Both models, loaded once; ``stories`` for many sources, ``generate_from_image`` for one.
 
-    def __init__(self, config: StoryConfig | None = None, **options: Any):
+    ``cpu`` keeps them on the CPU even with a GPU present: where to run, not part of the config (a run folder's
+    ``config.json`` holds the config)."""
+
+    def __init__(self, config: StoryConfig | None = None, *, cpu: bool = False, **options: Any):
         from transformers import (
             AutoModelForCausalLM,
             AutoTokenizer,
@@ -121,7 +126,7 @@ class ImageStoryGenerator:
 
         self.config = cfg = dataclasses.replace(config or StoryConfig(), **options)
         self.limits = FetchLimits(timeout=cfg.timeout, max_bytes=cfg.max_bytes)
-        self.device, self.dtype = pick_device_dtype(cfg.precision, cfg.cpu)
+        self.device, self.dtype = pick_device_dtype(cfg.precision, cpu)
         self.seconds = {"caption": 0.0, "story": 0.0, "load": 0.0}
 
         if (kind := _model_type(cfg.caption_model, "--caption-model")) != "blip":
