@@ -49,6 +49,7 @@ def write_fixture(root: Path, n: int, layers: int, seed: int = 0) -> tuple[Path,
 
 
 def lab2_way(model_dir: Path, data_dir: Path, root: Path, args: argparse.Namespace) -> float:
+    from dla_core.config import Runtime
     from dla_core.engine import TrainConfig
     from lab2_distilbert.data import DataConfig, load_text_splits
     from lab2_distilbert.experiments import FinetuneConfig, encode_splits, run_finetune
@@ -58,10 +59,13 @@ def lab2_way(model_dir: Path, data_dir: Path, root: Path, args: argparse.Namespa
     encode_splits(
         load_tokenizer(str(model_dir)), load_text_splits(data), data
     )  # tokenize beforehand, as for HF
-    train = TrainConfig(epochs=args.epochs, lr=2e-5, optimizer="adamw", schedule="linear",
-                        precision=args.precision, cpu=args.cpu)  # fmt: skip
-    cfg = FinetuneConfig(str(model_dir), data, "full", args.batch_size, train)
-    metrics = run_finetune(cfg, root / "lab2-run")
+    train = TrainConfig(
+        epochs=args.epochs, lr=2e-5, optimizer="adamw", schedule="linear", precision=args.precision
+    )
+    cfg = FinetuneConfig(
+        model=str(model_dir), data=data, strategy="full", batch_size=args.batch_size, train=train
+    )
+    metrics = run_finetune(cfg, Runtime(out=root / "lab2-run", cpu=args.cpu))
     return metrics["train_samples_per_second"]
 
 

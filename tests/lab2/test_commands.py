@@ -45,6 +45,9 @@ def test_features_table_and_feature_cache(tiny_distilbert, text_data, tmp_path):
     assert set(m["classifiers"]) == {"linear_svm", "logistic_regression", "knn"}
     assert m["feature_dim"] == 32 and m["sizes"] == {"train": 160, "validation": 40, "test": 40}
     assert (tmp_path / "f1" / "features_pc1.png").stat().st_size > 0
+    assert (
+        "cpu" not in json.loads((tmp_path / "f1" / "config.json").read_text())["config"]
+    )  # runtime, not config
     assert Path(m["features_cache"]).exists()
     lab2("features", *args, "--pooling", "mean", "--out", tmp_path / "f2")
     again = CliRunner().invoke(group, ["features", *map(str, args), "--out", str(tmp_path / "f2")])
@@ -66,8 +69,12 @@ def test_finetune_learns_and_saves_a_loadable_model(tiny_distilbert, text_data, 
                    "--batch-size", "16", "--precision", "fp16", "--cpu", "--out", run)["output"]  # fmt: skip
     assert "fp16 needs a GPU" in caplog.text  # the CPU falls back to fp32 and says so
     assert "trainable parameters: 21,538 of 21,538" in out and "wall time" in out
+    summary = [line for line in out.splitlines() if "trainable parameters" in line]
+    assert len(summary) == 1 and "test accuracy" in summary[0] and summary[0].endswith(f"run folder: {run}")
     m = metrics(run)
     assert m["test_accuracy"] >= 0.85 and m["precision"] == "no" and len(m["history"]) == 8
+    assert m["finished"] and m["model_file"] == "model" and m["epochs"] == 8  # through the core recipe
+    assert m["trainable_parameters"] == m["parameters"] == 21_538 and m["trainable_fraction"] == 1.0
     assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
     assert (run / "learning_curves.png").exists() and (run / "model" / "model.safetensors").exists()
     cfg = json.loads((run / "config.json").read_text())["config"]
@@ -93,7 +100,7 @@ def test_finetune_head_trains_only_the_head_and_resumes(tiny_bert, text_data, tm
             "--out", tmp_path / "h"]  # fmt: skip
     lab2(*argv)
     m = metrics(tmp_path / "h")
-    assert m["trainable_params"] == 32 * 2 + 2 and m["total_params"] > 10_000
+    assert m["trainable_parameters"] == 32 * 2 + 2 and m["parameters"] > 10_000
     again = CliRunner().invoke(group, [str(a) for a in argv])
     assert again.exit_code == 1 and again.output.startswith("Error: ") and "pass --resume" in again.output
     lab2(*argv, "--resume")  # the finished run's checkpoint: nothing left to train, same result
@@ -114,6 +121,9 @@ def test_lora_command_adapter_and_merged_model(tiny_distilbert, text_data, tmp_p
     assert (run / "adapter" / "adapter_model.safetensors").exists() and (
         run / "merged" / "model.safetensors"
     ).exists()
+    assert json.loads((run / "adapter" / "adapter_labels.json").read_text()) == ["neg", "pos"]
+    assert m["finished"] and m["model_file"] == "adapter"
+    assert m["head_params"] + m["lora_params"] == m["trainable_parameters"] < m["parameters"]
     evals = {}
     for name in ("adapter", "merged"):
         lab2("evaluate", "--model", run / name, "--data", text_data, "--cache-dir", tmp_path / "c",
@@ -132,6 +142,7 @@ def test_evaluate_maps_labels_through_id2label(tiny_sst2, text_data, tmp_path):
     validation = load_text_splits(DataConfig(source=str(text_data))).validation
     assert m["accuracy"] == pytest.approx(hand_accuracy(tiny_sst2, validation), abs=1e-9)
     assert "NEGATIVE→neg" in out and (tmp_path / "ev" / "scores.png").exists()
+    assert "cpu" not in json.loads((tmp_path / "ev" / "config.json").read_text())["config"]
 
 
 def test_bad_input_is_one_line_error(tiny_distilbert, text_data, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dla_core.engine import TrainConfig, fit
+from dla_core.engine import TrainConfig, fit, make_accelerator
 from dla_core.errors import DlaError
 from lab2_distilbert import models
 from lab2_distilbert.data import DataConfig, load_text_splits
@@ -84,8 +84,9 @@ def test_lora_trains_only_adapters_and_head_and_merges_exactly(tiny_distilbert, 
     fit(
         model,
         batches,
-        TrainConfig(epochs=2, lr=1e-2, optimizer="adamw", cpu=True),
+        TrainConfig(epochs=2, lr=1e-2, optimizer="adamw"),
         step=models.classification_step,
+        accelerator=make_accelerator("no", cpu=True),
     )
     for n, p in model.named_parameters():
         if ".lora_" in n or "modules_to_save" in n:

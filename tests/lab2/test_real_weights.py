@@ -81,7 +81,7 @@ def test_real_finetune_is_reproducible(small_data, tmp_path):
     first = lab2(*argv, "--out", tmp_path / "a")
     second = lab2(*argv, "--out", tmp_path / "b")
     assert numbers(first) == numbers(second)
-    assert first["trainable_params"] == first["total_params"] == 22_713_986  # MiniLM + a 384 → 2 head
+    assert first["trainable_parameters"] == first["parameters"] == 22_713_986  # MiniLM + a 384 → 2 head
 
 
 def test_real_lora_trains_what_a_hand_built_peft_config_trains(small_data, tmp_path):
@@ -95,6 +95,6 @@ def test_real_lora_trains_what_a_hand_built_peft_config_trains(small_data, tmp_p
         base, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, target_modules=["query", "value"])
     )
     trainable, total = hand.get_nb_trainable_parameters()
-    assert (m["trainable_params"], m["total_params"]) == (trainable, total)
+    assert (m["trainable_parameters"], m["parameters"]) == (trainable, total)
     assert m["lora_params"] == 6 * 2 * (4 * 384 + 384 * 4)  # 6 layers × (query, value) × (A + B)
     assert m["head_params"] == 384 * 2 + 2  # BERT's classifier; the pooler stays frozen

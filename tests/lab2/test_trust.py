@@ -23,7 +23,15 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
 )  # inside PEFT
 
-TIMINGS = {"wall_seconds", "train_samples_per_second", "feature_seconds", "epoch_seconds", "seconds"}
+# train_seconds: the recipe's sum of epoch_seconds (a wall-clock time like the others)
+TIMINGS = {
+    "wall_seconds",
+    "train_samples_per_second",
+    "feature_seconds",
+    "epoch_seconds",
+    "seconds",
+    "train_seconds",
+}
 
 
 def lab2(*argv) -> str:

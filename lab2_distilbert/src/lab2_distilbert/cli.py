@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dla_core import cli
-from dla_core.engine import TrainConfig
+from dla_core.config import Runtime, from_options
 from lab2_distilbert.models import LORA_ROLES, STRATEGIES
 
 
@@ -33,6 +33,7 @@ MODEL = click.option(
 DATA = cli.stack(
     click.option(
         "--data",
+        "source",  # DataConfig.source
         type=click.Path(path_type=Path),
         default=None,
         help="Local CSV/TSV/JSONL file, or a folder with train/validation/test files. "
@@ -64,31 +65,15 @@ DATA = cli.stack(
 )
 
 
-def data_config(opts: dict, seed: int = 0):
-    from lab2_distilbert.data import DataConfig
-
-    return DataConfig(
-        source=str(opts.pop("data")) if opts.get("data") is not None else None,
-        text_column=opts.pop("text_column"),
-        label_column=opts.pop("label_column"),
-        val_split=opts.pop("val_split"),
-        max_length=opts.pop("max_length"),
-        cache_dir=str(opts.pop("cache_dir")),
-        seed=seed,
-    )
-
-
-def report_training(metrics: dict, out: Path) -> None:
+def report_training(metrics: dict, out: Path, prefix: str = "") -> None:
+    """The one summary line of a training command."""
     click.echo(
-        f"trainable parameters: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
-        f"({100 * metrics['trainable_fraction']:.2f}%)"
+        f"{prefix}trainable parameters: {metrics['trainable_parameters']:,} of {metrics['parameters']:,} "
+        f"({100 * metrics['trainable_fraction']:.2f}%); validation accuracy "
+        f"{100 * metrics.get('val_accuracy', 0):.2f}%, test accuracy {100 * metrics['test_accuracy']:.2f}%, "
+        f"wall time {metrics['wall_seconds']:.1f} s ({metrics['train_samples_per_second']:.1f} samples/s, "
+        f"precision {metrics['precision']}); run folder: {out}"
     )
-    click.echo(
-        f"validation accuracy {100 * (metrics['val_accuracy'] or 0):.2f}%, test accuracy "
-        f"{100 * metrics['test_accuracy']:.2f}%, wall time {metrics['wall_seconds']:.1f} s "
-        f"({metrics['train_samples_per_second']:.1f} samples/s, precision {metrics['precision']})"
-    )
-    click.echo(f"run folder: {out}")
 
 
 #### Commands ####
@@ -105,7 +90,7 @@ def report_training(metrics: dict, out: Path) -> None:
 @cli.CPU
 @cli.SEED
 @cli.OUT
-def features(model, pooling, neighbours, batch_size, precision, cpu, seed, out, **opts) -> None:
+def features(**opts) -> None:
     """Frozen last-layer features + linear SVM, logistic regression and k-NN.
 
     Features are computed once per (model, data, pooling) and cached in --cache-dir.
@@ -116,12 +101,12 @@ def features(model, pooling, neighbours, batch_size, precision, cpu, seed, out, 
     """
     from lab2_distilbert.experiments import FeaturesConfig, run_features
 
-    cfg = FeaturesConfig(model, data_config(opts, seed), pooling, batch_size, neighbours, precision, cpu)
-    metrics = run_features(cfg, out)
+    rt = Runtime.from_options(opts)
+    metrics = run_features(from_options(FeaturesConfig, opts), rt)
     click.echo(f"{'classifier':<22}{'validation':>12}{'test':>10}")
     for name, row in metrics["classifiers"].items():
         click.echo(f"{name:<22}{100 * row['val_accuracy']:>11.2f}%{100 * row['test_accuracy']:>9.2f}%")
-    click.echo(f"run folder: {out}")
+    click.echo(f"run folder: {rt.out}")
 
 
 @group.command()
@@ -132,7 +117,7 @@ def features(model, pooling, neighbours, batch_size, precision, cpu, seed, out, 
 @cli.train_options(epochs_default=3, lr_default=2e-5, batch_default=32, optimizer_default="adamw")
 @cli.OUT
 @cli.RESUME
-def finetune(model, strategy, out, resume, **opts) -> None:
+def finetune(**opts) -> None:
     """Fine-tune a sequence-classification head (and some or all of the encoder).
 
     \b
@@ -142,9 +127,8 @@ def finetune(model, strategy, out, resume, **opts) -> None:
     """
     from lab2_distilbert.experiments import FinetuneConfig, run_finetune
 
-    data = data_config(opts, opts["seed"])
-    cfg = FinetuneConfig(model, data, strategy, opts["batch_size"], TrainConfig.from_options(opts))
-    report_training(run_finetune(cfg, out, resume), out)
+    rt = Runtime.from_options(opts)
+    report_training(run_finetune(from_options(FinetuneConfig, opts), rt), rt.out)
 
 
 @group.command()
@@ -155,13 +139,13 @@ def finetune(model, strategy, out, resume, **opts) -> None:
               help="LoRA scaling α (updates are scaled by α / r).")  # fmt: skip
 @click.option("--targets", default="q,v", show_default=True,
               help=f"Comma-separated roles to adapt ({', '.join(LORA_ROLES)}), mapped per architecture.")  # fmt: skip
-@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-              help="Dropout on the adapter inputs.")  # fmt: skip
+@click.option("--lora-dropout", "dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Dropout on the adapter inputs.")  # fmt: skip
 @click.option("--merge", is_flag=True, help="Also write the base model with the adapter merged in (merged/).")
 @cli.train_options(epochs_default=3, lr_default=5e-4, batch_default=32, optimizer_default="adamw")
 @cli.OUT
 @cli.RESUME
-def lora(model, rank, alpha, targets, lora_dropout, merge, out, resume, **opts) -> None:
+def lora(targets, **opts) -> None:
     """Train LoRA adapters (PEFT) and the classifier head; the base weights stay frozen.
 
     Saves the adapter with save_pretrained in RUN/adapter (and RUN/merged with --merge).
@@ -173,22 +157,11 @@ def lora(model, rank, alpha, targets, lora_dropout, merge, out, resume, **opts) 
     """
     from lab2_distilbert.experiments import LoraConfig, run_lora
 
-    roles = tuple(cli.choice_list(targets, LORA_ROLES, "--targets"))
-    data = data_config(opts, opts["seed"])
-    cfg = LoraConfig(
-        model,
-        data,
-        rank,
-        alpha,
-        roles,
-        lora_dropout,
-        merge,
-        opts["batch_size"],
-        TrainConfig.from_options(opts),
-    )
-    metrics = run_lora(cfg, out, resume)
-    click.echo(f"LoRA parameters: {metrics['lora_params']:,}; head parameters: {metrics['head_params']:,}")
-    report_training(metrics, out)
+    roles = cli.choice_list(targets, LORA_ROLES, "--targets")
+    rt = Runtime.from_options(opts)
+    metrics = run_lora(from_options(LoraConfig, opts, targets=roles), rt)
+    lora = f"LoRA parameters: {metrics['lora_params']:,}; head parameters: {metrics['head_params']:,}; "
+    report_training(metrics, rt.out, prefix=lora)
 
 
 @group.command()
@@ -201,7 +174,7 @@ def lora(model, rank, alpha, targets, lora_dropout, merge, out, resume, **opts) 
 @cli.CPU
 @cli.SEED
 @cli.OUT
-def evaluate(model, split, batch_size, precision, cpu, seed, out, **opts) -> None:
+def evaluate(**opts) -> None:
     """Accuracy of a sequence classifier, its labels mapped to the data's through id2label.
 
     With a single --data file, pass the --seed and --val-split the model was trained with: they decide
@@ -214,10 +187,11 @@ def evaluate(model, split, batch_size, precision, cpu, seed, out, **opts) -> Non
     """
     from lab2_distilbert.experiments import EvaluateConfig, run_evaluate
 
-    cfg = EvaluateConfig(model, data_config(opts, seed), split, batch_size, precision, cpu)
-    metrics = run_evaluate(cfg, out)
+    rt = Runtime.from_options(opts)
+    metrics = run_evaluate(from_options(EvaluateConfig, opts), rt)
     mapping = ", ".join(f"{k}→{v}" for k, v in metrics["label_mapping"].items())
     click.echo(
-        f"{split} accuracy {100 * metrics['accuracy']:.2f}% on {metrics['examples']} sentences ({mapping})"
+        f"{metrics['split']} accuracy {100 * metrics['accuracy']:.2f}% on {metrics['examples']} sentences "
+        f"({mapping})"
     )
-    click.echo(f"run folder: {out}")
+    click.echo(f"run folder: {rt.out}")

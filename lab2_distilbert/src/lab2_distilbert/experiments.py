@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from dla_core import plots
-from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
+from dla_core.config import Runtime
+from dla_core.engine import TrainConfig, evaluate, make_accelerator
 from dla_core.errors import DlaError
+from dla_core.recipe import Saver, train_into
 from dla_core.runs import RunDir, atomic_write, write_json
 from dla_core.seeding import is_main_process, seed_everything
 from lab2_distilbert import models
@@ -42,7 +45,6 @@ class FeaturesConfig:
     batch_size: int = 64
     neighbours: int = 10  # k of k-NN
     precision: str = "no"
-    cpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,6 @@ class EvaluateConfig:
     split: str = "test"  # validation | test
     batch_size: int = 64
     precision: str = "no"
-    cpu: bool = False
 
 
 #### Shared setup ####
@@ -95,12 +96,6 @@ def make_batches(
         name: TokenBatches(e, batch_size, pad_id=pad, shuffle=train_batches and name == "train", seed=seed)
         for name, e in enc.items()
     }
-
-
-def save_with_tokenizer(model: nn.Module, tokenizer, folder: Path) -> None:
-    if is_main_process():  # one writer under torchrun / accelerate launch
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
 
 
 def warn_if_degenerate(splits: dict[str, TextSet]) -> list[str]:
@@ -170,14 +165,14 @@ def classifiers(neighbours: int, seed: int) -> dict:
     }
 
 
-def run_features(cfg: FeaturesConfig, out: Path) -> dict:
+def run_features(cfg: FeaturesConfig, rt: Runtime) -> dict:
     seed_everything(cfg.data.seed)
-    acc = make_accelerator(cfg.precision, cfg.cpu)
+    acc = make_accelerator(cfg.precision, rt.cpu)
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     encoder = models.load_encoder(cfg.model).to(acc.device)
     # after the inputs loaded: no half-made runs
-    run = RunDir.create(out, cfg, command="lab2 features", resumable=False)
+    run = RunDir.create(rt.out, cfg, command="lab2 features", resumable=False)
     warnings = warn_if_degenerate({"validation": splits.validation, "test": splits.test})
     enc = encode_splits(tokenizer, splits, cfg.data)
     # every split in evaluation batches: the training batches would drop the last partial batch's rows
@@ -239,6 +234,27 @@ def run_features(cfg: FeaturesConfig, out: Path) -> dict:
 #### finetune / lora ####
 
 
+def saver(tokenizer, folder: str, *, labels: list[str] | None = None, merged: bool = False) -> Saver:
+    """Save the trained model as a Hugging Face folder with its tokenizer in RUN/``folder``; for an adapter,
+    ``labels`` (adapter_labels.json, the head's classes) and, with ``merged``, the base model with the adapter
+    merged in (RUN/merged)."""
+
+    def save(run: RunDir, model: nn.Module) -> Path:
+        target = run.file(folder)
+        if is_main_process():  # one writer under torchrun / accelerate launch
+            model.save_pretrained(target)
+            tokenizer.save_pretrained(target)
+            if labels is not None:
+                write_json(target / "adapter_labels.json", labels)
+            if merged:
+                merged_model = model.merge_and_unload()  # after the metrics: the adapter is folded away
+                merged_model.save_pretrained(run.file("merged"))
+                tokenizer.save_pretrained(run.file("merged"))
+        return target
+
+    return save
+
+
 def _train(
     run: RunDir,
     model: nn.Module,
@@ -247,92 +263,83 @@ def _train(
     data: DataConfig,
     batch_size: int,
     train: TrainConfig,
-    resume: bool,
+    rt: Runtime,
+    *,
+    save: Saver,
     desc: str,
-):
-    acc = make_accelerator(train.precision, train.cpu)
+    extra: dict | None = None,
+) -> dict:
+    """Train through the core recipe; lab2 adds its throughput, precision, device and data warnings."""
     batches = make_batches(encode_splits(tokenizer, splits, data), tokenizer, batch_size, train.seed)
     trainable, total = models.count_params(model)
     log.info("%s: %s trainable of %s parameters", desc, f"{trainable:,}", f"{total:,}")
+    warnings = warn_if_degenerate({"validation": splits.validation, "test": splits.test})
     t0 = time.perf_counter()
-    result = fit(
-        model, batches["train"], train, step=models.classification_step, val=batches["validation"],
-        eval_step=models.classification_step, run=run, resume=resume, accelerator=acc, desc=desc,
-    )  # fmt: skip
-    wall = time.perf_counter() - t0
-    test = evaluate(result.model, batches["test"], step=models.classification_step, accelerator=acc)
-    train_seconds = sum(h["epoch_seconds"] for h in result.history)
-    world = acc.num_processes
-    samples_per_epoch = (
-        batches["train"].num_batches(world) * batch_size * world
-    )  # training drops the last partial
-    metrics = {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "val_accuracy": result.last.get("val_accuracy"),
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_fraction": trainable / total,
-        "wall_seconds": round(wall, 3),
-        "train_samples_per_second": round(samples_per_epoch * len(result.history) / max(train_seconds, 1e-9), 2),
-        "precision": acc.mixed_precision,
-        "device": str(acc.device),
-    }  # fmt: skip
-    if warnings := warn_if_degenerate({"validation": splits.validation, "test": splits.test}):
-        metrics["warnings"] = warnings
-    if is_main_process():
-        plots.learning_curves({desc: result.history}, run.file("learning_curves.png"), title=desc)
-    return result.model, run.update_metrics(**metrics)
+
+    def lab2_metrics(trained: nn.Module, acc: Accelerator) -> dict:
+        wall = time.perf_counter() - t0  # training and the test evaluation
+        history = run.read_metrics().get("history", [])  # fit wrote it (resumed epochs included)
+        train_seconds = sum(h["epoch_seconds"] for h in history)
+        world = acc.num_processes
+        samples_per_epoch = batches["train"].num_batches(world) * batch_size * world  # drops the last partial
+        return {
+            "trainable_fraction": trainable / total,
+            "wall_seconds": round(wall, 3),
+            "train_samples_per_second": round(samples_per_epoch * len(history) / max(train_seconds, 1e-9), 2),
+            "precision": acc.mixed_precision,
+            "device": str(acc.device),
+            **(extra or {}),
+            **({"warnings": warnings} if warnings else {}),
+        }
+
+    return train_into(
+        run, model, {"train": batches["train"], "val": batches["validation"], "test": batches["test"]}, train, rt,
+        save=save, step=models.classification_step, eval_step=models.classification_step, extra=lab2_metrics,
+        name=desc,
+    ).metrics  # fmt: skip
 
 
-def run_finetune(cfg: FinetuneConfig, out: Path, resume: bool = False) -> dict:
+def run_finetune(cfg: FinetuneConfig, rt: Runtime) -> dict:
     seed_everything(cfg.train.seed)  # before the new head is drawn
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     model = models.load_classifier(cfg.model, splits.label_names)
-    run = RunDir.create(out, cfg, command="lab2 finetune", resume=resume)
+    run = RunDir.create(rt.out, cfg, command="lab2 finetune", resume=rt.resume)
     models.apply_strategy(model, cfg.strategy)
-    model, metrics = _train(
-        run, model, tokenizer, splits, cfg.data, cfg.batch_size, cfg.train, resume, f"finetune {cfg.strategy}"
-    )
-    save_with_tokenizer(model, tokenizer, run.file("model"))
-    return metrics
+    return _train(
+        run, model, tokenizer, splits, cfg.data, cfg.batch_size, cfg.train, rt,
+        save=saver(tokenizer, "model"), desc=f"finetune {cfg.strategy}",
+    )  # fmt: skip
 
 
-def run_lora(cfg: LoraConfig, out: Path, resume: bool = False) -> dict:
+def run_lora(cfg: LoraConfig, rt: Runtime) -> dict:
     seed_everything(cfg.train.seed)  # before the new head and the adapters are drawn
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     base = models.load_classifier(cfg.model, splits.label_names)
     model = models.add_lora(base, cfg.rank, cfg.alpha, list(cfg.targets), cfg.dropout)
-    run = RunDir.create(out, cfg, command="lab2 lora", resume=resume)
+    run = RunDir.create(rt.out, cfg, command="lab2 lora", resume=rt.resume)
     lora_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
-    model, metrics = _train(
-        run, model, tokenizer, splits, cfg.data, cfg.batch_size, cfg.train, resume,
-        f"lora r{cfg.rank} {','.join(cfg.targets)}",
+    head_params = models.count_params(model)[0] - lora_params
+    return _train(
+        run, model, tokenizer, splits, cfg.data, cfg.batch_size, cfg.train, rt,
+        save=saver(tokenizer, "adapter", labels=splits.label_names, merged=cfg.merge),
+        desc=f"lora r{cfg.rank} {','.join(cfg.targets)}",
+        extra={"lora_params": lora_params, "head_params": head_params},
     )  # fmt: skip
-    adapter = run.file("adapter")
-    save_with_tokenizer(model, tokenizer, adapter)
-    if is_main_process():
-        write_json(adapter / "adapter_labels.json", splits.label_names)
-    extra = {"lora_params": lora_params, "head_params": metrics["trainable_params"] - lora_params}
-    if cfg.merge:
-        merged = model.merge_and_unload()
-        save_with_tokenizer(merged, tokenizer, run.file("merged"))
-    return run.update_metrics(**extra)
 
 
 #### evaluate ####
 
 
-def run_evaluate(cfg: EvaluateConfig, out: Path) -> dict:
+def run_evaluate(cfg: EvaluateConfig, rt: Runtime) -> dict:
     seed_everything(cfg.data.seed)
-    acc = make_accelerator(cfg.precision, cfg.cpu)
+    acc = make_accelerator(cfg.precision, rt.cpu)
     splits = load_text_splits(cfg.data)
     model, source = models.load_any_classifier(cfg.model)
     tokenizer = models.load_tokenizer(source)
     mapping = models.label_mapping(model.config.id2label, splits.label_names)
-    run = RunDir.create(out, cfg, command="lab2 evaluate", resumable=False)
+    run = RunDir.create(rt.out, cfg, command="lab2 evaluate", resumable=False)
     data = dict(splits.items())[cfg.split]
     warnings = warn_if_degenerate({cfg.split: data})
     enc = encode(tokenizer, data, cfg.data.max_length, Path(cfg.data.cache_dir))
