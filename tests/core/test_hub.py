@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,13 @@ def test_hub_ids_are_not_folders(name: str, tmp_path: Path, monkeypatch: pytest.
 def test_paths_that_are_not_there(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert looks_local(name) and missing_folder(name)
-    with pytest.raises(DlaError, match=f"^the model folder {name.replace(chr(92), chr(92) * 2)} does not exist$"):
+    with pytest.raises(DlaError, match=f"^{re.escape(f'the model folder {name} does not exist')}$"):
         check_source(name)
 
 
-def test_an_existing_folder_is_local_even_in_hub_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_existing_folder_is_local_even_in_hub_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "owner" / "model").mkdir(parents=True)
     assert looks_local("owner/model") and not missing_folder("owner/model")

@@ -64,7 +64,16 @@ def test_same_seed_same_output(run, photos: Path) -> None:
 
 def test_run_folder(run, photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    argv = (photos / "china.jpg", photos / "missing.jpg", "--out", out, "--length", "short", "--json", "--cpu")
+    argv = (
+        photos / "china.jpg",
+        photos / "missing.jpg",
+        "--out",
+        out,
+        "--length",
+        "short",
+        "--json",
+        "--cpu",
+    )
     result = run(*argv)
     assert result.exit_code == 1
     saved = json.loads((out / "config.json").read_text())

@@ -103,7 +103,9 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
         raise SystemExit(1)  # not ctx.exit(1): click's standalone_mode=False returns its code
 
 
-def run_stories(cfg: StoryConfig, sources: list[str], rt: Runtime, *, as_json: bool, interactive: bool) -> int:
+def run_stories(
+    cfg: StoryConfig, sources: list[str], rt: Runtime, *, as_json: bool, interactive: bool
+) -> int:
     """Generate, print and (with ``rt.out``) record the stories; returns the number of failed sources."""
     from dla_core.runs import RunDir
     from lab3_story.generator import ImageStoryGenerator
