@@ -7,15 +7,28 @@ Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so no pa
     fgsm   x' = clip(x + ε·sign ∇ₓ CE(f(x), y))            targeted: x − ε·sign ∇ₓ CE(f(x), target)
     pgd    ``steps`` signed steps of size ``step_size`` (default 2.5·ε/steps) from a random start in the
            ε-ball, each projected back onto the L∞ ball around x and onto [0, 1] (Madry et al.)
+
+``ATTACKS`` maps each name (``lab4 attack --method``, ``lab4 train --adversarial``) to its function; ``@register``
+adds one. An attack is ``f(model, x, y, eps, *, targeted=..., ...)``; ``attack`` passes it the options it names.
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ATTACKS = ("fgsm", "pgd")
+Attack = Callable[..., torch.Tensor]
+ATTACKS: dict[str, Attack] = {}
+
+
+def register(fn: Attack) -> Attack:
+    """Function decorator: the function's name becomes an attack of ``lab4 attack`` and ``lab4 train``."""
+    ATTACKS[fn.__name__] = fn
+    return fn
 
 
 def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -26,6 +39,7 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return grad
 
 
+@register
 def fgsm(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targeted: bool = False
 ) -> torch.Tensor:
@@ -36,6 +50,7 @@ def fgsm(
     return (x.detach() + sign * eps * _input_grad(model, x, y).sign()).clamp_(0, 1)
 
 
+@register
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -71,8 +86,10 @@ def attack(
     targeted: bool = False,
     steps: int = 10,
 ) -> torch.Tensor:
-    if method == "fgsm":
-        return fgsm(model, x, y, eps, targeted=targeted)
-    if method == "pgd":
-        return pgd(model, x, y, eps, steps=steps, targeted=targeted)
-    raise ValueError(f"unknown attack {method!r} (choose {', '.join(ATTACKS)})")
+    """The attack registered as ``method``, given those of ``targeted`` / ``steps`` its signature names."""
+    if method not in ATTACKS:
+        raise ValueError(f"unknown attack {method!r} (choose {', '.join(ATTACKS)})")
+    fn = ATTACKS[method]
+    named = inspect.signature(fn).parameters
+    options = {k: v for k, v in {"targeted": targeted, "steps": steps}.items() if k in named}
+    return fn(model, x, y, eps, **options)

@@ -10,6 +10,8 @@ import click
 from dla_core import cli
 from dla_core.engine import TrainConfig
 from dla_core.errors import DlaError
+from lab4_ood import detectors as det
+from lab4_ood.attacks import ATTACKS
 
 RUN = click.Path(exists=True, file_okay=False, path_type=Path)
 LIMIT = click.option(
@@ -35,6 +37,13 @@ def _grid_values(positive: bool):
     return parse
 
 
+def _methods_help() -> str:
+    """--method's help: every registered detector, one line each (its docstring's first line)."""
+    width = max(map(len, det.DETECTORS))
+    lines = [f"{name:<{width}}  {det.summary(cls)}" for name, cls in det.DETECTORS.items()]
+    return "Comma-separated, from:\n\n\b\n" + "\n".join(lines)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @cli.VERBOSE
 def group(verbose: int) -> None:
@@ -54,7 +63,7 @@ def group(verbose: int) -> None:
     "--method",
     default="msp",
     show_default=True,
-    help="Comma-separated: msp, maxlogit, energy, odin, mahalanobis, recon.",
+    help=_methods_help(),
 )
 @click.option(
     "--T",
@@ -126,13 +135,13 @@ def detect(
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.detection import DetectConfig
     from lab4_ood.detection import detect as run_detect
-    from lab4_ood.detectors import METHODS
 
-    methods = tuple(cli.choice_list(method, METHODS, "--method"))
+    methods = tuple(cli.choice_list(method, tuple(det.DETECTORS), "--method"))
     if not (math.isfinite(temperature) and math.isfinite(eps)):
         raise DlaError(f"--T and --eps must be finite numbers, got --T {temperature:g} --eps {eps:g}")
-    if "recon" in methods and autoencoder is None:
-        raise DlaError("--method recon needs --autoencoder RUN (the --out folder of 'lab4 train-ae')")
+    options = det.DetectorOptions(temperature=temperature, eps=eps, autoencoder=autoencoder)
+    for m in methods:
+        det.DETECTORS[m].check(options)
     cfg = DetectConfig(
         model=model_run,
         id=id_spec_for(model_run, id_spec),
@@ -210,7 +219,7 @@ def train_ae(encoder, dataset, width, data_dir, download, out, resume, **opts):
     "--model", "model_run", type=RUN, required=True, help="Classifier run folder (model.safetensors)."
 )
 @click.option("--dataset", default=None, help="Dataset spec [default: the run's dataset].")
-@click.option("--method", type=click.Choice(["fgsm", "pgd"]), default="fgsm", show_default=True)
+@click.option("--method", type=click.Choice(list(ATTACKS)), default="fgsm", show_default=True)
 @click.option(
     "--eps",
     default="0,0.01,0.05,0.1,0.2,0.3",
@@ -292,7 +301,7 @@ def attack(
 @click.option("--residual/--plain", default=True, show_default=True)
 @click.option(
     "--adversarial",
-    type=click.Choice(["fgsm", "pgd"]),
+    type=click.Choice(list(ATTACKS)),
     default=None,
     help="Train on adversarial examples made on the fly.",
 )

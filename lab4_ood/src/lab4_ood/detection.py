@@ -24,7 +24,6 @@ from dla_core.models import load_model
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
 from lab4_ood import detectors as det
-from lab4_ood.autoencoder import load_autoencoder
 from lab4_ood.datasets import check_model_fits, head, load_id, load_ood
 from lab4_ood.metrics import check_finite, ood_metrics, pr_curve, roc_curve
 from lab4_ood.odin import odin_grid
@@ -52,31 +51,6 @@ class DetectConfig:
     data_dir: Path = Path("data")
     download: bool = False
     cpu: bool = False
-
-
-def make_detector(
-    method: str,
-    model: torch.nn.Module,
-    cfg: DetectConfig,
-    temperature: float,
-    eps: float,
-    device: torch.device,
-) -> det.Detector:
-    if method == "msp":
-        return det.MSP(model)
-    if method == "maxlogit":
-        return det.MaxLogit(model)
-    if method == "energy":
-        return det.Energy(model)
-    if method == "odin":
-        return det.ODIN(model, temperature, eps)
-    if method == "mahalanobis":
-        return det.Mahalanobis(model)
-    if method == "recon":
-        if cfg.autoencoder is None:
-            raise DlaError("--method recon needs --autoencoder RUN (the --out folder of 'lab4 train-ae')")
-        return det.Reconstruction(load_autoencoder(cfg.autoencoder).to(device))
-    raise DlaError(f"unknown method {method!r} (choose {', '.join(det.METHODS)})")
 
 
 def grid_search(
@@ -156,9 +130,10 @@ def detect(cfg: DetectConfig) -> dict:
             "best": best,
         }
 
+    options = det.DetectorOptions(temperature=temperature, eps=eps, autoencoder=cfg.autoencoder)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for method in cfg.methods:
-        detector = make_detector(method, model, cfg, temperature, eps, device)
+        detector = det.make_detector(method, model, options, device)
         if detector.needs_fit:
             detector.fit(
                 ImageBatches(head(splits.train, cfg.limit and 4 * cfg.limit), cfg.batch_size).iterate(

@@ -2,18 +2,16 @@
 
 Every score points the same way: **higher = more in-distribution** (ID is the positive class in metrics.py).
 
-    msp          max softmax probability (Hendrycks & Gimpel)
-    maxlogit     max logit
-    energy       T · logsumexp(logits / T), the negative free energy (Liu et al.), T = 1
-    odin         max softmax(f(x̃)/T) of an input perturbed toward confidence (see odin.py)
-    mahalanobis  −min over classes of the Mahalanobis distance of the penultimate features to the class mean,
-                 shared covariance fitted on ID training data (Lee et al., without input preprocessing)
-    recon        −mean squared reconstruction error of a decoder trained on frozen features (autoencoder.py)
+``DETECTORS`` maps each ``--method`` name to its class (``@register`` adds one); ``lab4 detect`` takes its
+choices and help from it, one line per method: the first line of the class docstring. A detector is built by
+``cls.build(model, options, device)``; ``cls.check(options)`` refuses missing options before any work starts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,16 +19,50 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dla_core.data import ImageBatches, ImageSet
-from lab4_ood.autoencoder import FeatureAutoencoder
+from dla_core.errors import DlaError
+from lab4_ood.autoencoder import FeatureAutoencoder, load_autoencoder
 from lab4_ood.odin import odin_scores
 
-METHODS = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "recon")
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """What `lab4 detect` offers a detector to be built from (each class takes what it needs)."""
+
+    temperature: float = 1000.0  # ODIN T
+    eps: float = 0.0014  # ODIN ε
+    autoencoder: Path | None = None  # 'lab4 train-ae' run folder, for recon
+
+
+DETECTORS: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator: ``cls.name`` becomes a ``--method`` of ``lab4 detect``."""
+    DETECTORS[cls.name] = cls
+    return cls
+
+
+def summary(cls: type[Detector]) -> str:
+    """The one-line description of a detector in ``--help``: the first line of its docstring."""
+    return (cls.__doc__ or "").strip().split("\n")[0]
 
 
 class Detector:
-    name = "detector"
+    name = "detector"  # its --method
     needs_fit = False  # fit(batches of ID training images) before scoring
     needs_grad = False  # scores(x) differentiates w.r.t. the input
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    @classmethod
+    def check(cls, options: DetectorOptions) -> None:
+        """Raise DlaError when ``options`` lack what this detector needs (called before any work starts)."""
+
+    @classmethod
+    def build(cls, model: nn.Module, options: DetectorOptions, device: torch.device) -> Detector:
+        """A detector of ``model`` from the options it needs (after ``check``); most need the model only."""
+        return cls(model)
 
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Detector:
         return self
@@ -39,24 +71,36 @@ class Detector:
         raise NotImplementedError
 
 
+@register
 class MSP(Detector):
-    name = "msp"
+    """max softmax probability
 
-    def __init__(self, model: nn.Module):
-        self.model = model
+    The baseline of Hendrycks & Gimpel.
+    """
+
+    name = "msp"
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return F.softmax(self.model(x).float(), 1).amax(1)
 
 
+@register
 class MaxLogit(MSP):
+    """max logit"""
+
     name = "maxlogit"
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).float().amax(1)
 
 
+@register
 class Energy(MSP):
+    """logsumexp of the logits (energy)
+
+    T · logsumexp(logits / T), T = 1: the negative free energy (Liu et al.).
+    """
+
     name = "energy"
 
     def __init__(self, model: nn.Module, temperature: float = 1.0):
@@ -66,18 +110,34 @@ class Energy(MSP):
         return self.temperature * torch.logsumexp(self.model(x).float() / self.temperature, 1)
 
 
+@register
 class ODIN(Detector):
+    """max softmax at --T after an --eps step
+
+    max softmax(f(x̃)/T) of an input x̃ perturbed toward confidence (see odin.py); --grid searches T and ε.
+    """
+
     name = "odin"
 
     def __init__(self, model: nn.Module, temperature: float = 1000.0, eps: float = 0.0014):
         self.model, self.temperature, self.eps = model, temperature, eps
         self.needs_grad = eps != 0
 
+    @classmethod
+    def build(cls, model: nn.Module, options: DetectorOptions, device: torch.device) -> ODIN:
+        return cls(model, options.temperature, options.eps)
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return odin_scores(self.model, x, self.temperature, self.eps)
 
 
+@register
 class Mahalanobis(Detector):
+    """distance to the nearest class mean
+
+    −min over classes of the Mahalanobis distance of the penultimate features to the class mean; shared covariance fitted on ID training data (Lee et al., without input preprocessing).
+    """
+
     name = "mahalanobis"
     needs_fit = True
 
@@ -106,17 +166,40 @@ class Mahalanobis(Detector):
         return -dist.amin(1).float()
 
 
+@register
 class Reconstruction(Detector):
+    """reconstruction error (--autoencoder)
+
+    −mean squared reconstruction error of a decoder trained on frozen features (autoencoder.py).
+    """
+
     name = "recon"
 
     def __init__(self, autoencoder: FeatureAutoencoder):
         self.autoencoder = autoencoder
 
+    @classmethod
+    def check(cls, options: DetectorOptions) -> None:
+        if options.autoencoder is None:
+            raise DlaError("--method recon needs --autoencoder RUN (the --out folder of 'lab4 train-ae')")
+
+    @classmethod
+    def build(cls, model: nn.Module, options: DetectorOptions, device: torch.device) -> Reconstruction:
+        return cls(load_autoencoder(options.autoencoder).to(device))
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return -self.autoencoder.errors(x)
 
 
-#### Scoring whole sets ####
+#### Building and scoring ####
+
+
+def make_detector(method: str, model: nn.Module, options: DetectorOptions, device: torch.device) -> Detector:
+    """The detector registered as ``method``, built from ``options``."""
+    if method not in DETECTORS:
+        raise DlaError(f"unknown method {method!r} (choose {', '.join(DETECTORS)})")
+    DETECTORS[method].check(options)
+    return DETECTORS[method].build(model, options, device)
 
 
 def score_set(detector: Detector, data: ImageSet, batch_size: int, device: torch.device) -> np.ndarray:
