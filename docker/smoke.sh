@@ -35,9 +35,9 @@ skip() { echo "docker-smoke SKIPPED: $*" >&2; exit 77; }
 say() { printf '\n== %s\n' "$*" >&2; }
 
 # ---- can it run here? ---------------------------------------------------------------------------------
+[[ $LAB =~ ^lab[0-9]+$ ]] || { echo "LAB must be a lab's name (lab1, lab2, …), not '$LAB'" >&2; exit 2; }
 [[ $(uname -s) == Linux ]] || skip "needs Linux (a private dockerd)"
 [[ $EUID -eq 0 ]] || skip "needs root to start a private dockerd (run it with sudo)"
-[[ $LAB =~ ^lab[1-4]$ ]] || { echo "LAB must be lab1 … lab4, not '$LAB'" >&2; exit 2; }
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || skip "the kernel has no overlay filesystem"
 
 TIMES=()

@@ -11,9 +11,10 @@ import pytest
 
 from dla_core import cli
 from dla_core.errors import DlaError
+from tests.labs import LABS as LAB_NAMES
+from tests.labs import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-LABS = ["lab1_resnet", "lab2_distilbert", "lab3_story", "lab4_ood"]
+LABS = list(LAB_NAMES.values())  # the lab folders
 
 
 @click.group()

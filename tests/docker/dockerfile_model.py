@@ -10,9 +10,10 @@ from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.labs import LABS, ROOT
+
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
-LAB_FOLDERS = {"lab1": "lab1_resnet", "lab2": "lab2_distilbert", "lab3": "lab3_story", "lab4": "lab4_ood"}
+LAB_FOLDERS = LABS  # lab name -> folder
 
 
 @dataclass

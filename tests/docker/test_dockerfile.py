@@ -293,3 +293,40 @@ def test_readme_examples_use_the_images_and_options_that_exist() -> None:
         word.split(":")[1] for argv in runs for word in argv if re.match(r"^[^-].*:/(data|runs|cache)", word)
     }
     assert {"/data", "/runs", "/cache"} <= mounted
+
+
+# ---- the list of labs: the lab stages and bake targets are generated from it -----------------------------
+
+
+def test_lab_stages_and_bake_targets_are_generated_from_the_list_of_labs(dockerfile: Dockerfile) -> None:
+    proc = subprocess.run(
+        [sys.executable, "docker/generate.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr  # hand edits below the marker, or a lab added without generating
+    assert {name for name in dockerfile.stages if not name.endswith("-wheels")} == {
+        "python",
+        "torch",
+        "runtime",
+        *LABS,
+    }
+
+
+def test_a_new_lab_folder_is_in_the_build_context_and_the_smoke_test_takes_its_name(tmp_path: Path) -> None:
+    rules = dockerignore_rules(ROOT / ".dockerignore")
+    for path in ("lab5_demo/pyproject.toml", "lab12_more/src/lab12_more/cli.py"):
+        assert not is_ignored(rules, path), path
+    assert is_ignored(rules, "labnotes.txt") and is_ignored(rules, "lab5_demo/runs/a/metrics.json")
+    # the name is checked first; then (a pretend non-Linux machine) the script skips before touching anything
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "uname").write_text("#!/bin/sh\necho Darwin\n")
+    (fake_bin / "uname").chmod(0o755)
+    for lab, code in (("lab12", 77), ("lab", 2), ("core", 2)):
+        proc = subprocess.run(
+            ["bash", str(ROOT / "docker" / "smoke.sh")],
+            capture_output=True,
+            text=True,
+            env={"PATH": f"{fake_bin}:/usr/bin:/bin", "HOME": str(tmp_path), "LAB": lab},
+        )
+        assert proc.returncode == code, (lab, proc.stderr)
+        assert ("needs Linux" in proc.stderr) == (code == 77), proc.stderr

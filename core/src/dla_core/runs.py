@@ -92,14 +92,14 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def environment() -> dict[str, Any]:
-    """Package versions and machine, recorded with every run."""
+    """Package versions and machine, recorded with every run: every installed dla-* distribution and the
+    libraries they train with."""
+    ours = {
+        d.metadata["Name"] for d in metadata.distributions() if (d.metadata["Name"] or "").startswith("dla-")
+    }
     versions = {}
     for dist in (
-        "dla-core",
-        "dla-lab1",
-        "dla-lab2",
-        "dla-lab3",
-        "dla-lab4",
+        *sorted(ours),
         "torch",
         "torchvision",
         "accelerate",
