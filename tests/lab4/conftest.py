@@ -27,20 +27,20 @@ def digits_mlp(digits04):
 
 def train_run(out, **options):
     """A classifier trained through lab4's own training function (what `lab4 train` runs)."""
+    from dla_core.config import Runtime
     from lab4_ood.training import TrainRunConfig, train_classifier
 
     cfg = TrainRunConfig(
         dataset="digits:0-4",
-        out=out,
         family=options.pop("family", "mlp"),
         depth=1,
         width=options.pop("width", 64),
         stages=1,
         batch_size=64,
-        train=TrainConfig(epochs=options.pop("epochs", 6), lr=3e-3, cpu=True, seed=options.pop("seed", 0)),
+        train=TrainConfig(epochs=options.pop("epochs", 6), lr=3e-3, seed=options.pop("seed", 0)),
         **options,
     )
-    train_classifier(cfg)
+    train_classifier(cfg, Runtime(out=out, cpu=True))
     return out
 
 

@@ -10,6 +10,7 @@ import torch
 
 import lab4_ood.detection as detection
 import lab4_ood.robustness as robustness
+from dla_core.config import Runtime
 from dla_core.data import load_dataset, load_splits
 from dla_core.errors import DlaError
 from dla_core.models import load_model
@@ -69,12 +70,11 @@ def test_grid_sees_held_out_data_mahalanobis_fits_on_train_and_the_test_sets_are
             id="digits:0-4",
             ood=("digits:5-9",),
             methods=("mahalanobis", "odin"),
-            out=tmp_path / "det",
             grid=True,
             grid_temperatures=(1.0, 1000.0),
             grid_eps=(0.0, 0.01),
-            cpu=True,
-        )
+        ),
+        Runtime(out=tmp_path / "det", cpu=True),
     )
     # the grid: the ID validation slice, then the OOD set's training split; never a test set
     assert torch.equal(cat(grid_inputs), torch.cat([pixels(splits.val), pixels(ood_train)]))
@@ -101,9 +101,8 @@ def test_the_science_a_trained_classifier_tells_digits_0_4_from_5_9(digits_run, 
             id="digits:0-4",
             ood=("digits:5-9",),
             methods=("msp", "energy", "mahalanobis"),
-            out=tmp_path / "det",
-            cpu=True,
-        )
+        ),
+        Runtime(out=tmp_path / "det", cpu=True),
     )
     assert summary["id_accuracy"] > 0.9
     for method, per_ood in summary["results"].items():
@@ -147,10 +146,9 @@ def test_detect_scores_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp
             id="digits:0-4",
             ood=("digits:5-9",),
             methods=("msp", "odin", "mahalanobis"),
-            out=tmp_path / "det",
             batch_size=64,
-            cpu=True,
-        )
+        ),
+        Runtime(out=tmp_path / "det", cpu=True),
     )
     assert_buffers_unchanged(loaded)
     assert summary["results"]["msp"]["digits:5-9"]["auroc"] == pytest.approx(expected, abs=1e-9)
@@ -166,13 +164,12 @@ def test_attack_runs_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp_p
         AttackConfig(
             model=batchnorm_run,
             dataset="digits:0-4",
-            out=tmp_path / "att",
             method="pgd",
             eps=(0.0, 0.1),
             steps=2,
             batch_size=64,
-            cpu=True,
-        )
+        ),
+        Runtime(out=tmp_path / "att", cpu=True),
     )
     assert_buffers_unchanged(loaded)
     assert summary["rows"][0]["accuracy"] == pytest.approx(clean, abs=1e-12)
@@ -194,13 +191,12 @@ def test_targeted_success_counts_only_images_not_already_of_the_target(digits_ru
         AttackConfig(
             model=digits_run,
             dataset="digits:0-4",
-            out=tmp_path / "att",
             method="fgsm",
             eps=(0.0, 0.1),
             target_class=target,
             batch_size=1024,
-            cpu=True,
-        )
+        ),
+        Runtime(out=tmp_path / "att", cpu=True),
     )
     got = [r["target_success"] for r in summary["rows"]]
     assert got == pytest.approx(expected, abs=1e-12)
@@ -215,18 +211,16 @@ def test_degenerate_evaluations_warn(digits_run, tmp_path, caplog):
             id="digits:0-4",
             ood=("digits:5-9",),
             methods=("msp",),
-            out=tmp_path / "det",
             limit=1,
-            cpu=True,
-        )
+        ),
+        Runtime(out=tmp_path / "det", cpu=True),
     )
     assert "ID digits:0-4 has only 1 image(s) (--limit)" in caplog.text
     assert "OOD digits:5-9 has only 1 image(s) (--limit)" in caplog.text
     caplog.clear()
     run_attack(
-        AttackConfig(
-            model=digits_run, dataset="digits:0-4", out=tmp_path / "att", eps=(0.0,), limit=3, cpu=True
-        )
+        AttackConfig(model=digits_run, dataset="digits:0-4", eps=(0.0,), limit=3),
+        Runtime(out=tmp_path / "att", cpu=True),
     )
     assert "only 3 test image(s) (--limit)" in caplog.text
     # a targeted rate over no images at all was reported as 0.0: refuse it
@@ -236,14 +230,12 @@ def test_degenerate_evaluations_warn(digits_run, tmp_path, caplog):
     cfg = AttackConfig(
         model=digits_run,
         dataset="digits:0-4",
-        out=tmp_path / "t",
         eps=(0.0,),
         limit=1,
         target_class=label,
-        cpu=True,
     )
     with pytest.raises(DlaError, match="every test image is of class"):
-        run_attack(cfg)
+        run_attack(cfg, Runtime(out=tmp_path / "t", cpu=True))
 
 
 def test_constant_scores_warn(caplog):

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import replace
 
 import pytest
 import torch
 
 import lab4_ood.training as training
+from dla_core.config import Runtime
 from dla_core.engine import Interrupted, TrainConfig
 from dla_core.models import load_model
 from lab4_ood.training import TrainRunConfig, train_classifier
 
 
-def config(out, **options):
+def config(**options):
     return TrainRunConfig(
         dataset="digits:0-4",
-        out=out,
         family="mlp",
         depth=1,
         width=32,
         batch_size=64,
-        train=TrainConfig(epochs=3, lr=3e-3, cpu=True, seed=5, log_grad_norms=True),
+        train=TrainConfig(epochs=3, lr=3e-3, seed=5, log_grad_norms=True),
         **options,
     )
 
@@ -36,8 +37,9 @@ def config(out, **options):
     ids=["oe", "oe+pgd"],
 )
 def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, options):
-    whole = config(tmp_path / "whole", **options)
-    train_classifier(whole)
+    cfg = config(**options)
+    whole, parted = Runtime(out=tmp_path / "whole", cpu=True), Runtime(out=tmp_path / "parted", cpu=True)
+    train_classifier(cfg, whole)
 
     real_call = training.RobustStep.__call__
     calls = {"n": 0}
@@ -48,14 +50,13 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, o
             signal.raise_signal(signal.SIGINT)
         return real_call(self, model, batch)
 
-    parted = config(tmp_path / "parted", **options)
     monkeypatch.setattr(training.RobustStep, "__call__", step_then_ctrl_c)
     with pytest.raises(Interrupted, match="--resume"):
-        train_classifier(parted)
+        train_classifier(cfg, parted)
     monkeypatch.setattr(training.RobustStep, "__call__", real_call)
     state = torch.load(parted.out / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["batch"]) == (1, 4)  # stopped mid-epoch, as meant
-    train_classifier(parted, resume=True)
+    train_classifier(cfg, replace(parted, resume=True))
 
     a, b = (json.loads((c.out / "metrics.json").read_text()) for c in (whole, parted))
     for ra, rb in zip(a["history"], b["history"], strict=True):

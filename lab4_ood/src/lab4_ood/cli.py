@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dla_core import cli
-from dla_core.engine import TrainConfig
+from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
 from lab4_ood import detectors as det
 from lab4_ood.attacks import ATTACKS
@@ -44,6 +44,14 @@ def _methods_help() -> str:
     return "Comma-separated, from:\n\n\b\n" + "\n".join(lines)
 
 
+def echo_summary(line: str) -> None:
+    """A training command's one line of output (from the main process only, under several)."""
+    from dla_core.seeding import is_main_process
+
+    if is_main_process():
+        click.echo(line)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @cli.VERBOSE
 def group(verbose: int) -> None:
@@ -52,9 +60,7 @@ def group(verbose: int) -> None:
 
 
 @group.command()
-@click.option(
-    "--model", "model_run", type=RUN, required=True, help="Classifier run folder (model.safetensors)."
-)
+@click.option("--model", type=RUN, required=True, help="Classifier run folder (model.safetensors).")
 @click.option(
     "--id", "id_spec", default=None, help="In-distribution dataset spec [default: the run's dataset]."
 )
@@ -83,7 +89,7 @@ def group(verbose: int) -> None:
 @click.option("--grid", is_flag=True, help="Search ODIN over --grid-T × --grid-eps on held-out data first.")
 @click.option(
     "--grid-T",
-    "grid_t",
+    "grid_temperatures",
     default="1,10,100,1000",
     show_default=True,
     callback=_grid_values(positive=True),
@@ -103,24 +109,7 @@ def group(verbose: int) -> None:
 @cli.DOWNLOAD
 @cli.OUT
 @cli.CPU
-def detect(
-    model_run,
-    id_spec,
-    ood,
-    method,
-    temperature,
-    eps,
-    grid,
-    grid_t,
-    grid_eps,
-    autoencoder,
-    batch_size,
-    limit,
-    data_dir,
-    download,
-    out,
-    cpu,
-):
+def detect(**opts):
     """Score ID test images and OOD sets; report AUROC, AUPR-in, AUPR-out, FPR@95%TPR.
 
     Every score is higher = more in-distribution, and ID is the positive class: AUPR-in ranks ID first,
@@ -136,31 +125,15 @@ def detect(
     from lab4_ood.detection import DetectConfig
     from lab4_ood.detection import detect as run_detect
 
+    method, temperature, eps, autoencoder = (opts[k] for k in ("method", "temperature", "eps", "autoencoder"))
     methods = tuple(cli.choice_list(method, tuple(det.DETECTORS), "--method"))
     if not (math.isfinite(temperature) and math.isfinite(eps)):
         raise DlaError(f"--T and --eps must be finite numbers, got --T {temperature:g} --eps {eps:g}")
     options = det.DetectorOptions(temperature=temperature, eps=eps, autoencoder=autoencoder)
     for m in methods:
         det.DETECTORS[m].check(options)
-    cfg = DetectConfig(
-        model=model_run,
-        id=id_spec_for(model_run, id_spec),
-        ood=tuple(ood),
-        methods=methods,
-        out=out,
-        temperature=temperature,
-        eps=eps,
-        grid=grid,
-        grid_temperatures=grid_t,
-        grid_eps=grid_eps,
-        autoencoder=autoencoder,
-        batch_size=batch_size,
-        limit=limit,
-        data_dir=data_dir,
-        download=download,
-        cpu=cpu,
-    )
-    summary = run_detect(cfg)
+    cfg = from_options(DetectConfig, opts, id=id_spec_for(opts["model"], opts["id_spec"]), methods=methods)
+    summary = run_detect(cfg, Runtime.from_options(opts))
     click.echo(f"ID accuracy on {cfg.id}: {summary['id_accuracy']:.4f}")
     if "odin_grid" in summary:
         click.echo("ODIN grid (mean AUROC, held-out data):")
@@ -186,7 +159,7 @@ def detect(
 @cli.OUT
 @cli.RESUME
 @cli.train_options(epochs_default=10, lr_default=1e-3, batch_default=128)
-def train_ae(encoder, dataset, width, data_dir, download, out, resume, **opts):
+def train_ae(**opts):
     """Train a convolutional decoder on a classifier's frozen features (for --method recon).
 
     The loss is the mean squared error between image and reconstruction; writes autoencoder.safetensors
@@ -200,24 +173,19 @@ def train_ae(encoder, dataset, width, data_dir, download, out, resume, **opts):
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.training import AutoencoderConfig, train_autoencoder
 
-    cfg = AutoencoderConfig(
-        encoder=encoder,
-        dataset=id_spec_for(encoder, dataset, "--dataset"),
-        out=out,
-        width=width,
-        batch_size=opts["batch_size"],
-        data_dir=data_dir,
-        download=download,
-        train=TrainConfig.from_options(opts),
+    cfg = from_options(
+        AutoencoderConfig, opts, dataset=id_spec_for(opts["encoder"], opts["dataset"], "--dataset")
     )
-    metrics = train_autoencoder(cfg, resume=resume)
-    click.echo(f"test reconstruction MSE: {metrics['test_mse']:.5f}")
+    rt = Runtime.from_options(opts)
+    m = train_autoencoder(cfg, rt)
+    echo_summary(
+        f"lab4 train-ae: decoder of {m['decoder_parameters']:,} parameters, {m['epochs']} epochs, "
+        f"test reconstruction MSE {m['test_mse']:.5f} → {rt.out}"
+    )
 
 
 @group.command()
-@click.option(
-    "--model", "model_run", type=RUN, required=True, help="Classifier run folder (model.safetensors)."
-)
+@click.option("--model", type=RUN, required=True, help="Classifier run folder (model.safetensors).")
 @click.option("--dataset", default=None, help="Dataset spec [default: the run's dataset].")
 @click.option("--method", type=click.Choice(list(ATTACKS)), default="fgsm", show_default=True)
 @click.option(
@@ -236,22 +204,7 @@ def train_ae(encoder, dataset, width, data_dir, download, out, resume, **opts):
 @cli.DOWNLOAD
 @cli.OUT
 @cli.CPU
-def attack(
-    model_run,
-    dataset,
-    method,
-    eps,
-    targeted,
-    target_class,
-    steps,
-    batch_size,
-    limit,
-    seed,
-    data_dir,
-    download,
-    out,
-    cpu,
-):
+def attack(eps, targeted, **opts):
     """Accuracy under FGSM / PGD for each ε, in [0,1] pixel space (the model normalises inside).
 
     Writes metrics.json (accuracy per ε, targeted success rate), accuracy_vs_eps.png and
@@ -268,27 +221,14 @@ def attack(
     radii = cli.parse_list(eps, float, "--eps")
     if any(not 0 <= e <= 1 for e in radii):
         raise DlaError(f"--eps: every ε must lie in [0, 1] (pixel units), got {eps!r}")
-    if targeted != (target_class is not None):
+    if targeted != (opts["target_class"] is not None):
         raise DlaError("--targeted and --target-class K go together")
-    cfg = AttackConfig(
-        model=model_run,
-        dataset=id_spec_for(model_run, dataset, "--dataset"),
-        out=out,
-        method=method,
-        eps=tuple(radii),
-        target_class=target_class,
-        steps=steps,
-        batch_size=batch_size,
-        limit=limit,
-        seed=seed,
-        data_dir=data_dir,
-        download=download,
-        cpu=cpu,
-    )
-    summary = run_attack(cfg)
-    click.echo(f"{'eps':>8} {'accuracy':>9}" + (f" {'target hit':>10}" if summary["targeted"] else ""))
-    for r in summary["rows"]:
-        extra = f" {r['target_success']:10.4f}" if summary["targeted"] else ""
+    dataset = id_spec_for(opts["model"], opts["dataset"], "--dataset")
+    cfg = from_options(AttackConfig, opts, dataset=dataset, eps=radii)
+    result = run_attack(cfg, Runtime.from_options(opts))
+    click.echo(f"{'eps':>8} {'accuracy':>9}" + (f" {'target hit':>10}" if result["targeted"] else ""))
+    for r in result["rows"]:
+        extra = f" {r['target_success']:10.4f}" if result["targeted"] else ""
         click.echo(f"{r['eps']:8g} {r['accuracy']:9.4f}{extra}")
 
 
@@ -326,7 +266,7 @@ def attack(
     show_default=True,
     help="Share of each batch that is attacked.",
 )
-@click.option("--outlier-exposure", "oe_spec", default=None, help="OOD spec for outlier exposure.")
+@click.option("--outlier-exposure", default=None, help="OOD spec for outlier exposure.")
 @click.option(
     "--oe-weight",
     type=click.FloatRange(min=0),
@@ -345,26 +285,7 @@ def attack(
 @cli.OUT
 @cli.RESUME
 @cli.train_options(epochs_default=10, lr_default=1e-3, batch_default=128)
-def train(
-    dataset,
-    family,
-    depth,
-    width,
-    stages,
-    residual,
-    adversarial,
-    eps,
-    alpha,
-    adv_fraction,
-    oe_spec,
-    oe_weight,
-    augment,
-    data_dir,
-    download,
-    out,
-    resume,
-    **opts,
-):
+def train(**opts):
     """Train a classifier, optionally with adversarial training and/or outlier exposure.
 
     Writes a run folder (model.safetensors, metrics.json, learning_curves.png) that 'lab4 detect' and
@@ -378,30 +299,17 @@ def train(
     """
     from lab4_ood.training import TrainRunConfig, train_classifier
 
-    if adversarial is not None and eps == 0:
+    if opts["adversarial"] is not None and opts["eps"] == 0:
         raise DlaError("--adversarial needs --eps > 0")
-    cfg = TrainRunConfig(
-        dataset=dataset,
-        out=out,
-        family=family,
-        depth=depth,
-        width=width,
-        stages=stages,
-        residual=residual,
-        adversarial=adversarial,
-        eps=eps,
-        alpha=alpha,
-        adv_fraction=adv_fraction,
-        outlier_exposure=oe_spec,
-        oe_weight=oe_weight,
-        augment=augment,
-        batch_size=opts["batch_size"],
-        data_dir=data_dir,
-        download=download,
-        train=TrainConfig.from_options(opts),
+    cfg = from_options(TrainRunConfig, opts)
+    rt = Runtime.from_options(opts)
+    m = train_classifier(cfg, rt)
+    key = f"test_fgsm_accuracy@{cfg.eps:g}"
+    robust = f" (FGSM ε={cfg.eps:g}: {m[key]:.4f})" if key in m else ""
+    echo_summary(
+        f"lab4 train: {cfg.family} on {cfg.dataset}, {m['parameters']:,} parameters, {m['epochs']} epochs, "
+        f"test accuracy {m['test_accuracy']:.4f}{robust}, final train loss {m['train_loss']:.4f} → {rt.out}"
     )
-    metrics = train_classifier(cfg, resume=resume)
-    click.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
 
 main = cli.entry_point(group)

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dla_core import plots
+from dla_core.config import Runtime
 from dla_core.data import ImageBatches, ImageSet
 from dla_core.engine import evaluate, make_accelerator
 from dla_core.errors import DlaError
@@ -39,7 +40,6 @@ class DetectConfig:
     id: str
     ood: tuple[str, ...]
     methods: tuple[str, ...]
-    out: Path
     temperature: float = 1000.0  # ODIN T
     eps: float = 0.0014  # ODIN ε (the libraries' convention, see odin.py)
     grid: bool = False
@@ -48,9 +48,6 @@ class DetectConfig:
     autoencoder: Path | None = None  # train-ae run, for recon
     batch_size: int = 256
     limit: int | None = None  # at most this many images per set
-    data_dir: Path = Path("data")
-    download: bool = False
-    cpu: bool = False
 
 
 def grid_search(
@@ -99,19 +96,19 @@ def warn_constant(method: str, s_id: np.ndarray, s_ood: dict[str, np.ndarray]) -
         log.warning("%s gives every image the same score: its AUROC of 0.5 says nothing", method)
 
 
-def detect(cfg: DetectConfig) -> dict:
+def detect(cfg: DetectConfig, rt: Runtime) -> dict:
     seed_everything(0)  # nothing here should draw at random; if anything does, it draws the same every run
-    acc = make_accelerator(cpu=cfg.cpu)
+    acc = make_accelerator(cpu=rt.cpu)
     device = acc.device
     model = load_model(cfg.model).to(device).eval()
-    splits = load_id(cfg.id, cfg.data_dir, cfg.download)
+    splits = load_id(cfg.id, rt.data_dir, rt.download)
     check_model_fits(model, splits.test)
     shape = splits.test.shape
     id_test = head(splits.test, cfg.limit)
-    oods = {spec: load_ood(spec, shape, cfg.data_dir, cfg.download) for spec in cfg.ood}
+    oods = {spec: load_ood(spec, shape, rt.data_dir, rt.download) for spec in cfg.ood}
     ood_test = {spec: head(test, cfg.limit) for spec, (_, test) in oods.items()}
     warn_degenerate(cfg, id_test, ood_test)
-    run = RunDir.create(cfg.out, cfg, command="lab4 detect", resumable=False)
+    run = RunDir.create(rt.out, cfg, command="lab4 detect", resumable=False)
     summary: dict = {
         "id_accuracy": evaluate(model, ImageBatches(id_test, cfg.batch_size), accelerator=acc)["accuracy"]
     }

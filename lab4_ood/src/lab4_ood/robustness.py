@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dla_core import plots
+from dla_core.config import Runtime
 from dla_core.data import ImageBatches
 from dla_core.engine import make_accelerator
 from dla_core.errors import DlaError
@@ -32,7 +33,6 @@ FEW = 20  # fewer test images than this: accuracies move in steps of more than 5
 class AttackConfig:
     model: Path
     dataset: str
-    out: Path
     method: str = "fgsm"
     eps: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3)  # [0, 1] pixel units
     target_class: int | None = None  # targeted attack toward this class when set
@@ -40,16 +40,13 @@ class AttackConfig:
     batch_size: int = 256
     limit: int | None = None
     seed: int = 0
-    data_dir: Path = Path("data")
-    download: bool = False
-    cpu: bool = False
 
 
-def run_attack(cfg: AttackConfig) -> dict:
+def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     seed_everything(cfg.seed)  # before anything random (PGD's random start draws from torch's global RNG)
-    device = make_accelerator(cpu=cfg.cpu).device
+    device = make_accelerator(cpu=rt.cpu).device
     model = load_model(cfg.model).to(device).eval()
-    test = head(load_id(cfg.dataset, cfg.data_dir, cfg.download, val_fraction=0).test, cfg.limit)
+    test = head(load_id(cfg.dataset, rt.data_dir, rt.download, val_fraction=0).test, cfg.limit)
     check_model_fits(model, test)
     if cfg.target_class is not None and not 0 <= cfg.target_class < test.num_classes:
         raise DlaError(
@@ -67,7 +64,7 @@ def run_attack(cfg: AttackConfig) -> dict:
             len(test),
             " (--limit)" if cfg.limit is not None else "",
         )
-    run = RunDir.create(cfg.out, cfg, command="lab4 attack", resumable=False)
+    run = RunDir.create(rt.out, cfg, command="lab4 attack", resumable=False)
     rows = []
     grid_x, grid_adv, grid_y, grid_pred = None, None, None, None
     for eps in tqdm(cfg.eps, desc=f"{cfg.method} ε", leave=False):

@@ -1,4 +1,4 @@
-"""Training for lab4, all through ``dla_core.engine.fit``: a classifier with adversarial training and/or outlier
+"""Training for lab4, all through the core recipe (``dla_core.recipe.train_into``): a classifier with adversarial training and/or outlier
 exposure (``lab4 train``), and a decoder on a frozen classifier (``lab4 train-ae``).
 
 Robust loss per batch (x, y), with the attack made on the fly against the model as it is (train mode):
@@ -17,15 +17,19 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from accelerate import Accelerator
 
 from dla_core import plots
+from dla_core.config import Runtime
 from dla_core.data import ImageBatches, default_augment
-from dla_core.engine import StepOutput, TrainConfig, evaluate, fit, make_accelerator
-from dla_core.models import ModelConfig, build_model, count_parameters, load_model, save_model
+from dla_core.engine import StepOutput, TrainConfig
+from dla_core.models import build_model, count_parameters, load_model, model_config_for
+from dla_core.recipe import Extra, save_classifier, train_into
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
 from lab4_ood.attacks import attack
@@ -119,11 +123,12 @@ class RobustStep:
 
 #### lab4 train ####
 
+EVAL_BATCH = 512
+
 
 @dataclass(frozen=True)
 class TrainRunConfig:
     dataset: str
-    out: Path
     family: str = "cnn"  # mlp | cnn (dla_core.models)
     depth: int = 2
     width: int = 32
@@ -138,69 +143,59 @@ class TrainRunConfig:
     oe_weight: float = 0.5
     augment: bool = True  # the dataset's default augmentation (crop + flip on CIFAR, none on digits)
     batch_size: int = 128
-    data_dir: Path = Path("data")
-    download: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def train_classifier(cfg: TrainRunConfig, resume: bool = False) -> dict[str, float]:
+def fgsm_accuracy(test: ImageBatches, eps: float) -> Extra:
+    """``extra`` for the recipe: accuracy of the trained model on FGSM-attacked test images at ``eps``."""
+
+    def extra(model: nn.Module, acc: Accelerator) -> dict[str, float]:
+        correct = 0
+        for x, y in test.iterate(0, device=acc.device):
+            with torch.no_grad():
+                correct += int((model(attack("fgsm", model, x, y, eps)).argmax(1) == y).sum())
+        return {f"test_fgsm_accuracy@{eps:g}": correct / len(test.data)}
+
+    return extra
+
+
+def train_classifier(cfg: TrainRunConfig, rt: Runtime) -> dict[str, Any]:
+    """`lab4 train` into ``rt.out``; returns everything in the run's metrics.json."""
     seed_everything(cfg.train.seed)  # before anything random: Python, NumPy and torch
-    splits = load_id(cfg.dataset, cfg.data_dir, cfg.download)
-    mean, std = splits.train.stats()
-    model_cfg = ModelConfig(
-        cfg.family,
-        splits.train.shape,
-        splits.train.num_classes,
-        residual=cfg.residual,
-        depth=cfg.depth,
-        width=cfg.width,
-        stages=cfg.stages,
-        mean=mean,
-        std=std,
-        extra={"dataset": cfg.dataset, "classes": splits.train.classes},
+    splits = load_id(cfg.dataset, rt.data_dir, rt.download)
+    mcfg = model_config_for(
+        splits.train, cfg.family, residual=cfg.residual, depth=cfg.depth, width=cfg.width, stages=cfg.stages
     )
-    model = build_model(model_cfg)
-    run = RunDir.create(cfg.out, cfg, command="lab4 train", resume=resume)
+    model = build_model(mcfg)
+    run = RunDir.create(rt.out, cfg, command="lab4 train", resume=rt.resume)
     step = RobustStep(cfg.adversarial, cfg.eps, cfg.alpha, cfg.adv_fraction, cfg.pgd_steps, cfg.oe_weight)
     augment = default_augment(cfg.dataset) if cfg.augment else None
     train = ImageBatches(splits.train, cfg.batch_size, shuffle=True, augment=augment, seed=cfg.train.seed)
     if cfg.outlier_exposure:
-        ood_train, _ = load_ood(cfg.outlier_exposure, splits.train.shape, cfg.data_dir, cfg.download)
+        ood_train, _ = load_ood(cfg.outlier_exposure, splits.train.shape, rt.data_dir, rt.download)
         train = WithOutliers(
             train, ImageBatches(ood_train, cfg.batch_size, shuffle=True, seed=cfg.train.seed + 1)
         )
-    val = ImageBatches(splits.val, 512) if splits.val is not None else None
-    acc = make_accelerator(cfg.train.precision, cfg.train.cpu)
-    log.info("training %s (%d parameters) on %s", cfg.family, count_parameters(model), cfg.dataset)
-    result = fit(
-        model,
-        train,
-        cfg.train,
-        step=step,
-        val=val,
-        run=run,
-        resume=resume,
-        accelerator=acc,
-        desc="lab4 train",
-    )
-    model = result.model.eval()
-    test_batches = ImageBatches(splits.test, 512)
-    test = evaluate(model, test_batches, accelerator=acc)
-    metrics = {
-        "test_loss": test["loss"],
-        "test_accuracy": test["accuracy"],
-        "parameters": count_parameters(model),
+    test = ImageBatches(splits.test, EVAL_BATCH)
+    batches = {
+        "train": train,
+        "val": ImageBatches(splits.val, EVAL_BATCH) if splits.val is not None else None,
+        "test": test,
     }
-    if cfg.adversarial is not None:
-        correct = 0
-        for x, y in test_batches.iterate(0, device=acc.device):
-            with torch.no_grad():
-                correct += int((model(attack("fgsm", model, x, y, cfg.eps)).argmax(1) == y).sum())
-        metrics[f"test_fgsm_accuracy@{cfg.eps:g}"] = correct / len(splits.test)
-    save_model(run.file("model.safetensors"), model, model_cfg)
-    run.update_metrics(**metrics)
-    plots.learning_curves({"lab4 train": result.history}, run.file("learning_curves.png"))
-    return metrics
+    log.info("training %s (%d parameters) on %s", cfg.family, count_parameters(model), cfg.dataset)
+    extra = fgsm_accuracy(test, cfg.eps) if cfg.adversarial is not None else None
+    done = train_into(
+        run,
+        model,
+        batches,
+        cfg.train,
+        rt,
+        save=save_classifier(mcfg),
+        step=step,
+        extra=extra,
+        name="lab4 train",
+    )
+    return done.metrics
 
 
 #### lab4 train-ae ####
@@ -210,43 +205,43 @@ def train_classifier(cfg: TrainRunConfig, resume: bool = False) -> dict[str, flo
 class AutoencoderConfig:
     encoder: Path
     dataset: str
-    out: Path
     width: int = 64  # decoder channels
     batch_size: int = 128
-    data_dir: Path = Path("data")
-    download: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def train_autoencoder(cfg: AutoencoderConfig, resume: bool = False) -> dict[str, float]:
+def save_ae(run: RunDir, ae: nn.Module) -> Path:
+    """The recipe's saver for ``lab4 train-ae``: encoder + decoder in autoencoder.safetensors."""
+    save_autoencoder(run.file(AUTOENCODER), ae)
+    return run.path / AUTOENCODER
+
+
+def train_autoencoder(cfg: AutoencoderConfig, rt: Runtime) -> dict[str, Any]:
+    """`lab4 train-ae` into ``rt.out``; returns everything in the run's metrics.json (``test_loss`` is the test
+    reconstruction MSE, also written as ``test_mse``)."""
     seed_everything(cfg.train.seed)  # before anything random: Python, NumPy and torch
     encoder = load_model(cfg.encoder)
-    splits = load_id(cfg.dataset, cfg.data_dir, cfg.download)
+    splits = load_id(cfg.dataset, rt.data_dir, rt.download)
     check_model_fits(encoder, splits.train)
     ae = FeatureAutoencoder.around(encoder, cfg.width)
-    run = RunDir.create(cfg.out, cfg, command="lab4 train-ae", resume=resume)
-    acc = make_accelerator(cfg.train.precision, cfg.train.cpu)
-    train = ImageBatches(splits.train, cfg.batch_size, shuffle=True, seed=cfg.train.seed)
-    val = ImageBatches(splits.val, 512) if splits.val is not None else None
-    result = fit(
-        ae,
-        train,
-        cfg.train,
-        step=reconstruction_step,
-        val=val,
-        eval_step=reconstruction_step,
-        run=run,
-        resume=resume,
-        accelerator=acc,
-        desc="lab4 train-ae",
-    )
-    ae = result.model.eval()
-    test = evaluate(ae, ImageBatches(splits.test, 512), step=reconstruction_step, accelerator=acc)
-    save_autoencoder(run.file(AUTOENCODER), ae)
-    metrics = {"test_mse": test["loss"], "decoder_parameters": count_parameters(ae.decoder)}
-    run.update_metrics(**metrics)
-    plots.learning_curves({"decoder": result.history}, run.file("learning_curves.png"))
-    x, _ = next(iter(ImageBatches(splits.test, 8).iterate(0, device=acc.device)))
+    run = RunDir.create(rt.out, cfg, command="lab4 train-ae", resume=rt.resume)
+    batches = {
+        "train": ImageBatches(splits.train, cfg.batch_size, shuffle=True, seed=cfg.train.seed),
+        "val": ImageBatches(splits.val, EVAL_BATCH) if splits.val is not None else None,
+        "test": ImageBatches(splits.test, EVAL_BATCH),
+    }
+    done = train_into(
+        run, ae, batches, cfg.train, rt, save=save_ae, step=reconstruction_step, eval_step=reconstruction_step,
+        extra=lambda m, acc: {"decoder_parameters": count_parameters(m.decoder)}, name="lab4 train-ae",
+    )  # fmt: skip
+    metrics = run.update_metrics(test_mse=done.metrics["test_loss"])  # the name this command always wrote
+    plot_reconstructions(done.model, ImageBatches(splits.test, 8), done.accelerator.device, run)
+    return metrics
+
+
+def plot_reconstructions(ae: nn.Module, test: ImageBatches, device: torch.device, run: RunDir) -> None:
+    """reconstructions.png: the first test images above, their reconstructions below."""
+    x, _ = next(iter(test.iterate(0, device=device)))
     with torch.no_grad():
         recon = ae(x)
     images = torch.cat([x, recon]).float().cpu().numpy()
@@ -256,4 +251,3 @@ def train_autoencoder(cfg: AutoencoderConfig, resume: bool = False) -> dict[str,
         run.file("reconstructions.png"),
         ncols=len(x),
     )
-    return metrics
