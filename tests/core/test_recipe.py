@@ -120,8 +120,10 @@ def test_metrics_that_do_not_apply_are_left_out(digits, tmp_path):
     model = build_model(model_config_for(digits.train, "mlp", depth=1, width=8))
     run = RunDir.create(tmp_path / "run", {}, command="test")
     train_into(run, model, _batches(digits), TrainConfig(epochs=1), Runtime(), save=None,
-               step=_reconstruction, eval_step=_reconstruction, plot=False)  # fmt: skip
+               step=_reconstruction, eval_step=_reconstruction, plot=False,
+               extra=lambda model, acc, so_far: {"mse": so_far["test_loss"]})  # fmt: skip
     m = run.read_metrics()
+    assert m["mse"] == m["test_loss"]  # extra sees the metrics computed before it
     assert "test_loss" in m and "val_loss" in m
     assert not {"train_accuracy", "val_accuracy", "test_accuracy", "model_file"} & set(m)
     assert all(v == v for v in m.values() if isinstance(v, float))

@@ -49,7 +49,9 @@ METRIC_KEYS = (
 )
 
 Saver = Callable[[RunDir, nn.Module], Path]  # writes the model into the run folder, returns where
-Extra = Callable[[nn.Module, Accelerator], Mapping[str, Any]]
+Extra = Callable[
+    [nn.Module, Accelerator, Mapping[str, Any]], Mapping[str, Any]
+]  # (model, acc, metrics so far)
 
 
 @dataclass
@@ -92,7 +94,7 @@ def train_into(
 
     ``eval_step`` measures validation and test (default: cross-entropy and accuracy, whatever ``step`` trains
     with; the autoencoder passes its reconstruction step). ``counted``: the module whose parameters ``parameters``
-    reports (default ``model``). ``extra(model, accelerator)`` adds lab-specific final metrics (computed before
+    reports (default ``model``). ``extra(model, accelerator, metrics)`` adds lab-specific final metrics (it sees the ones computed so far) (computed before
     the run is marked finished, so a resumed study never sees a finished run without them).
     """
     name = name or run.path.name
@@ -128,7 +130,7 @@ def train_into(
         metrics["test_loss"] = test["loss"]
         metrics["test_accuracy"] = test.get("accuracy")
     if extra is not None:
-        metrics.update(extra(trained, acc))
+        metrics.update(extra(trained, acc, dict(metrics)))
     metrics = {k: v for k, v in metrics.items() if v is not None and v == v}  # no None / nan: does not apply
     if save is not None:
         metrics[SAVED] = save(run, trained).relative_to(run.path).as_posix()

@@ -108,7 +108,7 @@ def train_in(run: RunDir, cfg: TrainRun, data: Splits, rt: Runtime, *, plot: boo
     model = build_model(mcfg)
     done = train_into(
         run, model, batches(data, cfg.batch_size, cfg.augment, cfg.train.seed), cfg.train, rt,
-        save=save_classifier(mcfg), extra=lambda m, acc: {"weight_layers": weight_layers(mcfg)},
+        save=save_classifier(mcfg), extra=lambda m, acc, so_far: {"weight_layers": weight_layers(mcfg)},
         plot=plot, name=cfg.name,
     )  # fmt: skip
     return done.metrics

@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -276,16 +278,15 @@ def _train(
     warnings = warn_if_degenerate({"validation": splits.validation, "test": splits.test})
     t0 = time.perf_counter()
 
-    def lab2_metrics(trained: nn.Module, acc: Accelerator) -> dict:
+    def lab2_metrics(trained: nn.Module, acc: Accelerator, so_far: Mapping[str, Any]) -> dict:
         wall = time.perf_counter() - t0  # training and the test evaluation
-        history = run.read_metrics().get("history", [])  # fit wrote it (resumed epochs included)
-        train_seconds = sum(h["epoch_seconds"] for h in history)
+        epochs, train_seconds = so_far["epochs"], so_far["train_seconds"]  # resumed epochs included
         world = acc.num_processes
         samples_per_epoch = batches["train"].num_batches(world) * batch_size * world  # drops the last partial
         return {
             "trainable_fraction": trainable / total,
             "wall_seconds": round(wall, 3),
-            "train_samples_per_second": round(samples_per_epoch * len(history) / max(train_seconds, 1e-9), 2),
+            "train_samples_per_second": round(samples_per_epoch * epochs / max(train_seconds, 1e-9), 2),
             "precision": acc.mixed_precision,
             "device": str(acc.device),
             **(extra or {}),

@@ -14,7 +14,7 @@ run saw.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,7 @@ class TrainRunConfig:
 def fgsm_accuracy(test: ImageBatches, eps: float) -> Extra:
     """``extra`` for the recipe: accuracy of the trained model on FGSM-attacked test images at ``eps``."""
 
-    def extra(model: nn.Module, acc: Accelerator) -> dict[str, float]:
+    def extra(model: nn.Module, acc: Accelerator, so_far: Mapping[str, Any]) -> dict[str, float]:
         correct = 0
         for x, y in test.iterate(0, device=acc.device):
             with torch.no_grad():
@@ -232,11 +232,14 @@ def train_autoencoder(cfg: AutoencoderConfig, rt: Runtime) -> dict[str, Any]:
     }
     done = train_into(
         run, ae, batches, cfg.train, rt, save=save_ae, step=reconstruction_step, eval_step=reconstruction_step,
-        extra=lambda m, acc: {"decoder_parameters": count_parameters(m.decoder)}, name="lab4 train-ae",
+        extra=lambda m, acc, so_far: {
+            "decoder_parameters": count_parameters(m.decoder),
+            "test_mse": so_far["test_loss"],  # the name this command always wrote
+        },
+        name="lab4 train-ae",
     )  # fmt: skip
-    metrics = run.update_metrics(test_mse=done.metrics["test_loss"])  # the name this command always wrote
     plot_reconstructions(done.model, ImageBatches(splits.test, 8), done.accelerator.device, run)
-    return metrics
+    return done.metrics
 
 
 def plot_reconstructions(ae: nn.Module, test: ImageBatches, device: torch.device, run: RunDir) -> None:
