@@ -13,7 +13,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from dla_core.data import ImageBatches, fake_data
-from dla_core.engine import TrainConfig, classification_step, fit
+from dla_core.engine import TrainConfig, classification_step, fit, make_accelerator
 from dla_core.errors import DlaError
 from dla_core.models import (
     BasicBlock,
@@ -225,7 +225,11 @@ def test_freezing_strategies_train_exactly_what_they_say(strategy):
     before = {k: v.clone() for k, v in inner.state_dict().items()}
     train, _ = fake_data((3, 8, 8), n_train=32, n_test=8, num_classes=5)
     fit(
-        model, ImageBatches(train, 16, shuffle=True), TrainConfig(epochs=1, lr=0.05), step=classification_step
+        model,
+        ImageBatches(train, 16, shuffle=True),
+        TrainConfig(epochs=1, lr=0.05),
+        accelerator=make_accelerator(),
+        step=classification_step,
     )
     after = inner.state_dict()
     frozen = {"head": ["stem.", "blocks."], "freeze-stem": ["stem."], "freeze-early": ["stem.", "blocks.0.", "blocks.1."],

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from dla_core.data import ImageBatches
-from dla_core.engine import evaluate
+from dla_core.engine import evaluate, make_accelerator
 from dla_core.models import build_model, load_model
 from dla_core.seeding import seed_everything
 from lab1_resnet.cli import group
@@ -42,7 +42,8 @@ def test_a_deep_plain_mlp_stays_at_chance_where_the_residual_one_learns(tmp_path
 
 
 def _accuracy(model, dataset: str) -> float:
-    return evaluate(model, ImageBatches(load_data(dataset, "data", 0.1).test, 512))["accuracy"]
+    test = ImageBatches(load_data(dataset, "data", 0.1).test, 512)
+    return evaluate(model, test, accelerator=make_accelerator())["accuracy"]
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dla_core.data import ImageBatches, load_splits
-from dla_core.engine import TrainConfig, fit
+from dla_core.engine import TrainConfig, fit, make_accelerator
 from dla_core.models import ModelConfig, build_model
 
 
@@ -21,7 +21,12 @@ def digits_mlp(digits04):
     torch.manual_seed(0)
     mean, std = digits04.train.stats()
     model = build_model(ModelConfig("mlp", digits04.train.shape, 5, depth=1, width=64, mean=mean, std=std))
-    fit(model, ImageBatches(digits04.train, 64, shuffle=True), TrainConfig(epochs=8, lr=3e-3, cpu=True))
+    fit(
+        model,
+        ImageBatches(digits04.train, 64, shuffle=True),
+        TrainConfig(epochs=8, lr=3e-3, cpu=True),
+        accelerator=make_accelerator(cpu=True),
+    )
     return model.eval()
 
 

@@ -66,6 +66,38 @@ PRECISION = click.option(
     help="Mixed precision. fp16 needs a GPU; bf16 also runs on the CPU (autocast).",
 )
 CPU = click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")
+# --report-to names (Accelerate's tracker names) → the package each needs; the first three are dla-core extras
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard",
+    "mlflow": "mlflow",
+    "wandb": "wandb",
+    "comet_ml": "comet_ml",
+    "aim": "aim",
+    "clearml": "clearml",
+    "dvclive": "dvclive",
+}
+TRACKER_EXTRAS = ("tensorboard", "mlflow", "wandb")
+REPORT_TO_CHOICES = (*TRACKER_PACKAGES, "all", "none")
+
+
+def _trackers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    try:
+        items = choice_list(value, REPORT_TO_CHOICES, "--report-to")
+    except DlaError as e:
+        raise click.BadParameter(e.message) from None
+    if "none" in items and len(items) > 1:
+        raise click.BadParameter("'none' cannot be combined with trackers")
+    return tuple(t for t in dict.fromkeys(items) if t != "none")
+
+
+REPORT_TO = click.option(
+    "--report-to",
+    default="none",
+    show_default=True,
+    callback=_trackers,
+    help=f"Trackers to log to, comma-separated: {', '.join(REPORT_TO_CHOICES)}. They write into the run folder "
+    "(TensorBoard event files; MLflow to mlruns/ unless MLFLOW_TRACKING_URI is set).",
+)
 VERBOSE = click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 
 #### Hyperparameters (defaults differ per command, hence factories) ####
@@ -171,6 +203,7 @@ def train_options(
         SEED,
         PRECISION,
         CPU,
+        REPORT_TO,
     )
 
 
@@ -200,9 +233,15 @@ def choice_list(value: str, choices: Sequence[str], what: str) -> list[str]:
 
 
 def setup_logging(verbose: int) -> None:
+    """Warnings by default (the progress bar and the command's summary say the rest), per-epoch lines with -v,
+    debug with -vv. Under several processes only the main one logs below errors: one voice, not N copies."""
+    from dla_core.seeding import is_main_process
+
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if not is_main_process():
+        level = logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("dla_core").setLevel(min(level, logging.INFO))
+    logging.getLogger("dla_core").setLevel(level)
 
 
 def _os_error_message(e: OSError) -> str:

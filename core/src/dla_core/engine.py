@@ -2,7 +2,11 @@
 
 The loop reads like plain PyTorch in Accelerate's fixed order: Accelerator → seed → optimizer → schedule →
 ``prepare`` → forward/backward per batch → reduce metrics across processes. Written once here: mixed precision,
-gradient accumulation, clipping, DDP, per-layer gradient norms, checkpoints every epoch, ``--resume``, Ctrl-C.
+gradient accumulation, clipping, DDP, per-layer gradient norms, checkpoints every epoch, ``--resume``, Ctrl-C,
+and the trackers of ``--report-to`` (per-step loss and learning rate, per-epoch records, the config).
+
+The caller makes the accelerator (``make_accelerator``) and passes it to ``fit`` and ``evaluate``; it carries the
+precision, because Accelerate's own setting is fixed for the whole process once made.
 
 Reproducibility: every optimizer step reseeds torch from (seed, epoch, batch, rank) and the batches draw their
 order and augmentation from (seed, epoch), so a resumed run replays exactly what the uninterrupted run did.
@@ -14,22 +18,27 @@ Runs unchanged under ``accelerate launch --multi_gpu`` and, on CPUs, ``torchrun 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib.util
 import logging
 import math
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate.utils import AutocastKwargs
 from tqdm.auto import tqdm
 
+from dla_core.cli import TRACKER_EXTRAS, TRACKER_PACKAGES
 from dla_core.data.batches import Batches
 from dla_core.errors import DlaError, NonFiniteLossError
 from dla_core.runs import RunDir
@@ -71,7 +80,17 @@ class StepOutput:
     correct: torch.Tensor | None = None  # number of correct predictions, when that means something
 
 
-Step = Callable[[nn.Module, Any], StepOutput]
+class Step(Protocol):
+    """One batch's forward pass and loss: what ``fit`` and ``evaluate`` call (``fit`` runs the backward)."""
+
+    def __call__(self, model: nn.Module, batch: Any) -> StepOutput: ...
+
+
+@runtime_checkable
+class SetupStep(Step, Protocol):
+    """A step with state on the device (a teacher, lookup tables): ``fit`` calls ``setup`` once, before training."""
+
+    def setup(self, accelerator: Accelerator) -> None: ...
 
 
 def classification_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
@@ -91,11 +110,57 @@ class FitResult:
         return self.history[-1] if self.history else {}
 
 
-#### Accelerator, optimizer, schedule ####
+#### Accelerator: devices, processes, trackers; mixed precision of our own ####
+
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def make_accelerator(precision: str = "no", cpu: bool = False) -> Accelerator:
-    """An Accelerator that says so when it cannot honour the precision asked for."""
+class DlaAccelerator(Accelerator):
+    """Accelerate's Accelerator for the device, the processes and the trackers, with its own mixed precision.
+
+    Accelerate keeps mixed precision in one process-wide state that refuses to change once set, while a study,
+    the tests or a Python session train at several precisions in one process. So Accelerate is always asked
+    for fp32 and the precision lives on this object: ``autocast()`` applies it (``fit`` and ``evaluate`` run
+    every step inside it) and ``grad_scaler()`` gives ``fit`` the loss scaler fp16 needs.
+    """
+
+    def __init__(self, precision: str = "no", **kwargs: Any):
+        if precision != "no" and precision not in _AUTOCAST_DTYPES:
+            raise DlaError(f"unknown precision {precision!r} (choose no, fp16 or bf16)")
+        super().__init__(mixed_precision="no", **kwargs)
+        self.precision = precision
+
+    @contextlib.contextmanager
+    def autocast(self, autocast_handler: AutocastKwargs | None = None) -> Iterator[None]:
+        """Autocast to this accelerator's precision (a no-op at fp32); ``autocast_handler`` as in Accelerate."""
+        if self.precision == "no":
+            yield
+            return
+        handler = autocast_handler if autocast_handler is not None else self.autocast_handler
+        options = handler.to_kwargs() if handler is not None else {}
+        with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision], **options):
+            yield
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """A fresh loss scaler for fp16 (whose small range underflows small gradients); None otherwise."""
+        return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+
+
+def make_accelerator(
+    precision: str = "no",
+    cpu: bool = False,
+    *,
+    report_to: Sequence[str] = (),
+    project_dir: Path | str | None = None,
+    run_name: str | None = None,
+    config: Any = None,
+) -> DlaAccelerator:
+    """An accelerator that says so when it cannot honour the precision asked for.
+
+    ``report_to`` names trackers (``cli.REPORT_TO``); they write under ``project_dir`` (the run folder: TensorBoard
+    event files in ``<run>/<run_name>``, MLflow in ``<run>/mlruns`` unless MLFLOW_TRACKING_URI is set) and get
+    ``config`` flattened as hyperparameters. End them with ``finish_tracking``.
+    """
     has_gpu = torch.cuda.is_available() or (
         hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     )
@@ -105,12 +170,78 @@ def make_accelerator(precision: str = "no", cpu: bool = False) -> Accelerator:
             "--precision fp16 needs a GPU; on the CPU this run uses fp32 (bf16 autocast does run on CPUs)"
         )
         precision = "no"
-    # Accelerate keeps one process-wide state; a later run in the same process (a study, a test, the Python API)
-    # may ask for another precision. The process group (PartialState) is kept.
-    state = AcceleratorState._shared_state
-    if state and (state.get("_mixed_precision") != precision or state.get("_cpu", cpu) != cpu):
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=cpu, mixed_precision=precision)
+    trackers = _check_trackers(report_to)
+    if trackers and project_dir is None:
+        raise DlaError(f"--report-to {','.join(trackers)} needs a run folder to write into")
+    if "mlflow" in trackers and not os.environ.get("MLFLOW_TRACKING_URI"):
+        import mlflow
+
+        mlflow.set_tracking_uri((Path(project_dir) / "mlruns").resolve().as_uri())  # type: ignore[arg-type]
+    try:
+        acc = DlaAccelerator(precision, cpu=cpu, log_with=trackers or None, project_dir=project_dir)
+    except ValueError as e:
+        if "already been initialized" not in str(e):
+            raise
+        # Accelerate's device and process group are process-wide: a GPU process cannot turn to the CPU
+        raise DlaError("this process already trains on the GPU; run --cpu in a new process") from None
+    if trackers:
+        name = run_name or Path(project_dir).name  # type: ignore[arg-type]
+        acc.init_trackers(name, config=flatten_config(config) if config is not None else None)
+    return acc
+
+
+def _tracker_available(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _check_trackers(report_to: Sequence[str]) -> list[str]:
+    """The trackers to start ('all' as Accelerate reads it); a missing package is a one-line error."""
+    trackers = [t for t in dict.fromkeys(report_to) if t != "none"]
+    for name in trackers:
+        if name == "all":
+            continue
+        if name not in TRACKER_PACKAGES:
+            raise DlaError(
+                f"unknown tracker {name!r} (choose from {', '.join(TRACKER_PACKAGES)}, all or none)"
+            )
+        package = TRACKER_PACKAGES[name]
+        if not _tracker_available(package):
+            how = f"dla-core[{name}]" if name in TRACKER_EXTRAS else package
+            raise DlaError(f"--report-to {name} needs the {package!r} package: pip install {how}")
+    return trackers
+
+
+def flatten_config(config: Any, prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A (nested) config as flat ``a.b`` keys with values every tracker accepts as hyperparameters."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = {f.name: getattr(config, f.name) for f in fields(config)}
+    if not isinstance(config, Mapping):
+        raise TypeError(f"a config is a dataclass or a mapping, not {type(config).__name__}")
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            flat.update(flatten_config(value, f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:  # None, paths, lists
+            flat[name] = str(value)
+    return flat
+
+
+def finish_tracking(
+    accelerator: Accelerator, final_metrics: Mapping[str, Any], step: int | None = None
+) -> None:
+    """Log the run's final numbers (test metrics, sizes) to its trackers and close them."""
+    numbers = {
+        k: v for k, v in final_metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    if numbers:
+        accelerator.log(numbers, step=step)
+    accelerator.end_training()
+
+
+#### Optimizer, schedule ####
 
 
 def make_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -162,35 +293,30 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
-    batches: Batches,
-    *,
-    step: Step = classification_step,
-    accelerator: Accelerator | None = None,
+    model: nn.Module, batches: Batches, *, accelerator: DlaAccelerator, step: Step = classification_step
 ) -> dict[str, float]:
-    """Mean loss and accuracy over every example, summed across processes."""
-    acc = accelerator or make_accelerator()
+    """Mean loss over every example, summed across processes; accuracy too where the step counts correct ones."""
+    acc = accelerator
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, device=acc.device, dtype=torch.float64)  # loss·n, correct, n
+    sums = torch.zeros(
+        4, device=acc.device, dtype=torch.float64
+    )  # loss·n, correct, n, n with a correct count
     with acc.autocast():
         for batch in batches.iterate(0, rank=acc.process_index, world=acc.num_processes, device=acc.device):
             out = step(model, batch)
-            correct = (
-                out.correct if out.correct is not None else torch.tensor(float("nan"), device=acc.device)
-            )
-            sums += torch.stack(
-                [
-                    out.loss.detach().double() * out.count,
-                    correct.double(),
-                    torch.tensor(out.count, device=acc.device, dtype=torch.float64),
-                ]
-            )
+            n = sums.new_tensor(float(out.count))
+            counted = out.correct is not None
+            correct = out.correct.double() if counted else sums.new_zeros(())  # type: ignore[union-attr]
+            sums += torch.stack([out.loss.detach().double() * out.count, correct, n, n if counted else 0 * n])
     model.train(was_training)
-    loss_n, correct, n = (
+    loss_n, correct, n, n_counted = (
         acc.reduce(sums, reduction="sum").tolist() if acc.num_processes > 1 else sums.tolist()
     )
-    return {"loss": loss_n / max(n, 1), "accuracy": correct / max(n, 1)}
+    result = {"loss": loss_n / max(n, 1)}
+    if n_counted > 0:  # no accuracy for steps without one (an autoencoder's reconstruction), rather than nan
+        result["accuracy"] = correct / max(n_counted, 1)
+    return result
 
 
 #### Ctrl-C ####
@@ -268,172 +394,272 @@ def fit(
     train: Batches,
     cfg: TrainConfig,
     *,
+    accelerator: DlaAccelerator,
     step: Step = classification_step,
     val: Batches | None = None,
     eval_step: Step = classification_step,
     run: RunDir | None = None,
     resume: bool = False,
-    params: Iterable[Any] | None = None,
-    callbacks: Sequence[Callable[[dict[str, float], nn.Module], None]] = (),
-    accelerator: Accelerator | None = None,
     desc: str = "train",
 ) -> FitResult:
-    """Train ``model`` on ``train`` for ``cfg.epochs`` epochs; validate on ``val`` after each epoch.
+    """Train ``model`` on ``train`` for ``cfg.epochs`` epochs; validate on ``val`` with ``eval_step`` after each.
 
-    ``step(model, batch)`` returns the batch's mean loss (and correct count); ``params`` defaults to every
-    parameter that requires grad. With ``run``, the history goes to ``metrics.json`` and a checkpoint to
-    ``checkpoint.pt`` after every epoch; ``resume`` continues from that checkpoint.
+    ``step(model, batch)`` returns the batch's mean loss (and correct count); every parameter that requires grad
+    is trained. ``accelerator`` (``make_accelerator(cfg.precision, …)``) decides the device, the processes, the
+    precision and the trackers. With ``run``, the history goes to ``metrics.json`` and a checkpoint to
+    ``checkpoint.pt`` after every epoch; ``resume`` continues from that checkpoint. ``desc`` labels the bar.
     """
-    acc = accelerator or make_accelerator(cfg.precision, cfg.cpu)
-    seed_everything(cfg.seed)
-    rank, world = acc.process_index, acc.num_processes
-    n_batches = train.num_batches(world) if hasattr(train, "num_batches") else len(train)
-    if n_batches == 0:
-        raise DlaError("no training data: the training split is empty")
-    steps_per_epoch = -(-n_batches // cfg.grad_accum)
-
-    model = model.to(acc.device)
-    optimizer = make_optimizer(
-        params if params is not None else (p for p in model.parameters() if p.requires_grad), cfg
-    )
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
-    if hasattr(step, "setup"):
-        step.setup(acc)  # e.g. a distillation step moves its teacher to the device
-    model, optimizer = acc.prepare(model, optimizer)
-    raw = acc.unwrap_model(model)
-    grad_norms = _GradNorms(raw, acc.device) if cfg.log_grad_norms else None
-
-    history: list[dict[str, float]] = []
-    norms_history: dict[str, list[float]] = {}
-    start_epoch, start_batch = 0, 0
-    sums = torch.zeros(3, device=acc.device, dtype=torch.float64)  # loss·n, correct, n (committed steps)
+    expected = "no" if cfg.precision == "fp16" and accelerator.device.type == "cpu" else cfg.precision
+    if accelerator.precision != expected:
+        raise DlaError(
+            f"the accelerator runs at precision {accelerator.precision!r} but the config asks for "
+            f"{cfg.precision!r}: make it with make_accelerator(cfg.precision, …)"
+        )
+    loop = _Loop(model, train, cfg, accelerator, step, run, desc)
     state = run.load_checkpoint() if (run is not None and resume) else None
     if state is not None:
-        raw.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if acc.scaler is not None and state.get("scaler"):
-            acc.scaler.load_state_dict(state["scaler"])
-        start_epoch, start_batch = state["epoch"], state["batch"]
-        history, norms_history = list(state["history"]), dict(state["grad_norms"])
-        sums = state["sums"].to(acc.device)
-        if grad_norms is not None and "grad_norm_sums" in state:
-            grad_norms.load_state_dict(state["grad_norm_sums"])
-        log.info("resumed %s at epoch %d, batch %d", run.path if run else "", start_epoch + 1, start_batch)
+        loop.restore(state)
+    with _StopFlag() as stop:
+        for epoch in range(loop.start_epoch, cfg.epochs):
+            seconds, has_accuracy = loop.train_epoch(epoch, stop)
+            loop.end_epoch(epoch, seconds, has_accuracy, val, eval_step)
+    return FitResult(loop.raw, loop.history, loop.norms_history)
 
-    def checkpoint(epoch: int, batch: int) -> None:
-        if run is None:
-            return
-        if acc.is_main_process:
-            run.save_checkpoint(
-                {
-                    "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": acc.scaler.state_dict() if acc.scaler is not None else {},
-                    "epoch": epoch,
-                    "batch": batch,
-                    "history": history,
-                    "grad_norms": norms_history,
-                    "sums": sums.cpu(),
-                    **({"grad_norm_sums": grad_norms.state_dict()} if grad_norms is not None else {}),
-                }
+
+class _Loop:
+    """What one ``fit`` holds between its parts: prepared model and optimizer, the running sums, the history.
+
+    Every optimizer step reseeds torch from (seed, epoch, batch, rank); the sums of the current epoch, the
+    gradient-norm sums and the history go into each checkpoint, so a resumed run replays the uninterrupted one.
+    """
+
+    LOG_EVERY = 25  # optimizer steps between the loss checks that read a value from the device
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: Batches,
+        cfg: TrainConfig,
+        acc: DlaAccelerator,
+        step: Step,
+        run: RunDir | None,
+        desc: str,
+    ):
+        self.train, self.cfg, self.acc, self.step, self.run, self.desc = train, cfg, acc, step, run, desc
+        seed_everything(cfg.seed)
+        self.n_batches = train.num_batches(acc.num_processes)
+        if self.n_batches == 0:
+            raise DlaError("no training data: the training split is empty")
+        self.steps_per_epoch = -(-self.n_batches // cfg.grad_accum)
+        model = model.to(acc.device)
+        optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
+        self.scheduler = make_scheduler(optimizer, cfg, self.steps_per_epoch)
+        if isinstance(step, SetupStep):
+            step.setup(acc)  # e.g. a distillation step moves its teacher to the device
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.raw = acc.unwrap_model(self.model)
+        self.scaler = acc.grad_scaler()
+        self.grad_norms = _GradNorms(self.raw, acc.device) if cfg.log_grad_norms else None
+        self.history: list[dict[str, float]] = []
+        self.norms_history: dict[str, list[float]] = {}
+        self.start_epoch, self.start_batch = 0, 0
+        self.sums = torch.zeros(3, device=acc.device, dtype=torch.float64)  # loss·n, correct, n (committed)
+        self.logged = (0.0, 0.0)  # loss·n, n of the sums when the loss was last sent to the trackers
+
+    #### Restore ####
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.raw.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.start_batch = state["epoch"], state["batch"]
+        self.history, self.norms_history = list(state["history"]), dict(state["grad_norms"])
+        self.sums = state["sums"].to(self.acc.device)
+        if self.grad_norms is not None and "grad_norm_sums" in state:
+            self.grad_norms.load_state_dict(state["grad_norm_sums"])
+        loss_n, _, n = self.sums.tolist()
+        self.logged = (loss_n, n)
+        where = self.run.path if self.run is not None else ""
+        log.info("resumed %s at epoch %d, batch %d", where, self.start_epoch + 1, self.start_batch)
+
+    #### One epoch ####
+
+    def train_epoch(self, epoch: int, stop: _StopFlag) -> tuple[float, bool]:
+        """Train one epoch from ``start_batch``; the seconds it took and whether the step counts correct ones."""
+        acc, cfg = self.acc, self.cfg
+        self.model.train()
+        t0 = time.perf_counter()
+        pending = torch.zeros_like(self.sums)  # sums of the batches since the last optimizer step
+        has_accuracy = bool(self.history) and "train_accuracy" in self.history[-1]
+        bar = tqdm(
+            total=self.n_batches,
+            initial=self.start_batch,
+            desc=f"{self.desc} {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            **({} if acc.is_local_main_process else {"disable": True}),  # TQDM_DISABLE=1 still works
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+        batches = self.train.iterate(
+            epoch, rank=acc.process_index, world=acc.num_processes, device=acc.device, start=self.start_batch
+        )
+        for i, batch in enumerate(batches, start=self.start_batch):
+            out = self._forward_backward(epoch, i, batch)
+            has_accuracy = out.correct is not None
+            correct = out.correct.double() if has_accuracy else pending.new_zeros(())  # type: ignore[union-attr]
+            pending += torch.stack(
+                [out.loss.detach().double() * out.count, correct, pending.new_tensor(float(out.count))]
             )
-        acc.wait_for_everyone()
+            bar.update(1)
+            if not self._closes_group(i):
+                continue
+            self._optimizer_step()
+            self.sums += pending
+            pending.zero_()
+            self._report_step(epoch, i, bar)
+            if _agreed(acc, stop.set, i):
+                bar.close()
+                self.checkpoint(epoch, i + 1)
+                where = (
+                    f"; rerun with --resume to continue from {self.run.path}" if self.run is not None else ""
+                )
+                raise Interrupted(
+                    f"interrupted in epoch {epoch + 1} at batch {i + 1}/{self.n_batches}{where}"
+                )
+        bar.close()
+        if acc.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, has_accuracy
 
-    def check_finite(epoch: int, batch: int) -> None:
-        if not math.isfinite(sums[0].item()):
-            kept = f"; the last good checkpoint is kept in {run.checkpoint_path}" if run is not None else ""
+    def _closes_group(self, i: int) -> bool:
+        """Whether batch ``i`` is the last of its gradient-accumulation group (then the optimizer steps)."""
+        return (i + 1) % self.cfg.grad_accum == 0 or i + 1 == self.n_batches
+
+    def _forward_backward(self, epoch: int, i: int, batch: Any) -> StepOutput:
+        cfg, acc = self.cfg, self.acc
+        if i % cfg.grad_accum == 0:  # randomness inside the step (dropout, random starts) is replayable
+            torch.manual_seed(hash((cfg.seed, epoch, i, acc.process_index)) & 0x7FFF_FFFF)
+        with contextlib.nullcontext() if self._closes_group(i) else acc.no_sync(self.model):
+            with acc.autocast():
+                out = self.step(self.model, batch)
+            loss = out.loss / cfg.grad_accum if cfg.grad_accum > 1 else out.loss
+            acc.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
+        return out
+
+    def _optimizer_step(self) -> None:
+        inner = self.optimizer.optimizer  # the torch optimizer inside Accelerate's wrapper
+        if self.scaler is not None:
+            self.scaler.unscale_(inner)  # the norms and the clipping see true gradients
+        if self.grad_norms is not None:
+            self.grad_norms.add()
+        if self.cfg.clip is not None:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        skipped = False
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # fp16: a step with inf/nan gradients is skipped and the scale shrinks
+            scale = self.scaler.get_scale()
+            self.scaler.step(inner)
+            self.scaler.update()
+            skipped = self.scaler.get_scale() < scale
+        if not skipped:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _report_step(self, epoch: int, i: int, bar: tqdm) -> None:
+        """The learning rate to the trackers every optimizer step; every LOG_EVERY steps, the one read from the
+        device: the loss is checked, shown on the bar and sent to the trackers (its mean since the last send)."""
+        group = i // self.cfg.grad_accum
+        step = epoch * self.steps_per_epoch + group + 1
+        values: dict[str, float] = {"train/lr": self.optimizer.param_groups[0]["lr"]}
+        if group % self.LOG_EVERY == 0:
+            loss_n, _, n = self.sums.tolist()
+            self._check_finite(epoch, i + 1, loss_n)
+            bar.set_postfix(loss=f"{loss_n / max(n, 1):.4f}", refresh=False)
+            if n > self.logged[1]:
+                values["train/loss"] = (loss_n - self.logged[0]) / (n - self.logged[1])
+            self.logged = (loss_n, n)
+        if self.acc.trackers:
+            self.acc.log(values, step=step)
+
+    def _check_finite(self, epoch: int, batch: int, loss_n: float) -> None:
+        if not math.isfinite(loss_n):
+            kept = (
+                f"; the last good checkpoint is kept in {self.run.checkpoint_path}"
+                if self.run is not None
+                else ""
+            )
             raise NonFiniteLossError(
                 f"loss became non-finite in epoch {epoch + 1} (by batch {batch}){kept}; "
                 "try a lower --lr, --clip, or --precision no"
             )
 
-    scale = (lambda: acc.scaler.get_scale()) if acc.scaler is not None else (lambda: 1.0)
-    with _StopFlag() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            pending = torch.zeros_like(sums)
-            has_accuracy = bool(history) and "train_accuracy" in history[-1]
-            bar = tqdm(
-                total=n_batches,
-                initial=start_batch,
-                desc=f"{desc} {epoch + 1}/{cfg.epochs}",
-                leave=False,
-                **({} if acc.is_local_main_process else {"disable": True}),  # TQDM_DISABLE=1 still works
-                dynamic_ncols=True,
-                mininterval=0.5,
+    #### End of epoch ####
+
+    def end_epoch(
+        self, epoch: int, seconds: float, has_accuracy: bool, val: Batches | None, eval_step: Step
+    ) -> dict[str, float]:
+        """Reduce the epoch's sums across processes, validate, record, checkpoint; the epoch's record."""
+        acc = self.acc
+        total = acc.reduce(self.sums.clone(), reduction="sum") if acc.num_processes > 1 else self.sums
+        loss_n, correct, n = total.tolist()
+        self._check_finite(epoch, self.n_batches, loss_n)
+        record: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_n / max(n, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_seconds": round(seconds, 4),
+        }
+        if has_accuracy:
+            record["train_accuracy"] = correct / max(n, 1)
+        if val is not None:
+            v = evaluate(self.model, val, step=eval_step, accelerator=acc)
+            record.update({f"val_{k}": value for k, value in v.items()})  # val_loss, and val_accuracy if any
+        self.history.append(record)
+        if self.grad_norms is not None:
+            for name, value in self.grad_norms.epoch_means().items():
+                self.norms_history.setdefault(name, []).append(value)
+        self.sums.zero_()
+        self.logged = (0.0, 0.0)
+        self.start_batch = 0
+        if self.run is not None and acc.is_main_process:
+            self.run.update_metrics(
+                history=self.history, **({"grad_norms": self.norms_history} if self.norms_history else {})
             )
-            batches = train.iterate(epoch, rank=rank, world=world, device=acc.device, start=start_batch)
-            for i, batch in enumerate(batches, start=start_batch):
-                group_start = i % cfg.grad_accum == 0
-                if group_start:  # randomness inside the step (dropout, random starts) is replayable
-                    torch.manual_seed(hash((cfg.seed, epoch, i, rank)) & 0x7FFF_FFFF)
-                boundary = (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches
-                with contextlib.nullcontext() if boundary else acc.no_sync(model):
-                    out = step(model, batch)
-                    acc.backward(out.loss / cfg.grad_accum if cfg.grad_accum > 1 else out.loss)
-                has_accuracy = out.correct is not None
-                correct = out.correct.double() if has_accuracy else pending.new_zeros(())
-                pending += torch.stack(
-                    [out.loss.detach().double() * out.count, correct, pending.new_tensor(float(out.count))]
-                )
-                bar.update(1)
-                if not boundary:
-                    continue
-                if grad_norms is not None:
-                    grad_norms.add(scale())
-                if cfg.clip is not None:
-                    acc.clip_grad_norm_(model.parameters(), cfg.clip)
-                optimizer.step()
-                if not acc.optimizer_step_was_skipped:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                sums += pending
-                pending.zero_()
-                if (i // cfg.grad_accum) % 25 == 0:
-                    check_finite(epoch, i + 1)
-                    bar.set_postfix(loss=f"{sums[0].item() / max(sums[2].item(), 1):.4f}", refresh=False)
-                if _agreed(acc, stop.set, i):
-                    bar.close()
-                    checkpoint(epoch, i + 1)
-                    where = f"; rerun with --resume to continue from {run.path}" if run is not None else ""
-                    raise Interrupted(f"interrupted in epoch {epoch + 1} at batch {i + 1}/{n_batches}{where}")
-            bar.close()
-            if acc.device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
-            total = acc.reduce(sums.clone(), reduction="sum") if world > 1 else sums
-            loss_n, correct, n = total.tolist()
-            if not math.isfinite(loss_n):
-                check_finite(epoch, n_batches)
-            record: dict[str, float] = {
-                "epoch": epoch + 1,
-                "train_loss": loss_n / max(n, 1),
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_seconds": round(seconds, 4),
-            }
-            if has_accuracy:
-                record["train_accuracy"] = correct / max(n, 1)
-            if val is not None:
-                v = evaluate(model, val, step=eval_step, accelerator=acc)
-                record["val_loss"], record["val_accuracy"] = v["loss"], v["accuracy"]
-            history.append(record)
-            if grad_norms is not None:
-                for name, value in grad_norms.epoch_means().items():
-                    norms_history.setdefault(name, []).append(value)
-            for cb in callbacks:
-                cb(record, raw)
-            sums.zero_()
-            start_batch = 0
-            if run is not None and acc.is_main_process:
-                run.update_metrics(
-                    history=history, **({"grad_norms": norms_history} if norms_history else {})
-                )
-            checkpoint(epoch + 1, 0)
-            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
-    return FitResult(raw, history, norms_history)
+        self.checkpoint(epoch + 1, 0)
+        log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
+        if acc.trackers:
+            epoch_values = {f"epoch/{k}": v for k, v in record.items() if k != "epoch"}
+            acc.log(epoch_values, step=(epoch + 1) * self.steps_per_epoch)
+        return record
+
+    def checkpoint(self, epoch: int, batch: int) -> None:
+        """Everything a resume at (epoch, batch) needs; written by the main process, awaited by all."""
+        if self.run is None:
+            return
+        acc = self.acc
+        if acc.is_main_process:
+            self.run.save_checkpoint(
+                {
+                    "model": {k: v.detach().cpu() for k, v in self.raw.state_dict().items()},
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                    "epoch": epoch,
+                    "batch": batch,
+                    "history": self.history,
+                    "grad_norms": self.norms_history,
+                    "sums": self.sums.cpu(),
+                    **(
+                        {"grad_norm_sums": self.grad_norms.state_dict()}
+                        if self.grad_norms is not None
+                        else {}
+                    ),
+                }
+            )
+        acc.wait_for_everyone()
 
 
 def _agreed(acc: Accelerator, flag: bool, i: int) -> bool:

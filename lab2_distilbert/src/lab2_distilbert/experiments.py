@@ -287,7 +287,7 @@ def _train(
             "trainable_fraction": trainable / total,
             "wall_seconds": round(wall, 3),
             "train_samples_per_second": round(samples_per_epoch * epochs / max(train_seconds, 1e-9), 2),
-            "precision": acc.mixed_precision,
+            "precision": acc.precision,
             "device": str(acc.device),
             **(extra or {}),
             **({"warnings": warnings} if warnings else {}),

@@ -22,7 +22,11 @@ class Batches(Protocol):
     """What ``engine.fit`` and ``engine.evaluate`` iterate over (images here; token batches in lab2)."""
 
     def __len__(self) -> int:
-        """Batches per epoch; the same on every process."""
+        """Batches per epoch in one process."""
+        ...
+
+    def num_batches(self, world: int) -> int:
+        """Batches per epoch when ``world`` processes share each batch; the same on every process."""
         ...
 
     def iterate(
