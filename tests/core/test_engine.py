@@ -357,3 +357,183 @@ def test_evaluate_without_accuracy_step(digits):
 
     out = evaluate(mlp(digits), ImageBatches(digits.val, 64), step=loss_only, accelerator=make_accelerator())
     assert math.isfinite(out["loss"]) and "accuracy" not in out  # no nan for a metric that does not apply
+
+
+def test_fit_refuses_an_accelerator_at_another_precision(digits):
+    with pytest.raises(DlaError, match="accelerator runs at precision 'no' but the config asks for 'bf16'"):
+        fit(
+            mlp(digits),
+            ImageBatches(digits.train, 64),
+            TrainConfig(precision="bf16"),
+            accelerator=make_accelerator(),
+        )
+
+
+PRECISION_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from dla_core.data import ImageBatches, load_splits
+    from dla_core.engine import TrainConfig, fit, make_accelerator
+    from dla_core.models import ModelConfig, build_model
+    precision, out = sys.argv[1], sys.argv[2]
+    s = load_splits("digits")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("mlp", s.train.shape, 10, depth=2, width=32))
+    r = fit(model, ImageBatches(s.train, 128, shuffle=True), TrainConfig(epochs=1, precision=precision),
+            accelerator=make_accelerator(precision), val=ImageBatches(s.val, 256))
+    torch.save({"state": r.model.state_dict(), "history": r.history}, out)
+    """
+)
+
+
+def test_precisions_change_within_one_process_as_in_fresh_processes(digits, tmp_path):
+    """fp32 → bf16 → fp32 in one process (a study, a Python session) give what fresh processes give."""
+
+    def train(precision):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig("mlp", digits.train.shape, 10, depth=2, width=32))
+        r = fit(
+            model,
+            ImageBatches(digits.train, 128, shuffle=True),
+            TrainConfig(epochs=1, precision=precision),
+            accelerator=make_accelerator(precision),
+            val=ImageBatches(digits.val, 256),
+        )
+        return {"state": r.model.state_dict(), "history": r.history}
+
+    here = [train("no"), train("bf16"), train("no")]
+    script = tmp_path / "precision.py"
+    script.write_text(PRECISION_SCRIPT)
+    fresh = {}
+    for precision in ("no", "bf16"):
+        out = tmp_path / f"{precision}.pt"
+        env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+        subprocess.run([sys.executable, str(script), precision, str(out)], check=True, env=env, timeout=300)
+        fresh[precision] = torch.load(out, weights_only=True)
+    for got, precision in zip(here, ("no", "bf16", "no"), strict=True):
+        want = fresh[precision]
+        for k, v in want["state"].items():
+            assert torch.equal(got["state"][k].cpu(), v), (precision, k)
+        drop = ("epoch_seconds",)
+        assert [{k: v for k, v in h.items() if k not in drop} for h in got["history"]] == [
+            {k: v for k, v in h.items() if k not in drop} for h in want["history"]
+        ], precision
+    assert here[0]["history"][0]["train_loss"] != here[1]["history"][0]["train_loss"]  # bf16 really differs
+
+
+def test_epoch_records_leave_out_metrics_that_do_not_apply(digits):
+    def loss_only(model, batch):
+        x, y = batch
+        return StepOutput(torch.nn.functional.cross_entropy(model(x), y), len(y))
+
+    result = fit(
+        mlp(digits),
+        ImageBatches(digits.train, 256, shuffle=True),
+        TrainConfig(epochs=1),
+        accelerator=make_accelerator(),
+        step=loss_only,
+        val=ImageBatches(digits.val, 256),
+        eval_step=loss_only,
+    )
+    (record,) = result.history
+    assert set(record) == {"epoch", "train_loss", "lr", "epoch_seconds", "val_loss"}
+    assert all(math.isfinite(v) for v in record.values())
+
+
+def test_a_step_with_setup_is_set_up_once_with_the_accelerator(digits):
+    class Counting:
+        def __init__(self):
+            self.setups = []
+
+        def setup(self, accelerator):
+            self.setups.append(accelerator)
+
+        def __call__(self, model, batch):
+            return classification_step(model, batch)
+
+    step, acc = Counting(), make_accelerator()
+    fit(
+        mlp(digits),
+        ImageBatches(digits.train, 256, shuffle=True),
+        TrainConfig(epochs=2),
+        accelerator=acc,
+        step=step,
+    )
+    assert step.setups == [acc]
+
+
+#### Trackers ####
+
+
+def test_report_to_tensorboard_writes_step_and_epoch_scalars_into_the_run_folder(digits, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dla_core.engine import finish_tracking
+
+    cfg = TrainConfig(epochs=2, lr=3e-3)
+    run = RunDir.create(tmp_path / "run", {"train": cfg}, command="test")
+    acc = make_accelerator(
+        report_to=("tensorboard",), project_dir=run.path, config={"train": cfg, "out": run.path}
+    )
+    train = ImageBatches(digits.train, 32, shuffle=True)
+    result = fit(mlp(digits), train, cfg, accelerator=acc, val=ImageBatches(digits.val, 256), run=run)
+    steps = train.num_batches(1)  # optimizer steps per epoch
+    assert steps > 25  # the loss is read from the device every 25 steps: twice an epoch here
+    finish_tracking(acc, {"test_accuracy": 0.5, "note": "not a number"}, step=2 * steps)
+
+    folder = run.path / "run"  # the tracker's run name defaults to the run folder's name
+    assert list(folder.glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "epoch/train_loss", "epoch/val_loss", "epoch/val_accuracy"} <= scalars
+    assert "test_accuracy" in scalars and "note" not in scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 26, steps + 1, steps + 26]
+    assert len(events.Scalars("train/lr")) == 2 * steps
+    epoch_loss = events.Scalars("epoch/train_loss")
+    assert [e.step for e in epoch_loss] == [steps, 2 * steps]
+    assert [e.value for e in epoch_loss] == pytest.approx([h["train_loss"] for h in result.history], rel=1e-6)
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    hparams = [p for p in folder.rglob("events.out.tfevents.*") if p.parent != folder]  # add_hparams' own run
+    assert hparams, "the config was not logged as hyperparameters"
+
+
+def test_config_is_flattened_into_hyperparameters(tmp_path):
+    from dla_core.engine import flatten_config
+
+    flat = flatten_config({"train": TrainConfig(clip=None), "out": tmp_path, "eps": [0.1, 0.2], "name": "x"})
+    assert flat["train.lr"] == 1e-3 and flat["train.clip"] == "None" and flat["train.cpu"] is False
+    assert flat["out"] == str(tmp_path) and flat["eps"] == "[0.1, 0.2]" and flat["name"] == "x"
+
+
+def test_a_missing_tracker_package_is_a_one_line_error(monkeypatch, tmp_path):
+    from dla_core import engine
+
+    monkeypatch.setattr(engine, "_tracker_available", lambda package: False)
+    with pytest.raises(DlaError) as e:
+        make_accelerator(report_to=("tensorboard",), project_dir=tmp_path)
+    assert e.value.message == (
+        "--report-to tensorboard needs the 'tensorboard' package: pip install dla-core[tensorboard]"
+    )
+    with pytest.raises(DlaError, match=r"needs the 'comet_ml' package: pip install comet_ml$"):
+        make_accelerator(report_to=("comet_ml",), project_dir=tmp_path)
+    make_accelerator(report_to=("none",), project_dir=tmp_path)  # nothing asked, nothing needed
+
+
+def test_mlflow_writes_into_the_run_folder_unless_a_tracking_uri_is_set(monkeypatch, tmp_path):
+    import types
+
+    from dla_core import engine
+
+    uris = []
+    monkeypatch.setitem(sys.modules, "mlflow", types.SimpleNamespace(set_tracking_uri=uris.append))
+    monkeypatch.setattr(engine, "_tracker_available", lambda package: True)
+    monkeypatch.setattr(engine, "DlaAccelerator", lambda precision, **kwargs: types.SimpleNamespace(
+        init_trackers=lambda *a, **k: None))  # fmt: skip
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    make_accelerator(report_to=("mlflow",), project_dir=tmp_path / "run")
+    assert uris == [(tmp_path / "run" / "mlruns").resolve().as_uri()]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    make_accelerator(report_to=("mlflow",), project_dir=tmp_path / "run")
+    assert len(uris) == 1
