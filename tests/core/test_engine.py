@@ -537,3 +537,23 @@ def test_mlflow_writes_into_the_run_folder_unless_a_tracking_uri_is_set(monkeypa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     make_accelerator(report_to=("mlflow",), project_dir=tmp_path / "run")
     assert len(uris) == 1
+
+
+def test_the_logged_loss_is_the_mean_since_the_last_log(digits, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dla_core.engine import _Loop
+
+    monkeypatch.setattr(_Loop, "LOG_EVERY", 1)  # read every step: each logged loss is that step's alone
+    acc = make_accelerator(report_to=("tensorboard",), project_dir=tmp_path, run_name="tb")
+    result = fit(
+        mlp(digits), ImageBatches(digits.train, 128, shuffle=True), TrainConfig(epochs=1), accelerator=acc
+    )
+    acc.end_training()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert len(losses) == len(ImageBatches(digits.train, 128, shuffle=True))
+    # equal batches (the last partial one is dropped): the epoch's loss is the mean of the steps' losses
+    assert sum(losses) / len(losses) == pytest.approx(result.history[0]["train_loss"], rel=1e-5)
+    assert losses[-1] != pytest.approx(result.history[0]["train_loss"], rel=1e-5)  # not a running mean
