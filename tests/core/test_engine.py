@@ -557,3 +557,29 @@ def test_the_logged_loss_is_the_mean_since_the_last_log(digits, tmp_path, monkey
     # equal batches (the last partial one is dropped): the epoch's loss is the mean of the steps' losses
     assert sum(losses) / len(losses) == pytest.approx(result.history[0]["train_loss"], rel=1e-5)
     assert losses[-1] != pytest.approx(result.history[0]["train_loss"], rel=1e-5)  # not a running mean
+
+
+def test_fp16_scales_the_loss_and_skips_a_step_whose_gradients_overflow(digits, tmp_path):
+    """fp16 with its GradScaler, forced on the CPU (make_accelerator would fall back to fp32 there)."""
+    from dla_core.engine import DlaAccelerator
+
+    calls = {"n": 0}
+
+    def nan_gradients_first(model, batch):
+        calls["n"] += 1
+        out = classification_step(model, batch)
+        if calls["n"] == 1:  # same loss value, nan gradients: d/dw sqrt(0·w) = 0·∞
+            out.loss = out.loss + torch.sqrt(0 * next(model.parameters()).sum())
+        return out
+
+    cfg = TrainConfig(epochs=1, lr=0.01, schedule="linear", precision="fp16")
+    run = RunDir.create(tmp_path / "fp16", {}, command="t")
+    train = ImageBatches(digits.train, 128, shuffle=True)
+    acc = DlaAccelerator("fp16", cpu=True)
+    result = fit(mlp(digits), train, cfg, accelerator=acc, step=nan_gradients_first, run=run)
+    steps = train.num_batches(1)
+    # the first step was skipped: the schedule advanced one step less, the scale halved, the weights stayed finite
+    assert result.history[0]["lr"] == pytest.approx(0.01 * lr_factor(steps - 1, steps, 0, "linear"))
+    assert run.load_checkpoint()["scaler"]["scale"] == 2.0**15
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert math.isfinite(result.history[0]["train_loss"])

@@ -409,8 +409,8 @@ def fit(
     precision and the trackers. With ``run``, the history goes to ``metrics.json`` and a checkpoint to
     ``checkpoint.pt`` after every epoch; ``resume`` continues from that checkpoint. ``desc`` labels the bar.
     """
-    expected = "no" if cfg.precision == "fp16" and accelerator.device.type == "cpu" else cfg.precision
-    if accelerator.precision != expected:
+    fell_back = cfg.precision == "fp16" and accelerator.precision == "no" and accelerator.device.type == "cpu"
+    if accelerator.precision != cfg.precision and not fell_back:
         raise DlaError(
             f"the accelerator runs at precision {accelerator.precision!r} but the config asks for "
             f"{cfg.precision!r}: make it with make_accelerator(cfg.precision, …)"
