@@ -66,12 +66,15 @@ def seeds_way(root: Path, epochs: int) -> float:
 
 def engine_way(root: Path, epochs: int) -> tuple[float, float]:
     from dla_core.data import ImageBatches, load_dataset
-    from dla_core.engine import TrainConfig, fit
+    from dla_core.engine import TrainConfig, fit, make_accelerator
 
     t0 = time.perf_counter()
     train, _ = load_dataset("mnist", root)
     result = fit(
-        model(0.1307, 0.3081), ImageBatches(train, 128, shuffle=True), TrainConfig(epochs=epochs, lr=1e-3)
+        model(0.1307, 0.3081),
+        ImageBatches(train, 128, shuffle=True),
+        TrainConfig(epochs=epochs, lr=1e-3),
+        accelerator=make_accelerator(),
     )
     total = time.perf_counter() - t0
     return sum(h["epoch_seconds"] for h in result.history) / epochs, total
