@@ -272,3 +272,10 @@ def test_a_teacher_or_source_folder_with_a_corrupt_file_is_a_one_line_error(
             assert not out.exists()
         else:  # the weights carry their own config: the other files are not read, the run goes on
             assert r.exit_code == 0, r.output
+
+
+def test_every_training_command_takes_report_to():
+    trains = [c for c in group.commands.values() if any(p.name == "epochs" for p in c.params)]
+    assert {c.name for c in trains} == {"train", "study", "transfer", "distill"}
+    for command in trains:
+        assert "report_to" in {p.name for p in command.params}, command.name

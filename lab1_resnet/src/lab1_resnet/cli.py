@@ -83,6 +83,7 @@ def _hyperparameters(epochs: int, lr: float, batch: int, optimizer: str = "adam"
         cli.CLIP,
         cli.PRECISION,
         cli.CPU,
+        cli.REPORT_TO,
     )
 
 
@@ -213,6 +214,7 @@ def study(depths: str, kinds: str, seeds: str, **opts) -> None:
 @cli.SEED
 @cli.PRECISION
 @cli.CPU
+@cli.REPORT_TO
 @RUNTIME
 def transfer(strategies: str, optimizers: str, **opts) -> None:
     """Transfer a trained network to a new dataset: frozen features + SVM / k-NN, fine-tuning strategies
