@@ -503,7 +503,7 @@ def test_config_is_flattened_into_hyperparameters(tmp_path):
     from dla_core.engine import flatten_config
 
     flat = flatten_config({"train": TrainConfig(clip=None), "out": tmp_path, "eps": [0.1, 0.2], "name": "x"})
-    assert flat["train.lr"] == 1e-3 and flat["train.clip"] == "None" and flat["train.cpu"] is False
+    assert flat["train.lr"] == 1e-3 and flat["train.clip"] == "None" and flat["train.seed"] == 0
     assert flat["out"] == str(tmp_path) and flat["eps"] == "[0.1, 0.2]" and flat["name"] == "x"
 
 

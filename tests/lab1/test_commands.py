@@ -279,3 +279,29 @@ def test_every_training_command_takes_report_to():
     assert {c.name for c in trains} == {"train", "study", "transfer", "distill"}
     for command in trains:
         assert "report_to" in {p.name for p in command.params}, command.name
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the TensorBoard event files of ``folder``, read with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_train_report_to_tensorboard_writes_event_files_into_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    lab1("train", "--depth", "1", "--width", "8", "--dataset", "digits:0-4", "--epochs", "2",
+         "--report-to", "tensorboard", "--out", out)  # fmt: skip
+    m = json.loads((out / "metrics.json").read_text())
+    scalars = tensorboard_scalars(out / "run")  # the tracker's run is named after the run folder
+    assert [v for _, v in scalars["epoch/train_loss"]] == pytest.approx(
+        [h["train_loss"] for h in m["history"]]
+    )
+    assert [v for _, v in scalars["epoch/val_accuracy"]] == pytest.approx(
+        [h["val_accuracy"] for h in m["history"]]
+    )
+    assert scalars["test_accuracy"][-1][1] == pytest.approx(m["test_accuracy"])
+    assert scalars["train/loss"] and scalars["train/lr"]
+    assert "report_to" not in json.loads((out / "config.json").read_text())["config"]

@@ -24,7 +24,7 @@ def digits_mlp(digits04):
     fit(
         model,
         ImageBatches(digits04.train, 64, shuffle=True),
-        TrainConfig(epochs=8, lr=3e-3, cpu=True),
+        TrainConfig(epochs=8, lr=3e-3),
         accelerator=make_accelerator(cpu=True),
     )
     return model.eval()

@@ -122,3 +122,23 @@ def test_runtime_options_stay_out_of_config_json(command, digits_run, tmp_path):
     if command in ("train", "train-ae"):  # one concise summary line
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"lab4 {command}: ") and lines[0].endswith(f"→ {out}")
+
+
+def test_train_report_to_tensorboard_writes_event_files_into_the_run_folder(tmp_path):
+    from click.testing import CliRunner
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lab4_ood.cli import group
+
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "digits:0-4", "--model", "mlp", "--depth", "1", "--epochs", "2",
+            "--report-to", "tensorboard", "--out", out]  # fmt: skip
+    result = CliRunner().invoke(group, [str(a) for a in argv])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    m = json.loads((out / "metrics.json").read_text())
+    events = EventAccumulator(str(out / "run"))  # the tracker's run is named after the run folder
+    events.Reload()
+    epoch_loss = [e.value for e in events.Scalars("epoch/train_loss")]
+    assert epoch_loss == pytest.approx([h["train_loss"] for h in m["history"]])
+    assert events.Scalars("test_accuracy")[-1].value == pytest.approx(m["test_accuracy"])
+    assert {"train/loss", "train/lr", "epoch/val_accuracy"} <= set(events.Tags()["scalars"])

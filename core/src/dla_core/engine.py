@@ -63,14 +63,7 @@ class TrainConfig:
     clip: float | None = None  # max global gradient norm
     precision: str = "no"  # no | fp16 | bf16
     seed: int = 0
-    cpu: bool = False
     log_grad_norms: bool = False  # per-layer gradient norms, averaged over each epoch
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any], **overrides: Any) -> TrainConfig:
-        """Pick this config's fields out of a command's options (extra options are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in {**options, **overrides}.items() if k in names})
 
 
 @dataclass

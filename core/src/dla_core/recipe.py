@@ -26,7 +26,15 @@ from accelerate import Accelerator
 from dla_core import plots
 from dla_core.config import Runtime
 from dla_core.data.batches import Batches
-from dla_core.engine import Step, TrainConfig, classification_step, evaluate, fit, make_accelerator
+from dla_core.engine import (
+    Step,
+    TrainConfig,
+    classification_step,
+    evaluate,
+    finish_tracking,
+    fit,
+    make_accelerator,
+)
 from dla_core.models import ModelConfig, count_parameters, save_model
 from dla_core.runs import CONFIG, MODEL, RunDir, wait_for_main
 
@@ -87,18 +95,20 @@ def train_into(
     extra: Extra | None = None,
     plot: bool = True,
     name: str | None = None,
-    accelerator: Accelerator | None = None,
 ) -> Trained:
     """Train ``model`` on ``batches["train"]`` in ``run`` (validating on ``batches["val"]`` when given), test it
     on ``batches["test"]``, save it with ``save``, write the final metrics and plots; returns what was trained.
 
     ``eval_step`` measures validation and test (default: cross-entropy and accuracy, whatever ``step`` trains
     with; the autoencoder passes its reconstruction step). ``counted``: the module whose parameters ``parameters``
-    reports (default ``model``). ``extra(model, accelerator, metrics)`` adds lab-specific final metrics (it sees the ones computed so far) (computed before
-    the run is marked finished, so a resumed study never sees a finished run without them).
+    reports (default ``model``). ``extra(model, accelerator, metrics)`` adds lab-specific final metrics: it sees
+    those computed so far and runs before the run is marked finished, so a resumed study never finds a finished
+    run without them. With ``rt.report_to`` the trackers get the steps, the epochs and the final metrics.
     """
     name = name or run.path.name
-    acc = accelerator or make_accelerator(train.precision, rt.cpu)
+    acc = make_accelerator(
+        train.precision, rt.cpu, report_to=rt.report_to, project_dir=run.path, config=run.config
+    )
     eval_step = eval_step or classification_step
     trainable = count_parameters(model, trainable_only=True)
     result = fit(
@@ -139,6 +149,8 @@ def train_into(
         if result.grad_norms:
             plots.grad_norms(result.grad_norms, run.file("grad_norms.png"), title=f"{name}: gradient norms")
     written = run.update_metrics(**metrics, **{FINISHED: True})
+    if rt.report_to:
+        finish_tracking(acc, metrics)
     wait_for_main()  # the other processes read what the main one wrote only after this
     return Trained(trained, result.history, written, acc)
 

@@ -142,7 +142,7 @@ def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
             # both students start from the same weights, whichever trained first
             seed_everything(s.train.seed)
             train_into(srun, build_model(mcfg), student_batches, s.train, srt, save=save_classifier(mcfg),
-                       step=step, accelerator=acc)  # fmt: skip
+                       step=step)  # fmt: skip
 
         return work
 
