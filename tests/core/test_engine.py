@@ -407,7 +407,9 @@ def test_precisions_change_within_one_process_as_in_fresh_processes(digits, tmp_
     fresh = {}
     for precision in ("no", "bf16"):
         out = tmp_path / f"{precision}.pt"
-        env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+        # the same intra-op threads as this process: another count may sum in another order
+        threads = str(torch.get_num_threads())
+        env = {**__import__("os").environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1"}
         subprocess.run([sys.executable, str(script), precision, str(out)], check=True, env=env, timeout=300)
         fresh[precision] = torch.load(out, weights_only=True)
     for got, precision in zip(here, ("no", "bf16", "no"), strict=True):
