@@ -22,8 +22,8 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads the variable then
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -32,10 +32,9 @@ def ints(text: str) -> tuple[int, ...]:
 
 def reference(depths, seeds, epochs: int, batch: int = 64) -> tuple[float, dict[str, float]]:
     """The plain loop: seconds for the whole grid and each cell's test accuracy."""
+    from dla_core.models import build_model
     from lab1_resnet.study import DepthStudy
     from lab1_resnet.train import load_data, model_config
-
-    from dla_core.models import build_model
 
     t0 = time.perf_counter()
     data = load_data("digits", "data", 0.1)
@@ -70,9 +69,8 @@ def study(depths, seeds, epochs: int, out: Path) -> tuple[float, dict[str, float
     import json
     from dataclasses import replace
 
-    from lab1_resnet.study import DepthStudy, run_study
-
     from dla_core.config import Runtime
+    from lab1_resnet.study import DepthStudy, run_study
 
     cfg = DepthStudy(depths=depths, seeds=seeds)
     cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
@@ -108,7 +106,9 @@ def main() -> None:
             got, acc = study(args.depths, args.seeds, args.epochs, Path(tmp) / f"study{r}")
             refs.append(ref)
             studies.append(got)
-            print(f"run {r + 1}: reference {ref:.1f} s, study {got:.1f} s, ratio {ref / got:.2f}x", flush=True)
+            print(
+                f"run {r + 1}: reference {ref:.1f} s, study {got:.1f} s, ratio {ref / got:.2f}x", flush=True
+            )
     cells = len(acc)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

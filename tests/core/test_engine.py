@@ -123,6 +123,45 @@ def test_interrupt_saves_and_resume_equals_uninterrupted(digits, tmp_path):
         assert norms == pytest.approx(resumed.grad_norms[name], rel=1e-6), name
 
 
+def test_short_epochs_checkpoint_at_the_end_and_an_error_keeps_the_last_finished_epoch(
+    digits, tmp_path, monkeypatch
+):
+    """Quick epochs are not pickled one by one (``SAVE_EVERY``); an error writes the last finished one, from
+    which a resume ends where the uninterrupted run does."""
+    cfg = TrainConfig(epochs=3, seed=2, log_grad_norms=True)
+
+    def train(run, step=classification_step, resume=False):
+        return fit(mlp(digits), ImageBatches(digits.train, 64, shuffle=True, seed=3), cfg,
+                   accelerator=make_accelerator(), step=step, run=run, resume=resume)  # fmt: skip
+
+    saved = []
+    save = RunDir.save_checkpoint
+    monkeypatch.setattr(
+        RunDir, "save_checkpoint", lambda self, state: saved.append(state["epoch"]) or save(self, state)
+    )
+    whole = train(RunDir.create(tmp_path / "whole", {}, command="t"))
+    assert saved == [3]  # epochs take well under SAVE_EVERY: one checkpoint, after the last
+    calls = {"n": 0}
+
+    def fails_in_epoch_three(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 45:  # 20 batches per epoch
+            raise RuntimeError("out of memory, say")
+        return classification_step(model, batch)
+
+    run = RunDir.create(tmp_path / "failed", {}, command="t")
+    saved.clear()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(run, fails_in_epoch_three)
+    losses = [h["train_loss"] for h in run.read_metrics()["history"]]
+    assert saved == [2] and losses == [h["train_loss"] for h in whole.history[:2]]
+    resumed = train(run, resume=True)
+    for p, q in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert resumed.history[2]["train_loss"] == whole.history[2]["train_loss"]
+    assert resumed.grad_norms == whole.grad_norms
+
+
 def test_same_seed_same_metrics(digits):
     runs = [
         fit(

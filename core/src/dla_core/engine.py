@@ -2,7 +2,8 @@
 
 The loop reads like plain PyTorch in Accelerate's fixed order: Accelerator → seed → optimizer → schedule →
 ``prepare`` → forward/backward per batch → reduce metrics across processes. Written once here: mixed precision,
-gradient accumulation, clipping, DDP, per-layer gradient norms, checkpoints every epoch, ``--resume``, Ctrl-C,
+gradient accumulation, clipping, DDP, per-layer gradient norms, checkpoints (at the end of an epoch, at most
+every ``_Loop.SAVE_EVERY`` seconds, and always at the end, on Ctrl-C and on errors), ``--resume``, Ctrl-C,
 and the trackers of ``--report-to`` (per-step loss and learning rate, per-epoch records, the config).
 
 The caller makes the accelerator (``make_accelerator``) and passes it to ``fit`` and ``evaluate``; it carries the
@@ -18,6 +19,7 @@ Runs unchanged under ``accelerate launch --multi_gpu`` and, on CPUs, ``torchrun 
 from __future__ import annotations
 
 import contextlib
+import copy as copy_module
 import dataclasses
 import importlib.util
 import logging
@@ -400,7 +402,8 @@ def fit(
     ``step(model, batch)`` returns the batch's mean loss (and correct count); every parameter that requires grad
     is trained. ``accelerator`` (``make_accelerator(cfg.precision, …)``) decides the device, the processes, the
     precision and the trackers. With ``run``, the history goes to ``metrics.json`` and a checkpoint to
-    ``checkpoint.pt`` after every epoch; ``resume`` continues from that checkpoint. ``desc`` labels the bar.
+    ``checkpoint.pt`` at the end of an epoch when ``_Loop.SAVE_EVERY`` seconds have passed since the last one,
+    after the last epoch, on Ctrl-C and on errors; ``resume`` continues from that checkpoint. ``desc`` labels the bar.
     """
     fell_back = cfg.precision == "fp16" and accelerator.precision == "no" and accelerator.device.type == "cpu"
     if accelerator.precision != cfg.precision and not fell_back:
@@ -413,9 +416,13 @@ def fit(
     if state is not None:
         loop.restore(state)
     with _StopFlag() as stop:
-        for epoch in range(loop.start_epoch, cfg.epochs):
-            seconds, has_accuracy = loop.train_epoch(epoch, stop)
-            loop.end_epoch(epoch, seconds, has_accuracy, val, eval_step)
+        try:
+            for epoch in range(loop.start_epoch, cfg.epochs):
+                seconds, has_accuracy = loop.train_epoch(epoch, stop)
+                loop.end_epoch(epoch, seconds, has_accuracy, val, eval_step)
+        except BaseException:
+            loop.save_pending()  # an error or a second Ctrl-C: the last finished epoch is not lost
+            raise
     return FitResult(loop.raw, loop.history, loop.norms_history)
 
 
@@ -427,6 +434,10 @@ class _Loop:
     """
 
     LOG_EVERY = 25  # optimizer steps between the loss checks that read a value from the device
+    # Seconds between checkpoints written at the end of an epoch (one process; several write every epoch, so
+    # that they agree without talking). Short epochs keep their state in memory in between (``pending``), and
+    # the last epoch, Ctrl-C and errors write it: a run of small models does not pickle and fsync every epoch.
+    SAVE_EVERY = 60.0
 
     def __init__(
         self,
@@ -458,6 +469,8 @@ class _Loop:
         self.start_epoch, self.start_batch = 0, 0
         self.sums = torch.zeros(3, device=acc.device, dtype=torch.float64)  # loss·n, correct, n (committed)
         self.logged = (0.0, 0.0)  # loss·n, n of the sums when the loss was last sent to the trackers
+        self.saved_at = time.monotonic()
+        self.pending: dict[str, Any] | None = None  # the last epoch's checkpoint, when not yet written
 
     #### Restore ####
 
@@ -617,42 +630,54 @@ class _Loop:
         self.sums.zero_()
         self.logged = (0.0, 0.0)
         self.start_batch = 0
-        if self.run is not None and acc.is_main_process:
-            self.run.update_metrics(
-                history=self.history, **({"grad_norms": self.norms_history} if self.norms_history else {})
-            )
-        self.checkpoint(epoch + 1, 0)
+        due = time.monotonic() - self.saved_at >= self.SAVE_EVERY
+        if epoch + 1 == self.cfg.epochs or acc.num_processes > 1 or due:
+            self.checkpoint(epoch + 1, 0)
+        elif self.run is not None:
+            self.pending = self._state(epoch + 1, 0, copy=True)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
         if acc.trackers:
             epoch_values = {f"epoch/{k}": v for k, v in record.items() if k != "epoch"}
             acc.log(epoch_values, step=(epoch + 1) * self.steps_per_epoch)
         return record
 
+    def _state(self, epoch: int, batch: int, *, copy: bool = False) -> dict[str, Any]:
+        """Everything a resume at (epoch, batch) needs; ``copy``: detached from the training state."""
+        state = {
+            "model": {k: v.detach().cpu() for k, v in self.raw.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "epoch": epoch,
+            "batch": batch,
+            "history": self.history,
+            "grad_norms": self.norms_history,
+            "sums": self.sums.cpu(),
+            **({"grad_norm_sums": self.grad_norms.state_dict()} if self.grad_norms is not None else {}),
+        }
+        return copy_module.deepcopy(state) if copy else state
+
+    def _write(self, state: dict[str, Any]) -> None:
+        """The checkpoint and the history so far into the run folder (main process only)."""
+        assert self.run is not None
+        self.run.save_checkpoint(state)
+        norms = state["grad_norms"]
+        self.run.update_metrics(history=state["history"], **({"grad_norms": norms} if norms else {}))
+        self.saved_at, self.pending = time.monotonic(), None
+
     def checkpoint(self, epoch: int, batch: int) -> None:
-        """Everything a resume at (epoch, batch) needs; written by the main process, awaited by all."""
+        """Write what a resume at (epoch, batch) needs, and the history; by the main process, awaited by all."""
         if self.run is None:
             return
-        acc = self.acc
-        if acc.is_main_process:
-            self.run.save_checkpoint(
-                {
-                    "model": {k: v.detach().cpu() for k, v in self.raw.state_dict().items()},
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                    "epoch": epoch,
-                    "batch": batch,
-                    "history": self.history,
-                    "grad_norms": self.norms_history,
-                    "sums": self.sums.cpu(),
-                    **(
-                        {"grad_norm_sums": self.grad_norms.state_dict()}
-                        if self.grad_norms is not None
-                        else {}
-                    ),
-                }
-            )
-        acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            self._write(self._state(epoch, batch))
+        self.pending = None
+        self.acc.wait_for_everyone()
+
+    def save_pending(self) -> None:
+        """Write the last finished epoch's state if it is only in memory (on an error: no waiting for others)."""
+        if self.pending is not None and self.acc.is_main_process:
+            self._write(self.pending)
 
 
 def _agreed(acc: Accelerator, flag: bool, i: int) -> bool:
