@@ -33,14 +33,20 @@ from dla_core.errors import DlaError
 if TYPE_CHECKING:
     import torch.nn as nn
 
-# Work per step (FLOPs) from which every core pays. Measured on the project's 2-core x86_64 machine (torch 2.15,
-# 2026-11-26, shared with other jobs, median of 5 × 20 steps of forward + backward + Adam, 1 vs 2 threads):
-#   digits MLP depth 30 width 64, batch 64      ≈ 1.0e8 FLOPs/step: 2 threads 1.00× as fast as 1 (no gain)
-#   lab4 CNN on digits (16 channels), batch 128 ≈ 1.5e8:              2 threads 0.93× (a loss)
-#   MLP width 512, batch 256                    ≈ 1.4e9:              2 threads 1.35×
-#   CIFAR CNN depth 2, 32 channels, batch 128   ≈ 1.2e10:             2 threads 1.60×
-# Quiet, the crossover lies between 2e8 and 1e9 FLOPs per step; with one competing CPU-bound process two
-# threads lose below ~1e9 and gain little above. Hence 1e9.
+# Work per step (FLOPs) from which every core is used. Measured with `python bench/bench_threads.py --crossover`
+# on the project's 2-core AMD EPYC machine (torch 2.15, 2026-11-26, shared with other jobs: load average 4.3),
+# median of 5 runs of forward + backward + Adam steps, time per step at 1 thread vs 2 threads:
+#   digits MLP depth 30 width 64, batch 64      9.6e7 FLOPs/step   65 ms vs  768 ms (2 threads 0.09× as fast)
+#   digits CNN depth 2, 16 channels, batch 128  4.6e8              83 ms vs  435 ms (0.19×)
+#   MLP depth 4 width 256 (16×16), batch 128    4.5e8              28 ms vs  308 ms (0.09×)
+#   CIFAR CNN depth 1, 16 channels, batch 64    2.0e9             160 ms vs  455 ms (0.35×)
+#   MLP depth 4 width 512 (16×16), batch 256    3.4e9             183 ms vs 1057 ms (0.17×)
+#   CIFAR CNN depth 2, 32 channels, batch 128   3.0e10           1711 ms vs 2573 ms (0.66×)
+# On a busy machine a second thread loses at every size measured, least for large convolutions (the loss shrinks
+# as the work per step grows); a quiet moment to measure the gain never came on this shared machine. The issue's
+# quiet numbers: two threads gain nothing on the digits MLPs (study 72 s vs 67 s at one thread). 1e9 keeps every
+# small model (the digits MLPs and CNNs, ≤ 5e8) at one thread and gives the cores to convolutions on real images
+# and to transformers (a DistilBERT step on batch 32 is ~1e12); OMP_NUM_THREADS / --threads override it.
 AUTO_THRESHOLD_FLOPS = 1e9
 
 
