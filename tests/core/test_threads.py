@@ -116,3 +116,27 @@ def test_runtime_refuses_a_bad_thread_count():
     assert Runtime(threads=3).threads == 3 and Runtime().threads is None
     with pytest.raises(DlaError, match="--threads"):
         Runtime(threads=0)
+
+
+class TripleBatches:
+    """(x, y, x_ood) batches, as lab4's outlier exposure serves them: more than classification_step unpacks."""
+
+    batch_size = 128
+
+    def iterate(self, epoch: int, **_):
+        yield torch.zeros(128, 3, 32, 32), torch.zeros(128, dtype=torch.long), torch.zeros(128, 3, 32, 32)
+
+
+def test_training_threads_measure_the_model_on_any_tuple_batch(monkeypatch):
+    from dla_core.config import Runtime
+    from dla_core.engine import classification_step
+    from dla_core.recipe import training_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("dla_core.threads.available_cores", lambda: 4)
+    big = build_model(ModelConfig("cnn", (3, 32, 32), 10, depth=5, width=64))
+    choice = training_threads(big, TripleBatches(), classification_step, Runtime())
+    assert choice.threads == 4 and choice.why.startswith("auto: ")
+    small = build_model(ModelConfig("cnn", (3, 32, 32), 10, depth=1, width=2))
+    assert training_threads(small, TripleBatches(), classification_step, Runtime()).threads == 1
+    assert training_threads(big, TripleBatches(), classification_step, Runtime(threads=3)).threads == 3

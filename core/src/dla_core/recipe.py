@@ -162,24 +162,21 @@ def train_into(
 
 
 def training_threads(model: nn.Module, train: Batches | None, eval_step: Step, rt: Runtime) -> ThreadChoice:
-    """The thread choice for training ``model`` on ``train``: the work per step is measured by one forward pass
-    (``eval_step``) on the first example of the first training batch, only when the choice is automatic."""
+    """The thread choice for training ``model`` on ``train``, only when automatic measured by one forward pass on
+    the first example of the first training batch: ``model(x)`` for tuple batches (``(x, y)``, ``(x, y, x_ood)``),
+    ``eval_step`` for other kinds (a dict of tokens)."""
 
     def flops() -> float:
-        if train is None:
-            return 0.0
-        batch = next(iter(train.iterate(0)), None)
+        batch = next(iter(train.iterate(0)), None) if train is not None else None
         if batch is None:
             return 0.0
-        size = getattr(train, "batch_size", None) or _batch_len(batch)
-        return step_flops(model, size, lambda: eval_step(model, first_example(batch)))
+        one = first_example(batch)
+        is_tuple = isinstance(one, (tuple, list))
+        size = getattr(train, "batch_size", None) or len(batch[0] if is_tuple else next(iter(batch.values())))
+        forward = (lambda: model(one[0])) if is_tuple else (lambda: eval_step(model, one))
+        return step_flops(model, size, forward)
 
     return choose_threads(rt.threads, flops)
-
-
-def _batch_len(batch: Any) -> int:
-    first = batch[0] if isinstance(batch, (tuple, list)) else next(iter(batch.values()))
-    return len(first)
 
 
 #### Child runs: a study's cells, a transfer table's rows, a distillation's students ####
