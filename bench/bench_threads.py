@@ -6,7 +6,8 @@ policy (``dla_core.threads``) vs torch's default threads (one per core), in the 
 
 
 Each measurement is a fresh process that runs ``lab1_resnet.study.run_study`` on digits (seed 0, plain and
-residual MLPs) into a temporary folder and reports the study's wall time (imports excluded). "policy": no
+residual MLPs) into a temporary folder and reports the study's wall time (after a one-cell warm-up run, so that imports are not timed) and the summed
+time of its training epochs. "policy": no
 OMP_NUM_THREADS, no --threads: the policy picks (1 thread for these MLPs); "default": ``--threads`` = the cores
 available, torch's own default. "loaded": a ``python -c "while True: pass"`` process runs the whole time.
 Prints the median of --repeats per case and the slow-down ratios loaded / quiet.
@@ -39,12 +40,17 @@ def child(mode: str, depths: tuple[int, ...], epochs: int) -> None:
         depths=depths, seeds=(0,), train=TrainConfig(epochs=epochs, lr=1e-3, log_grad_norms=True)
     )
     with tempfile.TemporaryDirectory() as tmp:
+        # warm-up: one tiny cell, so that lazy imports (torch._dynamo, matplotlib, the data) are not timed
+        warm = DepthStudy(depths=(1,), kinds=("residual",), seeds=(0,), train=TrainConfig(epochs=1))
+        run_study(warm, Runtime(out=Path(tmp) / "warm-up", threads=threads))
         t0 = time.perf_counter()
         run_study(cfg, Runtime(out=Path(tmp) / "study", threads=threads))
         seconds = time.perf_counter() - t0
-        cell = next((Path(tmp) / "study" / "cells").iterdir())
-        chosen = json.loads((cell / "metrics.json").read_text())["threads"]
-    print(json.dumps({"seconds": seconds, "threads": chosen}))
+        cells = [
+            json.loads((c / "metrics.json").read_text()) for c in (Path(tmp) / "study" / "cells").iterdir()
+        ]
+    train = sum(m["train_seconds"] for m in cells)  # the epochs alone: no data loading, evaluation, plots
+    print(json.dumps({"seconds": seconds, "train_seconds": train, "threads": cells[0]["threads"]}))
 
 
 def crossover(repeats: int) -> None:
@@ -91,7 +97,8 @@ def crossover(repeats: int) -> None:
 
 
 def measure(mode: str, args: argparse.Namespace) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    drop = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["TQDM_DISABLE"] = "1"
     argv = [sys.executable, __file__, "--child", mode, "--depths", args.depths, "--epochs", str(args.epochs)]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
@@ -126,6 +133,7 @@ def main() -> None:
         return
 
     times: dict[tuple[str, str], list[float]] = {}
+    train: dict[tuple[str, str], list[float]] = {}
     chosen: dict[str, dict] = {}
     load_before = os.getloadavg()
     for _ in range(args.repeats):
@@ -138,12 +146,18 @@ def main() -> None:
                 for mode in ("policy", "default"):
                     r = measure(mode, args)
                     times.setdefault((mode, load), []).append(r["seconds"])
+                    train.setdefault((mode, load), []).append(r["train_seconds"])
                     chosen[mode] = r["threads"]
+                    print(
+                        f"  {mode} {load}: {r['seconds']:.2f} s (epochs {r['train_seconds']:.2f} s)",
+                        flush=True,
+                    )
             finally:
                 if busy is not None:
                     busy.kill()
                     busy.wait()
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_train = {k: statistics.median(v) for k, v in train.items()}
     print(
         f"machine: {os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}, "
         f"load average before {load_before[0]:.1f}, {date.today()}"
@@ -155,6 +169,8 @@ def main() -> None:
             f"{mode:8} ({chosen[mode]['threads']} thread(s), {chosen[mode]['why']}): quiet {q:.2f} s, "
             f"loaded {lo:.2f} s, slow-down {lo / q:.2f}×  (runs: {[round(t, 2) for t in times[(mode, 'loaded')]]})"
         )
+        tq, tl = med_train[(mode, "quiet")], med_train[(mode, "loaded")]
+        print(f"{'':8} epochs alone: quiet {tq:.2f} s, loaded {tl:.2f} s, slow-down {tl / tq:.2f}×")
     print(
         f"policy vs default: quiet {med[('default', 'quiet')] / med[('policy', 'quiet')]:.2f}× faster, "
         f"loaded {med[('default', 'loaded')] / med[('policy', 'loaded')]:.2f}× faster; "
