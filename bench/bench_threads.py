@@ -9,7 +9,7 @@ Each measurement is a fresh process that runs ``lab1_resnet.study.run_study`` on
 residual MLPs) into a temporary folder and reports the study's wall time (after a one-cell warm-up run, so that imports are not timed) and the summed
 time of its training epochs. "policy": no
 OMP_NUM_THREADS, no --threads: the policy picks (1 thread for these MLPs); "default": ``--threads`` = the cores
-available, torch's own default. "loaded": a ``python -c "while True: pass"`` process runs the whole time.
+available, torch's own default. "loaded": a busy-loop ``python -c`` process runs the whole time.
 Prints the median of --repeats per case and the slow-down ratios loaded / quiet.
 Target: with the policy, loaded ≤ 1.6× quiet.
 """
@@ -140,7 +140,9 @@ def main() -> None:
         for load in ("quiet", "loaded"):
             busy = None
             if load == "loaded":
-                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                # busy until this process goes away, even if it is killed before it can stop the competitor
+                spin = f"import os\nwhile os.getppid() == {os.getpid()}: pass"
+                busy = subprocess.Popen([sys.executable, "-c", spin])
                 time.sleep(0.5)
             try:
                 for mode in ("policy", "default"):
