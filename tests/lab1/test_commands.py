@@ -305,3 +305,44 @@ def test_train_report_to_tensorboard_writes_event_files_into_the_run_folder(tmp_
     assert scalars["test_accuracy"][-1][1] == pytest.approx(m["test_accuracy"])
     assert scalars["train/loss"] and scalars["train/lr"]
     assert "report_to" not in json.loads((out / "config.json").read_text())["config"]
+
+
+@pytest.fixture
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_records_the_thread_choice_in_the_run_folder(tmp_path, monkeypatch, keep_threads):
+    argv = ["train", "--depth", "1", "--width", "8", "--dataset", "digits:0-4", "--epochs", "1"]
+    lab1(*argv, "--threads", "2", "--out", tmp_path / "option")
+    assert json.loads((tmp_path / "option" / "metrics.json").read_text())["threads"] == {
+        "threads": 2,
+        "why": "--threads",
+    }
+    assert torch.get_num_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    lab1(*argv, "--out", tmp_path / "omp")
+    assert json.loads((tmp_path / "omp" / "metrics.json").read_text())["threads"] == {
+        "threads": 1,
+        "why": "OMP_NUM_THREADS",
+    }
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    lab1(*argv, "--out", tmp_path / "auto")
+    choice = json.loads((tmp_path / "auto" / "metrics.json").read_text())["threads"]
+    assert choice["threads"] == 1 and choice["why"].startswith("auto: ") and torch.get_num_threads() == 1
+    for run in ("option", "omp", "auto"):  # a runtime option: never part of the experiment's config
+        assert "threads" not in json.loads((tmp_path / run / "config.json").read_text())["config"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x"])
+def test_threads_must_be_a_positive_count(value, tmp_path):
+    r = lab1("train", "--threads", value, "--out", tmp_path / "x", ok=False)
+    assert r.exit_code == 2 and "Error: Invalid value for '--threads'" in r.output, r.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_training_command_takes_threads():
+    for name in ("train", "study", "transfer", "distill"):
+        assert "threads" in {p.name for p in group.commands[name].params}, name

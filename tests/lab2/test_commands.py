@@ -39,9 +39,10 @@ def metrics(run: Path) -> dict:
 @pytest.mark.slow
 def test_features_table_and_feature_cache(tiny_distilbert, text_data, tmp_path):
     args = common(tiny_distilbert, text_data, tmp_path / "cache")
-    out = lab2("features", *args, "--pooling", "mean", "--out", tmp_path / "f1")["output"]
+    out = lab2("features", *args, "--pooling", "mean", "--threads", "1", "--out", tmp_path / "f1")["output"]
     assert "linear_svm" in out and "logistic_regression" in out and "knn" in out
     m = metrics(tmp_path / "f1")
+    assert m["threads"] == {"threads": 1, "why": "--threads"}
     assert set(m["classifiers"]) == {"linear_svm", "logistic_regression", "knn"}
     assert m["feature_dim"] == 32 and m["sizes"] == {"train": 160, "validation": 40, "test": 40}
     assert (tmp_path / "f1" / "features_pc1.png").stat().st_size > 0
@@ -136,8 +137,9 @@ def test_lora_command_adapter_and_merged_model(tiny_distilbert, text_data, tmp_p
 @pytest.mark.slow
 def test_evaluate_maps_labels_through_id2label(tiny_sst2, text_data, tmp_path):
     out = lab2("evaluate", "--model", tiny_sst2, "--data", text_data, "--cache-dir", tmp_path / "c",
-               "--split", "validation", "--out", tmp_path / "ev")["output"]  # fmt: skip
+               "--split", "validation", "--threads", "1", "--out", tmp_path / "ev")["output"]  # fmt: skip
     m = metrics(tmp_path / "ev")
+    assert m["threads"] == {"threads": 1, "why": "--threads"}
     assert m["label_mapping"] == {"NEGATIVE": "neg", "POSITIVE": "pos"} and m["examples"] == 40
     validation = load_text_splits(DataConfig(source=str(text_data))).validation
     assert m["accuracy"] == pytest.approx(hand_accuracy(tiny_sst2, validation), abs=1e-9)

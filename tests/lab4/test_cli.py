@@ -73,12 +73,15 @@ def test_detect_digits_all_methods(runs, tmp_path):
         "1,100",
         "--grid-eps",
         "0,0.002",
+        "--threads",
+        "1",
         "--out",
         tmp_path / "det",
     ).output
     assert "mahalanobis" in out and "best: T=" in out
     m = metrics(tmp_path / "det")
     assert m["id_accuracy"] == pytest.approx(base["test_accuracy"])
+    assert m["threads"] == {"threads": 1, "why": "--threads"}
     assert set(m["results"]) == {"msp", "maxlogit", "energy", "odin", "mahalanobis", "recon"}
     for per_ood in m["results"].values():
         assert set(per_ood) == {"digits:5-9", "fake"}
@@ -95,7 +98,9 @@ def test_detect_digits_all_methods(runs, tmp_path):
 
 @pytest.mark.slow
 def test_attack_digits(runs, tmp_path):
-    out = lab4("attack", "--model", runs / "base", "--eps", "0,0.05,0.2", "--out", tmp_path / "fgsm").output
+    out = lab4("attack", "--model", runs / "base", "--eps", "0,0.05,0.2", "--threads", "1",
+               "--out", tmp_path / "fgsm").output  # fmt: skip
+    assert metrics(tmp_path / "fgsm")["threads"] == {"threads": 1, "why": "--threads"}
     rows = metrics(tmp_path / "fgsm")["rows"]
     assert rows[0]["accuracy"] == pytest.approx(metrics(runs / "base")["test_accuracy"])  # ε = 0 is clean
     assert rows[0]["accuracy"] > rows[1]["accuracy"] > rows[2]["accuracy"] and "accuracy" in out

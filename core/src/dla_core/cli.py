@@ -98,6 +98,13 @@ REPORT_TO = click.option(
     help=f"Trackers to log to, comma-separated: {', '.join(REPORT_TO_CHOICES)}. They write into the run folder "
     "(TensorBoard event files; MLflow to mlruns/ unless MLFLOW_TRACKING_URI is set).",
 )
+THREADS = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch [default: OMP_NUM_THREADS if set, else 1 for small models and every core for "
+    "large ones, from the work per step; the choice is recorded in metrics.json].",
+)
 VERBOSE = click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 
 #### Hyperparameters (defaults differ per command, hence factories) ####
@@ -203,6 +210,7 @@ def train_options(
         SEED,
         PRECISION,
         CPU,
+        THREADS,
         REPORT_TO,
     )
 

@@ -2,7 +2,7 @@
 
 A command's options fall in two kinds. *Experiment* options decide the numbers (depth, lr, seed, precision) and
 go into a frozen dataclass that is saved in ``config.json`` and compared on ``--resume``. *Runtime* options say
-where and how to run (``--out``, ``--resume``, ``--data-dir``, ``--download``, ``--cpu``, ``--report-to``): they
+where and how to run (``--out``, ``--resume``, ``--data-dir``, ``--download``, ``--cpu``, ``--report-to``, ``--threads``): they
 go into ``Runtime`` and never into a saved config, so moving the data or switching trackers does not block a
 resume.
 
@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dla_core.errors import DlaError
+
 T = TypeVar("T")
 NoneType = type(None)
 
@@ -35,6 +37,11 @@ class Runtime:
     download: bool = False
     cpu: bool = False
     report_to: tuple[str, ...] = ()
+    threads: int | None = None  # torch's CPU threads; None: dla_core.threads decides from the work's size
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise DlaError(f"--threads: expected a positive number of threads, got {self.threads!r}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], **overrides: Any) -> Runtime:

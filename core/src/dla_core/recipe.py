@@ -37,9 +37,11 @@ from dla_core.engine import (
 )
 from dla_core.models import ModelConfig, count_parameters, save_model
 from dla_core.runs import CONFIG, MODEL, RunDir, wait_for_main
+from dla_core.threads import ThreadChoice, apply_threads, choose_threads, first_example, step_flops
 
 log = logging.getLogger(__name__)
 
+THREADS = "threads"  # metrics.json key: torch's CPU threads for the run and why ({"threads": 1, "why": …})
 FINISHED = "finished"  # metrics.json key set once the run's model and final metrics are written
 SAVED = "model_file"  # metrics.json key: where in the run folder the model was saved
 # The final metrics every trained run reports (those that apply: no accuracy for a reconstruction loss).
@@ -104,12 +106,16 @@ def train_into(
     reports (default ``model``). ``extra(model, accelerator, metrics)`` adds lab-specific final metrics: it sees
     those computed so far and runs before the run is marked finished, so a resumed study never finds a finished
     run without them. With ``rt.report_to`` the trackers get the steps, the epochs and the final metrics.
+    Torch's CPU threads follow ``rt.threads``, OMP_NUM_THREADS or the work per step (``dla_core.threads``);
+    the choice goes into metrics.json under ``threads``.
     """
     name = name or run.path.name
+    eval_step = eval_step or classification_step
+    threads = apply_threads(training_threads(model, batches["train"], eval_step, rt))
+    run.update_metrics(**{THREADS: threads.record()})
     acc = make_accelerator(
         train.precision, rt.cpu, report_to=rt.report_to, project_dir=run.path, config=run.config
     )
-    eval_step = eval_step or classification_step
     trainable = count_parameters(model, trainable_only=True)
     result = fit(
         model,
@@ -153,6 +159,24 @@ def train_into(
         finish_tracking(acc, metrics)
     wait_for_main()  # the other processes read what the main one wrote only after this
     return Trained(trained, result.history, written, acc)
+
+
+def training_threads(model: nn.Module, train: Batches | None, eval_step: Step, rt: Runtime) -> ThreadChoice:
+    """The thread choice for training ``model`` on ``train``, only when automatic measured by one forward pass on
+    the first example of the first training batch: ``model(x)`` for tuple batches (``(x, y)``, ``(x, y, x_ood)``),
+    ``eval_step`` for other kinds (a dict of tokens)."""
+
+    def flops() -> float:
+        batch = next(iter(train.iterate(0)), None) if train is not None else None
+        if batch is None:
+            return 0.0
+        one = first_example(batch)
+        is_tuple = isinstance(one, (tuple, list))
+        size = getattr(train, "batch_size", None) or len(batch[0] if is_tuple else next(iter(batch.values())))
+        forward = (lambda: model(one[0])) if is_tuple else (lambda: eval_step(model, one))
+        return step_flops(model, size, forward)
+
+    return choose_threads(rt.threads, flops)
 
 
 #### Child runs: a study's cells, a transfer table's rows, a distillation's students ####

@@ -83,6 +83,7 @@ def _hyperparameters(epochs: int, lr: float, batch: int, optimizer: str = "adam"
         cli.CLIP,
         cli.PRECISION,
         cli.CPU,
+        cli.THREADS,
         cli.REPORT_TO,
     )
 
@@ -214,6 +215,7 @@ def study(depths: str, kinds: str, seeds: str, **opts) -> None:
 @cli.SEED
 @cli.PRECISION
 @cli.CPU
+@cli.THREADS
 @cli.REPORT_TO
 @RUNTIME
 def transfer(strategies: str, optimizers: str, **opts) -> None:

@@ -88,6 +88,7 @@ def report_training(metrics: dict, out: Path, prefix: str = "") -> None:
 @cli.batch_size(64)
 @cli.PRECISION
 @cli.CPU
+@cli.THREADS
 @cli.SEED
 @cli.OUT
 def features(**opts) -> None:
@@ -172,6 +173,7 @@ def lora(targets, **opts) -> None:
 @cli.batch_size(64)
 @cli.PRECISION
 @cli.CPU
+@cli.THREADS
 @cli.SEED
 @cli.OUT
 def evaluate(**opts) -> None:

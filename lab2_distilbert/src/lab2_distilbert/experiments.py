@@ -26,6 +26,7 @@ from dla_core.errors import DlaError
 from dla_core.recipe import Saver, train_into
 from dla_core.runs import RunDir, atomic_write, write_json
 from dla_core.seeding import is_main_process, seed_everything
+from dla_core.threads import first_example, use_threads
 from lab2_distilbert import models
 from lab2_distilbert.data import DataConfig, TextSet, TextSplits, degenerate_warning, load_text_splits
 from lab2_distilbert.tokens import Encoded, TokenBatches, cache_key, encode
@@ -111,6 +112,20 @@ def warn_if_degenerate(splits: dict[str, TextSet]) -> list[str]:
 #### features ####
 
 
+def eval_threads(
+    requested: int | None, model: nn.Module, batches: TokenBatches, device: Any
+) -> dict[str, Any]:
+    """Apply the thread policy for forward passes of ``model`` over ``batches``; the choice, for metrics.json."""
+
+    def one() -> None:  # one example's forward pass: the work estimate
+        batch = next(iter(batches.iterate(0, device=device)), None)
+        if batch is not None:
+            ex = first_example(batch)
+            model(input_ids=ex["input_ids"], attention_mask=ex["attention_mask"])
+
+    return use_threads(requested, model, batches.batch_size, one, training=False).record()
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """Hash of the weights (each tensor's name, shape and float64 sum and sum of squares)."""
     h = hashlib.sha256()
@@ -180,6 +195,7 @@ def run_features(cfg: FeaturesConfig, rt: Runtime) -> dict:
     # every split in evaluation batches: the training batches would drop the last partial batch's rows
     batches = make_batches(enc, tokenizer, cfg.batch_size, cfg.data.seed, train_batches=False)
 
+    threads = eval_threads(rt.threads, encoder, batches["train"], acc.device)
     key = hashlib.sha256(
         "|".join(
             [f"v{FEATURES_CACHE_VERSION}", model_fingerprint(encoder), cfg.pooling, cfg.precision]
@@ -226,6 +242,7 @@ def run_features(cfg: FeaturesConfig, rt: Runtime) -> dict:
         "feature_seconds": round(feature_seconds, 3),
         "features_cache": str(cache),
         "sizes": {name: len(s) for name, s in splits.items()},
+        "threads": threads,
     }
     if warnings:
         metrics["warnings"] = warnings
@@ -347,6 +364,7 @@ def run_evaluate(cfg: EvaluateConfig, rt: Runtime) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = TokenBatches(enc, cfg.batch_size, pad_id=pad)
     step = models.MappedStep(mapping, collect=True)
+    threads = eval_threads(rt.threads, model.to(acc.device), batches, acc.device)
     t0 = time.perf_counter()
     result = evaluate(model.to(acc.device), batches, step=step, accelerator=acc)
     seconds = time.perf_counter() - t0
@@ -366,6 +384,7 @@ def run_evaluate(cfg: EvaluateConfig, rt: Runtime) -> dict:
         "split": cfg.split,
         "label_mapping": {str(model.config.id2label[i]): names[d] for i, d in enumerate(mapping)},
         "seconds": round(seconds, 3),
+        "threads": threads,
     }
     if warnings:
         metrics["warnings"] = warnings

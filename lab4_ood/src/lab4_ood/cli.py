@@ -109,6 +109,7 @@ def group(verbose: int) -> None:
 @cli.DOWNLOAD
 @cli.OUT
 @cli.CPU
+@cli.THREADS
 def detect(**opts):
     """Score ID test images and OOD sets; report AUROC, AUPR-in, AUPR-out, FPR@95%TPR.
 
@@ -204,6 +205,7 @@ def train_ae(**opts):
 @cli.DOWNLOAD
 @cli.OUT
 @cli.CPU
+@cli.THREADS
 def attack(eps, targeted, **opts):
     """Accuracy under FGSM / PGD for each ε, in [0,1] pixel space (the model normalises inside).
 

@@ -24,6 +24,7 @@ from dla_core.errors import DlaError
 from dla_core.models import load_model
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
+from dla_core.threads import use_threads
 from lab4_ood import detectors as det
 from lab4_ood.datasets import check_model_fits, head, load_id, load_ood
 from lab4_ood.metrics import check_finite, ood_metrics, pr_curve, roc_curve
@@ -109,6 +110,8 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
     ood_test = {spec: head(test, cfg.limit) for spec, (_, test) in oods.items()}
     warn_degenerate(cfg, id_test, ood_test)
     run = RunDir.create(rt.out, cfg, command="lab4 detect", resumable=False)
+    one = lambda: model(id_test.images[:1].to(device).float() / 255)  # noqa: E731  (one example, for the estimate)
+    run.update_metrics(threads=use_threads(rt.threads, model, cfg.batch_size, one, training=False).record())
     summary: dict = {
         "id_accuracy": evaluate(model, ImageBatches(id_test, cfg.batch_size), accelerator=acc)["accuracy"]
     }

@@ -22,6 +22,7 @@ from dla_core.errors import DlaError
 from dla_core.models import load_model
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
+from dla_core.threads import use_threads
 from lab4_ood.attacks import attack
 from lab4_ood.datasets import check_model_fits, head, load_id
 
@@ -65,6 +66,9 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
             " (--limit)" if cfg.limit is not None else "",
         )
     run = RunDir.create(rt.out, cfg, command="lab4 attack", resumable=False)
+    one = lambda: model(test.images[:1].to(device).float() / 255)  # noqa: E731  (one example, for the estimate)
+    # each attack step is a forward and a backward pass: training-sized work
+    run.update_metrics(threads=use_threads(rt.threads, model, cfg.batch_size, one, training=True).record())
     rows = []
     grid_x, grid_adv, grid_y, grid_pred = None, None, None, None
     for eps in tqdm(cfg.eps, desc=f"{cfg.method} ε", leave=False):
