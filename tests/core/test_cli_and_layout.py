@@ -165,3 +165,17 @@ def test_per_epoch_lines_only_with_verbose_and_only_from_the_main_process(monkey
     finally:
         core.setLevel(saved[0])
         root.setLevel(saved[1])
+
+
+def test_the_modules_the_clis_import_at_start_up_are_light():
+    """dla_core.cli, .config (TrainConfig included), .errors, .seeding and .hub load without torch & co., so that
+    `labN --help` does not pay a torch import (tests/labN/test_startup.py runs the scripts themselves)."""
+    from tests.startup import HEAVY
+
+    light = "dla_core.cli, dla_core.config, dla_core.errors, dla_core.seeding, dla_core.hub"
+    code = f"import sys, {light}; print(*sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(HEAVY)})))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == []
+    from dla_core import config, engine
+
+    assert engine.TrainConfig is config.TrainConfig  # one class, importable from both

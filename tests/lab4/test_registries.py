@@ -97,3 +97,13 @@ def test_a_registered_attack_is_a_choice_of_attack_and_train_and_gets_only_the_o
     assert torch.equal(attacks.attack("noop", torch.nn.Identity(), x, y, 0.1, steps=3), x)
     r = run(plugged, "attack", "--model", digits_run, "--method", "cw", "--out", tmp_path / "x", ok=False)
     assert r.exit_code == 2 and "'cw' is not one of 'fgsm', 'pgd', 'noop'" in r.output
+
+
+def test_the_light_table_of_methods_is_the_registries():
+    """lab4's CLI lists --method and --adversarial from methods.py (no torch at --help): the same names, in the
+    same order, with the same one-line summaries as the registered detectors and attacks."""
+    from lab4_ood import methods
+
+    assert list(methods.DETECTORS.items()) == [(n, det.summary(c)) for n, c in det.DETECTORS.items()]
+    assert tuple(attacks.ATTACKS) == methods.ATTACKS
+    assert methods.detector_summaries() == methods.DETECTORS and methods.attack_names() == methods.ATTACKS

@@ -51,6 +51,24 @@ class Runtime:
 RUNTIME_OPTIONS = frozenset(f.name for f in dataclasses.fields(Runtime))
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The hyperparameters of one ``fit`` (engine.py): saved in config.json, compared on --resume."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    optimizer: str = "adam"  # sgd | adam | adamw
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | step | linear, after warmup
+    warmup: float = 0.0  # epochs of linear warmup (fractions allowed)
+    grad_accum: int = 1
+    clip: float | None = None  # max global gradient norm
+    precision: str = "no"  # no | fp16 | bf16
+    seed: int = 0
+    log_grad_norms: bool = False  # per-layer gradient norms, averaged over each epoch
+
+
 def from_options(cls: type[T], options: Mapping[str, Any], **overrides: Any) -> T:
     """Build the frozen dataclass ``cls`` from a command's options.
 

@@ -41,6 +41,7 @@ from accelerate.utils import AutocastKwargs
 from tqdm.auto import tqdm
 
 from dla_core.cli import TRACKER_EXTRAS, TRACKER_PACKAGES
+from dla_core.config import TrainConfig  # defined with the other configs (light); imported from here too
 from dla_core.data.batches import Batches
 from dla_core.errors import DlaError, NonFiniteLossError
 from dla_core.runs import RunDir
@@ -49,23 +50,7 @@ from dla_core.seeding import seed_everything
 log = logging.getLogger(__name__)
 
 
-#### Config ####
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    lr: float = 1e-3
-    optimizer: str = "adam"  # sgd | adam | adamw
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine | step | linear, after warmup
-    warmup: float = 0.0  # epochs of linear warmup (fractions allowed)
-    grad_accum: int = 1
-    clip: float | None = None  # max global gradient norm
-    precision: str = "no"  # no | fp16 | bf16
-    seed: int = 0
-    log_grad_norms: bool = False  # per-layer gradient norms, averaged over each epoch
+#### Steps (the config, TrainConfig, is in dla_core.config: the CLIs read it without torch) ####
 
 
 @dataclass

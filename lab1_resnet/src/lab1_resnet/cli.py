@@ -158,19 +158,25 @@ def study(depths: str, kinds: str, seeds: str, **opts) -> None:
       lab1 study --depths 2,10,20 --seeds 0 --epochs 10 --out runs/quick
       lab1 study --model cnn --dataset cifar10 --depths 2,8,16 --channels 32 --epochs 20 --out runs/cnn
     """
-    from lab1_resnet.study import DepthStudy, run_study
-
     depth_list = cli.parse_list(depths, int, "--depths")
     if any(d < 1 for d in depth_list):
         raise DlaError("--depths: every depth must be at least 1")
     if opts["model"] == "mlp" and opts["stages"] != 1:
         raise DlaError("--stages applies to --model cnn only")
+    kind_list = cli.choice_list(kinds, KINDS, "--kinds")
+    seed_list = cli.parse_list(seeds, int, "--seeds")
+
+    from lab1_resnet.study import (
+        DepthStudy,
+        run_study,
+    )  # after the checks: a wrong option costs no torch import
+
     cfg = from_options(
         DepthStudy,
         opts,
         depths=tuple(dict.fromkeys(depth_list)),
-        kinds=tuple(dict.fromkeys(cli.choice_list(kinds, KINDS, "--kinds"))),
-        seeds=tuple(dict.fromkeys(cli.parse_list(seeds, int, "--seeds"))),
+        kinds=tuple(dict.fromkeys(kind_list)),
+        seeds=tuple(dict.fromkeys(seed_list)),
         train={"log_grad_norms": True},
     )
     rt = Runtime.from_options(opts)
@@ -229,13 +235,16 @@ def transfer(strategies: str, optimizers: str, **opts) -> None:
       lab1 transfer --from runs/c10 --dataset cifar100:people --strategies head,none --optimizers adam \\
                     --out runs/people
     """
-    from lab1_resnet.transfer import TransferConfig, run_transfer
+    strategy_list = cli.choice_list(strategies, STRATEGIES, "--strategies")
+    optimizer_list = cli.choice_list(optimizers, OPTIMIZERS, "--optimizers")
+
+    from lab1_resnet.transfer import TransferConfig, run_transfer  # after the checks, as in study
 
     cfg = from_options(
         TransferConfig,
         opts,
-        strategies=tuple(dict.fromkeys(cli.choice_list(strategies, STRATEGIES, "--strategies"))),
-        optimizers=tuple(dict.fromkeys(cli.choice_list(optimizers, OPTIMIZERS, "--optimizers"))),
+        strategies=tuple(dict.fromkeys(strategy_list)),
+        optimizers=tuple(dict.fromkeys(optimizer_list)),
     )
     rt = Runtime.from_options(opts)
     click.echo(run_transfer(cfg, rt), nl=False)

@@ -9,7 +9,7 @@ import click
 
 from dla_core import cli
 from dla_core.config import Runtime, from_options
-from lab2_distilbert.models import LORA_ROLES, STRATEGIES
+from lab2_distilbert.choices import LORA_ROLES, STRATEGIES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -156,9 +156,13 @@ def lora(targets, **opts) -> None:
       lab2 lora --rank 8 --alpha 16 --targets q,v --out runs/lab2-lora-qv
       lab2 lora --rank 16 --targets q,k,v --merge --out runs/lab2-lora-qkv
     """
-    from lab2_distilbert.experiments import LoraConfig, run_lora
-
     roles = cli.choice_list(targets, LORA_ROLES, "--targets")
+
+    from lab2_distilbert.experiments import (
+        LoraConfig,
+        run_lora,
+    )  # after the check: no torch for a wrong option
+
     rt = Runtime.from_options(opts)
     metrics = run_lora(from_options(LoraConfig, opts, targets=roles), rt)
     lora = f"LoRA parameters: {metrics['lora_params']:,}; head parameters: {metrics['head_params']:,}; "

@@ -14,11 +14,10 @@ import torch.nn.functional as F
 from dla_core.engine import StepOutput
 from dla_core.errors import DlaError
 from dla_core.hub import check_source
+from lab2_distilbert.choices import LORA_ROLES, STRATEGIES
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("full", "head", "head+last")
-LORA_ROLES = ("q", "k", "v", "o", "ffn")
 # Module-name suffixes (regex) of each role, per architecture; PEFT has no DistilBERT defaults.
 LORA_MODULES = {
     "distilbert": {"q": "q_lin", "k": "k_lin", "v": "v_lin", "o": "out_lin", "ffn": r"lin1|lin2"},

@@ -7,15 +7,18 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
 
 from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
-from lab3_story.generator import DEFAULT_CAPTION_MODEL, DEFAULT_STORY_MODEL, StoryConfig, StoryResult
+from lab3_story.config import DEFAULT_CAPTION_MODEL, DEFAULT_STORY_MODEL, StoryConfig
 from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS
+
+if TYPE_CHECKING:  # the CLI starts without torch, transformers or PIL (generator.py imports them)
+    from lab3_story.generator import StoryResult
 
 LENGTH = click.Choice(list(LENGTH_TOKENS))
 
@@ -92,11 +95,13 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     """
     from dla_core.seeding import seed_everything
 
-    seed_everything(opts["seed"])  # first: weights a checkpoint lacks are drawn at random when it loads
     interactive = interactive or (not sources and sys.stdin.isatty())
     if not sources and not interactive:
         raise DlaError("no SOURCE given: pass image paths or http(s) URLs, or use --interactive")
     cfg = from_options(StoryConfig, opts, sample=not opts["greedy"], max_bytes=int(opts["max_mb"] * 2**20))
+    # after the checks (they import nothing heavy), before any model: weights a checkpoint lacks are drawn at
+    # random when it loads
+    seed_everything(opts["seed"])
     rt = Runtime.from_options(opts)  # --out, --cpu: where and how, not saved in the run's config
     failed = run_stories(cfg, list(sources), rt, as_json=as_json, interactive=interactive)
     if failed:  # the bad sources were reported as they came; the others have their stories
@@ -107,6 +112,8 @@ def run_stories(
     cfg: StoryConfig, sources: list[str], rt: Runtime, *, as_json: bool, interactive: bool
 ) -> int:
     """Generate, print and (with ``rt.out``) record the stories; returns the number of failed sources."""
+    from tqdm import tqdm
+
     from dla_core.runs import RunDir
     from lab3_story.generator import ImageStoryGenerator
 

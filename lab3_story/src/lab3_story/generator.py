@@ -31,39 +31,13 @@ from PIL import Image
 
 from dla_core.errors import DlaError
 from dla_core.hub import missing_folder
+from lab3_story.config import DEFAULT_CAPTION_MODEL, DEFAULT_STORY_MODEL, StoryConfig  # noqa: F401 (re-exported)
 from lab3_story.images import FetchLimits, ImageSourceError, load_image
-from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS, check_template, end_at_sentence, make_prompt
+from lab3_story.prompts import LENGTH_TOKENS, end_at_sentence, make_prompt
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
-DEFAULT_STORY_MODEL = "roneneldan/TinyStories-33M"
 THUMBNAIL = 160  # pixels; thumbnails are kept for the run folder's picture
-
-
-@dataclass(frozen=True)
-class StoryConfig:
-    caption_model: str = DEFAULT_CAPTION_MODEL
-    story_model: str = DEFAULT_STORY_MODEL
-    length: str = "medium"  # default for calls that do not say: short / medium / long
-    prompt_template: str = DEFAULT_TEMPLATE
-    temperature: float = 0.65
-    top_p: float = 0.9
-    repetition_penalty: float = 1.2  # applied to generated tokens only, not to the prompt
-    sample: bool = True  # False: greedy decoding (deterministic without a seed)
-    caption_tokens: int = 30
-    batch_size: int = 8  # images per batch, for both models
-    seed: int | None = 0  # Python, NumPy and torch re-seeded at every stories() call; None: never
-    precision: str = "no"  # fp16 / bf16 load the models in half precision (fp16 only on a GPU)
-    timeout: float = 15.0  # seconds for each URL download as a whole (a deadline, not per read)
-    max_bytes: int = 20 * 1024 * 1024  # largest image download
-
-    def __post_init__(self) -> None:
-        if self.length not in LENGTH_TOKENS:
-            raise DlaError(f"length must be one of {', '.join(LENGTH_TOKENS)}, got {self.length!r}")
-        check_template(self.prompt_template)
-        if self.batch_size < 1:
-            raise DlaError(f"batch size must be at least 1, got {self.batch_size}")
 
 
 @dataclass

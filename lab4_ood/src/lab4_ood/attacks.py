@@ -9,7 +9,8 @@ Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so no pa
            ε-ball, each projected back onto the L∞ ball around x and onto [0, 1] (Madry et al.)
 
 ``ATTACKS`` maps each name (``lab4 attack --method``, ``lab4 train --adversarial``) to its function; ``@register``
-adds one. An attack is ``f(model, x, y, eps, *, targeted=..., ...)``; ``attack`` passes it the options it names.
+adds one (methods.ATTACKS lists the built-in names for ``--help``, without torch; a test keeps the two equal).
+An attack is ``f(model, x, y, eps, *, targeted=..., ...)``; ``attack`` passes it the options it names.
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ import click
 from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
-from lab4_ood import detectors as det
-from lab4_ood.attacks import ATTACKS
+from lab4_ood import methods
+
+# The CLI starts without torch: --method and --adversarial take their names from the light table in methods.py
+# (or from the registries, when a plug-in has loaded them); the commands import the rest.
+ATTACKS = methods.attack_names()
 
 RUN = click.Path(exists=True, file_okay=False, path_type=Path)
 LIMIT = click.option(
@@ -39,8 +42,9 @@ def _grid_values(positive: bool):
 
 def _methods_help() -> str:
     """--method's help: every registered detector, one line each (its docstring's first line)."""
-    width = max(map(len, det.DETECTORS))
-    lines = [f"{name:<{width}}  {det.summary(cls)}" for name, cls in det.DETECTORS.items()]
+    summaries = methods.detector_summaries()
+    width = max(map(len, summaries))
+    lines = [f"{name:<{width}}  {summary}" for name, summary in summaries.items()]
     return "Comma-separated, from:\n\n\b\n" + "\n".join(lines)
 
 
@@ -122,18 +126,20 @@ def detect(**opts):
       lab4 detect --model runs/c10 --id cifar10 --ood cifar100:people --ood fake \\
                   --method msp,energy,odin --grid --out runs/c10-ood
     """
+    method, temperature, eps, autoencoder = (opts[k] for k in ("method", "temperature", "eps", "autoencoder"))
+    chosen = tuple(cli.choice_list(method, tuple(methods.detector_summaries()), "--method"))
+    if not (math.isfinite(temperature) and math.isfinite(eps)):
+        raise DlaError(f"--T and --eps must be finite numbers, got --T {temperature:g} --eps {eps:g}")
+
+    from lab4_ood import detectors as det
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.detection import DetectConfig
     from lab4_ood.detection import detect as run_detect
 
-    method, temperature, eps, autoencoder = (opts[k] for k in ("method", "temperature", "eps", "autoencoder"))
-    methods = tuple(cli.choice_list(method, tuple(det.DETECTORS), "--method"))
-    if not (math.isfinite(temperature) and math.isfinite(eps)):
-        raise DlaError(f"--T and --eps must be finite numbers, got --T {temperature:g} --eps {eps:g}")
     options = det.DetectorOptions(temperature=temperature, eps=eps, autoencoder=autoencoder)
-    for m in methods:
+    for m in chosen:
         det.DETECTORS[m].check(options)
-    cfg = from_options(DetectConfig, opts, id=id_spec_for(opts["model"], opts["id_spec"]), methods=methods)
+    cfg = from_options(DetectConfig, opts, id=id_spec_for(opts["model"], opts["id_spec"]), methods=chosen)
     summary = run_detect(cfg, Runtime.from_options(opts))
     click.echo(f"ID accuracy on {cfg.id}: {summary['id_accuracy']:.4f}")
     if "odin_grid" in summary:
@@ -217,14 +223,15 @@ def attack(eps, targeted, **opts):
       lab4 attack --model runs/c10 --method fgsm --eps 0,0.01,0.05,0.1 --out runs/c10-fgsm
       lab4 attack --model runs/c10 --method pgd --targeted --target-class 3 --out runs/c10-pgd-cat
     """
-    from lab4_ood.datasets import id_spec_for
-    from lab4_ood.robustness import AttackConfig, run_attack
-
     radii = cli.parse_list(eps, float, "--eps")
     if any(not 0 <= e <= 1 for e in radii):
         raise DlaError(f"--eps: every ε must lie in [0, 1] (pixel units), got {eps!r}")
     if targeted != (opts["target_class"] is not None):
         raise DlaError("--targeted and --target-class K go together")
+
+    from lab4_ood.datasets import id_spec_for
+    from lab4_ood.robustness import AttackConfig, run_attack
+
     dataset = id_spec_for(opts["model"], opts["dataset"], "--dataset")
     cfg = from_options(AttackConfig, opts, dataset=dataset, eps=radii)
     result = run_attack(cfg, Runtime.from_options(opts))
@@ -299,10 +306,11 @@ def train(**opts):
       lab4 train --dataset digits:0-4 --adversarial fgsm --eps 0.1 --alpha 0.5 --out runs/d04-adv
       lab4 train --dataset cifar10 --outlier-exposure cifar100 --oe-weight 0.5 --out runs/c10-oe
     """
-    from lab4_ood.training import TrainRunConfig, train_classifier
-
     if opts["adversarial"] is not None and opts["eps"] == 0:
         raise DlaError("--adversarial needs --eps > 0")
+
+    from lab4_ood.training import TrainRunConfig, train_classifier
+
     cfg = from_options(TrainRunConfig, opts)
     rt = Runtime.from_options(opts)
     m = train_classifier(cfg, rt)

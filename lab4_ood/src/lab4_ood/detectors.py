@@ -2,8 +2,9 @@
 
 Every score points the same way: **higher = more in-distribution** (ID is the positive class in metrics.py).
 
-``DETECTORS`` maps each ``--method`` name to its class (``@register`` adds one); ``lab4 detect`` takes its
-choices and help from it, one line per method: the first line of the class docstring. A detector is built by
+``DETECTORS`` maps each ``--method`` name to its class (``@register`` adds one); ``lab4 detect`` offers its names,
+one help line per method: the first line of the class docstring (read at ``--help`` from the light copy in
+methods.py, which a test keeps equal to this registry). A detector is built by
 ``cls.build(model, options, device)``; ``cls.check(options)`` refuses missing options before any work starts.
 """
 

@@ -1,0 +1,38 @@
+"""lab3's settings, without heavy imports: the CLI reads the defaults and builds the config at start-up (no torch,
+transformers or PIL there). ``generator.py`` re-exports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dla_core.errors import DlaError
+from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS, check_template
+
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
+DEFAULT_STORY_MODEL = "roneneldan/TinyStories-33M"
+
+
+@dataclass(frozen=True)
+class StoryConfig:
+    caption_model: str = DEFAULT_CAPTION_MODEL
+    story_model: str = DEFAULT_STORY_MODEL
+    length: str = "medium"  # default for calls that do not say: short / medium / long
+    prompt_template: str = DEFAULT_TEMPLATE
+    temperature: float = 0.65
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2  # applied to generated tokens only, not to the prompt
+    sample: bool = True  # False: greedy decoding (deterministic without a seed)
+    caption_tokens: int = 30
+    batch_size: int = 8  # images per batch, for both models
+    seed: int | None = 0  # Python, NumPy and torch re-seeded at every stories() call; None: never
+    precision: str = "no"  # fp16 / bf16 load the models in half precision (fp16 only on a GPU)
+    timeout: float = 15.0  # seconds for each URL download as a whole (a deadline, not per read)
+    max_bytes: int = 20 * 1024 * 1024  # largest image download
+
+    def __post_init__(self) -> None:
+        if self.length not in LENGTH_TOKENS:
+            raise DlaError(f"length must be one of {', '.join(LENGTH_TOKENS)}, got {self.length!r}")
+        check_template(self.prompt_template)
+        if self.batch_size < 1:
+            raise DlaError(f"batch size must be at least 1, got {self.batch_size}")

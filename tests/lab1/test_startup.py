@@ -1,0 +1,40 @@
+"""`lab1 --help`, every `lab1 CMD --help` and option errors answer without torch (see tests/startup.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab1_resnet.cli import group
+from tests.startup import run_script
+
+
+@pytest.mark.parametrize("command", [None, *group.commands])
+def test_help_imports_nothing_heavy(command, tmp_path):
+    r = run_script("lab1", *([command] if command else []), "--help", cwd=tmp_path)
+    assert r.code == 0 and r.stdout.startswith(f"Usage: lab1{f' {command}' if command else ''} [OPTIONS]")
+    assert r.heavy == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["train", "--model", "vgg", "--out", "x"],
+            2,
+            "Error: Invalid value for '--model': 'vgg' is not one of",
+        ),
+        (["study"], 2, "Error: Missing option '--out'."),
+        (["study", "--depths", "2,0", "--out", "x"], 1, "Error: --depths: every depth must be at least 1"),
+        (["study", "--kinds", "plain,dense", "--out", "x"], 1, "Error: --kinds: unknown dense"),
+        (
+            ["transfer", "--from", ".", "--strategies", "all", "--out", "x"],
+            1,
+            "Error: --strategies: unknown all",
+        ),
+    ],
+)
+def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):
+    r = run_script("lab1", *args, cwd=tmp_path)
+    assert r.code == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.heavy == []
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,49 @@
+"""`lab4 --help`, every `lab4 CMD --help` and option errors answer without torch (tests/startup.py), with the
+detectors and attacks of the registries listed from the light table in methods.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab4_ood.cli import group
+from tests.startup import run_script
+
+
+@pytest.mark.parametrize("command", [None, *group.commands])
+def test_help_imports_nothing_heavy(command, tmp_path):
+    r = run_script("lab4", *([command] if command else []), "--help", cwd=tmp_path)
+    assert r.code == 0 and r.stdout.startswith(f"Usage: lab4{f' {command}' if command else ''} [OPTIONS]")
+    assert r.heavy == []
+
+
+def test_help_without_torch_lists_what_the_registries_hold(tmp_path):
+    from lab4_ood import attacks
+    from lab4_ood import detectors as det
+
+    flat = " ".join(run_script("lab4", "detect", "--help", cwd=tmp_path).stdout.split())
+    for name, cls in det.DETECTORS.items():
+        assert f"{name} {det.summary(cls)}" in flat, name
+    choices = f"[{'|'.join(attacks.ATTACKS)}]"
+    assert choices in run_script("lab4", "attack", "--help", cwd=tmp_path).stdout
+    assert choices in run_script("lab4", "train", "--help", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["detect", "--model", "run", "--ood", "fake", "--method", "msp,bogus", "--out", "x"], 1,
+         "Error: --method: unknown bogus (choose from msp, maxlogit, energy, odin, mahalanobis, recon)\n"),
+        (["attack", "--model", "run", "--method", "cw", "--out", "x"], 2, "'cw' is not one of 'fgsm', 'pgd'."),
+        (["attack", "--model", "run", "--eps", "0,2", "--out", "x"], 1, "Error: --eps: every ε must lie in [0, 1]"),
+        (["attack", "--model", "run", "--targeted", "--out", "x"], 1, "Error: --targeted and --target-class K go"),
+        (["train", "--dataset", "digits"], 2, "Error: Missing option '--out'."),
+        (["train", "--dataset", "digits", "--adversarial", "fgsm", "--eps", "0", "--out", "x"], 1,
+         "Error: --adversarial needs --eps > 0"),
+    ],
+)  # fmt: skip
+def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):
+    (tmp_path / "run").mkdir()
+    r = run_script("lab4", *args, cwd=tmp_path)
+    assert r.code == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.heavy == []
+    assert not (tmp_path / "x").exists()
