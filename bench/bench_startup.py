@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_model
+
 TARGET_CPU_S = 0.3
 
 
@@ -50,16 +52,6 @@ def measure(argv: list[str], env: dict[str, str], runs: int) -> dict[str, float]
     samples = [run_once(argv, env) for _ in range(runs)]
     cpu, wall, rss = zip(*samples, strict=True)
     return {"cpu": statistics.median(cpu), "wall": statistics.median(wall), "rss": statistics.median(rss)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def script(name: str) -> str | None:

@@ -28,6 +28,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from machine import cpu_model
+
 
 def child(mode: str, depths: tuple[int, ...], epochs: int) -> None:
     from dla_core.config import Runtime
@@ -103,16 +105,6 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
     argv = [sys.executable, __file__, "--child", mode, "--depths", args.depths, "--epochs", str(args.epochs)]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
