@@ -84,3 +84,18 @@ def run_script(name: str, *args: str | Path, cwd: Path) -> ScriptRun:
     report.unlink()
     assert r.returncode == result["code"], (r.returncode, result, r.stderr)
     return ScriptRun(result["code"], r.stdout, r.stderr, result["heavy"])
+
+
+def check_help(lab: str, command: str | None, cwd: Path) -> None:
+    """``lab [command] --help`` prints its usage, exits 0 and imports nothing heavy."""
+    r = run_script(lab, *([command] if command else []), "--help", cwd=cwd)
+    assert r.code == 0 and r.stdout.startswith(f"Usage: {lab}{f' {command}' if command else ''} [OPTIONS]")
+    assert r.heavy == []
+
+
+def check_option_error(lab: str, args: list[str], code: int, message: str, cwd: Path) -> None:
+    """A bad option: exit ``code``, ``message`` on stderr, no traceback, nothing heavy, no run folder ``x``."""
+    r = run_script(lab, *args, cwd=cwd)
+    assert r.code == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.heavy == []
+    assert not (cwd / "x").exists()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 
 from lab1_resnet.cli import group
-from tests.startup import run_script
+from tests.startup import check_help, check_option_error
 
 
 @pytest.mark.parametrize("command", [None, *group.commands])
 def test_help_imports_nothing_heavy(command, tmp_path):
-    r = run_script("lab1", *([command] if command else []), "--help", cwd=tmp_path)
-    assert r.code == 0 and r.stdout.startswith(f"Usage: lab1{f' {command}' if command else ''} [OPTIONS]")
-    assert r.heavy == []
+    check_help("lab1", command, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +32,4 @@ def test_help_imports_nothing_heavy(command, tmp_path):
     ],
 )
 def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):
-    r = run_script("lab1", *args, cwd=tmp_path)
-    assert r.code == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert r.heavy == []
-    assert not (tmp_path / "x").exists()
+    check_option_error("lab1", args, code, message, tmp_path)

@@ -6,14 +6,12 @@ import pytest
 
 from lab2_distilbert import choices, models
 from lab2_distilbert.cli import group
-from tests.startup import run_script
+from tests.startup import check_help, check_option_error
 
 
 @pytest.mark.parametrize("command", [None, *group.commands])
 def test_help_imports_nothing_heavy(command, tmp_path):
-    r = run_script("lab2", *([command] if command else []), "--help", cwd=tmp_path)
-    assert r.code == 0 and r.stdout.startswith(f"Usage: lab2{f' {command}' if command else ''} [OPTIONS]")
-    assert r.heavy == []
+    check_help("lab2", command, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -34,10 +32,7 @@ def test_help_imports_nothing_heavy(command, tmp_path):
     ],
 )
 def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):
-    r = run_script("lab2", *args, cwd=tmp_path)
-    assert r.code == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert r.heavy == []
-    assert not (tmp_path / "x").exists()
+    check_option_error("lab2", args, code, message, tmp_path)
 
 
 def test_the_models_use_the_choices_the_cli_offers():

@@ -8,14 +8,12 @@ import pytest
 import lab3_story
 from lab3_story import config, generator, images
 from lab3_story.cli import group
-from tests.startup import run_script
+from tests.startup import check_help, check_option_error
 
 
 @pytest.mark.parametrize("command", [None, *group.commands])
 def test_help_imports_nothing_heavy(command, tmp_path):
-    r = run_script("lab3", *([command] if command else []), "--help", cwd=tmp_path)
-    assert r.code == 0 and r.stdout.startswith(f"Usage: lab3{f' {command}' if command else ''} [OPTIONS]")
-    assert r.heavy == []
+    check_help("lab3", command, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -28,10 +26,7 @@ def test_help_imports_nothing_heavy(command, tmp_path):
     ],
 )  # fmt: skip
 def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):
-    r = run_script("lab3", *args, cwd=tmp_path)
-    assert r.code == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert r.heavy == []
-    assert not (tmp_path / "x").exists()
+    check_option_error("lab3", args, code, message, tmp_path)
 
 
 def test_the_package_names_load_on_first_use():

@@ -6,14 +6,12 @@ from __future__ import annotations
 import pytest
 
 from lab4_ood.cli import group
-from tests.startup import run_script
+from tests.startup import check_help, check_option_error, run_script
 
 
 @pytest.mark.parametrize("command", [None, *group.commands])
 def test_help_imports_nothing_heavy(command, tmp_path):
-    r = run_script("lab4", *([command] if command else []), "--help", cwd=tmp_path)
-    assert r.code == 0 and r.stdout.startswith(f"Usage: lab4{f' {command}' if command else ''} [OPTIONS]")
-    assert r.heavy == []
+    check_help("lab4", command, tmp_path)
 
 
 def test_help_without_torch_lists_what_the_registries_hold(tmp_path):
@@ -43,7 +41,4 @@ def test_help_without_torch_lists_what_the_registries_hold(tmp_path):
 )  # fmt: skip
 def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):
     (tmp_path / "run").mkdir()
-    r = run_script("lab4", *args, cwd=tmp_path)
-    assert r.code == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert r.heavy == []
-    assert not (tmp_path / "x").exists()
+    check_option_error("lab4", args, code, message, tmp_path)
