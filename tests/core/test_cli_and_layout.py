@@ -144,6 +144,7 @@ def test_report_to_takes_a_comma_separated_list_of_trackers():
     for bad, message in (("tensorbored", "unknown tensorbored"), ("none,wandb", "'none' cannot be combined")):
         r = runner.invoke(show, ["--report-to", bad])
         assert r.exit_code == 2 and message in r.output, r.output
+        assert r.output.count("--report-to") == 1, r.output  # named once, by click
     assert "report_to" in {p.name for p in go.params}  # every training command has it
 
 

@@ -84,7 +84,8 @@ def _trackers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
     try:
         items = choice_list(value, REPORT_TO_CHOICES, "--report-to")
     except DlaError as e:
-        raise click.BadParameter(e.message) from None
+        # click already names the option ("Invalid value for '--report-to': …"): say it once
+        raise click.BadParameter(e.message.removeprefix("--report-to: ")) from None
     if "none" in items and len(items) > 1:
         raise click.BadParameter("'none' cannot be combined with trackers")
     return tuple(t for t in dict.fromkeys(items) if t != "none")
