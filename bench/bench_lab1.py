@@ -1,6 +1,7 @@
 """lab1 vs the seeds' way: one epoch of a CIFAR-10-shaped residual CNN (depth 5, 64 channels, batch 128).
 
-    python bench/bench_lab1.py [--size N] [--epochs 1] [--precision no|bf16] [--workers 2]
+    python bench/bench_lab1.py [--size N] [--epochs 3] [--precision no|bf16] [--ref-precision no|bf16]
+                               [--workers 2] [--compile]
     python bench/bench_lab1.py --study        # wall time of the default `lab1 study` (minutes)
 
 Both read the same synthetic uint8 images, written in the real CIFAR-10 pickle layout (nothing can be
@@ -8,9 +9,12 @@ downloaded here). The reference is what the lab seeds did: a torch Dataset retur
 torchvision ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` per sample, a
 ``DataLoader`` (batch 128, shuffle, --workers), and a plain Adam loop (``torch.autocast`` for bf16). lab1 is
 ``lab1 train``'s experiment function: uint8 tensors on the device, crop + flip on whole batches,
-``dla_core.engine.fit``. Both report images/s over the training epochs only (no evaluation).
-Target on a GPU with --precision bf16: lab1 ≥ 5× the seeds' way. On a CPU the convolutions dominate both,
-so expect a ratio near 1; use --size to keep it short (default: 50,000 on a GPU, 2,048 on a CPU).
+``dla_core.engine.fit`` (on a GPU: channels_last convolution weights, and ``torch.compile`` with --compile).
+Both report images/s over the training epochs only (no evaluation): the median over the epochs after the
+first (the first carries DataLoader worker start-up on one side and compilation on the other), and the first
+epoch's too. Target on a GPU with --precision bf16: lab1 ≥ 5× the seeds' way (whose precision is
+--ref-precision: the seeds trained in fp32). On a CPU the convolutions dominate both, so expect a ratio near 1;
+use --size to keep it short (default: 50,000 on a GPU, 2,048 on a CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import subprocess
 import tempfile
 import time
@@ -68,7 +73,7 @@ class UInt8Cifar(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def seeds_way(root: Path, epochs: int, precision: str, workers: int) -> float:
+def seeds_way(root: Path, epochs: int, precision: str, workers: int) -> list[float]:
     from torchvision import transforms
 
     from dla_core.data import formats
@@ -99,9 +104,9 @@ def seeds_way(root: Path, epochs: int, precision: str, workers: int) -> float:
     net = build_model(cfg).to(dev)  # the transform normalises already
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     net.train()
-    seen, seconds = 0, 0.0
+    rates = []
     for _ in range(epochs):
-        t0 = time.perf_counter()
+        t0, seen = time.perf_counter(), 0
         for xb, yb in loader:
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -112,14 +117,14 @@ def seeds_way(root: Path, epochs: int, precision: str, workers: int) -> float:
             seen += len(yb)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        seconds += time.perf_counter() - t0
-    return seen / seconds
+        rates.append(seen / (time.perf_counter() - t0))
+    return rates
 
 
 #### lab1 ####
 
 
-def lab1_way(root: Path, size: int, epochs: int, precision: str) -> tuple[float, float]:
+def lab1_way(root: Path, size: int, epochs: int, precision: str, compile: bool) -> tuple[list[float], float]:
     from dla_core.config import Runtime
     from dla_core.engine import TrainConfig
     from lab1_resnet.train import TrainRun, train_classifier
@@ -135,11 +140,15 @@ def lab1_way(root: Path, size: int, epochs: int, precision: str) -> tuple[float,
         train=TrainConfig(epochs=epochs, lr=1e-3, precision=precision),
     )
     t0 = time.perf_counter()
-    m = train_classifier(cfg, Runtime(out=root / "run", data_dir=root))
+    m = train_classifier(cfg, Runtime(out=root / "run", data_dir=root, compile=compile))
     wall = time.perf_counter() - t0
     per_epoch = (size // BATCH) * BATCH  # training drops the last partial batch, like the DataLoader above
-    seconds = sum(h["epoch_seconds"] for h in m["history"])
-    return per_epoch * epochs / seconds, wall
+    return [per_epoch / h["epoch_seconds"] for h in m["history"]], wall
+
+
+def steady(rates: list[float]) -> float:
+    """Images/s once warm: the median over the epochs after the first (the first alone if there is one)."""
+    return statistics.median(rates[1:]) if len(rates) > 1 else rates[0]
 
 
 #### Main ####
@@ -158,8 +167,10 @@ def time_study() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=None, help="training images (default 50000 GPU / 2048 CPU)")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--precision", choices=["no", "bf16"], default="no")
+    ap.add_argument("--ref-precision", choices=["no", "bf16"], default=None, help="default: --precision")
+    ap.add_argument("--compile", action="store_true", help="lab1 with torch.compile (--compile)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seeds' way")
     ap.add_argument("--study", action="store_true", help="time the default `lab1 study` instead")
     args = ap.parse_args()
@@ -170,8 +181,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_fixture(root, size)
-        ref = seeds_way(root, args.epochs, args.precision, args.workers)
-        ours, wall = lab1_way(root, size, args.epochs, args.precision)
+        ref_precision = args.ref_precision or args.precision
+        refs = seeds_way(root, args.epochs, ref_precision, args.workers)
+        ours_all, wall = lab1_way(root, size, args.epochs, args.precision, args.compile)
+    ref, ours = steady(refs), steady(ours_all)
     where = (
         torch.cuda.get_device_name(0)
         if device().type == "cuda"
@@ -179,14 +192,18 @@ def main() -> None:
     )
     print(
         f"device: {where}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"{size} images, {args.epochs} epoch(s), precision {args.precision}"
+        f"{size} images, {args.epochs} epoch(s)"
     )
     print(
-        f"seeds' way (PIL + per-sample transforms + DataLoader, {args.workers} workers): {ref:,.0f} images/s"
+        f"seeds' way (PIL + per-sample transforms + DataLoader, {args.workers} workers, precision "
+        f"{ref_precision}): {ref:,.0f} images/s (epochs: {', '.join(f'{r:,.0f}' for r in refs)})"
     )
-    print(f"lab1 train (uint8 on device + batch augmentation + fit):  {ours:,.0f} images/s "
-          f"({wall:.1f} s wall incl. loading, test evaluation, plots)")  # fmt: skip
+    print(f"lab1 train (uint8 on device + batch augmentation + fit, precision {args.precision}"
+          f"{', --compile' if args.compile else ''}): {ours:,.0f} images/s "
+          f"(epochs: {', '.join(f'{r:,.0f}' for r in ours_all)}; {wall:.1f} s wall incl. loading, "
+          "test evaluation, plots)")  # fmt: skip
     print(f"ratio: {ours / ref:.2f}x  (target >= 5x on a GPU with --precision bf16)")
+    print(f"RESULT lab1: ref={ref:.0f} ours={ours:.0f} ratio={ours / ref:.2f}x")
 
 
 if __name__ == "__main__":

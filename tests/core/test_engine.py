@@ -624,3 +624,33 @@ def test_fp16_scales_the_loss_and_skips_a_step_whose_gradients_overflow(digits, 
     assert run.load_checkpoint()["scaler"]["scale"] == 2.0**15
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     assert math.isfinite(result.history[0]["train_loss"])
+
+
+@pytest.mark.slow
+def test_compile_trains_the_compiled_model_to_the_same_numbers(digits, tmp_path):
+    """--compile: fit places the model through torch.compile (the module itself is compiled, its state_dict keys
+    unchanged) and the history equals the eager run's up to float reassociation."""
+    histories, compiled = [], []
+    for compile_ in (False, True):
+        model = mlp(digits, depth=1)
+        result = fit(
+            model,
+            ImageBatches(digits.train, 64, shuffle=True),
+            TrainConfig(epochs=2, seed=3),
+            accelerator=make_accelerator(compile=compile_),
+            val=ImageBatches(digits.val, 256),
+        )
+        histories.append(result.history)
+        compiled.append(getattr(model, "_compiled_call_impl", None) is not None)
+        assert all(not k.startswith("_orig_mod") for k in model.state_dict())
+    assert compiled == [False, True]
+    for eager, comp in zip(*histories, strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert comp[key] == pytest.approx(eager[key], abs=2e-3), key
+
+
+def test_place_keeps_the_default_layout_on_the_cpu():
+    model = build_model(ModelConfig("cnn", (3, 8, 8), 10, depth=1, width=4, mean=(0.0,), std=(1.0,)))
+    placed = make_accelerator().place(model)
+    assert all(p.is_contiguous() for p in placed.parameters())
+    assert getattr(placed, "_compiled_call_impl", None) is None

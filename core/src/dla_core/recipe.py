@@ -114,7 +114,12 @@ def train_into(
     threads = apply_threads(training_threads(model, batches["train"], eval_step, rt))
     run.update_metrics(**{THREADS: threads.record()})
     acc = make_accelerator(
-        train.precision, rt.cpu, report_to=rt.report_to, project_dir=run.path, config=run.config
+        train.precision,
+        rt.cpu,
+        report_to=rt.report_to,
+        project_dir=run.path,
+        config=run.config,
+        compile=rt.compile,
     )
     trainable = count_parameters(model, trainable_only=True)
     result = fit(
