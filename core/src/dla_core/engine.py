@@ -45,7 +45,7 @@ from dla_core.config import TrainConfig  # defined with the other configs (light
 from dla_core.data.batches import Batches
 from dla_core.errors import DlaError, NonFiniteLossError
 from dla_core.runs import RunDir
-from dla_core.seeding import seed_everything
+from dla_core.seeding import reseed_torch, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -304,10 +304,12 @@ def evaluate(
     with acc.autocast():
         for batch in batches.iterate(0, rank=acc.process_index, world=acc.num_processes, device=acc.device):
             out = step(model, batch)
-            n = sums.new_tensor(float(out.count))
             counted = out.correct is not None
             correct = out.correct.double() if counted else sums.new_zeros(())  # type: ignore[union-attr]
-            sums += torch.stack([out.loss.detach().double() * out.count, correct, n, n if counted else 0 * n])
+            sums[:2] += torch.stack([out.loss.detach().double() * out.count, correct])
+            sums[2] += out.count  # scalars: no host→device copy (and GPU sync) per batch
+            if counted:
+                sums[3] += out.count
     model.train(was_training)
     loss_n, correct, n, n_counted = (
         acc.reduce(sums, reduction="sum").tolist() if acc.num_processes > 1 else sums.tolist()
@@ -519,9 +521,10 @@ class _Loop:
             out = self._forward_backward(epoch, i, batch)
             has_accuracy = out.correct is not None
             correct = out.correct.double() if has_accuracy else pending.new_zeros(())  # type: ignore[union-attr]
-            pending += torch.stack(
-                [out.loss.detach().double() * out.count, correct, pending.new_tensor(float(out.count))]
-            )
+            # device-side sums; the count is added as a scalar (a tensor made from it would cost a host→device
+            # copy, and a GPU sync, every step)
+            pending[:2] += torch.stack([out.loss.detach().double() * out.count, correct])
+            pending[2] += out.count
             bar.update(1)
             if not self._closes_group(i):
                 continue
@@ -550,7 +553,7 @@ class _Loop:
     def _forward_backward(self, epoch: int, i: int, batch: Any) -> StepOutput:
         cfg, acc = self.cfg, self.acc
         if i % cfg.grad_accum == 0:  # randomness inside the step (dropout, random starts) is replayable
-            torch.manual_seed(hash((cfg.seed, epoch, i, acc.process_index)) & 0x7FFF_FFFF)
+            reseed_torch(hash((cfg.seed, epoch, i, acc.process_index)) & 0x7FFF_FFFF, acc.device.type)
         with contextlib.nullcontext() if self._closes_group(i) else acc.no_sync(self.model):
             with acc.autocast():
                 out = self.step(self.model, batch)
@@ -559,7 +562,9 @@ class _Loop:
         return out
 
     def _optimizer_step(self) -> None:
-        inner = self.optimizer.optimizer  # the torch optimizer inside Accelerate's wrapper
+        # the torch optimizer inside Accelerate's wrapper, stepped directly: the wrapper's step only adds what this
+        # loop does itself (accumulation, loss scaling) or does not run (XLA), plus a package lookup every call
+        inner = self.optimizer.optimizer
         if self.scaler is not None:
             self.scaler.unscale_(inner)  # the norms and the clipping see true gradients
         if self.grad_norms is not None:
@@ -568,7 +573,7 @@ class _Loop:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
         skipped = False
         if self.scaler is None:
-            self.optimizer.step()
+            inner.step()
         else:  # fp16: a step with inf/nan gradients is skipped and the scale shrinks
             scale = self.scaler.get_scale()
             self.scaler.step(inner)
@@ -576,7 +581,7 @@ class _Loop:
             skipped = self.scaler.get_scale() < scale
         if not skipped:
             self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        inner.zero_grad(set_to_none=True)
 
     def _report_step(self, epoch: int, i: int, bar: tqdm) -> None:
         """The learning rate to the trackers every optimizer step; every LOG_EVERY steps, the one read from the

@@ -18,6 +18,17 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
+def reseed_torch(seed: int, device_type: str) -> None:
+    """Reseed torch's generators on the CPU and, for ``device_type`` "cuda", the current GPU: what the training
+    loop does every step. Not ``torch.manual_seed``: on a machine without CUDA it formats a stack trace each
+    call to queue the GPU seeding for later (a millisecond a step), and on a GPU it seeds every device."""
+    import torch
+
+    torch.default_generator.manual_seed(seed)
+    if device_type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
 def process_rank() -> int:
     """This process's global rank under torchrun / accelerate launch (0 when run as one process)."""
     return int(os.environ.get("RANK", "0"))

@@ -153,16 +153,20 @@ class ImageBatches:
         gen = epoch_generator(self.seed, epoch)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         params = self.augment.draw(n, gen) if self.augment else None
+        # drawn on the CPU (the same numbers on every device), then moved once per epoch: on a GPU a per-batch copy
+        # of the indices would wait for the device every step
+        order = order.to(images.device)
+        params = params.to(images.device) if params is not None else None
         n_batches = self.num_batches(world)
         if self.drop_last and n < g:  # a dataset smaller than one global batch: one batch of everything
             g = n
         for i in range(start, n_batches):
             chunk = slice(i * g, min((i + 1) * g, n))
-            local = order[chunk][shard(chunk.stop - chunk.start, rank, world)]
-            if len(local) == 0:
+            mine = shard(chunk.stop - chunk.start, rank, world)
+            if mine.stop == mine.start:
                 continue
-            idx = local.to(images.device, non_blocking=True)
+            idx = order[chunk][mine]
             x = images[idx]
             if params is not None:
-                x = self.augment.apply(x, params[local].to(images.device, non_blocking=True))  # type: ignore[union-attr]
+                x = self.augment.apply(x, params[idx])  # type: ignore[union-attr]
             yield x.float().div_(255), labels[idx]
