@@ -180,3 +180,23 @@ def test_the_modules_the_clis_import_at_start_up_are_light():
     from dla_core import config, engine
 
     assert engine.TrainConfig is config.TrainConfig  # one class, importable from both
+
+
+def test_compile_takes_an_optional_mode():
+    from click.testing import CliRunner
+
+    from dla_core.config import Runtime
+
+    @click.command()
+    @cli.COMPILE
+    @click.option("--out")
+    def cmd(**opts):
+        click.echo(repr(Runtime.from_options(opts).compile))
+
+    run = lambda *a: CliRunner().invoke(cmd, list(a))  # noqa: E731
+    assert run().output.strip() == "None"
+    assert run("--compile").output.strip() == "'default'"
+    assert run("--compile", "--out", "x").output.strip() == "'default'"
+    assert run("--compile", "reduce-overhead").output.strip() == "'reduce-overhead'"
+    bad = run("--compile", "fast")
+    assert bad.exit_code == 2 and "'fast' is not one of" in bad.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dla_core.data import ImageBatches, ImageSet
+from dla_core.data import Augment, ImageBatches, ImageSet
 from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
 from dla_core.models import ModelConfig, build_model
 from tests.gpu import needs_gpu
@@ -64,3 +64,21 @@ def test_compile_on_the_gpu_matches_eager():
     for eager, comp in zip(*histories, strict=True):
         assert comp["train_loss"] == pytest.approx(eager["train_loss"], abs=1e-2)
         assert comp["val_accuracy"] == pytest.approx(eager["val_accuracy"], abs=0.02)
+
+
+def test_training_steps_do_not_wait_for_the_gpu():
+    """No host-device synchronisation per step: only the loss check every LOG_EVERY steps and the epoch's end."""
+    import warnings
+
+    data = blobs(64 * 60)
+    acc = make_accelerator()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fit(cnn(), ImageBatches(data, 64, shuffle=True, augment=Augment(crop_padding=2, flip=True)),
+                TrainConfig(epochs=1, log_grad_norms=True), accelerator=acc)  # fmt: skip
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) < 15, [str(w.message) for w in syncs[:5]]  # 60 steps: ≥ 60 if every step waited

@@ -55,9 +55,9 @@ def test_from_options_coerces_paths_and_keeps_explicit_none():
 
 def test_runtime_options_stay_out_of_experiment_configs():
     opts = {"out": "runs/x", "resume": True, "data_dir": "d", "download": True, "cpu": True,
-            "report_to": ["tensorboard"], "threads": 3, "compile": True, "lr": 0.3}  # fmt: skip
+            "report_to": ["tensorboard"], "threads": 3, "compile": "default", "lr": 0.3}  # fmt: skip
     rt = Runtime.from_options(opts)
-    assert rt == Runtime(Path("runs/x"), True, Path("d"), True, True, ("tensorboard",), 3, True)
+    assert rt == Runtime(Path("runs/x"), True, Path("d"), True, True, ("tensorboard",), 3, "default")
     runtime = {"out", "resume", "data_dir", "download", "cpu", "report_to", "threads", "compile"}
     assert runtime == RUNTIME_OPTIONS
     assert not RUNTIME_OPTIONS & set(TrainConfig.__dataclass_fields__)

@@ -106,11 +106,16 @@ THREADS = click.option(
     help="CPU threads for torch [default: OMP_NUM_THREADS if set, else 1 for small models and every core for "
     "large ones, from the work per step; the choice is recorded in metrics.json].",
 )
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 COMPILE = click.option(
     "--compile",
-    is_flag=True,
-    help="Compile the model with torch.compile: faster steps on a GPU after a one-off compile (tens of "
-    "seconds); needs a C++ compiler on the CPU. Same numbers up to float rounding; not saved in config.json.",
+    type=click.Choice(COMPILE_MODES),
+    is_flag=False,
+    flag_value="default",
+    default=None,
+    help="Compile the model with torch.compile, optionally naming its mode (`--compile reduce-overhead`: CUDA "
+    "graphs); faster steps on a GPU after a one-off compile of tens of seconds; needs a C++ compiler on the "
+    "CPU. Same numbers up to float rounding; not saved in config.json.",
 )
 VERBOSE = click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 

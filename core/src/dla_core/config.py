@@ -38,7 +38,7 @@ class Runtime:
     cpu: bool = False
     report_to: tuple[str, ...] = ()
     threads: int | None = None  # torch's CPU threads; None: dla_core.threads decides from the work's size
-    compile: bool = False  # torch.compile the trained model (same numbers up to float reassociation)
+    compile: str | None = None  # torch.compile mode for the trained model ("default", …); None: eager
 
     def __post_init__(self) -> None:
         if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):

@@ -106,23 +106,23 @@ class DlaAccelerator(Accelerator):
     when ``compile`` is set).
     """
 
-    def __init__(self, precision: str = "no", *, compile: bool = False, **kwargs: Any):
+    def __init__(self, precision: str = "no", *, compile: str | bool | None = None, **kwargs: Any):
         if precision != "no" and precision not in _AUTOCAST_DTYPES:
             raise DlaError(f"unknown precision {precision!r} (choose no, fp16 or bf16)")
         super().__init__(mixed_precision="no", **kwargs)
         self.precision = precision
-        self.compile = compile
+        self.compile = "default" if compile is True else (compile or None)  # a torch.compile mode, or None
 
     def place(self, model: nn.Module) -> nn.Module:
         """``model`` on this device, in place: on a GPU, 4-d (convolution) weights in channels_last, the layout
         tensor cores read without transposes (cuDNN then runs the convolutions channels_last whatever the input's
-        layout); compiled with ``torch.compile`` when asked (state_dict keys unchanged). The CPU keeps the
+        layout); compiled with ``torch.compile`` in the mode asked for (state_dict keys unchanged). The CPU keeps the
         default layout, so CPU numbers do not depend on this."""
         model = model.to(self.device)
         if self.device.type == "cuda" and any(p.dim() == 4 for p in model.parameters()):
             model = model.to(memory_format=torch.channels_last)
         if self.compile and not getattr(model, "_compiled_call_impl", None):
-            model.compile()
+            model.compile(mode=None if self.compile == "default" else self.compile)
         return model
 
     @contextlib.contextmanager
@@ -149,14 +149,15 @@ def make_accelerator(
     project_dir: Path | str | None = None,
     run_name: str | None = None,
     config: Any = None,
-    compile: bool = False,
+    compile: str | bool | None = None,
 ) -> DlaAccelerator:
     """An accelerator that says so when it cannot honour the precision asked for.
 
     ``report_to`` names trackers (``cli.REPORT_TO``); they write under ``project_dir`` (the run folder: TensorBoard
     event files in ``<run>/<run_name>``, MLflow in ``<run>/mlruns`` unless MLFLOW_TRACKING_URI is set) and get
-    ``config`` flattened as hyperparameters. End them with ``finish_tracking``. ``compile``: models placed
-    by it (``fit`` places the one it trains) run through ``torch.compile``.
+    ``config`` flattened as hyperparameters. End them with ``finish_tracking``. ``compile`` (a
+    ``torch.compile`` mode, or True for the default one): models placed by it (``fit`` places the one it trains)
+    are compiled.
     """
     has_gpu = torch.cuda.is_available() or (
         hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
