@@ -1,4 +1,5 @@
-"""Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, mutate, docker, docker-smoke.
+"""Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, mutate, docker, docker-smoke,
+tests-gpu (on a CUDA machine).
 
 nox -s tests            # every part, each in its own environment with only core + that lab installed
 nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
@@ -61,6 +62,17 @@ def tests(session: nox.Session) -> None:
     """Run every part's tests, each in its own environment."""
     for part in [*PARTS, "docker"]:
         session.notify(f"tests-{part}", posargs=session.posargs)
+
+
+@nox.session(name="tests-gpu", python=PYTHON, default=False)
+def tests_gpu(session: nox.Session) -> None:
+    """The GPU tests of every part (marked gpu; skipped without CUDA), on a machine with an NVIDIA GPU."""
+    install_parts(session, *LABS.values())
+    session.install(*TEST_TOOLS)
+    gpu_tests = [
+        f"tests/{part}/test_gpu.py" for part in PARTS if (ROOT / "tests" / part / "test_gpu.py").exists()
+    ]
+    session.run("pytest", "-m", "gpu", *gpu_tests, *session.posargs)
 
 
 @nox.session(python=PYTHON)

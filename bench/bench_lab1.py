@@ -125,7 +125,7 @@ def seeds_way(root: Path, epochs: int, precision: str, workers: int) -> list[flo
 
 
 def lab1_way(
-    root: Path, size: int, epochs: int, precision: str, compile: str | None
+    root: Path, size: int, epochs: int, precision: str, compile: str | None, out: str = "run"
 ) -> tuple[list[float], float]:
     from dla_core.config import Runtime
     from dla_core.engine import TrainConfig
@@ -142,7 +142,7 @@ def lab1_way(
         train=TrainConfig(epochs=epochs, lr=1e-3, precision=precision),
     )
     t0 = time.perf_counter()
-    m = train_classifier(cfg, Runtime(out=root / "run", data_dir=root, compile=compile))
+    m = train_classifier(cfg, Runtime(out=root / out, data_dir=root, compile=compile))
     wall = time.perf_counter() - t0
     per_epoch = (size // BATCH) * BATCH  # training drops the last partial batch, like the DataLoader above
     return [per_epoch / h["epoch_seconds"] for h in m["history"]], wall
@@ -171,22 +171,18 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="training images (default 50000 GPU / 2048 CPU)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--precision", choices=["no", "bf16"], default="no")
-    ap.add_argument("--ref-precision", choices=["no", "bf16"], default=None, help="default: --precision")
-    ap.add_argument("--compile", nargs="?", const="default", default=None, help="lab1 with --compile [MODE]")
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seeds' way")
+    ap.add_argument("--ref-precision", default=None, help="the seeds' way: no|bf16, or several (no,bf16)")
+    ap.add_argument("--workers", default="2", help="DataLoader workers of the seeds' way, or several (2,8)")
+    ap.add_argument("--compile", default="none",
+                    help="lab1's --compile modes to time, comma-separated: none,default,reduce-overhead,…")  # fmt: skip
     ap.add_argument("--study", action="store_true", help="time the default `lab1 study` instead")
     args = ap.parse_args()
     if args.study:
         time_study()
         return
     size = args.size or (50_000 if device().type == "cuda" else 2048)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_fixture(root, size)
-        ref_precision = args.ref_precision or args.precision
-        refs = seeds_way(root, args.epochs, ref_precision, args.workers)
-        ours_all, wall = lab1_way(root, size, args.epochs, args.precision, args.compile)
-    ref, ours = steady(refs), steady(ours_all)
+    ref_precisions = (args.ref_precision or args.precision).split(",")
+    workers = [int(w) for w in args.workers.split(",")]
     where = (
         torch.cuda.get_device_name(0)
         if device().type == "cuda"
@@ -194,18 +190,27 @@ def main() -> None:
     )
     print(
         f"device: {where}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"{size} images, {args.epochs} epoch(s)"
+        f"{size} images, {args.epochs} epoch(s); images/s = median of the epochs after the first"
     )
-    print(
-        f"seeds' way (PIL + per-sample transforms + DataLoader, {args.workers} workers, precision "
-        f"{ref_precision}): {ref:,.0f} images/s (epochs: {', '.join(f'{r:,.0f}' for r in refs)})"
-    )
-    print(f"lab1 train (uint8 on device + batch augmentation + fit, precision {args.precision}"
-          f"{f', --compile {args.compile}' if args.compile else ''}): {ours:,.0f} images/s "
-          f"(epochs: {', '.join(f'{r:,.0f}' for r in ours_all)}; {wall:.1f} s wall incl. loading, "
-          "test evaluation, plots)")  # fmt: skip
-    print(f"ratio: {ours / ref:.2f}x  (target >= 5x on a GPU with --precision bf16)")
-    print(f"RESULT lab1: ref={ref:.0f} ours={ours:.0f} ratio={ours / ref:.2f}x")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_fixture(root, size)
+        refs = {}
+        for ref_precision, w in zip(ref_precisions, workers, strict=True):
+            rates = seeds_way(root, args.epochs, ref_precision, w)
+            refs[(ref_precision, w)] = steady(rates)
+            print(f"seeds' way (PIL + per-sample transforms + DataLoader, {w} workers, precision {ref_precision}): "
+                  f"{steady(rates):,.0f} images/s (epochs: {', '.join(f'{r:,.0f}' for r in rates)})")  # fmt: skip
+        for n, mode in enumerate(args.compile.split(",")):
+            compile_ = None if mode == "none" else mode
+            rates, wall = lab1_way(root, size, args.epochs, args.precision, compile_, f"run{n}")
+            ours = steady(rates)
+            print(f"lab1 train (uint8 on device + batch augmentation + fit, precision {args.precision}, "
+                  f"--compile {mode}): {ours:,.0f} images/s (epochs: {', '.join(f'{r:,.0f}' for r in rates)}; "
+                  f"{wall:.1f} s wall incl. loading, compiling, test evaluation, plots)")  # fmt: skip
+            for (ref_precision, w), ref in refs.items():
+                print(f"RESULT lab1 [{args.precision}, compile {mode} vs seeds {ref_precision}, {w} workers]: "
+                      f"ref={ref:.0f} ours={ours:.0f} ratio={ours / ref:.2f}x  (target >= 5x on a GPU)")  # fmt: skip
 
 
 if __name__ == "__main__":
