@@ -17,8 +17,10 @@ the time from the end of step 1 to the end of step S: model loading, tokenizing,
 epoch, validation, checkpoints and the test pass are outside on both sides. ``--n`` is rounded down to a
 multiple of the batch size, so every step has the same batch size on both sides (lab2 drops a last partial
 batch, Trainer does not). Each side's own figure (lab2's ``train_samples_per_second``, Trainer's, both with
-the first step included) is printed too. ``--repeats`` runs alternate the two sides (Trainer first in odd
-runs); the medians and their ratio are reported, and a last line ``RESULT lab2: ref=… ours=… ratio=…x``.
+the first step included) is printed too. After an untimed warm-up run of each side (``--warmup-n``
+sentences; default: all of them on a GPU, whose first run in a process is several times slower throughout,
+4 batches on the CPU), ``--repeats`` runs alternate the two sides (Trainer first in odd runs); the medians and
+their ratio are reported, and a last line ``RESULT lab2: ref=… ours=… ratio=…x``.
 Default device: CUDA when there is one. Target: ≥ 1.0× on the CPU; on a GPU ≥ 1.5× with ``--precision bf16``.
 ``--layers 1 --n 128`` runs in a minute or two on a laptop CPU.
 """
@@ -110,7 +112,9 @@ class StepClock:
         return len(kept) * batch_size / seconds
 
 
-def lab2_way(model_dir: Path, data_dir: Path, out: Path, args: argparse.Namespace) -> tuple[float, float]:
+def lab2_way(
+    model_dir: Path, data_dir: Path, out: Path, args: argparse.Namespace, n: int
+) -> tuple[float, float]:
     from dla_core.config import Runtime
     from dla_core.engine import TrainConfig
     from lab2_distilbert.data import DataConfig, load_text_splits
@@ -129,10 +133,12 @@ def lab2_way(model_dir: Path, data_dir: Path, out: Path, args: argparse.Namespac
     )
     with StepClock(args.torch_device) as clock:
         metrics = run_finetune(cfg, Runtime(out=out, cpu=args.torch_device.type == "cpu"))
-    return clock.steady(args.epochs, args.batch_size, args.n), metrics["train_samples_per_second"]
+    return clock.steady(args.epochs, args.batch_size, n), metrics["train_samples_per_second"]
 
 
-def trainer_way(model_dir: Path, data_dir: Path, out: Path, args: argparse.Namespace) -> tuple[float, float]:
+def trainer_way(
+    model_dir: Path, data_dir: Path, out: Path, args: argparse.Namespace, n: int
+) -> tuple[float, float]:
     import csv
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
@@ -155,7 +161,7 @@ def trainer_way(model_dir: Path, data_dir: Path, out: Path, args: argparse.Names
     trainer = Trainer(model=model, args=targs, train_dataset=ds, processing_class=tokenizer)
     with StepClock(args.torch_device) as clock:
         reported = trainer.train().metrics["train_samples_per_second"]
-    return clock.steady(args.epochs, args.batch_size, args.n), reported
+    return clock.steady(args.epochs, args.batch_size, n), reported
 
 
 def fresh_accelerate_state() -> None:
@@ -187,11 +193,18 @@ def main() -> None:
     )
     p.add_argument("--gpu", dest="device", action="store_const", const="cuda", help="same as --device cuda")
     p.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating; medians reported")
+    p.add_argument(
+        "--warmup-n",
+        type=int,
+        default=None,
+        help="sentences of the untimed warm-up run [default: --n on a GPU, 4 batches on the CPU; 0: none]",
+    )
     args = p.parse_args()
     args.torch_device = pick_device(args.device)
     if args.n < 2 * args.batch_size:
         raise SystemExit(f"--n {args.n}: need at least two batches of {args.batch_size}")
-    n = args.n = args.n - args.n % args.batch_size
+    bs = args.batch_size
+    n = args.n - args.n % bs
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the new head's "newly initialized" report, once per load
@@ -199,15 +212,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir, data_dir = write_fixture(root, n, args.layers)
+        # warm-up, untimed: on a GPU the first run in a process is several times slower all through (kernels load
+        # lazily, per shape: measured 224 vs 1494 samples/s for Trainer on an H200), so both sides run once first
+        warm_n = (
+            args.warmup_n
+            if args.warmup_n is not None
+            else (n if args.torch_device.type == "cuda" else 4 * bs)
+        )
+        warm_n -= warm_n % bs
+        if warm_n >= 2 * bs:
+            if warm_n == n:
+                warm_model, warm_data = model_dir, data_dir
+            else:
+                (root / "warm").mkdir()
+                warm_model, warm_data = write_fixture(root / "warm", warm_n, args.layers)
+            for way in (trainer_way, lab2_way):
+                fresh_accelerate_state()
+                way(warm_model, warm_data, root / f"warm-{way.__name__}", args, warm_n)
         for r in range(args.repeats):
             for side in ("trainer", "lab2") if r % 2 == 0 else ("lab2", "trainer"):
                 fresh_accelerate_state()
                 if side == "trainer":
-                    steady, own = trainer_way(model_dir, data_dir, root / f"hf-out{r}", args)
+                    steady, own = trainer_way(model_dir, data_dir, root / f"hf-out{r}", args, n)
                     ref.append(steady)
                     ref_own.append(own)
                 else:
-                    steady, own = lab2_way(model_dir, data_dir, root / f"lab2-run{r}", args)
+                    steady, own = lab2_way(model_dir, data_dir, root / f"lab2-run{r}", args, n)
                     ours.append(steady)
                     ours_own.append(own)
             print(
