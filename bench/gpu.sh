@@ -36,8 +36,6 @@ run() {
     fi
 }
 
-# LAB1: the lead adds the lab1 CNN benchmark here, e.g.
-#   run lab1 "${T_LAB1:-120}" bench/bench_lab1.py ...
 
 {
     date -u
@@ -64,11 +62,14 @@ EOF
 } 2>&1 | tee "$OUT/machine.log"
 
 if [ "$SMOKE" = 1 ]; then
+    run lab1 "${T_LAB1:-300}" bench/bench_lab1.py --size 256 --epochs 2 --workers 0
     run core "${T_CORE:-300}" bench/bench_core.py --n 1024 --repeats 1
     run lab2 "${T_LAB2:-600}" bench/bench_lab2.py --layers 1 --n 64 --batch-size 16 --repeats 1
     run lab3 "${T_LAB3:-300}" bench/bench_lab3.py --n 2 --batch-size 2 --repeats 1
     run lab4 "${T_LAB4:-300}" bench/bench_lab4.py --n 64 --batch-size 64 --repeats 1
 else
+    run lab1 "${T_LAB1:-240}" bench/bench_lab1.py --size 25000 --epochs 3 --precision bf16 --ref-precision no,bf16 \
+        --workers 2,8 --compile none,default,reduce-overhead
     run core "${T_CORE:-90}" bench/bench_core.py --device cuda --repeats 3
     run lab2 "${T_LAB2:-150}" bench/bench_lab2.py --device cuda --precision bf16 --layers 6 --n 2048 --repeats 2
     run lab3 "${T_LAB3:-150}" bench/bench_lab3.py --device cuda --size real --precision fp16 --n 16 --repeats 3

@@ -654,3 +654,15 @@ def test_place_keeps_the_default_layout_on_the_cpu():
     placed = make_accelerator().place(model)
     assert all(p.is_contiguous() for p in placed.parameters())
     assert getattr(placed, "_compiled_call_impl", None) is None
+
+
+def test_an_accelerator_made_elsewhere_at_another_precision_is_named(monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    def refuse(self, mixed_precision=None, cpu=None):
+        raise ValueError("AcceleratorState has already been initialized and cannot be changed, restart your "
+                         "runtime completely and pass `mixed_precision='no'` to `Accelerator()`.")  # fmt: skip
+
+    monkeypatch.setattr(AcceleratorState, "_check_initialized", refuse)
+    with pytest.raises(DlaError, match="another Accelerator in this process"):
+        make_accelerator()

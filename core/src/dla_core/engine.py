@@ -182,8 +182,14 @@ def make_accelerator(
     except ValueError as e:
         if "already been initialized" not in str(e):
             raise
-        # Accelerate's device and process group are process-wide: a GPU process cannot turn to the CPU
-        raise DlaError("this process already trains on the GPU; run --cpu in a new process") from None
+        # Accelerate's device, process group and mixed precision are process-wide: a GPU process cannot turn to the
+        # CPU, and another library's Accelerator (the HF Trainer's, say) may have fixed a mixed precision
+        if "cpu=True" in str(e):
+            raise DlaError("this process already trains on the GPU; run --cpu in a new process") from None
+        raise DlaError(
+            "another Accelerator in this process (the Hugging Face Trainer's, say) fixed Accelerate's mixed "
+            "precision for the whole process; run this in a new process"
+        ) from None
     if trackers:
         name = run_name or Path(project_dir).name  # type: ignore[arg-type]
         acc.init_trackers(name, config=flatten_config(config) if config is not None else None)
