@@ -15,7 +15,9 @@ learns, worse (~88% vs ~98% test accuracy).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,11 +29,22 @@ from tqdm.auto import tqdm
 
 from dla_core import plots
 from dla_core.config import Runtime
-from dla_core.engine import TrainConfig
-from dla_core.recipe import child_run
-from dla_core.runs import RunDir, atomic_write
-from dla_core.seeding import seed_everything
-from lab1_resnet import tables
+from dla_core.data import Splits
+from dla_core.engine import Interrupted, TrainConfig, classification_step
+from dla_core.models import count_parameters, weight_layers
+from dla_core.recipe import (
+    FINISHED,
+    SAVED,
+    THREADS,
+    child_run,
+    is_finished,
+    save_classifier,
+    training_threads,
+)
+from dla_core.runs import CHECKPOINT, CONFIG, RunDir, atomic_write
+from dla_core.seeding import seed_everything, world_size
+from dla_core.threads import apply_threads
+from lab1_resnet import batched, tables
 from lab1_resnet.choices import KINDS
 from lab1_resnet.train import TrainRun, load_data, train_in
 
@@ -80,20 +93,33 @@ class DepthStudy:
         ]
 
 
-def run_study(cfg: DepthStudy, rt: Runtime) -> str:
-    """Train every cell not yet finished, then write the tables and plots; returns the Markdown table."""
+def run_study(cfg: DepthStudy, rt: Runtime, *, batch_seeds: bool = True) -> str:
+    """Train every cell not yet finished, then write the tables and plots; returns the Markdown table.
+
+    ``batch_seeds``: train the cells that stack (``batched.groups``) as one model per group, in one process; off
+    (or under a launcher with several processes), every cell is its own ``lab1 train`` run, as a resumed cell that
+    a single run started always is. Either way each cell's folder is a ``lab1 train`` run folder with the same
+    numbers (up to float reassociation), so the option is not part of the study's config: ``--resume`` may
+    change it."""
     seed_everything(cfg.seeds[0])  # and each cell reseeds with its own seed (train_in)
     data = load_data(cfg.dataset, rt.data_dir, cfg.val_fraction, rt.download)
     study = RunDir.create(rt.out, cfg, command="lab1 study", resume=rt.resume)
     cells = cfg.cells()
     results: dict[str, dict[str, Any]] = {}
-    bar = tqdm(cells, desc="study", unit="cell", dynamic_ncols=True)
-    for cell in bar:
+    bar = tqdm(total=len(cells), desc="study", unit="cell", dynamic_ncols=True)
+    for together, group in _plan(study, cells, batch_seeds and world_size() == 1):
+        if together:
+            bar.set_postfix_str(_group_name(group))
+            results.update(train_group(study, group, data, rt))
+            bar.update(len(group))
+            continue
+        cell = group[0]
         bar.set_postfix_str(cell.name)
         results[cell.name] = child_run(
-            study.path / "cells" / cell.name, cell, command="lab1 train", rt=rt,
+            _cell_path(study, cell), cell, command="lab1 train", rt=rt,
             work=lambda run, crt, cell=cell: train_in(run, cell, data, crt, plot=False),
         )  # fmt: skip
+        bar.update(1)
     bar.close()
     rows, csv_rows = summarise(cfg, cells, results)
     text = tables.write_tables(rows, COLUMNS, study.path, csv_rows=csv_rows)
@@ -101,6 +127,148 @@ def run_study(cfg: DepthStudy, rt: Runtime) -> str:
     first_epoch_grad_norms(cfg, cells, results, study.file("grad_norms.png"))
     study.update_metrics(rows=csv_rows)
     return text
+
+
+#### Batched seeds ####
+
+# study folder: the checkpoints of the groups being trained (deleted once their cells finish)
+GROUPS = "groups"
+
+
+def _cell_path(study: RunDir, cell: TrainRun) -> Path:
+    return study.path / "cells" / cell.name
+
+
+def _group_name(group: Sequence[TrainRun]) -> str:
+    """mlp-d20-plain+residual: a group's cells differ by seed (and skips) only."""
+    first = group[0]
+    kinds = "+".join(dict.fromkeys(c.kind for c in group))
+    return f"{first.model}-d{first.depth}-{kinds}"
+
+
+def _group_dir(study: RunDir, group: Sequence[TrainRun]) -> RunDir:
+    return RunDir(study.path / GROUPS / _group_name(group))
+
+
+def _plan(study: RunDir, cells: Sequence[TrainRun], batch_seeds: bool) -> list[tuple[bool, list[TrainRun]]]:
+    """The work, in the study's order: (True, cells) for unfinished cells to train as one stacked model, (False,
+    [cell]) for a single run (a finished cell, read back; one that a single run started, resumed from its
+    checkpoint; every cell without ``batch_seeds`` or that does not stack)."""
+    if not batch_seeds:
+        return [(False, [c]) for c in cells]
+    plan: list[tuple[bool, list[TrainRun]]] = []
+    for group in batched.groups(cells):
+        together = [c for c in group if batched.batchable(c) and _untouched(_cell_path(study, c))]
+        plan += [(False, [c]) for c in group if c not in together]
+        if together:
+            plan.append((True, together))
+    order = {c.name: i for i, c in enumerate(cells)}
+    return sorted(plan, key=lambda work: order[work[1][0].name])
+
+
+def _untouched(path: Path) -> bool:
+    """A cell that is not finished and has no checkpoint of a single run."""
+    return not is_finished(path) and not (path / CHECKPOINT).exists()
+
+
+def train_group(
+    study: RunDir, cells: Sequence[TrainRun], data: Splits, rt: Runtime
+) -> dict[str, dict[str, Any]]:
+    """Train ``cells`` as one stacked model (``batched.Group``) into their run folders; their final metrics.
+
+    Resumable like ``engine.fit``: the group's state goes to ``groups/<name>.pt`` in the study folder at the end
+    of an epoch when ``SAVE_EVERY`` seconds have passed since the last write, on Ctrl-C and on errors (the last
+    finished epoch), and ``--resume`` continues from it. At the end every cell gets what its single run would
+    have written (config.json, metrics.json, the model, the checkpoint of the last epoch), then the group's
+    checkpoint goes."""
+    runs = []
+    for cell in cells:
+        path = _cell_path(study, cell)
+        runs.append(RunDir.create(path, cell, command="lab1 train", resume=(path / CONFIG).exists()))
+    where = _group_dir(study, cells)
+    state = where.load_checkpoint() if rt.resume else None
+    group = batched.Group(cells, data, state=state)
+    threads = apply_threads(training_threads(group.models[0], group.streams[0], classification_step, rt))
+    for run in runs:
+        run.update_metrics(**{THREADS: threads.record()})
+    saver = _GroupSaver(where, runs)
+    try:
+        group.fit(saver.end_epoch)
+    except KeyboardInterrupt:
+        saver.save_pending()
+        raise Interrupted(
+            f"interrupted in epoch {group.epoch + 1} of {_group_name(cells)}; rerun with --resume to continue "
+            f"from {study.path}"
+        ) from None
+    except BaseException:
+        saver.save_pending()
+        raise
+    results = {}
+    tests = group.test()
+    for s, (cell, run) in enumerate(zip(cells, runs, strict=True)):
+        results[cell.name] = _finish_cell(group, s, run, tests[s])
+    where.checkpoint_path.unlink(missing_ok=True)
+    for folder in (where.path, where.path.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # when empty
+    return results
+
+
+class _GroupSaver:
+    """The group's checkpoint: at the end of an epoch when ``SAVE_EVERY`` seconds have passed since the last
+    one (otherwise kept in memory), and on Ctrl-C and errors (``save_pending``); each cell's history so far goes
+    to its metrics.json with it."""
+
+    SAVE_EVERY = 60.0  # as engine.fit's checkpoints
+
+    def __init__(self, where: RunDir, runs: Sequence[RunDir]):
+        self.where, self.runs = where, runs
+        self.saved_at = time.monotonic()
+        self.pending: dict[str, Any] | None = None
+
+    def end_epoch(self, group: batched.Group) -> None:
+        if group.epoch == group.cfg.epochs:
+            self.pending = None  # the cells' own files follow
+            return
+        self.pending = group.state()
+        if time.monotonic() - self.saved_at >= self.SAVE_EVERY:
+            self.save_pending()
+
+    def save_pending(self) -> None:
+        state, self.pending = self.pending, None
+        if state is None:
+            return
+        self.where.save_checkpoint(state)
+        for run, history, norms in zip(self.runs, state["histories"], state["grad_norms"], strict=True):
+            run.update_metrics(history=history, **({"grad_norms": norms} if norms else {}))
+        self.saved_at = time.monotonic()
+
+
+def _finish_cell(group: batched.Group, s: int, run: RunDir, test: dict[str, float]) -> dict[str, Any]:
+    """Write cell ``s``'s final files as ``recipe.train_into`` does for a single run; its metrics."""
+    model = group.model(s)
+    history = group.histories[s]
+    run.save_checkpoint(group.single_checkpoint(s, model))
+    norms = group.norms[s]
+    run.update_metrics(history=history, **({"grad_norms": norms} if norms else {}))
+    last = history[-1] if history else {}
+    parameters = count_parameters(model)
+    metrics: dict[str, Any] = {
+        "parameters": parameters,
+        "trainable_parameters": count_parameters(model, trainable_only=True),
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "val_loss": last.get("val_loss"),
+        "val_accuracy": last.get("val_accuracy"),
+        "epochs": len(history),
+        "train_seconds": round(sum(h.get("epoch_seconds", 0.0) for h in history), 4),
+        "test_loss": test.get("loss"),
+        "test_accuracy": test.get("accuracy"),
+        "weight_layers": weight_layers(group.mcfgs[s]),
+    }
+    metrics = {k: v for k, v in metrics.items() if v is not None and v == v}
+    metrics[SAVED] = save_classifier(group.mcfgs[s])(run, model).relative_to(run.path).as_posix()
+    return run.update_metrics(**metrics, **{FINISHED: True})
 
 
 TITLE = "depth study: plain vs residual (mean over seeds)"
