@@ -1,16 +1,26 @@
-"""Batched seeds: each seed of a cell trained in one stacked model equals a single run with that seed."""
+"""Batched seeds: each seed of a cell trained in one stacked model equals a single run with that seed, and a
+study trained that way writes the cell folders, and resumes, as one run per cell does."""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
 
-from dla_core.engine import fit, make_accelerator
+from dla_core.engine import evaluate, fit, make_accelerator
 from dla_core.models import build_model
+from dla_core.recipe import is_finished
 from dla_core.seeding import seed_everything
+from lab1_resnet import batched
+from lab1_resnet import study as study_module
 from lab1_resnet.batched import train_seeds
+from lab1_resnet.cli import group
 from lab1_resnet.study import DepthStudy
 from lab1_resnet.train import batches, load_data, model_config
 
@@ -20,9 +30,9 @@ def digits():
     return load_data("digits", "data", 0.1)
 
 
-@pytest.mark.parametrize("kind", ["plain", "residual"])
+@pytest.mark.parametrize("kind", ["plain", "residual", "plain,residual"])
 def test_each_batched_seed_equals_its_single_run(digits, kind):
-    study = DepthStudy(depths=(3,), kinds=(kind,), seeds=(0, 5), width=16)
+    study = DepthStudy(depths=(3,), kinds=tuple(kind.split(",")), seeds=(0, 5), width=16)
     cells = [replace(c, train=replace(c.train, epochs=2)) for c in study.cells()]
     together = train_seeds(cells, digits)
     for cell, got in zip(cells, together, strict=True):
@@ -42,3 +52,151 @@ def test_each_batched_seed_equals_its_single_run(digits, kind):
             assert got.grad_norms[name] == pytest.approx(norms, rel=1e-4), name
         for name, value in alone.model.state_dict().items():
             torch.testing.assert_close(got.state_dict[name], value, atol=1e-5, rtol=1e-4)
+        test = evaluate(alone.model, b["test"], accelerator=make_accelerator())
+        assert got.extra["test_loss"] == pytest.approx(test["loss"], abs=1e-5)
+        assert got.extra["test_accuracy"] == test["accuracy"]
+
+
+def test_a_plain_and_a_residual_net_of_one_depth_stack_but_other_shapes_do_not():
+    cells = DepthStudy(depths=(1, 3), seeds=(0, 1), width=8).cells()
+    assert [[c.name for c in g] for g in batched.groups(cells)] == [
+        ["mlp-d1-plain-s0", "mlp-d1-plain-s1", "mlp-d1-residual-s0", "mlp-d1-residual-s1"],
+        ["mlp-d3-plain-s0", "mlp-d3-plain-s1", "mlp-d3-residual-s0", "mlp-d3-residual-s1"],
+    ]
+    single = DepthStudy(depths=(2,), seeds=(0,), plain_block="single").cells()  # other layers: apart
+    assert [[c.name for c in g] for g in batched.groups(single)] == [
+        ["mlp-d2-plain-single-s0"],
+        ["mlp-d2-residual-s0"],
+    ]
+    sgd = [replace(c, train=replace(c.train, optimizer="sgd")) for c in cells[:2]]
+    assert not batched.batchable(sgd[0]) and batched.groups(sgd) == [[sgd[0]], [sgd[1]]]
+
+
+#### The study, batched and not ####
+
+STUDY = ["study", "--depths", "1,3", "--seeds", "0,1", "--width", "16", "--dataset", "digits:0-2",
+         "--batch-size", "32"]  # fmt: skip
+
+
+def lab1(*argv, code: int = 0) -> str:
+    result = CliRunner().invoke(group, [str(a) for a in argv], catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def _close(mine, theirs, where: str, *, exact: bool) -> None:
+    """Equal JSON values, floats up to float reassociation (or exactly); wall-clock timings left out."""
+    if isinstance(theirs, dict):
+        assert mine.keys() == theirs.keys(), where
+        for k in theirs:
+            if "seconds" not in k:
+                _close(mine[k], theirs[k], f"{where}.{k}", exact=exact)
+    elif isinstance(theirs, list):
+        assert len(mine) == len(theirs), where
+        for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            _close(a, b, f"{where}[{i}]", exact=exact)
+    elif isinstance(theirs, float) and not exact:
+        assert math.isclose(mine, theirs, rel_tol=1e-4, abs_tol=1e-5), (where, mine, theirs)
+    else:
+        assert mine == theirs, where
+
+
+def _tensors_close(mine, theirs, where: str) -> None:
+    if isinstance(theirs, dict):
+        assert mine.keys() == theirs.keys(), where
+        for k in theirs:
+            _tensors_close(mine[k], theirs[k], f"{where}.{k}")
+    elif isinstance(theirs, list):
+        assert len(mine) == len(theirs), where
+        for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            _tensors_close(a, b, f"{where}[{i}]")
+    elif isinstance(theirs, torch.Tensor):
+        assert mine.dtype == theirs.dtype and mine.shape == theirs.shape, where
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4, msg=where)
+    elif "seconds" in where.rsplit(".", 1)[-1]:
+        pass  # wall-clock timings
+    elif isinstance(theirs, float):
+        assert math.isclose(mine, theirs, rel_tol=1e-4, abs_tol=1e-5), (where, mine, theirs)
+    else:
+        assert mine == theirs, where
+
+
+def _cells(out: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted((out / "cells").iterdir())}
+
+
+@pytest.mark.slow
+def test_a_batched_study_writes_the_cell_folders_of_one_run_per_cell(tmp_path, monkeypatch):
+    trained = []
+    init = batched.Group.__init__
+    monkeypatch.setattr(batched.Group, "__init__", lambda self, cells, *a, **k: trained.append(
+        [c.name for c in cells]) or init(self, cells, *a, **k))  # fmt: skip
+    lab1(*STUDY, "--epochs", "2", "--out", tmp_path / "batched")
+    assert trained == [
+        ["mlp-d1-plain-s0", "mlp-d1-plain-s1", "mlp-d1-residual-s0", "mlp-d1-residual-s1"],
+        ["mlp-d3-plain-s0", "mlp-d3-plain-s1", "mlp-d3-residual-s0", "mlp-d3-residual-s1"],
+    ]
+    lab1(*STUDY, "--epochs", "2", "--no-batch-seeds", "--out", tmp_path / "single")
+    assert len(trained) == 2
+    mine, theirs = _cells(tmp_path / "batched"), _cells(tmp_path / "single")
+    assert mine.keys() == theirs.keys() and len(mine) == 8
+    for name, path in theirs.items():
+        assert sorted(p.name for p in mine[name].iterdir()) == sorted(p.name for p in path.iterdir()), name
+        assert is_finished(mine[name])
+        config = json.loads((mine[name] / "config.json").read_text())
+        assert config["command"] == "lab1 train"
+        assert config["config"] == json.loads((path / "config.json").read_text())["config"]
+        metrics = json.loads((mine[name] / "metrics.json").read_text())
+        _close(metrics, json.loads((path / "metrics.json").read_text()), name, exact=False)
+        _tensors_close(
+            load_file(mine[name] / "model.safetensors"), load_file(path / "model.safetensors"), name
+        )
+        ckpt = torch.load(mine[name] / "checkpoint.pt", weights_only=True)
+        _tensors_close(ckpt, torch.load(path / "checkpoint.pt", weights_only=True), f"{name}/checkpoint.pt")
+    assert not (tmp_path / "batched" / study_module.GROUPS).exists()  # the groups' checkpoints are gone
+    _close(*(json.loads((tmp_path / s / "metrics.json").read_text()) for s in ("batched", "single")), "study",
+           exact=False)  # fmt: skip
+    # --batch-seeds is not an option of the experiment: a study resumes whichever way it was trained
+    lab1(*STUDY, "--epochs", "2", "--no-batch-seeds", "--resume", "--out", tmp_path / "batched")
+    lab1(*STUDY, "--epochs", "2", "--resume", "--out", tmp_path / "single")
+    assert len(trained) == 2
+
+
+@pytest.mark.slow
+def test_an_interrupted_batched_study_resumes_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
+    lab1(*STUDY, "--epochs", "3", "--out", tmp_path / "whole")
+    epochs = []
+    train_epoch = batched.Group.train_epoch
+    monkeypatch.setattr(
+        batched.Group, "train_epoch", lambda self: epochs.append(self.epoch) or train_epoch(self)
+    )
+    end_epoch = study_module._GroupSaver.end_epoch
+
+    def interrupt(self, group):
+        end_epoch(self, group)
+        if group.cells[0].depth == 3 and group.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_module._GroupSaver, "end_epoch", interrupt)
+    out = lab1(*STUDY, "--epochs", "3", "--out", tmp_path / "cut", code=130)
+    assert "rerun with --resume" in out
+    assert epochs == [0, 1, 2, 0]  # depth 1 done, depth 3 stopped after its first epoch
+    assert (tmp_path / "cut" / study_module.GROUPS / "mlp-d3-plain+residual" / "checkpoint.pt").exists()
+    monkeypatch.setattr(study_module._GroupSaver, "end_epoch", end_epoch)
+    lab1(*STUDY, "--epochs", "3", "--resume", "--out", tmp_path / "cut")
+    assert epochs == [0, 1, 2, 0, 1, 2]  # continued from the group's checkpoint, depth 1 not retrained
+    whole, cut = _cells(tmp_path / "whole"), _cells(tmp_path / "cut")
+    assert whole.keys() == cut.keys()
+    for name, path in whole.items():
+        _close(json.loads((cut[name] / "metrics.json").read_text()), json.loads((path / "metrics.json").read_text()),
+               name, exact=True)  # fmt: skip
+    assert not (tmp_path / "cut" / study_module.GROUPS).exists()
+
+
+@pytest.mark.slow
+def test_a_study_under_several_processes_trains_one_run_per_cell(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_module, "world_size", lambda: 2)  # the cells' DDP runs: one run each
+    monkeypatch.setattr(batched.Group, "__init__", lambda *a, **k: pytest.fail("trained batched"))
+    lab1("study", "--depths", "1", "--seeds", "0", "--width", "8", "--dataset", "digits:0-2", "--epochs", "1",
+         "--out", tmp_path / "s")  # fmt: skip
+    assert is_finished(tmp_path / "s" / "cells" / "mlp-d1-plain-s0")

@@ -98,8 +98,9 @@ MODEL_DIM = {"stem_w": 0, "stem_b": 0, "blk_w": 1, "blk_b": 1, "head_w": 0, "hea
 
 
 class _Stacked:
-    """S MLP classifiers of one shape as stacked tensors, weights stored transposed ((…, in, out): the right
-    operand of ``baddbmm``), biases as (…, 1, out); a forward over all of them."""
+    """S MLP classifiers of one shape as stacked tensors, weights as (…, out, in) like ``nn.Linear``'s (``baddbmm``
+    takes them transposed, as ``F.linear`` does: the same matrix products as the single models), biases as
+    (…, 1, out); a forward over all of them."""
 
     def __init__(self, models: Sequence[Classifier], residual: Sequence[bool]):
         self.template = models[0]
@@ -119,7 +120,7 @@ class _Stacked:
             raise DlaError("batched seeds: the models' parameters differ")
 
         def stack(module: str) -> tuple[torch.Tensor, torch.Tensor]:
-            w = torch.stack([p[f"{module}.weight"].detach().t() for p in per_model])
+            w = torch.stack([p[f"{module}.weight"].detach() for p in per_model])
             b = torch.stack([p[f"{module}.bias"].detach() for p in per_model]).unsqueeze(1)
             return w, b
 
@@ -140,8 +141,8 @@ class _Stacked:
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         """(S, B, C·H·W) normalised inputs → (S, B, classes) logits."""
         p = self.params
-        h = F.relu(torch.baddbmm(p["stem_b"], h, p["stem_w"]))
-        ws, bs = p["blk_w"].unbind(0), p["blk_b"].unbind(0)
+        h = F.relu(torch.baddbmm(p["stem_b"], h, p["stem_w"].transpose(1, 2)))
+        ws, bs = p["blk_w"].transpose(2, 3).unbind(0), p["blk_b"].unbind(0)
         if not self.double:
             for w, b in zip(ws, bs, strict=True):
                 h = F.relu(torch.baddbmm(b, h, w))
@@ -150,7 +151,7 @@ class _Stacked:
             for i in range(0, len(ws), 2):
                 out = torch.baddbmm(bs[i + 1], F.relu(torch.baddbmm(bs[i], h, ws[i])), ws[i + 1])
                 h = out + h if every else out if none else torch.addcmul(out, self.skip, h)
-        return torch.baddbmm(p["head_b"], h, p["head_w"])
+        return torch.baddbmm(p["head_b"], h, p["head_w"].transpose(1, 2))
 
     def add_grad_norms(self, total: torch.Tensor) -> None:
         """Add this step's gradient norms (weights and biases of a module together) to ``total`` (modules, S)."""
@@ -163,11 +164,11 @@ class _Stacked:
     def per_model(self, tensors: Mapping[str, torch.Tensor], s: int) -> dict[str, torch.Tensor]:
         """Model ``s``'s slice of tensors laid out like the parameters (the weights, Adam's moments), under the
         single model's parameter names and shapes."""
-        out = {"stem.1.weight": tensors["stem_w"][s].t(), "stem.1.bias": tensors["stem_b"][s, 0]}
+        out = {"stem.1.weight": tensors["stem_w"][s], "stem.1.bias": tensors["stem_b"][s, 0]}
         for j, name in enumerate(self.layers):
-            out[f"{name}.weight"] = tensors["blk_w"][j, s].t()
+            out[f"{name}.weight"] = tensors["blk_w"][j, s]
             out[f"{name}.bias"] = tensors["blk_b"][j, s, 0]
-        out["head.weight"], out["head.bias"] = tensors["head_w"][s].t(), tensors["head_b"][s, 0]
+        out["head.weight"], out["head.bias"] = tensors["head_w"][s], tensors["head_b"][s, 0]
         return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
     def state_dict(self, s: int) -> dict[str, torch.Tensor]:
