@@ -2,8 +2,9 @@
 
     python bench/bench_study.py [--depths 2,10,20,30] [--seeds 0,1,2] [--epochs 30] [--repeats 3]
 
-The study runs through its Python API (``run_study``) into a temporary folder: run folders, checkpoints,
-metrics, tables and plots included. The reference is what one would write by hand for the same grid: for each
+The study runs through its Python API (``run_study``, as ``lab1 study`` runs it: the seeds of a depth, plain and
+residual, trained as one stacked model) into a temporary folder: cell run folders, checkpoints, metrics, tables
+and plots included. The reference is what one would write by hand for the same grid: for each
 cell the same model (``dla_core.models``, seeded the same way), Adam, batch 64, the same epochs over the digits
 training split held in memory as float tensors (shuffled each epoch), a validation pass after every epoch and a
 test pass at the end; nothing written to disk. After an untimed warm-up of both, each side's time is the median of ``--repeats`` runs, the two
@@ -84,41 +85,19 @@ def study(depths, seeds, epochs: int, out: Path) -> tuple[float, dict[str, float
     return seconds, accuracy
 
 
-def batched(depths, seeds, epochs: int) -> float:
-    """Only the training of ``lab1_resnet.batched.train_seeds`` over the grid (no run folders, no test pass):
-    what batched seeds would cost once wired into the study."""
-    from dataclasses import replace
-
-    from lab1_resnet.batched import train_seeds
-    from lab1_resnet.study import DepthStudy
-    from lab1_resnet.train import load_data
-
-    cfg = DepthStudy(depths=depths, seeds=seeds)
-    cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
-    t0 = time.perf_counter()
-    data = load_data("digits", "data", 0.1)
-    cells = cfg.cells()
-    for i in range(0, len(cells), len(seeds)):
-        train_seeds(cells[i : i + len(seeds)], data)
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--depths", type=ints, default=(2, 10, 20, 30))
     ap.add_argument("--seeds", type=ints, default=(0, 1, 2))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument(
-        "--batched", action="store_true", help="also time train_seeds alone (not yet in the study)"
-    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     import lab1_resnet.study  # noqa: F401  (imports and the data's first load are no side's cost)
     from lab1_resnet.train import load_data
 
     load_data("digits", "data", 0.1)
-    refs, studies, batch_times = [], [], []
+    refs, studies = [], []
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up, untimed: torch's first backward and optimizer step in a process cost seconds
         reference((2,), (0,), 1)
@@ -128,9 +107,6 @@ def main() -> None:
             got, acc = study(args.depths, args.seeds, args.epochs, Path(tmp) / f"study{r}")
             refs.append(ref)
             studies.append(got)
-            if args.batched:
-                batch_times.append(batched(args.depths, args.seeds, args.epochs))
-                print(f"run {r + 1}: batched seeds, training only: {batch_times[-1]:.1f} s", flush=True)
             print(
                 f"run {r + 1}: reference {ref:.1f} s, study {got:.1f} s, ratio {ref / got:.2f}x", flush=True
             )
@@ -146,9 +122,6 @@ def main() -> None:
     print(f"plain in-memory loop: {ref:.1f} s (median of {len(refs)})")
     print(f"lab1 study:           {got:.1f} s (median of {len(studies)})")
     print(f"ratio: {ref / got:.2f}x  (target >= 2.5x)")
-    if batch_times:
-        b = statistics.median(batch_times)
-        print(f"batched seeds (train_seeds, training only, not yet the study): {b:.1f} s, {ref / b:.2f}x")
 
 
 if __name__ == "__main__":

@@ -189,9 +189,7 @@ def train_group(
     state = where.load_checkpoint() if rt.resume else None
     group = batched.Group(cells, data, state=state)
     threads = apply_threads(training_threads(group.models[0], group.streams[0], classification_step, rt))
-    for run in runs:
-        run.update_metrics(**{THREADS: threads.record()})
-    saver = _GroupSaver(where, runs)
+    saver = _GroupSaver(where, runs, threads.record())
     try:
         group.fit(saver.end_epoch)
     except KeyboardInterrupt:
@@ -206,7 +204,7 @@ def train_group(
     results = {}
     tests = group.test()
     for s, (cell, run) in enumerate(zip(cells, runs, strict=True)):
-        results[cell.name] = _finish_cell(group, s, run, tests[s])
+        results[cell.name] = _finish_cell(group, s, run, tests[s], threads.record())
     where.checkpoint_path.unlink(missing_ok=True)
     for folder in (where.path, where.path.parent):
         with contextlib.suppress(OSError):
@@ -216,13 +214,13 @@ def train_group(
 
 class _GroupSaver:
     """The group's checkpoint: at the end of an epoch when ``SAVE_EVERY`` seconds have passed since the last
-    one (otherwise kept in memory), and on Ctrl-C and errors (``save_pending``); each cell's history so far goes
-    to its metrics.json with it."""
+    one (otherwise kept in memory), and on Ctrl-C and errors (``save_pending``); each cell's history so far (and
+    its thread choice) goes to its metrics.json with it."""
 
     SAVE_EVERY = 60.0  # as engine.fit's checkpoints
 
-    def __init__(self, where: RunDir, runs: Sequence[RunDir]):
-        self.where, self.runs = where, runs
+    def __init__(self, where: RunDir, runs: Sequence[RunDir], threads: dict[str, Any]):
+        self.where, self.runs, self.threads = where, runs, threads
         self.saved_at = time.monotonic()
         self.pending: dict[str, Any] | None = None
 
@@ -240,17 +238,20 @@ class _GroupSaver:
             return
         self.where.save_checkpoint(state)
         for run, history, norms in zip(self.runs, state["histories"], state["grad_norms"], strict=True):
-            run.update_metrics(history=history, **({"grad_norms": norms} if norms else {}))
+            run.update_metrics(
+                **{THREADS: self.threads}, history=history, **({"grad_norms": norms} if norms else {})
+            )
         self.saved_at = time.monotonic()
 
 
-def _finish_cell(group: batched.Group, s: int, run: RunDir, test: dict[str, float]) -> dict[str, Any]:
-    """Write cell ``s``'s final files as ``recipe.train_into`` does for a single run; its metrics."""
+def _finish_cell(
+    group: batched.Group, s: int, run: RunDir, test: dict[str, float], threads: dict[str, Any]
+) -> dict[str, Any]:
+    """Write cell ``s``'s final files as ``recipe.train_into`` does for a single run (the metrics in one write);
+    its metrics."""
     model = group.model(s)
-    history = group.histories[s]
+    history, norms = group.histories[s], group.norms[s]
     run.save_checkpoint(group.single_checkpoint(s, model))
-    norms = group.norms[s]
-    run.update_metrics(history=history, **({"grad_norms": norms} if norms else {}))
     last = history[-1] if history else {}
     parameters = count_parameters(model)
     metrics: dict[str, Any] = {
@@ -268,7 +269,8 @@ def _finish_cell(group: batched.Group, s: int, run: RunDir, test: dict[str, floa
     }
     metrics = {k: v for k, v in metrics.items() if v is not None and v == v}
     metrics[SAVED] = save_classifier(group.mcfgs[s])(run, model).relative_to(run.path).as_posix()
-    return run.update_metrics(**metrics, **{FINISHED: True})
+    so_far = {THREADS: threads, "history": history, **({"grad_norms": norms} if norms else {})}
+    return run.update_metrics(**so_far, **metrics, **{FINISHED: True})
 
 
 TITLE = "depth study: plain vs residual (mean over seeds)"
