@@ -15,7 +15,7 @@ from dla_core.models import (
     load_model,
     save_model,
 )
-from dla_core.runs import RunDir, atomic_write, write_json
+from dla_core.runs import RunDir, atomic_write, environment, write_json
 
 
 def test_mlp_parameter_count_by_hand():
@@ -82,6 +82,21 @@ def test_atomic_write_survives_a_crash_mid_write(tmp_path):
         atomic_write(target, crash)
     assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_the_environment_is_read_once_for_many_run_folders(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    scans = []
+    distributions = metadata.distributions
+    monkeypatch.setattr(metadata, "distributions", lambda *a, **k: scans.append(1) or distributions(*a, **k))
+    monkeypatch.syspath_prepend(str(tmp_path))  # a new import path: read afresh, then once for every folder
+    for i in range(3):
+        RunDir.create(tmp_path / f"cell{i}", {"seed": i}, command="train")
+    assert len(scans) == 1
+    first = environment()
+    first["versions"].clear()  # each caller gets its own copy
+    assert "torch" in environment()["versions"]
 
 
 def test_run_folder_refuses_to_clobber_and_checks_resume_options(tmp_path):
