@@ -142,7 +142,10 @@ class _Stacked:
         """(S, B, C·H·W) normalised inputs → (S, B, classes) logits."""
         p = self.params
         h = F.relu(torch.baddbmm(p["stem_b"], h, p["stem_w"].transpose(1, 2)))
-        ws, bs = p["blk_w"].transpose(2, 3).unbind(0), p["blk_b"].unbind(0)
+        # unbind, then transpose each layer: the backward stacks the layers' gradients straight into the
+        # parameter's layout (transposing the stacked tensor first costs a copy of every gradient per step)
+        ws = [w.transpose(1, 2) for w in p["blk_w"].unbind(0)]
+        bs = p["blk_b"].unbind(0)
         if not self.double:
             for w, b in zip(ws, bs, strict=True):
                 h = F.relu(torch.baddbmm(b, h, w))

@@ -1,7 +1,11 @@
 """`lab1 study`: the degradation experiment in one command — depths × {plain, residual} × seeds.
 
 Each cell is a full `lab1 train` run folder under ``OUT/cells/<model>-d<depth>-<kind>-s<seed>/``; a finished
-cell is skipped on ``--resume`` and an interrupted one continues from its checkpoint. At the end: table.md and
+cell is skipped on ``--resume`` and an interrupted one continues from its checkpoint. The cells that stack
+(``batched.groups``: by default every seed of a depth, plain and residual) train as one stacked model
+(``batched.Group``, one Python step for all of them) whose results go into the same cell folders, with the same
+numbers up to float reassociation; its checkpoint is ``OUT/groups/<name>/checkpoint.pt`` until its cells are
+written. ``batch_seeds=False`` (``--no-batch-seeds``), or several processes, train one run per cell. At the end: table.md and
 table.csv (mean ± std over seeds), learning_curves.png (seed-averaged, overlaid) and grad_norms.png (first-epoch
 gradient norm per block, plain vs residual: the vanishing gradients behind the plain nets' failure).
 
