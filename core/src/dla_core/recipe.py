@@ -15,7 +15,7 @@ resumes skips finished child runs (``child_run``) and continues the others from 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -135,24 +135,14 @@ def train_into(
         desc=name,
     )
     trained = result.model.eval()
-    last = result.last
-    metrics: dict[str, Any] = {
-        "parameters": count_parameters(counted if counted is not None else trained),
-        "trainable_parameters": trainable,
-        "train_loss": last.get("train_loss"),
-        "train_accuracy": last.get("train_accuracy"),
-        "val_loss": last.get("val_loss"),
-        "val_accuracy": last.get("val_accuracy"),
-        "epochs": len(result.history),
-        "train_seconds": round(sum(h.get("epoch_seconds", 0.0) for h in result.history), 4),
-    }
+    test = None
     if batches.get("test") is not None:
         test = evaluate(trained, batches["test"], step=eval_step, accelerator=acc)
-        metrics["test_loss"] = test["loss"]
-        metrics["test_accuracy"] = test.get("accuracy")
+    parameters = count_parameters(counted if counted is not None else trained)
+    metrics = final_metrics(result.history, parameters, trainable, test)
     if extra is not None:
         metrics.update(extra(trained, acc, dict(metrics)))
-    metrics = {k: v for k, v in metrics.items() if v is not None and v == v}  # no None / nan: does not apply
+    metrics = present(metrics)
     if save is not None:
         metrics[SAVED] = save(run, trained).relative_to(run.path).as_posix()
     if plot:
@@ -164,6 +154,36 @@ def train_into(
         finish_tracking(acc, metrics)
     wait_for_main()  # the other processes read what the main one wrote only after this
     return Trained(trained, result.history, written, acc)
+
+
+def final_metrics(
+    history: Sequence[Mapping[str, float]],
+    parameters: int,
+    trainable_parameters: int,
+    test: Mapping[str, float] | None,
+) -> dict[str, Any]:
+    """The ``METRIC_KEYS`` of a trained run from its history, its sizes and its test result (``evaluate``'s);
+    None where one does not apply (``present`` drops those)."""
+    last = history[-1] if history else {}
+    metrics: dict[str, Any] = {
+        "parameters": parameters,
+        "trainable_parameters": trainable_parameters,
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "val_loss": last.get("val_loss"),
+        "val_accuracy": last.get("val_accuracy"),
+        "epochs": len(history),
+        "train_seconds": round(sum(h.get("epoch_seconds", 0.0) for h in history), 4),
+    }
+    if test is not None:
+        metrics["test_loss"] = test["loss"]
+        metrics["test_accuracy"] = test.get("accuracy")
+    return metrics
+
+
+def present(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` without None and nan: a metric that does not apply is left out of metrics.json."""
+    return {k: v for k, v in metrics.items() if v is not None and v == v}
 
 
 def training_threads(model: nn.Module, train: Batches | None, eval_step: Step, rt: Runtime) -> ThreadChoice:

@@ -41,7 +41,9 @@ from dla_core.recipe import (
     SAVED,
     THREADS,
     child_run,
+    final_metrics,
     is_finished,
+    present,
     save_classifier,
     training_threads,
 )
@@ -256,22 +258,9 @@ def _finish_cell(
     model = group.model(s)
     history, norms = group.histories[s], group.norms[s]
     run.save_checkpoint(group.single_checkpoint(s, model))
-    last = history[-1] if history else {}
-    parameters = count_parameters(model)
-    metrics: dict[str, Any] = {
-        "parameters": parameters,
-        "trainable_parameters": count_parameters(model, trainable_only=True),
-        "train_loss": last.get("train_loss"),
-        "train_accuracy": last.get("train_accuracy"),
-        "val_loss": last.get("val_loss"),
-        "val_accuracy": last.get("val_accuracy"),
-        "epochs": len(history),
-        "train_seconds": round(sum(h.get("epoch_seconds", 0.0) for h in history), 4),
-        "test_loss": test.get("loss"),
-        "test_accuracy": test.get("accuracy"),
-        "weight_layers": weight_layers(group.mcfgs[s]),
-    }
-    metrics = {k: v for k, v in metrics.items() if v is not None and v == v}
+    parameters = count_parameters(model), count_parameters(model, trainable_only=True)
+    metrics = final_metrics(history, *parameters, test)
+    metrics = present({**metrics, "weight_layers": weight_layers(group.mcfgs[s])})  # train_in's extra
     metrics[SAVED] = save_classifier(group.mcfgs[s])(run, model).relative_to(run.path).as_posix()
     so_far = {THREADS: threads, "history": history, **({"grad_norms": norms} if norms else {})}
     return run.update_metrics(**so_far, **metrics, **{FINISHED: True})
