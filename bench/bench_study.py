@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads 
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_model
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -97,6 +97,7 @@ def main() -> None:
     from lab1_resnet.train import load_data
 
     load_data("digits", "data", 0.1)
+    load_before = os.getloadavg()[0]
     refs, studies = [], []
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up, untimed: torch's first backward and optimizer step in a process cost seconds
@@ -112,8 +113,8 @@ def main() -> None:
             )
     cells = len(acc)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread; grid: depths {args.depths} x plain/residual x seeds {args.seeds} "
+        f"machine: {os.cpu_count()} CPUs ({cpu_model()}), load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; torch {torch.__version__}, {torch.get_num_threads()} thread; grid: depths {args.depths} x plain/residual x seeds {args.seeds} "
         f"= {cells} cells, {args.epochs} epochs"
     )
     for name in acc:
