@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from dla_core.config import Runtime
 from dla_core.engine import evaluate, fit, make_accelerator
 from dla_core.models import build_model
 from dla_core.recipe import is_finished
@@ -191,6 +192,17 @@ def test_an_interrupted_batched_study_resumes_to_the_uninterrupted_numbers(tmp_p
         _close(json.loads((cut[name] / "metrics.json").read_text()), json.loads((path / "metrics.json").read_text()),
                name, exact=True)  # fmt: skip
     assert not (tmp_path / "cut" / study_module.GROUPS).exists()
+
+
+def test_cells_stack_only_in_one_process_on_the_cpu_without_trackers_or_compile(monkeypatch):
+    assert study_module.stacks_here(Runtime())
+    assert not study_module.stacks_here(Runtime(report_to=("tensorboard",)))
+    assert study_module.stacks_here(Runtime(report_to=("none",)))
+    assert not study_module.stacks_here(Runtime(compile="default"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not study_module.stacks_here(Runtime()) and study_module.stacks_here(Runtime(cpu=True))
+    monkeypatch.setattr(study_module, "world_size", lambda: 2)
+    assert not study_module.stacks_here(Runtime(cpu=True))
 
 
 @pytest.mark.slow

@@ -148,7 +148,8 @@ def train(**opts) -> None:
     default=True,
     show_default=True,
     help="Train the seeds of a depth, plain and residual, as one stacked model (MLPs with Adam at a constant "
-    "lr, fp32, one process): the same numbers, several times faster. --no-batch-seeds: one run per cell.",
+    "lr, fp32, one process on the CPU, no --report-to): the same numbers, several times faster. "
+    "--no-batch-seeds: one run per cell.",
 )
 @RUNTIME
 def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> None:

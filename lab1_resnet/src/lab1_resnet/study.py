@@ -5,7 +5,8 @@ cell is skipped on ``--resume`` and an interrupted one continues from its checkp
 (``batched.groups``: by default every seed of a depth, plain and residual) train as one stacked model
 (``batched.Group``, one Python step for all of them) whose results go into the same cell folders, with the same
 numbers up to float reassociation; its checkpoint is ``OUT/groups/<name>/checkpoint.pt`` until its cells are
-written. ``batch_seeds=False`` (``--no-batch-seeds``), or several processes, train one run per cell. At the end: table.md and
+written. ``batch_seeds=False`` (``--no-batch-seeds``), several processes, a GPU, trackers or ``compile``
+(``stacks_here``) train one run per cell. At the end: table.md and
 table.csv (mean ± std over seeds), learning_curves.png (seed-averaged, overlaid) and grad_norms.png (first-epoch
 gradient norm per block, plain vs residual: the vanishing gradients behind the plain nets' failure).
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from dla_core import plots
@@ -113,7 +115,7 @@ def run_study(cfg: DepthStudy, rt: Runtime, *, batch_seeds: bool = True) -> str:
     cells = cfg.cells()
     results: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(cells), desc="study", unit="cell", dynamic_ncols=True)
-    for together, group in _plan(study, cells, batch_seeds and world_size() == 1):
+    for together, group in _plan(study, cells, batch_seeds and stacks_here(rt)):
         if together:
             bar.set_postfix_str(_group_name(group))
             results.update(train_group(study, group, data, rt))
@@ -139,6 +141,16 @@ def run_study(cfg: DepthStudy, rt: Runtime, *, batch_seeds: bool = True) -> str:
 
 # study folder: the checkpoints of the groups being trained (deleted once their cells finish)
 GROUPS = "groups"
+
+
+def stacks_here(rt: Runtime) -> bool:
+    """Whether the cells may train as stacked models under ``rt``: in one process, on the CPU (``--cpu`` or no
+    GPU), without trackers or ``torch.compile``; otherwise each cell is a single run, which does all of those."""
+    has_gpu = torch.cuda.is_available() or (
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    )
+    trackers = [t for t in rt.report_to if t != "none"]
+    return world_size() == 1 and (rt.cpu or not has_gpu) and not trackers and not rt.compile
 
 
 def _cell_path(study: RunDir, cell: TrainRun) -> Path:
