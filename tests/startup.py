@@ -31,6 +31,8 @@ HEAVY = frozenset(
         "PIL",
         "safetensors",
         "tqdm",
+        "gradio",  # lab3 serve: the web extra, loaded only when the app starts
+        "gradio_client",
     }
 )
 

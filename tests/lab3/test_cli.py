@@ -170,3 +170,13 @@ def test_bad_option_value_is_a_click_usage_error(run) -> None:
     result = run("x.jpg", "--length", "epic")
     assert result.exit_code == 2
     assert "Error: Invalid value for '--length': 'epic' is not one of" in result.output
+
+
+def test_serve_without_gradio_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
+    result = CliRunner().invoke(group, ["serve", "--cpu"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: lab3 serve needs Gradio: pip install dla-lab3[web]"

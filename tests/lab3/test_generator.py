@@ -147,3 +147,42 @@ def test_repetition_penalty_counts_only_the_story(
     assert expected != [_greedy_reference(greedy, p, 40, 1.0, skip_prompt=True) for p in prompts]
     assert expected != [_greedy_reference(greedy, p, 40, penalty, skip_prompt=False) for p in prompts]
     assert greedy.write(prompts, "short") == expected  # batched, left-padded
+
+
+def test_stream_ends_with_the_batched_story(greedy: ImageStoryGenerator, photos: Path) -> None:
+    from lab3_story.images import load_image
+
+    image = load_image(photos / "china.jpg")
+    updates = list(greedy.stream(image, "short", source="china.jpg"))
+    first, last = updates[0], updates[-1]
+    assert first.caption == greedy.caption([image])[0] and first.story == first.prompt  # the caption first
+    assert len(updates) > 3 and all(u.source == "china.jpg" and u.caption == first.caption for u in updates)
+    texts = [u.story for u in updates[:-1]]
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(texts, texts[1:], strict=False))
+    assert [u.word_count for u in updates[:-1]] == [0] * (len(updates) - 1)
+    assert last.story == greedy.write([first.prompt], "short")[0]  # cut at a sentence, as the batch is
+    assert last.word_count == len(last.story.split())
+
+
+def test_stream_takes_its_own_settings_and_a_seed_replays(generator: ImageStoryGenerator, photos: Path) -> None:
+    from lab3_story.images import load_image
+
+    image = load_image(photos / "flower.jpg")
+
+    def story(**kw) -> str:
+        return list(generator.stream(image, "short", **kw))[-1].story
+
+    assert story(seed=5, temperature=1.5) == story(seed=5, temperature=1.5) != story(seed=6, temperature=1.5)
+    assert story(sample=False, seed=None) == story(sample=False, seed=7)  # greedy: no draws
+
+
+def test_closing_a_stream_stops_the_generation(generator: ImageStoryGenerator, photos: Path) -> None:
+    import threading
+
+    from lab3_story.images import load_image
+
+    stream = generator.stream(load_image(photos / "china.jpg"), "long")
+    next(stream), next(stream)  # the caption, then the first piece
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name == "lab3-stream"]
+    assert len(list(generator.stream(load_image(photos / "china.jpg"), "short"))) > 2  # the lock was freed

@@ -317,3 +317,49 @@ def test_a_socket_connected_after_the_deadline_is_shut_at_once() -> None:
         sockets.watch(a)
         assert b.recv(1) == b""  # the peer sees the shutdown
     _shutdown(a)  # a closed socket: nothing to do, no error
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata services
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+    ],
+)
+def test_public_addresses(address: str, public: bool) -> None:
+    from lab3_story.images import is_public_address
+
+    assert is_public_address(address) is public
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_public_only_refuses_loopback_before_any_request(server: str, host: str) -> None:
+    from tests.lab3.conftest import _Handler
+
+    url = server.replace("127.0.0.1", host) + "/china.jpg"
+    seen = len(_Handler.headers_seen)
+    with pytest.raises(ImageSourceError, match=rf"{url}: {host} is a private, loopback or link-local address"):
+        load_image(url, FetchLimits(public_only=True))
+    assert len(_Handler.headers_seen) == seen  # refused before connecting: the server heard nothing
+    assert load_image(url).size == (640, 427)  # the default (the CLI) fetches it
+
+
+def test_public_only_connects_to_the_address_it_checked(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab3_story import images
+
+    checked: list[str] = []
+    monkeypatch.setattr(images, "is_public_address", lambda a: checked.append(a) or True)
+    assert load_image(f"{server}/to-china", FetchLimits(public_only=True)).size == (640, 427)
+    assert checked == ["127.0.0.1", "127.0.0.1"]  # the URL and its redirect, each checked

@@ -23,6 +23,8 @@ def test_help_imports_nothing_heavy(command, tmp_path):
         (["story", "--out", "x"], 1, "Error: no SOURCE given: pass image paths or http(s) URLs, or use --interactive"),
         (["story", "a.jpg", "--prompt-template", "Once", "--out", "x"], 1, "Error: --prompt-template must contain {caption}"),
         (["story", "a.jpg", "--temperature", "3", "--out", "x"], 2, "Error: Invalid value for '--temperature'"),
+        (["serve", "--port", "70000"], 2, "Error: Invalid value for '--port'"),
+        (["serve", "--prompt-template", "Once"], 1, "Error: --prompt-template must contain {caption}"),
     ],
 )  # fmt: skip
 def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):

@@ -1,8 +1,9 @@
-"""The `lab3` command: `lab3 story SOURCE…`."""
+"""The `lab3` command: `lab3 story SOURCE…`, `lab3 serve`."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import sys
 import time
@@ -30,40 +31,61 @@ def group(verbose: int) -> None:
     cli.setup_logging(verbose)
 
 
+def _generation_options(f):
+    """The model, precision, generation and download options `lab3 story` and `lab3 serve` share."""
+    for option in reversed(
+        [
+            click.option(
+                "--length",
+                type=LENGTH,
+                default="medium",
+                show_default=True,
+                help="Story budget: short/medium/long ≈ 100/150/200 new tokens, cut at the last full sentence.",
+            ),
+            click.option(
+                "--caption-model", default=DEFAULT_CAPTION_MODEL, show_default=True, help="BLIP name or folder."
+            ),
+            click.option(
+                "--story-model", default=DEFAULT_STORY_MODEL, show_default=True, help="Causal LM name or folder."
+            ),
+            click.option(
+                "--prompt-template", default=DEFAULT_TEMPLATE, show_default=True, help="Must hold {caption}."
+            ),
+            click.option(
+                "--temperature", type=click.FloatRange(0, 2, min_open=True), default=0.65, show_default=True
+            ),
+            click.option("--greedy", is_flag=True, help="Greedy decoding instead of sampling (top-p 0.9)."),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=15.0,
+                show_default=True,
+                help="Seconds allowed for each URL download as a whole (connection, headers and body).",
+            ),
+            click.option(
+                "--max-mb",
+                type=click.FloatRange(min=0, min_open=True),
+                default=20.0,
+                show_default=True,
+                help="Largest image download (and, for serve, upload) in MiB.",
+            ),
+            cli.SEED,
+            cli.PRECISION,
+            cli.CPU,
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _config(opts: dict) -> StoryConfig:
+    return from_options(StoryConfig, opts, sample=not opts["greedy"], max_bytes=int(opts["max_mb"] * 2**20))
+
+
 @group.command()
 @click.argument("sources", nargs=-1, metavar="SOURCE...")
-@click.option(
-    "--length",
-    type=LENGTH,
-    default="medium",
-    show_default=True,
-    help="Story budget: short/medium/long ≈ 100/150/200 new tokens, cut at the last full sentence.",
-)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image instead of text.")
-@click.option(
-    "--caption-model", default=DEFAULT_CAPTION_MODEL, show_default=True, help="BLIP name or folder."
-)
-@click.option(
-    "--story-model", default=DEFAULT_STORY_MODEL, show_default=True, help="Causal LM name or folder."
-)
-@click.option("--prompt-template", default=DEFAULT_TEMPLATE, show_default=True, help="Must hold {caption}.")
-@click.option("--temperature", type=click.FloatRange(0, 2, min_open=True), default=0.65, show_default=True)
-@click.option("--greedy", is_flag=True, help="Greedy decoding instead of sampling (top-p 0.9).")
 @cli.batch_size(8)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=15.0,
-    show_default=True,
-    help="Seconds allowed for each URL download as a whole (connection, headers and body).",
-)
-@click.option(
-    "--max-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=20.0,
-    show_default=True,
-    help="Largest image download in MiB.",
-)
 @click.option(
     "-i",
     "--interactive",
@@ -76,9 +98,7 @@ def group(verbose: int) -> None:
     default=None,
     help="Optional run folder: config.json, results.jsonl, metrics.json, captions.png.",
 )
-@cli.SEED
-@cli.PRECISION
-@cli.CPU
+@_generation_options
 def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) -> None:
     """Caption each image with BLIP and turn the caption into a short children's story.
 
@@ -98,7 +118,7 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     interactive = interactive or (not sources and sys.stdin.isatty())
     if not sources and not interactive:
         raise DlaError("no SOURCE given: pass image paths or http(s) URLs, or use --interactive")
-    cfg = from_options(StoryConfig, opts, sample=not opts["greedy"], max_bytes=int(opts["max_mb"] * 2**20))
+    cfg = _config(opts)
     # after the checks (they import nothing heavy), before any model: weights a checkpoint lacks are drawn at
     # random when it loads
     seed_everything(opts["seed"])
@@ -106,6 +126,56 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     failed = run_stories(cfg, list(sources), rt, as_json=as_json, interactive=interactive)
     if failed:  # the bad sources were reported as they came; the others have their stories
         raise SystemExit(1)  # not ctx.exit(1): click's standalone_mode=False returns its code
+
+
+@group.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: any free port.")
+@click.option("--share/--no-share", default=False, show_default=True, help="Also open a public *.gradio.live link.")
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    help="Also fetch URLs on private, loopback and link-local addresses (off: the app cannot probe your network).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Requests handled at once (downloads overlap; the models write one story at a time); others queue.",
+)
+@_generation_options
+def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurrency: int, **opts) -> None:
+    """Serve the image → caption → story app in a browser, with its API (needs `pip install dla-lab3[web]`).
+
+    Drop a photo, take one with the webcam, paste one, or give an http(s) URL; the caption comes first, then
+    the story as it is written. The models load once, at start-up. The API endpoint is /story
+    (gradio_client: image file or URL, length → caption, story, word count). The options set the defaults
+    of the page; --length, --temperature, --greedy and --seed can be changed per request.
+
+    \b
+    Examples:
+      lab3 serve                                  # http://127.0.0.1:7860
+      lab3 serve --host 0.0.0.0 --precision fp16  # for a class, on a GPU
+    """
+    cfg = _config(opts)  # option errors first: they import nothing heavy
+    if importlib.util.find_spec("gradio") is None:
+        raise DlaError("lab3 serve needs Gradio: pip install dla-lab3[web]")
+    from dla_core.seeding import seed_everything
+    from lab3_story.generator import ImageStoryGenerator
+    from lab3_story.web import launch
+
+    seed_everything(opts["seed"])  # weights a checkpoint lacks are drawn at random when it loads
+    gen = ImageStoryGenerator(cfg, cpu=Runtime.from_options(opts).cpu)
+    click.echo(f"lab3 serve: models on {gen.device} ({gen.dtype}); Ctrl+C stops", err=True)
+    launch(
+        gen,
+        host=host,
+        port=port,
+        share=share,
+        allow_private_urls=allow_private_urls,
+        concurrency=concurrency,
+    )
 
 
 def run_stories(

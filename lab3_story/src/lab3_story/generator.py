@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +103,7 @@ class ImageStoryGenerator:
         self.limits = FetchLimits(timeout=cfg.timeout, max_bytes=cfg.max_bytes)
         self.device, self.dtype = pick_device_dtype(cfg.precision, cpu)
         self.seconds = {"caption": 0.0, "story": 0.0, "load": 0.0}
+        self._lock = threading.Lock()  # stream(): one generation at a time
 
         if (kind := _model_type(cfg.caption_model, "--caption-model")) != "blip":
             raise DlaError(f"--caption-model {cfg.caption_model} is a '{kind}' model, not BLIP")
@@ -146,8 +148,6 @@ class ImageStoryGenerator:
     @torch.inference_mode()
     def write(self, prompts: list[str], length: str | None = None) -> list[str]:
         """Continue each prompt (batched, left-padded); each story ends at its last full sentence."""
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
-
         cfg = self.config
         new_tokens = LENGTH_TOKENS[self._length(length)]
         stories: list[str] = []
@@ -158,22 +158,107 @@ class ImageStoryGenerator:
                 self.device
             )  # (B, T) left-padded
             prompt_len = enc["input_ids"].shape[1]
-            processors = LogitsProcessorList()
-            if cfg.repetition_penalty != 1.0:  # ignore the (padded) prompt: it may repeat the caption
-                processors.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, prompt_len))
-            sampling = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
             out = self.storyteller.generate(
-                **enc,
-                max_new_tokens=new_tokens,
-                logits_processor=processors,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-                **(sampling if cfg.sample else dict(do_sample=False)),
+                **self._generate_args(enc, new_tokens, cfg.sample, cfg.temperature)
             )  # (B, T + new)
             texts = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
             stories += [end_at_sentence(p + t, keep=len(p)) for p, t in zip(batch, texts, strict=True)]
         self.seconds["story"] += time.perf_counter() - t0
         return stories
+
+    def _generate_args(self, enc, new_tokens: int, sample: bool, temperature: float) -> dict[str, Any]:
+        """``generate``'s arguments for a (left-padded) batch: the batched and the streamed path share them."""
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+        cfg = self.config
+        processors = LogitsProcessorList()
+        if cfg.repetition_penalty != 1.0:  # ignore the (padded) prompt: it may repeat the caption
+            processors.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, enc["input_ids"].shape[1]))
+        sampling = dict(do_sample=True, temperature=temperature, top_p=cfg.top_p, top_k=0)
+        return dict(
+            **enc,
+            max_new_tokens=new_tokens,
+            logits_processor=processors,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            **(sampling if sample else dict(do_sample=False)),
+        )
+
+    #### One image, streamed ####
+
+    def stream(
+        self,
+        image: Image.Image,
+        length: str | None = None,
+        *,
+        source: str = "image",
+        temperature: float | None = None,
+        sample: bool | None = None,
+        seed: int | None | str = "config",
+    ) -> Iterator[StoryResult]:
+        """Caption one image, then write its story token by token: a ``StoryResult`` for the caption (story
+        = the prompt), one per new piece of text, and a last one whose story is cut at its last full
+        sentence, with its word count. ``temperature``, ``sample`` and ``seed`` default to the config's (``seed=None``:
+        no seeding, a new story each time).
+
+        The models serve one stream at a time (a lock): concurrent callers wait, and a seed replays the same
+        draws. Closing the iterator early stops the generation. With the same settings the last story equals
+        ``write``'s (tested)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        cfg = self.config
+        new_tokens = LENGTH_TOKENS[self._length(length)]
+        temperature = cfg.temperature if temperature is None else temperature
+        sample = cfg.sample if sample is None else sample
+        stop = threading.Event()
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        with self._lock:
+            seed = cfg.seed if seed == "config" else seed
+            if seed is not None:
+                from dla_core.seeding import seed_everything
+
+                seed_everything(seed)
+            (caption,) = self.caption([image])
+            prompt = make_prompt(caption, cfg.prompt_template)
+            yield StoryResult(source, caption=caption, prompt=prompt, story=prompt)
+            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            enc = self.tokenizer([prompt], return_tensors="pt").to(self.device)
+            args = self._generate_args(enc, new_tokens, sample, temperature)
+            failed: list[BaseException] = []
+
+            @torch.inference_mode()
+            def run() -> None:
+                try:
+                    self.storyteller.generate(
+                        **args, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()])
+                    )
+                except BaseException as e:  # handed to the caller's thread below
+                    failed.append(e)
+                    streamer.end()
+
+            t0 = time.perf_counter()
+            worker = threading.Thread(target=run, name="lab3-stream", daemon=True)
+            worker.start()
+            text = ""
+            try:
+                for piece in streamer:
+                    if piece:
+                        text += piece
+                        yield StoryResult(source, caption=caption, prompt=prompt, story=prompt + text)
+            finally:  # also when the caller stops early (GeneratorExit): end the generation first
+                stop.set()
+                worker.join()
+                self.seconds["story"] += time.perf_counter() - t0
+            if failed:
+                raise failed[0]
+            story = end_at_sentence(prompt + text, keep=len(prompt))
+            yield StoryResult(
+                source, caption=caption, prompt=prompt, story=story, word_count=len(story.split())
+            )
 
     #### Sources → results ####
 

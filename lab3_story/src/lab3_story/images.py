@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import ipaddress
 import socket
 import threading
 import urllib.error
@@ -39,6 +40,7 @@ class FetchLimits:
     timeout: float = 15.0  # seconds for a whole download: connection, headers and body
     max_bytes: int = 20 * 1024 * 1024  # larger downloads are refused
     max_pixels: int | None = None  # None: PIL's Image.MAX_IMAGE_PIXELS (or its default if switched off)
+    public_only: bool = False  # True: refuse hosts on private, loopback, link-local… addresses (a web server)
 
 
 def is_url(source: str) -> bool:
@@ -87,8 +89,56 @@ def _shutdown(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _watched(base: type[http.client.HTTPConnection], sockets: _Sockets) -> type[http.client.HTTPConnection]:
+def is_public_address(address: str) -> bool:
+    """True for an address on the public internet: not private, loopback, link-local, multicast, reserved…"""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 scope ("fe80::1%eth0") is not part of it
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _public_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kwargs):  # noqa: SLF001
+    """``socket.create_connection`` that first resolves the host and refuses it if any of its addresses is not
+    public, then connects to the very addresses it checked (a second lookup could answer differently)."""
+    host, port = address[0], address[1]
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise OSError(f"cannot resolve {host} ({e.strerror})") from None
+    for *_, sockaddr in infos:
+        if not is_public_address(sockaddr[0]):
+            raise PrivateAddressError(
+                f"{host} is a private, loopback or link-local address ({sockaddr[0]}): not fetched here"
+            )
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # noqa: SLF001
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as e:
+            error = e
+            sock.close()
+    raise error if error else OSError(f"cannot resolve {host}")
+
+
+class PrivateAddressError(DlaError):
+    """A URL whose host is not on the public internet, refused by a fetch with ``public_only``."""
+
+
+def _watched(
+    base: type[http.client.HTTPConnection], sockets: _Sockets, public_only: bool = False
+) -> type[http.client.HTTPConnection]:
     class Watched(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            if public_only:  # every connection, redirects included, goes through the address check
+                self._create_connection = _public_connection
+
         def connect(self) -> None:
             super().connect()
             sockets.watch(self.sock)
@@ -97,18 +147,18 @@ def _watched(base: type[http.client.HTTPConnection], sockets: _Sockets) -> type[
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, sockets: _Sockets) -> None:
+    def __init__(self, sockets: _Sockets, public_only: bool = False) -> None:
         super().__init__()
-        self._connection = _watched(http.client.HTTPConnection, sockets)
+        self._connection = _watched(http.client.HTTPConnection, sockets, public_only)
 
     def http_open(self, req):
         return self.do_open(self._connection, req)
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, sockets: _Sockets) -> None:
+    def __init__(self, sockets: _Sockets, public_only: bool = False) -> None:
         super().__init__()
-        self._connection = _watched(http.client.HTTPSConnection, sockets)
+        self._connection = _watched(http.client.HTTPSConnection, sockets, public_only)
 
     def https_open(self, req):
         return self.do_open(self._connection, req, context=self._context)
@@ -134,7 +184,9 @@ class _Download:
     def _fetch(self) -> tuple[bytes, str]:
         url, limits = self.url, self.limits
         opener = urllib.request.build_opener(
-            _HttpOnlyRedirects, _HTTPHandler(self.sockets), _HTTPSHandler(self.sockets)
+            _HttpOnlyRedirects,
+            _HTTPHandler(self.sockets, limits.public_only),
+            _HTTPSHandler(self.sockets, limits.public_only),
         )
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
         try:
@@ -149,6 +201,8 @@ class _Download:
                 data = response.read(limits.max_bytes + 1)  # the cap also holds without Content-Length
         except urllib.error.HTTPError as e:
             raise ImageSourceError(f"{url}: HTTP {e.code} {e.reason}") from None
+        except PrivateAddressError as e:
+            raise ImageSourceError(f"{url}: {e.message}") from None
         except urllib.error.URLError as e:
             reason = e.reason
             if isinstance(reason, TimeoutError):

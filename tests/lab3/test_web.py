@@ -1,0 +1,112 @@
+"""`lab3 serve`: the Gradio app on a loopback port with the tiny random models, driven through its API by
+gradio_client (as a browser's page would be), and its refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+
+import pytest
+
+gr = pytest.importorskip("gradio", reason="the web extra (pip install dla-lab3[web]) is not installed")
+gradio_client = pytest.importorskip("gradio_client")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from dla_core.errors import DlaError  # noqa: E402
+from lab3_story import ImageStoryGenerator  # noqa: E402
+from lab3_story.prompts import make_prompt  # noqa: E402
+from lab3_story.web import StoryApp, launch  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def web(models: Path):
+    """(generator, client) for an app served on 127.0.0.1 that may fetch loopback URLs (the test server)."""
+    gen = ImageStoryGenerator(
+        caption_model=str(models / "captioner"), story_model=str(models / "storyteller"), max_bytes=2**20
+    )
+    demo = launch(gen, port=_free_port(), allow_private_urls=True, block=False)
+    try:
+        client = Client(demo.local_url, verbose=False, download_files=False)
+        yield gen, client
+    finally:
+        demo.close()
+
+
+def test_story_from_a_file_through_the_api(web, photos: Path) -> None:
+    gen, client = web
+    caption, story, words = client.predict(handle_file(photos / "china.jpg"), "", "short", api_name="/story")
+    assert caption and story.startswith(make_prompt(caption))
+    assert words == len(story.split()) > len(make_prompt(caption).split())
+    # the same settings (seed 0, sampling) as the batched path: the same story
+    assert gen.generate_from_image(photos / "china.jpg", "short") == {
+        "caption": caption,
+        "story": story,
+        "word_count": words,
+    }
+
+
+def test_story_from_a_url_equals_the_file(web, photos: Path, server: str) -> None:
+    _, client = web
+    by_file = client.predict(handle_file(photos / "flower.jpg"), "", "short", 0.65, 3, True, api_name="/story")
+    by_url = client.predict(None, f"{server}/flower.jpg", "short", 0.65, 3, True, api_name="/story")
+    assert by_url == by_file
+
+
+def test_bad_upload_is_an_error_and_the_next_request_works(web, photos: Path, server: str) -> None:
+    _, client = web
+    with pytest.raises(Exception, match=r"page\.html: not an image PIL can read") as info:
+        client.predict(handle_file(photos / "page.html"), "", "short", api_name="/story")
+    assert type(info.value).__name__ == "AppError"
+    with pytest.raises(Exception, match=r"missing\.jpg: HTTP 404"):
+        client.predict(None, f"{server}/missing.jpg", "short", api_name="/story")
+    with pytest.raises(Exception, match="not a URL"):  # a path on the server is never read
+        client.predict(None, str(photos / "china.jpg"), "short", api_name="/story")
+    caption, story, words = client.predict(handle_file(photos / "china.jpg"), "", "short", api_name="/story")
+    assert caption and story and words > 0
+
+
+def test_the_story_streams(web, photos: Path) -> None:
+    _, client = web
+    job = client.submit(handle_file(photos / "china.jpg"), "", "medium", 1.0, 1, False, api_name="/story")
+    final = job.result()
+    updates = job.outputs()
+    assert len(updates) > 2 and updates[-1] == final
+    stories = [story for _, story, _ in updates]
+    assert stories[0] == make_prompt(final[0])  # the caption first, the story not begun
+    assert all(len(a) <= len(b) for a, b in zip(stories[:-2], stories[1:-1], strict=True))  # growing
+    assert [words for *_, words in updates[:-1]] == [None] * (len(updates) - 1)  # the count comes last
+    assert final[2] == len(final[1].split())
+
+
+def test_private_urls_are_refused_without_the_flag(generator, server: str) -> None:
+    app = StoryApp(generator)  # what `lab3 serve` builds without --allow-private-urls
+    with pytest.raises(DlaError, match=r"127\.0\.0\.1 is a private, loopback or link-local address"):
+        app.image(None, f"{server}/china.jpg")
+    assert StoryApp(generator, allow_private_urls=True).image(None, f"{server}/china.jpg")[0].size == (640, 427)
+
+
+def test_inputs_are_checked_before_any_work(generator) -> None:
+    app = StoryApp(generator)
+    for args, message in [
+        ((None, ""), "give an image"),
+        ((None, "x", "epic"), "length must be one of short, medium, long"),
+        ((None, "x", "short", 5), r"temperature must be in \(0, 2\]"),
+        ((None, "x", "short", 1, 1.5), "seed must be a whole number"),
+    ]:
+        with pytest.raises(gr.Error, match=message):
+            next(app.story(*args))
+
+
+def test_upload_over_the_byte_cap_is_refused(generator, photos: Path) -> None:
+    app = StoryApp(generator)
+    app.limits = dataclasses.replace(app.limits, max_bytes=1000)
+    with pytest.raises(DlaError, match=r"china\.jpg: 0\.1 MiB is over the 0\.0 MiB limit"):
+        app.image({"path": str(photos / "china.jpg"), "orig_name": "china.jpg"}, "")
