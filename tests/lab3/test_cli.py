@@ -176,7 +176,9 @@ def test_serve_without_gradio_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a)
+    )
     result = CliRunner().invoke(group, ["serve", "--cpu"])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: lab3 serve needs Gradio: pip install dla-lab3[web]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import pytest
@@ -158,13 +159,15 @@ def test_stream_ends_with_the_batched_story(greedy: ImageStoryGenerator, photos:
     assert first.caption == greedy.caption([image])[0] and first.story == first.prompt  # the caption first
     assert len(updates) > 3 and all(u.source == "china.jpg" and u.caption == first.caption for u in updates)
     texts = [u.story for u in updates[:-1]]
-    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(texts, texts[1:], strict=False))
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in itertools.pairwise(texts))
     assert [u.word_count for u in updates[:-1]] == [0] * (len(updates) - 1)
     assert last.story == greedy.write([first.prompt], "short")[0]  # cut at a sentence, as the batch is
     assert last.word_count == len(last.story.split())
 
 
-def test_stream_takes_its_own_settings_and_a_seed_replays(generator: ImageStoryGenerator, photos: Path) -> None:
+def test_stream_takes_its_own_settings_and_a_seed_replays(
+    generator: ImageStoryGenerator, photos: Path
+) -> None:
     from lab3_story.images import load_image
 
     image = load_image(photos / "flower.jpg")

@@ -350,7 +350,9 @@ def test_public_only_refuses_loopback_before_any_request(server: str, host: str)
 
     url = server.replace("127.0.0.1", host) + "/china.jpg"
     seen = len(_Handler.headers_seen)
-    with pytest.raises(ImageSourceError, match=rf"{url}: {host} is a private, loopback or link-local address"):
+    with pytest.raises(
+        ImageSourceError, match=rf"{url}: {host} is a private, loopback or link-local address"
+    ):
         load_image(url, FetchLimits(public_only=True))
     assert len(_Handler.headers_seen) == seen  # refused before connecting: the server heard nothing
     assert load_image(url).size == (640, 427)  # the default (the CLI) fetches it

@@ -43,10 +43,16 @@ def _generation_options(f):
                 help="Story budget: short/medium/long ≈ 100/150/200 new tokens, cut at the last full sentence.",
             ),
             click.option(
-                "--caption-model", default=DEFAULT_CAPTION_MODEL, show_default=True, help="BLIP name or folder."
+                "--caption-model",
+                default=DEFAULT_CAPTION_MODEL,
+                show_default=True,
+                help="BLIP name or folder.",
             ),
             click.option(
-                "--story-model", default=DEFAULT_STORY_MODEL, show_default=True, help="Causal LM name or folder."
+                "--story-model",
+                default=DEFAULT_STORY_MODEL,
+                show_default=True,
+                help="Causal LM name or folder.",
             ),
             click.option(
                 "--prompt-template", default=DEFAULT_TEMPLATE, show_default=True, help="Must hold {caption}."
@@ -130,8 +136,12 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
 
 @group.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
-@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: any free port.")
-@click.option("--share/--no-share", default=False, show_default=True, help="Also open a public *.gradio.live link.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: any free port."
+)
+@click.option(
+    "--share/--no-share", default=False, show_default=True, help="Also open a public *.gradio.live link."
+)
 @click.option(
     "--allow-private-urls",
     is_flag=True,

@@ -173,7 +173,9 @@ class ImageStoryGenerator:
         cfg = self.config
         processors = LogitsProcessorList()
         if cfg.repetition_penalty != 1.0:  # ignore the (padded) prompt: it may repeat the caption
-            processors.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, enc["input_ids"].shape[1]))
+            processors.append(
+                RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, enc["input_ids"].shape[1])
+            )
         sampling = dict(do_sample=True, temperature=temperature, top_p=cfg.top_p, top_k=0)
         return dict(
             **enc,
@@ -194,7 +196,7 @@ class ImageStoryGenerator:
         source: str = "image",
         temperature: float | None = None,
         sample: bool | None = None,
-        seed: int | None | str = "config",
+        seed: int | str | None = "config",
     ) -> Iterator[StoryResult]:
         """Caption one image, then write its story token by token: a ``StoryResult`` for the caption (story
         = the prompt), one per new piece of text, and a last one whose story is cut at its last full
@@ -214,7 +216,9 @@ class ImageStoryGenerator:
 
         class _Stop(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+                return torch.full(
+                    (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
+                )
 
         with self._lock:
             seed = cfg.seed if seed == "config" else seed

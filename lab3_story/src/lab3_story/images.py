@@ -97,7 +97,7 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _public_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kwargs):  # noqa: SLF001
+def _public_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kwargs):
     """``socket.create_connection`` that first resolves the host and refuses it if any of its addresses is not
     public, then connects to the very addresses it checked (a second lookup could answer differently)."""
     host, port = address[0], address[1]
@@ -114,7 +114,7 @@ def _public_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_a
     for family, kind, proto, _, sockaddr in infos:
         sock = socket.socket(family, kind, proto)
         try:
-            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # noqa: SLF001
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
                 sock.settimeout(timeout)
             if source_address:
                 sock.bind(source_address)
