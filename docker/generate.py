@@ -9,6 +9,7 @@ generated; everything above it is written by hand. After adding a lab to the lis
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -30,6 +31,19 @@ def _title(root: Path, name: str, folder: str) -> str:
     return line + "-" * max(3, 105 - len(line))
 
 
+def _install(root: Path, folder: str) -> str:
+    """The wheels to install: core and the lab, with every extra the lab declares (lab3's `web`: the image
+    can run `lab3 serve`). A wheel with extras is named exactly (a glob cannot carry `[extra]`), from the
+    lab's name and version; `--check` sees it go stale when either changes."""
+    project = tomllib.loads((root / folder / "pyproject.toml").read_text())["project"]
+    extras = sorted(project.get("optional-dependencies", {}))
+    if not extras:
+        return "/wheels/*.whl"
+    dist = re.sub(r"[-_.]+", "_", project["name"]).lower()
+    wheel = f"{dist}-{project['version']}-py3-none-any.whl[{','.join(extras)}]"
+    return f'/wheels/dla_core-*.whl "/wheels/{wheel}"'
+
+
 def dockerfile_part(root: Path = ROOT) -> str:
     blocks = [
         f"""{_title(root, name, folder)}
@@ -40,7 +54,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels /src/core /src/{folde
 
 FROM runtime AS {name}
 COPY --from={name}-wheels /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir {_install(root, folder)} && rm -rf /wheels
 USER 1000:1000
 ENTRYPOINT ["{name}"]
 CMD ["--help"]

@@ -332,6 +332,7 @@ def test_a_socket_connected_after_the_deadline_is_shut_at_once() -> None:
         ("224.0.0.1", False),
         ("::1", False),
         ("::ffff:127.0.0.1", False),
+        ("::ffff:8.8.8.8", True),  # an IPv4 address written as IPv6 is judged as IPv4
         ("fe80::1%eth0", False),
         ("fd00::1", False),
         ("8.8.8.8", True),

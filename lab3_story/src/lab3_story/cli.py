@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,7 @@ def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurren
     cfg = _config(opts)  # option errors first: they import nothing heavy
     if importlib.util.find_spec("gradio") is None:
         raise DlaError("lab3 serve needs Gradio: pip install dla-lab3[web]")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a class server reports to no one
     from dla_core.seeding import seed_everything
     from lab3_story.generator import ImageStoryGenerator
     from lab3_story.web import launch
