@@ -103,6 +103,21 @@ def test_image_installs_core_and_its_own_lab_only(dockerfile: Dockerfile, lab: s
 
 
 @pytest.mark.parametrize("lab", LABS)
+def test_image_installs_every_extra_its_lab_declares(dockerfile: Dockerfile, lab: str) -> None:
+    """lab3's `web` extra (Gradio): `docker run -p 7860:7860 dla/lab3 serve --host 0.0.0.0` works."""
+    project = tomllib.loads((ROOT / LAB_FOLDERS[lab] / "pyproject.toml").read_text())["project"]
+    extras = sorted(project.get("optional-dependencies", {}))
+    installs = [v for v in dockerfile.stages[lab].values("RUN") if "pip install" in v]
+    assert len(installs) == 1
+    if not extras:
+        assert "/wheels/*.whl" in installs[0]
+        return
+    wheel = f"{project['name'].replace('-', '_')}-{project['version']}-py3-none-any.whl"
+    assert f'"/wheels/{wheel}[{",".join(extras)}]"' in installs[0] and "/wheels/dla_core-" in installs[0]
+    assert lab != "lab3" or extras == ["web"]
+
+
+@pytest.mark.parametrize("lab", LABS)
 def test_entrypoint_is_the_labs_console_script_in_exec_form(dockerfile: Dockerfile, lab: str) -> None:
     chain = dockerfile.chain(lab)
     entrypoint = exec_form(last_value(chain, "ENTRYPOINT") or "")
