@@ -189,3 +189,21 @@ def test_closing_a_stream_stops_the_generation(generator: ImageStoryGenerator, p
     stream.close()
     assert not [t for t in threading.enumerate() if t.name == "lab3-stream"]
     assert len(list(generator.stream(load_image(photos / "china.jpg"), "short"))) > 2  # the lock was freed
+
+
+def test_a_stream_left_unread_does_not_hold_the_models(generator: ImageStoryGenerator, photos: Path) -> None:
+    import threading
+
+    from lab3_story.images import load_image
+
+    image = load_image(photos / "china.jpg")
+    abandoned = generator.stream(image, "short")
+    next(abandoned), next(abandoned)  # mid-story, neither read on nor closed (a client that went away)
+    done: list[int] = []
+    other = threading.Thread(
+        target=lambda: done.append(len(list(generator.stream(image, "short")))), daemon=True
+    )
+    other.start()
+    other.join(timeout=60)
+    assert done and done[0] > 2
+    abandoned.close()

@@ -198,14 +198,14 @@ class ImageStoryGenerator:
         sample: bool | None = None,
         seed: int | str | None = "config",
     ) -> Iterator[StoryResult]:
-        """Caption one image, then write its story token by token: a ``StoryResult`` for the caption (story
-        = the prompt), one per new piece of text, and a last one whose story is cut at its last full
-        sentence, with its word count. ``temperature``, ``sample`` and ``seed`` default to the config's (``seed=None``:
-        no seeding, a new story each time).
+        """Caption one image, then write its story token by token: a ``StoryResult`` for the caption (story =
+        the prompt), one per new piece of text, and a last one whose story is cut at its last full sentence,
+        with its word count. ``temperature``, ``sample`` and ``seed`` default to the config's (``seed=None``: no
+        seeding, a new story each time).
 
-        The models serve one stream at a time (a lock): concurrent callers wait, and a seed replays the same
-        draws. Closing the iterator early stops the generation. With the same settings the last story equals
-        ``write``'s (tested)."""
+        The models serve one caption or one story at a time (a lock): concurrent callers wait, and a seed
+        replays the same draws. Closing the iterator early stops the generation. With the same settings the
+        last story equals ``write``'s (tested)."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         cfg = self.config
@@ -220,49 +220,50 @@ class ImageStoryGenerator:
                     (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
                 )
 
-        with self._lock:
-            seed = cfg.seed if seed == "config" else seed
-            if seed is not None:
-                from dla_core.seeding import seed_everything
-
-                seed_everything(seed)
+        seed = cfg.seed if seed == "config" else seed
+        with self._lock:  # greedy captions draw nothing: the seed is set just before the story's generation
             (caption,) = self.caption([image])
-            prompt = make_prompt(caption, cfg.prompt_template)
-            yield StoryResult(source, caption=caption, prompt=prompt, story=prompt)
-            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-            enc = self.tokenizer([prompt], return_tensors="pt").to(self.device)
-            args = self._generate_args(enc, new_tokens, sample, temperature)
-            failed: list[BaseException] = []
+        prompt = make_prompt(caption, cfg.prompt_template)
+        yield StoryResult(source, caption=caption, prompt=prompt, story=prompt)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        enc = self.tokenizer([prompt], return_tensors="pt").to(self.device)
+        args = self._generate_args(enc, new_tokens, sample, temperature)
+        failed: list[BaseException] = []
 
-            @torch.inference_mode()
-            def run() -> None:
-                try:
+        @torch.inference_mode()
+        def run() -> None:
+            # the worker holds the lock, not the caller's generator: a caller that stops reading without
+            # closing it cannot keep the models from the next request past the length budget
+            try:
+                with self._lock:
+                    if seed is not None:
+                        from dla_core.seeding import seed_everything
+
+                        seed_everything(seed)
                     self.storyteller.generate(
                         **args, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()])
                     )
-                except BaseException as e:  # handed to the caller's thread below
-                    failed.append(e)
-                    streamer.end()
+            except BaseException as e:  # handed to the caller's thread below
+                failed.append(e)
+                streamer.end()
 
-            t0 = time.perf_counter()
-            worker = threading.Thread(target=run, name="lab3-stream", daemon=True)
-            worker.start()
-            text = ""
-            try:
-                for piece in streamer:
-                    if piece:
-                        text += piece
-                        yield StoryResult(source, caption=caption, prompt=prompt, story=prompt + text)
-            finally:  # also when the caller stops early (GeneratorExit): end the generation first
-                stop.set()
-                worker.join()
-                self.seconds["story"] += time.perf_counter() - t0
-            if failed:
-                raise failed[0]
-            story = end_at_sentence(prompt + text, keep=len(prompt))
-            yield StoryResult(
-                source, caption=caption, prompt=prompt, story=story, word_count=len(story.split())
-            )
+        t0 = time.perf_counter()
+        worker = threading.Thread(target=run, name="lab3-stream", daemon=True)
+        worker.start()
+        text = ""
+        try:
+            for piece in streamer:
+                if piece:
+                    text += piece
+                    yield StoryResult(source, caption=caption, prompt=prompt, story=prompt + text)
+        finally:  # also when the caller stops early (GeneratorExit): end the generation first
+            stop.set()
+            worker.join()
+            self.seconds["story"] += time.perf_counter() - t0
+        if failed:
+            raise failed[0]
+        story = end_at_sentence(prompt + text, keep=len(prompt))
+        yield StoryResult(source, caption=caption, prompt=prompt, story=story, word_count=len(story.split()))
 
     #### Sources → results ####
 
