@@ -1,5 +1,5 @@
 """Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, mutate, docker, docker-smoke,
-tests-gpu (on a CUDA machine).
+web-browser (lab3 serve in headless Chromium), tests-gpu (on a CUDA machine).
 
 nox -s tests            # every part, each in its own environment with only core + that lab installed
 nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
@@ -77,6 +77,19 @@ def tests_gpu(session: nox.Session) -> None:
     session.run("pytest", "-m", "gpu", *gpu_tests, *session.posargs)
 
 
+@nox.session(name="web-browser", python=PYTHON, default=False)
+def web_browser(session: nox.Session) -> None:
+    """`lab3 serve` in headless Chromium (Selenium): upload a photo, wait for the story, save a screenshot under
+    runs/web-browser (or the path after --). Needs Debian's chromium + chromium-driver; skips without them."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
+        session.skip(
+            "no Chromium and chromedriver on PATH (Debian/Ubuntu: apt-get install chromium chromium-driver)"
+        )
+    session.install("-e", "./core", "-e", "./lab3_story[web]", "selenium>=4.11")
+    out = session.posargs[0] if session.posargs else "runs/web-browser"
+    session.run("python", "tests/lab3/web_browser.py", out)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff over the whole tree, hadolint on the Dockerfile, shellcheck on the smoke script and bench/gpu.sh."""
@@ -104,6 +117,7 @@ def bench(session: nox.Session) -> None:
     import pathlib
 
     install_parts(session, *LABS.values())
+    session.install("-e", "./lab3_story[web]")  # bench_lab3_web.py: lab3 serve through gradio_client
     scripts = session.posargs or sorted(p.name for p in pathlib.Path("bench").glob("bench_*.py"))
     for script in scripts:
         session.run("python", f"bench/{script}")

@@ -150,9 +150,9 @@ def build_app(
                     greedy = gr.Checkbox(value=not cfg.sample, label="Greedy (no sampling)")
                 button = gr.Button("Write the story", variant="primary")
             with gr.Column():
-                caption = gr.Textbox(label="Caption", interactive=False)
+                caption = gr.Textbox(label="Caption", interactive=False, elem_id="caption")
                 story = gr.Textbox(label="Story", lines=12, interactive=False, elem_id="story")
-                words = gr.Number(label="Words", interactive=False, precision=0)
+                words = gr.Number(label="Words", interactive=False, precision=0, elem_id="words")
         if photos := example_photos():
             gr.Examples([[str(p)] for p in photos], inputs=[image], label="Examples (scikit-learn's photos)")
         inputs = [image, url, length, temperature, seed, greedy]
