@@ -76,6 +76,15 @@ def test_bad_upload_is_an_error_and_the_next_request_works(web, photos: Path, se
     assert caption and story and words > 0
 
 
+def test_an_upload_over_the_servers_cap_is_refused(web, photos: Path, tmp_path: Path) -> None:
+    _, client = web  # the app's cap: 1 MiB (max_bytes), enforced by Gradio's upload route
+    big = tmp_path / "big.jpg"
+    big.write_bytes((photos / "china.jpg").read_bytes() + b"\0" * 2**20)
+    with pytest.raises(Exception, match="(?i)size"):
+        client.predict(handle_file(big), "", "short", api_name="/story")
+    assert client.predict(handle_file(photos / "china.jpg"), "", "short", api_name="/story")[2] > 0
+
+
 def test_the_story_streams(web, photos: Path) -> None:
     _, client = web
     job = client.submit(handle_file(photos / "china.jpg"), "", "medium", 1.0, 1, False, api_name="/story")
@@ -114,5 +123,5 @@ def test_inputs_are_checked_before_any_work(generator) -> None:
 def test_upload_over_the_byte_cap_is_refused(generator, photos: Path) -> None:
     app = StoryApp(generator)
     app.limits = dataclasses.replace(app.limits, max_bytes=1000)
-    with pytest.raises(DlaError, match=r"china\.jpg: 0\.1 MiB is over the 0\.0 MiB limit"):
+    with pytest.raises(DlaError, match=r"china\.jpg: 0\.2 MiB is over the 0\.0 MiB limit"):
         app.image({"path": str(photos / "china.jpg"), "orig_name": "china.jpg"}, "")
