@@ -80,7 +80,7 @@ def test_an_upload_over_the_servers_cap_is_refused(web, photos: Path, tmp_path: 
     _, client = web  # the app's cap: 1 MiB (max_bytes), enforced by Gradio's upload route
     big = tmp_path / "big.jpg"
     big.write_bytes((photos / "china.jpg").read_bytes() + b"\0" * 2**20)
-    with pytest.raises(Exception, match="(?i)size"):
+    with pytest.raises(Exception, match=r"(?i)size"):
         client.predict(handle_file(big), "", "short", api_name="/story")
     assert client.predict(handle_file(photos / "china.jpg"), "", "short", api_name="/story")[2] > 0
 
