@@ -366,3 +366,17 @@ def test_public_only_connects_to_the_address_it_checked(server: str, monkeypatch
     monkeypatch.setattr(images, "is_public_address", lambda a: checked.append(a) or True)
     assert load_image(f"{server}/to-china", FetchLimits(public_only=True)).size == (640, 427)
     assert checked == ["127.0.0.1", "127.0.0.1"]  # the URL and its redirect, each checked
+
+
+@pytest.mark.parametrize("public_only", [True, False])
+def test_public_only_fetches_ignore_proxies_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, public_only: bool
+) -> None:
+    """Through a proxy the address check would see the proxy's address, not the URL's: a web server's fetches go
+    direct; the command line keeps the user's proxy."""
+    from lab3_story.images import _opener, _Sockets
+
+    monkeypatch.setenv("http_proxy", "http://10.0.0.1:3128")
+    monkeypatch.setenv("https_proxy", "http://10.0.0.1:3128")
+    proxies = [h.proxies for h in _opener(_Sockets(), public_only).handlers if hasattr(h, "proxies")]
+    assert any("http" in p for p in proxies) == (not public_only)

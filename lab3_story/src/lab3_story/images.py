@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -164,6 +165,19 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(self._connection, req, context=self._context)
 
 
+def _opener(sockets: _Sockets, public_only: bool) -> urllib.request.OpenerDirector:
+    """http(s) only, redirects included; with ``public_only`` no proxy from the environment either: through a proxy
+    the address check would judge the proxy's address, not the one the URL names."""
+    handlers: list[Any] = [
+        _HttpOnlyRedirects,
+        _HTTPHandler(sockets, public_only),
+        _HTTPSHandler(sockets, public_only),
+    ]
+    if public_only:
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)
+
+
 class _Download:
     """One URL fetched in a worker thread, so that the caller can stop waiting at the deadline."""
 
@@ -183,11 +197,7 @@ class _Download:
 
     def _fetch(self) -> tuple[bytes, str]:
         url, limits = self.url, self.limits
-        opener = urllib.request.build_opener(
-            _HttpOnlyRedirects,
-            _HTTPHandler(self.sockets, limits.public_only),
-            _HTTPSHandler(self.sockets, limits.public_only),
-        )
+        opener = _opener(self.sockets, limits.public_only)
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
         try:
             # the socket timeout only frees this thread; the caller's deadline is the download's timeout
