@@ -55,6 +55,19 @@ def test_residual_blocks_with_zeroed_branch_are_identity():
     assert torch.allclose(conv(x), x)
 
 
+def test_features_and_logits_is_one_pass_of_features_then_head():
+    for family in ("mlp", "cnn"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(family, (1, 8, 8), 3, depth=1, width=4)).eval()
+        x = torch.rand(5, 1, 8, 8)
+        calls = []
+        model.stem.register_forward_hook(lambda *_: calls.append(1))
+        f, logits = model.features_and_logits(x)
+        assert len(calls) == 1 and f.shape == (5, 4) and logits.shape == (5, 3)
+        torch.testing.assert_close(f, model.features(x))
+        torch.testing.assert_close(logits, model(x))
+
+
 def test_save_and_load_model_roundtrip(tmp_path):
     cfg = ModelConfig("cnn", (1, 8, 8), 3, depth=1, width=4, mean=(0.3,), std=(0.2,))
     model = build_model(cfg).eval()

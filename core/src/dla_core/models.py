@@ -109,7 +109,7 @@ class Normalize(nn.Module):
 
 class Classifier(nn.Module):
     """normalize → features → head. ``features(x)`` gives the penultimate representation (lab1 transfer,
-    lab4 Mahalanobis / autoencoder); ``blocks`` is the list of depth-wise blocks (freezing, grad norms)."""
+    lab4 Mahalanobis / autoencoder), ``features_and_logits(x)`` both in one pass; ``blocks`` is the list of depth-wise blocks (freezing, grad norms)."""
 
     def __init__(
         self, config: ModelConfig, stem: nn.Module, blocks: list[nn.Module], pool: nn.Module, feature_dim: int
@@ -125,6 +125,12 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.blocks(self.stem(self.normalize(x))))  # (B, feature_dim)
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The penultimate features (B, feature_dim) and the logits (B, classes) of one forward pass: the one
+        feature hook of lab4's feature-space detectors (the logits are ``head(features)``, as in ``forward``)."""
+        f = self.features(x)
+        return f, self.head(f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, classes)

@@ -107,6 +107,68 @@ def group(verbose: int) -> None:
     help="ODIN grid ε (each ≥ 0).",
 )
 @click.option("--autoencoder", type=RUN, default=None, help="'lab4 train-ae' run folder, for --method recon.")
+@click.option(
+    "--knn-k", type=click.IntRange(min=1), default=50, show_default=True, help="knn: the k-th nearest neighbour."
+)
+@click.option(
+    "--max-bank",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="knn, react: keep at most this many ID training feature vectors (a uniform random sample beyond).",
+)
+@click.option(
+    "--vim-dim",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="vim: principal subspace dimension (half the feature dimension when not below it).",
+)
+@click.option(
+    "--gen-gamma", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="gen: γ."
+)
+@click.option(
+    "--gen-m",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="gen: the M largest probabilities.",
+)
+@click.option(
+    "--react-percentile",
+    type=click.FloatRange(0, 100),
+    default=90.0,
+    show_default=True,
+    help="react: clip at this percentile of the ID activations.",
+)
+@click.option(
+    "--ash-variant",
+    type=click.Choice(["s", "b", "p"]),
+    default="b",
+    show_default=True,
+    help="ash: ASH-S (scale), ASH-B (binarise) or ASH-P (prune only).",
+)
+@click.option(
+    "--ash-percentile",
+    type=click.FloatRange(0, 100),
+    default=90.0,
+    show_default=True,
+    help="ash: prune this percentage of each sample's activations.",
+)
+@click.option(
+    "--scale-percentile",
+    type=click.FloatRange(0, 100),
+    default=85.0,
+    show_default=True,
+    help="scale: s2 sums the activations above this percentile.",
+)
+@click.option(
+    "--dice-p",
+    type=click.FloatRange(0, 100),
+    default=90.0,
+    show_default=True,
+    help="dice: mask this percentage of the last layer's weights.",
+)
 @cli.batch_size(256)
 @LIMIT
 @cli.DATA_DIR
@@ -119,7 +181,9 @@ def detect(**opts):
 
     Every score is higher = more in-distribution, and ID is the positive class: AUPR-in ranks ID first,
     AUPR-out ranks OOD first, FPR@95%TPR is the share of OOD images accepted at the threshold that keeps
-    95% of ID images. Writes metrics.json and, per method, scores_*.png, roc_*.png, pr_*.png.
+    95% of ID images. Writes metrics.json and, per method, scores_*.png, roc_*.png, pr_*.png. Detectors
+    that fit (mahalanobis, knn, vim, rmds, react, dice, fdbd) fit on the ID training split; the
+    hyperparameters' defaults are OpenOOD v1.5's.
 
     \b
     Example:
@@ -136,7 +200,11 @@ def detect(**opts):
     from lab4_ood.detection import DetectConfig
     from lab4_ood.detection import detect as run_detect
 
-    options = det.DetectorOptions(temperature=temperature, eps=eps, autoencoder=autoencoder)
+    from lab4_ood.detection import HYPERPARAMETERS
+
+    options = det.DetectorOptions(
+        temperature=temperature, eps=eps, autoencoder=autoencoder, **{k: opts[k] for k in HYPERPARAMETERS}
+    )
     for m in chosen:
         det.DETECTORS[m].check(options)
     cfg = from_options(DetectConfig, opts, id=id_spec_for(opts["model"], opts["id_spec"]), methods=chosen)

@@ -8,6 +8,7 @@ training split against each OOD set's *training* split; the best (T, ε) by mean
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,17 @@ class DetectConfig:
     grid_temperatures: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
     grid_eps: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.0014, 0.002)
     autoencoder: Path | None = None  # train-ae run, for recon
+    # the feature-space detectors' hyperparameters (detectors.DetectorOptions: OpenOOD's defaults)
+    knn_k: int = 50
+    max_bank: int = 100_000
+    vim_dim: int = 256
+    gen_gamma: float = 0.1
+    gen_m: int = 100
+    react_percentile: float = 90.0
+    ash_variant: str = "b"
+    ash_percentile: float = 90.0
+    scale_percentile: float = 85.0
+    dice_p: float = 90.0
     batch_size: int = 256
     limit: int | None = None  # at most this many images per set
 
@@ -74,6 +86,26 @@ def grid_search(
         aurocs = [ood_metrics(s_id, s[(t, e)])["auroc"] for s in ood_scores.values()]
         rows.append({"temperature": t, "eps": e, "auroc": float(np.mean(aurocs))})
     return rows
+
+
+@dataclass(frozen=True)
+class Batches:
+    """The batches of an image set, iterable more than once (ViM's fit takes two passes), one at a time in
+    memory."""
+
+    data: ImageSet
+    batch_size: int
+    device: torch.device
+
+    def __iter__(self):
+        return ImageBatches(self.data, self.batch_size).iterate(0, device=self.device)
+
+
+HYPERPARAMETERS = tuple(
+    f.name
+    for f in dataclasses.fields(det.DetectorOptions)
+    if f.name not in ("temperature", "eps", "autoencoder")
+)
 
 
 def warn_degenerate(cfg: DetectConfig, id_test: ImageSet, ood_test: dict[str, ImageSet]) -> None:
@@ -130,16 +162,17 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
             "best": best,
         }
 
-    options = det.DetectorOptions(temperature=temperature, eps=eps, autoencoder=cfg.autoencoder)
+    options = det.DetectorOptions(
+        temperature=temperature,
+        eps=eps,
+        autoencoder=cfg.autoencoder,
+        **{name: getattr(cfg, name) for name in HYPERPARAMETERS},
+    )
     results: dict[str, dict[str, dict[str, float]]] = {}
     for method in cfg.methods:
         detector = det.make_detector(method, model, options, device)
         if detector.needs_fit:
-            detector.fit(
-                ImageBatches(head(splits.train, cfg.limit and 4 * cfg.limit), cfg.batch_size).iterate(
-                    0, device=device
-                )
-            )
+            detector.fit(Batches(head(splits.train, cfg.limit and 4 * cfg.limit), cfg.batch_size, device))
         s_id = det.score_set(detector, id_test, cfg.batch_size, device)
         s_ood = {
             spec: det.score_set(detector, data, cfg.batch_size, device)

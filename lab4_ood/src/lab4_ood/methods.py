@@ -19,6 +19,16 @@ DETECTORS = {
     "odin": "max softmax at --T after an --eps step",
     "mahalanobis": "distance to the nearest class mean",
     "recon": "reconstruction error (--autoencoder)",
+    "knn": "−distance to the k-th nearest ID feature (--knn-k)",
+    "vim": "energy − α·‖residual‖ (virtual logit, --vim-dim)",
+    "rmds": "relative Mahalanobis distance to the nearest class",
+    "gen": "−generalized entropy of the top --gen-m probabilities (--gen-gamma)",
+    "entropy": "−entropy of the softmax",
+    "react": "energy after clipping features at a percentile (--react-percentile)",
+    "ash": "energy after activation shaping (--ash-variant, --ash-percentile)",
+    "scale": "energy after scaling features by exp(sum / top sum) (--scale-percentile)",
+    "dice": "energy of a sparsified last layer (--dice-p)",
+    "fdbd": "feature distance to the decision boundaries",
 }
 # --method of `lab4 attack`, --adversarial of `lab4 train`
 ATTACKS = ("fgsm", "pgd")
