@@ -1,5 +1,6 @@
 """Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, mutate, docker, docker-smoke,
-web-browser (lab3 serve in headless Chromium), tests-gpu (on a CUDA machine).
+web-browser (lab3 serve in headless Chromium), tests-gpu (on a CUDA machine), tests-lab4-peers (parity with
+pytorch-ood and torchattacks).
 
 nox -s tests            # every part, each in its own environment with only core + that lab installed
 nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
@@ -90,6 +91,18 @@ def web_browser(session: nox.Session) -> None:
     session.run("python", "tests/lab3/web_browser.py", out)
 
 
+# The reference libraries lab4's detectors and attacks are checked against (opt-in: they pull torchvision)
+LAB4_PEERS = ["pytorch-ood==0.4.0", "torchattacks==3.5.1", "scikit-learn"]
+
+
+@nox.session(name="tests-lab4-peers", python=PYTHON, default=False)
+def tests_lab4_peers(session: nox.Session) -> None:
+    """lab4's parity tests with pytorch-ood and torchattacks (marked peers; skipped where those are missing)."""
+    install_parts(session, LABS["lab4"])
+    session.install(*TEST_TOOLS, *LAB4_PEERS)
+    session.run("pytest", "-m", "peers", "tests/lab4", *session.posargs, env={"DLA_PART": "lab4"})
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff over the whole tree, hadolint on the Dockerfile, shellcheck on the smoke script and bench/gpu.sh."""
@@ -136,6 +149,20 @@ LAB4_TESTS = {
         "score_set_of_an_empty_set_is_an_empty_array",
         "score_set_scores_every_image_in_order",
         "mahalanobis_refuses_to_score_before_fit",
+    ),
+    "posthoc": (
+        "knn_is_minus_the_distance_to_the_kth_nearest_normalised_training_feature",
+        "knn_bank_is_capped_at_max_bank_a_uniform_sample_of_the_stream",
+        "vim_is_energy_minus_alpha_times_the_residual_norm",
+        "vim_dim_not_below_the_feature_dimension_falls_back_to_half",
+        "rmds_is_minus_the_smallest_class_distance_less_the_background_distance",
+        "gen_and_entropy_by_hand",
+        "react_clips_at_the_percentile_of_the_training_activations",
+        "ash_variants_and_scale_by_hand",
+        "dice_masks_the_weights_of_smallest_contribution",
+        "fdbd_is_the_mean_boundary_distance_over_the_feature_distance_to_the_mean",
+        "fitted_detectors_refuse_to_score_before_fit",
+        "options_reach_each_detector",
     ),
     "odin": (
         "odin_perturbation_raises_max_softmax",
@@ -200,7 +227,8 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
         # the tests that train a model on digits (a training run per mutant) are left out: by-value tests cover
         # the same lines in seconds
         "lab4_ood/src/lab4_ood/detectors.py": (
-            [f"tests/lab4/test_detectors.py::test_{t}" for t in LAB4_TESTS["detectors"]],
+            [f"tests/lab4/test_detectors.py::test_{t}" for t in LAB4_TESTS["detectors"]]
+            + [f"tests/lab4/test_posthoc.py::test_{t}" for t in LAB4_TESTS["posthoc"]],
             None,
         ),
         "lab4_ood/src/lab4_ood/odin.py": (

@@ -60,8 +60,8 @@ def test_features_and_logits_is_one_pass_of_features_then_head():
         torch.manual_seed(0)
         model = build_model(ModelConfig(family, (1, 8, 8), 3, depth=1, width=4)).eval()
         x = torch.rand(5, 1, 8, 8)
-        calls = []
-        model.stem.register_forward_hook(lambda *_: calls.append(1))
+        calls: list[int] = []
+        model.stem.register_forward_hook(lambda *_, calls=calls: calls.append(1))
         f, logits = model.features_and_logits(x)
         assert len(calls) == 1 and f.shape == (5, 4) and logits.shape == (5, 3)
         torch.testing.assert_close(f, model.features(x))

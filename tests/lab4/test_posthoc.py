@@ -94,7 +94,7 @@ def test_vim_is_energy_minus_alpha_times_the_residual_norm():
     w, b = np.array(W), np.array(B)
     u = -np.linalg.pinv(w) @ b
     c = f - u
-    values, vectors = np.linalg.eigh(c.T @ c / len(f))
+    _, vectors = np.linalg.eigh(c.T @ c / len(f))
     residual = vectors[:, :2]  # dim = 1: all but the top direction
     norms = np.linalg.norm(c @ residual, axis=1)
     logits = f @ w.T + b
@@ -129,8 +129,8 @@ def test_rmds_is_minus_the_smallest_class_distance_less_the_background_distance(
     order = rng.permutation(len(f))  # classes mixed across the batches
     f, y = f[order], y[order]
     batches = [(t(f[:50]), torch.tensor(y[:50])), (t(f[50:]), torch.tensor(y[50:]))]
-    close(det.RMDS(Linear(W, B), ridge=0.0).fit(batches).scores(t(q)), expected)
-    close(det.RMDS(Linear(W, B)).fit(batches).scores(t(q)), expected, rtol=1e-2)  # the default ridge: a nudge
+    close(det.RMDS(Linear(W, B)).fit(batches).scores(t(q)), expected)  # no ridge by default, as OpenOOD
+    assert not np.allclose(det.RMDS(Linear(W, B), ridge=0.1).fit(batches).scores(t(q)).numpy(), expected)
     assert not np.allclose(expected, -dk.min(1), rtol=1e-2)  # the background term matters here
 
 
@@ -266,7 +266,12 @@ def test_options_reach_each_detector():
                                   ash_variant="p", ash_percentile=70, scale_percentile=60, dice_p=50)  # fmt: skip
     built = {n: det.make_detector(n, Linear(W, B), options, torch.device("cpu")) for n in FLOORS}
     assert (built["knn"].k, built["knn"].max_bank, built["vim"].dim) == (7, 9, 3)
-    assert (built["gen"].gamma, built["gen"].m, built["react"].percentile, built["react"].max_bank) == (0.2, 4, 80, 9)
+    assert (built["gen"].gamma, built["gen"].m, built["react"].percentile, built["react"].max_bank) == (
+        0.2,
+        4,
+        80,
+        9,
+    )
     assert (built["ash"].variant, built["ash"].percentile, built["scale"].percentile, built["dice"].p) == (
         "p", 70, 60, 50)  # fmt: skip
     defaults = det.DetectorOptions()

@@ -108,7 +108,11 @@ def group(verbose: int) -> None:
 )
 @click.option("--autoencoder", type=RUN, default=None, help="'lab4 train-ae' run folder, for --method recon.")
 @click.option(
-    "--knn-k", type=click.IntRange(min=1), default=50, show_default=True, help="knn: the k-th nearest neighbour."
+    "--knn-k",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="knn: the k-th nearest neighbour.",
 )
 @click.option(
     "--max-bank",
@@ -197,10 +201,8 @@ def detect(**opts):
 
     from lab4_ood import detectors as det
     from lab4_ood.datasets import id_spec_for
-    from lab4_ood.detection import DetectConfig
+    from lab4_ood.detection import HYPERPARAMETERS, DetectConfig
     from lab4_ood.detection import detect as run_detect
-
-    from lab4_ood.detection import HYPERPARAMETERS
 
     options = det.DetectorOptions(
         temperature=temperature, eps=eps, autoencoder=autoencoder, **{k: opts[k] for k in HYPERPARAMETERS}

@@ -10,11 +10,10 @@ methods.py, which a test keeps equal to this registry). A detector is built by
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import logging
 
 import numpy as np
 import torch
@@ -364,7 +363,7 @@ class ViM(Detector):
         if dim >= d:
             dim = d // 2
             log.warning("--vim-dim %d is not below the feature dimension %d: ViM uses %d", self.dim, d, dim)
-        values, vectors = torch.linalg.eigh(scatter / n)  # ascending eigenvalues
+        _, vectors = torch.linalg.eigh(scatter / n)  # ascending eigenvalues
         self.residual = vectors[:, : d - dim].contiguous()  # all but the top `dim` directions
         norms = sum(float(self._residual_norm(self.model.features(x)).sum()) for x, _ in batches)
         self.alpha = (max_logit / n) / (norms / n)
@@ -392,7 +391,8 @@ class RMDS(Detector):
     name = "rmds"
     needs_fit = True
 
-    def __init__(self, model: nn.Module, ridge: float = 1e-6):
+    def __init__(self, model: nn.Module, ridge: float = 0.0):
+        # ridge 0: the pseudo-inverse of the empirical covariances, as OpenOOD (sklearn's EmpiricalCovariance)
         self.model, self.ridge = model, ridge
         self.means: torch.Tensor | None = None  # (K, D)
         self.precision: torch.Tensor | None = None  # (D, D), shared class covariance
