@@ -147,11 +147,63 @@ class ODIN(Detector):
         return odin_scores(self.model, x, self.temperature, self.eps)
 
 
+@dataclass
+class ClassStatistics:
+    """Per-class sums and the sum of outer products of the penultimate features, gathered batch by batch in
+    float64 (memory: K·D + D², whatever the number of images); the means and covariances follow."""
+
+    sums: dict[int, torch.Tensor]
+    counts: dict[int, int]
+    outer: torch.Tensor
+
+    @classmethod
+    def of(cls, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], who: str):
+        sums: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        outer = None
+        for x, y in batches:
+            f = model.features(x).double()
+            outer = f.T @ f if outer is None else outer + f.T @ f
+            y = y.to(f.device)
+            for c in torch.unique(y).tolist():
+                rows = f[y == c]
+                sums[c] = rows.sum(0) + sums[c] if c in sums else rows.sum(0)
+                counts[c] = len(rows) + counts.get(c, 0)
+        if outer is None:
+            raise DlaError(f"{who} needs ID training images to fit on")
+        return cls(dict(sorted(sums.items())), counts, outer)
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def means(self) -> torch.Tensor:
+        """(K, D), the classes in label order."""
+        return torch.stack([self.sums[c] / self.counts[c] for c in self.sums])
+
+    @property
+    def within(self) -> torch.Tensor:
+        """The shared class covariance Σ_k Σ_(i in k) (z_i − μ_k)(z_i − μ_k)ᵀ / N = (Σ z zᵀ − Σ_k n_k μ_k μ_kᵀ) / N."""
+        between = sum(self.counts[c] * torch.outer(self.sums[c], self.sums[c]) / self.counts[c] ** 2
+                      for c in self.sums)  # fmt: skip
+        return (self.outer - between) / self.n
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return sum(self.sums.values()) / self.n
+
+    @property
+    def total(self) -> torch.Tensor:
+        """The covariance of all features about their mean."""
+        return self.outer / self.n - torch.outer(self.mean, self.mean)
+
+
 @register
 class Mahalanobis(Detector):
     """distance to the nearest class mean
 
-    −min over classes of the Mahalanobis distance of the penultimate features to the class mean; shared covariance fitted on ID training data (Lee et al., without input preprocessing).
+    −min over classes of the Mahalanobis distance of the penultimate features to the class mean; shared covariance fitted on ID training data (Lee et al., without input preprocessing), from incremental statistics.
     """
 
     name = "mahalanobis"
@@ -164,12 +216,9 @@ class Mahalanobis(Detector):
 
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Mahalanobis:
-        feats, labels = zip(*((self.model.features(x).double(), y) for x, y in batches), strict=True)
-        f, y = torch.cat(feats), torch.cat(labels)
-        classes = torch.unique(y)
-        self.means = torch.stack([f[y == c].mean(0) for c in classes])  # (K, D)
-        centred = f - self.means[torch.searchsorted(classes, y)]
-        cov = centred.T @ centred / len(f)
+        stats = ClassStatistics.of(self.model, batches, "Mahalanobis")
+        self.means = stats.means  # (K, D)
+        cov = stats.within
         eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
         self.precision = torch.linalg.pinv(cov + self.ridge * cov.diagonal().mean().clamp_min(1e-12) * eye)
         return self
@@ -229,26 +278,36 @@ def energy(logits: torch.Tensor) -> torch.Tensor:
 
 
 class Reservoir:
-    """At most ``cap`` rows of a stream, a uniform random sample of them (Vitter's algorithm R, seeded): all rows
-    while there are no more than ``cap``. Memory: ``cap`` rows, however long the stream."""
+    """At most ``cap`` rows of a stream, a uniform random sample of them (Vitter's algorithm R, seeded): all rows,
+    in order, while there are no more than ``cap``. Memory: ``cap`` rows (twice that while joining the first
+    ``cap`` rows into one tensor), however long the stream."""
 
     def __init__(self, cap: int, seed: int = 0):
         if cap < 1:
             raise DlaError(f"--max-bank must be at least 1, got {cap}")
-        self.cap, self.seen, self.rows = cap, 0, None
+        self.cap, self.seen = cap, 0
+        self._parts: list[torch.Tensor] = []  # the first rows, joined once (not a copy of the bank per batch)
+        self._bank: torch.Tensor | None = None
         self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def rows(self) -> torch.Tensor | None:
+        if self._parts:
+            self._bank = torch.cat(([] if self._bank is None else [self._bank]) + self._parts)
+            self._parts = []
+        return self._bank
 
     def add(self, rows: torch.Tensor) -> None:
         rows = rows.detach().cpu()
-        if self.rows is None:
-            self.rows = torch.empty(0, *rows.shape[1:], dtype=rows.dtype)
-        room = self.cap - len(self.rows)
-        if room > 0:
-            self.rows = torch.cat([self.rows, rows[:room]])
-            self.seen += min(room, len(rows))
-            rows = rows[room:]
+        if self.seen < self.cap:
+            first = rows[: self.cap - self.seen]
+            self._parts.append(first.clone())
+            self.seen += len(first)
+            rows = rows[len(first) :]
         if len(rows) == 0:
             return
+        bank = self.rows
+        assert bank is not None
         # row t of the stream (0-based) replaces slot j ~ U{0..t} when j < cap; later rows win a shared slot
         t = self.seen + torch.arange(len(rows))
         j = (torch.rand(len(rows), generator=self.generator, dtype=torch.float64) * (t + 1)).long()
@@ -257,8 +316,7 @@ class Reservoir:
         j, rows = j[keep], rows[keep]
         last = {int(slot): i for i, slot in enumerate(j)}  # the last row that drew each slot
         if last:
-            slots = torch.tensor(list(last.keys()))
-            self.rows[slots] = rows[torch.tensor(list(last.values()))]
+            bank[torch.tensor(list(last.keys()))] = rows[torch.tensor(list(last.values()))]
 
 
 def _percentile_share(percentile: float, name: str) -> float:
@@ -405,25 +463,11 @@ class RMDS(Detector):
 
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> RMDS:
-        sums: dict[int, torch.Tensor] = {}
-        counts: dict[int, int] = {}
-        outer = None
-        for x, y in batches:
-            f = self.model.features(x).double()
-            outer = f.T @ f if outer is None else outer + f.T @ f
-            for c in torch.unique(y).tolist():
-                rows = f[y.to(f.device) == c]
-                sums[c] = rows.sum(0) + sums.get(c, 0)
-                counts[c] = len(rows) + counts.get(c, 0)
-        if outer is None:
-            raise DlaError("RMDS needs ID training images to fit on")
-        classes = sorted(sums)
-        n = sum(counts.values())
-        self.means = torch.stack([sums[c] / counts[c] for c in classes])
-        between = sum(counts[c] * torch.outer(sums[c] / counts[c], sums[c] / counts[c]) for c in classes)
-        self.precision = self._inverse((outer - between) / n)  # Σ_k Σ_i (z − μ_k)(z − μ_k)ᵀ / N
-        self.mean0 = sum(sums.values()) / n
-        self.precision0 = self._inverse(outer / n - torch.outer(self.mean0, self.mean0))
+        stats = ClassStatistics.of(self.model, batches, "RMDS")
+        self.means = stats.means
+        self.precision = self._inverse(stats.within)
+        self.mean0 = stats.mean
+        self.precision0 = self._inverse(stats.total)
         return self
 
     @torch.no_grad()
