@@ -666,3 +666,27 @@ def test_an_accelerator_made_elsewhere_at_another_precision_is_named(monkeypatch
     monkeypatch.setattr(AcceleratorState, "_check_initialized", refuse)
     with pytest.raises(DlaError, match="another Accelerator in this process"):
         make_accelerator()
+
+
+def test_random_draws_inside_a_step_replay_after_a_resume(digits, tmp_path):
+    """Dropout or an attack's random start inside a step draw from torch's generator, reseeded from (seed, epoch,
+    batch) every step: a run resumed at epoch 2 draws what the uninterrupted run drew there."""
+    draws: list[float] = []
+
+    def noisy_step(model, batch):
+        draws.append(torch.rand(()).item())
+        return classification_step(model, batch)
+
+    def run(epochs: int, folder: str, resume: bool = False) -> None:
+        fit(mlp(digits), ImageBatches(digits.train, 256, shuffle=True), TrainConfig(epochs=epochs, seed=2),
+            accelerator=make_accelerator(), step=noisy_step, run=RunDir.create(tmp_path / folder, {}, command="t",
+            resume=resume), resume=resume)  # fmt: skip
+
+    run(2, "whole")
+    whole = list(draws)
+    per_epoch = len(whole) // 2
+    draws.clear()
+    run(1, "part")
+    run(2, "part", resume=True)
+    assert draws[per_epoch:] == whole[per_epoch:] and draws[:per_epoch] == whole[:per_epoch]
+    assert len(set(whole)) == len(whole)  # a fresh draw every step
