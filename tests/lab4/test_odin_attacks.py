@@ -317,7 +317,7 @@ def test_fgsm_at_eps_1_saturates_and_attack_defaults_to_untargeted():
 
 def test_attack_refuses_an_unknown_method():
     model, _, _ = linear_model(0)
-    with pytest.raises(ValueError, match=r"^unknown attack 'cw' \(choose fgsm, pgd\)$"):
+    with pytest.raises(ValueError, match=r"^unknown attack 'cw' \(choose fgsm, pgd, bim, mifgsm, pgd-l2\)$"):
         attack("cw", model, torch.rand(2, 1, 3, 4), torch.zeros(2, dtype=torch.long), 0.1)
 
 

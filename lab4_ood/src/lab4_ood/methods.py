@@ -31,7 +31,7 @@ DETECTORS = {
     "fdbd": "feature distance to the decision boundaries",
 }
 # --method of `lab4 attack`, --adversarial of `lab4 train`
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "bim", "mifgsm", "pgd-l2")
 
 
 def detector_summaries() -> dict[str, str]:
