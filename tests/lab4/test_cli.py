@@ -126,6 +126,21 @@ def test_attack_digits(runs, tmp_path):
     assert rows[1]["target_success"] > rows[0]["target_success"] + 0.3
 
 
+def test_attack_runs_the_iterative_attacks_and_takes_l2_radii_above_1(runs, tmp_path):
+    for method, radii in (("bim", "0,0.2"), ("mifgsm", "0,0.2"), ("pgd-l2", "0,3")):
+        out = lab4("attack", "--model", runs / "base", "--method", method, "--eps", radii, "--steps", "3",
+                   "--limit", "60", "--out", tmp_path / method).output  # fmt: skip
+        rows = metrics(tmp_path / method)["rows"]
+        assert [r["eps"] for r in rows] == [float(e) for e in radii.split(",")], (method, out)
+        assert rows[1]["accuracy"] < rows[0]["accuracy"], (method, rows)
+    for radii, message in (("0,1.5", "must lie in [0, 1]"), ("0,inf", "finite number ≥ 0"), ("-1", "finite")):
+        method = "bim" if radii == "0,1.5" else "pgd-l2"
+        r = lab4("attack", "--model", runs / "base", "--method", method, "--eps", radii,
+                 "--out", tmp_path / "bad", ok=False)  # fmt: skip
+        assert r.exit_code == 1 and r.output.startswith("Error: ") and message in r.output, r.output
+    assert "pgd-l2" in lab4("attack", "--help").output and "torchattacks" in lab4("attack", "--help").output
+
+
 @pytest.mark.slow
 def test_robust_training_runs_and_outlier_exposure_helps(runs, tmp_path):
     lab4(
