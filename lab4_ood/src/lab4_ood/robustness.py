@@ -1,4 +1,4 @@
-"""``lab4 attack``: accuracy of a classifier (in eval mode) under FGSM / PGD for each ε, and a picture of it.
+"""``lab4 attack``: accuracy of a classifier (in eval mode) under a registered attack for each ε, and a picture of it.
 
 Untargeted: accuracy on the attacked test images. Targeted (toward class K): also the success rate, the share
 of images not of class K that the model now assigns to K. Targeted FGSM is a single step and often weak.
