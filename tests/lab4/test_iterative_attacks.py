@@ -63,18 +63,25 @@ def mifgsm_by_hand(w, b, x, y, eps, steps, step, decay):
 
 
 def test_mifgsm_accumulates_l1_normalised_gradients_on_a_linear_model():
-    """A 2-pixel, 2-class linear model where the momentum decides the sign: the second gradient points the other
-    way on pixel 0 but is smaller (after L1 normalisation) than the first, so with decay 1 the step keeps the
-    first direction; with decay 0 (plain iterative FGSM) it turns."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False))
+    """Two pixels, three classes, y = 0: ∂CE/∂x₀ = p₁ − p₂ and ∂CE/∂x₁ = 4·p₂. From (0.5, 0.5) the first gradient
+    is (+0.045, 1.718); after one step to (0.6, 0.6) class 2 overtakes class 1 and it is (−0.046, 1.932). With
+    decay 1 the L1-normalised sum keeps pixel 0 going up (0.045/0.88 − 0.046/0.99 > 0); with decay 0.5 or 0, or
+    without the normalisation (0.045 − 0.046 < 0), pixel 0 turns back."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 3))
     with torch.no_grad():
-        model[1].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        model[1].weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 4.0]]))
+        model[1].bias.copy_(torch.tensor([0.0, 1.1, 0.0]))
     x, y = torch.tensor([[[[0.5, 0.5]]]]), torch.tensor([0])
-    w, b = model[1].weight.detach(), torch.zeros(2)
-    for decay in (1.0, 0.5, 0.0):
+    w, b = model[1].weight.detach(), model[1].bias.detach()
+    expected = {1.0: [0.7, 0.7], 0.5: [0.5, 0.7], 0.0: [0.5, 0.7]}
+    for decay, pixels in expected.items():
+        adv = mifgsm(model, x, y, 0.3, steps=2, step_size=0.1, decay=decay)
+        torch.testing.assert_close(adv.flatten(), torch.tensor(pixels))
         for steps in (1, 2, 3):
-            expected = mifgsm_by_hand(w, b, x, y, 0.3, steps, 0.1, decay)
-            torch.testing.assert_close(mifgsm(model, x, y, 0.3, steps=steps, step_size=0.1, decay=decay), expected)
+            torch.testing.assert_close(
+                mifgsm(model, x, y, 0.3, steps=steps, step_size=0.1, decay=decay),
+                mifgsm_by_hand(w, b, x, y, 0.3, steps, 0.1, decay),
+            )
     # on a random linear model, many images and steps: the same, and decay matters
     model, w, b = linear(4)
     x, y = 0.2 + 0.6 * torch.rand(16, 1, 3, 4), torch.randint(0, 3, (16,))
@@ -101,7 +108,8 @@ def test_mifgsm_momentum_differs_from_bim_where_gradients_turn():
 
 
 def test_mifgsm_leaves_images_without_gradient_alone():
-    """An image whose gradient is all zero has L1 norm 0: no 0/0 NaN, it stays put."""
+    """An image whose gradient is all zero has L1 norm 0: 0/0 is NaN, whose sign is 0 in torch (as torchattacks
+    relies on), so it stays put and no NaN reaches the image."""
     model, _, _ = linear(3)
     with torch.no_grad():
         model[1].weight.zero_()

@@ -136,8 +136,8 @@ def mifgsm(
     adv = x0.clone()
     for _ in range(steps):
         grad = sign * _input_grad(model, adv, y)
-        l1 = torch.mean(torch.abs(grad), dim=dims, keepdim=True)
-        grad = grad / torch.where(l1 == 0, torch.ones_like(l1), l1)  # a zero gradient stays zero, not 0/0
+        # L1-normalised per image; an all-zero gradient gives 0/0 = NaN, whose sign is 0 (torch): it stays put
+        grad = grad / torch.mean(torch.abs(grad), dim=dims, keepdim=True)
         grad = grad + momentum * decay
         momentum = grad
         adv = adv + step_size * grad.sign()
