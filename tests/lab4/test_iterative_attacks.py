@@ -41,7 +41,9 @@ def test_one_bim_step_is_fgsm_with_step_alpha_clipped_to_the_ball():
     eps, step = 0.1, 0.03
     adv = x
     for _ in range(2):
-        adv = torch.minimum(torch.maximum(adv + step * ce_grad(w, b, adv, y).sign(), x - eps), x + eps).clamp(0, 1)
+        adv = torch.minimum(torch.maximum(adv + step * ce_grad(w, b, adv, y).sign(), x - eps), x + eps).clamp(
+            0, 1
+        )
     torch.testing.assert_close(bim(model, x, y, eps, steps=2, step_size=step), adv)
     torch.manual_seed(0)
     a = bim(model, x, y, 0.2)
@@ -90,7 +92,9 @@ def test_mifgsm_accumulates_l1_normalised_gradients_on_a_linear_model():
         torch.testing.assert_close(mifgsm(model, x, y, 0.1, steps=6, step_size=0.03, decay=decay), expected)
     # defaults: 10 steps of ε/4, decay 1.0, through attack too
     torch.testing.assert_close(mifgsm(model, x, y, 0.1), mifgsm_by_hand(w, b, x, y, 0.1, 10, 0.025, 1.0))
-    torch.testing.assert_close(attack("mifgsm", model, x, y, 0.1, steps=4), mifgsm_by_hand(w, b, x, y, 0.1, 4, 0.025, 1.0))
+    torch.testing.assert_close(
+        attack("mifgsm", model, x, y, 0.1, steps=4), mifgsm_by_hand(w, b, x, y, 0.1, 4, 0.025, 1.0)
+    )
     targeted = mifgsm(model, x, y, 0.1, steps=3, targeted=True)
     assert not torch.allclose(targeted, mifgsm(model, x, y, 0.1, steps=3))
     assert torch.equal(mifgsm(model, x, y, 0.0), x)

@@ -47,7 +47,9 @@ def test_bim(setting, eps):
 @pytest.mark.parametrize("eps", [8 / 255, 0.1, 0.3])
 def test_mifgsm(setting, eps):
     model, x, y = setting
-    same(model, attack("mifgsm", model, x, y, eps), ta.MIFGSM(model, eps=eps, alpha=eps / 4, steps=10)(x, y), y)
+    same(
+        model, attack("mifgsm", model, x, y, eps), ta.MIFGSM(model, eps=eps, alpha=eps / 4, steps=10)(x, y), y
+    )
     if eps == 8 / 255:
         same(model, attack("mifgsm", model, x, y, eps), ta.MIFGSM(model)(x, y), y)
     atk = ta.MIFGSM(model, eps=eps, alpha=eps / 4, steps=5)
