@@ -87,8 +87,8 @@ def test_options_a_detector_needs_are_checked_before_any_work(digits_run, tmp_pa
 def test_a_registered_attack_is_a_choice_of_attack_and_train_and_gets_only_the_options_it_names(
     plugged, digits_run, tmp_path
 ):
-    assert "[fgsm|pgd|noop]" in run(plugged, "attack", "--help").output
-    assert "[fgsm|pgd|noop]" in run(plugged, "train", "--help").output
+    assert "[fgsm|pgd|bim|mifgsm|pgd-l2|noop]" in run(plugged, "attack", "--help").output
+    assert "[fgsm|pgd|bim|mifgsm|pgd-l2|noop]" in run(plugged, "train", "--help").output
     run(plugged, "attack", "--model", digits_run, "--method", "noop", "--eps", "0,0.5", "--limit", "30",
         "--cpu", "--out", tmp_path / "att")  # fmt: skip
     rows = json.loads((tmp_path / "att" / "metrics.json").read_text())["rows"]
@@ -96,7 +96,9 @@ def test_a_registered_attack_is_a_choice_of_attack_and_train_and_gets_only_the_o
     x, y = torch.rand(2, 3), torch.zeros(2, dtype=torch.long)
     assert torch.equal(attacks.attack("noop", torch.nn.Identity(), x, y, 0.1, steps=3), x)
     r = run(plugged, "attack", "--model", digits_run, "--method", "cw", "--out", tmp_path / "x", ok=False)
-    assert r.exit_code == 2 and "'cw' is not one of 'fgsm', 'pgd', 'noop'" in r.output
+    assert (
+        r.exit_code == 2 and "'cw' is not one of 'fgsm', 'pgd', 'bim', 'mifgsm', 'pgd-l2', 'noop'" in r.output
+    )
 
 
 def test_the_light_table_of_methods_is_the_registries():
