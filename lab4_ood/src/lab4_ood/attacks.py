@@ -136,8 +136,10 @@ def mifgsm(
     adv = x0.clone()
     for _ in range(steps):
         grad = sign * _input_grad(model, adv, y)
-        # L1-normalised per image; an all-zero gradient gives 0/0 = NaN, whose sign is 0 (torch): it stays put
-        grad = grad / torch.mean(torch.abs(grad), dim=dims, keepdim=True)
+        # L1-normalised per image; an image whose gradient is all zero stays put (0, not 0/0 = NaN, which a NaN
+        # momentum would carry to every later step and whose sign is not 0 on every device)
+        scale = torch.mean(torch.abs(grad), dim=dims, keepdim=True)
+        grad = torch.where(scale > 0, grad / scale, torch.zeros_like(grad))
         grad = grad + momentum * decay
         momentum = grad
         adv = adv + step_size * grad.sign()
