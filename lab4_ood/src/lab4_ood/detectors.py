@@ -319,6 +319,20 @@ class Reservoir:
             bank[torch.tensor(list(last.keys()))] = rows[torch.tensor(list(last.values()))]
 
 
+def mean_feature(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], what: str
+) -> torch.Tensor:
+    """The mean penultimate feature of the ID training images (float64, summed batch by batch): DICE and fDBD."""
+    total, n = None, 0
+    for x, _ in batches:
+        f = model.features(x).double()
+        total = f.sum(0) if total is None else total + f.sum(0)
+        n += len(f)
+    if total is None:
+        raise DlaError(f"{what} needs ID training images to fit on")
+    return total / n
+
+
 def _percentile_share(percentile: float, name: str) -> float:
     if not 0 <= percentile <= 100:
         raise DlaError(f"{name} must lie in [0, 100], got {percentile:g}")
@@ -649,15 +663,8 @@ class DICE(Detector):
 
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> DICE:
-        total, n = None, 0
-        for x, _ in batches:
-            f = self.model.features(x).double()
-            total = f.sum(0) if total is None else total + f.sum(0)
-            n += len(f)
-        if total is None:
-            raise DlaError("DICE needs ID training images to fit on")
         w, _ = head_of(self.model)
-        contribution = (total / n).float()[None, :] * w  # (C, D)
+        contribution = mean_feature(self.model, batches, "DICE").float()[None, :] * w  # (C, D)
         threshold = float(np.percentile(contribution.cpu().numpy(), self.p))
         self.masked = torch.where(contribution > threshold, w, torch.zeros_like(w))
         return self
@@ -686,14 +693,7 @@ class FDBD(Detector):
 
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> FDBD:
-        total, n = None, 0
-        for x, _ in batches:
-            f = self.model.features(x).double()
-            total = f.sum(0) if total is None else total + f.sum(0)
-            n += len(f)
-        if total is None:
-            raise DlaError("fDBD needs ID training images to fit on")
-        self.mean = total / n
+        self.mean = mean_feature(self.model, batches, "fDBD")
         return self
 
     @torch.no_grad()
