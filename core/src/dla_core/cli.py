@@ -313,3 +313,109 @@ def entry_point(group: click.Group) -> Callable[[], None]:
             fail("Interrupted.", 130)
 
     return main
+
+
+#### `reproduce` and `report`: every lab's whole experiment set and its report ####
+
+
+def add_reproduce_commands(
+    group: click.Group,
+    recipe: Any,
+    *,
+    extra: Sequence[Callable] = (),
+    profiles: Sequence[str] = ("quick", "full"),
+    lab: str | None = None,
+) -> None:
+    """Give a lab's group the ``reproduce`` and ``report`` commands of the recipe at ``recipe``
+    ('lab1_resnet.reproduce:RECIPE', imported when a command runs, or a ``Recipe``). ``extra``: click options of
+    the recipe (their values reach its ``steps`` and ``sections`` as keyword arguments and are saved with the
+    folder). ``lab``: the command's name [default: the package's prefix, 'lab1' for 'lab1_resnet…']."""
+    lab = lab or str(recipe).split(".")[0].split("_")[0]
+
+    def steps_option(name: str, what: str) -> Callable:
+        return click.option(
+            name,
+            default="",
+            metavar="STEP,…",
+            help=f"{what} (comma-separated step names; see the plan printed).",
+        )
+
+    @group.command("reproduce")
+    @click.option(
+        "--profile",
+        type=click.Choice(list(profiles)),
+        default=profiles[0],
+        show_default=True,
+        help="quick: offline, minutes on a laptop CPU; full: the seeds' real setups (downloads, GPU recommended).",
+    )
+    @OUT
+    @RESUME
+    @steps_option("--only", "Run only these steps")
+    @steps_option("--skip", "Skip these steps")
+    @stack(*extra)
+    def reproduce(profile: str, out: Path, resume: bool, only: str, skip: str, **options: Any) -> None:
+        from dla_core import reproduce as rep
+
+        recipe_ = rep.load_recipe(recipe)
+        picked = [s for s in only.split(",") if s.strip()]
+        skipped = [s for s in skip.split(",") if s.strip()]
+        values = {k: _plain(v) for k, v in options.items()}
+        md, page = rep.reproduce(
+            recipe_,
+            group,
+            profile=profile,
+            out=out,
+            resume=resume,
+            only=picked,
+            skip=skipped,
+            extra=values,
+            echo=click.echo,
+        )
+        click.echo(f"report: {md}\n        {page}")
+
+    reproduce.help = (
+        f"Run the whole lab as child run folders under --out, then write report.md and report.html there.\n\n"
+        f"Each step is an ordinary `{lab}` command with its own run folder; --resume skips the steps that are "
+        f"done and continues a started one.\n\n"
+        f"Example: {lab} reproduce --profile quick --out runs/{lab}-report"
+    )
+
+    @group.command("report")
+    @click.argument(
+        "runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+    )
+    @click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder for report.md / report.html [default: the reproduce folder itself; required for a comparison].",
+    )
+    def report(runs: tuple[Path, ...], out: Path | None) -> None:
+        from dla_core import reproduce as rep
+        from dla_core.report import compare_runs, write_report
+        from dla_core.runs import RunDir
+
+        if len(runs) == 1 and RunDir.open(runs[0]).saved.get("command") == f"{lab} reproduce":
+            md, page = rep.render(rep.load_recipe(recipe), runs[0], out)
+        else:
+            if out is None:
+                raise DlaError("--out: give a folder for the comparison report")
+            md, page = write_report(out, f"{lab}: comparison of {len(runs)} runs", compare_runs(runs))
+        click.echo(f"report: {md}\n        {page}")
+
+    report.help = (
+        f"Re-render a reproduce folder's report, or compare run folders of one command.\n\n"
+        f"One `{lab} reproduce` folder: its report is written again from its run folders. Several run folders: one "
+        f"table per command with the options that differ and the final metrics (mean ± std over seeds).\n\n"
+        f"Examples: {lab} report runs/{lab}-report\n\n"
+        f"          {lab} report runs/a runs/b runs/c --out runs/compare"
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Option values as JSON: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value

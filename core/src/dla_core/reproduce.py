@@ -1,0 +1,178 @@
+"""`labN reproduce`: run a lab's whole experiment set as child run folders, then write its report.
+
+A lab supplies a ``Recipe``: its steps (each an ordinary command of the lab, run in this process with
+``--out OUT/<step>``) and how its report sections are built from those run folders. The reproduce folder::
+
+    OUT/
+      config.json        command "labN reproduce", the profile and the recipe's options
+      metrics.json       steps: {name: {command, seconds, done}}; the manifest a --resume reads
+      <step>/            one run folder per step (lab1 study, lab4 detect, …)
+      report.md          tables, relative image links, findings ✓/✗
+      report.html        the same, one self-contained file
+
+Rerunning with ``--resume`` skips done steps, continues a started step that has ``--resume`` of its own, and redoes
+a started evaluation step (its folder is removed first: it holds nothing that took long to make).
+This module imports no torch: the recipes and their ``--help`` stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dla_core.errors import DlaError
+
+TINY_ENV = "DLA_REPRODUCE_TINY"  # "1": tests shrink every step to seconds; not for results
+COMMAND = "reproduce"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # child folder OUT/<name>; the --only/--skip name
+    argv: tuple[str, ...]  # the lab command's arguments without --out
+    resumable: bool = True  # the command has --resume
+    needs: tuple[str, ...] = ()  # steps whose run folders this one reads
+    minutes: float | None = None  # estimated wall time, printed up front
+
+    def command_line(self, lab: str, out: Path) -> str:
+        return shlex.join([lab, *self.argv, "--out", str(Path(out) / self.name)])
+
+
+@dataclass(frozen=True)
+class Recipe:
+    lab: str  # "lab1"
+    title: str
+    intro: str
+    steps: Callable[..., list[Any]]  # steps(profile, out, tiny, **extra) -> [Step]
+    sections: Callable[..., list[Any]]  # sections(out, steps, **extra) -> [report.Section]
+    profiles: tuple[str, ...] = ("quick", "full")
+
+
+def tiny() -> bool:
+    return os.environ.get(TINY_ENV, "") == "1"
+
+
+def load_recipe(spec: str | Recipe) -> Recipe:
+    """'lab1_resnet.reproduce:RECIPE' → the recipe (imported only when a command runs)."""
+    import importlib
+
+    if isinstance(spec, Recipe):
+        return spec
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def select(steps: Sequence[Step], only: Sequence[str], skip: Sequence[str]) -> list[Step]:
+    """The steps to run, in recipe order; unknown names are an error naming the known ones."""
+    names = [s.name for s in steps]
+    for option, given in (("--only", only), ("--skip", skip)):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise DlaError(f"{option}: unknown step {', '.join(unknown)} (steps: {', '.join(names)})")
+    return [s for s in steps if (not only or s.name in only) and s.name not in skip]
+
+
+def _manifest(out: Path) -> dict[str, Any]:
+    from dla_core.runs import RunDir
+
+    return RunDir(out).read_metrics().get("steps", {})
+
+
+def _done(out: Path, step: Step, manifest: Mapping[str, Any]) -> bool:
+    return bool(manifest.get(step.name, {}).get("done")) and (out / step.name / "config.json").exists()
+
+
+def run_steps(
+    recipe: Recipe, group: Any, out: Path, steps: Sequence[Step], chosen: Sequence[Step], echo: Callable
+) -> dict[str, float]:
+    """Run the chosen steps not yet done through the lab's click ``group``; returns wall seconds per step."""
+    from dla_core.runs import RunDir
+
+    run = RunDir(out)
+    manifest = _manifest(out)
+    by_name = {s.name: s for s in steps}
+    chosen_names = {s.name for s in chosen}
+    for step in chosen:
+        missing = [n for n in step.needs if n not in chosen_names and not _done(out, by_name[n], manifest)]
+        if missing:
+            raise DlaError(f"step {step.name} needs {', '.join(missing)}: run it first or add it to --only")
+    wall: dict[str, float] = {}
+    for i, step in enumerate(chosen, 1):
+        child = out / step.name
+        line = step.command_line(recipe.lab, out)
+        if _done(out, step, manifest):
+            echo(f"[{i}/{len(chosen)}] {step.name}: done before, skipped")
+            continue
+        argv = [*step.argv, "--out", str(child)]
+        if (child / "config.json").exists():
+            if step.resumable:
+                argv.append("--resume")
+            else:  # an evaluation that stopped part-way: nothing slow to keep
+                shutil.rmtree(child)
+        elif child.exists():
+            shutil.rmtree(child)  # a folder the step never got to write its config into
+        echo(f"[{i}/{len(chosen)}] {line}")
+        start = time.perf_counter()
+        rc = group.main(args=argv, prog_name=recipe.lab, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            raise DlaError(f"step {step.name} exited with status {rc}; fix it and rerun with --resume")
+        wall[step.name] = round(time.perf_counter() - start, 2)
+        manifest[step.name] = {"command": line, "seconds": wall[step.name], "done": True}
+        run.update_metrics(steps=manifest)
+    return wall
+
+
+def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[Path, Path]:
+    """Write the report of the reproduce folder ``out`` (into ``report_out`` or ``out``) from its run folders."""
+    from dla_core.report import write_report
+    from dla_core.runs import RunDir, environment
+
+    run = RunDir.open(out, what=f"{recipe.lab} reproduce")
+    cfg = run.config
+    extra = dict(cfg.get("extra", {}))
+    steps = recipe.steps(cfg["profile"], out, bool(cfg.get("tiny")), **extra)
+    manifest = _manifest(out)
+    sections = recipe.sections(out, steps, **extra)
+    wall = {n: m["seconds"] for n, m in manifest.items() if m.get("seconds") is not None}
+    env = run.saved.get("environment") or environment()
+    intro = recipe.intro
+    if cfg.get("tiny"):
+        intro += f"\n\nMade with {TINY_ENV}=1: every step shrunk to seconds. These numbers are not results."
+    return write_report(
+        Path(report_out or out), recipe.title, sections, intro=intro, environment=env, wall=wall
+    )
+
+
+def reproduce(
+    recipe: Recipe,
+    group: Any,
+    *,
+    profile: str,
+    out: Path,
+    resume: bool,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+    echo: Callable = print,
+) -> tuple[Path, Path]:
+    """Run the recipe's ``profile`` into ``out`` (resuming a reproduce folder when asked) and write the report."""
+    from dla_core.runs import RunDir
+
+    extra = dict(extra or {})
+    small = tiny()
+    steps = recipe.steps(profile, Path(out), small, **extra)
+    chosen = select(steps, only, skip)
+    cfg = {"profile": profile, "tiny": small, "extra": extra}
+    RunDir.create(out, cfg, command=f"{recipe.lab} {COMMAND}", resume=resume)
+    estimates = [s.minutes for s in chosen if s.minutes is not None]
+    if estimates:
+        echo(f"{len(chosen)} steps, about {sum(estimates):.0f} min on one GPU (estimate).")
+    run_steps(recipe, group, Path(out), steps, chosen, echo)
+    return render(recipe, Path(out))
