@@ -1,6 +1,6 @@
 """Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, mutate, docker, docker-smoke,
-web-browser (lab3 serve in headless Chromium), tests-gpu (on a CUDA machine), tests-lab4-peers (parity with
-pytorch-ood and torchattacks).
+web-browser (lab3 serve in headless Chromium), report-browser (the reports in headless Chromium), tests-gpu (on a
+CUDA machine), tests-lab4-peers (parity with pytorch-ood and torchattacks).
 
 nox -s tests            # every part, each in its own environment with only core + that lab installed
 nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
@@ -89,6 +89,23 @@ def web_browser(session: nox.Session) -> None:
     session.install("-e", "./core", "-e", "./lab3_story[web]", "selenium>=4.11")
     out = session.posargs[0] if session.posargs else "runs/web-browser"
     session.run("python", "tests/lab3/web_browser.py", out)
+
+
+@nox.session(name="report-browser", python=PYTHON, default=False)
+def report_browser(session: nox.Session) -> None:
+    """The quick reproduce reports of lab1 and lab4 (shrunk with DLA_REPRODUCE_TINY=1) rendered by headless
+    Chromium to PNG screenshots and PDFs under runs/report-browser (or the path after --). Needs Debian's chromium."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        session.skip("no Chromium on PATH (Debian/Ubuntu: apt-get install chromium)")
+    session.install("-e", "./core", "-e", "./lab1_resnet", "-e", "./lab4_ood", "pillow")
+    out = Path(session.posargs[0] if session.posargs else "runs/report-browser")
+    shutil.rmtree(out, ignore_errors=True)
+    env = {"DLA_REPRODUCE_TINY": "1", "OMP_NUM_THREADS": "1"}
+    for lab in ("lab1", "lab4"):
+        session.run(lab, "reproduce", "--profile", "quick", "--out", str(out / lab), env=env)
+        session.run(
+            "python", "tests/core/report_browser.py", str(out / lab / "report.html"), str(out / "shots")
+        )
 
 
 # The reference libraries lab4's detectors and attacks are checked against (opt-in: they pull torchvision)

@@ -231,3 +231,13 @@ def test_fmt():
         "yes",
         "x",
     ]
+
+
+def test_html_prose_keeps_code_and_bold_and_escapes_the_rest(tmp_path):
+    section = Section(
+        "s", text="run `lab1 study` **now** <b>not this</b>", findings=[Finding("`x` holds", True, "a<b")]
+    )
+    _, page = write_report(tmp_path, "t", [section])
+    text = page.read_text()
+    assert "<code>lab1 study</code> <b>now</b> &lt;b&gt;not this&lt;/b&gt;" in text
+    assert "<code>x</code> holds — a&lt;b" in text

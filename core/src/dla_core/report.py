@@ -17,6 +17,7 @@ import base64
 import html
 import math
 import os
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,7 +150,7 @@ caption { caption-side: top; font-style: italic; text-align: left; }
 
 def _html_finding(f: Finding) -> str:
     css = {True: "ok", False: "fail", None: "unknown"}[f.ok]
-    return f'<li><span class="{css}">{f.mark}</span> {html.escape(f.claim)} — {html.escape(f.evidence)}</li>'
+    return f'<li><span class="{css}">{f.mark}</span> {_inline(f.claim)} — {_inline(f.evidence)}</li>'
 
 
 def _html_table(t: Table) -> str:
@@ -161,10 +162,17 @@ def _html_table(t: Table) -> str:
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _inline(text: str) -> str:
+    """The inline Markdown of report prose: `code` and **bold**; everything else is escaped text."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
+
+
 def _html_text(text: str) -> str:
-    """Markdown paragraphs as HTML paragraphs (text only: the report's prose is plain sentences)."""
+    """Markdown paragraphs as HTML paragraphs (the report's prose: sentences with `code` and **bold**)."""
     paragraphs = [p.strip() for p in text.strip().split("\n\n") if p.strip()]
-    return "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    return "".join(f"<p>{_inline(p)}</p>" for p in paragraphs)
 
 
 def _embedded(image: Path, out: Path) -> str:
