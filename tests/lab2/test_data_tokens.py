@@ -215,3 +215,115 @@ def test_damaged_cache_is_rebuilt(encoded, text_data, tiny_distilbert, tmp_path)
     assert not again.from_cache and torch.equal(again.ids, first.ids)
     assert torch.equal(again.ids, encoded[1].ids) and again.ids.dtype == torch.int32
     assert encode(tok, train, 32, tmp_path).from_cache  # rewritten whole
+
+
+def test_fingerprint_and_cache_key_by_hand(tiny_distilbert):
+    """The hashes are what the docstrings say, byte for byte (a fast tokenizer, then a slow one)."""
+    import hashlib
+    import json
+
+    from lab2_distilbert.data import TextSet
+    from lab2_distilbert.tokens import CACHE_VERSION, cache_key, tokenizer_fingerprint
+
+    tok = load_tokenizer(str(tiny_distilbert))
+    h = hashlib.sha256(type(tok).__name__.encode())
+    rules = json.loads(tok.backend_tokenizer.to_str())
+    del rules["truncation"], rules["padding"]
+    h.update(json.dumps(rules, sort_keys=True).encode())
+    h.update(json.dumps(tok.all_special_tokens).encode())
+    assert tokenizer_fingerprint(tok) == h.hexdigest()
+    tok(
+        ["a b"], truncation=True, max_length=3, padding=True
+    )  # leaves truncation/padding state on the backend
+    assert tokenizer_fingerprint(tok) == h.hexdigest()  # the same ids, the same key (once rebuilt every call)
+
+    class Slow:  # no backend_tokenizer: the vocabulary and the special tokens decide the ids
+        def __init__(self):
+            self.all_special_tokens = ["[PAD]", "[X]"]
+
+        def get_vocab(self):
+            return {"b": 1, "a": 0}
+
+    h = hashlib.sha256(b"Slow")
+    h.update(json.dumps([["a", 0], ["b", 1]]).encode())
+    h.update(json.dumps(["[PAD]", "[X]"]).encode())
+    assert tokenizer_fingerprint(Slow()) == h.hexdigest()
+    other = Slow()
+    other.all_special_tokens = ["[PAD]", "[Y]"]  # same vocabulary, other special tokens: another tokenizer
+    assert tokenizer_fingerprint(other) != tokenizer_fingerprint(Slow())
+
+    data = TextSet(["ab", "c"], np.array([0, 1]), ["0", "1"])
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{tokenizer_fingerprint(tok)}|16|".encode())
+    for part in (b"ab", b"\0", b"c", b"\0", np.array([0, 1]).tobytes()):
+        h.update(part)
+    assert cache_key(tok, data, 16) == h.hexdigest()[:24]
+
+
+def test_cache_file_name_and_log_lines(tiny_distilbert, text_data, tmp_path, caplog):
+    from lab2_distilbert.tokens import cache_key
+
+    tok = load_tokenizer(str(tiny_distilbert))
+    train = load_text_splits(DataConfig(source=str(text_data))).train
+    path = tmp_path / f"tokens-{cache_key(tok, train, 12)}.pt"
+    with caplog.at_level("INFO", logger="lab2_distilbert.tokens"):
+        encode(tok, train, 12, tmp_path)
+        assert list(tmp_path.iterdir()) == [path]
+        encode(tok, train, 12, tmp_path)
+        path.write_bytes(b"not a torch file")
+        encode(tok, train, 12, tmp_path)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "lab2_distilbert.tokens"]
+    assert lines[:3] == [
+        ("INFO", f"tokenized 160 sentences → {path}"),
+        ("INFO", f"tokens from cache {path}"),
+        ("WARNING", lines[2][1]),
+    ]
+    assert lines[2][1].startswith(f"ignoring unreadable token cache {path} (") and lines[2][1].endswith(")")
+    assert len(lines[2][1]) > len(f"ignoring unreadable token cache {path} ()")  # torch's reason is in it
+    assert lines[3:] == [("INFO", f"tokenized 160 sentences → {path}")]
+    assert not list(tmp_path.glob("tokens-*.pt.*"))  # written whole, no temporary left
+
+
+def test_a_cache_file_that_needs_full_unpickling_is_not_trusted(tiny_distilbert, text_data, tmp_path):
+    """The cache is read with weights_only=True: a file holding arbitrary Python objects is rebuilt, not run."""
+    from fractions import Fraction
+
+    from lab2_distilbert.tokens import cache_key
+
+    tok = load_tokenizer(str(tiny_distilbert))
+    train = load_text_splits(DataConfig(source=str(text_data))).train
+    good = encode(tok, train, 12)
+    path = tmp_path / f"tokens-{cache_key(tok, train, 12)}.pt"
+    torch.save({"ids": Fraction(1, 3), "offsets": 0, "lengths": 0, "labels": 0}, path)
+    again = encode(tok, train, 12, tmp_path)
+    assert not again.from_cache and torch.equal(again.ids, good.ids)
+
+
+def test_batch_options_by_default_and_when_given():
+    enc = _tiny([(7 * i) % 11 + 1 for i in range(120)])
+    # pools of 50 global batches by default (batch 1: 120 sentences make pools of 50, 50, 20)
+    default = TokenBatches(enc, 1, pad_id=0, shuffle=True, seed=3)
+    assert [b.tolist() for b in default.order(0)] == [
+        b.tolist() for b in TokenBatches(enc, 1, pad_id=0, shuffle=True, seed=3, pool=50).order(0)
+    ]
+    assert [b.tolist() for b in default.order(0)] != [
+        b.tolist() for b in TokenBatches(enc, 1, pad_id=0, shuffle=True, seed=3, pool=51).order(0)
+    ]
+    small = _tiny([1, 2, 3, 4, 5])
+    keep = TokenBatches(small, 2, pad_id=0, shuffle=True, drop_last=False)  # training, tail kept
+    assert len(keep) == 3 and sorted(i for b in keep.iterate(0) for i in b["index"].tolist()) == list(
+        range(5)
+    )
+    drop = TokenBatches(small, 2, pad_id=0, drop_last=True)  # evaluation order, tail dropped
+    assert [b["index"].tolist() for b in drop.iterate(0)] == [[0, 1], [2, 3]]
+
+
+def test_batches_moved_to_a_device_serve_the_same_values():
+    enc = _tiny([3, 1, 2])
+    batches = TokenBatches(enc, 2, pad_id=0)
+    plain = list(batches.iterate(0))
+    cpu = torch.device("cpu")
+    assert batches.to(cpu) is batches and batches._device == cpu
+    assert [t.dtype for t in batches._t] == [torch.int64] * 4
+    moved = list(TokenBatches(enc, 2, pad_id=0).iterate(0, device=cpu))
+    for a, b in zip(plain, moved, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

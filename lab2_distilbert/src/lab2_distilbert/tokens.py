@@ -44,8 +44,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """Hash of everything that decides the ids: the tokenizer's serialised vocabulary, rules and class."""
     h = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        h.update(backend.to_str().encode())
+    if backend is not None:  # without the truncation/padding state that the last call left on it
+        rules = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        h.update(json.dumps(rules, sort_keys=True).encode())
     else:  # a slow tokenizer: its vocabulary and special tokens
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     h.update(json.dumps(tokenizer.all_special_tokens).encode())
