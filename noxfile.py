@@ -326,17 +326,26 @@ def _survivor_line(session: nox.Session, stage: Path, source: str, name: str) ->
 
 @nox.session(python=PYTHON, default=False)
 def mutate(session: nox.Session) -> None:
-    """Mutation-test the numerical modules (mutmut), each against its own tests: nox -s mutate -- lab4."""
-    parts = session.posargs or list(MUTATE)
-    unknown = [p for p in parts if p not in MUTATE]
+    """Mutation-test the numerical modules (mutmut), each against its own tests: nox -s mutate -- lab4 lab2:tokens.py."""
+    # a part ("lab2") or one module of it ("lab2:tokens.py"): a whole part can take a quarter of an hour
+    picks = [a.partition(":")[::2] for a in session.posargs] or [(p, "") for p in MUTATE]
+    unknown = [
+        f"{p}:{m}" if m else p
+        for p, m in picks
+        if p not in MUTATE or (m and not any(Path(s).name == m for s in MUTATE[p]))
+    ]
     if unknown:
-        session.error(f"unknown part(s) {unknown}; choose from {list(MUTATE)}")
+        session.error(f"unknown part(s) {unknown}; choose from {list(MUTATE)} (or part:module.py)")
+    parts = list(dict.fromkeys(p for p, _ in picks))
+    only = {p: {m for q, m in picks if q == p} for p in parts}
     install_parts(session, *sorted({f for p in parts for f in PARTS[p]}))
     session.install(*TEST_TOOLS, MUTMUT)
     rows = []
     report = []
     for part in parts:
         for source, (tests, functions) in MUTATE[part].items():
+            if "" not in only[part] and Path(source).name not in only[part]:
+                continue
             stage = _stage(part, source, tests, functions)
             patterns = _mutant_patterns(source, functions)
             # mutmut forks a child per mutant: a forked torch with a live OpenMP pool can hang forever (and a
