@@ -303,4 +303,26 @@ def _wrap(text: str, width: int = 24) -> str:
     return "\n".join(textwrap.wrap(text, width)[:3])
 
 
+cli.add_reproduce_commands(
+    group,
+    "lab3_story.reproduce:RECIPE",
+    extra=[
+        click.option(
+            "--caption-model",
+            default=None,
+            help="BLIP name or folder (required for --profile quick; full: the hub's BLIP base).",
+        ),
+        click.option(
+            "--story-model",
+            default=None,
+            help="Causal LM name or folder (required for --profile quick; full: TinyStories-33M).",
+        ),
+        click.option(
+            "--image",
+            multiple=True,
+            help="An image file or http(s) URL (repeat it); default: the two photos scikit-learn ships.",
+        ),
+    ],
+)
+
 main = cli.entry_point(group)
