@@ -120,6 +120,7 @@ def test_quick_needs_both_models(tmp_path: Path) -> None:
         "Error: lab3 reproduce --profile quick needs --caption-model and --story-model"
     )
     assert result.output.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # refused before any folder is made
 
 
 def test_images_must_exist_and_default_to_sklearns_photos(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ def test_help_imports_nothing_heavy(command, tmp_path):
         (["story", "a.jpg", "--temperature", "3", "--out", "x"], 2, "Error: Invalid value for '--temperature'"),
         (["serve", "--port", "70000"], 2, "Error: Invalid value for '--port'"),
         (["serve", "--prompt-template", "Once"], 1, "Error: --prompt-template must contain {caption}"),
-        (["reproduce", "--profile", "quick", "--out", "x"], 1, "Error: lab3 reproduce --profile quick needs --caption-model and --story-model"),
     ],
 )  # fmt: skip
 def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):
