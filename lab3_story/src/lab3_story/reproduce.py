@@ -151,7 +151,8 @@ def _timings(steps: list[Step], runs: dict[str, dict | None]) -> Table:
             ]
         )
     columns = ["step", "setting", "stories", "mean words", "load s", "caption s", "story s", "images/s"]
-    return Table(columns, rows, caption=f"Timings ({_device(runs)}): load = both models, once per step")
+    note = "load = both models, once per step (the first step's includes importing torch and transformers)"
+    return Table(columns, rows, caption=f"Timings ({_device(runs)}): {note}")
 
 
 def _device(runs: dict[str, dict | None]) -> str:
@@ -250,17 +251,21 @@ def _longer(runs: dict[str, dict | None]) -> Finding:
 
 
 def _gallery(out: Path, steps: list[Step], done: dict[str, dict]) -> list[Section]:
+    """One section per image: its thumbnail, its caption (once when every step agrees) and each step's story."""
     sources: list[str] = []
     for run in done.values():
         sources += [s for s in run["config"].get("sources", []) if s not in sources]
     result = []
     for i, source in enumerate(sources):
-        rows = []
-        for s in steps:
-            r = (_stories(done.get(s.name)) or {}).get(source)
-            if r is not None:
-                story = " ".join((r.get("story") or f"error: {r.get('error')}").split())  # one table line
-                rows.append([s.name, r.get("caption", ""), story, r.get("word_count")])
+        found = [(s.name, r) for s in steps if (r := (_stories(done.get(s.name)) or {}).get(source))]
+        captions = {r.get("caption") for _, r in found if r.get("caption")}
+        paragraphs = [f"Source: `{source}`"]
+        if len(captions) == 1:
+            paragraphs.append(f"**Caption** (every step): {captions.pop()}")
+        for name, r in found:
+            story = " ".join((r.get("story") or f"error: {r.get('error')}").split())  # one paragraph
+            caption = "" if len(captions) <= 1 else f"; caption: {r.get('caption')}"
+            paragraphs.append(f"**{name}** ({r.get('word_count', 0)} words{caption}): {story}")
         image = _thumbnail(source, out / GALLERY / f"{i + 1}-{Path(source).stem[:40]}.png")
         if image is None:  # a URL, or a file that is gone: the step's own picture of every caption
             image = next(
@@ -269,8 +274,7 @@ def _gallery(out: Path, steps: list[Step], done: dict[str, dict]) -> list[Sectio
         result.append(
             Section(
                 f"Gallery: {Path(source).name}",
-                text=f"Source: `{source}`",
-                tables=[Table(["step", "caption", "story", "words"], rows)],
+                text="\n\n".join(paragraphs),
                 images=[image] if image is not None else [],
             )
         )
