@@ -174,3 +174,20 @@ def test_each_finding_is_computed_from_the_stories() -> None:
         assert {f.claim: f.ok for f in reproduce._findings({**runs, **change})}[claim] is False, claim
     unchecked = {f.claim: f.ok for f in reproduce._findings(dict.fromkeys(STEPS))}
     assert set(unchecked.values()) == {None}  # nothing ran: nothing claimed
+
+
+def test_resume_redoes_a_story_step_that_stopped(done, models: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(done[0], out)
+    manifest = json.loads((out / "metrics.json").read_text())
+    manifest["steps"]["greedy"]["done"] = (
+        False  # stopped part-way: its folder exists, its manifest entry is open
+    )
+    (out / "metrics.json").write_text(json.dumps(manifest))
+    (out / "greedy" / "results.jsonl").write_text("")
+    kept = (out / "sampled" / "results.jsonl").stat().st_mtime_ns
+    argv = ["reproduce", "--profile", "quick", "--out", out, "--resume"]
+    result = _invoke(*argv, "--caption-model", models / "captioner", "--story-model", models / "storyteller")
+    assert result.exit_code == 0, result.output  # `lab3 story` has no --resume: the folder is redone instead
+    assert len((out / "greedy" / "results.jsonl").read_text().splitlines()) == 2
+    assert (out / "sampled" / "results.jsonl").stat().st_mtime_ns == kept
