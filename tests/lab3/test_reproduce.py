@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dla_core.errors import DlaError
 from lab3_story import reproduce
 from lab3_story.cli import group
 
@@ -124,8 +123,12 @@ def test_quick_needs_both_models(tmp_path: Path) -> None:
 
 
 def test_images_must_exist_and_default_to_sklearns_photos(tmp_path: Path) -> None:
-    with pytest.raises(DlaError, match=r"--image nope\.jpg: no such file"):
-        reproduce.steps("full", tmp_path, False, image=("nope.jpg",))
+    result = _invoke("reproduce", "--profile", "full", "--out", tmp_path / "r", "--image", "nope.jpg")
+    assert (
+        result.exit_code == 2
+        and "Error: Invalid value for '--image': nope.jpg: no such file" in result.output
+    )
+    assert not (tmp_path / "r").exists()  # refused before any model download
     full = reproduce.steps("full", tmp_path, False)
     assert [s.name for s in full] == STEPS and all(s.minutes for s in full)
     assert all(Path(p).is_file() for p in reproduce.sklearn_photos())
@@ -191,3 +194,25 @@ def test_resume_redoes_a_story_step_that_stopped(done, models: Path, tmp_path: P
     assert result.exit_code == 0, result.output  # `lab3 story` has no --resume: the folder is redone instead
     assert len((out / "greedy" / "results.jsonl").read_text().splitlines()) == 2
     assert (out / "sampled" / "results.jsonl").stat().st_mtime_ns == kept
+
+
+def test_image_paths_are_saved_absolute_and_damaged_children_are_not_counted(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from lab3_story.cli import _images
+
+    shutil.copy(reproduce.sklearn_photos()[0], tmp_path / "mine.jpg")
+    monkeypatch.chdir(tmp_path)
+    url = "https://example.com/dog.png"
+    assert _images(("mine.jpg", url)) == (
+        str(tmp_path / "mine.jpg"),
+        url,
+    )  # `lab3 report` works from anywhere
+    child = tmp_path / "sampled"
+    child.mkdir()
+    (child / "config.json").write_text(
+        json.dumps({"command": "lab3 story", "config": {"sources": ["a.jpg"]}})
+    )
+    (child / "metrics.json").write_text("{}")
+    (child / "results.jsonl").write_text('{"source": "a.jpg", "story": "cut sh')  # a crash mid-line
+    assert reproduce._read(child) is None

@@ -320,9 +320,24 @@ cli.add_reproduce_commands(
         click.option(
             "--image",
             multiple=True,
+            callback=lambda ctx, param, value: _images(value),
             help="An image file or http(s) URL (repeat it); default: the two photos scikit-learn ships.",
         ),
     ],
 )
+
+
+def _images(images: tuple[str, ...]) -> tuple[str, ...]:
+    """`lab3 reproduce --image`: URLs as given, files checked now (not after a model download) and made absolute,
+    so that the saved options re-render the report from any folder."""
+    resolved = []
+    for image in images:
+        if not image.startswith(("http://", "https://")):
+            if not Path(image).is_file():
+                raise click.BadParameter(f"{image}: no such file (give image files or http(s) URLs)")
+            image = str(Path(image).resolve())
+        resolved.append(image)
+    return tuple(resolved)
+
 
 main = cli.entry_point(group)

@@ -40,18 +40,6 @@ def sklearn_photos() -> list[str]:
     return [str(folder / name) for name in PHOTOS]
 
 
-def _sources(images: tuple[str, ...]) -> list[str]:
-    sources = []
-    for image in images:
-        if image.startswith(("http://", "https://")):
-            sources.append(image)
-        elif not Path(image).is_file():
-            raise DlaError(f"--image {image}: no such file (give image files or http(s) URLs)")
-        else:
-            sources.append(str(Path(image).resolve()))  # the child runs' commands name the file wherever run
-    return sources or sklearn_photos()
-
-
 def steps(
     profile: str,
     out: Path,
@@ -71,7 +59,7 @@ def steps(
         models += ("--caption-model", caption_model)
     if story_model:
         models += ("--story-model", story_model)
-    sources = tuple(_sources(tuple(image)))
+    sources = tuple(image) or tuple(sklearn_photos())  # `lab3 reproduce --image` checked and resolved them
     # full: BLIP base + TinyStories-33M from the hub (the first step downloads ≈1 GB); quick: the user's models
     minutes = None if profile == "quick" else 1.0 + 0.3 * len(sources)
     return [
@@ -94,9 +82,10 @@ def _read(folder: Path) -> dict[str, Any] | None:
         config = json.loads((folder / "config.json").read_text())["config"]
         metrics = json.loads((folder / "metrics.json").read_text())
         lines = (folder / "results.jsonl").read_text().splitlines()
-    except (OSError, ValueError, KeyError):
+        results = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError, KeyError, TypeError):  # missing, unfinished or damaged: not counted
         return None
-    return {"config": config, "metrics": metrics, "results": [json.loads(line) for line in lines if line]}
+    return {"config": config, "metrics": metrics, "results": results}
 
 
 def sections(out: Path, steps: list[Step], **_: Any) -> list[Section]:
