@@ -169,7 +169,7 @@ def _findings(runs: dict[str, dict | None]) -> list[Finding]:
             none
             if not done
             else f"{len(results) - len(bad)} of {n_images} image runs"
-            + (f"; not: {', '.join(sorted(set(bad)))}" if bad else ""),
+            + (f"; not: {', '.join(sorted({Path(s).name for s in bad}))}" if bad else ""),
         )
     )
     # 2. the story continues the caption's prompt
