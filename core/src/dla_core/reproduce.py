@@ -163,12 +163,14 @@ def reproduce(
     echo: Callable = print,
 ) -> tuple[Path, Path]:
     """Run the recipe's ``profile`` into ``out`` (resuming a reproduce folder when asked) and write the report."""
-    from dla_core.runs import RunDir
-
     extra = dict(extra or {})
     small = tiny()
-    steps = recipe.steps(profile, Path(out), small, **extra)
+    steps = recipe.steps(
+        profile, Path(out), small, **extra
+    )  # the recipe's option errors come before torch loads
     chosen = select(steps, only, skip)
+    from dla_core.runs import RunDir
+
     cfg = {"profile": profile, "tiny": small, "extra": extra}
     RunDir.create(out, cfg, command=f"{recipe.lab} {COMMAND}", resume=resume)
     estimates = [s.minutes for s in chosen if s.minutes is not None]
