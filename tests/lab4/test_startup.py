@@ -38,6 +38,8 @@ def test_help_without_torch_lists_what_the_registries_hold(tmp_path):
         (["train", "--dataset", "digits"], 2, "Error: Missing option '--out'."),
         (["train", "--dataset", "digits", "--adversarial", "fgsm", "--eps", "0", "--out", "x"], 1,
          "Error: --adversarial needs --eps > 0"),
+        (["train", "--dataset", "digits", "--adversarial", "pgd-l2", "--eps", "inf", "--out", "x"], 1,
+         "Error: --eps: an L2 radius must be a finite number ≥ 0"),
     ],
 )  # fmt: skip
 def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):

@@ -35,8 +35,9 @@ def config(**options):
     [
         {"outlier_exposure": "digits:5-9", "oe_weight": 0.5},
         {"outlier_exposure": "digits:5-9", "adversarial": "pgd", "eps": 0.1, "pgd_steps": 2},
+        {"trades_beta": 6.0, "eps": 0.1, "pgd_steps": 2, "logitnorm_tau": 0.5},
     ],
-    ids=["oe", "oe+pgd"],
+    ids=["oe", "oe+pgd", "trades+logitnorm"],
 )
 def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, options):
     cfg = config(**options)

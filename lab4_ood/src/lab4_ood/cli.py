@@ -344,10 +344,10 @@ def attack(eps, targeted, **opts):
 )
 @click.option(
     "--eps",
-    type=click.FloatRange(0, 1),
+    type=float,
     default=0.03,
     show_default=True,
-    help="Adversarial radius (pixel units).",
+    help="Adversarial radius (pixel units): an L∞ radius in [0, 1], or for pgd-l2 an L2 radius (any ε ≥ 0).",
 )
 @click.option(
     "--alpha",
@@ -362,6 +362,20 @@ def attack(eps, targeted, **opts):
     default=1.0,
     show_default=True,
     help="Share of each batch that is attacked.",
+)
+@click.option(
+    "--trades-beta",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="TRADES (Zhang et al. 2019): loss CE(x) + β·KL(p(x) ‖ p(x')), x' from PGD maximising the KL in the "
+    "L∞ --eps ball (7 steps of 2.5·ε/7 from x + 0.001·N(0, I)); replaces --adversarial and --alpha.",
+)
+@click.option(
+    "--logitnorm-tau",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="LogitNorm (Wei et al. 2022): cross-entropy on logits / (τ·‖logits‖₂) instead of on the logits "
+    "(the paper's τ: 0.04 on CIFAR-10).",
 )
 @click.option("--outlier-exposure", default=None, help="OOD spec for outlier exposure.")
 @click.option(
@@ -383,19 +397,35 @@ def attack(eps, targeted, **opts):
 @cli.RESUME
 @cli.train_options(epochs_default=10, lr_default=1e-3, batch_default=128)
 def train(**opts):
-    """Train a classifier, optionally with adversarial training and/or outlier exposure.
+    """Train a classifier, optionally with adversarial training (or TRADES), LogitNorm and/or outlier exposure.
 
     Writes a run folder (model.safetensors, metrics.json, learning_curves.png) that 'lab4 detect' and
     'lab4 attack' take as --model, so a robust model can be compared with its base model.
+
+    BatchNorm: adversarial examples (--adversarial, --trades-beta) are made with the model in eval mode, so
+    the running statistics normalise the attack's passes and are not updated by them (as TRADES' reference
+    code does); the loss and the update then run in train mode.
 
     \b
     Example:
       lab4 train --dataset digits:0-4 --model mlp --epochs 10 --out runs/d04
       lab4 train --dataset digits:0-4 --adversarial fgsm --eps 0.1 --alpha 0.5 --out runs/d04-adv
+      lab4 train --dataset digits:0-4 --trades-beta 6 --eps 0.1 --out runs/d04-trades
+      lab4 train --dataset cifar10 --logitnorm-tau 0.04 --out runs/c10-logitnorm
       lab4 train --dataset cifar10 --outlier-exposure cifar100 --oe-weight 0.5 --out runs/c10-oe
     """
-    if opts["adversarial"] is not None and opts["eps"] == 0:
-        raise DlaError("--adversarial needs --eps > 0")
+    eps, adversarial = opts["eps"], opts["adversarial"]
+    if adversarial in methods.L2_ATTACKS:
+        if not 0 <= eps < math.inf:
+            raise DlaError(f"--eps: an L2 radius must be a finite number ≥ 0 (pixel units), got {eps:g}")
+    elif not 0 <= eps <= 1:
+        raise DlaError(f"--eps: an L∞ radius must lie in [0, 1] (pixel units), got {eps:g}")
+    if adversarial is not None and opts["trades_beta"] is not None:
+        raise DlaError(
+            "--trades-beta makes its own adversarial examples (PGD on the KL term): drop --adversarial"
+        )
+    if (adversarial is not None or opts["trades_beta"] is not None) and eps == 0:
+        raise DlaError(f"{'--adversarial' if adversarial else '--trades-beta'} needs --eps > 0")
 
     from lab4_ood.training import TrainRunConfig, train_classifier
 

@@ -34,6 +34,10 @@ DETECTORS = {
 ATTACKS = ("fgsm", "pgd", "bim", "mifgsm", "pgd-l2")
 
 
+# the attacks whose ε is an L2 norm (any finite ε ≥ 0); every other attack's L∞ radius lies in [0, 1]
+L2_ATTACKS = ("pgd-l2",)
+
+
 def detector_summaries() -> dict[str, str]:
     """Every detector's name and one-line summary: the registry's when loaded, else the built-in table."""
     registry = sys.modules.get("lab4_ood.detectors")
