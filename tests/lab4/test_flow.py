@@ -248,3 +248,70 @@ def test_constant_scores_warn(caplog):
     caplog.clear()
     detection.warn_constant("msp", np.ones(30), {"x": np.r_[np.ones(39), 0.5]})
     assert caplog.text == ""
+
+
+def test_grid_of_the_new_detectors_fits_on_train_scores_held_out_data_and_uses_the_best_on_test(
+    digits_run, digits, tmp_path, monkeypatch
+):
+    """knn's k and react's percentile: for each grid value a fit on the ID training split, then the ID validation
+    slice and the OOD training split; the best value by mean AUROC then fits and scores the test sets."""
+    splits, ood_train, ood_test = digits
+    fits, scored = [], []
+
+    for cls in (det.KNN, det.ReAct):
+        real_fit = cls.fit
+
+        def spy_fit(self, batches, real_fit=real_fit):
+            fits.append((self.name, cat(x for x, _ in batches)))
+            return real_fit(self, batches)
+
+        monkeypatch.setattr(cls, "fit", spy_fit)
+    real_score_set = det.score_set
+
+    def spy_score_set(detector, data, batch_size, device):
+        value = detector.k if detector.name == "knn" else detector.percentile
+        scored.append((detector.name, value, data.images.clone()))
+        return real_score_set(detector, data, batch_size, device)
+
+    monkeypatch.setattr(det, "score_set", spy_score_set)
+    summary = detect(
+        DetectConfig(
+            model=digits_run,
+            id="digits:0-4",
+            ood=("digits:5-9",),
+            methods=("knn", "react"),
+            grid=True,
+            grid_temperatures=(1.0,),
+            grid_eps=(0.0,),
+            grid_knn_k=(1, 200),
+            grid_react_percentile=(10.0, 99.0),
+        ),
+        Runtime(out=tmp_path / "det", cpu=True),
+    )
+    # every fit (two grid values and the final one, per method) sees the ID training split, nothing else
+    assert [name for name, _ in fits] == ["knn"] * 3 + ["react"] * 3
+    assert all(torch.equal(x, pixels(splits.train)) for _, x in fits)
+    for name, field, values in (("knn", "knn_k", (1, 200)), ("react", "react_percentile", (10.0, 99.0))):
+        grid = summary["grids"][name]
+        calls = [(v, images) for n, v, images in scored if n == name]
+        # the grid: per value, the ID validation slice then the OOD training split; never a test set
+        for i, value in enumerate(values):
+            (v1, a), (v2, b) = calls[2 * i], calls[2 * i + 1]
+            assert v1 == v2 == value
+            assert torch.equal(a, splits.val.images) and torch.equal(b, ood_train.images)
+        rows = grid["rows"]
+        assert [r[field] for r in rows] == list(values) and rows[0]["auroc"] != rows[1]["auroc"]
+        best = max(rows, key=lambda r: r["auroc"])
+        assert grid["best"] == best and grid["option"] == "--" + field.replace("_", "-")
+        # then the test sets, with the best value
+        (v1, a), (v2, b) = calls[4:]
+        assert v1 == v2 == best[field]
+        assert torch.equal(a, splits.test.images) and torch.equal(b, ood_test.images)
+    # the grid's AUROC of a value is the one its detector gets on the held-out data
+    knn = det.KNN(load_model(digits_run).eval(), k=200)
+    knn.fit([(pixels(splits.train), splits.train.labels)])
+    with torch.no_grad():
+        expected = auroc(
+            knn.scores(pixels(splits.val)).double().numpy(), knn.scores(pixels(ood_train)).double().numpy()
+        )
+    assert summary["grids"]["knn"]["rows"][1]["auroc"] == pytest.approx(expected, abs=1e-9)

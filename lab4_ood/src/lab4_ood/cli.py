@@ -40,12 +40,166 @@ def _grid_values(positive: bool):
     return parse
 
 
+def _grid_counts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    """A click callback: a comma-separated list of whole numbers ≥ 1 (--grid-knn-k)."""
+    name = param.opts[0]
+    values = cli.parse_list(value, int, name)
+    if any(v < 1 for v in values):
+        raise DlaError(f"{name}: every value must be a whole number ≥ 1, got {value!r}")
+    return tuple(values)
+
+
+def _grid_percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    """A click callback: a comma-separated list of percentiles in [0, 100]."""
+    name = param.opts[0]
+    values = cli.parse_list(value, float, name)
+    if any(not 0 <= v <= 100 for v in values):  # NaN fails too
+        raise DlaError(f"{name}: every value must lie in [0, 100], got {value!r}")
+    return tuple(values)
+
+
 def _methods_help() -> str:
     """--method's help: every registered detector, one line each (its docstring's first line)."""
     summaries = methods.detector_summaries()
     width = max(map(len, summaries))
     lines = [f"{name:<{width}}  {summary}" for name, summary in summaries.items()]
     return "Comma-separated, from:\n\n\b\n" + "\n".join(lines)
+
+
+DETECTOR_OPTIONS = cli.stack(
+    click.option(
+        "--T",
+        "temperature",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1000.0,
+        show_default=True,
+        help="ODIN temperature.",
+    ),
+    click.option(
+        "--eps",
+        type=click.FloatRange(min=0),
+        default=0.0014,
+        show_default=True,
+        help="ODIN perturbation: ε·sign(grad) on [0,1] pixels = the libraries' ε on normalised inputs.",
+    ),
+    click.option(
+        "--grid",
+        is_flag=True,
+        help="Search on held-out data first (the ID validation slice vs the OOD sets' training splits, never "
+        "the test sets): ODIN over --grid-T × --grid-eps, and each selected knn, react, ash, scale, dice over "
+        "its --grid-* values (refitted on the ID training split for each value).",
+    ),
+    click.option(
+        "--grid-T",
+        "grid_temperatures",
+        default="1,10,100,1000",
+        show_default=True,
+        callback=_grid_values(positive=True),
+        help="ODIN grid temperatures (each > 0).",
+    ),
+    click.option(
+        "--grid-eps",
+        default="0,0.0005,0.001,0.0014,0.002",
+        show_default=True,
+        callback=_grid_values(positive=False),
+        help="ODIN grid ε (each ≥ 0).",
+    ),
+    click.option(
+        "--grid-knn-k",
+        default="1,10,50,100,200",
+        show_default=True,
+        callback=_grid_counts,
+        help="knn grid: k values (each ≥ 1).",
+    ),
+    *(
+        click.option(
+            f"--grid-{name}",
+            default=default,
+            show_default=True,
+            callback=_grid_percentiles,
+            help=f"{name.split('-')[0]} grid: values in [0, 100].",
+        )
+        for name, default in (
+            ("react-percentile", "85,90,95,99"),
+            ("ash-percentile", "65,70,75,80,85,90,95"),
+            ("scale-percentile", "65,70,75,80,85,90,95"),
+            ("dice-p", "10,30,50,70,90"),
+        )
+    ),
+    click.option(
+        "--autoencoder", type=RUN, default=None, help="'lab4 train-ae' run folder, for --method recon."
+    ),
+    click.option(
+        "--knn-k",
+        type=click.IntRange(min=1),
+        default=50,
+        show_default=True,
+        help="knn: the k-th nearest neighbour.",
+    ),
+    click.option(
+        "--max-bank",
+        type=click.IntRange(min=1),
+        default=100_000,
+        show_default=True,
+        help="knn, react: keep at most this many ID training feature vectors (a uniform random sample beyond).",
+    ),
+    click.option(
+        "--vim-dim",
+        type=click.IntRange(min=1),
+        default=256,
+        show_default=True,
+        help="vim: principal subspace dimension (half the feature dimension when not below it).",
+    ),
+    click.option(
+        "--gen-gamma",
+        type=click.FloatRange(min=0, min_open=True),
+        default=0.1,
+        show_default=True,
+        help="gen: γ.",
+    ),
+    click.option(
+        "--gen-m",
+        type=click.IntRange(min=1),
+        default=100,
+        show_default=True,
+        help="gen: the M largest probabilities.",
+    ),
+    click.option(
+        "--react-percentile",
+        type=click.FloatRange(0, 100),
+        default=90.0,
+        show_default=True,
+        help="react: clip at this percentile of the ID activations.",
+    ),
+    click.option(
+        "--ash-variant",
+        type=click.Choice(["s", "b", "p"]),
+        default="b",
+        show_default=True,
+        help="ash: ASH-S (scale), ASH-B (binarise) or ASH-P (prune only).",
+    ),
+    click.option(
+        "--ash-percentile",
+        type=click.FloatRange(0, 100),
+        default=90.0,
+        show_default=True,
+        help="ash: prune this percentage of each sample's activations.",
+    ),
+    click.option(
+        "--scale-percentile",
+        type=click.FloatRange(0, 100),
+        default=85.0,
+        show_default=True,
+        help="scale: s2 sums the activations above this percentile.",
+    ),
+    click.option(
+        "--dice-p",
+        type=click.FloatRange(0, 100),
+        default=90.0,
+        show_default=True,
+        help="dice: mask this percentage of the last layer's weights.",
+    ),
+)
 
 
 def echo_summary(line: str) -> None:
@@ -75,104 +229,7 @@ def group(verbose: int) -> None:
     show_default=True,
     help=_methods_help(),
 )
-@click.option(
-    "--T",
-    "temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1000.0,
-    show_default=True,
-    help="ODIN temperature.",
-)
-@click.option(
-    "--eps",
-    type=click.FloatRange(min=0),
-    default=0.0014,
-    show_default=True,
-    help="ODIN perturbation: ε·sign(grad) on [0,1] pixels = the libraries' ε on normalised inputs.",
-)
-@click.option("--grid", is_flag=True, help="Search ODIN over --grid-T × --grid-eps on held-out data first.")
-@click.option(
-    "--grid-T",
-    "grid_temperatures",
-    default="1,10,100,1000",
-    show_default=True,
-    callback=_grid_values(positive=True),
-    help="ODIN grid temperatures (each > 0).",
-)
-@click.option(
-    "--grid-eps",
-    default="0,0.0005,0.001,0.0014,0.002",
-    show_default=True,
-    callback=_grid_values(positive=False),
-    help="ODIN grid ε (each ≥ 0).",
-)
-@click.option("--autoencoder", type=RUN, default=None, help="'lab4 train-ae' run folder, for --method recon.")
-@click.option(
-    "--knn-k",
-    type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    help="knn: the k-th nearest neighbour.",
-)
-@click.option(
-    "--max-bank",
-    type=click.IntRange(min=1),
-    default=100_000,
-    show_default=True,
-    help="knn, react: keep at most this many ID training feature vectors (a uniform random sample beyond).",
-)
-@click.option(
-    "--vim-dim",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="vim: principal subspace dimension (half the feature dimension when not below it).",
-)
-@click.option(
-    "--gen-gamma", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="gen: γ."
-)
-@click.option(
-    "--gen-m",
-    type=click.IntRange(min=1),
-    default=100,
-    show_default=True,
-    help="gen: the M largest probabilities.",
-)
-@click.option(
-    "--react-percentile",
-    type=click.FloatRange(0, 100),
-    default=90.0,
-    show_default=True,
-    help="react: clip at this percentile of the ID activations.",
-)
-@click.option(
-    "--ash-variant",
-    type=click.Choice(["s", "b", "p"]),
-    default="b",
-    show_default=True,
-    help="ash: ASH-S (scale), ASH-B (binarise) or ASH-P (prune only).",
-)
-@click.option(
-    "--ash-percentile",
-    type=click.FloatRange(0, 100),
-    default=90.0,
-    show_default=True,
-    help="ash: prune this percentage of each sample's activations.",
-)
-@click.option(
-    "--scale-percentile",
-    type=click.FloatRange(0, 100),
-    default=85.0,
-    show_default=True,
-    help="scale: s2 sums the activations above this percentile.",
-)
-@click.option(
-    "--dice-p",
-    type=click.FloatRange(0, 100),
-    default=90.0,
-    show_default=True,
-    help="dice: mask this percentage of the last layer's weights.",
-)
+@DETECTOR_OPTIONS
 @cli.batch_size(256)
 @LIMIT
 @cli.DATA_DIR
@@ -218,6 +275,11 @@ def detect(**opts):
             click.echo(f"  T={row['temperature']:<8g} eps={row['eps']:<8g} {row['auroc']:.4f}")
         best = summary["odin_grid"]["best"]
         click.echo(f"  best: T={best['temperature']:g} eps={best['eps']:g}")
+    for m, grid in summary.get("grids", {}).items():
+        field = grid["option"][2:].replace("-", "_")
+        click.echo(f"{m} grid {grid['option']} (mean AUROC, held-out data):")
+        click.echo("  " + "  ".join(f"{row[field]:g}: {row['auroc']:.4f}" for row in grid["rows"]))
+        click.echo(f"  best: {grid['option']} {grid['best'][field]:g}")
     click.echo(f"{'method':<12} {'OOD':<20} {'AUROC':>7} {'AUPR-in':>8} {'AUPR-out':>9} {'FPR95':>7}")
     for m, per_ood in summary["results"].items():
         for spec, r in per_ood.items():

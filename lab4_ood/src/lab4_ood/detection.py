@@ -3,7 +3,11 @@
 Scores: higher = more in-distribution; metrics take ID as the positive class (see metrics.py).
 The ODIN grid (``--grid``) is searched on held-out data, not on the test sets: the ID validation slice of the
 training split against each OOD set's *training* split; the best (T, ε) by mean AUROC is then used for
-``odin`` on the test sets.
+``odin`` on the test sets. With ``--grid`` every other selected detector with a searched hyperparameter
+(``Detector.searched``: knn's k, react's / ash's / scale's percentile, dice's p) is searched the same way over its
+``--grid-*`` values: for each value the detector is fitted on the ID training split (as for the test run) and
+scores the ID validation slice and the OOD training splits; the value of the highest mean AUROC (the first on a
+tie) is then used on the test sets.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ class DetectConfig:
     grid_temperatures: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
     grid_eps: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.0014, 0.002)
     autoencoder: Path | None = None  # train-ae run, for recon
+    # --grid values of the searched hyperparameters (Detector.searched): GRID_FIELDS
+    grid_knn_k: tuple[int, ...] = (1, 10, 50, 100, 200)
+    grid_react_percentile: tuple[float, ...] = (85.0, 90.0, 95.0, 99.0)
+    grid_ash_percentile: tuple[float, ...] = (65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0)
+    grid_scale_percentile: tuple[float, ...] = (65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0)
+    grid_dice_p: tuple[float, ...] = (10.0, 30.0, 50.0, 70.0, 90.0)
     # the feature-space detectors' hyperparameters (detectors.DetectorOptions: OpenOOD's defaults)
     knn_k: int = 50
     max_bank: int = 100_000
@@ -88,6 +98,36 @@ def grid_search(
     return rows
 
 
+def search_hyperparameter(
+    method: str,
+    model: torch.nn.Module,
+    options: det.DetectorOptions,
+    train: ImageSet,
+    id_val: ImageSet,
+    oods: dict[str, ImageSet],
+    values: tuple,
+    batch_size: int,
+    device: torch.device,
+) -> list[dict]:
+    """Mean AUROC (``id_val`` against each of ``oods``) of ``method`` at each value of its searched hyperparameter,
+    fitted on ``train`` for each value; rows in the order of ``values``."""
+    field = det.DETECTORS[method].searched
+    rows = []
+    for value in tqdm(values, desc=f"{method} grid", leave=False):
+        detector = det.make_detector(method, model, dataclasses.replace(options, **{field: value}), device)
+        if detector.needs_fit:
+            detector.fit(Batches(train, batch_size, device))
+        s_id = det.score_set(detector, id_val, batch_size, device)
+        check_finite(s_id, f"{method} scores of the ID validation slice")
+        aurocs = []
+        for spec, data in oods.items():
+            s = det.score_set(detector, data, batch_size, device)
+            check_finite(s, f"{method} scores of OOD {spec} (training split)")
+            aurocs.append(ood_metrics(s_id, s)["auroc"])
+        rows.append({field: value, "auroc": float(np.mean(aurocs))})
+    return rows
+
+
 @dataclass(frozen=True)
 class Batches:
     """The batches of an image set, iterable more than once (ViM's fit takes two passes), one at a time in
@@ -106,6 +146,8 @@ HYPERPARAMETERS = tuple(
     for f in dataclasses.fields(det.DetectorOptions)
     if f.name not in ("temperature", "eps", "autoencoder")
 )
+GRID_FIELDS = tuple(f.name for f in dataclasses.fields(DetectConfig) if f.name.startswith("grid_") and
+                    f.name not in ("grid_temperatures", "grid_eps"))  # fmt: skip
 
 
 def warn_degenerate(cfg: DetectConfig, id_test: ImageSet, ood_test: dict[str, ImageSet]) -> None:
@@ -151,7 +193,9 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
     temperature, eps = cfg.temperature, cfg.eps
     if cfg.grid:
         if splits.val is None:
-            raise DlaError(f"{cfg.id} has no validation split to search the ODIN grid on")
+            raise DlaError(
+                f"{cfg.id} has no validation split to search the --grid on (ODIN and the searched hyperparameters)"
+            )
         held_out = {spec: head(train, cfg.limit) for spec, (train, _) in oods.items()}
         rows = grid_search(model, head(splits.val, cfg.limit), held_out, cfg, device)
         best = max(rows, key=lambda r: r["auroc"])
@@ -168,11 +212,36 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
         autoencoder=cfg.autoencoder,
         **{name: getattr(cfg, name) for name in HYPERPARAMETERS},
     )
+    train = head(splits.train, cfg.limit and 4 * cfg.limit)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for method in cfg.methods:
-        detector = det.make_detector(method, model, options, device)
+        field = det.DETECTORS[method].searched
+        if cfg.grid and field is not None and hasattr(cfg, f"grid_{field}"):
+            rows = search_hyperparameter(
+                method,
+                model,
+                options,
+                train,
+                head(splits.val, cfg.limit),
+                {spec: head(train_ood, cfg.limit) for spec, (train_ood, _) in oods.items()},
+                getattr(cfg, f"grid_{field}"),
+                cfg.batch_size,
+                device,
+            )
+            best = max(rows, key=lambda r: r["auroc"])  # the first of the highest
+            summary.setdefault("grids", {})[method] = {
+                "searched_on": "ID validation split vs OOD training splits (fitted on the ID training split)",
+                "option": "--" + field.replace("_", "-"),
+                "rows": rows,
+                "best": best,
+            }
+            detector = det.make_detector(
+                method, model, dataclasses.replace(options, **{field: best[field]}), device
+            )
+        else:
+            detector = det.make_detector(method, model, options, device)
         if detector.needs_fit:
-            detector.fit(Batches(head(splits.train, cfg.limit and 4 * cfg.limit), cfg.batch_size, device))
+            detector.fit(Batches(train, cfg.batch_size, device))
         s_id = det.score_set(detector, id_test, cfg.batch_size, device)
         s_ood = {
             spec: det.score_set(detector, data, cfg.batch_size, device)

@@ -67,6 +67,9 @@ class Detector:
     name = "detector"  # its --method
     needs_fit = False  # fit(batches of ID training images) before scoring
     needs_grad = False  # scores(x) differentiates w.r.t. the input
+    searched: str | None = (
+        None  # the DetectorOptions field that `lab4 detect --grid` searches on held-out data
+    )
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -353,6 +356,7 @@ class KNN(Detector):
     """
 
     name = "knn"
+    searched = "knn_k"
     needs_fit = True
 
     def __init__(self, model: nn.Module, k: int = 50, max_bank: int = 100_000, chunk: int = 8192):
@@ -556,6 +560,7 @@ class ReAct(ShapedEnergy):
     """
 
     name = "react"
+    searched = "react_percentile"
     needs_fit = True
 
     def __init__(self, model: nn.Module, percentile: float = 90.0, max_bank: int = 100_000):
@@ -595,6 +600,7 @@ class ASH(ShapedEnergy):
     """
 
     name = "ash"
+    searched = "ash_percentile"
 
     def __init__(self, model: nn.Module, variant: str = "b", percentile: float = 90.0):
         if variant not in ASH_VARIANTS:
@@ -627,6 +633,7 @@ class SCALE(ShapedEnergy):
     """
 
     name = "scale"
+    searched = "scale_percentile"
 
     def __init__(self, model: nn.Module, percentile: float = 85.0):
         self.model = model
@@ -650,6 +657,7 @@ class DICE(Detector):
     """
 
     name = "dice"
+    searched = "dice_p"
     needs_fit = True
 
     def __init__(self, model: nn.Module, p: float = 90.0):
