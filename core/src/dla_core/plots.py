@@ -123,3 +123,46 @@ def image_grid(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def ranking(
+    panels: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    path: Path,
+    key: str,
+    xlabel: str,
+    title: str = "",
+) -> Path:
+    """Horizontal bars, one panel per entry of ``panels`` (e.g. a model): ``panels[panel][item][series][key]``
+    (item: a detector, series: a group of OOD sets), items sorted by the mean over their series, best on top,
+    one colour per series with one legend below the panels."""
+    series = list(dict.fromkeys(s for items in panels.values() for per in items.values() for s in per))
+    most = max((len(items) for items in panels.values()), default=1)
+    fig, axes = plt.subplots(
+        1, max(len(panels), 1), figsize=(5.5 * max(len(panels), 1), 1.2 + 0.32 * most * max(len(series), 1)),
+        squeeze=False,
+    )  # fmt: skip
+    colors = plt.cm.viridis(np.linspace(0, 0.85, max(len(series), 1)))
+    height = 0.8 / max(len(series), 1)
+    values = [v[key] for items in panels.values() for per in items.values() for v in per.values()]
+    low = min(values, default=0.0)
+    for ax, (label, items) in zip(axes.flat, panels.items(), strict=False):
+        order = sorted(items, key=lambda i: np.mean([v[key] for v in items[i].values()]))  # best at the top
+        y = np.arange(len(order))
+        for j, (s, color) in enumerate(zip(series, colors, strict=False)):
+            xs = [items[i][s][key] if s in items[i] else np.nan for i in order]
+            ax.barh(y + (j - (len(series) - 1) / 2) * height, xs, height, color=color, label=s)
+        ax.set_yticks(y, order, fontsize=8)
+        ax.set_xlim(max(0.0, low - 0.05), 1.0 if max(values, default=1) <= 1 else None)
+        ax.set(xlabel=xlabel, title=label)
+        ax.grid(axis="x", alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    from dla_core.runs import atomic_write
+
+    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+    return Path(path)

@@ -289,6 +289,146 @@ def detect(**opts):
             )
 
 
+@group.command()
+@click.option(
+    "--model",
+    "models",
+    type=RUN,
+    multiple=True,
+    required=True,
+    help="Classifier run folder (repeatable): every model is evaluated the same way.",
+)
+@click.option("--id", "id_spec", default=None, help="ID dataset spec [default: each run's dataset].")
+@click.option(
+    "--methods",
+    default="all",
+    show_default=True,
+    help="Comma-separated detectors (those of 'lab4 detect --method'), or 'all': every detector but recon "
+    "(recon needs --autoencoder, of one model).",
+)
+@click.option("--near", multiple=True, help="Near-OOD sets, comma-separated specs (repeatable).")
+@click.option("--far", multiple=True, help="Far-OOD sets, comma-separated specs (repeatable).")
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="A group of your own, NAME=SPEC,SPEC (repeatable); each OOD set belongs to one group.",
+)
+@click.option(
+    "--attacks",
+    default=None,
+    help="Comma-separated attacks (those of 'lab4 attack --method'): a robust-accuracy table per model.",
+)
+@click.option(
+    "--attack-eps",
+    default="0,0.01,0.05,0.1",
+    show_default=True,
+    help="The attacks' radii in [0, 1] pixel units (pgd-l2: L2 radii); --eps stays ODIN's, as in 'lab4 detect'.",
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Iterative attacks' steps."
+)
+@DETECTOR_OPTIONS
+@cli.batch_size(256)
+@LIMIT
+@cli.SEED
+@cli.DATA_DIR
+@cli.DOWNLOAD
+@cli.OUT
+@cli.CPU
+@cli.THREADS
+def benchmark(**opts):
+    """Evaluate models × detectors × OOD sets grouped near / far (as OpenOOD), and optionally attacks.
+
+    Each model gets the child run folders of 'lab4 detect' (OUT/MODEL/detect) and, per attack, of 'lab4 attack'
+    (OUT/MODEL/attack-METHOD), made by those commands' own code. OUT holds table.md and metrics.json (AUROC and
+    FPR@95%TPR per set, the mean over each group, detectors ranked by the mean of the group means) and
+    ranking.png. Specs are comma-separated; a comma continues a spec's class list unless a dataset name
+    follows ('cifar100:cat,dog,mnist' is two sets). --grid searches on held-out data, as in 'lab4 detect'.
+
+    \b
+    Example:
+      lab4 benchmark --model runs/c10 --model runs/c10-oe --methods msp,energy,knn,vim \\
+                     --near cifar100 --far mnist,fake --attacks fgsm,pgd --attack-eps 0,0.01,0.03 \\
+                     --out runs/bench
+      lab4 benchmark --model runs/d04 --methods all --near digits:5-9 --group noise=fake --out runs/d04-bench
+    """
+    names = tuple(methods.detector_summaries())
+    chosen = (
+        tuple(n for n in names if n != "recon")
+        if opts["methods"].strip() == "all"
+        else tuple(cli.choice_list(opts["methods"], names, "--methods"))
+    )
+    attacks = (
+        tuple(cli.choice_list(opts["attacks"], methods.attack_names(), "--attacks"))
+        if opts["attacks"]
+        else ()
+    )
+    radii = tuple(cli.parse_list(opts["attack_eps"], float, "--attack-eps"))
+    if any(not 0 <= e < math.inf for e in radii):
+        raise DlaError(f"--attack-eps: every radius must be a finite number ≥ 0, got {opts['attack_eps']!r}")
+    linf = [a for a in attacks if a not in methods.L2_ATTACKS]
+    if linf and any(e > 1 for e in radii):
+        raise DlaError(
+            f"--attack-eps: an L∞ radius ({', '.join(linf)}) must lie in [0, 1], got {opts['attack_eps']!r}"
+        )
+    if "recon" in chosen and len(opts["models"]) > 1:
+        raise DlaError("--methods recon takes one --autoencoder, so one --model")
+    temperature, eps = opts["temperature"], opts["eps"]
+    if not (math.isfinite(temperature) and math.isfinite(eps)):
+        raise DlaError(f"--T and --eps must be finite numbers, got --T {temperature:g} --eps {eps:g}")
+
+    from lab4_ood import detectors as det
+    from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
+    from lab4_ood.detection import GRID_FIELDS, HYPERPARAMETERS
+
+    groups = parse_groups(opts["near"], opts["far"], opts["groups"])
+    options = det.DetectorOptions(
+        temperature=temperature,
+        eps=eps,
+        autoencoder=opts["autoencoder"],
+        **{k: opts[k] for k in HYPERPARAMETERS},
+    )
+    for m in chosen:
+        det.DETECTORS[m].check(options)
+    keys = (
+        "temperature",
+        "eps",
+        "autoencoder",
+        "grid",
+        "grid_temperatures",
+        "grid_eps",
+        *GRID_FIELDS,
+        *HYPERPARAMETERS,
+    )
+    cfg = BenchmarkConfig(
+        models=opts["models"],
+        groups=groups,
+        methods=chosen,
+        id=opts["id_spec"],
+        attacks=attacks,
+        attack_eps=radii,
+        steps=opts["steps"],
+        seed=opts["seed"],
+        batch_size=opts["batch_size"],
+        limit=opts["limit"],
+        detector={k: opts[k] for k in keys},
+    )
+    rt = Runtime.from_options(opts)
+    result = run_benchmark(cfg, rt)
+    for name, m in result["models"].items():
+        click.echo(f"{name} (ID {m['id']}, accuracy {m['id_accuracy']:.4f}): mean AUROC by detector")
+        for method in m["ranking"]:
+            per_group = "  ".join(f"{g} {v['auroc']:.4f}" for g, v in m["groups"][method].items())
+            click.echo(f"  {method:<12} {m['mean_auroc'][method]:.4f}   {per_group}")
+        for method, r in m.get("robust", {}).items():
+            click.echo(
+                f"  {method} accuracy: "
+                + "  ".join(f"ε={row['eps']:g} {row['accuracy']:.4f}" for row in r["rows"])
+            )
+    click.echo(f"table.md, metrics.json, ranking.png → {rt.out}")
+
+
 @group.command("train-ae")
 @click.option("--encoder", type=RUN, required=True, help="Classifier run folder whose features are frozen.")
 @click.option("--dataset", default=None, help="Dataset spec [default: the encoder run's dataset].")
