@@ -37,7 +37,8 @@ DATA = cli.stack(
         "source",  # DataConfig.source
         type=click.Path(path_type=Path),
         default=None,
-        help="Local CSV/TSV/JSONL file, or a folder with train/validation/test files. "
+        help="Local CSV/TSV/JSONL file, or a folder with train/validation/test files, or dla-reviews: 400 "
+        "sentences lab2 ships (written for it, not Rotten Tomatoes; offline). "
         "Default: the hub dataset cornell-movie-review-data/rotten_tomatoes.",
     ),
     click.option("--text-column", default="text", show_default=True, help="Column holding the sentence."),
