@@ -10,7 +10,9 @@ from lab2_distilbert.dla_reviews import make
 from tests.lab2.conftest import sentences, write_split
 
 
-def test_dla_reviews_is_a_balanced_shipped_set_whose_test_verdicts_training_never_shows(tmp_path, monkeypatch):
+def test_dla_reviews_is_a_balanced_shipped_set_whose_test_verdicts_training_never_shows(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # no local folder called dla-reviews
     splits = load_text_splits(DataConfig(source="dla-reviews"))
     assert splits.label_names == ["neg", "pos"]
@@ -34,7 +36,9 @@ def test_dla_reviews_is_a_balanced_shipped_set_whose_test_verdicts_training_neve
 def test_the_shipped_files_are_what_make_writes(tmp_path):
     make.write(tmp_path)
     for split in ("train", "validation", "test"):
-        assert filecmp.cmp(tmp_path / f"{split}.csv", dla_reviews.FOLDER / f"{split}.csv", shallow=False), split
+        assert filecmp.cmp(tmp_path / f"{split}.csv", dla_reviews.FOLDER / f"{split}.csv", shallow=False), (
+            split
+        )
 
 
 def test_a_local_folder_named_dla_reviews_wins(tmp_path, monkeypatch):
