@@ -54,10 +54,8 @@ def test_reproduce_makes_every_child_run_and_a_report_with_its_images(reproduced
     commands = {n: json.loads((out / n / "config.json").read_text())["command"] for n in STEPS}
     assert commands["features"] == "lab2 features" and commands["lora-grid"] == "lab2 lora grid"
     assert commands["finetune-bf16"] == "lab2 finetune" and commands["evaluate-full"] == "lab2 evaluate"
-    assert (
-        json.loads((out / "finetune-bf16" / "config.json").read_text())["config"]["train"]["precision"]
-        == "bf16"
-    )
+    bf16 = json.loads((out / "finetune-bf16" / "config.json").read_text())["config"]
+    assert bf16["train"]["precision"] == "bf16" and bf16["strategy"] == "head+last"  # quick: the cheaper one
     assert len(json.loads((out / "lora-grid" / "metrics.json").read_text())["rows"]) == 2
     md = (out / "report.md").read_text()
     assert "not Rotten Tomatoes" in md and "dla-reviews" in md
@@ -108,4 +106,6 @@ def test_the_full_profile_plans_distilbert_on_rotten_tomatoes_and_the_sst2_check
     assert all("--data" not in s.argv for s in plan)  # the hub's Rotten Tomatoes
     assert plan[0].argv[plan[0].argv.index("--model") + 1] == "distilbert-base-uncased"
     assert "distilbert-base-uncased-finetuned-sst-2-english" in plan[-1].argv
+    bf16 = next(s.argv for s in plan if s.name == "finetune-bf16")
+    assert bf16[bf16.index("--strategy") + 1] == "full" and bf16[bf16.index("--precision") + 1] == "bf16"
     assert all(s.minutes for s in plan)
