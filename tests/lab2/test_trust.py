@@ -31,6 +31,7 @@ TIMINGS = {
     "epoch_seconds",
     "seconds",
     "train_seconds",
+    "peak_memory_bytes",  # a measurement of the process like the times (its peak RSS on a CPU)
 }
 
 

@@ -5,3 +5,4 @@
 
 STRATEGIES = ("full", "head", "head+last")  # finetune: which weights train
 LORA_ROLES = ("q", "k", "v", "o", "ffn")  # lora --targets, mapped per architecture in models.LORA_MODULES
+ALL_LINEAR = "all-linear"  # lora --targets all-linear: every role above (each linear layer of the blocks)

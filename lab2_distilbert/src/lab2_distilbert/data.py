@@ -2,7 +2,9 @@
 
 Rotten Tomatoes (``cornell-movie-review-data/rotten_tomatoes``): 5,331 positive + 5,331 negative sentences,
 splits 8,530 / 1,066 / 1,066, labels ``neg``/``pos``. Local data: a file (validation and test carved off it by
-``--val-split``) or a folder holding files named train / validation (or val, dev) / test.
+``--val-split``) or a folder holding files named train / validation (or val, dev) / test. ``dla-reviews`` (when
+no local file or folder has that name): the 400 sentences lab2 ships (``lab2_distilbert.dla_reviews``; written
+for this project, not Rotten Tomatoes), 280 / 60 / 60, labels ``neg``/``pos``.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class TextSplits:
 
 def load_text_splits(cfg: DataConfig) -> TextSplits:
     """Train / validation / test sentences with labels mapped to one shared list of names."""
-    raw = _read_hub(cfg) if cfg.source is None else _read_local(Path(cfg.source), cfg)
+    raw = _read_hub(cfg) if cfg.source is None else _read_local(shipped(cfg.source), cfg)
     names = _label_names(raw["train"][1], raw.get("names"))
     sets = {
         split: _to_textset(texts, labels, names, split) for split, (texts, labels) in _splits(raw).items()
@@ -78,6 +80,14 @@ def load_text_splits(cfg: DataConfig) -> TextSplits:
 
 
 #### Readers ####
+
+
+def shipped(source: str) -> Path:
+    """The folder of a data set lab2 ships (``dla-reviews``) unless a local path has that name; else ``source``."""
+    from lab2_distilbert import dla_reviews
+
+    path = Path(source)
+    return dla_reviews.FOLDER if str(source) == dla_reviews.NAME and not path.exists() else path
 
 
 def _read_hub(cfg: DataConfig) -> dict:

@@ -5,6 +5,7 @@ Each reads one frozen config, writes one run folder (config.json, metrics.json, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -67,6 +68,8 @@ class LoraConfig:
     alpha: float = 16.0
     targets: tuple[str, ...] = ("q", "v")  # roles, mapped per architecture
     dropout: float = 0.1
+    dora: bool = False  # PEFT use_dora
+    rslora: bool = False  # PEFT use_rslora: scale α / √r
     merge: bool = False
     batch_size: int = 32
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -252,6 +255,35 @@ def run_features(cfg: FeaturesConfig, rt: Runtime) -> dict:
 
 #### finetune / lora ####
 
+ADAPTER_FILE = "adapter_model.safetensors"  # what PEFT's save_pretrained writes: the adapters and the head
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring the peak memory from now (``peak_memory``): CUDA's allocator peak, or on the CPU the
+    process's peak resident set (Linux lets /proc/self/clear_refs reset it; elsewhere it counts from start-up)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """{"peak_memory_bytes": N, "peak_memory": what N measures} since ``reset_peak_memory``."""
+    if device.type == "cuda":
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "peak_memory": "cuda allocated"}
+    try:
+        status = Path("/proc/self/status").read_text()
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+        return {"peak_memory_bytes": kb * 1024, "peak_memory": "peak RSS"}
+    except (OSError, StopIteration, ValueError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+        scale = 1 if sys.platform == "darwin" else 1024
+        return {"peak_memory_bytes": peak * scale, "peak_memory": "peak RSS since start-up"}
+
 
 def saver(tokenizer, folder: str, *, labels: list[str] | None = None, merged: bool = False) -> Saver:
     """Save the trained model as a Hugging Face folder with its tokenizer in RUN/``folder``; for an adapter,
@@ -265,6 +297,8 @@ def saver(tokenizer, folder: str, *, labels: list[str] | None = None, merged: bo
             tokenizer.save_pretrained(target)
             if labels is not None:
                 write_json(target / "adapter_labels.json", labels)
+                # into metrics.json before train_into marks the run finished: a finished run always has it
+                run.update_metrics(adapter_bytes=(target / ADAPTER_FILE).stat().st_size)
             if merged:
                 merged_model = model.merge_and_unload()  # after the metrics: the adapter is folded away
                 merged_model.save_pretrained(run.file("merged"))
@@ -293,6 +327,8 @@ def _train(
     trainable, total = models.count_params(model)
     log.info("%s: %s trainable of %s parameters", desc, f"{trainable:,}", f"{total:,}")
     warnings = warn_if_degenerate({"validation": splits.validation, "test": splits.test})
+    device = torch.device("cpu") if rt.cpu or not torch.cuda.is_available() else torch.device("cuda")
+    reset_peak_memory(device)
     t0 = time.perf_counter()
 
     def lab2_metrics(trained: nn.Module, acc: Accelerator, so_far: Mapping[str, Any]) -> dict:
@@ -306,6 +342,7 @@ def _train(
             "train_samples_per_second": round(samples_per_epoch * epochs / max(train_seconds, 1e-9), 2),
             "precision": acc.precision,
             "device": str(acc.device),
+            **peak_memory(acc.device),
             **(extra or {}),
             **({"warnings": warnings} if warnings else {}),
         }
@@ -334,9 +371,24 @@ def run_lora(cfg: LoraConfig, rt: Runtime) -> dict:
     seed_everything(cfg.train.seed)  # before the new head and the adapters are drawn
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
-    base = models.load_classifier(cfg.model, splits.label_names)
-    model = models.add_lora(base, cfg.rank, cfg.alpha, list(cfg.targets), cfg.dropout)
+    model = lora_model(cfg, splits.label_names)
     run = RunDir.create(rt.out, cfg, command="lab2 lora", resume=rt.resume)
+    return train_lora(run, model, cfg, splits, tokenizer, rt)
+
+
+def lora_model(cfg: LoraConfig, label_names: list[str]) -> nn.Module:
+    """The base classifier with a fresh head and ``cfg``'s adapters (draws from torch's generator)."""
+    base = models.load_classifier(cfg.model, label_names)
+    return models.add_lora(
+        base, cfg.rank, cfg.alpha, list(cfg.targets), cfg.dropout, dora=cfg.dora, rslora=cfg.rslora
+    )
+
+
+def train_lora(
+    run: RunDir, model: nn.Module, cfg: LoraConfig, splits: TextSplits, tokenizer, rt: Runtime
+) -> dict:
+    """Train the adapters and head of ``model`` (``lora_model``) into ``run``; its metrics."""
+    # DoRA's magnitude vectors are named lora_magnitude_vector: LoRA parameters too
     lora_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
     head_params = models.count_params(model)[0] - lora_params
     return _train(

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dla_core.engine import StepOutput
 from dla_core.errors import DlaError
 from dla_core.hub import check_source
-from lab2_distilbert.choices import LORA_ROLES, STRATEGIES
+from lab2_distilbert.choices import ALL_LINEAR, LORA_ROLES, STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,11 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 def lora_target_regex(model_type: str, roles: list[str]) -> str:
-    """PEFT target_modules (a regex matched against full module names) for roles like q, v, ffn."""
+    """PEFT target_modules (a regex matched against full module names) for roles like q, v, ffn; ``all-linear``
+    stands for every role: each linear layer of the transformer blocks. (PEFT's own "all-linear" would also adapt
+    DistilBERT's pre_classifier, which PEFT trains whole as part of the head, and fails on it.)"""
+    if ALL_LINEAR in roles:
+        roles = [*LORA_ROLES, *(r for r in roles if r != ALL_LINEAR and r not in LORA_ROLES)]
     table = LORA_MODULES.get(model_type)
     if table is None:
         raise DlaError(
@@ -130,8 +134,20 @@ def lora_target_regex(model_type: str, roles: list[str]) -> str:
     return rf".*\.({'|'.join(table[r] for r in roles)})$"
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float, roles: list[str], dropout: float = 0.1):
-    """Wrap ``model`` with LoRA adapters; base weights are frozen, adapters and the head train."""
+def add_lora(
+    model: nn.Module,
+    rank: int,
+    alpha: float,
+    roles: list[str],
+    dropout: float = 0.1,
+    *,
+    dora: bool = False,
+    rslora: bool = False,
+):
+    """Wrap ``model`` with LoRA adapters; base weights are frozen, adapters and the head train.
+
+    ``dora``: PEFT's ``use_dora`` (DoRA: each adapted weight also learns a per-output-row magnitude);
+    ``rslora``: PEFT's ``use_rslora`` (updates scaled by α / √r instead of α / r)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = LoraConfig(
@@ -140,6 +156,8 @@ def add_lora(model: nn.Module, rank: int, alpha: float, roles: list[str], dropou
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=lora_target_regex(model.config.model_type, roles),
+        use_dora=dora,
+        use_rslora=rslora,
     )
     return get_peft_model(model, config)
 

