@@ -42,8 +42,10 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: Pat
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     handles, _labels = ax_acc.get_legend_handles_labels()
-    if handles:
-        ax_acc.legend(fontsize=7, ncol=1 + len(handles) // 12)
+    if len(handles) > 4:  # many runs: outside the axes, where it hides no curve
+        ax_acc.legend(fontsize=7, ncol=1 + len(handles) // 24, loc="upper left", bbox_to_anchor=(1.02, 1))
+    elif handles:
+        ax_acc.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -31,9 +31,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
-from dla_core import plots
 from dla_core.config import Runtime
 from dla_core.data import Splits
 from dla_core.engine import Interrupted, TrainConfig, classification_step
@@ -131,7 +131,7 @@ def run_study(cfg: DepthStudy, rt: Runtime, *, batch_seeds: bool = True) -> str:
     bar.close()
     rows, csv_rows = summarise(cfg, cells, results)
     text = tables.write_tables(rows, COLUMNS, study.path, csv_rows=csv_rows)
-    plots.learning_curves(mean_histories(cfg, cells, results), study.file("learning_curves.png"), title=TITLE)
+    study_curves(cfg, mean_histories(cfg, cells, results), study.file("learning_curves.png"))
     first_epoch_grad_norms(cfg, cells, results, study.file("grad_norms.png"))
     study.update_metrics(rows=csv_rows)
     return text
@@ -342,25 +342,73 @@ def mean_histories(
     return out
 
 
+def _depth_legend(
+    fig: plt.Figure, cfg: DepthStudy, colors: Sequence, styles: Sequence[tuple[str, str]]
+) -> None:
+    """One legend for the whole figure, right of the panels: a colour per depth, then what each line style is."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, label=f"depth {d}") for c, d in zip(colors, cfg.depths, strict=True)]
+    handles += [Line2D([], [], color="grey", linestyle=ls, label=label) for ls, label in styles]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+
+
+def _colors(cfg: DepthStudy) -> np.ndarray:
+    return plt.cm.viridis(np.linspace(0, 0.9, max(len(cfg.depths), 1)))
+
+
+def study_curves(cfg: DepthStudy, histories: dict[str, list[dict[str, float]]], path: Path) -> Path:
+    """Seed-averaged loss and accuracy per epoch: one row of panels per net (plain, residual), a colour per depth,
+    train solid and validation dashed, the legend outside the panels (16 curves in one axes hid each other)."""
+    kinds = [k for k in cfg.kinds if any(key.endswith(f" {k}") for key in histories)]
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(10, 3.2 * len(kinds)), squeeze=False, sharex=True)
+    colors = _colors(cfg)
+    for row, kind in zip(axes, kinds, strict=True):
+        for color, depth in zip(colors, cfg.depths, strict=True):
+            history = histories.get(f"d{depth} {kind}", [])
+            epochs = [h["epoch"] for h in history]
+            for ax, metric in zip(row, ("loss", "accuracy"), strict=True):
+                for split, style in (("train", "-"), ("val", "--")):
+                    values = [h.get(f"{split}_{metric}") for h in history]
+                    if any(v is not None for v in values):
+                        ax.plot(epochs, values, style, color=color)
+        for ax, metric in zip(row, ("loss", "accuracy"), strict=True):
+            ax.set(ylabel=metric, title=f"{kind}: {metric}")
+            ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _depth_legend(fig, cfg, colors, [("-", "train"), ("--", "validation")])
+    fig.suptitle(TITLE)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """tight_layout, then saved with the legend outside the axes (bbox_inches="tight" keeps it in the image)."""
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
 def first_epoch_grad_norms(
     cfg: DepthStudy, cells: Sequence[TrainRun], results: dict[str, dict[str, Any]], path: Path
 ) -> None:
-    """Mean gradient norm per block in the first epoch, input (left) to output (right), one line per net."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(cfg.depths), 1)))
-    for color, depth in zip(colors, cfg.depths, strict=True):
-        for kind in cfg.kinds:
+    """Mean gradient norm per block in the first epoch, input (left) to output (right): one panel per net (plain,
+    residual; shared log scale), a colour per depth, the legend outside the panels."""
+    fig, axes = plt.subplots(1, len(cfg.kinds), figsize=(5 * len(cfg.kinds), 4), squeeze=False, sharey=True)
+    colors = _colors(cfg)
+    for ax, kind in zip(axes[0], cfg.kinds, strict=True):
+        for color, depth in zip(colors, cfg.depths, strict=True):
             cell = next(c for c in cells if c.depth == depth and c.residual == (kind == "residual"))
             norms = results[cell.name].get("grad_norms", {})
             blocks = [v[0] for name, v in norms.items() if name.startswith("blocks.")]
             if blocks:
-                style = "-" if kind == "residual" else "--"
-                label = f"d{depth} {cell.kind}"
-                ax.plot(range(1, len(blocks) + 1), blocks, style, color=color, label=label)
-    ax.set_yscale("log")
-    ax.set(xlabel="layer (input → output)", ylabel="mean gradient L2 norm, epoch 1", title="gradient norms")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
-    plt.close(fig)
+                ax.plot(range(1, len(blocks) + 1), blocks, "-", color=color)
+        ax.set_yscale("log")
+        ax.set(xlabel="layer (input → output)", title=kind)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean gradient L2 norm, epoch 1")
+    _depth_legend(fig, cfg, colors, [])
+    fig.suptitle("gradient norms per layer in the first epoch")
+    _save(fig, path)
