@@ -305,4 +305,7 @@ def distill(**opts) -> None:
     click.echo(f"→ {rt.out}/table.md, table.csv")
 
 
+# reproduce (the whole lab → report.md / report.html) and report (re-render, or compare run folders)
+cli.add_reproduce_commands(group, "lab1_resnet.reproduce:RECIPE")
+
 main = cli.entry_point(group)
