@@ -118,14 +118,15 @@ def finetune_beats_features(rows: Rows) -> Finding:
     )
 
 
-def transfer_beats_scratch(rows: Rows) -> Finding:
-    """The best fine-tuned row beats the same architecture trained from scratch for the same epochs."""
-    claim = "transfer helps: fine-tuning beats training the same net from scratch for the same epochs"
+def transfer_keeps_up_with_scratch(rows: Rows) -> Finding:
+    """The best fine-tuned row is at least as good as the same architecture trained from scratch for the same
+    epochs (on an easy target both may reach 100%: "at least", not "better")."""
+    claim = "transfer does not hurt: fine-tuning ≥ the same net trained from scratch for the same epochs"
     tuned, scratch = _accuracy(rows, "finetune-"), _accuracy(rows, "scratch-")
     if tuned is None or scratch is None:
         return _unchecked(claim)
     return Finding(
-        claim, tuned[1] > scratch[1], f"{tuned[0]} {fmt(tuned[1])} vs {scratch[0]} {fmt(scratch[1])}"
+        claim, tuned[1] >= scratch[1], f"{tuned[0]} {fmt(tuned[1])} vs {scratch[0]} {fmt(scratch[1])}"
     )
 
 
