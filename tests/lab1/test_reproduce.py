@@ -77,8 +77,13 @@ def test_quick_profile_runs_every_step_and_writes_both_reports(quick):
 
 
 @pytest.mark.slow
-def test_a_changed_child_metric_flips_its_mark_when_the_report_is_rendered_again(quick, tmp_path):
+def test_a_changed_child_metric_flips_its_mark_when_the_report_is_rendered_again(
+    quick, tmp_path, monkeypatch
+):
     out = _copy(quick, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    lab1("report", "copy")  # a relative folder: the images are still found and embedded
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 6
 
     def set_study(plain: float, residual: float):
         def change(row):

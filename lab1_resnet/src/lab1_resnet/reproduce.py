@@ -109,7 +109,8 @@ def _metrics(folder: Path) -> dict[str, Any]:
 
 
 def _images(folder: Path, *names: str) -> list[Path]:
-    return [folder / n for n in names if (folder / n).is_file()]
+    """Absolute: a report folder given relative to the current one is not where the report resolves relative paths."""
+    return [(folder / n).absolute() for n in names if (folder / n).is_file()]
 
 
 def _pm(row: Mapping[str, Any], key: str) -> str | None:
