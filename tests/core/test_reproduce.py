@@ -241,3 +241,11 @@ def test_html_prose_keeps_code_and_bold_and_escapes_the_rest(tmp_path):
     text = page.read_text()
     assert "<code>lab1 study</code> <b>now</b> &lt;b&gt;not this&lt;/b&gt;" in text
     assert "<code>x</code> holds — a&lt;b" in text
+
+
+def test_a_relative_out_keeps_the_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("reproduce", "--out", "runs/rep").exit_code == 0
+    md = (tmp_path / "runs" / "rep" / "report.md").read_text()
+    assert "![curve](train/curve.png)" in md
+    assert "data:image/png;base64," in (tmp_path / "runs" / "rep" / "report.html").read_text()

@@ -139,7 +139,8 @@ def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[P
     extra = dict(cfg.get("extra", {}))
     steps = recipe.steps(cfg["profile"], out, bool(cfg.get("tiny")), **extra)
     manifest = _manifest(out)
-    sections = recipe.sections(out, steps, **extra)
+    # absolute: a recipe's image paths must not be read relative to the report folder (OUT/OUT/step/x.png)
+    sections = recipe.sections(Path(out).absolute(), steps, **extra)
     wall = {n: m["seconds"] for n, m in manifest.items() if m.get("seconds") is not None}
     env = run.saved.get("environment") or environment()
     intro = recipe.intro
