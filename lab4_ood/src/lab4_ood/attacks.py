@@ -375,6 +375,8 @@ def cw(
     """Carlini–Wagner L2 (tanh box, Adam): per image the closest misclassified iterate (or x); at radius
     ``eps`` an image moved farther than ``eps`` (L2) stays x."""
     x0 = x.detach()
+    if eps == 0:  # nothing moved can count
+        return x0.clone()
     shape = _per_image(x0)
     # w = atanh(2x − 1) as ½·log((1 + u)/(1 − u)): ±inf at 0 and 1, where tanh's gradient is 0 (those pixels stay)
     u = torch.clamp(x0 * 2 - 1, min=-1, max=1)
@@ -415,6 +417,8 @@ def deepfool(
     """DeepFool (L2), image by image: ``steps`` steps at most to the nearest linearised boundary × (1 +
     ``overshoot``), each clipped to [0, 1]; at radius ``eps`` an image moved farther than ``eps`` stays x."""
     x0 = x.detach()
+    if eps == 0:  # nothing moved can count
+        return x0.clone()
     out = []
     for i in range(len(x0)):
         image, label = x0[i : i + 1].clone(), int(y[i])

@@ -202,6 +202,17 @@ DETECTOR_OPTIONS = cli.stack(
 )
 
 
+def _attack_list(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--method of `lab4 attack`: registered attacks separated by commas, each once."""
+    names = [v.strip() for v in value.split(",")]
+    for name in names:
+        if name not in ATTACKS:
+            raise click.BadParameter(f"{name!r} is not one of {', '.join(map(repr, ATTACKS))}.", ctx, param)
+    if len(set(names)) < len(names):
+        raise click.BadParameter(f"each attack once, got {value!r}", ctx, param)
+    return ",".join(names)
+
+
 def echo_summary(line: str) -> None:
     """A training command's one line of output (from the main process only, under several)."""
     from dla_core.seeding import is_main_process
@@ -468,28 +479,51 @@ def train_ae(**opts):
 @click.option("--dataset", default=None, help="Dataset spec [default: the run's dataset].")
 @click.option(
     "--method",
-    type=click.Choice(list(ATTACKS)),
     default="fgsm",
     show_default=True,
-    help="fgsm; pgd (random start, steps of 2.5·ε/steps); bim (iterative FGSM from x, steps of ε/4); "
-    "mifgsm (momentum 1.0 on L1-normalised gradients, steps of ε/4); pgd-l2 (L2 ball, random start, "
-    "steps of ε/5). The step sizes are torchattacks 3.5.1's defaults scaled with ε.",
+    metavar=f"[{'|'.join(ATTACKS)}][,…]",
+    callback=_attack_list,
+    help="One attack, or several separated by commas: each row then also gives the worst case per image "
+    "(robust only if every attack failed). fgsm; pgd (random start, steps of 2.5·ε/steps); bim (iterative FGSM "
+    "from x, steps of ε/4); mifgsm (momentum 1.0 on L1-normalised gradients, steps of ε/4); pgd-l2 (L2 ball, "
+    "random start, steps of ε/5); apgd (APGD-CE: momentum 0.75, step 2ε halved at checkpoints); apgd-dlr (APGD "
+    "on the DLR loss, ≥ 3 classes); cw (Carlini–Wagner L2, minimum norm: an image counts as fooled at radius ε "
+    "if its adversarial image lies within ε); deepfool (L2, minimum norm, as cw); square (black-box L∞, "
+    "--n-queries random squares); autoattack (a subset: APGD-CE → APGD-DLR → Square on the images still "
+    "robust; APGD-T and FAB-T left out). The step sizes are torchattacks 3.5.1's defaults scaled with ε; "
+    "apgd, square and autoattack draw from --seed.",
 )
 @click.option(
     "--eps",
     default="0,0.01,0.05,0.1,0.2,0.3",
     show_default=True,
-    help="Comma-separated L∞ radii in [0,1] pixel units (pgd-l2: L2 radii, any ε ≥ 0).",
+    help="Comma-separated L∞ radii in [0,1] pixel units (pgd-l2, cw, deepfool: L2 radii, any ε ≥ 0).",
 )
-@click.option("--targeted", is_flag=True, help="Push predictions toward --target-class.")
+@click.option("--targeted", is_flag=True, help="Push predictions toward --target-class (fgsm, pgd, bim, "
+              "mifgsm, pgd-l2, cw, square).")  # fmt: skip
 @click.option("--target-class", type=int, default=None, help="Target class index for --targeted.")
 @click.option(
     "--steps",
     type=click.IntRange(min=1),
     default=10,
     show_default=True,
-    help="Steps of pgd, bim, mifgsm and pgd-l2.",
+    help="Steps of pgd, bim, mifgsm, pgd-l2, apgd, apgd-dlr (and autoattack's APGD).",
 )
+@click.option("--cw-c", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="cw: weight c of the margin term against ‖δ‖₂².")  # fmt: skip
+@click.option("--cw-kappa", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="cw: confidence κ (margin floor −κ).")  # fmt: skip
+@click.option("--cw-steps", type=click.IntRange(min=1), default=50, show_default=True, help="cw: Adam steps.")
+@click.option("--cw-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
+              help="cw: Adam learning rate.")  # fmt: skip
+@click.option("--deepfool-steps", type=click.IntRange(min=1), default=50, show_default=True,
+              help="deepfool: steps at most per image.")  # fmt: skip
+@click.option("--overshoot", type=click.FloatRange(min=0), default=0.02, show_default=True,
+              help="deepfool: each step × (1 + overshoot).")  # fmt: skip
+@click.option("--n-queries", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="square (and autoattack's Square): queries per image at most.")  # fmt: skip
+@click.option("--p-init", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
+              help="square: initial share of the pixels in the square.")  # fmt: skip
 @cli.batch_size(256)
 @LIMIT
 @cli.SEED
@@ -499,19 +533,31 @@ def train_ae(**opts):
 @cli.CPU
 @cli.THREADS
 def attack(eps, targeted, **opts):
-    """Accuracy under FGSM / PGD / BIM / MI-FGSM / PGD-L2 for each ε, in [0,1] pixel space (the model
-    normalises inside).
+    """Accuracy under FGSM / PGD / BIM / MI-FGSM / PGD-L2 / APGD / CW / DeepFool / Square / AutoAttack (a
+    subset) for each ε, in [0,1] pixel space (the model normalises inside); with several attacks, also the
+    worst case per image.
 
-    Writes metrics.json (accuracy per ε, targeted success rate), accuracy_vs_eps.png and
-    adversarial_examples.png (originals above, adversarial images at the largest ε below).
+    Writes metrics.json (accuracy per ε — the worst case per image over the attacks, each attack's own under
+    by_method —, targeted success rate, clean accuracy), accuracy_vs_eps.png (robust accuracy per ε: each
+    attack, the worst case, the clean accuracy) and adversarial_examples.png (originals above, the first
+    attack's images at the largest ε below). Warns when the accuracy at ε = 0 is not the clean accuracy.
 
     \b
     Example:
       lab4 attack --model runs/c10 --method fgsm --eps 0,0.01,0.05,0.1 --out runs/c10-fgsm
       lab4 attack --model runs/c10 --method pgd --targeted --target-class 3 --out runs/c10-pgd-cat
+      lab4 attack --model runs/c10 --method fgsm,pgd,apgd,square --n-queries 1000 --out runs/c10-worst
     """
     radii = cli.parse_list(eps, float, "--eps")
-    if opts["method"] == "pgd-l2":
+    chosen = opts["method"].split(",")
+    l2 = [m for m in chosen if m in methods.L2_ATTACKS]
+    if l2 and len(l2) < len(chosen):
+        linf = [m for m in chosen if m not in methods.L2_ATTACKS]
+        raise DlaError(
+            f"--method mixes L2 attacks ({', '.join(l2)}) with L∞ attacks ({', '.join(linf)}): the worst case "
+            "per image needs one norm; run them separately"
+        )
+    if l2:
         if any(not 0 <= e < math.inf for e in radii):
             raise DlaError(f"--eps: every L2 radius must be a finite number ≥ 0 (pixel units), got {eps!r}")
     elif any(not 0 <= e <= 1 for e in radii):
@@ -520,15 +566,28 @@ def attack(eps, targeted, **opts):
         raise DlaError("--targeted and --target-class K go together")
 
     from lab4_ood.datasets import id_spec_for
-    from lab4_ood.robustness import AttackConfig, run_attack
+    from lab4_ood.robustness import AUTOATTACK_NOTE, AttackConfig, run_attack
 
     dataset = id_spec_for(opts["model"], opts["dataset"], "--dataset")
     cfg = from_options(AttackConfig, opts, dataset=dataset, eps=radii)
     result = run_attack(cfg, Runtime.from_options(opts))
-    click.echo(f"{'eps':>8} {'accuracy':>9}" + (f" {'target hit':>10}" if result["targeted"] else ""))
+    several = "methods" in result
+    if "autoattack" in chosen:
+        click.echo(AUTOATTACK_NOTE)
+    hit = f" {'target hit':>10}" if result["targeted"] else ""
+    if several:
+        click.echo(f"{'eps':>8}" + "".join(f" {m:>10}" for m in chosen) + f" {'worst case':>10}{hit}")
+    else:
+        click.echo(f"{'eps':>8} {'accuracy':>9}{hit}")
     for r in result["rows"]:
         extra = f" {r['target_success']:10.4f}" if result["targeted"] else ""
-        click.echo(f"{r['eps']:8g} {r['accuracy']:9.4f}{extra}")
+        if several:
+            each = "".join(f" {r['by_method'][m]['accuracy']:10.4f}" for m in chosen)
+            click.echo(f"{r['eps']:8g}{each} {r['accuracy']:10.4f}{extra}")
+        else:
+            click.echo(f"{r['eps']:8g} {r['accuracy']:9.4f}{extra}")
+    for line in result.get("warnings", []):
+        click.echo(f"warning: {line}")
 
 
 @group.command()

@@ -31,7 +31,21 @@ DETECTORS = {
     "fdbd": "feature distance to the decision boundaries",
 }
 # --method of `lab4 attack`, --adversarial of `lab4 train`
-ATTACKS = ("fgsm", "pgd", "bim", "mifgsm", "pgd-l2")
+ATTACKS = (
+    "fgsm",
+    "pgd",
+    "bim",
+    "mifgsm",
+    "pgd-l2",
+    "apgd",
+    "apgd-dlr",
+    "cw",
+    "deepfool",
+    "square",
+    "autoattack",
+)
+# attacks whose ε is an L2 radius (any finite ε ≥ 0); the others take L∞ radii in [0, 1]
+L2_ATTACKS = ("pgd-l2", "cw", "deepfool")
 
 
 # the attacks whose ε is an L2 norm (any finite ε ≥ 0); every other attack's L∞ radius lies in [0, 1]

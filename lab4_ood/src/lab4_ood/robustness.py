@@ -1,7 +1,13 @@
-"""``lab4 attack``: accuracy of a classifier (in eval mode) under a registered attack for each ε, and a picture of it.
+"""``lab4 attack``: accuracy of a classifier (in eval mode) under one or more registered attacks for each ε, and
+a picture of it.
 
 Untargeted: accuracy on the attacked test images. Targeted (toward class K): also the success rate, the share
 of images not of class K that the model now assigns to K. Targeted FGSM is a single step and often weak.
+
+With several attacks (``--method fgsm,pgd,apgd``) each row also holds every attack's own accuracy, and its
+``accuracy`` is the worst case per image: an image counts as robust only if every attack failed on it (targeted:
+a hit by any attack counts). With one attack that is its accuracy, as before. The accuracy at ε = 0 should be
+the clean accuracy (every attack returns x there); a warning says so when it is not.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dla_core.models import load_model
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
 from dla_core.threads import use_threads
-from lab4_ood.attacks import attack
+from lab4_ood.attacks import ATTACKS, AUTOATTACK, attack, takes_target
 from lab4_ood.datasets import check_model_fits, head, load_id
 
 log = logging.getLogger(__name__)
@@ -34,21 +40,66 @@ FEW = 20  # fewer test images than this: accuracies move in steps of more than 5
 class AttackConfig:
     model: Path
     dataset: str
-    method: str = "fgsm"
+    method: str = "fgsm"  # one registered attack, or several separated by commas (worst case per image)
     eps: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3)  # [0, 1] pixel units
     target_class: int | None = None  # targeted attack toward this class when set
     steps: int = 10  # pgd steps
+    cw_c: float = 1.0  # cw: weight of the margin term (torchattacks' defaults)
+    cw_kappa: float = 0.0  # cw: confidence κ
+    cw_steps: int = 50
+    cw_lr: float = 0.01
+    deepfool_steps: int = 50
+    overshoot: float = 0.02  # deepfool
+    n_queries: int = 5000  # square (and autoattack's square)
+    p_init: float = 0.8  # square
     batch_size: int = 256
     limit: int | None = None
     seed: int = 0
 
 
+AUTOATTACK_NOTE = (
+    "autoattack = the subset APGD-CE → APGD-DLR → Square (L∞, each on the images still robust); "
+    "APGD-T and FAB-T of the standard AutoAttack are left out"
+)
+
+
+def attack_options(cfg: AttackConfig, method: str) -> dict:
+    """What ``attacks.attack`` gets for ``method``: the steps it counts in, the seed and the method's options."""
+    steps = {"cw": cfg.cw_steps, "deepfool": cfg.deepfool_steps}.get(method, cfg.steps)
+    return {
+        "steps": steps,
+        "seed": cfg.seed,
+        "c": cfg.cw_c,
+        "kappa": cfg.cw_kappa,
+        "lr": cfg.cw_lr,
+        "overshoot": cfg.overshoot,
+        "n_queries": cfg.n_queries,
+        "p_init": cfg.p_init,
+    }
+
+
 def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
+    methods = cfg.method.split(",")
+    unknown = [m for m in methods if m not in ATTACKS]
+    if unknown:
+        raise DlaError(f"--method: unknown {', '.join(unknown)} (choose from {', '.join(ATTACKS)})")
+    if cfg.target_class is not None:
+        untargeted = [m for m in methods if not takes_target(m)]
+        if untargeted:
+            raise DlaError(
+                f"--targeted: {', '.join(untargeted)} has no targeted mode "
+                f"(targeted: {', '.join(m for m in ATTACKS if takes_target(m))})"
+            )
     seed_everything(cfg.seed)  # before anything random (PGD's random start draws from torch's global RNG)
     device = make_accelerator(cpu=rt.cpu).device
     model = load_model(cfg.model).to(device).eval()
     test = head(load_id(cfg.dataset, rt.data_dir, rt.download, val_fraction=0).test, cfg.limit)
     check_model_fits(model, test)
+    dlr = [m for m in methods if m in ("apgd-dlr", "autoattack")]
+    if dlr and test.num_classes < 3:
+        raise DlaError(
+            f"{', '.join(dlr)}: the DLR loss needs at least 3 classes, {cfg.dataset} has {test.num_classes}"
+        )
     if cfg.target_class is not None and not 0 <= cfg.target_class < test.num_classes:
         raise DlaError(
             f"--target-class {cfg.target_class} is not a class of {cfg.dataset} (0-{test.num_classes - 1})"
@@ -69,31 +120,63 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     one = lambda: model(test.images[:1].to(device).float() / 255)  # noqa: E731  (one example, for the estimate)
     # each attack step is a forward and a backward pass: training-sized work
     run.update_metrics(threads=use_threads(rt.threads, model, cfg.batch_size, one, training=True).record())
-    rows = []
+    batches = lambda: ImageBatches(test, cfg.batch_size).iterate(0, device=device)  # noqa: E731
+    with torch.no_grad():
+        clean_count = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches())
+    clean = clean_count / len(test)
+    several = len(methods) > 1
+    rows, warnings = [], []
     grid_x, grid_adv, grid_y, grid_pred = None, None, None, None
     for eps in tqdm(cfg.eps, desc=f"{cfg.method} ε", leave=False):
-        correct = hits = others = 0
-        for i, (x, y) in enumerate(ImageBatches(test, cfg.batch_size).iterate(0, device=device)):
+        correct = dict.fromkeys(methods, 0)
+        hits = dict.fromkeys(methods, 0)
+        worst = any_hit = others = 0
+        for i, (x, y) in enumerate(batches()):
             goal = torch.full_like(y, cfg.target_class) if targeted else y
-            x_adv = attack(cfg.method, model, x, goal, eps, targeted=targeted, steps=cfg.steps)
-            with torch.no_grad():
-                pred = model(x_adv).argmax(1)
-            correct += int((pred == y).sum())
+            robust = torch.ones_like(y, dtype=torch.bool)
+            hit = torch.zeros_like(y, dtype=torch.bool)
+            mask = y != cfg.target_class if targeted else None
+            for method in methods:
+                x_adv = attack(method, model, x, goal, eps, targeted=targeted, **attack_options(cfg, method))
+                with torch.no_grad():
+                    pred = model(x_adv).argmax(1)
+                right = pred == y
+                correct[method] += int(right.sum())
+                robust &= right
+                if targeted:
+                    hits[method] += int((pred[mask] == cfg.target_class).sum())
+                    hit |= (pred == cfg.target_class) & mask
+                if i == 0 and eps == max(cfg.eps) and method == methods[0]:
+                    grid_x, grid_adv, grid_y, grid_pred = x[:8], x_adv[:8], y[:8], pred[:8]
+            worst += int(robust.sum())
             if targeted:
-                mask = y != cfg.target_class
-                hits += int((pred[mask] == cfg.target_class).sum())
+                any_hit += int(hit.sum())
                 others += int(mask.sum())
-            if i == 0 and eps == max(cfg.eps):
-                grid_x, grid_adv, grid_y, grid_pred = x[:8], x_adv[:8], y[:8], pred[:8]
-        row = {"eps": eps, "accuracy": correct / len(test)}
+        row = {"eps": eps, "accuracy": worst / len(test)}
         if targeted:
-            row["target_success"] = hits / others
+            row["target_success"] = any_hit / others
+        if several:
+            row["by_method"] = {
+                m: {
+                    "accuracy": correct[m] / len(test),
+                    **({"target_success": hits[m] / others} if targeted else {}),
+                }
+                for m in methods
+            }
         rows.append(row)
+        if eps == 0:
+            for m in methods:
+                if correct[m] != clean_count:
+                    warnings.append(
+                        f"{m} at ε = 0 gives accuracy {correct[m] / len(test):.4f}, not the clean accuracy "
+                        f"{clean:.4f}: the attack changed unperturbed images (or the model is not deterministic)"
+                    )
+                    log.warning("%s", warnings[-1])
     with torch.no_grad():
         clean_pred = model(grid_x).argmax(1)
     names = test.classes
     captions = [f"{names[a]} → {names[b]}" for a, b in zip(grid_y.tolist(), clean_pred.tolist(), strict=True)]
-    captions += [f"ε={max(cfg.eps):g}: {names[p]}" for p in grid_pred.tolist()]
+    captions += [f"{methods[0]} ε={max(cfg.eps):g}: {names[p]}" for p in grid_pred.tolist()]
     images = torch.cat([grid_x, grid_adv]).float().cpu().numpy()
     plots.image_grid(
         images,
@@ -102,7 +185,13 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         ncols=len(grid_x),
         title="top: label → clean prediction; bottom: prediction on the adversarial image",
     )
-    lines = {"accuracy": (np.array(cfg.eps), np.array([r["accuracy"] for r in rows]))}
+    radii = np.array(cfg.eps)
+    if several:
+        lines = {m: (radii, np.array([r["by_method"][m]["accuracy"] for r in rows])) for m in methods}
+        lines["worst case per image"] = (radii, np.array([r["accuracy"] for r in rows]))
+    else:
+        lines = {"accuracy": (radii, np.array([r["accuracy"] for r in rows]))}
+    lines[f"clean ({clean:.3f})"] = (radii, np.full(len(radii), clean))
     if targeted:
         lines[f"targeted success (→{names[cfg.target_class]})"] = (
             np.array(cfg.eps),
@@ -111,10 +200,16 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     plots.curves(
         lines,
         run.file("accuracy_vs_eps.png"),
-        "ε (pixel units, [0, 1])",
+        "ε (pixel units, [0, 1]; L2 radius for pgd-l2, cw, deepfool)",
         "fraction",
         title=f"{cfg.method}{' targeted' if targeted else ''} on {cfg.dataset}",
     )
-    summary = {"method": cfg.method, "targeted": targeted, "rows": rows}
+    summary = {"method": cfg.method, "targeted": targeted, "rows": rows, "clean_accuracy": clean}
+    if several:
+        summary["methods"] = methods
+    if "autoattack" in methods:
+        summary["autoattack"] = {"components": list(AUTOATTACK), "note": AUTOATTACK_NOTE}
+    if warnings:
+        summary["warnings"] = warnings
     run.update_metrics(**summary)
     return summary
