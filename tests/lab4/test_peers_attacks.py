@@ -2,13 +2,20 @@
 trained on digits 0-4, our BIM, MI-FGSM and PGD-L2 give bit-identical adversarial images to torchattacks' BIM,
 MIFGSM and PGDL2 (PGD-L2 without a random start, and with one from the same seed), hence the same adversarial
 accuracy. At torchattacks' default ε our default step sizes (ε/4, ε/4, ε/5) are its α (2/255, 2/255, 0.2).
+So do APGD (CE and DLR) and Square with the same seed, DeepFool, the AutoAttack subset against torchattacks'
+MultiAttack of the same three, and CW where every logit is positive; CW on the plain model differs by one
+convention (torchattacks' max over (1 − onehot)·z counts the true class as a logit 0 when every other logit is
+negative) and is held to the same adversarial accuracy within 2 points.
 
 A separate file from test_peers.py, which skips as a whole without pytorch-ood."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn as nn
 
 from lab4_ood.attacks import attack
 
@@ -75,3 +82,74 @@ def test_pgd_l2(setting, eps):
         ours = attack("pgd-l2", model, x, y, eps)
         torch.manual_seed(12)
         same(model, ours, ta.PGDL2(model)(x, y), y)
+
+
+@pytest.mark.parametrize("eps", [8 / 255, 0.1])
+@pytest.mark.parametrize(("method", "loss"), [("apgd", "ce"), ("apgd-dlr", "dlr")])
+def test_apgd(setting, eps, method, loss):
+    model, x, y = setting
+    same(model, attack(method, model, x, y, eps), ta.APGD(model, eps=eps, loss=loss)(x, y), y)
+    same(model, attack(method, model, x, y, eps, steps=25, seed=3), ta.APGD(model, eps=eps, loss=loss, steps=25,
+                                                                             seed=3)(x, y), y)  # fmt: skip
+
+
+@pytest.mark.parametrize("eps", [8 / 255, 0.1])
+def test_square(setting, eps):
+    model, x, y = setting
+    same(
+        model,
+        attack("square", model, x, y, eps, n_queries=150),
+        ta.Square(model, eps=eps, n_queries=150)(x, y),
+        y,
+    )
+    atk = ta.Square(model, eps=eps, n_queries=100, seed=5)
+    atk.set_mode_targeted_by_label(quiet=True)
+    target = (y + 1) % 5
+    ours = attack("square", model, x, target, eps, targeted=True, n_queries=100, seed=5)
+    same(model, ours, atk(x, target), y)
+
+
+def test_autoattack_subset(setting):
+    model, x, y = setting
+    eps = 0.1
+    theirs = ta.MultiAttack(
+        [
+            ta.APGD(model, eps=eps, loss="ce"),
+            ta.APGD(model, eps=eps, loss="dlr"),
+            ta.Square(model, eps=eps, n_queries=100),
+        ]
+    )(x, y)
+    same(model, attack("autoattack", model, x, y, eps, n_queries=100), theirs, y)
+
+
+def test_deepfool(setting):
+    model, x, y = setting
+    x, y = x[:24], y[:24]  # image by image: a few are enough
+    same(model, attack("deepfool", model, x, y, math.inf), ta.DeepFool(model)(x, y), y)
+    same(model, attack("deepfool", model, x, y, math.inf, steps=3, overshoot=0.1),
+         ta.DeepFool(model, steps=3, overshoot=0.1)(x, y), y)  # fmt: skip
+
+
+class Shifted(nn.Module):
+    """The same classifier with every logit + 1000: all logits positive, where torchattacks' CW margin is the
+    paper's."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) + 1000.0
+
+
+def test_cw(setting):
+    model, x, y = setting
+    shifted = Shifted(model).eval()
+    with torch.no_grad():
+        assert shifted(x).min() > 0
+    same(shifted, attack("cw", shifted, x, y, math.inf), ta.CW(shifted)(x, y), y)
+    same(shifted, attack("cw", shifted, x, y, math.inf, c=3.0, kappa=0.5, steps=20, lr=0.05),
+         ta.CW(shifted, c=3.0, kappa=0.5, steps=20, lr=0.05)(x, y), y)  # fmt: skip
+    # the plain model, whose logits can all be negative but the true one: the same accuracy within 2 points
+    ours, theirs = attack("cw", model, x, y, math.inf), ta.CW(model)(x, y)
+    assert abs(accuracy(model, ours, y) - accuracy(model, theirs, y)) <= 0.02
