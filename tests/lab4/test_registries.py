@@ -87,17 +87,22 @@ def test_options_a_detector_needs_are_checked_before_any_work(digits_run, tmp_pa
 def test_a_registered_attack_is_a_choice_of_attack_and_train_and_gets_only_the_options_it_names(
     plugged, digits_run, tmp_path
 ):
-    assert "[fgsm|pgd|bim|mifgsm|pgd-l2|noop]" in run(plugged, "attack", "--help").output
-    assert "[fgsm|pgd|bim|mifgsm|pgd-l2|noop]" in run(plugged, "train", "--help").output
+    choices = "[fgsm|pgd|bim|mifgsm|pgd-l2|apgd|apgd-dlr|cw|deepfool|square|autoattack|noop]"
+    assert choices in run(plugged, "attack", "--help").output
+    assert choices in run(plugged, "train", "--help").output
     run(plugged, "attack", "--model", digits_run, "--method", "noop", "--eps", "0,0.5", "--limit", "30",
         "--cpu", "--out", tmp_path / "att")  # fmt: skip
     rows = json.loads((tmp_path / "att" / "metrics.json").read_text())["rows"]
     assert rows[0]["accuracy"] == rows[1]["accuracy"] > 0.5
     x, y = torch.rand(2, 3), torch.zeros(2, dtype=torch.long)
     assert torch.equal(attacks.attack("noop", torch.nn.Identity(), x, y, 0.1, steps=3), x)
-    r = run(plugged, "attack", "--model", digits_run, "--method", "cw", "--out", tmp_path / "x", ok=False)
+    r = run(
+        plugged, "attack", "--model", digits_run, "--method", "pgd,bogus", "--out", tmp_path / "x", ok=False
+    )
     assert (
-        r.exit_code == 2 and "'cw' is not one of 'fgsm', 'pgd', 'bim', 'mifgsm', 'pgd-l2', 'noop'" in r.output
+        r.exit_code == 2
+        and "'bogus' is not one of 'fgsm', 'pgd', 'bim', 'mifgsm', 'pgd-l2', 'apgd', 'apgd-dlr', 'cw', 'deepfool', 'square', 'autoattack', 'noop'"
+        in r.output
     )
 
 

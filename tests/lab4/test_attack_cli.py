@@ -1,0 +1,98 @@
+"""`lab4 attack` with several attacks: the worst case per image, each attack's accuracy, the curve, the note on
+the AutoAttack subset, and the warning when ε = 0 is not the clean accuracy."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import lab4_ood.cli
+from dla_core.models import load_model
+from lab4_ood import attacks
+from lab4_ood.datasets import head, load_id
+
+
+def run(group, *args, ok=True):
+    result = CliRunner().invoke(group, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def metrics(folder):
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def test_several_attacks_give_each_accuracy_and_the_worst_case_per_image(digits_run, tmp_path):
+    out = run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "fgsm,apgd,autoattack",
+              "--n-queries", "40", "--steps", "5", "--eps", "0,0.1,0.25", "--limit", "80", "--seed", "4",
+              "--cpu", "--out", tmp_path / "w").output  # fmt: skip
+    m = metrics(tmp_path / "w")
+    assert m["methods"] == ["fgsm", "apgd", "autoattack"] and m["method"] == "fgsm,apgd,autoattack"
+    assert m["autoattack"]["components"] == ["apgd", "apgd-dlr", "square"]
+    assert "APGD-T and FAB-T of the standard AutoAttack are left out" in out and "worst case" in out
+    assert "warning" not in out
+    # the worst case by hand: an image is robust only if no attack fooled it (attacks with the run's seed)
+    model = load_model(digits_run).eval()
+    test = head(load_id("digits:0-4", tmp_path / "data", False, val_fraction=0).test, 80)
+    x, y = test.images.float() / 255, test.labels
+    with torch.no_grad():
+        assert m["clean_accuracy"] == pytest.approx((model(x).argmax(1) == y).float().mean().item())
+    for row in m["rows"]:
+        robust = torch.ones_like(y, dtype=torch.bool)
+        for name in m["methods"]:
+            adv = attacks.attack(name, model, x, y, row["eps"], steps=5, n_queries=40, seed=4)
+            with torch.no_grad():
+                right = model(adv).argmax(1) == y
+            assert row["by_method"][name]["accuracy"] == pytest.approx(right.float().mean().item()), name
+            robust &= right
+        assert row["accuracy"] == pytest.approx(robust.float().mean().item())
+        assert row["accuracy"] <= min(r["accuracy"] for r in row["by_method"].values())
+    assert m["rows"][0]["accuracy"] == pytest.approx(m["clean_accuracy"])
+    assert m["rows"][-1]["accuracy"] < m["rows"][1]["accuracy"] < m["rows"][0]["accuracy"]
+    assert (tmp_path / "w" / "accuracy_vs_eps.png").stat().st_size > 0
+    # one attack: rows as before (no by_method), plus the clean accuracy
+    run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "apgd", "--eps", "0,0.1", "--limit",
+        "40", "--cpu", "--out", tmp_path / "one")  # fmt: skip
+    one = metrics(tmp_path / "one")
+    assert set(one["rows"][0]) == {"eps", "accuracy"} and "methods" not in one and "clean_accuracy" in one
+
+
+def test_attacks_without_a_target_or_with_two_classes_are_refused(digits_run, tmp_path):
+    group = lab4_ood.cli.group
+    r = run(group, "attack", "--model", digits_run, "--method", "pgd,deepfool", "--eps", "0,1",
+            "--out", tmp_path / "a", ok=False)  # fmt: skip
+    assert r.exit_code == 1 and "mixes L2 attacks (deepfool) with L∞ attacks (pgd)" in r.output
+    r = run(group, "attack", "--model", digits_run, "--method", "apgd,square", "--targeted", "--target-class",
+            "1", "--out", tmp_path / "b", ok=False)  # fmt: skip
+    assert r.exit_code == 1 and r.output.startswith("Error: --targeted: apgd has no targeted mode"), r.output
+    assert not (tmp_path / "b").exists()
+    r = run(group, "attack", "--model", digits_run, "--method", "pgd,pgd", "--out", tmp_path / "c", ok=False)
+    assert r.exit_code == 2 and "each attack once" in r.output
+
+
+@pytest.fixture
+def shaky():
+    @attacks.register
+    def shaky(model, x, y, eps):
+        """Moves even at ε = 0 (a broken plug-in)."""
+        return (1 - x).detach()
+
+    try:
+        yield importlib.reload(lab4_ood.cli).group
+    finally:
+        del attacks.ATTACKS["shaky"]
+        importlib.reload(lab4_ood.cli)
+
+
+def test_a_warning_when_eps_0_is_not_the_clean_accuracy(shaky, digits_run, tmp_path, caplog):
+    out = run(shaky, "attack", "--model", digits_run, "--method", "fgsm,shaky", "--eps", "0,0.1", "--limit", "40",
+              "--cpu", "--out", tmp_path / "s").output  # fmt: skip
+    m = metrics(tmp_path / "s")
+    assert len(m["warnings"]) == 1 and m["warnings"][0].startswith("shaky at ε = 0 gives accuracy")
+    assert f"warning: {m['warnings'][0]}" in out
+    assert any("shaky at ε = 0" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
