@@ -78,6 +78,9 @@ def test_apgd_checkpoint_rule_by_hand():
     assert attacks._oscillates(history, 3, 3, 0.75).tolist() == [False, True]
     # first checkpoint, k = 2 at step 1: rises 1 > 0 (row −1) and 2 > 1 for image 0; 1 > 0 only for image 1
     assert attacks._oscillates(history, 1, 2, 0.75).tolist() == [False, True]
+    # at the threshold itself (3 rises of 4 = 0.75·4): halve
+    history = torch.tensor([[1.0], [2.0], [3.0], [4.0], [3.5]])
+    assert attacks._oscillates(history, 4, 4, 0.75).tolist() == [True]
 
 
 def test_square_schedule_and_query_budget(digits_mlp, digits04):
