@@ -28,11 +28,11 @@ def metrics(folder):
 
 
 def test_several_attacks_give_each_accuracy_and_the_worst_case_per_image(digits_run, tmp_path):
-    out = run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "fgsm,apgd,autoattack",
+    out = run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "autoattack,apgd,fgsm",
               "--n-queries", "40", "--steps", "5", "--eps", "0,0.1,0.25", "--limit", "80", "--seed", "4",
               "--cpu", "--out", tmp_path / "w").output  # fmt: skip
     m = metrics(tmp_path / "w")
-    assert m["methods"] == ["fgsm", "apgd", "autoattack"] and m["method"] == "fgsm,apgd,autoattack"
+    assert m["methods"] == ["autoattack", "apgd", "fgsm"] and m["method"] == "autoattack,apgd,fgsm"
     assert m["autoattack"]["components"] == ["apgd", "apgd-dlr", "square"]
     assert "APGD-T and FAB-T of the standard AutoAttack are left out" in out and "worst case" in out
     assert "warning" not in out
@@ -52,6 +52,8 @@ def test_several_attacks_give_each_accuracy_and_the_worst_case_per_image(digits_
             robust &= right
         assert row["accuracy"] == pytest.approx(robust.float().mean().item())
         assert row["accuracy"] <= min(r["accuracy"] for r in row["by_method"].values())
+    # FGSM, last, leaves images robust that the others fool: the worst case is not the last attack's accuracy
+    assert m["rows"][1]["accuracy"] < m["rows"][1]["by_method"]["fgsm"]["accuracy"]
     assert m["rows"][0]["accuracy"] == pytest.approx(m["clean_accuracy"])
     assert m["rows"][-1]["accuracy"] < m["rows"][1]["accuracy"] < m["rows"][0]["accuracy"]
     assert (tmp_path / "w" / "accuracy_vs_eps.png").stat().st_size > 0
