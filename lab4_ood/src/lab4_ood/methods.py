@@ -44,12 +44,8 @@ ATTACKS = (
     "square",
     "autoattack",
 )
-# attacks whose ε is an L2 radius (any finite ε ≥ 0); the others take L∞ radii in [0, 1]
-L2_ATTACKS = ("pgd-l2", "cw", "deepfool")
-
-
 # the attacks whose ε is an L2 norm (any finite ε ≥ 0); every other attack's L∞ radius lies in [0, 1]
-L2_ATTACKS = ("pgd-l2",)
+L2_ATTACKS = ("pgd-l2", "cw", "deepfool")
 
 
 def detector_summaries() -> dict[str, str]:
