@@ -642,4 +642,6 @@ def train(**opts):
     )
 
 
+cli.add_reproduce_commands(group, "lab4_ood.reproduce:RECIPE")
+
 main = cli.entry_point(group)
