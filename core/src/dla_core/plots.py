@@ -189,7 +189,7 @@ def ranking_bars(
     y = np.arange(len(items))
     for i, group in enumerate(groups):
         widths = [values[item].get(group, np.nan) for item in items]
-        ax.barh(y + (i - (len(groups) - 1) / 2) * height, widths, height, label=group)
+        ax.barh(y + ((len(groups) - 1) / 2 - i) * height, widths, height, label=group)  # first group on top
     if reference is not None:
         ax.axvline(reference, linestyle=":", color="grey")
     ax.set_yticks(y, items, fontsize=8)
