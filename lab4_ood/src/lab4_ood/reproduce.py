@@ -264,7 +264,7 @@ def detection_section(out: Path, steps: Sequence[Step]) -> Section:
         aurocs = {m: {o: r["auroc"] for o, r in per.items()} for m, per in base.items()}
         images.append(
             plots.ranking_bars(
-                aurocs, out / "figures" / "detectors_auroc.png", "AUROC (0.5 = chance)", "plain model", 0.5
+                aurocs, out / "figures" / "detectors_auroc.png", "AUROC (0.5 = chance)", "detectors on the plain model", 0.5
             )
         )
     images += _images(out, "base-detect/scores_msp.png", "base-detect/scores_energy.png", "base-detect/roc_energy.png")
