@@ -164,7 +164,11 @@ def test_only_and_skip_respect_needs(tmp_path, monkeypatch_module):
     assert result.exit_code == 1 and "needs base-train" in result.output
     result = lab4("reproduce", "--out", tmp_path / "c", "--only", "base-train,base-fgsm")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir()) == ["base-fgsm", "base-train", "figures"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir()) == [
+        "base-fgsm",
+        "base-train",
+        "figures",
+    ]
     found = marks(tmp_path / "c" / "report.md")
     assert found["fgsm"] in "✓✗" and found["energy"] == found["adv"] == found["oe"] == "–"
 
@@ -174,7 +178,9 @@ def test_full_profile_downloads_keeps_the_training_eps_and_exposes_no_test_class
     assert [s.name for s in steps] == STEPS
     assert all("--download" in s.argv and s.minutes for s in steps)
     p = rep.PROFILES["full"]
-    assert rep.accuracy_at([{"eps": float(e), "accuracy": 1.0} for e in p.eps.split(",")], float(p.adversarial[1]))
+    assert rep.accuracy_at(
+        [{"eps": float(e), "accuracy": 1.0} for e in p.eps.split(",")], float(p.adversarial[1])
+    )
     classes = [f"c{i}" for i in range(100)]
     people = [2, 11, 35, 46, 98]
     exposed = resolve_classes(p.oe.split(":", 1)[1], classes, {"people": people}, p.oe)

@@ -8,6 +8,7 @@ metrics. No torch at import: `lab4 --help` stays light.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,15 @@ PROFILES = {
         eps="0,0.005,0.01,0.02,0.03,0.05",
         ae_epochs=10,
         data=("--download",),
-        minutes={"base-train": 6, "adv-train": 45, "oe-train": 10, "ae": 3, "detect": 4, "fgsm": 0.5, "pgd": 2},
+        minutes={
+            "base-train": 6,
+            "adv-train": 45,
+            "oe-train": 10,
+            "ae": 3,
+            "detect": 4,
+            "fgsm": 0.5,
+            "pgd": 2,
+        },
     ),
 }
 TINY_LIMIT = ("--limit", "40")  # DLA_REPRODUCE_TINY: images per set for detect and attack
@@ -75,7 +84,11 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
     detectors = ",".join(methods.detector_summaries())
     oods = tuple(a for spec in p.ood for a in ("--ood", spec))
     attack, eps = p.adversarial
-    variants = {"base": (), "adv": ("--adversarial", attack, "--eps", eps), "oe": ("--outlier-exposure", p.oe)}
+    variants = {
+        "base": (),
+        "adv": ("--adversarial", attack, "--eps", eps),
+        "oe": ("--outlier-exposure", p.oe),
+    }
     minutes = p.minutes or {}
     result = []
     for m, options in variants.items():
@@ -94,8 +107,10 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
             ),
             Step(
                 f"{m}-detect",
-                ("detect", "--model", model, *oods, "--method", detectors, "--autoencoder", str(out / ae))
-                + (*grid, *limit, *p.data),
+                (
+                    *("detect", "--model", model, *oods, "--method", detectors),
+                    *("--autoencoder", str(out / ae), *grid, *limit, *p.data),
+                ),
                 resumable=False,
                 needs=(train, ae),
                 minutes=minutes.get("detect"),
@@ -171,7 +186,7 @@ def falls_with_eps(rows: Sequence[Mapping[str, float]] | None, attack: str = "FG
     ordered = sorted(rows, key=lambda r: r["eps"])
     acc = [r["accuracy"] for r in ordered]
     evidence = ", ".join(f"ε={fmt(float(r['eps']))}: {fmt(r['accuracy'])}" for r in ordered)
-    return Finding(claim, len(acc) > 1 and all(b <= a for a, b in zip(acc, acc[1:], strict=False)), evidence)
+    return Finding(claim, len(acc) > 1 and all(b <= a for a, b in itertools.pairwise(acc)), evidence)
 
 
 def adversarial_training_helps(
@@ -186,7 +201,9 @@ def adversarial_training_helps(
     before, after = accuracy_at(base, eps), accuracy_at(robust, eps)
     if before is None or after is None:
         return Finding(claim, None, f"{NOT_RUN} ({attack} at ε={fmt(eps)})")
-    return Finding(claim, after > before, f"{attack} at ε={fmt(eps)}: {fmt(before)} plain → {fmt(after)} robust")
+    return Finding(
+        claim, after > before, f"{attack} at ε={fmt(eps)}: {fmt(before)} plain → {fmt(after)} robust"
+    )
 
 
 def outlier_exposure_helps(base: Mapping[str, Any] | None, exposed: Mapping[str, Any] | None) -> Finding:
@@ -264,10 +281,16 @@ def detection_section(out: Path, steps: Sequence[Step]) -> Section:
         aurocs = {m: {o: r["auroc"] for o, r in per.items()} for m, per in base.items()}
         images.append(
             plots.ranking_bars(
-                aurocs, out / "figures" / "detectors_auroc.png", "AUROC (0.5 = chance)", "detectors on the plain model", 0.5
+                aurocs,
+                out / "figures" / "detectors_auroc.png",
+                "AUROC (0.5 = chance)",
+                "detectors on the plain model",
+                0.5,
             )
         )
-    images += _images(out, "base-detect/scores_msp.png", "base-detect/scores_energy.png", "base-detect/roc_energy.png")
+    images += _images(
+        out, "base-detect/scores_msp.png", "base-detect/scores_energy.png", "base-detect/roc_energy.png"
+    )
     text = (
         "Every registered detector scores the ID test split and each OOD test set (higher = more ID; ID is the "
         "positive class; FPR95 = OOD accepted at 95% ID recall). The plots are the plain model's."
@@ -280,7 +303,9 @@ def attack_section(out: Path, steps: Sequence[Step]) -> Section:
     rows = {(a, m): metrics(out, f"{m}-{a}").get("rows") or [] for a in ATTACKS for m in MODELS}
     grid = sorted({r["eps"] for rs in rows.values() for r in rs})
     columns = ["ε", *(f"{a.upper()} {MODELS[m]}" for a, m in rows)]
-    table = Table(columns, [[e, *(accuracy_at(rs, e) for rs in rows.values())] for e in grid], "test accuracy")
+    table = Table(
+        columns, [[e, *(accuracy_at(rs, e) for rs in rows.values())] for e in grid], "test accuracy"
+    )
     images = []
     if grid:
         from dla_core import plots
@@ -294,14 +319,18 @@ def attack_section(out: Path, steps: Sequence[Step]) -> Section:
             for a in ATTACKS
         }
         images.append(
-            plots.curve_panels(panels, out / "figures" / "accuracy_vs_eps.png", "ε (pixels in [0, 1])", "accuracy")
+            plots.curve_panels(
+                panels, out / "figures" / "accuracy_vs_eps.png", "ε (pixels in [0, 1])", "accuracy"
+            )
         )
     images += _images(out, "base-pgd/adversarial_examples.png")
     adv = config(out, "adv-train")
     attack = adv.get("adversarial") or "fgsm"
     findings = [
         falls_with_eps(rows[("fgsm", "base")]),
-        adversarial_training_helps(rows.get((attack, "base")), rows.get((attack, "adv")), adv.get("eps"), attack.upper()),
+        adversarial_training_helps(
+            rows.get((attack, "base")), rows.get((attack, "adv")), adv.get("eps"), attack.upper()
+        ),
     ]
     text = "Untargeted L∞ attacks on the test split, in [0, 1] pixel units; PGD starts at random and takes small steps."
     return Section("Adversarial attacks", text, _commands(out, steps, ATTACKS), [table], images, findings)
@@ -310,9 +339,20 @@ def attack_section(out: Path, steps: Sequence[Step]) -> Section:
 def outlier_exposure_section(out: Path, steps: Sequence[Step]) -> Section:
     base, exposed = metrics(out, "base-detect").get("results"), metrics(out, "oe-detect").get("results")
     oods = list(dict.fromkeys(o for r in (base or {}).values() for o in r))
-    columns = ["OOD set", *(f"{d} {k} {w}" for d in ("MSP", "energy") for k in ("AUROC", "FPR95") for w in ("plain", "OE"))]
+    columns = [
+        "OOD set",
+        *(f"{d} {k} {w}" for d in ("MSP", "energy") for k in ("AUROC", "FPR95") for w in ("plain", "OE")),
+    ]
     rows = [
-        [o, *((r or {}).get(d, {}).get(o, {}).get(k) for d in ("msp", "energy") for k in ("auroc", "fpr95") for r in (base, exposed))]
+        [
+            o,
+            *(
+                (r or {}).get(d, {}).get(o, {}).get(k)
+                for d in ("msp", "energy")
+                for k in ("auroc", "fpr95")
+                for r in (base, exposed)
+            ),
+        ]
         for o in oods
     ]
     oe = config(out, "oe-train").get("outlier_exposure")
