@@ -187,6 +187,16 @@ def test_full_profile_downloads_keeps_the_training_eps_and_exposes_no_test_class
     assert sorted(exposed) == [i for i in range(100) if i not in people]
 
 
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_every_profile_runs_every_detector_and_both_attacks_on_every_model(profile, tmp_path):
+    steps = {s.name: s for s in rep.steps(profile, tmp_path, tiny=True)}
+    for m in ("base", "adv", "oe"):
+        argv = steps[f"{m}-detect"].argv
+        assert argv[argv.index("--method") + 1].split(",") == list(methods.DETECTORS)
+        assert argv[argv.index("--autoencoder") + 1] == str(tmp_path / f"{m}-ae")
+        assert [steps[f"{m}-{a}"].argv[4] for a in rep.ATTACKS] == ["fgsm", "pgd"]
+
+
 def test_findings_are_unchecked_without_numbers():
     assert rep.beats_chance(None, "digits:5-9").ok is None
     assert rep.energy_beats_msp({"msp": {}}).ok is None
