@@ -9,14 +9,15 @@ metrics. No torch at import: `lab4 --help` stays light.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dla_core.errors import DlaError
 from dla_core.report import Finding, Section, Table, fmt
 from dla_core.reproduce import Recipe, Step
-from dla_core.runs import read_json
 from lab4_ood import methods
 
 MODELS = {"base": "plain", "adv": "adversarial training", "oe": "outlier exposure"}
@@ -135,7 +136,13 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    return read_json(path) if path.is_file() else {}
+    """A run folder's JSON file ({} when absent), read without dla_core.runs: that imports torch."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DlaError(f"{path} is not valid JSON ({e})") from None
 
 
 def metrics(out: Path, step: str) -> dict[str, Any]:
