@@ -81,7 +81,12 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
     p = PROFILES[profile]
     epochs, ae_epochs = (1, 1) if tiny else (p.epochs, p.ae_epochs)
     limit = TINY_LIMIT if tiny else ()
-    grid = ("--grid", "--grid-T", "1,1000", "--grid-eps", "0,0.002") if tiny else ("--grid",)
+    # tiny: a small ODIN grid, and knn's k below the 160 training images a --limit 40 run fits on
+    grid = (
+        ("--grid", "--grid-T", "1,1000", "--grid-eps", "0,0.002", "--grid-knn-k", "1,10")
+        if tiny
+        else ("--grid",)
+    )
     detectors = ",".join(methods.detector_summaries())
     oods = tuple(a for spec in p.ood for a in ("--ood", spec))
     attack, eps = p.adversarial
