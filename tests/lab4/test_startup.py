@@ -41,6 +41,7 @@ def test_help_without_torch_lists_what_the_registries_hold(tmp_path):
          "Error: --adversarial needs --eps > 0"),
         (["train", "--dataset", "digits", "--adversarial", "pgd-l2", "--eps", "inf", "--out", "x"], 1,
          "Error: --eps: an L2 radius must be a finite number ≥ 0"),
+        (["reproduce", "--only", "bogus", "--out", "x"], 1, "Error: --only: unknown step bogus (steps: base-train, "),
     ],
 )  # fmt: skip
 def test_option_errors_import_nothing_heavy(args, code, message, tmp_path):

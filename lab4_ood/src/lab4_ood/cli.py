@@ -701,4 +701,6 @@ def train(**opts):
     )
 
 
+cli.add_reproduce_commands(group, "lab4_ood.reproduce:RECIPE")
+
 main = cli.entry_point(group)

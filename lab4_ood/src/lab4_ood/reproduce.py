@@ -1,0 +1,409 @@
+"""`lab4 reproduce`: the whole lab as run folders, then its report.
+
+Three classifiers — plain, adversarially trained, with outlier exposure — each with a feature autoencoder, every
+detector against the OOD sets (one `lab4 detect` per model), and FGSM and PGD accuracy per ε (one `lab4 attack`
+per model and attack). The report is built only from those run folders; each finding is a small function of their
+metrics. No torch at import: `lab4 --help` stays light.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dla_core.errors import DlaError
+from dla_core.report import Finding, Section, Table, fmt
+from dla_core.reproduce import Recipe, Step
+from lab4_ood import methods
+
+MODELS = {"base": "plain", "adv": "adversarial training", "oe": "outlier exposure"}
+ATTACKS = ("fgsm", "pgd")
+NOT_RUN = "not run"
+
+
+@dataclass(frozen=True)
+class Profile:
+    id: str
+    ood: tuple[str, ...]  # the first is the near OOD set, the one "every detector beats chance" is checked on
+    oe: str  # outlier-exposure set (its training split)
+    model: tuple[str, ...]  # lab4 train's model and optimiser options, without --epochs
+    epochs: int
+    adversarial: tuple[str, str]  # adversarial training's attack and ε
+    eps: str  # the attacks' ε grid; holds the training ε
+    ae_epochs: int
+    data: tuple[str, ...] = ()
+    minutes: Mapping[str, float] | None = None  # per kind of step, on one GPU (an estimate)
+
+
+PROFILES = {
+    "quick": Profile(
+        id="digits:0-4",
+        ood=("digits:5-9", "fake"),
+        oe="digits:5-9",
+        model=("--model", "cnn", "--width", "16", "--depth", "1", "--lr", "3e-3"),
+        epochs=10,
+        adversarial=("fgsm", "0.1"),
+        eps="0,0.02,0.05,0.1,0.2,0.3",
+        ae_epochs=10,
+    ),
+    # CIFAR-10 vs CIFAR-100 people, MNIST and noise; outlier exposure on the other 95 CIFAR-100 classes
+    # (people are 2 baby, 11 boy, 35 girl, 46 man, 98 woman), so it never sees the test OOD set's classes
+    "full": Profile(
+        id="cifar10",
+        ood=("cifar100:people", "mnist", "fake"),
+        oe="cifar100:0-1,3-10,12-34,36-45,47-97,99",
+        model=("--model", "cnn", "--width", "64", "--depth", "2", "--stages", "3", "--lr", "1e-3"),
+        epochs=30,
+        adversarial=("pgd", "0.03"),
+        eps="0,0.005,0.01,0.02,0.03,0.05",
+        ae_epochs=10,
+        data=("--download",),
+        minutes={
+            "base-train": 6,
+            "adv-train": 45,
+            "oe-train": 10,
+            "ae": 3,
+            "detect": 4,
+            "fgsm": 0.5,
+            "pgd": 2,
+        },
+    ),
+}
+TINY_LIMIT = ("--limit", "40")  # DLA_REPRODUCE_TINY: images per set for detect and attack
+
+
+def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
+    """Per model: train, train-ae, detect (every detector, every OOD set), attack fgsm, attack pgd."""
+    p = PROFILES[profile]
+    epochs, ae_epochs = (1, 1) if tiny else (p.epochs, p.ae_epochs)
+    limit = TINY_LIMIT if tiny else ()
+    # tiny: a small ODIN grid, and knn's k below the 160 training images a --limit 40 run fits on
+    grid = (
+        ("--grid", "--grid-T", "1,1000", "--grid-eps", "0,0.002", "--grid-knn-k", "1,10")
+        if tiny
+        else ("--grid",)
+    )
+    detectors = ",".join(methods.detector_summaries())
+    oods = tuple(a for spec in p.ood for a in ("--ood", spec))
+    attack, eps = p.adversarial
+    variants = {
+        "base": (),
+        "adv": ("--adversarial", attack, "--eps", eps),
+        "oe": ("--outlier-exposure", p.oe),
+    }
+    minutes = p.minutes or {}
+    result = []
+    for m, options in variants.items():
+        train, ae, model = f"{m}-train", f"{m}-ae", str(out / f"{m}-train")
+        result += [
+            Step(
+                train,
+                ("train", "--dataset", p.id, *p.model, "--epochs", str(epochs), *options, *p.data),
+                minutes=minutes.get(train),
+            ),
+            Step(
+                ae,
+                ("train-ae", "--encoder", model, "--epochs", str(ae_epochs), *p.data),
+                needs=(train,),
+                minutes=minutes.get("ae"),
+            ),
+            Step(
+                f"{m}-detect",
+                (
+                    *("detect", "--model", model, *oods, "--method", detectors),
+                    *("--autoencoder", str(out / ae), *grid, *limit, *p.data),
+                ),
+                resumable=False,
+                needs=(train, ae),
+                minutes=minutes.get("detect"),
+            ),
+        ]
+        result += [
+            Step(
+                f"{m}-{a}",
+                ("attack", "--model", model, "--method", a, "--eps", p.eps, *limit)
+                + (("--steps", "2") if tiny and a == "pgd" else ())
+                + p.data,
+                resumable=False,
+                needs=(train,),
+                minutes=minutes.get(a),
+            )
+            for a in ATTACKS
+        ]
+    return result
+
+
+#### Reading the run folders ####
+
+
+def _json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file ({} when absent), read without dla_core.runs: that imports torch."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DlaError(f"{path} is not valid JSON ({e})") from None
+
+
+def metrics(out: Path, step: str) -> dict[str, Any]:
+    """A child's metrics.json ({} when the step has not run)."""
+    return _json(out / step / "metrics.json")
+
+
+def config(out: Path, step: str) -> dict[str, Any]:
+    """A child's options (config.json's config; {} when the step has not run)."""
+    return _json(out / step / "config.json").get("config", {})
+
+
+def accuracy_at(rows: Sequence[Mapping[str, float]] | None, eps: float) -> float | None:
+    """An attack run's accuracy at ε (None when it was not measured there)."""
+    return next((r["accuracy"] for r in rows or () if abs(r["eps"] - eps) < 1e-9), None)
+
+
+#### Findings: each a function of the numbers, None when a run is missing ####
+
+
+def beats_chance(results: Mapping[str, Any] | None, ood: str | None) -> Finding:
+    claim = f"every detector beats chance (AUROC > 0.5) on {ood or 'the near OOD set'}"
+    aurocs = {m: r[ood]["auroc"] for m, r in (results or {}).items() if ood in r}
+    if not aurocs:
+        return Finding(claim, None, NOT_RUN)
+    worst = min(aurocs, key=aurocs.get)
+    losers = [m for m, a in aurocs.items() if a <= 0.5]
+    evidence = f"{len(aurocs)} detectors, lowest {worst} {fmt(aurocs[worst])}"
+    if losers:
+        evidence += f"; at or below 0.5: {', '.join(losers)}"
+    return Finding(claim, not losers, evidence)
+
+
+def energy_beats_msp(results: Mapping[str, Any] | None) -> Finding:
+    claim = "energy ≥ MSP (AUROC) on every OOD set"
+    msp, energy = (results or {}).get("msp"), (results or {}).get("energy")
+    if not msp or not energy:
+        return Finding(claim, None, NOT_RUN)
+    pairs = {ood: (energy[ood]["auroc"], msp[ood]["auroc"]) for ood in msp if ood in energy}
+    evidence = "; ".join(f"{ood}: energy {fmt(e)} vs MSP {fmt(m)}" for ood, (e, m) in pairs.items())
+    return Finding(claim, all(e >= m for e, m in pairs.values()), evidence)
+
+
+def falls_with_eps(rows: Sequence[Mapping[str, float]] | None, attack: str = "FGSM") -> Finding:
+    claim = f"{attack} accuracy falls as ε grows (never rises from one ε to the next)"
+    if not rows:
+        return Finding(claim, None, NOT_RUN)
+    ordered = sorted(rows, key=lambda r: r["eps"])
+    acc = [r["accuracy"] for r in ordered]
+    evidence = ", ".join(f"ε={fmt(float(r['eps']))}: {fmt(r['accuracy'])}" for r in ordered)
+    return Finding(claim, len(acc) > 1 and all(b <= a for a, b in itertools.pairwise(acc)), evidence)
+
+
+def adversarial_training_helps(
+    base: Sequence[Mapping[str, float]] | None,
+    robust: Sequence[Mapping[str, float]] | None,
+    eps: float | None,
+    attack: str,
+) -> Finding:
+    claim = "adversarial training raises accuracy at the training ε"
+    if eps is None:
+        return Finding(claim, None, NOT_RUN)
+    before, after = accuracy_at(base, eps), accuracy_at(robust, eps)
+    if before is None or after is None:
+        return Finding(claim, None, f"{NOT_RUN} ({attack} at ε={fmt(eps)})")
+    return Finding(
+        claim, after > before, f"{attack} at ε={fmt(eps)}: {fmt(before)} plain → {fmt(after)} robust"
+    )
+
+
+def outlier_exposure_helps(base: Mapping[str, Any] | None, exposed: Mapping[str, Any] | None) -> Finding:
+    claim = "outlier exposure raises MSP AUROC on every OOD set"
+    before, after = (base or {}).get("msp"), (exposed or {}).get("msp")
+    if not before or not after:
+        return Finding(claim, None, NOT_RUN)
+    pairs = {ood: (before[ood]["auroc"], after[ood]["auroc"]) for ood in before if ood in after}
+    evidence = "; ".join(f"{ood}: {fmt(b)} → {fmt(a)}" for ood, (b, a) in pairs.items())
+    return Finding(claim, bool(pairs) and all(a > b for b, a in pairs.values()), evidence)
+
+
+#### The report ####
+
+
+def _commands(out: Path, steps: Sequence[Step], kinds: Sequence[str]) -> list[str]:
+    return [s.command_line("lab4", out) for s in steps if s.name.split("-", 1)[1] in kinds]
+
+
+def _images(out: Path, *names: str) -> list[Path]:
+    return [out / n for n in names if (out / n).is_file()]
+
+
+def classifiers_section(out: Path, steps: Sequence[Step]) -> Section:
+    adv = config(out, "adv-train")
+    eps = adv.get("eps")
+    rows = []
+    for m, label in MODELS.items():
+        trained, ae = metrics(out, f"{m}-train"), metrics(out, f"{m}-ae")
+        rows.append(
+            [
+                label,
+                trained.get("test_accuracy"),
+                accuracy_at(metrics(out, f"{m}-fgsm").get("rows"), eps) if eps is not None else None,
+                ae.get("test_mse"),
+                trained.get("parameters"),
+                trained.get("epochs"),
+            ]
+        )
+    eps_label = f"FGSM ε={fmt(eps)}" if eps is not None else "FGSM at the training ε"
+    table = Table(["model", "test accuracy", eps_label, "autoencoder test MSE", "parameters", "epochs"], rows)
+    oe = config(out, "oe-train").get("outlier_exposure")
+    text = (
+        f"Three classifiers on {config(out, 'base-train').get('dataset', 'the ID set')}: plain; adversarially "
+        f"trained ({adv.get('adversarial', '?')}, ε={fmt(eps)}, loss α·CE(x) + (1−α)·CE(x_adv)); and with outlier "
+        f"exposure on the training split of `{oe}`. Each gets a decoder on its frozen features (`train-ae`), for "
+        "the `recon` detector."
+    )
+    images = _images(out, "base-train/learning_curves.png", "base-ae/reconstructions.png")
+    return Section("Classifiers", text, _commands(out, steps, ["train", "ae"]), [table], images)
+
+
+def detection_table(label: str, summary: Mapping[str, Any]) -> Table:
+    results = summary.get("results", {})
+    oods = list(dict.fromkeys(o for r in results.values() for o in r))
+    columns = ["detector", *(f"{k} {o}" for o in oods for k in ("AUROC", "FPR95"))]
+    rows = [[m, *(r.get(o, {}).get(k) for o in oods for k in ("auroc", "fpr95"))] for m, r in results.items()]
+    odin = summary.get("odin", {})
+    caption = (
+        f"{label}: ID accuracy {fmt(summary.get('id_accuracy'))}; ODIN at T={fmt(odin.get('temperature'))}, "
+        f"ε={fmt(odin.get('eps'))} (picked on held-out data)"
+    )
+    return Table(columns, rows, caption)
+
+
+def detection_section(out: Path, steps: Sequence[Step]) -> Section:
+    summaries = {m: metrics(out, f"{m}-detect") for m in MODELS}
+    tables = [detection_table(MODELS[m], s) for m, s in summaries.items() if s.get("results")]
+    base = summaries["base"].get("results")
+    oods = config(out, "base-detect").get("ood") or []
+    images = []
+    if base:
+        from dla_core import plots
+
+        aurocs = {m: {o: r["auroc"] for o, r in per.items()} for m, per in base.items()}
+        images.append(
+            plots.ranking_bars(
+                aurocs,
+                out / "figures" / "detectors_auroc.png",
+                "AUROC (0.5 = chance)",
+                "detectors on the plain model",
+                0.5,
+            )
+        )
+    images += _images(
+        out, "base-detect/scores_msp.png", "base-detect/scores_energy.png", "base-detect/roc_energy.png"
+    )
+    text = (
+        "Every registered detector scores the ID test split and each OOD test set (higher = more ID; ID is the "
+        "positive class; FPR95 = OOD accepted at 95% ID recall). The plots are the plain model's."
+    )
+    findings = [beats_chance(base, oods[0] if oods else None), energy_beats_msp(base)]
+    return Section("OOD detection", text, _commands(out, steps, ["detect"]), tables, images, findings)
+
+
+def attack_section(out: Path, steps: Sequence[Step]) -> Section:
+    rows = {(a, m): metrics(out, f"{m}-{a}").get("rows") or [] for a in ATTACKS for m in MODELS}
+    grid = sorted({r["eps"] for rs in rows.values() for r in rs})
+    columns = ["ε", *(f"{a.upper()} {MODELS[m]}" for a, m in rows)]
+    table = Table(
+        columns, [[e, *(accuracy_at(rs, e) for rs in rows.values())] for e in grid], "test accuracy"
+    )
+    images = []
+    if grid:
+        from dla_core import plots
+
+        panels = {
+            a.upper(): {
+                MODELS[m]: ([r["eps"] for r in rs], [r["accuracy"] for r in rs])
+                for (b, m), rs in rows.items()
+                if b == a and rs
+            }
+            for a in ATTACKS
+        }
+        images.append(
+            plots.curve_panels(
+                panels, out / "figures" / "accuracy_vs_eps.png", "ε (pixels in [0, 1])", "accuracy"
+            )
+        )
+    images += _images(out, "base-pgd/adversarial_examples.png")
+    adv = config(out, "adv-train")
+    attack = adv.get("adversarial") or "fgsm"
+    findings = [
+        falls_with_eps(rows[("fgsm", "base")]),
+        adversarial_training_helps(
+            rows.get((attack, "base")), rows.get((attack, "adv")), adv.get("eps"), attack.upper()
+        ),
+    ]
+    text = "Untargeted L∞ attacks on the test split, in [0, 1] pixel units; PGD starts at random and takes small steps."
+    return Section("Adversarial attacks", text, _commands(out, steps, ATTACKS), [table], images, findings)
+
+
+def outlier_exposure_section(out: Path, steps: Sequence[Step]) -> Section:
+    base, exposed = metrics(out, "base-detect").get("results"), metrics(out, "oe-detect").get("results")
+    oods = list(dict.fromkeys(o for r in (base or {}).values() for o in r))
+    columns = [
+        "OOD set",
+        *(f"{d} {k} {w}" for d in ("MSP", "energy") for k in ("AUROC", "FPR95") for w in ("plain", "OE")),
+    ]
+    rows = [
+        [
+            o,
+            *(
+                (r or {}).get(d, {}).get(o, {}).get(k)
+                for d in ("msp", "energy")
+                for k in ("auroc", "fpr95")
+                for r in (base, exposed)
+            ),
+        ]
+        for o in oods
+    ]
+    oe = config(out, "oe-train").get("outlier_exposure")
+    text = (
+        f"The outlier-exposure model trained with λ·CE(f(x_ood), uniform) on the training split of `{oe}`; the OOD "
+        "test sets are test splits, so a test set of the same name shares its distribution (not its images) with "
+        "what exposure saw — the optimistic case; the other sets were never seen."
+    )
+    return Section(
+        "Outlier exposure",
+        text,
+        [],
+        [Table(columns, rows)],
+        _images(out, "oe-detect/scores_msp.png"),
+        [outlier_exposure_helps(base, exposed)],
+    )
+
+
+def sections(out: Path, steps: list[Step]) -> list[Section]:
+    out = Path(out)
+    return [
+        classifiers_section(out, steps),
+        detection_section(out, steps),
+        attack_section(out, steps),
+        outlier_exposure_section(out, steps),
+    ]
+
+
+RECIPE = Recipe(
+    lab="lab4",
+    title="lab4 — OOD detection and adversarial robustness",
+    intro=(
+        "Can a classifier tell when an input is not from its training distribution, and how easily is it fooled? "
+        "A small CNN is trained on the in-distribution (ID) classes, then every detector of `lab4 detect` scores "
+        "ID and OOD test images, and FGSM and PGD attack it at growing ε. The same tables follow for an "
+        "adversarially trained model and for one trained with outlier exposure. Quick profile: scikit-learn's "
+        "8×8 digits 0-4 as ID, digits 5-9 and noise (`fake`) as OOD, offline on a CPU. Full profile: CIFAR-10 "
+        "as ID, CIFAR-100 people, MNIST and FakeData as OOD."
+    ),
+    steps=steps,
+    sections=sections,
+)
