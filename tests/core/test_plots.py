@@ -11,7 +11,7 @@ from dla_core import plots
 def drawn(monkeypatch):
     """The figures the plot functions make, kept open instead of saved."""
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(plots, "_save", lambda fig, path, rect=None: figures.append(fig) or path)
     yield figures
     for fig in figures:
         plots.plt.close(fig)
@@ -23,14 +23,18 @@ def outside_right(fig, legend_ax, of_ax) -> bool:
     return legend.x0 >= of_ax.get_window_extent().x1
 
 
-def test_ranking_bars_put_the_best_on_top_and_the_legend_outside(drawn, tmp_path):
+def test_ranking_puts_the_best_on_top_and_the_legend_below_the_panels(drawn, tmp_path):
     values = {"weak": {"near": 0.55, "far": 0.6}, "best": {"near": 0.95, "far": 0.99}, "mid": {"near": 0.8}}
-    plots.ranking_bars(values, tmp_path / "r.png", "AUROC", "detectors", reference=0.5)
+    panel = {item: {group: {"auroc": v} for group, v in per.items()} for item, per in values.items()}
+    plots.ranking({"model": panel}, tmp_path / "r.png", key="auroc", xlabel="AUROC", reference=0.5)
     (fig,) = drawn
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_yticklabels()] == ["weak", "mid", "best"]  # bottom to top
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["near", "far"]
-    assert outside_right(fig, ax, ax)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["near", "far"]
+    fig.canvas.draw()
+    assert legend.get_window_extent().y1 <= ax.get_window_extent().y0  # below the axes, hiding no bar
+    assert [line.get_xdata()[0] for line in ax.get_lines()] == [0.5]  # the chance line
 
 
 def test_curve_panels_one_panel_per_attack_one_legend_outside_with_every_line(drawn, tmp_path):
@@ -48,6 +52,8 @@ def test_curve_panels_one_panel_per_attack_one_legend_outside_with_every_line(dr
 
 
 def test_the_report_plots_write_pngs(tmp_path):
-    bars = plots.ranking_bars({"a": {"x": 0.7}}, tmp_path / "bars.png", "AUROC")
+    bars = plots.ranking(
+        {"m": {"a": {"x": {"auroc": 0.7}}}}, tmp_path / "bars.png", key="auroc", xlabel="AUROC"
+    )
     curves = plots.curve_panels({"p": {"l": ([0, 1], [1, 0])}}, tmp_path / "curves.png", "ε", "accuracy")
     assert bars.read_bytes()[:4] == curves.read_bytes()[:4] == b"\x89PNG"

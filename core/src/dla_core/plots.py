@@ -12,10 +12,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: plt.Figure, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay the figure out (inside ``rect`` of the figure when a legend or title needs the rest), write it
+    atomically, close it."""
     from dla_core.runs import atomic_write
 
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
     return Path(path)
@@ -136,10 +138,11 @@ def ranking(
     key: str,
     xlabel: str,
     title: str = "",
+    reference: float | None = None,
 ) -> Path:
     """Horizontal bars, one panel per entry of ``panels`` (e.g. a model): ``panels[panel][item][series][key]``
     (item: a detector, series: a group of OOD sets), items sorted by the mean over their series, best on top,
-    one colour per series with one legend below the panels."""
+    one colour per series with one legend below the panels; ``reference`` draws a dotted line (chance)."""
     series = list(dict.fromkeys(s for items in panels.values() for per in items.values() for s in per))
     most = max((len(items) for items in panels.values()), default=1)
     fig, axes = plt.subplots(
@@ -160,43 +163,14 @@ def ranking(
         ax.set_xlim(max(0.0, low - 0.05), 1.0 if max(values, default=1) <= 1 else None)
         ax.set(xlabel=xlabel, title=label)
         ax.grid(axis="x", alpha=0.3)
+        if reference is not None:
+            ax.axvline(reference, linestyle=":", color="grey")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    from dla_core.runs import atomic_write
-
-    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
-    plt.close(fig)
-    return Path(path)
-
-
-def ranking_bars(
-    values: Mapping[str, Mapping[str, float]],
-    path: Path,
-    xlabel: str,
-    title: str = "",
-    reference: float | None = None,
-) -> Path:
-    """Horizontal grouped bars: ``values[item][group]`` (e.g. AUROC of each detector on each OOD set), items sorted
-    by their mean (best at the top), the legend outside the axes; ``reference`` draws a dotted line (chance)."""
-    items = sorted(values, key=lambda k: np.mean(list(values[k].values()) or [np.nan]))
-    groups = list(dict.fromkeys(g for item in items for g in values[item]))
-    height = 0.8 / max(len(groups), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(items) * max(len(groups), 1) ** 0.5 + 1.4))
-    y = np.arange(len(items))
-    for i, group in enumerate(groups):
-        widths = [values[item].get(group, np.nan) for item in items]
-        ax.barh(y + ((len(groups) - 1) / 2 - i) * height, widths, height, label=group)  # first group on top
-    if reference is not None:
-        ax.axvline(reference, linestyle=":", color="grey")
-    ax.set_yticks(y, items, fontsize=8)
-    ax.set(xlabel=xlabel, title=title)
-    ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    return _save(fig, path)
+    return _save(fig, path, rect=(0, 0.08, 1, 1))
 
 
 def curve_panels(

@@ -290,14 +290,14 @@ def detection_section(out: Path, steps: Sequence[Step]) -> Section:
     if base:
         from dla_core import plots
 
-        aurocs = {m: {o: r["auroc"] for o, r in per.items()} for m, per in base.items()}
+        aurocs = {m: {o: {"auroc": r["auroc"]} for o, r in per.items()} for m, per in base.items()}
         images.append(
-            plots.ranking_bars(
-                aurocs,
+            plots.ranking(
+                {"detectors on the plain model": aurocs},
                 out / "figures" / "detectors_auroc.png",
-                "AUROC (0.5 = chance)",
-                "detectors on the plain model",
-                0.5,
+                key="auroc",
+                xlabel="AUROC (0.5 = chance)",
+                reference=0.5,
             )
         )
     images += _images(
