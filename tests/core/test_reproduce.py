@@ -248,4 +248,12 @@ def test_a_relative_out_keeps_the_images(tmp_path, monkeypatch):
     assert invoke("reproduce", "--out", "runs/rep").exit_code == 0
     md = (tmp_path / "runs" / "rep" / "report.md").read_text()
     assert "![curve](train/curve.png)" in md
+    # the command lines are those that ran, relative --out and all, also when re-rendered from elsewhere
+    assert "toy train --score 0.9 --out runs/rep/train\n" in md
+    monkeypatch.chdir(tmp_path / "runs")
+    assert invoke("report", "rep").exit_code == 0
+    assert (
+        "toy train --score 0.9 --out runs/rep/train\n"
+        in (tmp_path / "runs" / "rep" / "report.md").read_text()
+    )
     assert "data:image/png;base64," in (tmp_path / "runs" / "rep" / "report.html").read_text()

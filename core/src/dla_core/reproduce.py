@@ -140,7 +140,17 @@ def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[P
     steps = recipe.steps(cfg["profile"], out, bool(cfg.get("tiny")), **extra)
     manifest = _manifest(out)
     # absolute: a recipe's image paths must not be read relative to the report folder (OUT/OUT/step/x.png)
-    sections = recipe.sections(Path(out).absolute(), steps, **extra)
+    where = Path(out).absolute()
+    sections = recipe.sections(where, steps, **extra)
+    # the command lines shown are the ones that ran (the manifest's), not rebuilt from today's paths
+    ran = {
+        line: manifest[s.name]["command"]
+        for s in steps
+        if manifest.get(s.name, {}).get("command")
+        for line in (s.command_line(recipe.lab, where), s.command_line(recipe.lab, Path(out)))
+    }
+    for section in sections:
+        section.commands = [ran.get(c, c) for c in section.commands]
     wall = {n: m["seconds"] for n, m in manifest.items() if m.get("seconds") is not None}
     env = run.saved.get("environment") or environment()
     intro = recipe.intro
