@@ -257,3 +257,15 @@ def test_a_relative_out_keeps_the_images(tmp_path, monkeypatch):
         in (tmp_path / "runs" / "rep" / "report.md").read_text()
     )
     assert "data:image/png;base64," in (tmp_path / "runs" / "rep" / "report.html").read_text()
+
+
+def test_read_run_file_is_empty_for_a_step_not_run_and_an_error_for_a_damaged_file(tmp_path):
+    from dla_core.errors import DlaError
+    from dla_core.reproduce import read_run_file
+
+    assert read_run_file(tmp_path / "never-ran") == {}
+    (tmp_path / "metrics.json").write_text('{"auroc": 0.7}')
+    assert read_run_file(tmp_path) == {"auroc": 0.7}
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(DlaError, match=r"config.json is damaged \(not valid JSON"):
+        read_run_file(tmp_path, "config.json")

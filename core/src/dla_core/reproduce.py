@@ -69,6 +69,15 @@ def load_recipe(spec: str | Recipe) -> Recipe:
     return getattr(importlib.import_module(module), name)
 
 
+def read_run_file(folder: Path, name: str = "metrics.json") -> dict[str, Any]:
+    """A child run folder's JSON file for a recipe's sections: {} when the step has not written it, a damaged one
+    an ``Error:`` naming it (``dla_core.runs.read_json``, imported here so that recipe modules stay light)."""
+    from dla_core.runs import read_json
+
+    path = Path(folder) / name
+    return read_json(path) if path.is_file() else {}
+
+
 def select(steps: Sequence[Step], only: Sequence[str], skip: Sequence[str]) -> list[Step]:
     """The steps to run, in recipe order; unknown names are an error naming the known ones."""
     names = [s.name for s in steps]

