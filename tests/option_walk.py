@@ -5,7 +5,8 @@ list, so a new command or option is walked the day it is added. Each case runs i
 console-script entry point (``dla_core.cli.entry_point``), as a user's shell would, inside ``tmp_path`` as the
 working directory; every other required option or argument gets a harmless value and ``--out`` a folder under
 ``tmp_path``. Expected of each case: exit status 2 (click's usage error), exactly one line on stderr, starting
-``Error: Invalid value for '<option>'``, no traceback, and nothing new under ``tmp_path``. The commands' bodies
+``Error: Invalid value for '<option>': nan is not a finite number; expected`` (then the option's range: the one
+type's message), no traceback, nothing on stdout, and nothing new under ``tmp_path``. The commands' bodies
 are stood in for during the walk: a value that gets past parsing is reported at once ("the command ran"), rather
 than training on nan or starting a server.
 
@@ -105,8 +106,8 @@ def _ran(**options: object) -> None:
     click.echo("the command ran", err=True)
 
 
-def _invoke(script: Callable[[], None], prog: str, argv: list[str]) -> tuple[object, str]:
-    """Run a console script in-process: (exit status, or 'traceback'; stderr)."""
+def _invoke(script: Callable[[], None], prog: str, argv: list[str]) -> tuple[object, str, str]:
+    """Run a console script in-process: (exit status, or 'traceback'; stdout; stderr)."""
     out, err = io.StringIO(), io.StringIO()
     code: object = 0
     with (
@@ -121,7 +122,7 @@ def _invoke(script: Callable[[], None], prog: str, argv: list[str]) -> tuple[obj
         except Exception:  # what a user would see as a traceback
             code = "traceback"
             err.write(traceback.format_exc())
-    return code, err.getvalue()
+    return code, out.getvalue(), err.getvalue()
 
 
 @dataclass
@@ -157,13 +158,14 @@ def walk(script: Callable[[], None], group: click.Group, prog: str, tmp: Path) -
                     argv = [*path, *_required(command, param, tmp), f"{option}={bad}"]
                     before = _files(tmp)
                     with mock.patch.object(command, "callback", _ran):
-                        code, err = _invoke(script, prog, argv)
+                        code, out, err = _invoke(script, prog, argv)
                     lines = err.strip().splitlines()
                     case = f"{prog} {' '.join(argv)}"
-                    if code != 2 or len(lines) != 1 or "Traceback" in err:
-                        result.failures.append(f"{case}: exit {code}, stderr:\n{err}")
-                    elif not lines[0].startswith(f"Error: Invalid value for '{option}': "):
-                        result.failures.append(f"{case}: {lines[0]!r} does not name {option}")
+                    if code != 2 or len(lines) != 1 or "Traceback" in err or out:
+                        result.failures.append(f"{case}: exit {code}, stdout {out!r}, stderr:\n{err}")
+                    elif not lines[0].startswith(f"Error: Invalid value for '{option}': {bad} is not a finite "
+                                                 "number; expected "):  # fmt: skip
+                        result.failures.append(f"{case}: {lines[0]!r} is not the one finite-number error")
                     created = _files(tmp) - before
                     if created:
                         result.failures.append(f"{case}: created {sorted(map(str, created))}")
