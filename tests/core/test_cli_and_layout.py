@@ -88,6 +88,16 @@ def test_entry_point_turns_user_mistakes_into_one_line_errors(tmp_path):
     assert run("--help").returncode == 0
 
 
+def test_a_usage_error_is_one_line_but_the_group_alone_still_shows_its_help():
+    r = run("go", "--epochs", "0")  # click would put its usage lines and a hint above the Error line
+    assert r.returncode == 2 and r.stderr == (
+        "Error: Invalid value for '--epochs': 0 is not in the range x>=1.\n"
+    ), r.stderr
+    alone = run()  # click ≥ 8.2 raises a usage error (status 2) to show the help; 8.1 exits 0
+    assert (alone.stdout + alone.stderr).startswith("Usage: demo [OPTIONS] COMMAND"), alone
+    assert "Error" not in alone.stderr
+
+
 def test_a_command_without_resume_does_not_suggest_it(tmp_path):
     assert run("write", "--out", str(tmp_path / "r")).returncode == 0
     again = run("write", "--out", str(tmp_path / "r"))

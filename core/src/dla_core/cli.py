@@ -353,6 +353,10 @@ def _os_error_message(e: OSError) -> str:
     return f"{e.strerror or e}{where}"
 
 
+# click ≥ 8.2 raises this usage error to show a group's help when it is called with no command (8.1 exits 0)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def entry_point(group: click.Group) -> Callable[[], None]:
     """Wrap a click group as a console script: user mistakes and OS errors become one line ``Error: …``, not
     tracebacks (a usage error keeps click's status 2, and its message names the option).
@@ -380,9 +384,11 @@ def entry_point(group: click.Group) -> Callable[[], None]:
                 raise SystemExit(rc)
         except click.exceptions.Abort:
             fail("Aborted.", 130)
-        except (
-            click.ClickException
-        ) as e:  # a usage error too: its one Error line, without click's usage lines
+        except _NO_ARGS_IS_HELP as e:  # `lab1` alone: the help page, as click shows it
+            if main_process:
+                e.show()
+            raise SystemExit(e.exit_code) from None
+        except click.ClickException as e:  # usage errors too: one Error line, without click's usage lines
             fail(f"Error: {e.format_message()}", e.exit_code)
         except click.exceptions.Exit as e:
             raise SystemExit(e.exit_code) from None
