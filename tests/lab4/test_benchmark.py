@@ -91,12 +91,16 @@ def test_benchmark_tables_equal_separate_detect_and_attack_runs(digits_run, batc
         (["--near", "fake", "--attacks", "fgsm", "--attack-eps", "0,2"], "must lie in [0, 1]"),
         (["--near", "fake", "--methods", "recon"], "--method recon needs --autoencoder"),
         (["--near", "fake", "--grid-knn-k", "0,5"], "--grid-knn-k: every value must be a whole number ≥ 1"),
-        (["--near", "fake", "--grid-dice-p", "50,101"], "--grid-dice-p: every value must lie in [0, 100]"),
+        (["--near", "fake", "--grid-dice-p", "50,101"], "'--grid-dice-p': 101 is out of range; expected comma-"
+         "separated finite numbers, each in [0, 100]"),
+        (["--near", "fake", "--attack-eps", "0,nan"], "'--attack-eps': nan is not a finite number"),
     ],
-)
+)  # fmt: skip
 def test_benchmark_mistakes_are_one_line_errors_before_any_work(argv, message, digits_run, tmp_path):
     r = lab4("benchmark", "--model", digits_run, *argv, "--out", tmp_path / "b", ok=False)
-    assert r.exit_code == 1 and r.output.startswith("Error: ") and message in r.output, r.output
+    usage = message.startswith("'--")  # a value its option's type refuses: click's usage error
+    assert r.exit_code == (2 if usage else 1) and message in r.output, r.output
+    assert r.output.strip().splitlines()[-1].startswith("Error: "), r.output
     assert "Traceback" not in r.output and not (tmp_path / "b").exists()
 
 

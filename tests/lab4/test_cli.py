@@ -133,11 +133,17 @@ def test_attack_runs_the_iterative_attacks_and_takes_l2_radii_above_1(runs, tmp_
         rows = metrics(tmp_path / method)["rows"]
         assert [r["eps"] for r in rows] == [float(e) for e in radii.split(",")], (method, out)
         assert rows[1]["accuracy"] < rows[0]["accuracy"], (method, rows)
-    for radii, message in (("0,1.5", "must lie in [0, 1]"), ("0,inf", "finite number ≥ 0"), ("-1", "finite")):
+    for radii, code, message in (
+        ("0,1.5", 1, "Error: --eps: every ε must lie in [0, 1]"),
+        ("0,inf", 2, "Error: Invalid value for '--eps': inf is not a finite number; expected comma-separated "
+         "finite numbers, each ≥ 0"),
+        ("-1", 2, "Error: Invalid value for '--eps': -1 is out of range; expected comma-separated"),
+    ):  # fmt: skip
         method = "bim" if radii == "0,1.5" else "pgd-l2"
         r = lab4("attack", "--model", runs / "base", "--method", method, "--eps", radii,
                  "--out", tmp_path / "bad", ok=False)  # fmt: skip
-        assert r.exit_code == 1 and r.output.startswith("Error: ") and message in r.output, r.output
+        # the Error line (CliRunner calls the group, whose usage errors add click's usage lines above it)
+        assert r.exit_code == code and r.output.strip().splitlines()[-1].startswith(message), r.output
     assert "pgd-l2" in lab4("attack", "--help").output and "torchattacks" in lab4("attack", "--help").output
 
 
@@ -315,10 +321,8 @@ def test_commands_without_resume_do_not_suggest_it(runs, tmp_path):
     [
         ("--grid-T", "0,10"),
         ("--grid-T", "-1"),
-        ("--grid-T", "nan,10"),
-        ("--grid-T", "inf"),
+        ("--grid-T", "nan,10"),  # a lone nan or ±inf: tests/lab4/test_float_options.py, as for every option
         ("--grid-eps", "0,-0.001"),
-        ("--grid-eps", "nan"),
     ],
 )
 def test_odin_grid_values_are_checked_at_the_edge(runs, tmp_path, option, value):
@@ -338,18 +342,11 @@ def test_odin_grid_values_are_checked_at_the_edge(runs, tmp_path, option, value)
         tmp_path / "det",
         ok=False,
     )
-    assert r.exit_code == 1, r.output
-    assert r.output.startswith(f"Error: {option}: every value must be a finite number"), r.output
-    assert len(r.output.strip().splitlines()) == 1, r.output
+    assert r.exit_code == 2, r.output
+    line = r.output.strip().splitlines()[-1]  # the usage lines above it are CliRunner's (not lab4's script)
+    assert line.startswith(f"Error: Invalid value for '{option}': "), r.output
+    assert "expected comma-separated finite numbers, each" in line, r.output
     assert not (tmp_path / "det").exists()  # refused before the run folder was made
-
-
-@pytest.mark.parametrize("option,value", [("--T", "nan"), ("--T", "inf"), ("--eps", "nan")])
-def test_odin_single_values_must_be_finite(runs, tmp_path, option, value):
-    r = lab4(
-        "detect", "--model", runs / "base", "--ood", "fake", option, value, "--out", tmp_path / "d", ok=False
-    )
-    assert r.exit_code == 1 and r.output.startswith("Error: --T and --eps must be finite"), r.output
 
 
 def numbers(obj):

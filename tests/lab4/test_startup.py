@@ -39,8 +39,8 @@ def test_help_without_torch_lists_what_the_registries_hold(tmp_path):
         (["train", "--dataset", "digits"], 2, "Error: Missing option '--out'."),
         (["train", "--dataset", "digits", "--adversarial", "fgsm", "--eps", "0", "--out", "x"], 1,
          "Error: --adversarial needs --eps > 0"),
-        (["train", "--dataset", "digits", "--adversarial", "pgd-l2", "--eps", "inf", "--out", "x"], 1,
-         "Error: --eps: an L2 radius must be a finite number ≥ 0"),
+        (["train", "--dataset", "digits", "--adversarial", "pgd-l2", "--eps", "inf", "--out", "x"], 2,
+         "Error: Invalid value for '--eps': inf is not a finite number; expected a number ≥ 0\n"),
         (["reproduce", "--only", "bogus", "--out", "x"], 1, "Error: --only: unknown step bogus (steps: base-train, "),
     ],
 )  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,6 +25,84 @@ from typing import Any, NoReturn
 import click
 
 from dla_core.errors import DlaError
+
+#### Numbers: every float option is finite, single values and lists alike ####
+
+
+class Finite(click.FloatRange):
+    """A finite float, optionally bounded: click's FloatRange without ``nan`` and ``±inf`` (which FloatRange lets
+    through where a side is open-ended, and ``nan`` always). Every float option of every lab has this type (or
+    FiniteList), so a bad number stops at parsing: ``Error: Invalid value for '--lr': nan is not a finite number;
+    expected a number > 0`` and click's usage status 2, before anything is created."""
+
+    def bounds(self) -> str:
+        """'> 0', '≤ 1', 'in (0, 2]', or '' when unbounded."""
+        low, high = self.min, self.max
+        if low is None and high is None:
+            return ""
+        if high is None:
+            return f"{'>' if self.min_open else '≥'} {low:g}"
+        if low is None:
+            return f"{'<' if self.max_open else '≤'} {high:g}"
+        return f"in {'(' if self.min_open else '['}{low:g}, {high:g}{')' if self.max_open else ']'}"
+
+    def expected(self) -> str:
+        return f"a number {self.bounds()}" if self.bounds() else "a finite number"
+
+    def number(self, value: Any, expected: str | None = None) -> float:
+        """``value`` as a float within the bounds; a ValueError says what is wrong and what was expected."""
+        expected = expected or self.expected()
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not a number; expected {expected}") from None
+        if not math.isfinite(x):
+            raise ValueError(f"{str(value).strip()} is not a finite number; expected {expected}")
+        low, high = self.min, self.max
+        if (low is not None and (x <= low if self.min_open else x < low)) or (
+            high is not None and (x >= high if self.max_open else x > high)
+        ):
+            raise ValueError(f"{x:g} is out of range; expected {expected}")
+        return x
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return self.number(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class FiniteList(click.ParamType):
+    """Comma-separated finite floats, each within the same bounds as ``Finite``'s ('0,0.01,0.1' → a tuple)."""
+
+    name = "float list"
+
+    def __init__(
+        self,
+        min: float | None = None,
+        max: float | None = None,
+        min_open: bool = False,
+        max_open: bool = False,
+    ) -> None:
+        self.item = Finite(min, max, min_open=min_open, max_open=max_open)
+
+    def expected(self) -> str:
+        bounds = self.item.bounds()
+        return "comma-separated finite numbers" + (f", each {bounds}" if bounds else "")
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[float, ...]:
+        items = (
+            list(value) if isinstance(value, (tuple, list)) else [v.strip() for v in str(value).split(",")]
+        )
+        if not items or any(v == "" for v in items):
+            self.fail(f"{value!r} is not a list; expected {self.expected()}", param, ctx)
+        try:
+            return tuple(self.item.number(v, self.expected()) for v in items)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
 
 #### Runtime options (where and how to run; not hyperparameters) ####
 
@@ -141,7 +220,7 @@ def batch_size(default: int) -> Callable:
 def lr(default: float) -> Callable:
     return click.option(
         "--lr",
-        type=click.FloatRange(min=0, min_open=True),
+        type=Finite(min=0, min_open=True),
         default=default,
         show_default=True,
         help="Peak learning rate.",
@@ -167,16 +246,14 @@ SCHEDULE = click.option(
 )
 WARMUP = click.option(
     "--warmup",
-    type=click.FloatRange(min=0),
+    type=Finite(min=0),
     default=0.0,
     show_default=True,
     help="Linear warmup length in epochs (fractions allowed).",
 )
-MOMENTUM = click.option(
-    "--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum."
-)
+MOMENTUM = click.option("--momentum", type=Finite(0, 1), default=0.9, show_default=True, help="SGD momentum.")
 WEIGHT_DECAY = click.option(
-    "--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Weight decay."
+    "--weight-decay", type=Finite(min=0), default=0.0, show_default=True, help="Weight decay."
 )
 GRAD_ACCUM = click.option(
     "--grad-accum",
@@ -187,7 +264,7 @@ GRAD_ACCUM = click.option(
 )
 CLIP = click.option(
     "--clip",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     default=None,
     help="Clip the global gradient norm to this value.",
 )
@@ -232,7 +309,8 @@ def train_options(
 
 
 def parse_list(value: str, convert: Callable[[str], Any], what: str) -> list:
-    """'0,0.01,0.1' → [0.0, 0.01, 0.1]; a bad item becomes one clear error naming the option."""
+    """'2,10,20' → [2, 10, 20]; a bad item becomes one clear error naming the option. Numbers with a
+    fraction are an option's type instead: FiniteList (it refuses nan and ±inf)."""
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise DlaError(f"{what}: expected a comma-separated list, got {value!r}")
@@ -275,8 +353,13 @@ def _os_error_message(e: OSError) -> str:
     return f"{e.strerror or e}{where}"
 
 
+# click ≥ 8.2 raises this usage error to show a group's help when it is called with no command (8.1 exits 0)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def entry_point(group: click.Group) -> Callable[[], None]:
-    """Wrap a click group as a console script: user mistakes and OS errors become ``Error: …``, not tracebacks.
+    """Wrap a click group as a console script: user mistakes and OS errors become one line ``Error: …``, not
+    tracebacks (a usage error keeps click's status 2, and its message names the option).
 
     Under torchrun / accelerate launch only the main process prints (the others' stdout goes nowhere and their
     copy of a shared error is not repeated); every process exits with the same status.
@@ -301,10 +384,12 @@ def entry_point(group: click.Group) -> Callable[[], None]:
                 raise SystemExit(rc)
         except click.exceptions.Abort:
             fail("Aborted.", 130)
-        except click.ClickException as e:
+        except _NO_ARGS_IS_HELP as e:  # `lab1` alone: the help page, as click shows it
             if main_process:
                 e.show()
             raise SystemExit(e.exit_code) from None
+        except click.ClickException as e:  # usage errors too: one Error line, without click's usage lines
+            fail(f"Error: {e.format_message()}", e.exit_code)
         except click.exceptions.Exit as e:
             raise SystemExit(e.exit_code) from None
         except OSError as e:  # user paths: missing, read-only file system, permissions, disk full; no network

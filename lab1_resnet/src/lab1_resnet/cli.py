@@ -54,7 +54,7 @@ PLAIN_BLOCK = click.option(
 )
 VAL_FRACTION = click.option(
     "--val-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=cli.Finite(0, 1, max_open=True),
     default=0.1,
     show_default=True,
     help="Share of the training split held out for validation.",
@@ -210,8 +210,8 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
     "blocks frozen), none (everything trains).",
 )
 @click.option("--optimizers", default="sgd,adam", show_default=True, help="Optimizers for each strategy.")
-@click.option("--lr-sgd", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
-@click.option("--lr-adam", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr-sgd", type=cli.Finite(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--lr-adam", type=cli.Finite(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--features/--no-features", default=True, show_default=True,
               help="Rows with frozen features + linear SVM and + k-NN (scikit-learn).")  # fmt: skip
 @click.option(
@@ -276,9 +276,9 @@ def transfer(strategies: str, optimizers: str, **opts) -> None:
 @STAGES
 @click.option("--residual/--plain", default=True, show_default=True, help="Student skip connections.")
 @PLAIN_BLOCK
-@click.option("--T", "temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
+@click.option("--T", "temperature", type=cli.Finite(min=0, min_open=True), default=4.0,
               show_default=True, help="Softmax temperature of the soft targets.")  # fmt: skip
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--alpha", type=cli.Finite(0, 1), default=0.5, show_default=True,
               help="Weight of the hard-label cross-entropy (1 − alpha on the soft KL term).")  # fmt: skip
 @click.option("--precompute", is_flag=True,
               help="Compute the teacher's probabilities once on un-augmented training images.")  # fmt: skip

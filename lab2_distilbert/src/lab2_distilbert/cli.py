@@ -45,7 +45,7 @@ DATA = cli.stack(
     click.option("--label-column", default="label", show_default=True, help="Column holding the label."),
     click.option(
         "--val-split",
-        type=click.FloatRange(0, 0.5, min_open=True),
+        type=cli.Finite(0, 0.5, min_open=True),
         default=0.1,
         show_default=True,
         help="Fraction of train held out for a missing validation (and test) split.",
@@ -184,12 +184,12 @@ def target_sets(values: tuple[str, ...]) -> list[list[str]]:
 @DATA
 @click.option("--rank", "ranks", default="8", show_default=True,
               help="LoRA rank r; several (4,8,16) train the grid of ranks × target sets.")  # fmt: skip
-@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=16.0, show_default=True,
+@click.option("--alpha", type=cli.Finite(min=0, min_open=True), default=16.0, show_default=True,
               help="LoRA scaling α (updates are scaled by α / r, or α / √r with --rslora).")  # fmt: skip
 @click.option("--targets", multiple=True, default=["q,v"], show_default=True,
               help=f"Comma-separated roles to adapt ({', '.join(LORA_ROLES)}), mapped per architecture, or "
               f"{ALL_LINEAR} (all of them); several sets (--targets q q,v {ALL_LINEAR}) train a grid.")  # fmt: skip
-@click.option("--lora-dropout", "dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+@click.option("--lora-dropout", "dropout", type=cli.Finite(0, 1, max_open=True), default=0.1,
               show_default=True, help="Dropout on the adapter inputs.")  # fmt: skip
 @click.option(
     "--dora", is_flag=True, help="DoRA (PEFT use_dora): also learn each adapted weight's magnitude."

@@ -59,19 +59,19 @@ def _generation_options(f):
                 "--prompt-template", default=DEFAULT_TEMPLATE, show_default=True, help="Must hold {caption}."
             ),
             click.option(
-                "--temperature", type=click.FloatRange(0, 2, min_open=True), default=0.65, show_default=True
+                "--temperature", type=cli.Finite(0, 2, min_open=True), default=0.65, show_default=True
             ),
             click.option("--greedy", is_flag=True, help="Greedy decoding instead of sampling (top-p 0.9)."),
             click.option(
                 "--timeout",
-                type=click.FloatRange(min=0, min_open=True),
+                type=cli.Finite(min=0, min_open=True),
                 default=15.0,
                 show_default=True,
                 help="Seconds allowed for each URL download as a whole (connection, headers and body).",
             ),
             click.option(
                 "--max-mb",
-                type=click.FloatRange(min=0, min_open=True),
+                type=cli.Finite(min=0, min_open=True),
                 default=20.0,
                 show_default=True,
                 help="Largest image download (and, for serve, upload) in MiB.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -25,36 +24,12 @@ LIMIT = click.option(
 )
 
 
-def _grid_values(positive: bool):
-    """A click callback: a comma-separated list of finite numbers, each > 0 (``positive``) or ≥ 0."""
-
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
-        name = param.opts[0]
-        values = cli.parse_list(value, float, name)
-        bound = "> 0" if positive else "≥ 0"
-        bad = [v for v in values if not math.isfinite(v) or (v <= 0 if positive else v < 0)]
-        if bad:
-            raise DlaError(f"{name}: every value must be a finite number {bound}, got {value!r}")
-        return tuple(values)
-
-    return parse
-
-
 def _grid_counts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     """A click callback: a comma-separated list of whole numbers ≥ 1 (--grid-knn-k)."""
     name = param.opts[0]
     values = cli.parse_list(value, int, name)
     if any(v < 1 for v in values):
         raise DlaError(f"{name}: every value must be a whole number ≥ 1, got {value!r}")
-    return tuple(values)
-
-
-def _grid_percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
-    """A click callback: a comma-separated list of percentiles in [0, 100]."""
-    name = param.opts[0]
-    values = cli.parse_list(value, float, name)
-    if any(not 0 <= v <= 100 for v in values):  # NaN fails too
-        raise DlaError(f"{name}: every value must lie in [0, 100], got {value!r}")
     return tuple(values)
 
 
@@ -70,14 +45,14 @@ DETECTOR_OPTIONS = cli.stack(
     click.option(
         "--T",
         "temperature",
-        type=click.FloatRange(min=0, min_open=True),
+        type=cli.Finite(min=0, min_open=True),
         default=1000.0,
         show_default=True,
         help="ODIN temperature.",
     ),
     click.option(
         "--eps",
-        type=click.FloatRange(min=0),
+        type=cli.Finite(min=0),
         default=0.0014,
         show_default=True,
         help="ODIN perturbation: ε·sign(grad) on [0,1] pixels = the libraries' ε on normalised inputs.",
@@ -92,16 +67,16 @@ DETECTOR_OPTIONS = cli.stack(
     click.option(
         "--grid-T",
         "grid_temperatures",
+        type=cli.FiniteList(min=0, min_open=True),
         default="1,10,100,1000",
         show_default=True,
-        callback=_grid_values(positive=True),
         help="ODIN grid temperatures (each > 0).",
     ),
     click.option(
         "--grid-eps",
+        type=cli.FiniteList(min=0),
         default="0,0.0005,0.001,0.0014,0.002",
         show_default=True,
-        callback=_grid_values(positive=False),
         help="ODIN grid ε (each ≥ 0).",
     ),
     click.option(
@@ -114,9 +89,9 @@ DETECTOR_OPTIONS = cli.stack(
     *(
         click.option(
             f"--grid-{name}",
+            type=cli.FiniteList(0, 100),
             default=default,
             show_default=True,
-            callback=_grid_percentiles,
             help=f"{name.split('-')[0]} grid: values in [0, 100].",
         )
         for name, default in (
@@ -152,7 +127,7 @@ DETECTOR_OPTIONS = cli.stack(
     ),
     click.option(
         "--gen-gamma",
-        type=click.FloatRange(min=0, min_open=True),
+        type=cli.Finite(min=0, min_open=True),
         default=0.1,
         show_default=True,
         help="gen: γ.",
@@ -166,7 +141,7 @@ DETECTOR_OPTIONS = cli.stack(
     ),
     click.option(
         "--react-percentile",
-        type=click.FloatRange(0, 100),
+        type=cli.Finite(0, 100),
         default=90.0,
         show_default=True,
         help="react: clip at this percentile of the ID activations.",
@@ -180,21 +155,21 @@ DETECTOR_OPTIONS = cli.stack(
     ),
     click.option(
         "--ash-percentile",
-        type=click.FloatRange(0, 100),
+        type=cli.Finite(0, 100),
         default=90.0,
         show_default=True,
         help="ash: prune this percentage of each sample's activations.",
     ),
     click.option(
         "--scale-percentile",
-        type=click.FloatRange(0, 100),
+        type=cli.Finite(0, 100),
         default=85.0,
         show_default=True,
         help="scale: s2 sums the activations above this percentile.",
     ),
     click.option(
         "--dice-p",
-        type=click.FloatRange(0, 100),
+        type=cli.Finite(0, 100),
         default=90.0,
         show_default=True,
         help="dice: mask this percentage of the last layer's weights.",
@@ -264,8 +239,6 @@ def detect(**opts):
     """
     method, temperature, eps, autoencoder = (opts[k] for k in ("method", "temperature", "eps", "autoencoder"))
     chosen = tuple(cli.choice_list(method, tuple(methods.detector_summaries()), "--method"))
-    if not (math.isfinite(temperature) and math.isfinite(eps)):
-        raise DlaError(f"--T and --eps must be finite numbers, got --T {temperature:g} --eps {eps:g}")
 
     from lab4_ood import detectors as det
     from lab4_ood.datasets import id_spec_for
@@ -332,6 +305,7 @@ def detect(**opts):
 )
 @click.option(
     "--attack-eps",
+    type=cli.FiniteList(min=0),
     default="0,0.01,0.05,0.1",
     show_default=True,
     help="The attacks' radii in [0, 1] pixel units (pgd-l2: L2 radii); --eps stays ODIN's, as in 'lab4 detect'.",
@@ -375,9 +349,7 @@ def benchmark(**opts):
         if opts["attacks"]
         else ()
     )
-    radii = tuple(cli.parse_list(opts["attack_eps"], float, "--attack-eps"))
-    if any(not 0 <= e < math.inf for e in radii):
-        raise DlaError(f"--attack-eps: every radius must be a finite number ≥ 0, got {opts['attack_eps']!r}")
+    radii = opts["attack_eps"]
     linf = [a for a in attacks if a not in methods.L2_ATTACKS]
     if linf and any(e > 1 for e in radii):
         raise DlaError(
@@ -386,8 +358,6 @@ def benchmark(**opts):
     if "recon" in chosen and len(opts["models"]) > 1:
         raise DlaError("--methods recon takes one --autoencoder, so one --model")
     temperature, eps = opts["temperature"], opts["eps"]
-    if not (math.isfinite(temperature) and math.isfinite(eps)):
-        raise DlaError(f"--T and --eps must be finite numbers, got --T {temperature:g} --eps {eps:g}")
 
     from lab4_ood import detectors as det
     from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
@@ -495,6 +465,7 @@ def train_ae(**opts):
 )
 @click.option(
     "--eps",
+    type=cli.FiniteList(min=0),
     default="0,0.01,0.05,0.1,0.2,0.3",
     show_default=True,
     help="Comma-separated L∞ radii in [0,1] pixel units (pgd-l2, cw, deepfool: L2 radii, any ε ≥ 0).",
@@ -509,20 +480,20 @@ def train_ae(**opts):
     show_default=True,
     help="Steps of pgd, bim, mifgsm, pgd-l2, apgd, apgd-dlr (and autoattack's APGD).",
 )
-@click.option("--cw-c", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--cw-c", type=cli.Finite(min=0), default=1.0, show_default=True,
               help="cw: weight c of the margin term against ‖δ‖₂².")  # fmt: skip
-@click.option("--cw-kappa", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--cw-kappa", type=cli.Finite(min=0), default=0.0, show_default=True,
               help="cw: confidence κ (margin floor −κ).")  # fmt: skip
 @click.option("--cw-steps", type=click.IntRange(min=1), default=50, show_default=True, help="cw: Adam steps.")
-@click.option("--cw-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
+@click.option("--cw-lr", type=cli.Finite(min=0, min_open=True), default=0.01, show_default=True,
               help="cw: Adam learning rate.")  # fmt: skip
 @click.option("--deepfool-steps", type=click.IntRange(min=1), default=50, show_default=True,
               help="deepfool: steps at most per image.")  # fmt: skip
-@click.option("--overshoot", type=click.FloatRange(min=0), default=0.02, show_default=True,
+@click.option("--overshoot", type=cli.Finite(min=0), default=0.02, show_default=True,
               help="deepfool: each step × (1 + overshoot).")  # fmt: skip
 @click.option("--n-queries", type=click.IntRange(min=1), default=5000, show_default=True,
               help="square (and autoattack's Square): queries per image at most.")  # fmt: skip
-@click.option("--p-init", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
+@click.option("--p-init", type=cli.Finite(0, 1, min_open=True), default=0.8, show_default=True,
               help="square: initial share of the pixels in the square.")  # fmt: skip
 @cli.batch_size(256)
 @LIMIT
@@ -548,7 +519,6 @@ def attack(eps, targeted, **opts):
       lab4 attack --model runs/c10 --method pgd --targeted --target-class 3 --out runs/c10-pgd-cat
       lab4 attack --model runs/c10 --method fgsm,pgd,apgd,square --n-queries 1000 --out runs/c10-worst
     """
-    radii = cli.parse_list(eps, float, "--eps")
     chosen = opts["method"].split(",")
     l2 = [m for m in chosen if m in methods.L2_ATTACKS]
     if l2 and len(l2) < len(chosen):
@@ -557,11 +527,10 @@ def attack(eps, targeted, **opts):
             f"--method mixes L2 attacks ({', '.join(l2)}) with L∞ attacks ({', '.join(linf)}): the worst case "
             "per image needs one norm; run them separately"
         )
-    if l2:
-        if any(not 0 <= e < math.inf for e in radii):
-            raise DlaError(f"--eps: every L2 radius must be a finite number ≥ 0 (pixel units), got {eps!r}")
-    elif any(not 0 <= e <= 1 for e in radii):
-        raise DlaError(f"--eps: every ε must lie in [0, 1] (pixel units), got {eps!r}")
+    if not l2 and any(e > 1 for e in eps):
+        raise DlaError(
+            f"--eps: every ε must lie in [0, 1] (pixel units), got {','.join(f'{e:g}' for e in eps)}"
+        )
     if targeted != (opts["target_class"] is not None):
         raise DlaError("--targeted and --target-class K go together")
 
@@ -569,7 +538,7 @@ def attack(eps, targeted, **opts):
     from lab4_ood.robustness import AUTOATTACK_NOTE, AttackConfig, run_attack
 
     dataset = id_spec_for(opts["model"], opts["dataset"], "--dataset")
-    cfg = from_options(AttackConfig, opts, dataset=dataset, eps=radii)
+    cfg = from_options(AttackConfig, opts, dataset=dataset, eps=list(eps))
     result = run_attack(cfg, Runtime.from_options(opts))
     several = "methods" in result
     if "autoattack" in chosen:
@@ -605,35 +574,35 @@ def attack(eps, targeted, **opts):
 )
 @click.option(
     "--eps",
-    type=float,
+    type=cli.Finite(min=0),
     default=0.03,
     show_default=True,
     help="Adversarial radius (pixel units): an L∞ radius in [0, 1], or for pgd-l2 an L2 radius (any ε ≥ 0).",
 )
 @click.option(
     "--alpha",
-    type=click.FloatRange(0, 1),
+    type=cli.Finite(0, 1),
     default=0.5,
     show_default=True,
     help="Loss = α·CE(x) + (1−α)·CE(x_adv).",
 )
 @click.option(
     "--adv-fraction",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=cli.Finite(0, 1, min_open=True),
     default=1.0,
     show_default=True,
     help="Share of each batch that is attacked.",
 )
 @click.option(
     "--trades-beta",
-    type=click.FloatRange(min=0),
+    type=cli.Finite(min=0),
     default=None,
     help="TRADES (Zhang et al. 2019): loss CE(x) + β·KL(p(x) ‖ p(x')), x' from PGD maximising the KL in the "
     "L∞ --eps ball (7 steps of 2.5·ε/7 from x + 0.001·N(0, I)); replaces --adversarial and --alpha.",
 )
 @click.option(
     "--logitnorm-tau",
-    type=click.FloatRange(min=0, min_open=True),
+    type=cli.Finite(min=0, min_open=True),
     default=None,
     help="LogitNorm (Wei et al. 2022): cross-entropy on logits / (τ·‖logits‖₂) instead of on the logits "
     "(the paper's τ: 0.04 on CIFAR-10).",
@@ -641,7 +610,7 @@ def attack(eps, targeted, **opts):
 @click.option("--outlier-exposure", default=None, help="OOD spec for outlier exposure.")
 @click.option(
     "--oe-weight",
-    type=click.FloatRange(min=0),
+    type=cli.Finite(min=0),
     default=0.5,
     show_default=True,
     help="λ of the outlier-exposure loss (CE to uniform on OOD batches).",
@@ -676,10 +645,7 @@ def train(**opts):
       lab4 train --dataset cifar10 --outlier-exposure cifar100 --oe-weight 0.5 --out runs/c10-oe
     """
     eps, adversarial = opts["eps"], opts["adversarial"]
-    if adversarial in methods.L2_ATTACKS:
-        if not 0 <= eps < math.inf:
-            raise DlaError(f"--eps: an L2 radius must be a finite number ≥ 0 (pixel units), got {eps:g}")
-    elif not 0 <= eps <= 1:
+    if adversarial not in methods.L2_ATTACKS and eps > 1:
         raise DlaError(f"--eps: an L∞ radius must lie in [0, 1] (pixel units), got {eps:g}")
     if adversarial is not None and opts["trades_beta"] is not None:
         raise DlaError(
