@@ -152,3 +152,21 @@ def test_only_the_main_process_locks(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     run = RunDir.create(tmp_path / "r", {}, command="t")
     assert run._lock is None and not (tmp_path / "r").exists()
+
+
+def test_a_lock_file_removed_while_it_was_being_taken_is_taken_again(tmp_path, monkeypatch):
+    """The owner removes the file as it lets go: one who opened it just before then locks a file no one else
+    will open, so the taker checks that the file it locked is still the folder's, and tries again if not."""
+    out = tmp_path / "r"
+    flock, calls = run_lock.fcntl.flock, []
+
+    def owner_lets_go_meanwhile(fd, op):
+        if not calls:
+            (out / run_lock.LOCK).unlink()
+        calls.append(op)
+        return flock(fd, op)
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", owner_lets_go_meanwhile)
+    lock, taken = run_lock.acquire(out)
+    assert taken and len(calls) == 2
+    assert os.path.samestat(os.stat(out / run_lock.LOCK), os.fstat(lock._fd))

@@ -8,6 +8,7 @@ Every command that trains or evaluates writes one::
       model.safetensors  final weights; the model config rides in the safetensors metadata
       checkpoint.pt      training state for --resume (loaded with weights_only=True)
       *.png              plots
+      .lock              while a process writes the run: its pid (one writer per folder, dla_core.run_lock)
 
 All writes go to a temporary file in the same folder, are flushed to disk and renamed over the target, so a
 crash mid-write leaves the previous file intact.
@@ -176,7 +177,7 @@ class RunDir:
         lets go of a lock taken here and removes the folder when it made it (it is then empty)."""
         if str(path).strip() in ("", "."):
             raise DlaError("--out: give a new folder for the run (refusing to write into the current folder)")
-        if resume and not (path / CONFIG).exists():
+        if resume and not (path / CONFIG).exists():  # said before anything is made (the folder, its parents)
             raise DlaError(f"--resume: no run to resume in {path} (no {CONFIG})")
         if path.exists() and not path.is_dir():
             raise DlaError(f"--out {path} exists and is not a folder")
