@@ -8,6 +8,7 @@ Every command that trains or evaluates writes one::
       model.safetensors  final weights; the model config rides in the safetensors metadata
       checkpoint.pt      training state for --resume (loaded with weights_only=True)
       *.png              plots
+      .lock              while a process writes the run: its pid (one writer per folder, dla_core.run_lock)
 
 All writes go to a temporary file in the same folder, are flushed to disk and renamed over the target, so a
 crash mid-write leaves the previous file intact.
@@ -31,6 +32,7 @@ from typing import Any
 
 import torch
 
+from dla_core import run_lock
 from dla_core.errors import DlaError
 from dla_core.seeding import is_main_process, world_size
 
@@ -136,6 +138,7 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock: run_lock.RunLock | None = None  # set by ``create``
 
     @classmethod
     def create(
@@ -147,25 +150,57 @@ class RunDir:
         resume with options that differ from the saved ones: nothing the user had is lost by a typo.
         ``resumable=False`` for commands without ``--resume`` (the message then does not suggest it).
 
-        Under torchrun / accelerate launch only the main process checks and writes the folder; the others wait
-        for its verdict and fail with the same message when it fails, so no rank races another to the folder.
+        The folder is locked first (``dla_core.run_lock``: one writer per folder, for the run's life), then
+        checked and written: a second process given the same folder is refused and changes nothing.
+        Under torchrun / accelerate launch only the main process locks, checks and writes the folder; the others
+        wait for its verdict and fail with the same message when it fails, so no rank races another to the folder.
         """
         cfg = to_jsonable(config)
-        error = None
+        error, lock = None, None
         if is_main_process():
             try:
-                cls._check_and_snapshot(Path(path), cfg, command, resume, resumable)
+                lock = cls._lock_check_and_snapshot(Path(path), cfg, command, resume, resumable)
             except DlaError as e:
                 error = e.message
         error = _main_verdict(error)
         if error is not None:
             raise DlaError(error)
-        return cls(path)
+        run = cls(path)
+        run._lock = lock  # the run holds its folder's lock as long as it lives (or its command runs)
+        return run
+
+    @classmethod
+    def _lock_check_and_snapshot(
+        cls, path: Path, cfg: Any, command: str, resume: bool, resumable: bool
+    ) -> run_lock.RunLock:
+        """Lock ``path`` (refused: in use), then check it and write the snapshot; a refused or failed start
+        lets go of a lock taken here and removes the folder when it made it (it is then empty)."""
+        if str(path).strip() in ("", "."):
+            raise DlaError("--out: give a new folder for the run (refusing to write into the current folder)")
+        if resume and not (path / CONFIG).exists():  # said before anything is made (the folder, its parents)
+            raise DlaError(f"--resume: no run to resume in {path} (no {CONFIG})")
+        if path.exists() and not path.is_dir():
+            raise DlaError(f"--out {path} exists and is not a folder")
+        made = not path.exists()
+        try:
+            lock, taken = run_lock.acquire(path)
+        except OSError as e:
+            raise DlaError(f"--out {path}: cannot write the run folder ({e.strerror or e})") from None
+        try:
+            cls._check_and_snapshot(path, cfg, command, resume, resumable)
+        except BaseException:
+            if taken:
+                lock.release()
+                if made:
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+            raise
+        if taken:
+            run_lock.hold(lock)
+        return lock
 
     @staticmethod
     def _check_and_snapshot(path: Path, cfg: Any, command: str, resume: bool, resumable: bool) -> None:
-        if str(path).strip() in ("", "."):
-            raise DlaError("--out: give a new folder for the run (refusing to write into the current folder)")
         existing = path / CONFIG
         if resume:
             if not existing.exists():
@@ -181,8 +216,6 @@ class RunDir:
                     f"--resume: options differ from the saved run ({diff}); rerun with the same options"
                 )
             return
-        if path.exists() and not path.is_dir():
-            raise DlaError(f"--out {path} exists and is not a folder")
         if existing.exists() or (path / CHECKPOINT).exists():
             hint = "pass --resume to continue it or choose" if resumable else "choose"
             raise DlaError(f"{path} already holds a run; {hint} another --out")
