@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dla_core.checkpoint import Checkpoint
 from dla_core.data import ImageBatches, Splits
 from dla_core.engine import make_optimizer, make_scheduler
 from dla_core.errors import DlaError
@@ -371,9 +372,9 @@ class Group:
         model.load_state_dict(self.net.state_dict(s))
         return model.eval()
 
-    def single_checkpoint(self, s: int, model: Classifier) -> dict[str, Any]:
-        """The checkpoint ``engine.fit`` leaves after the last epoch of model ``s``'s single run (same keys,
-        same optimizer and schedule state): its run folder resumes like any ``lab1 train`` run's."""
+    def single_checkpoint(self, s: int, model: Classifier) -> Checkpoint:
+        """The checkpoint ``engine.fit`` leaves after the last epoch of model ``s``'s single run (same optimizer
+        and schedule state): its run folder resumes like any ``lab1 train`` run's."""
         cfg = self.cfg
         optimizer = make_optimizer(model.parameters(), cfg)
         scheduler = make_scheduler(optimizer, cfg, self.steps_per_epoch)
@@ -395,18 +396,16 @@ class Group:
         sched.update(last_epoch=steps, _step_count=steps + 1)
         scheduler.load_state_dict(sched)
         modules = len(self.net.modules)
-        return {
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": {},
-            "epoch": self.epoch,
-            "batch": 0,
-            "history": self.histories[s],
-            "grad_norms": self.norms[s],
-            "sums": torch.zeros(3, dtype=torch.float64),
-            **({"grad_norm_sums": {"total": torch.zeros(modules), "steps": 0}} if cfg.log_grad_norms else {}),
-        }
+        return Checkpoint(
+            model={k: v.detach().cpu() for k, v in model.state_dict().items()},
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            epoch=self.epoch,
+            batch=0,  # at the end of an epoch: sums and scaler keep their defaults
+            history=self.histories[s],
+            grad_norms=self.norms[s],
+            grad_norm_sums={"total": torch.zeros(modules), "steps": 0} if cfg.log_grad_norms else None,
+        )
 
 
 def train_seeds(cells: Sequence[TrainRun], data: Splits) -> list[SeedResult]:
