@@ -3,6 +3,7 @@ study trained that way writes the cell folders, and resumes, as one run per cell
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import replace
@@ -14,16 +15,18 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from dla_core.config import Runtime
-from dla_core.engine import evaluate, fit, make_accelerator
+from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
+from dla_core.errors import DlaError
 from dla_core.models import build_model
 from dla_core.recipe import is_finished
 from dla_core.seeding import seed_everything
 from lab1_resnet import batched
 from lab1_resnet import study as study_module
 from lab1_resnet.batched import train_seeds
+from lab1_resnet.choices import FAMILIES
 from lab1_resnet.cli import group
 from lab1_resnet.study import DepthStudy
-from lab1_resnet.train import batches, load_data, model_config
+from lab1_resnet.train import TrainRun, batches, load_data, model_config
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,39 @@ def test_a_plain_and_a_residual_net_of_one_depth_stack_but_other_shapes_do_not()
     ]
     sgd = [replace(c, train=replace(c.train, optimizer="sgd")) for c in cells[:2]]
     assert not batched.batchable(sgd[0]) and batched.groups(sgd) == [[sgd[0]], [sgd[1]]]
+
+
+def test_every_field_of_a_cell_is_classified_for_the_stack():
+    """``STACKED`` names every field of a cell and of its TrainConfig: a new training option is a decision (the
+    stack reproduces it, or such cells train as single runs), never silently ignored by `lab1 study`."""
+    assert set(batched.STACKED) == {f.name for f in dataclasses.fields(TrainRun)}
+    assert set(batched.STACKED["train"]) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _another(name, value):
+    """A value other than ``value`` for field ``name`` (a valid one where the cell checks it)."""
+    if name == "model":
+        return next(f for f in FAMILIES if f != value)
+    return {str: lambda v: f"{v}-other", bool: lambda v: not v, type(None): lambda v: 1.0}.get(
+        type(value), lambda v: v + 1
+    )(value)
+
+
+def test_a_cell_stacks_only_with_the_values_the_stack_reproduces(digits):
+    cell = DepthStudy(depths=(2,), seeds=(0,), width=8).cells()[0]
+    assert batched.batchable(cell)
+    for table, owner in ((batched.STACKED, cell), (batched.STACKED["train"], cell.train)):
+        for name, rule in table.items():
+            if rule is batched.ANY or isinstance(rule, dict):
+                continue
+            changed = replace(owner, **{name: _another(name, getattr(owner, name))})
+            other = changed if owner is cell else replace(cell, train=changed)
+            assert not batched.batchable(other), name
+            with pytest.raises(DlaError, match=f"do not reproduce this training \\(.*{name}"):
+                batched.Group([other], digits)
+    # an unclassified field (a TrainConfig grown by one) keeps the cell out of the stack
+    grown = dataclasses.make_dataclass("Grown", [("max_steps", int, 0)], bases=(TrainConfig,), frozen=True)
+    assert not batched.batchable(replace(cell, train=grown(**dataclasses.asdict(cell.train))))
 
 
 #### The study, batched and not ####
