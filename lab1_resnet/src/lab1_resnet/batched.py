@@ -83,7 +83,7 @@ STACKED: dict[str, Any] = {
         "schedule": "constant",
         "warmup": 0.0,
         "grad_accum": 1,
-        "clip": None,  # a global norm per model: not element-wise
+        "clip": None,  # a global norm per model: not done by the one stacked optimizer step
         "precision": "no",
         "seed": ANY,  # models are built and draw batches from their own seed
         "log_grad_norms": ANY,
@@ -94,13 +94,13 @@ STACKED: dict[str, Any] = {
 _UNCLASSIFIED = object()
 
 
-def _reproduced(obj: Any, table: dict[str, Any]) -> list[str]:
+def _refused(obj: Any, table: dict[str, Any]) -> list[str]:
     """The fields of dataclass ``obj`` whose values ``table`` does not reproduce (unclassified ones included)."""
     refused = []
     for f in dataclasses.fields(obj):
         rule, value = table.get(f.name, _UNCLASSIFIED), getattr(obj, f.name)
         if isinstance(rule, dict):
-            refused += [f"{f.name}.{name}" for name in _reproduced(value, rule)]
+            refused += [f"{f.name}.{name}" for name in _refused(value, rule)]
         elif rule is not ANY and (rule is _UNCLASSIFIED or value != rule):
             refused.append(f.name)
     return refused
@@ -108,7 +108,7 @@ def _reproduced(obj: Any, table: dict[str, Any]) -> list[str]:
 
 def batchable(cell: TrainRun) -> bool:
     """Whether ``cell``'s training is one the stacked models reproduce (``STACKED``)."""
-    return not _reproduced(cell, STACKED)
+    return not _refused(cell, STACKED)
 
 
 def groups(cells: Sequence[TrainRun]) -> list[list[TrainRun]]:
@@ -127,7 +127,7 @@ def _check(cells: Sequence[TrainRun]) -> None:
         raise DlaError(
             "batched seeds: the cells must differ by their seed (and plain/residual with double blocks) only"
         )
-    refused = _reproduced(cells[0], STACKED)  # one shape: the cells share every field STACKED restricts
+    refused = _refused(cells[0], STACKED)  # one shape: the cells share every field STACKED restricts
     if refused:
         raise DlaError(
             f"batched seeds do not reproduce this training ({', '.join(refused)}); train single runs"
