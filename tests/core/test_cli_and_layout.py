@@ -112,6 +112,23 @@ def test_every_training_option_is_defined_once():
     assert {"epochs", "batch_size", "lr", "optimizer", "precision", "cpu", "seed", "data_dir"} <= set(names)
 
 
+def test_train_options_leave_out_what_a_command_replaces_and_mark_the_command():
+    @click.command()
+    @cli.train_options(epochs_default=2, batch_default=4, exclude={"seed", "lr"})
+    def study(**opts):
+        click.echo(sorted(opts))
+
+    names = {p.name for p in study.params}
+    assert "seed" not in names and "lr" not in names
+    assert {"epochs", "batch_size", "optimizer", "clip", "compile", "report_to", "threads"} <= names
+    assert getattr(study.callback, cli.TRAIN_OPTIONS_LEFT_OUT) == {"seed", "lr"}
+    assert getattr(go.callback, cli.TRAIN_OPTIONS_LEFT_OUT) == frozenset()
+    with pytest.raises(ValueError, match="no option sed"):
+        cli.train_options(epochs_default=1, lr_default=0.1, batch_default=1, exclude={"sed"})
+    with pytest.raises(ValueError, match="lr_default"):
+        cli.train_options(epochs_default=1, batch_default=1)
+
+
 @pytest.mark.parametrize("lab", LABS)
 def test_no_lab_imports_another_lab(lab):
     others = {x for x in LABS if x != lab}

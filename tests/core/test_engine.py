@@ -11,6 +11,7 @@ import textwrap
 import pytest
 import torch
 
+from dla_core.checkpoint import Checkpoint
 from dla_core.data import ImageBatches, load_splits
 from dla_core.engine import (
     Interrupted,
@@ -101,8 +102,8 @@ def test_interrupt_saves_and_resume_equals_uninterrupted(digits, tmp_path):
             val=ImageBatches(digits.val, 256),
             run=run,
         )
-    state = run.load_checkpoint()
-    assert (state["epoch"], state["batch"]) == (1, 10)
+    state = Checkpoint.load(run.checkpoint_path)
+    assert (state.epoch, state.batch) == (1, 10)
     resumed = fit(
         mlp(digits, seed=123),
         ImageBatches(digits.train, 64, shuffle=True, seed=7),
@@ -135,10 +136,8 @@ def test_short_epochs_checkpoint_at_the_end_and_an_error_keeps_the_last_finished
                    accelerator=make_accelerator(), step=step, run=run, resume=resume)  # fmt: skip
 
     saved = []
-    save = RunDir.save_checkpoint
-    monkeypatch.setattr(
-        RunDir, "save_checkpoint", lambda self, state: saved.append(state["epoch"]) or save(self, state)
-    )
+    save = Checkpoint.save
+    monkeypatch.setattr(Checkpoint, "save", lambda self, path: saved.append(self.epoch) or save(self, path))
     whole = train(RunDir.create(tmp_path / "whole", {}, command="t"))
     assert saved == [3]  # epochs take well under SAVE_EVERY: one checkpoint, after the last
     calls = {"n": 0}
@@ -196,8 +195,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
             step=blows_up_in_epoch_two,
             run=run,
         )
-    state = run.load_checkpoint()
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+    state = Checkpoint.load(run.checkpoint_path)
+    assert state.epoch == 1 and all(torch.isfinite(v).all() for v in state.model.values())
 
 
 def test_gradient_accumulation_matches_a_bigger_batch(digits):
@@ -621,7 +620,7 @@ def test_fp16_scales_the_loss_and_skips_a_step_whose_gradients_overflow(digits, 
     steps = train.num_batches(1)
     # the first step was skipped: the schedule advanced one step less, the scale halved, the weights stayed finite
     assert result.history[0]["lr"] == pytest.approx(0.01 * lr_factor(steps - 1, steps, 0, "linear"))
-    assert run.load_checkpoint()["scaler"]["scale"] == 2.0**15
+    assert Checkpoint.load(run.checkpoint_path).scaler["scale"] == 2.0**15
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     assert math.isfinite(result.history[0]["train_loss"])
 

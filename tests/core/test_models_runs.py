@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from dla_core.checkpoint import Checkpoint, load_state, save_state
 from dla_core.errors import DlaError
 from dla_core.models import (
     BasicBlock,
@@ -185,12 +189,44 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
     run = RunDir.create(tmp_path / "r", {}, command="train")
     run.checkpoint_path.write_bytes(b"garbage")
     with pytest.raises(DlaError, match="cannot read checkpoint") as e:
-        run.load_checkpoint()
+        Checkpoint.load(run.checkpoint_path)
     assert "weights_only" not in e.value.message  # torch's advice to unpickle arbitrary code is not passed on
     # a pickle that weights_only refuses (torch's message then advises weights_only=False)
     torch.save({"f": print}, run.checkpoint_path)
     with pytest.raises(DlaError, match="damaged or was not written by dla") as e:
-        run.load_checkpoint()
+        Checkpoint.load(run.checkpoint_path)
     assert "weights_only" not in e.value.message and "False" not in e.value.message
-    write_json(tmp_path / "x.json", {"p": tmp_path, "t": (1, 2)})
-    assert json.loads((tmp_path / "x.json").read_text()) == {"p": str(tmp_path), "t": [1, 2]}
+    save_state(run.checkpoint_path, {"epoch": 3})  # readable, but not a training checkpoint
+    with pytest.raises(DlaError, match="not a training checkpoint"):
+        Checkpoint.load(run.checkpoint_path)
+    write_json(tmp_path / "x.json", {"p": tmp_path, "t": (1, 2), "tensor": torch.tensor([0.5, 2.0])})
+    assert json.loads((tmp_path / "x.json").read_text()) == {
+        "p": str(tmp_path),
+        "t": [1, 2],
+        "tensor": [0.5, 2.0],
+    }
+
+
+def test_a_checkpoint_is_its_fields_on_disk_and_reads_back(tmp_path):
+    ckpt = Checkpoint(model={"w": torch.ones(2)}, optimizer={"state": {}}, scheduler={"last_epoch": 4}, epoch=2,
+                      batch=5, history=[{"epoch": 1, "train_loss": 0.5}], grad_norms={"head": [0.1]})  # fmt: skip
+    ckpt.save(tmp_path / "c.pt")
+    on_disk = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert set(on_disk) == {f.name for f in dataclasses.fields(Checkpoint)} - {
+        "grad_norm_sums"
+    }  # None: absent
+    back = Checkpoint.load(tmp_path / "c.pt")
+    assert (back.epoch, back.batch, back.history, back.grad_norms) == (2, 5, ckpt.history, ckpt.grad_norms)
+    assert torch.equal(back.model["w"], ckpt.model["w"]) and back.sums.dtype == torch.float64
+    assert back.scaler == {} and back.grad_norm_sums is None
+    assert Checkpoint.load(tmp_path / "none.pt") is None and load_state(tmp_path / "none.pt") is None
+
+
+def test_the_run_folder_module_loads_without_torch():
+    """dla_core.runs knows run folders without torch (checkpoints are dla_core.checkpoint's): the reports, the
+    reproduce recipes and the CLIs import it without paying for torch."""
+    from tests.startup import HEAVY
+
+    code = "import sys, dla_core.runs; print(*sorted({m.split('.')[0] for m in sys.modules}))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert set(r.stdout.split()) & HEAVY == set()

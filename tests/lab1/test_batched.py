@@ -3,6 +3,7 @@ study trained that way writes the cell folders, and resumes, as one run per cell
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import replace
@@ -14,16 +15,18 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from dla_core.config import Runtime
-from dla_core.engine import evaluate, fit, make_accelerator
+from dla_core.engine import TrainConfig, evaluate, fit, make_accelerator
+from dla_core.errors import DlaError
 from dla_core.models import build_model
 from dla_core.recipe import is_finished
 from dla_core.seeding import seed_everything
 from lab1_resnet import batched
 from lab1_resnet import study as study_module
 from lab1_resnet.batched import train_seeds
+from lab1_resnet.choices import FAMILIES
 from lab1_resnet.cli import group
 from lab1_resnet.study import DepthStudy
-from lab1_resnet.train import batches, load_data, model_config
+from lab1_resnet.train import TrainRun, batches, load_data, model_config
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +37,18 @@ def digits():
 @pytest.mark.parametrize("kind", ["plain", "residual", "plain,residual"])
 def test_each_batched_seed_equals_its_single_run(digits, kind):
     study = DepthStudy(depths=(3,), kinds=tuple(kind.split(",")), seeds=(0, 5), width=16)
-    cells = [replace(c, train=replace(c.train, epochs=2)) for c in study.cells()]
+    _stacked_equals_single([replace(c, train=replace(c.train, epochs=2)) for c in study.cells()], digits)
+
+
+def _stacked_equals_single(cells, digits) -> None:
+    """Each cell trained in one stacked model equals its single ``fit``: history, gradient norms, weights, test."""
     together = train_seeds(cells, digits)
     for cell, got in zip(cells, together, strict=True):
         seed_everything(cell.train.seed)
         model = build_model(model_config(cell, digits.train))
         b = batches(digits, cell.batch_size, cell.augment, cell.train.seed)
         alone = fit(model, b["train"], cell.train, accelerator=make_accelerator(), val=b["val"])
-        assert got.seed == cell.train.seed and len(got.history) == len(alone.history) == 2
+        assert got.seed == cell.train.seed and len(got.history) == len(alone.history) == cell.train.epochs
         for mine, theirs in zip(got.history, alone.history, strict=True):
             assert mine.keys() == theirs.keys()
             for key in ("train_loss", "val_loss"):
@@ -71,6 +78,58 @@ def test_a_plain_and_a_residual_net_of_one_depth_stack_but_other_shapes_do_not()
     ]
     sgd = [replace(c, train=replace(c.train, optimizer="sgd")) for c in cells[:2]]
     assert not batched.batchable(sgd[0]) and batched.groups(sgd) == [[sgd[0]], [sgd[1]]]
+
+
+def test_every_field_of_a_cell_is_classified_for_the_stack():
+    """``STACKED`` names every field of a cell and of its TrainConfig: a new training option is a decision (the
+    stack reproduces it, or such cells train as single runs), never silently ignored by `lab1 study`."""
+    assert set(batched.STACKED) == {f.name for f in dataclasses.fields(TrainRun)}
+    assert set(batched.STACKED["train"]) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _another(name, value):
+    """A value other than ``value`` for field ``name`` (a valid one where the cell checks it)."""
+    if name == "model":
+        return next(f for f in FAMILIES if f != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, str):
+        return f"{value}-other"
+    if value is None:
+        return 0.1
+    return value * 2 if value else 1
+
+
+def test_a_cell_stacks_only_with_the_values_the_stack_reproduces(digits):
+    cell = DepthStudy(depths=(2,), seeds=(0,), width=8).cells()[0]
+    assert batched.batchable(cell)
+    for table, owner in ((batched.STACKED, cell), (batched.STACKED["train"], cell.train)):
+        for name, rule in table.items():
+            if rule is batched.ANY or isinstance(rule, dict):
+                continue
+            changed = replace(owner, **{name: _another(name, getattr(owner, name))})
+            other = changed if owner is cell else replace(cell, train=changed)
+            assert not batched.batchable(other), name
+            with pytest.raises(DlaError, match=f"do not reproduce this training \\(.*{name}"):
+                batched.Group([other], digits)
+    # an unclassified field (a TrainConfig grown by one) keeps the cell out of the stack
+    grown = dataclasses.make_dataclass("Grown", [("max_steps", int, 0)], bases=(TrainConfig,), frozen=True)
+    assert not batched.batchable(replace(cell, train=grown(**dataclasses.asdict(cell.train))))
+
+
+@pytest.mark.slow
+def test_the_stack_honours_every_training_field_it_takes_any_value_of(digits):
+    """A field ``STACKED`` lets through with any value changes the stacked training as it changes a single run's:
+    classifying a new option ANY without teaching the stack to reproduce it fails here."""
+    cell = DepthStudy(depths=(2,), kinds=("residual",), seeds=(3,), width=8).cells()[0]
+    cell = replace(cell, train=replace(cell.train, epochs=1))
+    for name, rule in batched.STACKED["train"].items():
+        if rule is batched.ANY:
+            changed = replace(
+                cell, train=replace(cell.train, **{name: _another(name, getattr(cell.train, name))})
+            )
+            assert batched.batchable(changed), name
+            _stacked_equals_single([changed], digits)
 
 
 #### The study, batched and not ####

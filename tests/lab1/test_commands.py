@@ -274,13 +274,6 @@ def test_a_teacher_or_source_folder_with_a_corrupt_file_is_a_one_line_error(
             assert r.exit_code == 0, r.output
 
 
-def test_every_training_command_takes_report_to():
-    trains = [c for c in group.commands.values() if any(p.name == "epochs" for p in c.params)]
-    assert {c.name for c in trains} == {"train", "study", "transfer", "distill"}
-    for command in trains:
-        assert "report_to" in {p.name for p in command.params}, command.name
-
-
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in the TensorBoard event files of ``folder``, read with TensorBoard's own reader."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -341,8 +334,3 @@ def test_threads_must_be_a_positive_count(value, tmp_path):
     r = lab1("train", "--threads", value, "--out", tmp_path / "x", ok=False)
     assert r.exit_code == 2 and "Error: Invalid value for '--threads'" in r.output, r.output
     assert not (tmp_path / "x").exists()
-
-
-def test_every_training_command_takes_threads():
-    for name in ("train", "study", "transfer", "distill"):
-        assert "threads" in {p.name for p in group.commands[name].params}, name

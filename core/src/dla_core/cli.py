@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -281,28 +281,54 @@ def stack(*decorators: Callable) -> Callable:
     return apply
 
 
+# the attribute train_options leaves on a command's function: the option names it left out (tests find every
+# training command of every lab by it and check that it offers all the others)
+TRAIN_OPTIONS_LEFT_OUT = "dla_train_options_left_out"
+
+
 def train_options(
-    *, epochs_default: int, lr_default: float, batch_default: int, optimizer_default: str = "adam"
-):
-    """The options every training command shares, in one decorator."""
-    return stack(
-        epochs(epochs_default),
-        batch_size(batch_default),
-        lr(lr_default),
-        optimizer(optimizer_default),
-        MOMENTUM,
-        WEIGHT_DECAY,
-        SCHEDULE,
-        WARMUP,
-        GRAD_ACCUM,
-        CLIP,
-        SEED,
-        PRECISION,
-        CPU,
-        THREADS,
-        COMPILE,
-        REPORT_TO,
-    )
+    *,
+    epochs_default: int,
+    lr_default: float | None = None,
+    batch_default: int,
+    optimizer_default: str = "adam",
+    exclude: Iterable[str] = (),
+) -> Callable:
+    """The options every training command shares, in one decorator. ``exclude`` names (as parameters: "seed",
+    "lr") those a command replaces with its own, e.g. ``lab1 study``'s --seeds for --seed; every other one is
+    offered, so an option added here reaches every training command."""
+    left_out = frozenset(exclude)
+    if lr_default is None and "lr" not in left_out:
+        raise ValueError("train_options: give lr_default, or leave out lr")
+    options = {
+        "epochs": epochs(epochs_default),
+        "batch_size": batch_size(batch_default),
+        "lr": lr(lr_default) if lr_default is not None else None,
+        "optimizer": optimizer(optimizer_default),
+        "momentum": MOMENTUM,
+        "weight_decay": WEIGHT_DECAY,
+        "schedule": SCHEDULE,
+        "warmup": WARMUP,
+        "grad_accum": GRAD_ACCUM,
+        "clip": CLIP,
+        "seed": SEED,
+        "precision": PRECISION,
+        "cpu": CPU,
+        "threads": THREADS,
+        "compile": COMPILE,
+        "report_to": REPORT_TO,
+    }
+    unknown = sorted(left_out - options.keys())
+    if unknown:
+        raise ValueError(f"train_options: no option {', '.join(unknown)} to leave out")
+    offered = stack(*(option for name, option in options.items() if name not in left_out))
+
+    def apply(f: Callable) -> Callable:
+        f = offered(f)
+        setattr(f, TRAIN_OPTIONS_LEFT_OUT, left_out)
+        return f
+
+    return apply
 
 
 #### Parsing helpers for list-valued options ####

@@ -2,8 +2,9 @@
 
 The loop reads like plain PyTorch in Accelerate's fixed order: Accelerator → seed → optimizer → schedule →
 ``prepare`` → forward/backward per batch → reduce metrics across processes. Written once here: mixed precision,
-gradient accumulation, clipping, DDP, per-layer gradient norms, checkpoints (at the end of an epoch, at most
-every ``_Loop.SAVE_EVERY`` seconds, and always at the end, on Ctrl-C and on errors), ``--resume``, Ctrl-C,
+gradient accumulation, clipping, DDP, per-layer gradient norms, checkpoints (``dla_core.checkpoint``: at the end
+of an epoch, at most every ``SaveCadence.SAVE_EVERY`` seconds, and always at the end, on Ctrl-C and on errors),
+``--resume``, Ctrl-C,
 and the trackers of ``--report-to`` (per-step loss and learning rate, per-epoch records, the config).
 
 The caller makes the accelerator (``make_accelerator``) and passes it to ``fit`` and ``evaluate``; it carries the
@@ -19,7 +20,6 @@ Runs unchanged under ``accelerate launch --multi_gpu`` and, on CPUs, ``torchrun 
 from __future__ import annotations
 
 import contextlib
-import copy as copy_module
 import dataclasses
 import importlib.util
 import logging
@@ -40,6 +40,7 @@ from accelerate import Accelerator
 from accelerate.utils import AutocastKwargs
 from tqdm.auto import tqdm
 
+from dla_core.checkpoint import Checkpoint, SaveCadence, write_progress
 from dla_core.cli import TRACKER_EXTRAS, TRACKER_PACKAGES
 from dla_core.config import TrainConfig  # defined with the other configs (light); imported from here too
 from dla_core.data.batches import Batches
@@ -415,7 +416,7 @@ def fit(
     ``step(model, batch)`` returns the batch's mean loss (and correct count); every parameter that requires grad
     is trained. ``accelerator`` (``make_accelerator(cfg.precision, …)``) decides the device, the processes, the
     precision and the trackers. With ``run``, the history goes to ``metrics.json`` and a checkpoint to
-    ``checkpoint.pt`` at the end of an epoch when ``_Loop.SAVE_EVERY`` seconds have passed since the last one,
+    ``checkpoint.pt`` (a ``Checkpoint``) at the end of an epoch when ``SaveCadence.SAVE_EVERY`` seconds have passed since the last one,
     after the last epoch, on Ctrl-C and on errors; ``resume`` continues from that checkpoint. ``desc`` labels the bar.
     """
     fell_back = cfg.precision == "fp16" and accelerator.precision == "no" and accelerator.device.type == "cpu"
@@ -425,7 +426,7 @@ def fit(
             f"{cfg.precision!r}: make it with make_accelerator(cfg.precision, …)"
         )
     loop = _Loop(model, train, cfg, accelerator, step, run, desc)
-    state = run.load_checkpoint() if (run is not None and resume) else None
+    state = Checkpoint.load(run.checkpoint_path) if (run is not None and resume) else None
     if state is not None:
         loop.restore(state)
     with _StopFlag() as stop:
@@ -447,10 +448,6 @@ class _Loop:
     """
 
     LOG_EVERY = 25  # optimizer steps between the loss checks that read a value from the device
-    # Seconds between checkpoints written at the end of an epoch (one process; several write every epoch, so
-    # that they agree without talking). Short epochs keep their state in memory in between (``pending``), and
-    # the last epoch, Ctrl-C and errors write it: a run of small models does not pickle and fsync every epoch.
-    SAVE_EVERY = 60.0
 
     def __init__(
         self,
@@ -482,22 +479,23 @@ class _Loop:
         self.start_epoch, self.start_batch = 0, 0
         self.sums = torch.zeros(3, device=acc.device, dtype=torch.float64)  # loss·n, correct, n (committed)
         self.logged = (0.0, 0.0)  # loss·n, n of the sums when the loss was last sent to the trackers
-        self.saved_at = time.monotonic()
-        self.pending: dict[str, Any] | None = None  # the last epoch's checkpoint, when not yet written
+        # checkpoints at the end of an epoch every SaveCadence.SAVE_EVERY seconds (one process; several write every
+        # epoch, so that they agree without talking), after the last epoch, on Ctrl-C and on errors
+        self.saves: SaveCadence[Checkpoint] = SaveCadence(self._write)
 
     #### Restore ####
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.raw.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_epoch, self.start_batch = state["epoch"], state["batch"]
-        self.history, self.norms_history = list(state["history"]), dict(state["grad_norms"])
-        self.sums = state["sums"].to(self.acc.device)
-        if self.grad_norms is not None and "grad_norm_sums" in state:
-            self.grad_norms.load_state_dict(state["grad_norm_sums"])
+    def restore(self, state: Checkpoint) -> None:
+        self.raw.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        if self.scaler is not None and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        self.start_epoch, self.start_batch = state.epoch, state.batch
+        self.history, self.norms_history = list(state.history), dict(state.grad_norms)
+        self.sums = state.sums.to(self.acc.device)
+        if self.grad_norms is not None and state.grad_norm_sums is not None:
+            self.grad_norms.load_state_dict(state.grad_norm_sums)
         loss_n, _, n = self.sums.tolist()
         self.logged = (loss_n, n)
         where = self.run.path if self.run is not None else ""
@@ -646,54 +644,50 @@ class _Loop:
         self.sums.zero_()
         self.logged = (0.0, 0.0)
         self.start_batch = 0
-        due = time.monotonic() - self.saved_at >= self.SAVE_EVERY
-        if epoch + 1 == self.cfg.epochs or acc.num_processes > 1 or due:
+        if epoch + 1 == self.cfg.epochs or acc.num_processes > 1 or self.saves.due():
             self.checkpoint(epoch + 1, 0)
         elif self.run is not None:
-            self.pending = self._state(epoch + 1, 0, copy=True)
+            self.saves.hold(self._state(epoch + 1, 0).detached())
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
         if acc.trackers:
             epoch_values = {f"epoch/{k}": v for k, v in record.items() if k != "epoch"}
             acc.log(epoch_values, step=(epoch + 1) * self.steps_per_epoch)
         return record
 
-    def _state(self, epoch: int, batch: int, *, copy: bool = False) -> dict[str, Any]:
-        """Everything a resume at (epoch, batch) needs; ``copy``: detached from the training state."""
-        state = {
-            "model": {k: v.detach().cpu() for k, v in self.raw.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "epoch": epoch,
-            "batch": batch,
-            "history": self.history,
-            "grad_norms": self.norms_history,
-            "sums": self.sums.cpu(),
-            **({"grad_norm_sums": self.grad_norms.state_dict()} if self.grad_norms is not None else {}),
-        }
-        return copy_module.deepcopy(state) if copy else state
+    def _state(self, epoch: int, batch: int) -> Checkpoint:
+        """Everything a resume at (epoch, batch) needs (sharing the training state's tensors: ``detached()``)."""
+        return Checkpoint(
+            model={k: v.detach().cpu() for k, v in self.raw.state_dict().items()},
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else {},
+            epoch=epoch,
+            batch=batch,
+            history=self.history,
+            grad_norms=self.norms_history,
+            sums=self.sums.cpu(),
+            grad_norm_sums=self.grad_norms.state_dict() if self.grad_norms is not None else None,
+        )
 
-    def _write(self, state: dict[str, Any]) -> None:
+    def _write(self, state: Checkpoint) -> None:
         """The checkpoint and the history so far into the run folder (main process only)."""
         assert self.run is not None
-        self.run.save_checkpoint(state)
-        norms = state["grad_norms"]
-        self.run.update_metrics(history=state["history"], **({"grad_norms": norms} if norms else {}))
-        self.saved_at, self.pending = time.monotonic(), None
+        state.save(self.run.checkpoint_path)
+        write_progress(self.run, state.history, state.grad_norms)
 
     def checkpoint(self, epoch: int, batch: int) -> None:
         """Write what a resume at (epoch, batch) needs, and the history; by the main process, awaited by all."""
         if self.run is None:
             return
         if self.acc.is_main_process:
-            self._write(self._state(epoch, batch))
-        self.pending = None
+            self.saves.write(self._state(epoch, batch))
+        self.saves.drop()
         self.acc.wait_for_everyone()
 
     def save_pending(self) -> None:
         """Write the last finished epoch's state if it is only in memory (on an error: no waiting for others)."""
-        if self.pending is not None and self.acc.is_main_process:
-            self._write(self.pending)
+        if self.acc.is_main_process:
+            self.saves.flush()
 
 
 def _agreed(acc: Accelerator, flag: bool, i: int) -> bool:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from dla_core.errors import DlaError
+from dla_core.runs import MODEL, atomic_write
 
 #### Configs ####
 
@@ -278,8 +279,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 def save_model(path: Path, model: nn.Module, config: ModelConfig) -> None:
     """Write weights + config to a safetensors file, atomically."""
-    from dla_core.runs import atomic_write
-
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"model_config": json.dumps(config.to_dict())}
     atomic_write(Path(path), lambda p: save_file(state, str(p), metadata=meta))
@@ -288,8 +287,6 @@ def save_model(path: Path, model: nn.Module, config: ModelConfig) -> None:
 def load_model(source: Path, map_location: str = "cpu") -> nn.Module:
     """Rebuild a model from a run folder (its ``model.safetensors``) or a safetensors file."""
     from safetensors import safe_open
-
-    from dla_core.runs import MODEL
 
     path = Path(source)
     if path.is_dir():

@@ -11,12 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from dla_core.runs import atomic_write
+
 
 def _save(fig: plt.Figure, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
     """Lay the figure out (inside ``rect`` of the figure when a legend or title needs the rest), write it
     atomically, close it."""
-    from dla_core.runs import atomic_write
-
     fig.tight_layout(rect=rect)
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)

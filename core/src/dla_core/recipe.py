@@ -9,7 +9,8 @@
 (``save`` decides how: safetensors with its config, a Hugging Face folder, an autoencoder), writes the final
 metrics under one set of key names (``METRIC_KEYS``) and draws the learning curves (and gradient norms). Only
 then is the run marked ``finished`` in ``metrics.json``: a study, a transfer table or a distillation that
-resumes skips finished child runs (``child_run``) and continues the others from their checkpoints.
+resumes skips finished child runs (``child_run``) and continues the others from their checkpoints. That ending
+is ``finish_run``, which a loop of its own (lab1's stacked seeds) calls as well.
 """
 
 from __future__ import annotations
@@ -138,22 +139,62 @@ def train_into(
     test = None
     if batches.get("test") is not None:
         test = evaluate(trained, batches["test"], step=eval_step, accelerator=acc)
-    parameters = count_parameters(counted if counted is not None else trained)
-    metrics = final_metrics(result.history, parameters, trainable, test)
-    if extra is not None:
-        metrics.update(extra(trained, acc, dict(metrics)))
-    metrics = present(metrics)
-    if save is not None:
-        metrics[SAVED] = save(run, trained).relative_to(run.path).as_posix()
-    if plot:
-        plots.learning_curves({name: result.history}, run.file("learning_curves.png"), title=name)
-        if result.grad_norms:
-            plots.grad_norms(result.grad_norms, run.file("grad_norms.png"), title=f"{name}: gradient norms")
-    written = run.update_metrics(**metrics, **{FINISHED: True})
-    if rt.report_to:
-        finish_tracking(acc, metrics)
+    written = finish_run(
+        run,
+        trained,
+        result.history,
+        result.grad_norms,
+        parameters=count_parameters(counted if counted is not None else trained),
+        trainable=trainable,
+        test=test,
+        save=save,
+        extra=(lambda so_far: extra(trained, acc, so_far)) if extra is not None else None,
+        plot=plot,
+        name=name,
+        trackers=acc if rt.report_to else None,
+    )
     wait_for_main()  # the other processes read what the main one wrote only after this
     return Trained(trained, result.history, written, acc)
+
+
+def finish_run(
+    run: RunDir,
+    model: nn.Module,
+    history: Sequence[Mapping[str, float]],
+    grad_norms: Mapping[str, Sequence[float]],
+    *,
+    parameters: int,
+    trainable: int,
+    test: Mapping[str, float] | None,
+    save: Saver | None,
+    extra: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    plot: bool = True,
+    name: str | None = None,
+    trackers: Accelerator | None = None,
+    **entries: Any,
+) -> dict[str, Any]:
+    """End a trained run: save ``model`` with ``save``, write the final metrics (``METRIC_KEYS`` from the history,
+    the sizes and the ``test`` result, plus ``extra(metrics so far)``), the history and gradient norms, and
+    ``entries``, in one metrics.json write that marks the run ``finished``; with ``plot``, the learning curves
+    (and gradient norms) first. Every trained run ends here: ``train_into`` after ``engine.fit``, and loops of their
+    own that leave ``fit``'s run folders (lab1's stacked seeds). ``trackers``: an accelerator whose trackers get the
+    final metrics and are then closed (``--report-to``). Returns metrics.json as written."""
+    name = name or run.path.name
+    metrics = final_metrics(history, parameters, trainable, test)
+    if extra is not None:
+        metrics.update(extra(dict(metrics)))
+    metrics = present(metrics)
+    if save is not None:
+        metrics[SAVED] = save(run, model).relative_to(run.path).as_posix()
+    if plot:
+        plots.learning_curves({name: list(history)}, run.file("learning_curves.png"), title=name)
+        if grad_norms:
+            plots.grad_norms(dict(grad_norms), run.file("grad_norms.png"), title=f"{name}: gradient norms")
+    progress = {"history": list(history), **({"grad_norms": dict(grad_norms)} if grad_norms else {})}
+    written = run.update_metrics(**entries, **progress, **metrics, **{FINISHED: True})
+    if trackers is not None:
+        finish_tracking(trackers, metrics)
+    return written
 
 
 def final_metrics(

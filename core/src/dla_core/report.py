@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dla_core.runs import RunDir, _flatten, _without_runtime, atomic_write
+
 MARKS = {True: "✓", False: "✗", None: "–"}
 
 #### What a report is made of ####
@@ -242,8 +244,6 @@ def write_report(
     wall: Mapping[str, float] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``out/report.md`` and ``out/report.html``; images that do not exist are left out (and said so)."""
-    from dla_core.runs import atomic_write
-
     out = Path(out)
     gone = set(missing_images(out, sections))
     if gone:
@@ -294,8 +294,6 @@ def _mean_std(values: Sequence[float]) -> str:
 def compare_runs(paths: Sequence[Path]) -> list[Section]:
     """One section per command: a table with the options that differ between its runs as columns and the final
     scalar metrics; runs that differ only by their seed form one row, as mean ± std (n = how many)."""
-    from dla_core.runs import RunDir, _flatten, _without_runtime
-
     by_command: dict[str, list[tuple[Path, dict[str, Any], dict[str, float]]]] = {}
     for path in paths:
         run = RunDir.open(Path(path))

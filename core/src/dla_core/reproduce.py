@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dla_core.errors import DlaError
+from dla_core.runs import RunDir, environment, read_json
 
 TINY_ENV = "DLA_REPRODUCE_TINY"  # "1": tests shrink every step to seconds; not for results
 COMMAND = "reproduce"
@@ -71,9 +72,7 @@ def load_recipe(spec: str | Recipe) -> Recipe:
 
 def read_run_file(folder: Path, name: str = "metrics.json") -> dict[str, Any]:
     """A child run folder's JSON file for a recipe's sections: {} when the step has not written it, a damaged one
-    an ``Error:`` naming it (``dla_core.runs.read_json``, imported here so that recipe modules stay light)."""
-    from dla_core.runs import read_json
-
+    an ``Error:`` naming it (``dla_core.runs.read_json``)."""
     path = Path(folder) / name
     return read_json(path) if path.is_file() else {}
 
@@ -89,8 +88,6 @@ def select(steps: Sequence[Step], only: Sequence[str], skip: Sequence[str]) -> l
 
 
 def _manifest(out: Path) -> dict[str, Any]:
-    from dla_core.runs import RunDir
-
     return RunDir(out).read_metrics().get("steps", {})
 
 
@@ -102,8 +99,6 @@ def run_steps(
     recipe: Recipe, group: Any, out: Path, steps: Sequence[Step], chosen: Sequence[Step], echo: Callable
 ) -> dict[str, float]:
     """Run the chosen steps not yet done through the lab's click ``group``; returns wall seconds per step."""
-    from dla_core.runs import RunDir
-
     run = RunDir(out)
     manifest = _manifest(out)
     by_name = {s.name: s for s in steps}
@@ -141,7 +136,6 @@ def run_steps(
 def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[Path, Path]:
     """Write the report of the reproduce folder ``out`` (into ``report_out`` or ``out``) from its run folders."""
     from dla_core.report import write_report
-    from dla_core.runs import RunDir, environment
 
     run = RunDir.open(out, what=f"{recipe.lab} reproduce")
     cfg = run.config
@@ -189,8 +183,6 @@ def reproduce(
         profile, Path(out), small, **extra
     )  # the recipe's option errors come before torch loads
     chosen = select(steps, only, skip)
-    from dla_core.runs import RunDir
-
     cfg = {"profile": profile, "tiny": small, "extra": extra}
     RunDir.create(out, cfg, command=f"{recipe.lab} {COMMAND}", resume=resume)
     estimates = [s.minutes for s in chosen if s.minutes is not None]

@@ -6,12 +6,15 @@ Every command that trains or evaluates writes one::
       config.json        resolved options, seed, package versions, machine
       metrics.json       final metrics + per-epoch history (rewritten atomically after every epoch)
       model.safetensors  final weights; the model config rides in the safetensors metadata
-      checkpoint.pt      training state for --resume (loaded with weights_only=True)
+      checkpoint.pt      training state for --resume (dla_core.checkpoint: written with torch, loaded weights_only)
       *.png              plots
       .lock              while a process writes the run: its pid (one writer per folder, dla_core.run_lock)
 
 All writes go to a temporary file in the same folder, are flushed to disk and renamed over the target, so a
 crash mid-write leaves the previous file intact.
+
+No torch here (the CLIs and the reports import this without paying for it): the checkpoint's structure and its
+file I/O are in ``dla_core.checkpoint``, beside the engine that writes them.
 """
 
 from __future__ import annotations
@@ -30,9 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dla_core import run_lock
+from dla_core.config import RUNTIME_OPTIONS
 from dla_core.errors import DlaError
 from dla_core.seeding import is_main_process, world_size
 
@@ -81,9 +83,9 @@ def _json_default(o: Any) -> Any:
         return dataclasses.asdict(o)
     if isinstance(o, Path):
         return str(o)
-    if isinstance(o, torch.Tensor):
+    if hasattr(o, "tolist"):  # tensors, numpy arrays and scalars (no torch import needed to know them)
         return o.tolist()
-    if hasattr(o, "item"):  # numpy scalars
+    if hasattr(o, "item"):
         return o.item()
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
@@ -120,6 +122,8 @@ def _environment(_path: tuple[str, ...]) -> dict[str, Any]:
     ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
+    import torch  # the machine's GPU, recorded with the run (in a command that is about to train anyway)
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "python": sys.version.split()[0],
@@ -267,34 +271,15 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self.path / name
 
-    # -- checkpoints --
-
     @property
     def checkpoint_path(self) -> Path:
+        """Where the training state for --resume goes (read and written by ``dla_core.checkpoint``)."""
         return self.path / CHECKPOINT
-
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write(self.checkpoint_path, lambda p: torch.save(state, p))
-
-    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        if not self.checkpoint_path.exists():
-            return None
-        try:
-            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
-        except Exception as e:  # a checkpoint we did not write, or a damaged one
-            # torch's message may advise weights_only=False, i.e. unpickling arbitrary code: never pass that on
-            kind = type(e).__name__
-            raise DlaError(
-                f"cannot read checkpoint {self.checkpoint_path} ({kind}): it is damaged or was not written by dla; "
-                "move it away to start the run over"
-            ) from None
 
 
 def _without_runtime(cfg: Any) -> Any:
     """A saved config without runtime options (``dla_core.config.Runtime``), at any depth: folders written
     before those left the experiment configs (data_dir, cpu, …) resume like new ones."""
-    from dla_core.config import RUNTIME_OPTIONS
-
     if not isinstance(cfg, Mapping):
         return cfg
     return {k: _without_runtime(v) for k, v in cfg.items() if k not in RUNTIME_OPTIONS}
@@ -356,6 +341,7 @@ def wait_for_main() -> None:
 def _process_state() -> Any:
     """Join (or reuse) the launcher's process group the way ``engine.make_accelerator`` will: gloo on a machine
     without a GPU. (A bare ``PartialState()`` there falls back to one process and the later Accelerator with it.)"""
+    import torch
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())

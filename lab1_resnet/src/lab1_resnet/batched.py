@@ -14,12 +14,14 @@ reassociation (``tests/lab1/test_batched.py``); ``Group.single_checkpoint`` give
 would have left, so a cell's run folder is a ``lab1 train`` run folder whichever way it was trained.
 
 Covers the study's default: MLPs, Adam, a constant learning rate, fp32, no clipping, accumulation or weight
-decay (``groups`` leaves other cells to the single runs).
+decay. ``STACKED`` says so field by field for every field of a cell (``TrainRun`` and its ``TrainConfig``);
+``batchable`` reads it, and ``groups`` leaves other cells to the single runs.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dla_core.checkpoint import Checkpoint
 from dla_core.data import ImageBatches, Splits
 from dla_core.engine import make_optimizer, make_scheduler
 from dla_core.errors import DlaError
@@ -53,19 +56,59 @@ def _shape_key(cell: TrainRun) -> tuple:
     return (replace(cell, residual=True, plain_block="double", train=replace(cell.train, seed=0)), skips)
 
 
+#### What the stack reproduces ####
+
+ANY = "any value"  # a field the stacked models honour whatever its value
+# Every field of a cell, with what the stacked seeds do with it: ANY value is reproduced, or the one value they
+# train with (a cell with another value trains as a single run). A nested dataclass field maps its own fields.
+# A field missing here keeps every cell out of the stack (and tests/lab1/test_batched.py fails) until it is
+# classified: a new training option is never silently ignored by `lab1 study`.
+STACKED: dict[str, Any] = {
+    "dataset": ANY,
+    "model": "mlp",  # _Stacked is MLPs' stem, dense blocks and head
+    "depth": ANY,
+    "width": ANY,
+    "stages": ANY,  # 1 for every MLP
+    "residual": ANY,  # a per-model skip factor (double blocks); single blocks stack with their own kind
+    "plain_block": ANY,
+    "batch_size": ANY,
+    "augment": ANY,  # each model draws its batches from its own ImageBatches, augmentation included
+    "val_fraction": ANY,
+    "train": {
+        "epochs": ANY,
+        "lr": ANY,
+        "optimizer": "adam",  # one fused Adam over the stacked tensors (element-wise: per seed)
+        "momentum": ANY,  # SGD's only
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "warmup": 0.0,
+        "grad_accum": 1,
+        "clip": None,  # a global norm per model: not done by the one stacked optimizer step
+        "precision": "no",
+        "seed": ANY,  # models are built and draw batches from their own seed
+        "log_grad_norms": ANY,
+    },
+}
+
+
+_UNCLASSIFIED = object()
+
+
+def _refused(obj: Any, table: dict[str, Any]) -> list[str]:
+    """The fields of dataclass ``obj`` whose values ``table`` does not reproduce (unclassified ones included)."""
+    refused = []
+    for f in dataclasses.fields(obj):
+        rule, value = table.get(f.name, _UNCLASSIFIED), getattr(obj, f.name)
+        if isinstance(rule, dict):
+            refused += [f"{f.name}.{name}" for name in _refused(value, rule)]
+        elif rule is not ANY and (rule is _UNCLASSIFIED or value != rule):
+            refused.append(f.name)
+    return refused
+
+
 def batchable(cell: TrainRun) -> bool:
-    """Whether ``cell``'s training is one the stacked models reproduce."""
-    t = cell.train
-    return (
-        cell.model == "mlp"
-        and t.optimizer == "adam"
-        and t.schedule == "constant"
-        and not t.warmup
-        and t.precision == "no"
-        and t.clip is None
-        and t.grad_accum == 1
-        and not t.weight_decay
-    )
+    """Whether ``cell``'s training is one the stacked models reproduce (``STACKED``)."""
+    return not _refused(cell, STACKED)
 
 
 def groups(cells: Sequence[TrainRun]) -> list[list[TrainRun]]:
@@ -84,12 +127,11 @@ def _check(cells: Sequence[TrainRun]) -> None:
         raise DlaError(
             "batched seeds: the cells must differ by their seed (and plain/residual with double blocks) only"
         )
-    first = cells[0]
-    t = first.train
-    if first.model != "mlp" or t.optimizer != "adam" or t.schedule != "constant" or t.warmup:
-        raise DlaError("batched seeds cover MLPs trained with Adam at a constant learning rate")
-    if t.precision != "no" or t.clip is not None or t.grad_accum != 1 or t.weight_decay:
-        raise DlaError("batched seeds cover fp32 runs without clipping, accumulation or weight decay")
+    refused = _refused(cells[0], STACKED)  # one shape: the cells share every field STACKED restricts
+    if refused:
+        raise DlaError(
+            f"batched seeds do not reproduce this training ({', '.join(refused)}); train single runs"
+        )
 
 
 # the stacked tensors, in the optimizer's order, and the dimension that indexes the models in each
@@ -371,9 +413,9 @@ class Group:
         model.load_state_dict(self.net.state_dict(s))
         return model.eval()
 
-    def single_checkpoint(self, s: int, model: Classifier) -> dict[str, Any]:
-        """The checkpoint ``engine.fit`` leaves after the last epoch of model ``s``'s single run (same keys,
-        same optimizer and schedule state): its run folder resumes like any ``lab1 train`` run's."""
+    def single_checkpoint(self, s: int, model: Classifier) -> Checkpoint:
+        """The checkpoint ``engine.fit`` leaves after the last epoch of model ``s``'s single run (same optimizer
+        and schedule state): its run folder resumes like any ``lab1 train`` run's."""
         cfg = self.cfg
         optimizer = make_optimizer(model.parameters(), cfg)
         scheduler = make_scheduler(optimizer, cfg, self.steps_per_epoch)
@@ -395,18 +437,16 @@ class Group:
         sched.update(last_epoch=steps, _step_count=steps + 1)
         scheduler.load_state_dict(sched)
         modules = len(self.net.modules)
-        return {
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": {},
-            "epoch": self.epoch,
-            "batch": 0,
-            "history": self.histories[s],
-            "grad_norms": self.norms[s],
-            "sums": torch.zeros(3, dtype=torch.float64),
-            **({"grad_norm_sums": {"total": torch.zeros(modules), "steps": 0}} if cfg.log_grad_norms else {}),
-        }
+        return Checkpoint(
+            model={k: v.detach().cpu() for k, v in model.state_dict().items()},
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            epoch=self.epoch,
+            batch=0,  # at the end of an epoch: sums and scaler keep their defaults
+            history=self.histories[s],
+            grad_norms=self.norms[s],
+            grad_norm_sums={"total": torch.zeros(modules), "steps": 0} if cfg.log_grad_norms else None,
+        )
 
 
 def train_seeds(cells: Sequence[TrainRun], data: Splits) -> list[SeedResult]:

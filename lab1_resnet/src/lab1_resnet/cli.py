@@ -64,30 +64,6 @@ VAL_FRACTION = click.option(
 RUNTIME = cli.stack(cli.DATA_DIR, cli.DOWNLOAD, cli.OUT, cli.RESUME)
 
 
-def _hyperparameters(epochs: int, lr: float, batch: int, optimizer: str = "adam", seed: bool = True):
-    """train_options without --seed where a command takes --seeds."""
-    if seed:
-        return cli.train_options(
-            epochs_default=epochs, lr_default=lr, batch_default=batch, optimizer_default=optimizer
-        )
-    return cli.stack(
-        cli.epochs(epochs),
-        cli.batch_size(batch),
-        cli.lr(lr),
-        cli.optimizer(optimizer),
-        cli.MOMENTUM,
-        cli.WEIGHT_DECAY,
-        cli.SCHEDULE,
-        cli.WARMUP,
-        cli.GRAD_ACCUM,
-        cli.CLIP,
-        cli.PRECISION,
-        cli.CPU,
-        cli.THREADS,
-        cli.REPORT_TO,
-    )
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @cli.VERBOSE
 def group(verbose: int) -> None:
@@ -105,7 +81,7 @@ def group(verbose: int) -> None:
 @DATASET
 @AUGMENT
 @VAL_FRACTION
-@_hyperparameters(epochs=30, lr=1e-3, batch=64)
+@cli.train_options(epochs_default=30, lr_default=1e-3, batch_default=64)
 @RUNTIME
 def train(**opts) -> None:
     """Train one MLP or CNN, plain or residual; write learning curves, per-layer gradient norms, the model.
@@ -142,7 +118,7 @@ def train(**opts) -> None:
 @DATASET
 @AUGMENT
 @VAL_FRACTION
-@_hyperparameters(epochs=30, lr=1e-3, batch=64, seed=False)
+@cli.train_options(epochs_default=30, lr_default=1e-3, batch_default=64, exclude={"seed"})  # --seeds instead
 @click.option(
     "--batch-seeds/--no-batch-seeds",
     default=True,
@@ -221,17 +197,7 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
               help="Rows training the same architecture from scratch, same epochs.")  # fmt: skip
 @AUGMENT
 @VAL_FRACTION
-@cli.epochs(10)
-@cli.batch_size(128)
-@cli.MOMENTUM
-@cli.WEIGHT_DECAY
-@cli.SCHEDULE
-@cli.WARMUP
-@cli.SEED
-@cli.PRECISION
-@cli.CPU
-@cli.THREADS
-@cli.REPORT_TO
+@cli.train_options(epochs_default=10, batch_default=128, exclude={"lr", "optimizer"})  # per row instead
 @RUNTIME
 def transfer(strategies: str, optimizers: str, **opts) -> None:
     """Transfer a trained network to a new dataset: frozen features + SVM / k-NN, fine-tuning strategies
@@ -286,7 +252,7 @@ def transfer(strategies: str, optimizers: str, **opts) -> None:
               help="Also train the student on hard labels only, for comparison.")  # fmt: skip
 @AUGMENT
 @VAL_FRACTION
-@_hyperparameters(epochs=30, lr=1e-3, batch=64)
+@cli.train_options(epochs_default=30, lr_default=1e-3, batch_default=64)
 @RUNTIME
 def distill(**opts) -> None:
     """Distil a trained teacher into a small student; compare teacher, student on labels, distilled student.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,18 +33,16 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
+from dla_core.checkpoint import SaveCadence, load_state, save_state, write_progress
 from dla_core.config import Runtime
 from dla_core.data import Splits
 from dla_core.engine import Interrupted, TrainConfig, classification_step
-from dla_core.models import count_parameters, weight_layers
+from dla_core.models import count_parameters
 from dla_core.recipe import (
-    FINISHED,
-    SAVED,
     THREADS,
     child_run,
-    final_metrics,
+    finish_run,
     is_finished,
-    present,
     save_classifier,
     training_threads,
 )
@@ -54,7 +51,7 @@ from dla_core.seeding import seed_everything, world_size
 from dla_core.threads import apply_threads
 from lab1_resnet import batched, tables
 from lab1_resnet.choices import KINDS
-from lab1_resnet.train import TrainRun, load_data, train_in
+from lab1_resnet.train import TrainRun, load_data, own_metrics, train_in
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +191,10 @@ def train_group(
 ) -> dict[str, dict[str, Any]]:
     """Train ``cells`` as one stacked model (``batched.Group``) into their run folders; their final metrics.
 
-    Resumable like ``engine.fit``: the group's state goes to ``groups/<name>.pt`` in the study folder at the end
-    of an epoch when ``SAVE_EVERY`` seconds have passed since the last write, on Ctrl-C and on errors (the last
-    finished epoch), and ``--resume`` continues from it. At the end every cell gets what its single run would
+    Resumable like ``engine.fit``, on the same cadence (``SaveCadence``): the group's state goes to
+    ``groups/<name>/checkpoint.pt`` in the study folder at the end of an epoch when ``SAVE_EVERY`` seconds have
+    passed since the last write, on Ctrl-C and on errors (the last finished epoch), and ``--resume`` continues
+    from it. At the end every cell gets what its single run would
     have written (config.json, metrics.json, the model, the checkpoint of the last epoch), then the group's
     checkpoint goes."""
     runs = []
@@ -204,7 +202,7 @@ def train_group(
         path = _cell_path(study, cell)
         runs.append(RunDir.create(path, cell, command="lab1 train", resume=(path / CONFIG).exists()))
     where = _group_dir(study, cells)
-    state = where.load_checkpoint() if rt.resume else None
+    state = load_state(where.checkpoint_path) if rt.resume else None
     group = batched.Group(cells, data, state=state)
     threads = apply_threads(training_threads(group.models[0], group.streams[0], classification_step, rt))
     saver = _GroupSaver(where, runs, threads.record())
@@ -231,51 +229,52 @@ def train_group(
 
 
 class _GroupSaver:
-    """The group's checkpoint: at the end of an epoch when ``SAVE_EVERY`` seconds have passed since the last
-    one (otherwise kept in memory), and on Ctrl-C and errors (``save_pending``); each cell's history so far (and
-    its thread choice) goes to its metrics.json with it."""
-
-    SAVE_EVERY = 60.0  # as engine.fit's checkpoints
+    """The group's checkpoint (``Group.state``), on ``engine.fit``'s cadence: at the end of an epoch when
+    ``SaveCadence.SAVE_EVERY`` seconds have passed since the last one (otherwise held in memory), and on Ctrl-C
+    and errors (``save_pending``); each cell's history so far (and its thread choice) goes to its metrics.json
+    with it. After the last epoch the cells' own files follow (``_finish_cell``) instead."""
 
     def __init__(self, where: RunDir, runs: Sequence[RunDir], threads: dict[str, Any]):
         self.where, self.runs, self.threads = where, runs, threads
-        self.saved_at = time.monotonic()
-        self.pending: dict[str, Any] | None = None
+        self.saves: SaveCadence[dict[str, Any]] = SaveCadence(self._write)
 
     def end_epoch(self, group: batched.Group) -> None:
         if group.epoch == group.cfg.epochs:
-            self.pending = None  # the cells' own files follow
-            return
-        self.pending = group.state()
-        if time.monotonic() - self.saved_at >= self.SAVE_EVERY:
-            self.save_pending()
+            self.saves.drop()
+        elif self.saves.due():
+            self.saves.write(group.state())
+        else:
+            self.saves.hold(group.state())
 
     def save_pending(self) -> None:
-        state, self.pending = self.pending, None
-        if state is None:
-            return
-        self.where.save_checkpoint(state)
+        self.saves.flush()
+
+    def _write(self, state: dict[str, Any]) -> None:
+        save_state(self.where.checkpoint_path, state)
         for run, history, norms in zip(self.runs, state["histories"], state["grad_norms"], strict=True):
-            run.update_metrics(
-                **{THREADS: self.threads}, history=history, **({"grad_norms": norms} if norms else {})
-            )
-        self.saved_at = time.monotonic()
+            write_progress(run, history, norms, **{THREADS: self.threads})
 
 
 def _finish_cell(
     group: batched.Group, s: int, run: RunDir, test: dict[str, float], threads: dict[str, Any]
 ) -> dict[str, Any]:
-    """Write cell ``s``'s final files as ``recipe.train_into`` does for a single run (the metrics in one write);
-    its metrics."""
-    model = group.model(s)
-    history, norms = group.histories[s], group.norms[s]
-    run.save_checkpoint(group.single_checkpoint(s, model))
-    parameters = count_parameters(model), count_parameters(model, trainable_only=True)
-    metrics = final_metrics(history, *parameters, test)
-    metrics = present({**metrics, "weight_layers": weight_layers(group.mcfgs[s])})  # train_in's extra
-    metrics[SAVED] = save_classifier(group.mcfgs[s])(run, model).relative_to(run.path).as_posix()
-    so_far = {THREADS: threads, "history": history, **({"grad_norms": norms} if norms else {})}
-    return run.update_metrics(**so_far, **metrics, **{FINISHED: True})
+    """Write cell ``s``'s final files as a single run leaves them: the checkpoint ``engine.fit`` writes after the
+    last epoch, then ``recipe.finish_run`` as ``train_in`` ends (no plots, as a study's cells); its metrics."""
+    model, mcfg = group.model(s), group.mcfgs[s]
+    group.single_checkpoint(s, model).save(run.checkpoint_path)
+    return finish_run(
+        run,
+        model,
+        group.histories[s],
+        group.norms[s],
+        parameters=count_parameters(model),
+        trainable=count_parameters(model, trainable_only=True),
+        test=test,
+        save=save_classifier(mcfg),
+        extra=lambda so_far: own_metrics(mcfg),
+        plot=False,
+        **{THREADS: threads},
+    )
 
 
 TITLE = "depth study: plain vs residual (mean over seeds)"

@@ -98,6 +98,11 @@ def batches(data: Splits, batch_size: int, augment: bool, seed: int) -> dict[str
     }
 
 
+def own_metrics(mcfg: ModelConfig) -> dict[str, Any]:
+    """What a `lab1 train` run reports besides the recipe's ``METRIC_KEYS``, however it was trained."""
+    return {"weight_layers": weight_layers(mcfg)}
+
+
 def train_in(run: RunDir, cfg: TrainRun, data: Splits, rt: Runtime, *, plot: bool = True) -> dict[str, Any]:
     """Train ``cfg`` on ``data`` inside ``run`` (resuming from its checkpoint when ``rt.resume``); returns the
     final metrics (also in metrics.json).
@@ -108,7 +113,7 @@ def train_in(run: RunDir, cfg: TrainRun, data: Splits, rt: Runtime, *, plot: boo
     model = build_model(mcfg)
     done = train_into(
         run, model, batches(data, cfg.batch_size, cfg.augment, cfg.train.seed), cfg.train, rt,
-        save=save_classifier(mcfg), extra=lambda m, acc, so_far: {"weight_layers": weight_layers(mcfg)},
+        save=save_classifier(mcfg), extra=lambda m, acc, so_far: own_metrics(mcfg),
         plot=plot, name=cfg.name,
     )  # fmt: skip
     return done.metrics

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from dla_core.data import formats
 from dla_core.errors import DlaError
+from dla_core.runs import wait_for_main
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,6 @@ def _download(name: str, data_dir: Path, fetch: Callable[[str], object]) -> None
     """Run torchvision's download once (main process first); a network failure is one ``Error:`` line."""
     from urllib.error import URLError
 
-    from dla_core.runs import wait_for_main
     from dla_core.seeding import is_main_process
 
     try:
