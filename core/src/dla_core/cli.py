@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import click
 
 from dla_core.errors import DlaError
+from dla_core.trackers import REPORT_TO_CHOICES
 
 #### Runtime options (where and how to run; not hyperparameters) ####
 
@@ -66,18 +67,6 @@ PRECISION = click.option(
     help="Mixed precision. fp16 needs a GPU; bf16 also runs on the CPU (autocast).",
 )
 CPU = click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")
-# --report-to names (Accelerate's tracker names) → the package each needs; the first three are dla-core extras
-TRACKER_PACKAGES = {
-    "tensorboard": "tensorboard",
-    "mlflow": "mlflow",
-    "wandb": "wandb",
-    "comet_ml": "comet_ml",
-    "aim": "aim",
-    "clearml": "clearml",
-    "dvclive": "dvclive",
-}
-TRACKER_EXTRAS = ("tensorboard", "mlflow", "wandb")
-REPORT_TO_CHOICES = (*TRACKER_PACKAGES, "all", "none")
 
 
 def _trackers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
