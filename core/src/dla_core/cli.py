@@ -13,6 +13,7 @@ Usage in a lab::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -188,6 +189,21 @@ def stack(*decorators: Callable) -> Callable:
     def apply(f: Callable) -> Callable:
         for d in reversed(decorators):
             f = d(f)
+        return f
+
+    return apply
+
+
+def defaults_from(config: type) -> Callable:
+    """Give a command's options the defaults of the dataclass ``config``: every option named like one of its
+    fields takes that field's default, so a default is declared once, in the config. Stack it above the options
+    (just below ``@group.command()``); the options themselves leave ``default`` out."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+
+    def apply(f: Callable) -> Callable:
+        for param in getattr(f, "__click_params__", ()):
+            if param.name in defaults:
+                param.default = defaults[param.name]
         return f
 
     return apply
