@@ -17,6 +17,9 @@ CASES = [
     # local paths that must exist
     Case("missing-data", ("finetune", "--data", "{tmp}/none.csv"), "--data {tmp}/none.csv: no such file"),
     Case("missing-model", ("evaluate", "--data", "dla-reviews", "--model", "{tmp}/none"), "does not exist"),
+    Case(
+        "reproduce-missing-model", ("reproduce", "--model", "{tmp}/none"), "folder {tmp}/none does not exist"
+    ),
 ]
 
 

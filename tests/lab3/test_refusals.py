@@ -33,6 +33,11 @@ CASES = [
     ),
     Case("missing-story-model", ("story", PHOTO, "--story-model", "./none/lm"), "--story-model ./none/lm"),
     Case("missing-image", ("story", "{tmp}/none.jpg"), "{tmp}/none.jpg: no such file"),
+    Case(
+        "reproduce-missing-story-model",
+        ("reproduce", "--caption-model", "owner/blip", "--story-model", "{tmp}/none"),
+        "--story-model {tmp}/none",
+    ),
 ]
 
 
@@ -52,15 +57,30 @@ def test_a_refused_input_leaves_no_run_folder(case: Case, tmp_path, monkeypatch,
     assert_refused(group, case, tmp_path, monkeypatch)
 
 
-def test_a_refused_connection_fails_before_any_model_loads(tmp_path, no_models) -> None:
+@pytest.fixture
+def refused_url() -> str:
     with socket.socket() as s:  # a port that was free a moment ago: nobody listens on it
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/photo.jpg"
+    return f"http://127.0.0.1:{port}/photo.jpg"
+
+
+def test_a_refused_connection_fails_before_any_model_loads(tmp_path, no_models, refused_url) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(group, ["story", url, "--out", str(out)])
+    result = CliRunner().invoke(group, ["story", refused_url, "--out", str(out)])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    assert result.output.splitlines() == [f"Error: {url}: cannot reach the server (Connection refused)"]
+    assert result.output.splitlines() == [
+        f"Error: {refused_url}: cannot reach the server (Connection refused)"
+    ]
+    assert not out.exists()
+
+
+def test_reproduce_fetches_its_images_before_making_its_folder(tmp_path, no_models, refused_url) -> None:
+    out = tmp_path / "out"
+    argv = ["reproduce", *MODEL_ARGS, "--image", PHOTO, "--image", refused_url, "--out", str(out)]
+    result = CliRunner().invoke(group, argv)
+    assert result.exit_code == 2, result.output
+    assert f"Error: Invalid value for '--image': {refused_url}: cannot reach the server" in result.output
     assert not out.exists()
 
 

@@ -348,15 +348,17 @@ cli.add_reproduce_commands(
 
 
 def _images(images: tuple[str, ...]) -> tuple[str, ...]:
-    """`lab3 reproduce --image`: URLs as given, files checked now (not after a model download) and made absolute,
-    so that the saved options re-render the report from any folder."""
+    """`lab3 reproduce --image`: every image opened now (a URL fetched once), before the reproduce folder is made
+    or a model loads; files made absolute, so that the saved options re-render the report from any folder."""
+    from lab3_story.images import ImageSourceError, is_url, load_image
+
     resolved = []
     for image in images:
-        if not image.startswith(("http://", "https://")):
-            if not Path(image).is_file():
-                raise click.BadParameter(f"{image}: no such file (give image files or http(s) URLs)")
-            image = str(Path(image).resolve())
-        resolved.append(image)
+        try:
+            load_image(image)
+        except ImageSourceError as e:
+            raise click.BadParameter(f"{e.message} (give image files or http(s) URLs)") from None
+        resolved.append(image if is_url(image) else str(Path(image).resolve()))
     return tuple(resolved)
 
 
