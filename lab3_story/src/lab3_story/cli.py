@@ -100,8 +100,8 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     """Caption each image with BLIP and turn the caption into a short children's story.
 
     SOURCE is an image file or an http(s) URL; give several to generate in batches (both models are
-    loaded once). A source that cannot be read is reported as `Error: SOURCE: reason` and the others still
-    get their stories; the exit status is then 1. With no SOURCE on a terminal (or with -i), lab3 asks for
+    loaded once, after the first image has opened). A source that cannot be read is reported as
+    `Error: SOURCE: reason` and the others still get their stories; the exit status is then 1. With no SOURCE on a terminal (or with -i), lab3 asks for
     one path or URL and a length at a time until you enter nothing.
 
     \b
