@@ -196,11 +196,15 @@ def test_per_epoch_lines_only_with_verbose_and_only_from_the_main_process(monkey
 
 
 def test_the_modules_the_clis_import_at_start_up_are_light():
-    """dla_core.cli, .config (TrainConfig included), .errors, .seeding and .hub load without torch & co., so that
-    `labN --help` does not pay a torch import (tests/labN/test_startup.py runs the scripts themselves)."""
+    """dla_core.cli, .config (TrainConfig included), .errors, .seeding, .hub, .trackers, .threads and .reproduce
+    load without torch & co., so that `labN --help` does not pay a torch import and a command checks its
+    configuration before anything heavy (tests/labN/test_startup.py runs the scripts themselves)."""
     from tests.startup import HEAVY
 
-    light = "dla_core.cli, dla_core.config, dla_core.errors, dla_core.seeding, dla_core.hub"
+    light = (
+        "dla_core.cli, dla_core.config, dla_core.errors, dla_core.seeding, dla_core.hub, dla_core.trackers, "
+        "dla_core.threads, dla_core.reproduce"
+    )
     code = f"import sys, {light}; print(*sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(HEAVY)})))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.split() == []
@@ -227,3 +231,27 @@ def test_compile_takes_an_optional_mode():
     assert run("--compile", "reduce-overhead").output.strip() == "'reduce-overhead'"
     bad = run("--compile", "fast")
     assert bad.exit_code == 2 and "'fast' is not one of" in bad.output
+
+
+def test_defaults_from_gives_the_options_the_configs_defaults():
+    from dataclasses import dataclass
+
+    from click.testing import CliRunner
+
+    @dataclass(frozen=True)
+    class Settings:
+        length: str = "medium"
+        tokens: int = 30
+
+    @click.command()
+    @cli.defaults_from(Settings)
+    @click.option("--length", show_default=True)
+    @click.option("--tokens", type=int)
+    @click.option("--other", default="o")
+    def show(length: str, tokens: int, other: str) -> None:
+        click.echo(f"{length} {tokens} {other}")
+
+    runner = CliRunner()
+    assert runner.invoke(show, []).output == "medium 30 o\n"
+    assert runner.invoke(show, ["--tokens", "5"]).output == "medium 5 o\n"
+    assert "[default: medium]" in runner.invoke(show, ["--help"]).output

@@ -548,9 +548,9 @@ def test_config_is_flattened_into_hyperparameters(tmp_path):
 
 
 def test_a_missing_tracker_package_is_a_one_line_error(monkeypatch, tmp_path):
-    from dla_core import engine
+    from dla_core import trackers
 
-    monkeypatch.setattr(engine, "_tracker_available", lambda package: False)
+    monkeypatch.setattr(trackers, "tracker_available", lambda package: False)
     with pytest.raises(DlaError) as e:
         make_accelerator(report_to=("tensorboard",), project_dir=tmp_path)
     assert e.value.message == (
@@ -564,11 +564,11 @@ def test_a_missing_tracker_package_is_a_one_line_error(monkeypatch, tmp_path):
 def test_mlflow_writes_into_the_run_folder_unless_a_tracking_uri_is_set(monkeypatch, tmp_path):
     import types
 
-    from dla_core import engine
+    from dla_core import engine, trackers
 
     uris = []
     monkeypatch.setitem(sys.modules, "mlflow", types.SimpleNamespace(set_tracking_uri=uris.append))
-    monkeypatch.setattr(engine, "_tracker_available", lambda package: True)
+    monkeypatch.setattr(trackers, "tracker_available", lambda package: True)
     monkeypatch.setattr(engine, "DlaAccelerator", lambda precision, **kwargs: types.SimpleNamespace(
         init_trackers=lambda *a, **k: None))  # fmt: skip
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

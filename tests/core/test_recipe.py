@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dla_core.config import RUNTIME_OPTIONS, Runtime, from_options
 from dla_core.data import ImageBatches, load_splits
 from dla_core.engine import StepOutput, TrainConfig
+from dla_core.errors import DlaError
 from dla_core.models import build_model, load_model, model_config_for
 from dla_core.recipe import FINISHED, METRIC_KEYS, child_run, is_finished, save_classifier, train_into
 from dla_core.runs import RunDir
@@ -51,6 +52,47 @@ def test_from_options_coerces_paths_and_keeps_explicit_none():
     assert cfg.source == "runs/a" and isinstance(cfg.source, str)
     assert cfg.limit is None  # an optional option left unset means None, not the default
     assert from_options(Outer, {"name": None}).name == "x"  # a non-optional field keeps its default
+
+
+@dataclass(frozen=True)
+class Checked:
+    lr: float = 0.1
+
+    def check(self) -> None:
+        if self.lr > 1:
+            raise DlaError(f"--lr {self.lr}: too large")
+
+
+@dataclass(frozen=True)
+class HoldsChecked:
+    name: str = "x"
+    train: Checked = field(default_factory=Checked)
+
+
+def test_from_options_checks_every_config_it_builds_nested_ones_included():
+    assert from_options(HoldsChecked, {"lr": 0.5}).train.lr == 0.5
+    with pytest.raises(DlaError, match=r"--lr 2\.0: too large"):
+        from_options(HoldsChecked, {"lr": 2.0})
+    with pytest.raises(DlaError, match="too large"):
+        from_options(Checked, {"lr": 2.0})
+    assert HoldsChecked(train=Checked(lr=2.0)).train.lr == 2.0  # a config built in code is trusted
+
+
+def test_runtime_check_refuses_a_bad_environment_and_a_missing_tracker(monkeypatch):
+    from dla_core import trackers
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "abc")
+    with pytest.raises(DlaError, match="OMP_NUM_THREADS='abc': expected a positive number"):
+        Runtime.from_options({})
+    assert Runtime.from_options({"threads": 2}).threads == 2  # --threads wins: OMP_NUM_THREADS is not read
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert Runtime.from_options({"report_to": ("tensorboard",)}).report_to == ("tensorboard",)
+    monkeypatch.setattr(trackers, "tracker_available", lambda package: package != "mlflow")
+    with pytest.raises(
+        DlaError, match=r"--report-to mlflow needs the 'mlflow' package: pip install dla-core\[mlflow\]"
+    ):
+        Runtime.from_options({"report_to": ("tensorboard", "mlflow")})
+    Runtime(report_to=("mlflow",))  # built in code: not checked
 
 
 def test_runtime_options_stay_out_of_experiment_configs():

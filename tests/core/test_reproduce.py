@@ -179,6 +179,32 @@ def test_only_and_skip(tmp_path):
     assert r.exit_code == 1 and "--only: unknown step nope (steps: train, eval)" in r.output
 
 
+def test_a_step_without_what_it_needs_is_refused_before_the_folder_is_made(tmp_path):
+    out = tmp_path / "rep"
+    for refused in (("--only", "eval"), ("--skip", "train")):
+        r = invoke("reproduce", "--out", str(out), *refused)
+        assert (
+            r.exit_code == 1
+            and r.output == "Error: step eval needs train: run it first or add it to --only\n"
+        )
+        assert not out.exists() and made == []
+    # resumed: a need done before counts
+    assert invoke("reproduce", "--out", str(out), "--only", "train").exit_code == 0
+    made.clear()
+    r = invoke("reproduce", "--out", str(out), "--resume", "--only", "eval")
+    assert r.exit_code == 0, r.output
+    assert [c[0] for c in made] == ["evaluate"]
+
+
+def test_a_bad_environment_is_refused_before_the_folder_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")
+    r = invoke("reproduce", "--out", str(tmp_path / "rep"))
+    assert (
+        r.exit_code == 1 and r.output.startswith("Error: OMP_NUM_THREADS='0'") and r.output.count("\n") == 1
+    )
+    assert not (tmp_path / "rep").exists() and made == []
+
+
 def test_profile_reaches_the_steps_and_an_existing_folder_is_refused(tmp_path):
     out = tmp_path / "rep"
     assert invoke("reproduce", "--profile", "full", "--out", str(out)).exit_code == 0

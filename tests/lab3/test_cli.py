@@ -91,15 +91,16 @@ def test_run_folder(run, photos: Path, tmp_path: Path) -> None:
     assert again.output == f"Error: {out} already holds a run; choose another --out\n"  # no --resume here
 
 
-def test_run_folder_without_any_story(run, photos: Path, tmp_path: Path) -> None:
-    """No source gave a story: the mean word count is missing, not a made-up 0."""
+def test_sources_that_all_fail_leave_no_run_folder(run, photos: Path, tmp_path: Path) -> None:
+    """No source opened: each is an Error line, and nothing was loaded or written (no half-made run folder)."""
     out = tmp_path / "run"
     result = run(photos / "missing.jpg", photos / "page.html", "--out", out)
     assert result.exit_code == 1
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["stories"] == 0 and metrics["sources"] == 2
-    assert metrics["mean_words"] is None and metrics["images_per_s"] == 0
-    assert not (out / "captions.png").exists()
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {photos / 'missing.jpg'}: no such file",
+        f"Error: {photos / 'page.html'}: not an image PIL can read",
+    ]
+    assert not out.exists()
 
 
 def test_seed_is_set_before_the_models_load(run, models: Path, photos: Path, tmp_path: Path) -> None:

@@ -197,13 +197,13 @@ def test_resume_redoes_a_story_step_that_stopped(done, models: Path, tmp_path: P
 
 
 def test_image_paths_are_saved_absolute_and_damaged_children_are_not_counted(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, server: str
 ) -> None:
     from lab3_story.cli import _images
 
     shutil.copy(reproduce.sklearn_photos()[0], tmp_path / "mine.jpg")
     monkeypatch.chdir(tmp_path)
-    url = "https://example.com/dog.png"
+    url = f"{server}/china.jpg"  # fetched once, to be refused now if it cannot be
     assert _images(("mine.jpg", url)) == (
         str(tmp_path / "mine.jpg"),
         url,

@@ -13,6 +13,7 @@ Usage in a lab::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -25,6 +26,7 @@ from typing import Any, NoReturn
 import click
 
 from dla_core.errors import DlaError
+from dla_core.trackers import REPORT_TO_CHOICES
 
 #### Numbers: every float option is finite, single values and lists alike ####
 
@@ -145,18 +147,6 @@ PRECISION = click.option(
     help="Mixed precision. fp16 needs a GPU; bf16 also runs on the CPU (autocast).",
 )
 CPU = click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")
-# --report-to names (Accelerate's tracker names) → the package each needs; the first three are dla-core extras
-TRACKER_PACKAGES = {
-    "tensorboard": "tensorboard",
-    "mlflow": "mlflow",
-    "wandb": "wandb",
-    "comet_ml": "comet_ml",
-    "aim": "aim",
-    "clearml": "clearml",
-    "dvclive": "dvclive",
-}
-TRACKER_EXTRAS = ("tensorboard", "mlflow", "wandb")
-REPORT_TO_CHOICES = (*TRACKER_PACKAGES, "all", "none")
 
 
 def _trackers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -284,6 +274,21 @@ def stack(*decorators: Callable) -> Callable:
 # the attribute train_options leaves on a command's function: the option names it left out (tests find every
 # training command of every lab by it and check that it offers all the others)
 TRAIN_OPTIONS_LEFT_OUT = "dla_train_options_left_out"
+
+
+def defaults_from(config: type) -> Callable:
+    """Give a command's options the defaults of the dataclass ``config``: every option named like one of its
+    fields takes that field's default, so a default is declared once, in the config. Stack it above the options
+    (just below ``@group.command()``); the options themselves leave ``default`` out."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+
+    def apply(f: Callable) -> Callable:
+        for param in getattr(f, "__click_params__", ()):
+            if param.name in defaults:
+                param.default = defaults[param.name]
+        return f
+
+    return apply
 
 
 def train_options(

@@ -9,6 +9,9 @@ resume.
     cfg = from_options(TrainRun, opts, train={"log_grad_norms": True})
     rt = Runtime.from_options(opts)
 
+Building a config from options also checks it (``check()``, where its class has one: ``Runtime.check`` for the
+environment and the trackers, a lab's config for its local paths), before anything is created or loaded.
+
 No torch here: the CLI modules import this at start-up.
 """
 
@@ -44,6 +47,16 @@ class Runtime:
         if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
             raise DlaError(f"--threads: expected a positive number of threads, got {self.threads!r}")
 
+    def check(self) -> None:
+        """What a command can refuse before it creates or loads anything: OMP_NUM_THREADS when the thread choice
+        will read it (no --threads), and the packages of the --report-to trackers."""
+        from dla_core.threads import omp_threads
+        from dla_core.trackers import check_trackers
+
+        if self.threads is None:
+            omp_threads()
+        check_trackers(self.report_to)
+
     @classmethod
     def from_options(cls, options: Mapping[str, Any], **overrides: Any) -> Runtime:
         return from_options(cls, options, **overrides)
@@ -78,6 +91,11 @@ def from_options(cls: type[T], options: Mapping[str, Any], **overrides: Any) -> 
     of click options fills a nested config. ``overrides`` win over options; a dict override of a nested field
     overrides inside it (``train={"log_grad_norms": True}``). Values are coerced to the field's declared kind:
     lists to tuples, paths to ``str`` for ``str`` fields, strings to ``Path`` for ``Path`` fields.
+
+    Each built dataclass with a ``check()`` method is checked here (nested ones included): this is where a
+    command's options become its configuration, so every command refuses a bad environment, a missing tracker
+    package or a missing local path before it creates a run folder or loads a model, without calling anything.
+    A config built in code (a test, a saved config.json read back) is not checked.
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -98,7 +116,11 @@ def from_options(cls: type[T], options: Mapping[str, Any], **overrides: Any) -> 
             values[f.name] = _coerce(overrides[f.name], kind)
         elif f.name in options and (options[f.name] is not None or NoneType in _members(kind)):
             values[f.name] = _coerce(options[f.name], kind)
-    return cls(**values)
+    built = cls(**values)
+    check = getattr(built, "check", None)
+    if callable(check):
+        check()
+    return built
 
 
 def _dataclass_in(kind: Any) -> type | None:

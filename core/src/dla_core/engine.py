@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import logging
 import math
 import os
@@ -41,12 +40,12 @@ from accelerate.utils import AutocastKwargs
 from tqdm.auto import tqdm
 
 from dla_core.checkpoint import Checkpoint, SaveCadence, write_progress
-from dla_core.cli import TRACKER_EXTRAS, TRACKER_PACKAGES
 from dla_core.config import TrainConfig  # defined with the other configs (light); imported from here too
 from dla_core.data.batches import Batches
 from dla_core.errors import DlaError, NonFiniteLossError
 from dla_core.runs import RunDir
 from dla_core.seeding import reseed_torch, seed_everything
+from dla_core.trackers import check_trackers
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +168,7 @@ def make_accelerator(
             "--precision fp16 needs a GPU; on the CPU this run uses fp32 (bf16 autocast does run on CPUs)"
         )
         precision = "no"
-    trackers = _check_trackers(report_to)
+    trackers = check_trackers(report_to)
     if trackers and project_dir is None:
         raise DlaError(f"--report-to {','.join(trackers)} needs a run folder to write into")
     if "mlflow" in trackers and not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -195,27 +194,6 @@ def make_accelerator(
         name = run_name or Path(project_dir).name  # type: ignore[arg-type]
         acc.init_trackers(name, config=flatten_config(config) if config is not None else None)
     return acc
-
-
-def _tracker_available(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
-
-
-def _check_trackers(report_to: Sequence[str]) -> list[str]:
-    """The trackers to start ('all' as Accelerate reads it); a missing package is a one-line error."""
-    trackers = [t for t in dict.fromkeys(report_to) if t != "none"]
-    for name in trackers:
-        if name == "all":
-            continue
-        if name not in TRACKER_PACKAGES:
-            raise DlaError(
-                f"unknown tracker {name!r} (choose from {', '.join(TRACKER_PACKAGES)}, all or none)"
-            )
-        package = TRACKER_PACKAGES[name]
-        if not _tracker_available(package):
-            how = f"dla-core[{name}]" if name in TRACKER_EXTRAS else package
-            raise DlaError(f"--report-to {name} needs the {package!r} package: pip install {how}")
-    return trackers
 
 
 def flatten_config(config: Any, prefix: str = "") -> dict[str, bool | int | float | str]:

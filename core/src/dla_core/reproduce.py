@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dla_core.config import Runtime
 from dla_core.errors import DlaError
 from dla_core.runs import RunDir, environment, read_json
 
@@ -87,6 +88,18 @@ def select(steps: Sequence[Step], only: Sequence[str], skip: Sequence[str]) -> l
     return [s for s in steps if (not only or s.name in only) and s.name not in skip]
 
 
+def check_needs(out: Path, steps: Sequence[Step], chosen: Sequence[Step], *, resume: bool) -> None:
+    """Every step a chosen one reads (``Step.needs``) is chosen too, or done in the folder being resumed: the
+    reproduce folder is made only after this, so a wrong --only/--skip leaves nothing behind."""
+    manifest = _manifest(out) if resume else {}
+    by_name = {s.name: s for s in steps}
+    chosen_names = {s.name for s in chosen}
+    for step in chosen:
+        missing = [n for n in step.needs if n not in chosen_names and not _done(out, by_name[n], manifest)]
+        if missing:
+            raise DlaError(f"step {step.name} needs {', '.join(missing)}: run it first or add it to --only")
+
+
 def _manifest(out: Path) -> dict[str, Any]:
     return RunDir(out).read_metrics().get("steps", {})
 
@@ -98,15 +111,10 @@ def _done(out: Path, step: Step, manifest: Mapping[str, Any]) -> bool:
 def run_steps(
     recipe: Recipe, group: Any, out: Path, steps: Sequence[Step], chosen: Sequence[Step], echo: Callable
 ) -> dict[str, float]:
-    """Run the chosen steps not yet done through the lab's click ``group``; returns wall seconds per step."""
+    """Run the chosen steps not yet done through the lab's click ``group`` (``check_needs`` passed); returns wall
+    seconds per step."""
     run = RunDir(out)
     manifest = _manifest(out)
-    by_name = {s.name: s for s in steps}
-    chosen_names = {s.name for s in chosen}
-    for step in chosen:
-        missing = [n for n in step.needs if n not in chosen_names and not _done(out, by_name[n], manifest)]
-        if missing:
-            raise DlaError(f"step {step.name} needs {', '.join(missing)}: run it first or add it to --only")
     wall: dict[str, float] = {}
     for i, step in enumerate(chosen, 1):
         child = out / step.name
@@ -179,10 +187,12 @@ def reproduce(
     """Run the recipe's ``profile`` into ``out`` (resuming a reproduce folder when asked) and write the report."""
     extra = dict(extra or {})
     small = tiny()
-    steps = recipe.steps(
-        profile, Path(out), small, **extra
-    )  # the recipe's option errors come before torch loads
+    # the whole configuration is checked before the folder is made (and before torch loads): the recipe's
+    # options, --only / --skip against the steps' needs, the environment the steps will train in
+    steps = recipe.steps(profile, Path(out), small, **extra)
     chosen = select(steps, only, skip)
+    check_needs(Path(out), steps, chosen, resume=resume)
+    Runtime(out=Path(out), resume=resume).check()
     cfg = {"profile": profile, "tiny": small, "extra": extra}
     RunDir.create(out, cfg, command=f"{recipe.lab} {COMMAND}", resume=resume)
     estimates = [s.minutes for s in chosen if s.minutes is not None]

@@ -265,8 +265,8 @@ def distill(**opts) -> None:
     """
     from lab1_resnet.distill import DistillConfig, run_distill, student_for
 
+    rt = Runtime.from_options(opts)  # checked before student_for loads the teacher
     cfg = from_options(DistillConfig, opts, student=student_for(opts["teacher"], opts))
-    rt = Runtime.from_options(opts)
     click.echo(run_distill(cfg, rt), nl=False)
     click.echo(f"→ {rt.out}/table.md, table.csv")
 

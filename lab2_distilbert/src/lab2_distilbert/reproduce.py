@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dla_core.errors import DlaError
+from dla_core.hub import check_source
 from dla_core.report import Finding, Section, Table, fmt
 from dla_core.reproduce import Recipe, Step, read_run_file
 
@@ -42,6 +43,7 @@ def minilm() -> Path | None:
 
 def encoder(profile: str, model: str | None) -> str:
     if model:
+        check_source(str(model))  # a missing folder: refused before the reproduce folder is made
         return str(model)
     if profile == "full":
         return FULL_MODEL

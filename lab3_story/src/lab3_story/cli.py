@@ -16,8 +16,8 @@ import click
 from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
-from lab3_story.config import DEFAULT_CAPTION_MODEL, DEFAULT_STORY_MODEL, StoryConfig
-from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS
+from lab3_story.config import StoryConfig
+from lab3_story.prompts import LENGTH_TOKENS
 
 if TYPE_CHECKING:  # the CLI starts without torch, transformers or PIL (generator.py imports them)
     from lab3_story.generator import StoryResult
@@ -33,46 +33,35 @@ def group(verbose: int) -> None:
 
 
 def _generation_options(f):
-    """The model, precision, generation and download options `lab3 story` and `lab3 serve` share."""
+    """The model, precision, generation and download options `lab3 story` and `lab3 serve` share; their defaults
+    are ``StoryConfig``'s (``cli.defaults_from``)."""
     for option in reversed(
         [
             click.option(
                 "--length",
                 type=LENGTH,
-                default="medium",
                 show_default=True,
                 help="Story budget: short/medium/long ≈ 100/150/200 new tokens, cut at the last full sentence.",
             ),
+            click.option("--caption-model", show_default=True, help="BLIP name or folder."),
+            click.option("--story-model", show_default=True, help="Causal LM name or folder."),
+            click.option("--prompt-template", show_default=True, help="Must hold {caption}."),
+            click.option("--temperature", type=cli.Finite(0, 2, min_open=True), show_default=True),
             click.option(
-                "--caption-model",
-                default=DEFAULT_CAPTION_MODEL,
-                show_default=True,
-                help="BLIP name or folder.",
+                "--greedy",
+                is_flag=True,
+                help=f"Greedy decoding instead of sampling (top-p {StoryConfig.top_p:g}).",
             ),
-            click.option(
-                "--story-model",
-                default=DEFAULT_STORY_MODEL,
-                show_default=True,
-                help="Causal LM name or folder.",
-            ),
-            click.option(
-                "--prompt-template", default=DEFAULT_TEMPLATE, show_default=True, help="Must hold {caption}."
-            ),
-            click.option(
-                "--temperature", type=cli.Finite(0, 2, min_open=True), default=0.65, show_default=True
-            ),
-            click.option("--greedy", is_flag=True, help="Greedy decoding instead of sampling (top-p 0.9)."),
             click.option(
                 "--timeout",
                 type=cli.Finite(min=0, min_open=True),
-                default=15.0,
                 show_default=True,
                 help="Seconds allowed for each URL download as a whole (connection, headers and body).",
             ),
             click.option(
                 "--max-mb",
                 type=cli.Finite(min=0, min_open=True),
-                default=20.0,
+                default=StoryConfig.max_bytes / 2**20,  # the config's max_bytes, in MiB
                 show_default=True,
                 help="Largest image download (and, for serve, upload) in MiB.",
             ),
@@ -90,9 +79,10 @@ def _config(opts: dict) -> StoryConfig:
 
 
 @group.command()
+@cli.defaults_from(StoryConfig)
 @click.argument("sources", nargs=-1, metavar="SOURCE...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image instead of text.")
-@cli.batch_size(8)
+@cli.batch_size(StoryConfig.batch_size)
 @click.option(
     "-i",
     "--interactive",
@@ -110,8 +100,8 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     """Caption each image with BLIP and turn the caption into a short children's story.
 
     SOURCE is an image file or an http(s) URL; give several to generate in batches (both models are
-    loaded once). A source that cannot be read is reported as `Error: SOURCE: reason` and the others still
-    get their stories; the exit status is then 1. With no SOURCE on a terminal (or with -i), lab3 asks for
+    loaded once, after the first image has opened). A source that cannot be read is reported as
+    `Error: SOURCE: reason` and the others still get their stories; the exit status is then 1. With no SOURCE on a terminal (or with -i), lab3 asks for
     one path or URL and a length at a time until you enter nothing.
 
     \b
@@ -125,17 +115,18 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     interactive = interactive or (not sources and sys.stdin.isatty())
     if not sources and not interactive:
         raise DlaError("no SOURCE given: pass image paths or http(s) URLs, or use --interactive")
+    rt = Runtime.from_options(opts)  # --out, --cpu: where and how, not saved in the run's config
     cfg = _config(opts)
     # after the checks (they import nothing heavy), before any model: weights a checkpoint lacks are drawn at
     # random when it loads
     seed_everything(opts["seed"])
-    rt = Runtime.from_options(opts)  # --out, --cpu: where and how, not saved in the run's config
     failed = run_stories(cfg, list(sources), rt, as_json=as_json, interactive=interactive)
     if failed:  # the bad sources were reported as they came; the others have their stories
         raise SystemExit(1)  # not ctx.exit(1): click's standalone_mode=False returns its code
 
 
 @group.command()
+@cli.defaults_from(StoryConfig)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: any free port."
@@ -169,7 +160,8 @@ def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurren
       lab3 serve                                  # http://127.0.0.1:7860
       lab3 serve --host 0.0.0.0 --precision fp16  # for a class, on a GPU
     """
-    cfg = _config(opts)  # option errors first: they import nothing heavy
+    rt = Runtime.from_options(opts)  # option errors first: they import nothing heavy
+    cfg = _config(opts)
     if importlib.util.find_spec("gradio") is None:
         raise DlaError("lab3 serve needs Gradio: pip install dla-lab3[web]")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a class server reports to no one
@@ -178,7 +170,7 @@ def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurren
     from lab3_story.web import launch
 
     seed_everything(opts["seed"])  # weights a checkpoint lacks are drawn at random when it loads
-    gen = ImageStoryGenerator(cfg, cpu=Runtime.from_options(opts).cpu)
+    gen = ImageStoryGenerator(cfg, cpu=rt.cpu)
     click.echo(f"lab3 serve: models on {gen.device} ({gen.dtype}); Ctrl+C stops", err=True)
     launch(
         gen,
@@ -193,21 +185,21 @@ def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurren
 def run_stories(
     cfg: StoryConfig, sources: list[str], rt: Runtime, *, as_json: bool, interactive: bool
 ) -> int:
-    """Generate, print and (with ``rt.out``) record the stories; returns the number of failed sources."""
+    """Generate, print and (with ``rt.out``) record the stories; returns the number of failed sources.
+
+    The sources come first: each batch is opened (read or downloaded) before anything else happens, and the
+    models load, then the run folder is made, only once an image has opened. Sources that all fail load nothing
+    and leave no folder behind."""
     from tqdm import tqdm
 
     from dla_core.runs import RunDir
-    from lab3_story.generator import ImageStoryGenerator
+    from lab3_story.generator import ImageStoryGenerator, StoryResult
+    from lab3_story.images import FetchLimits, open_sources
 
-    run = None
-    if rt.out is not None:
-        run = RunDir.create(
-            rt.out, {"sources": sources, **dataclasses.asdict(cfg)}, command="lab3 story", resumable=False
-        )
-        run.file("results.jsonl").write_text("")
-    t0 = time.perf_counter()
-    gen = ImageStoryGenerator(cfg, cpu=rt.cpu)
-    load_seconds = time.perf_counter() - t0
+    limits = FetchLimits(timeout=cfg.timeout, max_bytes=cfg.max_bytes)
+    gen: ImageStoryGenerator | None = None
+    run: RunDir | None = None
+    load_seconds = open_seconds = 0.0
     results: list[StoryResult] = []
 
     def emit(result: StoryResult) -> None:
@@ -226,11 +218,34 @@ def run_stories(
             with run.file("results.jsonl").open("a") as f:
                 f.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
 
+    def tell(batch, length: str) -> list[StoryResult]:
+        """The batch's stories; the models and the run folder (with the results so far) at its first image."""
+        nonlocal gen, run, load_seconds
+        if gen is None and any(o.image is not None for o in batch):
+            t0 = time.perf_counter()
+            gen = ImageStoryGenerator(cfg, cpu=rt.cpu)
+            load_seconds = time.perf_counter() - t0
+            if rt.out is not None:  # after the models: one that cannot load leaves no folder
+                config = {"sources": sources, **dataclasses.asdict(cfg)}
+                run = RunDir.create(rt.out, config, command="lab3 story", resumable=False)
+                lines = [json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results]
+                run.file("results.jsonl").write_text("".join(lines))
+            if not interactive:
+                gen.reseed()  # one stories() call: seeded once, before the first story
+        if gen is None:
+            return [StoryResult(o.source, error=o.error) for o in batch]
+        if interactive:
+            gen.reseed()  # each answer replays the same draws, as a stories() call does
+        return gen.tell(batch, length)
+
     t1 = time.perf_counter()
     if interactive:
         for source, length in _ask(cfg.length):
-            for result in gen.stories([source], length):
-                emit(result)
+            t0 = time.perf_counter()
+            for batch in open_sources([source], limits, 1):
+                open_seconds += time.perf_counter() - t0
+                for result in tell(batch, length):
+                    emit(result)
     else:
         with tqdm(
             total=len(sources),
@@ -239,13 +254,18 @@ def run_stories(
             disable=True if len(sources) <= 1 else None,  # None: only on a terminal
             file=sys.stderr,
         ) as bar:
-            for result in gen.stories(sources):
-                emit(result)
-                bar.update()
-    seconds = time.perf_counter() - t1
+            t0 = time.perf_counter()
+            for batch in open_sources(sources, limits, cfg.batch_size):
+                open_seconds += time.perf_counter() - t0
+                for result in tell(batch, cfg.length):
+                    emit(result)
+                    bar.update()
+                t0 = time.perf_counter()
+    seconds = time.perf_counter() - t1 - load_seconds
     failed = 0 if interactive else sum(r.error is not None for r in results)  # interactive: told at once
-    if run is not None:
-        _record(run, results, seconds, load_seconds, gen.seconds, str(gen.device), str(gen.dtype))
+    if run is not None and gen is not None:
+        parts = {**gen.seconds, "load": open_seconds}
+        _record(run, results, seconds, load_seconds, parts, str(gen.device), str(gen.dtype))
     return failed
 
 
@@ -328,15 +348,17 @@ cli.add_reproduce_commands(
 
 
 def _images(images: tuple[str, ...]) -> tuple[str, ...]:
-    """`lab3 reproduce --image`: URLs as given, files checked now (not after a model download) and made absolute,
-    so that the saved options re-render the report from any folder."""
+    """`lab3 reproduce --image`: every image opened now (a URL fetched once), before the reproduce folder is made
+    or a model loads; files made absolute, so that the saved options re-render the report from any folder."""
+    from lab3_story.images import ImageSourceError, is_url, load_image
+
     resolved = []
     for image in images:
-        if not image.startswith(("http://", "https://")):
-            if not Path(image).is_file():
-                raise click.BadParameter(f"{image}: no such file (give image files or http(s) URLs)")
-            image = str(Path(image).resolve())
-        resolved.append(image)
+        try:
+            load_image(image)
+        except ImageSourceError as e:
+            raise click.BadParameter(f"{e.message} (give image files or http(s) URLs)") from None
+        resolved.append(image if is_url(image) else str(Path(image).resolve()))
     return tuple(resolved)
 
 

@@ -1,5 +1,5 @@
-"""lab3's settings, without heavy imports: the CLI reads the defaults and builds the config at start-up (no torch,
-transformers or PIL there). ``generator.py`` re-exports them.
+"""lab3's settings, without heavy imports: the CLI takes its options' defaults from ``StoryConfig``'s fields and
+builds the config at start-up (no torch, transformers or PIL there). ``generator.py`` re-exports them.
 """
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dla_core.errors import DlaError
-from lab3_story.prompts import DEFAULT_TEMPLATE, LENGTH_TOKENS, check_template
+from dla_core.hub import missing_folder
+from lab3_story.prompts import DEFAULT_TEMPLATE, check_template, story_tokens
 
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 DEFAULT_STORY_MODEL = "roneneldan/TinyStories-33M"
@@ -31,8 +32,14 @@ class StoryConfig:
     max_bytes: int = 20 * 1024 * 1024  # largest image download
 
     def __post_init__(self) -> None:
-        if self.length not in LENGTH_TOKENS:
-            raise DlaError(f"length must be one of {', '.join(LENGTH_TOKENS)}, got {self.length!r}")
+        story_tokens(self.length)
         check_template(self.prompt_template)
         if self.batch_size < 1:
             raise DlaError(f"batch size must be at least 1, got {self.batch_size}")
+
+    def check(self) -> None:
+        """The model folders that must exist (a hub name is left to the loader): refused before any source is
+        opened or model loaded (``dla_core.config.from_options`` calls this; so does the generator)."""
+        for option, name in (("--caption-model", self.caption_model), ("--story-model", self.story_model)):
+            if missing_folder(name):  # not "Repo id must be in the form …": the folder meant is not there
+                raise DlaError(f"{option} {name}: cannot load (the folder {name} does not exist)")

@@ -21,8 +21,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,9 @@ import torch
 from PIL import Image
 
 from dla_core.errors import DlaError
-from dla_core.hub import missing_folder
 from lab3_story.config import DEFAULT_CAPTION_MODEL, DEFAULT_STORY_MODEL, StoryConfig  # noqa: F401 (re-exported)
-from lab3_story.images import FetchLimits, ImageSourceError, load_image
-from lab3_story.prompts import LENGTH_TOKENS, end_at_sentence, make_prompt
+from lab3_story.images import FetchLimits, ImageSourceError, Opened, open_sources
+from lab3_story.prompts import end_at_sentence, make_prompt, story_tokens
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +74,6 @@ def pick_device_dtype(precision: str, cpu: bool) -> tuple[torch.device, torch.dt
 def _model_type(name: str, what: str) -> str:
     from transformers import AutoConfig
 
-    if missing_folder(name):  # not "Repo id must be in the form …": the folder meant is not there
-        raise DlaError(f"{what} {name}: cannot load (the folder {name} does not exist)")
     try:
         return AutoConfig.from_pretrained(name).model_type
     except (OSError, ValueError) as e:
@@ -100,6 +96,7 @@ class ImageStoryGenerator:
         )
 
         self.config = cfg = dataclasses.replace(config or StoryConfig(), **options)
+        cfg.check()  # the model folders (the CLI's config was checked before any source was opened)
         self.limits = FetchLimits(timeout=cfg.timeout, max_bytes=cfg.max_bytes)
         self.device, self.dtype = pick_device_dtype(cfg.precision, cpu)
         self.seconds = {"caption": 0.0, "story": 0.0, "load": 0.0}
@@ -149,7 +146,7 @@ class ImageStoryGenerator:
     def write(self, prompts: list[str], length: str | None = None) -> list[str]:
         """Continue each prompt (batched, left-padded); each story ends at its last full sentence."""
         cfg = self.config
-        new_tokens = LENGTH_TOKENS[self._length(length)]
+        new_tokens = story_tokens(length or cfg.length)
         stories: list[str] = []
         t0 = time.perf_counter()
         for start in range(0, len(prompts), cfg.batch_size):
@@ -209,7 +206,7 @@ class ImageStoryGenerator:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         cfg = self.config
-        new_tokens = LENGTH_TOKENS[self._length(length)]
+        new_tokens = story_tokens(length or cfg.length)
         temperature = cfg.temperature if temperature is None else temperature
         sample = cfg.sample if sample is None else sample
         stop = threading.Event()
@@ -269,31 +266,37 @@ class ImageStoryGenerator:
 
     def stories(self, sources: Iterable[str | Path], length: str | None = None) -> Iterator[StoryResult]:
         """One ``StoryResult`` per source, in order, a batch at a time; a bad source gets ``.error``."""
-        length = self._length(length)
-        if self.config.seed is not None:  # each call replays the same draws (the CLI also seeds first)
+        length = length or self.config.length
+        story_tokens(length)
+        self.reseed()  # each call replays the same draws (the CLI also seeds first)
+        t0 = time.perf_counter()
+        for batch in open_sources(sources, self.limits, self.config.batch_size):
+            self.seconds["load"] += time.perf_counter() - t0
+            yield from self.tell(batch, length)
+            t0 = time.perf_counter()
+
+    def reseed(self) -> None:
+        """Seed Python, NumPy and torch with the config's seed (None: leave them be)."""
+        if self.config.seed is not None:
             from dla_core.seeding import seed_everything
 
             seed_everything(self.config.seed)
-        sources = [str(s) for s in sources]
-        bs = self.config.batch_size
-        with ThreadPoolExecutor(max_workers=min(8, bs)) as pool:  # downloads overlap; models stay serial
-            for start in range(0, len(sources), bs):
-                chunk = sources[start : start + bs]
-                t0 = time.perf_counter()
-                loaded = list(pool.map(self._load, chunk))
-                self.seconds["load"] += time.perf_counter() - t0
-                results = [StoryResult(src, error=err) for src, (_, err) in zip(chunk, loaded, strict=True)]
-                good = [(r, img) for r, (img, _) in zip(results, loaded, strict=True) if img is not None]
-                if good:
-                    captions = self.caption([img for _, img in good])
-                    prompts = [make_prompt(c, self.config.prompt_template) for c in captions]
-                    stories = self.write(prompts, length)
-                    for (r, img), cap, prompt, story in zip(good, captions, prompts, stories, strict=True):
-                        r.caption, r.prompt, r.story = cap, prompt, story
-                        r.word_count = len(story.split())
-                        img.thumbnail((THUMBNAIL, THUMBNAIL))
-                        r.thumbnail = img
-                yield from results
+
+    def tell(self, opened: Sequence[Opened], length: str | None = None) -> list[StoryResult]:
+        """The stories of a batch of opened sources (``images.open_sources``), in order; a source that did not
+        open keeps its error."""
+        results = [StoryResult(o.source, error=o.error) for o in opened]
+        good = [(r, o.image) for r, o in zip(results, opened, strict=True) if o.image is not None]
+        if good:
+            captions = self.caption([img for _, img in good])
+            prompts = [make_prompt(c, self.config.prompt_template) for c in captions]
+            stories = self.write(prompts, length)
+            for (r, img), cap, prompt, story in zip(good, captions, prompts, stories, strict=True):
+                r.caption, r.prompt, r.story = cap, prompt, story
+                r.word_count = len(story.split())
+                img.thumbnail((THUMBNAIL, THUMBNAIL))
+                r.thumbnail = img
+        return results
 
     def generate_from_image(self, source: str | Path, length: str | None = None) -> dict[str, Any]:
         """One image (path or http(s) URL) → ``{"caption", "story", "word_count"}``.
@@ -304,15 +307,3 @@ class ImageStoryGenerator:
         if result.error:
             raise ImageSourceError(result.error)
         return {"caption": result.caption, "story": result.story, "word_count": result.word_count}
-
-    def _load(self, source: str) -> tuple[Image.Image | None, str | None]:
-        try:
-            return load_image(source, self.limits), None
-        except ImageSourceError as e:
-            return None, e.message
-
-    def _length(self, length: str | None) -> str:
-        length = length or self.config.length
-        if length not in LENGTH_TOKENS:
-            raise DlaError(f"length must be one of {', '.join(LENGTH_TOKENS)}, got {length!r}")
-        return length

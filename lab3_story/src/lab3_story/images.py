@@ -18,9 +18,11 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -309,3 +311,31 @@ def load_image(source: str | Path, limits: FetchLimits = FetchLimits()) -> Image
     if not path.is_file():
         raise ImageSourceError(f"{source}: not a file")
     return decode_image(path, source, limits)
+
+
+#### Many sources ####
+
+
+class Opened(NamedTuple):
+    source: str
+    image: Image.Image | None
+    error: str | None  # the one-line reason the source could not be opened
+
+
+def open_source(source: str | Path, limits: FetchLimits = FetchLimits()) -> Opened:
+    try:
+        return Opened(str(source), load_image(source, limits), None)
+    except ImageSourceError as e:
+        return Opened(str(source), None, e.message)
+
+
+def open_sources(
+    sources: Iterable[str | Path], limits: FetchLimits = FetchLimits(), batch_size: int = 8
+) -> Iterator[list[Opened]]:
+    """The sources read or downloaded and decoded, a batch of ``batch_size`` at a time (the downloads of a batch
+    overlap, at most 8 at once): a caller sees every source of a batch opened or refused before it does anything
+    with them, and loads its models only once an image has opened."""
+    sources = [str(s) for s in sources]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, batch_size))) as pool:
+        for start in range(0, len(sources), batch_size):
+            yield list(pool.map(lambda s: open_source(s, limits), sources[start : start + batch_size]))

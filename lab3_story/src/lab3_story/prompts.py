@@ -20,6 +20,14 @@ _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s|$)")
 MAX_CAPTION_WORDS = 24
 
 
+def story_tokens(length: str) -> int:
+    """The new-token budget of a story ``length``: the one check of a length, wherever one comes from (the config,
+    a call, a web request)."""
+    if length not in LENGTH_TOKENS:
+        raise DlaError(f"length must be one of {', '.join(LENGTH_TOKENS)}, got {length!r}")
+    return LENGTH_TOKENS[length]
+
+
 def check_template(template: str) -> str:
     """The prompt template must contain ``{caption}`` and nothing else to fill in."""
     if "{caption}" not in template:

@@ -14,6 +14,7 @@ from typing import Any
 from dla_core.errors import DlaError
 from dla_core.report import Finding, Section, Table
 from dla_core.reproduce import Recipe, Step
+from lab3_story.config import StoryConfig
 from lab3_story.prompts import make_prompt
 
 PHOTOS = ("china.jpg", "flower.jpg")  # scikit-learn ships them: offline, no download
@@ -55,6 +56,9 @@ def steps(
             "lab3 reproduce --profile quick needs --caption-model and --story-model (no captioner ships "
             "offline: give local model folders or hub names already in your cache), or use --profile full"
         )
+    # the model folders that must exist, refused before the reproduce folder is made (as `lab3 story` does)
+    given = {"caption_model": caption_model, "story_model": story_model}
+    StoryConfig(**{k: v for k, v in given.items() if v}).check()
     if caption_model:
         models += ("--caption-model", caption_model)
     if story_model:

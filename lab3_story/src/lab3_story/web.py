@@ -32,7 +32,7 @@ import gradio as gr
 from dla_core.errors import DlaError
 from lab3_story.generator import ImageStoryGenerator
 from lab3_story.images import FetchLimits, decode_image, fetch_url, is_url
-from lab3_story.prompts import LENGTH_TOKENS
+from lab3_story.prompts import LENGTH_TOKENS, story_tokens
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,10 @@ class StoryApp:
         """(caption, story so far, None)…, then (caption, story, word count)."""
         cfg = self.generator.config
         length = length or cfg.length
-        if length not in LENGTH_TOKENS:
-            raise gr.Error(f"length must be one of {', '.join(LENGTH_TOKENS)}, got {length!r}")
+        try:
+            story_tokens(length)
+        except DlaError as e:
+            raise gr.Error(e.message, print_exception=False) from None
         temperature = _number(temperature, "temperature", float)
         if temperature is not None and not 0 < temperature <= 2:
             raise gr.Error(f"temperature must be in (0, 2], got {temperature:g}")

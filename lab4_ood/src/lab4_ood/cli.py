@@ -250,8 +250,9 @@ def detect(**opts):
     )
     for m in chosen:
         det.DETECTORS[m].check(options)
+    rt = Runtime.from_options(opts)  # the environment, checked before the model's folder is read
     cfg = from_options(DetectConfig, opts, id=id_spec_for(opts["model"], opts["id_spec"]), methods=chosen)
-    summary = run_detect(cfg, Runtime.from_options(opts))
+    summary = run_detect(cfg, rt)
     click.echo(f"ID accuracy on {cfg.id}: {summary['id_accuracy']:.4f}")
     if "odin_grid" in summary:
         click.echo("ODIN grid (mean AUROC, held-out data):")
@@ -433,10 +434,10 @@ def train_ae(**opts):
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.training import AutoencoderConfig, train_autoencoder
 
+    rt = Runtime.from_options(opts)  # the environment, checked before the encoder's folder is read
     cfg = from_options(
         AutoencoderConfig, opts, dataset=id_spec_for(opts["encoder"], opts["dataset"], "--dataset")
     )
-    rt = Runtime.from_options(opts)
     m = train_autoencoder(cfg, rt)
     echo_summary(
         f"lab4 train-ae: decoder of {m['decoder_parameters']:,} parameters, {m['epochs']} epochs, "
@@ -537,9 +538,10 @@ def attack(eps, targeted, **opts):
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.robustness import AUTOATTACK_NOTE, AttackConfig, run_attack
 
+    rt = Runtime.from_options(opts)  # the environment, checked before the model's folder is read
     dataset = id_spec_for(opts["model"], opts["dataset"], "--dataset")
     cfg = from_options(AttackConfig, opts, dataset=dataset, eps=list(eps))
-    result = run_attack(cfg, Runtime.from_options(opts))
+    result = run_attack(cfg, rt)
     several = "methods" in result
     if "autoattack" in chosen:
         click.echo(AUTOATTACK_NOTE)
