@@ -137,7 +137,9 @@ def train_into(
     trained = result.model.eval()
     test = None
     if batches.get("test") is not None:
-        test = evaluate(trained, batches["test"], step=eval_step, accelerator=acc)
+        test = evaluate(
+            trained, batches["test"], step=eval_step, accelerator=acc, max_batches=train.max_steps
+        )
     parameters = count_parameters(counted if counted is not None else trained)
     metrics = final_metrics(result.history, parameters, trainable, test)
     if extra is not None:

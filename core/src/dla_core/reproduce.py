@@ -10,6 +10,11 @@ A lab supplies a ``Recipe``: its steps (each an ordinary command of the lab, run
       report.md          tables, relative image links, findings ✓/✗
       report.html        the same, one self-contained file
 
+``--max-steps N`` makes a smoke run: every step whose command trains gets ``--max-steps N`` (at most N optimizer
+steps per epoch, N epochs and N batches per evaluation), every other step its recipe's ``smoke`` arguments (a cap
+of its own, such as lab4's ``--limit``); the report opens with ``smoke_banner``. It checks that the wiring, the data
+loading and the memory of the real setup hold, in minutes; its numbers are not results.
+
 Rerunning with ``--resume`` skips done steps, continues a started step that has ``--resume`` of its own, and redoes
 a started evaluation step (its folder is removed first: it holds nothing that took long to make).
 This module imports no torch: the recipes and their ``--help`` stay light.
@@ -22,7 +27,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,16 @@ from dla_core.errors import DlaError
 
 TINY_ENV = "DLA_REPRODUCE_TINY"  # "1": tests shrink every step to seconds; not for results
 COMMAND = "reproduce"
+MAX_STEPS = "--max-steps"  # the training commands' smoke option (dla_core.cli.MAX_STEPS)
+
+
+def smoke_banner(n: int) -> str:
+    """The line a smoke run of ``--max-steps n`` prints and opens its report with."""
+    s = "" if n == 1 else "s"
+    return (
+        f"Smoke run: at most {n} step{s} per epoch ({n} epoch{s}, {n} batch{'es' if s else ''} per evaluation) "
+        "— numbers are not results."
+    )
 
 
 @dataclass(frozen=True)
@@ -39,9 +54,19 @@ class Step:
     resumable: bool = True  # the command has --resume
     needs: tuple[str, ...] = ()  # steps whose run folders this one reads
     minutes: float | None = None  # estimated wall time, printed up front
+    smoke: tuple[str, ...] = ()  # added in a smoke run to a step that does not train: its own cap (--limit)
 
     def command_line(self, lab: str, out: Path) -> str:
         return shlex.join([lab, *self.argv, "--out", str(Path(out) / self.name)])
+
+    def smoked(self, group: Any, max_steps: int | None) -> Step:
+        """This step as a smoke run of ``max_steps`` runs it: ``--max-steps`` where its command (in the lab's
+        click ``group``) has that option, else its ``smoke`` arguments; itself when ``max_steps`` is None."""
+        if max_steps is None:
+            return self
+        command = group.commands.get(self.argv[0]) if self.argv else None
+        trains = command is not None and any(MAX_STEPS in p.opts for p in command.params)
+        return replace(self, argv=(*self.argv, *((MAX_STEPS, str(max_steps)) if trains else self.smoke)))
 
 
 @dataclass(frozen=True)
@@ -99,9 +124,16 @@ def _done(out: Path, step: Step, manifest: Mapping[str, Any]) -> bool:
 
 
 def run_steps(
-    recipe: Recipe, group: Any, out: Path, steps: Sequence[Step], chosen: Sequence[Step], echo: Callable
+    recipe: Recipe,
+    group: Any,
+    out: Path,
+    steps: Sequence[Step],
+    chosen: Sequence[Step],
+    echo: Callable,
+    max_steps: int | None = None,
 ) -> dict[str, float]:
-    """Run the chosen steps not yet done through the lab's click ``group``; returns wall seconds per step."""
+    """Run the chosen steps not yet done through the lab's click ``group`` (as a smoke run of ``max_steps``
+    when given); returns wall seconds per step."""
     from dla_core.runs import RunDir
 
     run = RunDir(out)
@@ -114,6 +146,7 @@ def run_steps(
             raise DlaError(f"step {step.name} needs {', '.join(missing)}: run it first or add it to --only")
     wall: dict[str, float] = {}
     for i, step in enumerate(chosen, 1):
+        step = step.smoked(group, max_steps)
         child = out / step.name
         line = step.command_line(recipe.lab, out)
         if _done(out, step, manifest):
@@ -163,6 +196,8 @@ def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[P
     wall = {n: m["seconds"] for n, m in manifest.items() if m.get("seconds") is not None}
     env = run.saved.get("environment") or environment()
     intro = recipe.intro
+    if cfg.get("max_steps"):
+        intro = f"**{smoke_banner(cfg['max_steps'])}**\n\n{intro}"
     if cfg.get("tiny"):
         intro += f"\n\nMade with {TINY_ENV}=1: every step shrunk to seconds. These numbers are not results."
     return write_report(
@@ -181,8 +216,10 @@ def reproduce(
     skip: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
     echo: Callable = print,
+    max_steps: int | None = None,
 ) -> tuple[Path, Path]:
-    """Run the recipe's ``profile`` into ``out`` (resuming a reproduce folder when asked) and write the report."""
+    """Run the recipe's ``profile`` into ``out`` (resuming a reproduce folder when asked) and write the report;
+    ``max_steps``: a smoke run (see the module's docstring)."""
     extra = dict(extra or {})
     small = tiny()
     steps = recipe.steps(
@@ -191,10 +228,12 @@ def reproduce(
     chosen = select(steps, only, skip)
     from dla_core.runs import RunDir
 
-    cfg = {"profile": profile, "tiny": small, "extra": extra}
+    cfg = {"profile": profile, "tiny": small, "extra": extra, "max_steps": max_steps}
     RunDir.create(out, cfg, command=f"{recipe.lab} {COMMAND}", resume=resume)
     estimates = [s.minutes for s in chosen if s.minutes is not None]
     if estimates:
         echo(f"{len(chosen)} steps, about {sum(estimates):.0f} min on one GPU (estimate).")
-    run_steps(recipe, group, Path(out), steps, chosen, echo)
+    if max_steps is not None:
+        echo(smoke_banner(max_steps))
+    run_steps(recipe, group, Path(out), steps, chosen, echo, max_steps)
     return render(recipe, Path(out))

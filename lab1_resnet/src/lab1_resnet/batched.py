@@ -65,6 +65,7 @@ def batchable(cell: TrainRun) -> bool:
         and t.clip is None
         and t.grad_accum == 1
         and not t.weight_decay
+        and t.max_steps is None  # a smoke run's capped epochs: the one loop (engine.fit) does those
     )
 
 

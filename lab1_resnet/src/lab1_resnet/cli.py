@@ -81,6 +81,7 @@ def _hyperparameters(epochs: int, lr: float, batch: int, optimizer: str = "adam"
         cli.WARMUP,
         cli.GRAD_ACCUM,
         cli.CLIP,
+        cli.MAX_STEPS,
         cli.PRECISION,
         cli.CPU,
         cli.THREADS,
@@ -227,6 +228,7 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
 @cli.WEIGHT_DECAY
 @cli.SCHEDULE
 @cli.WARMUP
+@cli.MAX_STEPS
 @cli.SEED
 @cli.PRECISION
 @cli.CPU
