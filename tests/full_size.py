@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+# seconds a lab's full smoke run may take in its test: minutes on the quiet 2-core CPU, several times that when
+# other jobs share the cores (pyproject's 900 s default is too short there)
+FULL_SMOKE_TIMEOUT = 2700
 MNIST_SIZES = (60_000, 10_000)
 CIFAR_SIZES = (50_000, 10_000)
 CIFAR100_FINE = (  # noqa: SIM905 (a list of 100 words reads better as one string)
@@ -87,7 +90,9 @@ def put_in_hub_cache(cache: Path, repo_id: str, folder: Path, kind: str = "model
     return snapshot
 
 
-def run_lab(lab: str, *args: object, env: Mapping[str, str] | None = None, timeout: float = 1800):
+def run_lab(
+    lab: str, *args: object, env: Mapping[str, str] | None = None, timeout: float = FULL_SMOKE_TIMEOUT
+):
     """Run this environment's ``lab`` console script with ``args`` (progress bars off, ``env`` added); the
     completed process, its output captured."""
     script = Path(sys.executable).with_name(lab)

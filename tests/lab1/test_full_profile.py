@@ -13,12 +13,13 @@ import json
 import pytest
 
 from lab1_resnet.reproduce import steps
-from tests.full_size import failure, run_lab
+from tests.full_size import FULL_SMOKE_TIMEOUT, failure, run_lab
 
 RESNET20_PARAMETERS = 272_474  # He et al.'s CIFAR ResNet-20 (6n+2, n=3) with a 10-class head: about 0.27M
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(FULL_SMOKE_TIMEOUT)
 def test_full_profile_runs_every_step_at_real_size_and_writes_a_smoke_report(full_size_data, tmp_path):
     out = tmp_path / "lab1-full"
     r = run_lab("lab1", "reproduce", "--profile", "full", "--max-steps", "1", "--out", out,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lab2_distilbert import reproduce
-from tests.full_size import failure, put_in_hub_cache, run_lab
+from tests.full_size import FULL_SMOKE_TIMEOUT, failure, put_in_hub_cache, run_lab
 
 RT_SIZES = {"train": 8_530, "validation": 1_066, "test": 1_066}
 VOCAB_SIZE = 30_522  # distilbert-base-uncased
@@ -112,6 +112,7 @@ def full_size_hub(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(FULL_SMOKE_TIMEOUT)
 def test_full_profile_runs_every_step_at_real_size_and_writes_a_smoke_report(full_size_hub, tmp_path):
     out = tmp_path / "lab2-full"
     r = run_lab("lab2", "reproduce", "--profile", "full", "--max-steps", "1", "--out", out, env=full_size_hub)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab3_story import reproduce
-from tests.full_size import failure, put_in_hub_cache, run_lab
+from tests.full_size import FULL_SMOKE_TIMEOUT, failure, put_in_hub_cache, run_lab
 
 REPOS = {"captioner": "Salesforce/blip-image-captioning-base", "storyteller": "roneneldan/TinyStories-33M"}
 
@@ -32,6 +32,7 @@ def full_size_hub(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(FULL_SMOKE_TIMEOUT)
 def test_full_profile_runs_every_step_with_real_size_models(full_size_hub, tmp_path):
     out = tmp_path / "lab3-full"
     r = run_lab("lab3", "reproduce", "--profile", "full", "--out", out, env=full_size_hub)

@@ -14,10 +14,11 @@ import json
 import pytest
 
 from lab4_ood.reproduce import steps
-from tests.full_size import failure, run_lab
+from tests.full_size import FULL_SMOKE_TIMEOUT, failure, run_lab
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(FULL_SMOKE_TIMEOUT)
 def test_full_profile_runs_every_step_at_real_size_and_writes_a_smoke_report(full_size_data, tmp_path):
     out = tmp_path / "lab4-full"
     r = run_lab("lab4", "reproduce", "--profile", "full", "--max-steps", "1", "--out", out,
