@@ -183,3 +183,17 @@ def test_a_resume_cannot_turn_a_smoke_run_into_a_real_one(tmp_path):
     assert _reproduce_toy("--max-steps", 1, "--out", tmp_path / "smoke").exit_code == 0
     again = _reproduce_toy("--out", tmp_path / "smoke", "--resume")
     assert again.exit_code != 0 and ran == []
+
+
+def test_the_time_estimate_names_the_gpu_guess_and_the_cpu_measurement_apart():
+    from dla_core.reproduce import time_estimate
+
+    steps = [Step("a", ("x",), minutes=10, cpu_minutes=100), Step("b", ("y",), minutes=5)]
+    assert time_estimate(steps) == (
+        "2 steps: about 15 min on one GPU (a guess: never timed on a GPU); about 1.7 h on a 2-core CPU for the "
+        "1 training step (measured per step: bench/RESULTS.md)."
+    )
+    assert time_estimate([Step("a", ("x",), cpu_minutes=30)]) == (
+        "1 step: about 30 min on a 2-core CPU (measured per step: bench/RESULTS.md)."
+    )
+    assert time_estimate([Step("a", ("x",))]) is None

@@ -53,7 +53,10 @@ class Step:
     argv: tuple[str, ...]  # the lab command's arguments without --out
     resumable: bool = True  # the command has --resume
     needs: tuple[str, ...] = ()  # steps whose run folders this one reads
-    minutes: float | None = None  # estimated wall time, printed up front
+    minutes: float | None = None  # wall time on one GPU, printed up front: a guess (never timed on a GPU)
+    # wall time on the project's 2-core CPU, printed beside it: measured seconds per step × the run's steps
+    # (bench/full_profile_estimates.py on a `--max-steps 1` smoke run)
+    cpu_minutes: float | None = None
     smoke: tuple[str, ...] = ()  # added in a smoke run to a step that does not train: its own cap (--limit)
 
     def command_line(self, lab: str, out: Path) -> str:
@@ -77,6 +80,25 @@ class Recipe:
     steps: Callable[..., list[Any]]  # steps(profile, out, tiny, **extra) -> [Step]
     sections: Callable[..., list[Any]]  # sections(out, steps, **extra) -> [report.Section]
     profiles: tuple[str, ...] = ("quick", "full")
+
+
+def time_estimate(steps: Sequence[Step]) -> str | None:
+    """The line printed before the steps run: the GPU guess and the CPU measurement, where the recipe has them."""
+    gpu = [s.minutes for s in steps if s.minutes is not None]
+    cpu = [s.cpu_minutes for s in steps if s.cpu_minutes is not None]
+    parts = []
+    if gpu:
+        parts.append(f"about {sum(gpu):.0f} min on one GPU (a guess: never timed on a GPU)")
+    if cpu:
+        total = sum(cpu)
+        cpu_steps = "" if len(cpu) == len(steps) else f" for the {_count(len(cpu), 'training step')}"
+        when = f"{total / 60:.1f} h" if total >= 90 else f"{total:.0f} min"
+        parts.append(f"about {when} on a 2-core CPU{cpu_steps} (measured per step: bench/RESULTS.md)")
+    return f"{_count(len(steps), 'step')}: {'; '.join(parts)}." if parts else None
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def tiny() -> bool:
@@ -230,9 +252,9 @@ def reproduce(
 
     cfg = {"profile": profile, "tiny": small, "extra": extra, "max_steps": max_steps}
     RunDir.create(out, cfg, command=f"{recipe.lab} {COMMAND}", resume=resume)
-    estimates = [s.minutes for s in chosen if s.minutes is not None]
-    if estimates:
-        echo(f"{len(chosen)} steps, about {sum(estimates):.0f} min on one GPU (estimate).")
+    line = time_estimate(chosen)
+    if line:
+        echo(line)
     if max_steps is not None:
         echo(smoke_banner(max_steps))
     run_steps(recipe, group, Path(out), steps, chosen, echo, max_steps)
