@@ -49,3 +49,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         coarse_names,
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def full_size_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with MNIST, CIFAR-10 and CIFAR-100 at their real sizes (random images, real formats), for
+    the smoke runs of the full profiles (``tests/full_size.py``)."""
+    from tests.full_size import write_image_datasets
+
+    return write_image_datasets(tmp_path_factory.mktemp("full-size-data"))

@@ -258,6 +258,13 @@ CLIP = click.option(
     default=None,
     help="Clip the global gradient norm to this value.",
 )
+MAX_STEPS = click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Smoke run: at most N optimizer steps per epoch, N epochs and N batches per evaluation (validation, "
+    "test). Checks that a setup runs end to end at full size in minutes; the numbers are not results.",
+)
 
 
 def stack(*decorators: Callable) -> Callable:
@@ -316,6 +323,7 @@ def train_options(
         "warmup": WARMUP,
         "grad_accum": GRAD_ACCUM,
         "clip": CLIP,
+        "max_steps": MAX_STEPS,
         "seed": SEED,
         "precision": PRECISION,
         "cpu": CPU,
@@ -468,8 +476,17 @@ def add_reproduce_commands(
     @RESUME
     @steps_option("--only", "Run only these steps")
     @steps_option("--skip", "Skip these steps")
+    @click.option(
+        "--max-steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Smoke run: every step that trains gets --max-steps N (at most N optimizer steps per epoch, N epochs, "
+        "N batches per evaluation), the others a cap of their own; the report says so. Numbers are not results.",
+    )
     @stack(*extra)
-    def reproduce(profile: str, out: Path, resume: bool, only: str, skip: str, **options: Any) -> None:
+    def reproduce(
+        profile: str, out: Path, resume: bool, only: str, skip: str, max_steps: int | None, **options: Any
+    ) -> None:
         from dla_core import reproduce as rep
 
         recipe_ = rep.load_recipe(recipe)
@@ -486,6 +503,7 @@ def add_reproduce_commands(
             skip=skipped,
             extra=values,
             echo=click.echo,
+            max_steps=max_steps,
         )
         click.echo(f"report: {md}\n        {page}")
 

@@ -278,9 +278,15 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Batches, *, accelerator: DlaAccelerator, step: Step = classification_step
+    model: nn.Module,
+    batches: Batches,
+    *,
+    accelerator: DlaAccelerator,
+    step: Step = classification_step,
+    max_batches: int | None = None,
 ) -> dict[str, float]:
-    """Mean loss over every example, summed across processes; accuracy too where the step counts correct ones."""
+    """Mean loss over every example, summed across processes; accuracy too where the step counts correct ones.
+    ``max_batches``: only the first that many batches of each process (a smoke run's ``TrainConfig.max_steps``)."""
     acc = accelerator
     was_training = model.training
     model.eval()
@@ -288,7 +294,11 @@ def evaluate(
         4, device=acc.device, dtype=torch.float64
     )  # loss·n, correct, n, n with a correct count
     with acc.autocast():
-        for batch in batches.iterate(0, rank=acc.process_index, world=acc.num_processes, device=acc.device):
+        for i, batch in enumerate(
+            batches.iterate(0, rank=acc.process_index, world=acc.num_processes, device=acc.device)
+        ):
+            if max_batches is not None and i >= max_batches:
+                break
             out = step(model, batch)
             counted = out.correct is not None
             correct = out.correct.double() if counted else sums.new_zeros(())  # type: ignore[union-attr]
@@ -390,6 +400,8 @@ def fit(
     desc: str = "train",
 ) -> FitResult:
     """Train ``model`` on ``train`` for ``cfg.epochs`` epochs; validate on ``val`` with ``eval_step`` after each.
+    A smoke run (``cfg.max_steps`` = N) trains at most N epochs of at most N optimizer steps and validates on at
+    most N batches: the whole path at full size in seconds, numbers that mean nothing.
 
     ``step(model, batch)`` returns the batch's mean loss (and correct count); every parameter that requires grad
     is trained. ``accelerator`` (``make_accelerator(cfg.precision, …)``) decides the device, the processes, the
@@ -409,7 +421,7 @@ def fit(
         loop.restore(state)
     with _StopFlag() as stop:
         try:
-            for epoch in range(loop.start_epoch, cfg.epochs):
+            for epoch in range(loop.start_epoch, loop.epochs):
                 seconds, has_accuracy = loop.train_epoch(epoch, stop)
                 loop.end_epoch(epoch, seconds, has_accuracy, val, eval_step)
         except BaseException:
@@ -442,6 +454,10 @@ class _Loop:
         self.n_batches = train.num_batches(acc.num_processes)
         if self.n_batches == 0:
             raise DlaError("no training data: the training split is empty")
+        self.epochs = cfg.epochs
+        if cfg.max_steps is not None:  # a smoke run: at most max_steps epochs of max_steps optimizer steps
+            self.n_batches = min(self.n_batches, cfg.max_steps * cfg.grad_accum)
+            self.epochs = min(cfg.epochs, cfg.max_steps)
         self.steps_per_epoch = -(-self.n_batches // cfg.grad_accum)
         model = acc.place(model)
         optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
@@ -483,7 +499,7 @@ class _Loop:
 
     def train_epoch(self, epoch: int, stop: _StopFlag) -> tuple[float, bool]:
         """Train one epoch from ``start_batch``; the seconds it took and whether the step counts correct ones."""
-        acc, cfg = self.acc, self.cfg
+        acc = self.acc
         self.model.train()
         t0 = time.perf_counter()
         pending = torch.zeros_like(self.sums)  # sums of the batches since the last optimizer step
@@ -491,7 +507,7 @@ class _Loop:
         bar = tqdm(
             total=self.n_batches,
             initial=self.start_batch,
-            desc=f"{self.desc} {epoch + 1}/{cfg.epochs}",
+            desc=f"{self.desc} {epoch + 1}/{self.epochs}",
             leave=False,
             **({} if acc.is_local_main_process else {"disable": True}),  # TQDM_DISABLE=1 still works
             dynamic_ncols=True,
@@ -501,6 +517,8 @@ class _Loop:
             epoch, rank=acc.process_index, world=acc.num_processes, device=acc.device, start=self.start_batch
         )
         for i, batch in enumerate(batches, start=self.start_batch):
+            if i >= self.n_batches:  # --max-steps cut the epoch short
+                break
             out = self._forward_backward(epoch, i, batch)
             has_accuracy = out.correct is not None
             correct = out.correct.double() if has_accuracy else pending.new_zeros(())  # type: ignore[union-attr]
@@ -613,7 +631,7 @@ class _Loop:
         if has_accuracy:
             record["train_accuracy"] = correct / max(n, 1)
         if val is not None:
-            v = evaluate(self.model, val, step=eval_step, accelerator=acc)
+            v = evaluate(self.model, val, step=eval_step, accelerator=acc, max_batches=self.cfg.max_steps)
             record.update({f"val_{k}": value for k, value in v.items()})  # val_loss, and val_accuracy if any
         self.history.append(record)
         if self.grad_norms is not None:
@@ -622,7 +640,7 @@ class _Loop:
         self.sums.zero_()
         self.logged = (0.0, 0.0)
         self.start_batch = 0
-        if epoch + 1 == self.cfg.epochs or acc.num_processes > 1 or self.saves.due():
+        if epoch + 1 == self.epochs or acc.num_processes > 1 or self.saves.due():
             self.checkpoint(epoch + 1, 0)
         elif self.run is not None:
             self.saves.hold(self._state(epoch + 1, 0).detached())

@@ -138,7 +138,9 @@ def train_into(
     trained = result.model.eval()
     test = None
     if batches.get("test") is not None:
-        test = evaluate(trained, batches["test"], step=eval_step, accelerator=acc)
+        test = evaluate(
+            trained, batches["test"], step=eval_step, accelerator=acc, max_batches=train.max_steps
+        )
     written = finish_run(
         run,
         trained,

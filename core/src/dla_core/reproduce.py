@@ -10,6 +10,11 @@ A lab supplies a ``Recipe``: its steps (each an ordinary command of the lab, run
       report.md          tables, relative image links, findings ✓/✗
       report.html        the same, one self-contained file
 
+``--max-steps N`` makes a smoke run: every step whose command trains gets ``--max-steps N`` (at most N optimizer
+steps per epoch, N epochs and N batches per evaluation), every other step its recipe's ``smoke`` arguments (a cap
+of its own, such as lab4's ``--limit``); the report opens with ``smoke_banner``. It checks that the wiring, the data
+loading and the memory of the real setup hold, in minutes; its numbers are not results.
+
 Rerunning with ``--resume`` skips done steps, continues a started step that has ``--resume`` of its own, and redoes
 a started evaluation step (its folder is removed first: it holds nothing that took long to make).
 This module imports no torch: the recipes and their ``--help`` stay light.
@@ -22,7 +27,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,16 @@ from dla_core.runs import RunDir, environment, read_json
 
 TINY_ENV = "DLA_REPRODUCE_TINY"  # "1": tests shrink every step to seconds; not for results
 COMMAND = "reproduce"
+MAX_STEPS = "--max-steps"  # the training commands' smoke option (dla_core.cli.MAX_STEPS)
+
+
+def smoke_banner(n: int) -> str:
+    """The line a smoke run of ``--max-steps n`` prints and opens its report with."""
+    s = "" if n == 1 else "s"
+    return (
+        f"Smoke run: at most {n} step{s} per epoch ({n} epoch{s}, {n} batch{'es' if s else ''} per evaluation) "
+        "— numbers are not results."
+    )
 
 
 @dataclass(frozen=True)
@@ -40,10 +55,23 @@ class Step:
     argv: tuple[str, ...]  # the lab command's arguments without --out
     resumable: bool = True  # the command has --resume
     needs: tuple[str, ...] = ()  # steps whose run folders this one reads
-    minutes: float | None = None  # estimated wall time, printed up front
+    minutes: float | None = None  # wall time on one GPU, printed up front: a guess (never timed on a GPU)
+    # wall time on the project's 2-core CPU, printed beside it: measured seconds per step × the run's steps
+    # (bench/full_profile_estimates.py on a `--max-steps 1` smoke run)
+    cpu_minutes: float | None = None
+    smoke: tuple[str, ...] = ()  # added in a smoke run to a step that does not train: its own cap (--limit)
 
     def command_line(self, lab: str, out: Path) -> str:
         return shlex.join([lab, *self.argv, "--out", str(Path(out) / self.name)])
+
+    def smoked(self, group: Any, max_steps: int | None) -> Step:
+        """This step as a smoke run of ``max_steps`` runs it: ``--max-steps`` where its command (in the lab's
+        click ``group``) has that option, else its ``smoke`` arguments; itself when ``max_steps`` is None."""
+        if max_steps is None:
+            return self
+        command = group.commands.get(self.argv[0]) if self.argv else None
+        trains = command is not None and any(MAX_STEPS in p.opts for p in command.params)
+        return replace(self, argv=(*self.argv, *((MAX_STEPS, str(max_steps)) if trains else self.smoke)))
 
 
 @dataclass(frozen=True)
@@ -54,6 +82,25 @@ class Recipe:
     steps: Callable[..., list[Any]]  # steps(profile, out, tiny, **extra) -> [Step]
     sections: Callable[..., list[Any]]  # sections(out, steps, **extra) -> [report.Section]
     profiles: tuple[str, ...] = ("quick", "full")
+
+
+def time_estimate(steps: Sequence[Step]) -> str | None:
+    """The line printed before the steps run: the GPU guess and the CPU measurement, where the recipe has them."""
+    gpu = [s.minutes for s in steps if s.minutes is not None]
+    cpu = [s.cpu_minutes for s in steps if s.cpu_minutes is not None]
+    parts = []
+    if gpu:
+        parts.append(f"about {sum(gpu):.0f} min on one GPU (a guess: never timed on a GPU)")
+    if cpu:
+        total = sum(cpu)
+        cpu_steps = "" if len(cpu) == len(steps) else f" for the {_count(len(cpu), 'training step')}"
+        when = f"{total / 60:.1f} h" if total >= 90 else f"{total:.0f} min"
+        parts.append(f"about {when} on a 2-core CPU{cpu_steps} (measured per step: bench/RESULTS.md)")
+    return f"{_count(len(steps), 'step')}: {'; '.join(parts)}." if parts else None
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def tiny() -> bool:
@@ -109,14 +156,21 @@ def _done(out: Path, step: Step, manifest: Mapping[str, Any]) -> bool:
 
 
 def run_steps(
-    recipe: Recipe, group: Any, out: Path, steps: Sequence[Step], chosen: Sequence[Step], echo: Callable
+    recipe: Recipe,
+    group: Any,
+    out: Path,
+    steps: Sequence[Step],
+    chosen: Sequence[Step],
+    echo: Callable,
+    max_steps: int | None = None,
 ) -> dict[str, float]:
-    """Run the chosen steps not yet done through the lab's click ``group`` (``check_needs`` passed); returns wall
-    seconds per step."""
+    """Run the chosen steps not yet done through the lab's click ``group`` (``check_needs`` passed; as a smoke
+    run of ``max_steps`` when given); returns wall seconds per step."""
     run = RunDir(out)
     manifest = _manifest(out)
     wall: dict[str, float] = {}
     for i, step in enumerate(chosen, 1):
+        step = step.smoked(group, max_steps)
         child = out / step.name
         line = step.command_line(recipe.lab, out)
         if _done(out, step, manifest):
@@ -165,6 +219,8 @@ def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[P
     wall = {n: m["seconds"] for n, m in manifest.items() if m.get("seconds") is not None}
     env = run.saved.get("environment") or environment()
     intro = recipe.intro
+    if cfg.get("max_steps"):
+        intro = f"**{smoke_banner(cfg['max_steps'])}**\n\n{intro}"
     if cfg.get("tiny"):
         intro += f"\n\nMade with {TINY_ENV}=1: every step shrunk to seconds. These numbers are not results."
     return write_report(
@@ -183,8 +239,10 @@ def reproduce(
     skip: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
     echo: Callable = print,
+    max_steps: int | None = None,
 ) -> tuple[Path, Path]:
-    """Run the recipe's ``profile`` into ``out`` (resuming a reproduce folder when asked) and write the report."""
+    """Run the recipe's ``profile`` into ``out`` (resuming a reproduce folder when asked) and write the report;
+    ``max_steps``: a smoke run (see the module's docstring)."""
     extra = dict(extra or {})
     small = tiny()
     # the whole configuration is checked before the folder is made (and before torch loads): the recipe's
@@ -193,10 +251,12 @@ def reproduce(
     chosen = select(steps, only, skip)
     check_needs(Path(out), steps, chosen, resume=resume)
     Runtime(out=Path(out), resume=resume).check()
-    cfg = {"profile": profile, "tiny": small, "extra": extra}
+    cfg = {"profile": profile, "tiny": small, "extra": extra, "max_steps": max_steps}
     RunDir.create(out, cfg, command=f"{recipe.lab} {COMMAND}", resume=resume)
-    estimates = [s.minutes for s in chosen if s.minutes is not None]
-    if estimates:
-        echo(f"{len(chosen)} steps, about {sum(estimates):.0f} min on one GPU (estimate).")
-    run_steps(recipe, group, Path(out), steps, chosen, echo)
+    line = time_estimate(chosen)
+    if line:
+        echo(line)
+    if max_steps is not None:
+        echo(smoke_banner(max_steps))
+    run_steps(recipe, group, Path(out), steps, chosen, echo, max_steps)
     return render(recipe, Path(out))

@@ -125,7 +125,7 @@ def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
     run = RunDir.create(rt.out, cfg, command="lab1 distill", resume=rt.resume)
     acc = make_accelerator(s.train.precision, rt.cpu)
     b = batches(data, s.batch_size, s.augment, s.train.seed)
-    teacher_test = evaluate(teacher.to(acc.device), b["test"], accelerator=acc)
+    teacher_test = evaluate(teacher.to(acc.device), b["test"], accelerator=acc, max_batches=s.train.max_steps)
     mcfg = model_config(s, data.train)
 
     def student(name: str):

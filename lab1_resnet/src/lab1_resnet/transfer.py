@@ -110,10 +110,15 @@ class TransferConfig:
 
 
 @torch.no_grad()
-def extract_features(model: Classifier, data, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(
+    model: Classifier, data, device: torch.device, max_batches: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's features of every image (of the first ``max_batches`` batches in a smoke run)."""
     model.eval().to(device)
     feats, labels = [], []
-    for x, y in ImageBatches(data, EVAL_BATCH).iterate(0, device=device):
+    for i, (x, y) in enumerate(ImageBatches(data, EVAL_BATCH).iterate(0, device=device)):
+        if max_batches is not None and i >= max_batches:
+            break
         feats.append(model.features(x).float().cpu())
         labels.append(y.cpu())
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
@@ -125,8 +130,8 @@ def feature_rows(cfg: TransferConfig, source: Classifier, data: Splits, device: 
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    x_tr, y_tr = extract_features(source, data.train, device)
-    x_te, y_te = extract_features(source, data.test, device)
+    x_tr, y_tr = extract_features(source, data.train, device, cfg.train.max_steps)
+    x_te, y_te = extract_features(source, data.test, device, cfg.train.max_steps)
     k = data.train.num_classes
     svm = make_pipeline(StandardScaler(), LinearSVC(C=1.0, max_iter=5000, random_state=cfg.train.seed))
     svm.fit(x_tr, y_tr)

@@ -58,6 +58,12 @@ DATA = cli.stack(
         help="Truncate sentences to this many tokens.",
     ),
     click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Use at most this many sentences per split (a fixed random subset): quick looks, smoke runs.",
+    ),
+    click.option(
         "--cache-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=lambda: str(Path(os.environ.get("DLA_DATA_DIR", "data")) / "lab2-cache"),

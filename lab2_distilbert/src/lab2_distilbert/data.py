@@ -33,6 +33,7 @@ class DataConfig:
     max_length: int = 128  # tokens; Rotten Tomatoes sentences average ~25 tokens, the longest ~70
     cache_dir: str = "data/lab2-cache"
     seed: int = 0
+    limit: int | None = None  # at most this many sentences per split (a fixed random subset); None: all
 
 
 @dataclass
@@ -75,6 +76,9 @@ def load_text_splits(cfg: DataConfig) -> TextSplits:
     for split, s in sets.items():
         if len(s) == 0:
             raise DlaError(f"the {split} split is empty; use more data or a larger --val-split")
+    if cfg.limit is not None:  # after the carve: the subsets come from the same splits as a whole run's
+        pick = np.random.default_rng([cfg.seed, 1])
+        sets = {k: v.subset(np.sort(pick.permutation(len(v))[: cfg.limit])) for k, v in sets.items()}
     log.info("data: %s", {k: len(v) for k, v in sets.items()})
     return TextSplits(sets["train"], sets["validation"], sets["test"])
 

@@ -26,6 +26,7 @@ SST2 = "distilbert-base-uncased-finetuned-sst-2-english"
 LORA_SHARE = 0.05  # finding: LoRA trains fewer than this fraction of the parameters
 LORA_WITHIN = 0.05  # finding: the best LoRA cell's test accuracy is at most this far below full fine-tuning
 BF16_WITHIN = 0.05  # finding: bf16 autocast's test accuracy is at most this far from fp32's
+SMOKE = ("--limit", "32")  # a smoke run (--max-steps): sentences per split the steps that do not train encode
 # step name, --strategy, --precision, learning rate (quick, full)
 FINETUNES = (
     ("finetune-full", "full", "no", ("3e-5", "2e-5")),  # quick: 1e-4 overfit 280 sentences (val 0.57 vs 0.72)
@@ -67,7 +68,9 @@ def steps(profile: str, out: Path, tiny: bool, model: str | None = None) -> list
               "--max-length", "32" if tiny else "64" if quick else "128")  # fmt: skip
     epochs = ("--epochs", "1" if tiny else "3")
     batch = ("--batch-size", "16" if quick and not tiny else "32")
-    plan = [Step("features", ("features", *common, "--pooling", "mean"), False, minutes=minutes(2))]
+    plan = [
+        Step("features", ("features", *common, "--pooling", "mean"), False, minutes=minutes(2), smoke=SMOKE)
+    ]
     for name, strategy, precision, lrs in FINETUNES:
         if name == "finetune-bf16" and quick:  # bf16 costs ~5× fp32 on CPUs without bf16 instructions
             strategy, lrs = "head+last", ("3e-4", "5e-5")
@@ -80,9 +83,11 @@ def steps(profile: str, out: Path, tiny: bool, model: str | None = None) -> list
     plan.append(Step("lora-grid", grid, minutes=minutes(3 * len(ranks.split(",")) * len(targets))))
     evaluate = ("evaluate", *data, "--cache-dir", str(Path(out) / "cache"), "--max-length", common[-1])
     plan.append(Step("evaluate-full", (*evaluate, "--model", str(Path(out) / "finetune-full")), False,
-                     ("finetune-full",), minutes=minutes(1)))  # fmt: skip
+                     ("finetune-full",), minutes=minutes(1), smoke=SMOKE))  # fmt: skip
     if not quick:
-        plan.append(Step("evaluate-sst2", (*evaluate, "--model", SST2), False, minutes=minutes(1)))
+        plan.append(
+            Step("evaluate-sst2", (*evaluate, "--model", SST2), False, minutes=minutes(1), smoke=SMOKE)
+        )
     return plan
 
 

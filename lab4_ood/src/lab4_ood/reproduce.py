@@ -72,6 +72,7 @@ PROFILES = {
     ),
 }
 TINY_LIMIT = ("--limit", "40")  # DLA_REPRODUCE_TINY: images per set for detect and attack
+SMOKE_LIMIT = ("--limit", "64")  # a smoke run (--max-steps): images per set for detect and attack
 
 
 def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
@@ -118,6 +119,7 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
                 resumable=False,
                 needs=(train, ae),
                 minutes=minutes.get("detect"),
+                smoke=SMOKE_LIMIT,
             ),
         ]
         result += [
@@ -129,6 +131,7 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
                 resumable=False,
                 needs=(train,),
                 minutes=minutes.get(a),
+                smoke=SMOKE_LIMIT,
             )
             for a in ATTACKS
         ]

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,48 +116,65 @@ def _download(name: str, data_dir: Path, fetch: Callable[[str], object]) -> None
         wait_for_main()
 
 
+def _read(name: str, data_dir: Path, download: bool, fetch: Callable[[str], object], read: Callable[[], Any]):
+    """``read()`` the files in ``data_dir``; only when they are missing and ``download`` is set, ``fetch`` first
+    (--download fetches *missing* datasets: files already there are read without the network — made-up fixture
+    files included, whose MD5 sums torchvision's own check would refuse)."""
+    try:
+        return read()
+    except FileNotFoundError as e:
+        if not download:
+            raise _missing(name, data_dir, e) from None
+    _download(name, data_dir, fetch)
+    try:
+        return read()
+    except FileNotFoundError as e:
+        raise _missing(name, data_dir, e) from None
+
+
 def _mnist(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
-    if download:
+    def fetch(root: str) -> None:
         import torchvision
 
-        def fetch(root: str) -> None:
-            for train in (True, False):
-                torchvision.datasets.MNIST(root, train=train, download=True)
+        for train in (True, False):
+            torchvision.datasets.MNIST(root, train=train, download=True)
 
-        _download("mnist", data_dir, fetch)
-    try:
-        parts = [formats.read_mnist(data_dir, train) for train in (True, False)]
-    except FileNotFoundError as e:
-        raise _missing("mnist", data_dir, e) from None
+    parts = _read(
+        "mnist", data_dir, download, fetch, lambda: [formats.read_mnist(data_dir, t) for t in (True, False)]
+    )
     classes = [str(i) for i in range(10)]
     return tuple(ImageSet(x, y, classes, "mnist") for x, y in parts)  # type: ignore[return-value]
 
 
 def _cifar10(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
-    if download:
+    def fetch(root: str) -> None:
         import torchvision
 
-        _download(
-            "cifar10", data_dir, lambda root: torchvision.datasets.CIFAR10(root, train=True, download=True)
-        )
-    try:
-        parts = [formats.read_cifar10(data_dir, train) for train in (True, False)]
-    except FileNotFoundError as e:
-        raise _missing("cifar10", data_dir, e) from None
+        torchvision.datasets.CIFAR10(root, train=True, download=True)
+
+    parts = _read(
+        "cifar10",
+        data_dir,
+        download,
+        fetch,
+        lambda: [formats.read_cifar10(data_dir, t) for t in (True, False)],
+    )
     return tuple(ImageSet(x, y, c, "cifar10") for x, y, c in parts)  # type: ignore[return-value]
 
 
 def _cifar100(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
-    if download:
+    def fetch(root: str) -> None:
         import torchvision
 
-        _download(
-            "cifar100", data_dir, lambda root: torchvision.datasets.CIFAR100(root, train=True, download=True)
-        )
-    try:
-        parts = [formats.read_cifar100(data_dir, train) for train in (True, False)]
-    except FileNotFoundError as e:
-        raise _missing("cifar100", data_dir, e) from None
+        torchvision.datasets.CIFAR100(root, train=True, download=True)
+
+    parts = _read(
+        "cifar100",
+        data_dir,
+        download,
+        fetch,
+        lambda: [formats.read_cifar100(data_dir, t) for t in (True, False)],
+    )
     _, fine, coarse, fine_names, coarse_names = parts[0]
     groups: dict[str, list[int]] = {}
     pairs = torch.unique(torch.stack([coarse, fine], 1), dim=0).tolist()
