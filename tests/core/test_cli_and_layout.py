@@ -58,6 +58,7 @@ def write(out):
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
+    """The demo group behind ``cli.entry_point`` in a fresh interpreter, as a console script runs it."""
     code = (
         "import sys; from tests.core.test_cli_and_layout import demo; from dla_core import cli; "
         "sys.argv = ['demo', *sys.argv[1:]]; cli.entry_point(demo)()"
@@ -65,9 +66,31 @@ def run(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
 
 
-def test_entry_point_turns_user_mistakes_into_one_line_errors(tmp_path):
+@pytest.fixture
+def run_here(capsys, monkeypatch):
+    """The same entry point in this process (no interpreter start-up): exit status, stdout, stderr. Anything but
+    SystemExit escaping it is what a console script would print as a traceback, so it fails the test."""
+
+    def invoke(*argv: str) -> subprocess.CompletedProcess:
+        monkeypatch.setattr(sys, "argv", ["demo", *argv])
+        capsys.readouterr()
+        try:
+            cli.entry_point(demo)()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["demo", *argv], code, out.out, out.err)
+
+    return invoke
+
+
+def test_entry_point_turns_user_mistakes_into_one_line_errors(tmp_path, run_here):
+    # one fresh interpreter for a success and a failure: the console-script path itself
     ok = run("go", "--eps", "0,0.5")
     assert ok.returncode == 0 and ok.stdout.startswith("[0.0, 0.5] 3 adam")
+    erofs = run("go", "--fail-with", "erofs")
+    assert erofs.returncode == 1 and erofs.stderr == "Error: Read-only file system: /ro/run\n", erofs.stderr
     cases = [
         (["go", "--eps", "a,b"], "Error: Invalid value for '--eps': 'a' is not a number; expected comma-sep"),
         (["go", "--epochs", "13"], "Error: thirteen epochs are unlucky"),
@@ -80,27 +103,27 @@ def test_entry_point_turns_user_mistakes_into_one_line_errors(tmp_path):
         (["write", "--out", "."], "Error: Invalid value for '--out': give a new folder"),
     ]
     for argv, message in cases:
-        r = run(*argv)
+        r = run_here(*argv)
         assert r.returncode != 0, argv
         # the message is the start of a line of its own (not merely somewhere in a traceback)
         assert any(line.startswith(message) for line in r.stderr.splitlines()), (argv, r.stderr)
         assert "Traceback" not in r.stderr, (argv, r.stderr)
-    assert run("--help").returncode == 0
+    assert run_here("--help").returncode == 0
 
 
-def test_a_usage_error_is_one_line_but_the_group_alone_still_shows_its_help():
-    r = run("go", "--epochs", "0")  # click would put its usage lines and a hint above the Error line
+def test_a_usage_error_is_one_line_but_the_group_alone_still_shows_its_help(run_here):
+    r = run_here("go", "--epochs", "0")  # click would put its usage lines and a hint above the Error line
     assert r.returncode == 2 and r.stderr == (
         "Error: Invalid value for '--epochs': 0 is not in the range x>=1.\n"
     ), r.stderr
-    alone = run()  # click ≥ 8.2 raises a usage error (status 2) to show the help; 8.1 exits 0
+    alone = run_here()  # click ≥ 8.2 raises a usage error (status 2) to show the help; 8.1 exits 0
     assert (alone.stdout + alone.stderr).startswith("Usage: demo [OPTIONS] COMMAND"), alone
     assert "Error" not in alone.stderr
 
 
-def test_a_command_without_resume_does_not_suggest_it(tmp_path):
-    assert run("write", "--out", str(tmp_path / "r")).returncode == 0
-    again = run("write", "--out", str(tmp_path / "r"))
+def test_a_command_without_resume_does_not_suggest_it(tmp_path, run_here):
+    assert run_here("write", "--out", str(tmp_path / "r")).returncode == 0
+    again = run_here("write", "--out", str(tmp_path / "r"))
     assert again.returncode == 1
     assert again.stderr.startswith("Error: ") and "already holds a run; choose another --out" in again.stderr
     assert "--resume" not in again.stderr

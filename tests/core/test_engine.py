@@ -424,6 +424,7 @@ PRECISION_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # two fresh interpreters that each import torch and train: the slow tier
 def test_precisions_change_within_one_process_as_in_fresh_processes(digits, tmp_path):
     """fp32 → bf16 → fp32 in one process (a study, a Python session) give what fresh processes give."""
 

@@ -20,6 +20,7 @@ from tests.lab2.test_trust import numbers, plain_features
 
 pytestmark = [
     pytest.mark.realweights,
+    pytest.mark.slow,  # the real all-MiniLM-L6-v2: the slow tier
     pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
 ]
 

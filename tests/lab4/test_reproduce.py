@@ -33,6 +33,7 @@ def lab4(*args: str):
     return result
 
 
+# The whole quick profile (~100 s of CPU): its tests are the slow tier; --only below runs two steps in the quick one
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, monkeypatch_module):
     out = tmp_path_factory.mktemp("lab4-reproduce") / "report"
@@ -66,6 +67,7 @@ def edit_metrics(run: Path, change) -> None:
     path.write_text(json.dumps(m))
 
 
+@pytest.mark.slow
 def test_quick_profile_runs_every_step_detector_and_attack(quick):
     manifest = json.loads((quick / "metrics.json").read_text())["steps"]
     assert list(manifest) == STEPS and all(s["done"] for s in manifest.values())
@@ -80,6 +82,7 @@ def test_quick_profile_runs_every_step_detector_and_attack(quick):
     assert "--outlier-exposure digits:5-9" in manifest["oe-train"]["command"]
 
 
+@pytest.mark.slow
 def test_report_links_and_embeds_every_image(quick):
     md = (quick / "report.md").read_text(encoding="utf-8")
     page = (quick / "report.html").read_text(encoding="utf-8")
@@ -122,6 +125,7 @@ EDITS = {
 }
 
 
+@pytest.mark.slow
 def test_every_findings_mark_follows_the_metrics(quick, tmp_path):
     """Edit the children's metrics.json in a copy so that every finding holds, re-render: all ✓; then so that
     every one fails: all ✗ (two renders, not ten: each claim's mark is still checked on its own)."""
@@ -134,6 +138,7 @@ def test_every_findings_mark_follows_the_metrics(quick, tmp_path):
         assert marks(copy / "report.md") == dict.fromkeys(CLAIMS, mark)
 
 
+@pytest.mark.slow
 def test_missing_runs_leave_findings_unchecked(quick, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(quick, copy)
@@ -145,6 +150,7 @@ def test_missing_runs_leave_findings_unchecked(quick, tmp_path):
     assert found["fgsm"] in "✓✗"
 
 
+@pytest.mark.slow
 def test_resume_skips_done_steps_and_redoes_an_unfinished_one(quick, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(quick, copy)
