@@ -213,31 +213,44 @@ def interval(low, high):
     return Estimate(mean=(low + high) / 2, low=low, high=high, n=3, std=0.0)
 
 
-def slide(claim, centres, half=0.02):
+def slide(claim, centres, half=0.125):
+    """Verdicts of intervals centre ± half (dyadic numbers: the edges are exact)."""
     return [verdict(interval(c - half, c + half), claim) for c in centres]
 
 
-S, I, C = Verdict.SUPPORTED, Verdict.INCONCLUSIVE, Verdict.CONTRADICTED
+YES, MAYBE, NO = Verdict.SUPPORTED, Verdict.INCONCLUSIVE, Verdict.CONTRADICTED
 
 
 def test_better_by_a_margin_moves_from_supported_through_inconclusive_to_contradicted():
-    claim = Claim("better", 0.05)  # A - B > 0.05
-    # centre 0.10: [0.08, 0.12] ✓; 0.07: low = 0.05 exactly touches the margin ～; 0.05 straddles ～;
-    # 0.03: high = 0.05, no value above the margin ✗; 0.0: ✗
-    assert slide(claim, [0.10, 0.0701, 0.07, 0.05, 0.0301, 0.03, 0.0]) == [S, S, I, I, I, C, C]
+    claim = Claim("better", 0.25)  # A - B > 0.25
+    # centre 0.5: [0.375, 0.625] ✓; 0.375: low = 0.25 touches the margin ～; 0.25 straddles ～;
+    # 0.125: high = 0.25, no value above the margin ✗; 0: ✗
+    centres = [0.5, 0.4375, 0.375, 0.25, 0.1875, 0.125, 0.0]
+    assert slide(claim, centres) == [YES, YES, MAYBE, MAYBE, MAYBE, NO, NO]
     # margin 0, "A better than B": a dead tie (0.9889 vs 0.9889 in every replicate) is not better
-    assert verdict(interval(0.0, 0.0), Claim("better")) is C
-    assert verdict(interval(0.001, 0.002), Claim("better")) is S
+    assert verdict(interval(0.0, 0.0), Claim("better")) is NO
+    assert verdict(interval(0.001, 0.002), Claim("better")) is YES
+    # a negative margin: non-inferiority, "A worse than B by less than 0.25"
+    assert slide(Claim("better", -0.25), [c - 0.5 for c in centres]) == [
+        YES,
+        YES,
+        MAYBE,
+        MAYBE,
+        MAYBE,
+        NO,
+        NO,
+    ]
 
 
 def test_within_a_margin_is_equivalence_tost_style():
-    claim = Claim("within", 0.05)  # -0.05 < A - B < 0.05
-    # inside (-0.05, 0.05) ✓, touching or straddling an edge ～, wholly outside ✗ (either side)
-    centres = [0.0, 0.0299, 0.03, 0.05, 0.0699, 0.07, 0.2]
-    assert slide(claim, centres) == [S, S, I, I, I, C, C]
-    assert slide(claim, [-c for c in centres]) == [S, S, I, I, I, C, C]
-    # an interval wider than the margin band on both sides straddles it: inconclusive, not contradicted
-    assert verdict(interval(-0.2, 0.2), claim) is I
+    claim = Claim("within", 0.25)  # -0.25 < A - B < 0.25
+    # inside (-0.25, 0.25) ✓; touching an edge from inside (high = 0.25) or straddling it ～;
+    # wholly outside, touching from outside included (low = 0.25) ✗; the same mirrored below zero
+    centres = [0.0, 0.0625, 0.125, 0.25, 0.3125, 0.375, 0.5]
+    assert slide(claim, centres) == [YES, YES, MAYBE, MAYBE, MAYBE, NO, NO]
+    assert slide(claim, [-c for c in centres]) == [YES, YES, MAYBE, MAYBE, MAYBE, NO, NO]
+    # an interval wider than the band on both sides straddles it: inconclusive, not contradicted
+    assert verdict(interval(-1.0, 1.0), claim) is MAYBE
 
 
 def test_verdicts_carry_their_marks_and_words():
@@ -327,13 +340,13 @@ def test_write_outcomes_refuses_mismatched_arrays_and_writes_nothing(tmp_path, c
 
 
 def test_missing_or_damaged_outcomes_are_one_error_naming_the_file(tmp_path):
-    with pytest.raises(DlaError, match="has no outcomes.npz"):
+    with pytest.raises(DlaError, match=r"has no outcomes\.npz"):
         read_outcomes(tmp_path)
     (tmp_path / "outcomes.npz").write_bytes(b"not a zip")
-    with pytest.raises(DlaError, match="outcomes.npz is damaged"):
+    with pytest.raises(DlaError, match=r"outcomes\.npz is damaged"):
         read_outcomes(tmp_path)
     np.savez(tmp_path / "outcomes.npz", scores=np.zeros(3))  # no correct
-    with pytest.raises(DlaError, match="outcomes.npz is damaged"):
+    with pytest.raises(DlaError, match=r"outcomes\.npz is damaged"):
         read_outcomes(tmp_path)
 
 
