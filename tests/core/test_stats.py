@@ -23,6 +23,7 @@ from dla_core.stats import (
     finding_line,
     mean_ci,
     probability_of_improvement,
+    read_arms,
     read_outcomes,
     significant,
     verdict,
@@ -348,6 +349,33 @@ def test_missing_or_damaged_outcomes_are_one_error_naming_the_file(tmp_path):
     np.savez(tmp_path / "outcomes.npz", scores=np.zeros(3))  # no correct
     with pytest.raises(DlaError, match=r"outcomes\.npz is damaged"):
         read_outcomes(tmp_path)
+
+
+def test_read_arms_stacks_each_arms_seeds_and_checks_they_share_the_test_set(tmp_path):
+    labels = np.array([0, 1, 2])
+    write_outcomes(
+        tmp_path / "a0", np.array([True, True, False]), scores=np.array([0.9, 0.8, 0.1]), labels=labels
+    )
+    write_outcomes(tmp_path / "a12", np.array([[True, False, False], [False, True, True]]), labels=labels)
+    write_outcomes(tmp_path / "b0", np.array([False, True, False]), labels=labels)
+    write_outcomes(tmp_path / "b1", np.array([True, True, True]))  # no labels saved: nothing to check against
+    a, b = read_arms([tmp_path / "a0", tmp_path / "a12"], [tmp_path / "b0", tmp_path / "b1"])
+    np.testing.assert_array_equal(a.correct, [[1, 1, 0], [1, 0, 0], [0, 1, 1]])
+    np.testing.assert_array_equal(b.correct, [[0, 1, 0], [1, 1, 1]])
+    assert a.scores is None  # not every run of the arm saved scores
+    np.testing.assert_array_equal(b.labels, labels)
+    comparison = bootstrap_difference(a.correct, b.correct, resamples=10)
+    assert comparison.seeds == (3, 2) and comparison.examples == 3
+    # another test set: other labels, or another size, in either arm
+    write_outcomes(tmp_path / "other", np.array([True, True, True]), labels=np.array([0, 1, 3]))
+    write_outcomes(tmp_path / "short", np.array([True, True]))
+    with pytest.raises(
+        DlaError,
+        match=r"other and .*a0 were scored on different test sets \(3 and 3 examples, other labels\)",
+    ):
+        read_arms([tmp_path / "a0"], [tmp_path / "b0", tmp_path / "other"])
+    with pytest.raises(DlaError, match=r"\(2 and 3 examples\)"):
+        read_arms([tmp_path / "a0", tmp_path / "short"])
 
 
 def test_importing_stats_loads_neither_torch_nor_scipy_stats():

@@ -12,6 +12,7 @@ the finding's margin (the practice of Agarwal et al. 2021, "Deep RL at the edge 
     verdict(interval, claim)      ✓ supported / ✗ contradicted / ～ inconclusive                  -> Verdict
     finding_line(...)             "✓ supported: A better than B: difference +0.031, 95% CI [...], ..."
     write_outcomes / read_outcomes   per-example test outcomes of a run: RUN/outcomes.npz
+    read_arms(runs_a, runs_b)     each arm's runs stacked to (seeds, examples), checked to share one test set
 
 Conventions: the difference is always A - B; intervals are two-sided at ``level`` (0.95); randomness is
 stateless (same inputs and ``seed`` give the same interval); numbers print with 3 significant digits.
@@ -408,6 +409,42 @@ def read_outcomes(run_dir: Path) -> Outcomes:
         return _checked(arrays.pop("correct"), arrays.pop("scores", None), arrays.pop("labels", None))
     except (KeyError, ValueError) as e:
         raise DlaError(f"{path} is damaged: {e}") from None
+
+
+def read_arms(*arms: Sequence[Path]) -> list[Outcomes]:
+    """Each arm's run folders (a seed each, or stacked seeds) read into one ``Outcomes`` of (seeds, examples)
+    rows, ready for ``bootstrap_difference(a.correct, b.correct)``: ``a, b = read_arms(runs_a, runs_b)``.
+
+    Outcomes compared example by example must be about the same examples: a folder whose test set differs from
+    the first one's in size or in its saved labels is a ``DlaError`` naming both."""
+    stacked, first = [], None
+    for runs in arms:
+        if not runs:
+            raise ValueError("every arm needs at least one run folder")
+        read = [(Path(d), read_outcomes(d)) for d in runs]
+        for d, o in read:
+            first = first or (d, o)
+            if o.examples != first[1].examples or not _same_labels(o.labels, first[1].labels):
+                raise DlaError(
+                    f"{d} and {first[0]} were scored on different test sets ({o.examples:,} and "
+                    f"{first[1].examples:,} examples{', other labels' * (o.examples == first[1].examples)}): "
+                    "their outcomes cannot be compared example by example"
+                )
+        scores = [o.scores for _, o in read]
+        stacked.append(
+            Outcomes(
+                correct=np.concatenate([np.atleast_2d(o.correct) for _, o in read]),
+                scores=None
+                if any(s is None for s in scores)
+                else np.concatenate([np.atleast_2d(s) for s in scores]),
+                labels=next((o.labels for _, o in read if o.labels is not None), None),
+            )
+        )
+    return stacked
+
+
+def _same_labels(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is None or b is None or np.array_equal(a, b)
 
 
 def _checked(correct: np.ndarray, scores: np.ndarray | None, labels: np.ndarray | None) -> Outcomes:
