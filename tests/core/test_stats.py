@@ -82,13 +82,23 @@ def test_estimate_prints_three_significant_digits():
         "0.00",
         "2.50e-05",
     ]
-    assert [significant(v, sign=True) for v in (0.031, -0.05, 0.0)] == ["+0.0310", "-0.0500", "0.00"]
+    assert [significant(v, sign=True) for v in (0.031, -0.05, 0.0, -0.0)] == [
+        "+0.0310",
+        "-0.0500",
+        "0.00",
+        "0.00",
+    ]
+    # rounding up to 10**digits: a whole number, not 1.00e+03
+    assert (significant(999.7), significant(-999.7), significant(999.4)) == ("1,000", "-1,000", "999")
+    assert significant(float("inf")) == "inf" and significant(float("nan")) == "nan"
 
 
 @pytest.mark.parametrize("bad", [[], [[1.0, 2.0]], [1.0, float("nan")], [float("inf"), 1.0]])
 def test_mean_ci_refuses_what_has_no_mean(bad):
     with pytest.raises(ValueError):
         mean_ci(bad)
+    with pytest.raises(ValueError):
+        mean_ci([1.0, 2.0], level=95)
 
 
 #### Two arms: the bootstrap ####

@@ -45,11 +45,12 @@ def significant(x: float, digits: int = 3, *, sign: bool = False) -> str:
     (21450 -> "21,450", whole numbers from 10**digits on are not rounded); ``sign`` adds a "+" to positives."""
     if not math.isfinite(x):
         return {math.inf: "inf", -math.inf: "-inf"}.get(x, "nan")
+    x += 0.0  # -0.0 -> 0.0
     plus = "+" if sign and x != 0 else ""
-    if abs(x) >= 10**digits:
-        return f"{x:{plus},.0f}"
     text = f"{x:{plus}#.{digits}g}"
-    return text.rstrip(".") if "e" not in text else text
+    if "e+" in text:  # 10**digits or more, once rounded: a whole number with separators
+        return f"{x:{plus},.0f}"
+    return text if "e" in text else text.rstrip(".")
 
 
 #### Across seeds ####
@@ -85,8 +86,8 @@ class Estimate:
 def mean_ci(values: Sequence[float] | np.ndarray, level: float = LEVEL) -> Estimate:
     """Mean of ``values`` (one per seed) with the Student-t interval: mean ± t_{(1+level)/2, n-1} · s/√n."""
     x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1 or len(x) == 0:
-        raise ValueError(f"mean_ci needs a non-empty 1-D sequence, got shape {x.shape}")
+    if x.ndim != 1 or len(x) == 0 or not 0 < level < 1:
+        raise ValueError(f"mean_ci needs a non-empty 1-D sequence and 0 < level < 1, got {x.shape}, {level}")
     _check_finite(x, "values")
     n, mean = len(x), float(x.mean())
     if n == 1:
