@@ -161,7 +161,8 @@ def bootstrap_difference(
     """mean(A) - mean(B) and P(A > B), with percentile bootstrap CIs over test examples and seeds.
 
     ``a``, ``b``: per-example outcomes shaped (seeds, examples), e.g. 0/1 correctness or any per-example
-    score, each row one seed of that arm scored on the same test set, column e the same example in both.
+    score, each row one seed of that arm scored on the same test set, column e the same example in both
+    (a 1-D array is one seed).
 
     Resampling scheme. Every seed is scored on every example, so an arm's outcomes form a crossed
     seeds × examples table whose two factors are both samples: the test examples of the inputs the finding
