@@ -20,7 +20,8 @@ CASES = [
     *dependency_cases(RECIPE),
     # the issue's own command line
     Case("issue-skip-base-train", ("reproduce", "--skip", "base-train"), "needs base-train"),
-    # local paths that must exist
+    # local paths that must exist (or hold what they must)
+    Case("benchmark-run-without-dataset", ("benchmark", "--model", "{tmp}", "--far", "fake"), "--id SPEC"),
     Case("missing-data-dir", ("train", "--dataset", "mnist", "--data-dir", "{tmp}/none"), "--download"),
     Case(
         "model-folder-without-a-model",

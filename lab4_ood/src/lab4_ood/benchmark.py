@@ -113,13 +113,14 @@ def group_means(per_set: dict[str, dict[str, float]], groups: tuple) -> dict[str
 
 
 def run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
+    # each model's ID dataset first: a run folder that does not record it is refused before the folder is made
+    id_specs = [id_spec_for(model, cfg.id) for model in cfg.models]
     run = RunDir.create(rt.out, cfg, command="lab4 benchmark", resumable=False)
     ood = tuple(spec for _, specs in cfg.groups for spec in specs)
     names = model_names(cfg.models)
     models: dict[str, dict] = {}
     bar = tqdm(total=len(cfg.models) * (1 + len(cfg.attacks)), desc="benchmark")
-    for name, model in zip(names, cfg.models, strict=True):
-        id_spec = id_spec_for(model, cfg.id)
+    for name, model, id_spec in zip(names, cfg.models, id_specs, strict=True):
         bar.set_postfix_str(f"{name}: detect")
         dcfg = DetectConfig(
             model=model,
