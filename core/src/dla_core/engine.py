@@ -45,7 +45,7 @@ from dla_core.config import TrainConfig  # defined with the other configs (light
 from dla_core.data.batches import Batches
 from dla_core.errors import DlaError, NonFiniteLossError
 from dla_core.runs import RunDir
-from dla_core.seeding import reseed_torch
+from dla_core.seeding import reseed_torch, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -442,8 +442,7 @@ def fit(
 class _Loop:
     """What one ``fit`` holds between its parts: prepared model and optimizer, the running sums, the history.
 
-    Every optimizer step reseeds torch from (seed, epoch, batch, rank) (the loop seeds nothing else: the model
-    comes built, after its command seeded everything once); the sums of the current epoch, the
+    Every optimizer step reseeds torch from (seed, epoch, batch, rank); the sums of the current epoch, the
     gradient-norm sums and the history go into each checkpoint, so a resumed run replays the uninterrupted one.
     """
 
@@ -464,6 +463,10 @@ class _Loop:
         desc: str,
     ):
         self.train, self.cfg, self.acc, self.step, self.run, self.desc = train, cfg, acc, step, run, desc
+        # Not the command's seed (the model is already built): ``fit`` is a library call whose result depends on
+        # (model, batches, cfg) only. The step reseeds torch alone; Python's and NumPy's generators, which a step
+        # may draw from, start here from cfg.seed whatever ran before (test_seed_fixes_python_and_numpy_draws_too).
+        seed_everything(cfg.seed)
         self.n_batches = train.num_batches(acc.num_processes)
         if self.n_batches == 0:
             raise DlaError("no training data: the training split is empty")

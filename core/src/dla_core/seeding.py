@@ -10,7 +10,8 @@ A command that builds several models in turn (a study's cells, a transfer table'
 a LoRA grid's cells, stacked seeds) seeds each with its own seed as it is built instead, so that none depends on
 what ran before it and a resumed command equals an uninterrupted one; a ``reproduce`` step is a command of its
 own. Inside the training loop, torch is reseeded every step from (seed, epoch, batch, rank) (``reseed_torch``),
-so resumed and multi-process runs replay exactly; ``fit`` seeds nothing else.
+so resumed and multi-process runs replay exactly, and ``fit`` seeds everything from the run's seed as it starts
+(after the model is built: for the Python and NumPy draws of a step, whoever called it).
 """
 
 from __future__ import annotations
