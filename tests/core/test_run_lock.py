@@ -6,6 +6,7 @@ rules, with a light holder process (it imports no torch).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ lock = run_lock.acquire(sys.argv[1])
 print("locked", flush=True)
 time.sleep(600)
 """
+# Takes the lock of the folder in argv[1] and lets go at once.
+TAKER = "import sys; from dla_core import run_lock; run_lock.acquire(sys.argv[1])"
 
 
 @pytest.fixture
@@ -170,3 +173,20 @@ def test_a_lock_file_removed_while_it_was_being_taken_is_taken_again(tmp_path, m
     lock, taken = run_lock.acquire(out)
     assert taken and len(calls) == 2
     assert os.path.samestat(os.stat(out / run_lock.LOCK), os.fstat(lock._fd))
+
+
+def test_a_command_holds_its_folder_to_its_end(tmp_path):
+    """Though the RunDir is not kept (``reproduce`` keeps none of its folder's): another process is refused."""
+    out = tmp_path / "r"
+    tries = []
+
+    @click.command()
+    def cmd() -> None:
+        RunDir.create(out, {}, command="t")
+        gc.collect()
+        tries.append(subprocess.run([sys.executable, "-c", TAKER, str(out)], capture_output=True, text=True))
+
+    result = CliRunner().invoke(cmd, [])
+    assert result.exit_code == 0, result.output
+    assert f"is in use by process {os.getpid()}" in tries[0].stderr
+    assert not (out / run_lock.LOCK).exists()

@@ -450,6 +450,9 @@ class _Loop:
         desc: str,
     ):
         self.train, self.cfg, self.acc, self.step, self.run, self.desc = train, cfg, acc, step, run, desc
+        # Not the command's seed (the model is already built): ``fit`` is a library call whose result depends on
+        # (model, batches, cfg) only. The step reseeds torch alone; Python's and NumPy's generators, which a step
+        # may draw from, start here from cfg.seed whatever ran before (test_seed_fixes_python_and_numpy_draws_too).
         seed_everything(cfg.seed)
         self.n_batches = train.num_batches(acc.num_processes)
         if self.n_batches == 0:

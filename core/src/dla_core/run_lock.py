@@ -9,9 +9,10 @@ killed run can be resumed at once (its stale ``.lock`` is simply taken over).
 How long a lock lives (the one place: ``hold``, called by ``RunDir.create``):
 
 - inside a click command: until that command ends — returns, raises, or is interrupted (Ctrl-C, the engine's
-  stop flag): click closes the command's context, which releases it. A ``labN reproduce`` step is a command of
-  its own, so each step's lock goes when the step does, while the reproduce folder's stays with the parent.
-- in any case: until the ``RunDir`` that holds it is dropped (a library caller, a test, a study's cell);
+  stop flag): click closes the command's context, which releases it (the child runs of a study or a grid
+  included). A ``labN reproduce`` step is a command of its own, so each step's lock goes when the step does,
+  while the reproduce folder's stays with the parent until the report is written.
+- outside a command (a library caller, a test): until the ``RunDir`` that holds it is dropped;
 - a process that already holds a folder's lock shares it (one process is one writer): a test or a sequence of
   runs in one process may create and resume the same folder.
 
@@ -99,8 +100,7 @@ def hold(lock: RunLock) -> None:
 
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
-        ref = weakref.ref(lock)
-        ctx.call_on_close(lambda: (lock_ := ref()) is not None and lock_.release())
+        ctx.call_on_close(lock.release)  # and holds it till then, whatever becomes of the RunDir
 
 
 def _let_go(path: Path, fd: int | None) -> None:

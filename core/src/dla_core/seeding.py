@@ -1,9 +1,17 @@
 """Seeding and the process picture, without importing torch at module load (CLI modules import this).
 
-``seed_everything(seed)`` is called once at the start of every command, before any model, head, adapter or
-classifier is built, so that ``--seed`` alone fixes every random draw of a run (Python, NumPy, torch on every
-device). Inside the training loop, randomness is re-derived from (seed, epoch, batch, rank) so resumed and
-multi-process runs replay exactly.
+``seed_everything(seed)`` is called once per command, before any model, head, adapter or classifier is built, so
+that ``--seed`` alone fixes every random draw of a run (Python, NumPy, torch on every device). The call sits at the
+start of the experiment function each command hands its config to (``train_in``, ``run_finetune``, ``run_attack``,
+…), not in the click layer: that function is what "config → run" means, so a caller of the library gets the same
+numbers as the command, and option errors and ``--help`` stay free of torch.
+
+A command that builds several models in turn (a study's cells, a transfer table's rows, the distilled students,
+a LoRA grid's cells, stacked seeds) seeds each with its own seed as it is built instead, so that none depends on
+what ran before it and a resumed command equals an uninterrupted one; a ``reproduce`` step is a command of its
+own. Inside the training loop, torch is reseeded every step from (seed, epoch, batch, rank) (``reseed_torch``),
+so resumed and multi-process runs replay exactly, and ``fit`` seeds everything from the run's seed as it starts
+(after the model is built: for the Python and NumPy draws of a step, whoever called it).
 """
 
 from __future__ import annotations

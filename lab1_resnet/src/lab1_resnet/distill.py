@@ -112,7 +112,7 @@ class DistillConfig:
 
 
 def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
-    seed_everything(cfg.student.train.seed)
+    # the teacher is evaluated, not drawn: the one seed goes to each student as it is built (below)
     teacher = load_model(Path(cfg.teacher))
     s = cfg.student
     data = load_data(s.dataset, rt.data_dir, s.val_fraction, rt.download)
@@ -139,7 +139,7 @@ def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
                     step = DistillationStep(None, cfg.temperature, cfg.alpha, data.train.labels, probs)
                 else:
                     step = DistillationStep(teacher, cfg.temperature, cfg.alpha)
-            # both students start from the same weights, whichever trained first
+            # both students start from the same weights, whichever trained first (and a resumed one too)
             seed_everything(s.train.seed)
             train_into(srun, build_model(mcfg), student_batches, s.train, srt, save=save_classifier(mcfg),
                        step=step)  # fmt: skip

@@ -47,7 +47,7 @@ from dla_core.recipe import (
     training_threads,
 )
 from dla_core.runs import CHECKPOINT, CONFIG, RunDir, atomic_write
-from dla_core.seeding import seed_everything, world_size
+from dla_core.seeding import world_size
 from dla_core.threads import apply_threads
 from lab1_resnet import batched, tables
 from lab1_resnet.choices import KINDS
@@ -106,7 +106,7 @@ def run_study(cfg: DepthStudy, rt: Runtime, *, batch_seeds: bool = True) -> str:
     a single run started always is. Either way each cell's folder is a ``lab1 train`` run folder with the same
     numbers (up to float reassociation), so the option is not part of the study's config: ``--resume`` may
     change it."""
-    seed_everything(cfg.seeds[0])  # and each cell reseeds with its own seed (train_in)
+    # nothing is drawn before the cells, and each cell seeds with its own seed as it is built (train_in, batched)
     data = load_data(cfg.dataset, rt.data_dir, cfg.val_fraction, rt.download)
     study = RunDir.create(rt.out, cfg, command="lab1 study", resume=rt.resume)
     cells = cfg.cells()

@@ -107,7 +107,8 @@ def train_in(run: RunDir, cfg: TrainRun, data: Splits, rt: Runtime, *, plot: boo
     """Train ``cfg`` on ``data`` inside ``run`` (resuming from its checkpoint when ``rt.resume``); returns the
     final metrics (also in metrics.json).
 
-    Seeds everything with the run's seed first, so a run (a study's cell) does not depend on what ran before it."""
+    Seeds everything with the run's seed before the model is built: `lab1 train`'s seed at the start of its command,
+    and for a study's cell its own seed, so that a cell does not depend on what ran before it."""
     mcfg = model_config(cfg, data.train)
     seed_everything(cfg.train.seed)
     model = build_model(mcfg)
@@ -120,8 +121,8 @@ def train_in(run: RunDir, cfg: TrainRun, data: Splits, rt: Runtime, *, plot: boo
 
 
 def train_classifier(cfg: TrainRun, rt: Runtime) -> dict[str, Any]:
-    """`lab1 train`: load the data (errors before anything is written), then train in a new run folder."""
-    seed_everything(cfg.train.seed)
+    """`lab1 train`: load the data (errors before anything is written), then train in a new run folder (``train_in``
+    seeds: the command's one seed)."""
     data = load_data(cfg.dataset, rt.data_dir, cfg.val_fraction, rt.download)
     run = RunDir.create(rt.out, cfg, command="lab1 train", resume=rt.resume)
     return train_in(run, cfg, data, rt)

@@ -177,8 +177,10 @@ def train_row(
 
 
 def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
-    """Every row of the transfer table; returns the Markdown table (also table.md / table.csv in OUT)."""
-    seed_everything(cfg.train.seed)
+    """Every row of the transfer table; returns the Markdown table (also table.md / table.csv in OUT).
+
+    Each trained row seeds with ``cfg.train.seed`` as its model is built (``train_row``); the feature rows draw
+    nothing at random (the SVM has its ``random_state``): no other seed is needed."""
     source = load_model(Path(cfg.source))
     if not isinstance(source, Classifier):
         raise DlaError(f"{cfg.source}: not a classifier with features (family {source.config.family})")

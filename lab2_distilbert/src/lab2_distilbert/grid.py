@@ -71,8 +71,9 @@ def cell_name(cell: LoraConfig) -> str:
 
 def run_grid(cfg: LoraGrid, rt: Runtime) -> tuple[list[dict[str, Any]], str]:
     """Train every unfinished cell, then write table.md, metrics.json and lora_grid.png; (rows, table.md)."""
-    cells = cfg.cells()
-    seed_everything(cfg.train.seed)
+    cells = (
+        cfg.cells()
+    )  # each seeds as its model is built (as `lab2 lora` alone): no seed for the grid itself
     splits = load_text_splits(cfg.data)
     tokenizer = models.load_tokenizer(cfg.model)
     # every target set must map onto the model before the grid folder is made: no half-made runs
@@ -86,9 +87,9 @@ def run_grid(cfg: LoraGrid, rt: Runtime) -> tuple[list[dict[str, Any]], str]:
         name = cell_name(cell)
 
         def work(run: RunDir, crt: Runtime, cell: LoraConfig = cell) -> None:
-            seed_everything(
-                cell.train.seed
-            )  # as `lab2 lora` with the cell's options: the same head and adapters
+            # as `lab2 lora` with the cell's options (which seeds at its start): the same head and adapters,
+            # whichever cells ran before in this process
+            seed_everything(cell.train.seed)
             train_lora(run, lora_model(cell, splits.label_names), cell, splits, tokenizer, crt)
 
         log.info("LoRA grid cell %s", name)
