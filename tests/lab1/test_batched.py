@@ -222,7 +222,6 @@ def test_a_batched_study_writes_the_cell_folders_of_one_run_per_cell(tmp_path, m
     assert len(trained) == 2
 
 
-@pytest.mark.slow
 def test_an_interrupted_batched_study_resumes_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
     lab1(*STUDY, "--epochs", "3", "--out", tmp_path / "whole")
     epochs = []
@@ -264,7 +263,6 @@ def test_cells_stack_only_in_one_process_on_the_cpu_without_trackers_or_compile(
     assert not study_module.stacks_here(Runtime(cpu=True))
 
 
-@pytest.mark.slow
 def test_a_study_under_several_processes_trains_one_run_per_cell(tmp_path, monkeypatch):
     monkeypatch.setattr(study_module, "world_size", lambda: 2)  # the cells' DDP runs: one run each
     monkeypatch.setattr(batched.Group, "__init__", lambda *a, **k: pytest.fail("trained batched"))

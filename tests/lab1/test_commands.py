@@ -40,7 +40,6 @@ def test_help_has_examples():
         assert "Example" in text and f"lab1 {command}" in text, command
 
 
-@pytest.mark.slow
 def test_train_writes_a_complete_run_folder(tmp_path):
     out = tmp_path / "run"
     r = lab1("train", "--depth", "2", "--width", "16", "--plain", "--dataset", "digits:0-4", "--epochs", "2",
@@ -65,7 +64,6 @@ def test_train_writes_a_complete_run_folder(tmp_path):
          "--data-dir", tmp_path / "elsewhere", "--out", out, "--resume")  # fmt: skip
 
 
-@pytest.mark.slow
 def test_the_seeds_one_layer_plain_block_is_an_option_that_saved_models_remember(tmp_path):
     out = tmp_path / "single"
     r = lab1("train", "--depth", "3", "--width", "16", "--plain", "--plain-block", "single",
@@ -80,7 +78,6 @@ def test_the_seeds_one_layer_plain_block_is_an_option_that_saved_models_remember
     assert m["weight_layers"] == 5 and r.output.startswith("mlp-d3-plain-single-s0: 5 weight layers")
 
 
-@pytest.mark.slow
 def test_study_writes_its_table_and_resumes_without_retraining(tmp_path, monkeypatch):
     out = tmp_path / "study"
     argv = ["study", "--depths", "1,3", "--seeds", "0,1", "--width", "16", "--dataset", "digits:0-2", *FAST,
@@ -130,7 +127,6 @@ def test_study_writes_its_table_and_resumes_without_retraining(tmp_path, monkeyp
     assert steps == []
 
 
-@pytest.mark.slow
 def test_transfer_cifar10_to_cifar100_reports_exact_trainable_counts(cifar10_cnn, data_dir, tmp_path):
     out = tmp_path / "transfer"
     r = lab1("transfer", "--from", cifar10_cnn, "--dataset", "cifar100", "--data-dir", data_dir,
@@ -157,7 +153,6 @@ def test_transfer_cifar10_to_cifar100_reports_exact_trainable_counts(cifar10_cnn
     assert {"train_loss", "val_accuracy", "test_loss", "test_accuracy", "epochs"} <= set(row)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precompute", [False, True])
 def test_distill_compares_teacher_and_students(cifar10_cnn, data_dir, tmp_path, precompute):
     out = tmp_path / "kd"
@@ -193,7 +188,6 @@ def _all_metrics(out: Path) -> dict[str, object]:
     }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "study", "transfer", "distill"])
 def test_every_command_run_twice_with_one_seed_gives_identical_numbers(
     command, cifar10_cnn, data_dir, tmp_path

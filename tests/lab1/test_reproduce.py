@@ -131,7 +131,6 @@ def test_resume_skips_done_steps_and_reruns_an_unfinished_one(quick):
     assert json.loads((out / "metrics.json").read_text())["steps"]["distill"]["done"]
 
 
-@pytest.mark.slow
 def test_only_and_skip_run_part_of_the_lab(tmp_path, monkeypatch):
     monkeypatch.setenv(TINY_ENV, "1")
     r = lab1("reproduce", "--only", "transfer", "--out", tmp_path / "a", ok=False)

@@ -25,7 +25,6 @@ def lab1(*argv) -> str:
     return result.output
 
 
-@pytest.mark.slow
 def test_a_deep_plain_mlp_stays_at_chance_where_the_residual_one_learns(tmp_path):
     out = tmp_path / "study"
     lab1("study", "--depths", "20", "--seeds", "0", "--width", "32", "--epochs", "3", "--out", out)
@@ -46,7 +45,6 @@ def _accuracy(model, dataset: str) -> float:
     return evaluate(model, test, accelerator=make_accelerator())["accuracy"]
 
 
-@pytest.mark.slow
 def test_a_student_distilled_from_soft_targets_alone_beats_an_untrained_one(tmp_path):
     teacher, kd = tmp_path / "teacher", tmp_path / "kd"
     lab1("train", "--depth", "1", "--width", "32", "--epochs", "3", "--lr", "0.01", "--out", teacher)

@@ -36,7 +36,6 @@ def metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-@pytest.mark.slow
 def test_features_table_and_feature_cache(tiny_distilbert, text_data, tmp_path):
     args = common(tiny_distilbert, text_data, tmp_path / "cache")
     out = lab2("features", *args, "--pooling", "mean", "--threads", "1", "--out", tmp_path / "f1")["output"]
@@ -62,7 +61,6 @@ def test_features_table_and_feature_cache(tiny_distilbert, text_data, tmp_path):
     assert len(list((tmp_path / "cache").glob("features-*.pt"))) == 2
 
 
-@pytest.mark.slow
 def test_finetune_learns_and_saves_a_loadable_model(tiny_distilbert, text_data, tmp_path, caplog):
     run = tmp_path / "ft"
     with caplog.at_level(logging.WARNING):
@@ -95,7 +93,6 @@ def test_finetune_learns_and_saves_a_loadable_model(tiny_distilbert, text_data, 
     assert "neg→neg" in ev["output"]
 
 
-@pytest.mark.slow
 def test_finetune_head_trains_only_the_head_and_resumes(tiny_bert, text_data, tmp_path):
     argv = ["finetune", *common(tiny_bert, text_data, tmp_path / "c"), "--strategy", "head", "--epochs", "1",
             "--out", tmp_path / "h"]  # fmt: skip
@@ -109,7 +106,6 @@ def test_finetune_head_trains_only_the_head_and_resumes(tiny_bert, text_data, tm
     assert metrics(tmp_path / "h")["test_accuracy"] == pytest.approx(m["test_accuracy"])
 
 
-@pytest.mark.slow
 def test_lora_command_adapter_and_merged_model(tiny_distilbert, text_data, tmp_path):
     run = tmp_path / "lora"
     out = lab2("lora", *common(tiny_distilbert, text_data, tmp_path / "c"), "--rank", "4", "--alpha", "8",
@@ -134,7 +130,6 @@ def test_lora_command_adapter_and_merged_model(tiny_distilbert, text_data, tmp_p
     assert evals["adapter"]["loss"] == pytest.approx(evals["merged"]["loss"], rel=1e-4)
 
 
-@pytest.mark.slow
 def test_evaluate_maps_labels_through_id2label(tiny_sst2, text_data, tmp_path):
     out = lab2("evaluate", "--model", tiny_sst2, "--data", text_data, "--cache-dir", tmp_path / "c",
                "--split", "validation", "--threads", "1", "--out", tmp_path / "ev")["output"]  # fmt: skip
