@@ -56,8 +56,8 @@ class Step:
     resumable: bool = True  # the command has --resume
     needs: tuple[str, ...] = ()  # steps whose run folders this one reads
     minutes: float | None = None  # wall time on one GPU, printed up front: a guess (never timed on a GPU)
-    # wall time on the project's 2-core CPU, printed beside it: measured seconds per step × the run's steps
-    # (bench/full_profile_estimates.py on a `--max-steps 1` smoke run)
+    # time on one CPU core, printed beside it: measured CPU seconds per optimizer step of the step's networks
+    # (one thread, the project's 2-core machine) × the run's steps (bench/full_profile_steps.py)
     cpu_minutes: float | None = None
     smoke: tuple[str, ...] = ()  # added in a smoke run to a step that does not train: its own cap (--limit)
 
@@ -95,7 +95,7 @@ def time_estimate(steps: Sequence[Step]) -> str | None:
         total = sum(cpu)
         cpu_steps = "" if len(cpu) == len(steps) else f" for the {_count(len(cpu), 'training step')}"
         when = f"{total / 60:.1f} h" if total >= 90 else f"{total:.0f} min"
-        parts.append(f"about {when} on a 2-core CPU{cpu_steps} (measured per step: bench/RESULTS.md)")
+        parts.append(f"about {when} of one CPU core{cpu_steps} (measured per step: bench/RESULTS.md)")
     return f"{_count(len(steps), 'step')}: {'; '.join(parts)}." if parts else None
 
 
