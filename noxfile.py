@@ -107,7 +107,7 @@ def tests_slow(session: nox.Session) -> None:
     for part in PARTS:
         session.notify(f"tests-slow-{part}", posargs=session.posargs)
     for browser in ("web-browser", "report-browser"):  # each skips where Chromium is not installed
-        session.notify(browser)
+        session.notify(browser, posargs=[])  # their one argument is an output folder, not pytest's
 
 
 @nox.session(name="tests-gpu", python=PYTHON, default=False)

@@ -170,6 +170,11 @@ def test_attack_runs_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp_p
                 method=method,
                 eps=(0.0, 0.1),
                 steps=2,
+                # a couple of iterations each (not CW's and DeepFool's 50, Square's 5000 queries): the mode is
+                # the point, and it is set before the first forward pass
+                cw_steps=2,
+                deepfool_steps=2,
+                n_queries=10,
                 batch_size=64,
             ),
             Runtime(out=tmp_path / f"att-{method}", cpu=True),
