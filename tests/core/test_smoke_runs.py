@@ -190,8 +190,8 @@ def test_the_time_estimate_names_the_gpu_guess_and_the_cpu_measurement_apart():
 
     steps = [Step("a", ("x",), minutes=10, cpu_minutes=100), Step("b", ("y",), minutes=5)]
     assert time_estimate(steps) == (
-        "2 steps: about 15 min on one GPU (a guess: never timed on a GPU); about 1.7 h of one CPU core for the "
-        "1 training step (measured per step: bench/RESULTS.md)."
+        "2 steps: about 15 min on one GPU (a guess: never timed on a GPU); about 1.7 h of one CPU core for 1 of "
+        "the steps (measured per step: bench/RESULTS.md)."
     )
     assert time_estimate([Step("a", ("x",), cpu_minutes=30)]) == (
         "1 step: about 30 min of one CPU core (measured per step: bench/RESULTS.md)."

@@ -93,7 +93,7 @@ def time_estimate(steps: Sequence[Step]) -> str | None:
         parts.append(f"about {sum(gpu):.0f} min on one GPU (a guess: never timed on a GPU)")
     if cpu:
         total = sum(cpu)
-        cpu_steps = "" if len(cpu) == len(steps) else f" for the {_count(len(cpu), 'training step')}"
+        cpu_steps = "" if len(cpu) == len(steps) else f" for {len(cpu)} of the steps"
         when = f"{total / 60:.1f} h" if total >= 90 else f"{total:.0f} min"
         parts.append(f"about {when} of one CPU core{cpu_steps} (measured per step: bench/RESULTS.md)")
     return f"{_count(len(steps), 'step')}: {'; '.join(parts)}." if parts else None

@@ -25,9 +25,10 @@ AT_CHANCE_DEPTH = 20  # plain MLPs this deep stay at chance (README, `lab1 study
 #### Steps ####
 
 
-def _step(name: str, args: str, needs: tuple[str, ...] = (), minutes: float | None = None) -> Step:
+def _step(name: str, args: str, needs: tuple[str, ...] = (), minutes: float | None = None,
+          cpu_minutes: float | None = None) -> Step:  # fmt: skip
     """A step from its command line as one would type it (without `lab1` and --out)."""
-    return Step(name, tuple(shlex.split(args)), needs=needs, minutes=minutes)
+    return Step(name, tuple(shlex.split(args)), needs=needs, minutes=minutes, cpu_minutes=cpu_minutes)
 
 
 def _quick(out: str, tiny: bool) -> list[Step]:
@@ -64,32 +65,47 @@ DL = "--download --batch-size 128"
 
 
 def _full(out: str) -> list[Step]:
-    """The seeds' setups (MNIST, CIFAR-10 → CIFAR-100); minutes are rough estimates for one recent GPU."""
+    """The seeds' setups (MNIST, CIFAR-10 → CIFAR-100). ``minutes``: one recent GPU, a guess (never timed on one);
+    ``cpu_minutes``: one CPU core, measured — CPU seconds per optimizer step of each network at batch 128, one
+    thread (MLP depth 30 0.021 s, ResNet-20/32/56 0.63 / 1.16 / 2.15 s, the 64-channel teacher 4.9 s, the
+    student 0.18 s; bench/full_profile_steps.py, bench/RESULTS.md) × the step's optimizer steps and evaluations."""
     resnet20 = "--model cnn --stages 3 --depth 3 --channels 16"  # the paper's CIFAR ResNet-20
     return [
         _step(
-            "mlp-study", f"study --model mlp --dataset mnist --depths 2,10,20,30 --epochs 20 {DL}", minutes=20
+            "mlp-study",
+            f"study --model mlp --dataset mnist --depths 2,10,20,30 --epochs 20 {DL}",
+            minutes=20,
+            cpu_minutes=36,
         ),
         _step(  # the paper's CIFAR nets: 6n+2 = 20, 32, 56 layers
             "cnn-study",
             f"study --model cnn --stages 3 --channels 16 --depths 3,5,9 --seeds 0 --dataset cifar10 {SGD} "
             f"--epochs 30 {DL}",
             minutes=25,
+            cpu_minutes=1443,
         ),
-        _step("source", f"train {resnet20} --dataset cifar10 {SGD} --epochs 50 {DL}", minutes=8),
         _step(
-            "transfer", f"transfer --from {out}/source --dataset cifar100 --epochs 10 {DL}", ("source",), 15
+            "source", f"train {resnet20} --dataset cifar10 {SGD} --epochs 50 {DL}", minutes=8, cpu_minutes=193
+        ),
+        _step(
+            "transfer",
+            f"transfer --from {out}/source --dataset cifar100 --epochs 10 {DL}",
+            ("source",),
+            15,
+            cpu_minutes=388,
         ),
         _step(
             "teacher",
             f"train --model cnn --depth 4 --channels 64 --dataset cifar10 --epochs 30 {DL}",
             minutes=8,
+            cpu_minutes=896,
         ),
         _step(
             "distill",
             f"distill --teacher {out}/teacher --depth 2 --channels 16 --T 4 --alpha 0.5 --epochs 30 {DL}",
             ("teacher",),
             10,
+            cpu_minutes=352,  # the student's steps (distilled and alone) and the teacher's forward passes
         ),
     ]
 

@@ -64,14 +64,19 @@ def steps(
     if story_model:
         models += ("--story-model", story_model)
     sources = tuple(image) or tuple(sklearn_photos())  # `lab3 reproduce --image` checked and resolved them
-    # full: BLIP base + TinyStories-33M from the hub (the first step downloads ≈1 GB); quick: the user's models
+    # full: BLIP base + TinyStories-33M from the hub (the first step downloads ≈1 GB); quick: the user's models.
+    # minutes: one GPU, a guess (never timed on one). cpu: one CPU core, measured — a short step on the two
+    # photos with random-weight models of the real sizes took 106 s of CPU time (start-up and loading included;
+    # tests/lab3/test_full_profile.py's models, bench/RESULTS.md); the long budget's stories are not timed
     minutes = None if profile == "quick" else 1.0 + 0.3 * len(sources)
+    cpu = None if profile == "quick" else 1.8 * len(sources) / len(PHOTOS)
     return [
         Step(
             name,
             ("story", *sources, *models, *options),
             resumable=False,  # `lab3 story` has no --resume: an unfinished folder is redone
             minutes=(minutes + 3.0 if i == 0 else minutes) if minutes else None,
+            cpu_minutes=cpu if "long" not in options else None,
         )
         for i, (name, options, _) in enumerate(SETTINGS)
     ]

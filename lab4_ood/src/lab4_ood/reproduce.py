@@ -34,7 +34,11 @@ class Profile:
     eps: str  # the attacks' ε grid; holds the training ε
     ae_epochs: int
     data: tuple[str, ...] = ()
-    minutes: Mapping[str, float] | None = None  # per kind of step, on one GPU (an estimate)
+    minutes: Mapping[str, float] | None = None  # per kind of step, on one GPU: a guess (never timed on one)
+    # per training step, one CPU core, measured: 4.5 CPU s per optimizer step of the 64-channel net at batch 128
+    # (one thread, bench/full_profile_steps.py) × 30 epochs of 352 steps; PGD-7 adversarial training ≈ 8 passes
+    # a step, outlier exposure 2 (its OOD batch); the autoencoder, detect and attack were not timed
+    cpu_minutes: Mapping[str, float] | None = None
 
 
 PROFILES = {
@@ -69,6 +73,7 @@ PROFILES = {
             "fgsm": 0.5,
             "pgd": 2,
         },
+        cpu_minutes={"base-train": 823, "adv-train": 6366, "oe-train": 1615},
     ),
 }
 TINY_LIMIT = ("--limit", "40")  # DLA_REPRODUCE_TINY: images per set for detect and attack
@@ -94,7 +99,7 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
         "adv": ("--adversarial", attack, "--eps", eps),
         "oe": ("--outlier-exposure", p.oe),
     }
-    minutes = p.minutes or {}
+    minutes, cpu = p.minutes or {}, p.cpu_minutes or {}
     result = []
     for m, options in variants.items():
         train, ae, model = f"{m}-train", f"{m}-ae", str(out / f"{m}-train")
@@ -103,6 +108,7 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
                 train,
                 ("train", "--dataset", p.id, *p.model, "--epochs", str(epochs), *options, *p.data),
                 minutes=minutes.get(train),
+                cpu_minutes=cpu.get(train),
             ),
             Step(
                 ae,
