@@ -37,7 +37,6 @@ def adapters(rank: int, shapes: list[tuple[int, int]]) -> int:
     return LAYERS * sum(rank * i + o * rank for i, o in shapes)
 
 
-@pytest.mark.slow
 def test_a_two_by_two_grid_makes_four_child_runs_and_its_table_and_resumes(
     tiny_distilbert, text_data, tmp_path
 ):
@@ -86,7 +85,6 @@ def test_a_two_by_two_grid_makes_four_child_runs_and_its_table_and_resumes(
     assert [r["targets"] for r in metrics(out)["rows"]] == ["q", "q", "q,v", "q,v"]
 
 
-@pytest.mark.slow
 def test_dora_rslora_and_all_linear_reach_peft(tiny_distilbert, text_data, tmp_path):
     run = tmp_path / "dora"
     lab2(*lora_args(tiny_distilbert, text_data, tmp_path / "c"), "--rank", "4", "--alpha", "8", "--targets",

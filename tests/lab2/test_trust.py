@@ -70,7 +70,6 @@ def plain_features(folder: Path, texts: list[str], max_length: int) -> dict[str,
     return {"cls": torch.stack(cls), "mean": torch.stack(mean)}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_every_feature_row_is_the_models_forward_pass(tiny_distilbert, text_data, tmp_path, pooling):
     """160 training sentences in batches of 64: the last partial batch must have features too (the training
@@ -105,7 +104,6 @@ def test_feature_extraction_refuses_to_leave_rows_empty(tiny_distilbert, text_da
         extract_features(encoder, Lossy(enc, 64, pad_id=0), "mean", acc)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [
@@ -163,7 +161,6 @@ def hand_accuracy(folder: Path, data: TextSet) -> float:
     return sum(hits) / len(hits)
 
 
-@pytest.mark.slow
 def test_evaluate_reads_the_split_it_is_asked_for(tiny_sst2, uneven_splits, tmp_path):
     splits = load_text_splits(DataConfig(source=str(uneven_splits)))
     for split, data in (("validation", splits.validation), ("test", splits.test)):
@@ -182,7 +179,6 @@ def test_degenerate_split_is_named():
     assert degenerate_warning("test", two) is None
 
 
-@pytest.mark.slow
 def test_single_class_evaluation_warns(tiny_sst2, tmp_path, caplog):
     texts, labels = sentences(30, 0)
     write_split(tmp_path / "train.csv", texts, [["neg", "pos"][y] for y in labels])
