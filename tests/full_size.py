@@ -94,11 +94,12 @@ def run_lab(
     lab: str, *args: object, env: Mapping[str, str] | None = None, timeout: float = FULL_SMOKE_TIMEOUT
 ):
     """Run this environment's ``lab`` console script with ``args`` (progress bars off, ``env`` added); the
-    completed process, its output captured."""
+    completed process, its output captured. One torch thread unless OMP_NUM_THREADS says otherwise: two threads
+    per process on two shared cores made lab1's smoke run many times slower (bench/RESULTS.md, issue 22)."""
     script = Path(sys.executable).with_name(lab)
     return subprocess.run(
         [str(script), *map(str, args)],
-        env={**os.environ, "TQDM_DISABLE": "1", **(env or {})},
+        env={"OMP_NUM_THREADS": "1", **os.environ, "TQDM_DISABLE": "1", **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -251,7 +251,9 @@ def reproduce(
     chosen = select(steps, only, skip)
     check_needs(Path(out), steps, chosen, resume=resume)
     Runtime(out=Path(out), resume=resume).check()
-    cfg = {"profile": profile, "tiny": small, "extra": extra, "max_steps": max_steps}
+    cfg: dict[str, Any] = {"profile": profile, "tiny": small, "extra": extra}
+    if max_steps is not None:  # only then: a folder made before --max-steps existed still resumes
+        cfg["max_steps"] = max_steps
     RunDir.create(out, cfg, command=f"{recipe.lab} {COMMAND}", resume=resume)
     line = time_estimate(chosen)
     if line:

@@ -82,7 +82,7 @@ def _full(out: str) -> list[Step]:
             f"study --model cnn --stages 3 --channels 16 --depths 3,5,9 --seeds 0 --dataset cifar10 {SGD} "
             f"--epochs 30 {DL}",
             minutes=25,
-            cpu_minutes=1443,
+            cpu_minutes=1415,
         ),
         _step(
             "source", f"train {resnet20} --dataset cifar10 {SGD} --epochs 50 {DL}", minutes=8, cpu_minutes=193
@@ -92,7 +92,7 @@ def _full(out: str) -> list[Step]:
             f"transfer --from {out}/source --dataset cifar100 --epochs 10 {DL}",
             ("source",),
             15,
-            cpu_minutes=388,
+            cpu_minutes=373,
         ),
         _step(
             "teacher",
