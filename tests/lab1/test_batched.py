@@ -113,7 +113,9 @@ def test_a_cell_stacks_only_with_the_values_the_stack_reproduces(digits):
             with pytest.raises(DlaError, match=f"do not reproduce this training \\(.*{name}"):
                 batched.Group([other], digits)
     # an unclassified field (a TrainConfig grown by one) keeps the cell out of the stack
-    grown = dataclasses.make_dataclass("Grown", [("max_steps", int, 0)], bases=(TrainConfig,), frozen=True)
+    grown = dataclasses.make_dataclass(
+        "Grown", [("label_smoothing", float, 0.0)], bases=(TrainConfig,), frozen=True
+    )
     assert not batched.batchable(replace(cell, train=grown(**dataclasses.asdict(cell.train))))
 
 
