@@ -257,6 +257,7 @@ LAB4_TESTS = {
 MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
     "core": {
         "core/src/dla_core/data/batches.py": (["tests/core/test_data.py"], None),
+        "core/src/dla_core/stats.py": (["tests/core/test_stats.py"], None),
         "core/src/dla_core/engine.py": (
             [
                 f"tests/core/test_engine.py::{t}"

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import enum
 import math
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from dla_core.errors import DlaError
-from dla_core.seeding import is_main_process
+from dla_core.runs import atomic_write
 
 LEVEL = 0.95
 RESAMPLES = 10_000  # bootstrap replicates: the 2.5% tails then rest on 250 replicates each
@@ -392,8 +390,7 @@ def write_outcomes(
     outcomes = _checked(np.asarray(correct), scores, labels)
     arrays = {k: v for k, v in vars(outcomes).items() if v is not None}
     path = Path(run_dir) / OUTCOMES
-    if is_main_process():
-        _atomic_savez(path, arrays)
+    atomic_write(path, lambda tmp: _write_npz(tmp, arrays))  # the main process writes, the others skip
     return path
 
 
@@ -467,20 +464,7 @@ def _checked(correct: np.ndarray, scores: np.ndarray | None, labels: np.ndarray 
     return Outcomes(correct, scores, labels)
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to a temporary file beside ``path``, flush it to disk, rename it over ``path``.
-
-    (``dla_core.runs.atomic_write`` does the same but its module imports torch today; once it no longer does,
-    this can call it.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # as runs.atomic_write: run files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_npz(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
+    # a file object, not a name: numpy would append ".npz" to the temporary file's name
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
