@@ -258,12 +258,16 @@ CLIP = click.option(
     default=None,
     help="Clip the global gradient norm to this value.",
 )
-MAX_STEPS = click.option(
-    "--max-steps",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Smoke run: at most N optimizer steps per epoch, N epochs and N batches per evaluation (validation, "
-    "test). Checks that a setup runs end to end at full size in minutes; the numbers are not results.",
+
+
+def max_steps_option(help: str) -> Callable:
+    """--max-steps N, a smoke run's cap: a training command's own (``MAX_STEPS``) or reproduce's, which passes it on."""
+    return click.option("--max-steps", type=click.IntRange(min=1), default=None, help=help)
+
+
+MAX_STEPS = max_steps_option(
+    "Smoke run: at most N optimizer steps per epoch, N epochs and N batches per evaluation (validation, "
+    "test). Checks that a setup runs end to end at full size in minutes; the numbers are not results."
 )
 
 
@@ -476,12 +480,9 @@ def add_reproduce_commands(
     @RESUME
     @steps_option("--only", "Run only these steps")
     @steps_option("--skip", "Skip these steps")
-    @click.option(
-        "--max-steps",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Smoke run: every step that trains gets --max-steps N (at most N optimizer steps per epoch, N epochs, "
-        "N batches per evaluation), the others a cap of their own; the report says so. Numbers are not results.",
+    @max_steps_option(
+        "Smoke run: every step that trains gets --max-steps N (at most N optimizer steps per epoch, N epochs, "
+        "N batches per evaluation), the others a cap of their own; the report says so. Numbers are not results."
     )
     @stack(*extra)
     def reproduce(
