@@ -16,11 +16,11 @@ def test_dla_reviews_is_a_balanced_shipped_set_whose_test_verdicts_training_neve
     monkeypatch.chdir(tmp_path)  # no local folder called dla-reviews
     splits = load_text_splits(DataConfig(source="dla-reviews"))
     assert splits.label_names == ["neg", "pos"]
-    assert {name: len(s) for name, s in splits.items()} == {"train": 280, "validation": 60, "test": 60}
+    assert {name: len(s) for name, s in splits.items()} == {"train": 280, "validation": 60, "test": 160}
     for _, s in splits.items():
         assert 2 * int(s.labels.sum()) == len(s)  # balanced
     texts = [t for _, s in splits.items() for t in s.texts]
-    assert len(set(texts)) == len(texts) == 400
+    assert len(set(texts)) == len(texts) == 500
     verdict = {v for v in make.POSITIVE + make.NEGATIVE}
 
     def verdicts(s) -> set[str]:
@@ -31,6 +31,18 @@ def test_dla_reviews_is_a_balanced_shipped_set_whose_test_verdicts_training_neve
     for t, y in zip(splits.test.texts, splits.test.labels, strict=True):  # labels follow the verdicts
         assert any(t.endswith(f" {v}.") for v in (make.POSITIVE if y == 1 else make.NEGATIVE))
     assert "not Rotten Tomatoes" in dla_reviews.__doc__.replace("NOT", "not")
+
+
+def test_the_test_split_holds_every_subject_with_every_test_verdict(tmp_path, monkeypatch):
+    """As many test sentences as the verdicts allow (issue 23: one sentence of 60 was 1.7 points)."""
+    monkeypatch.chdir(tmp_path)
+    test = load_text_splits(DataConfig(source="dla-reviews")).test
+    a, b, _ = make.SPLITS["test"]
+    verdicts = make.POSITIVE[a:b] + make.NEGATIVE[a:b]
+    pairs = {
+        (s, v) for t in test.texts for s in make.SUBJECTS for v in verdicts if t.lower().endswith(f"{s} {v}.")
+    }
+    assert len(pairs) == len(test) == len(make.SUBJECTS) * len(verdicts)
 
 
 def test_the_shipped_files_are_what_make_writes(tmp_path):

@@ -37,7 +37,7 @@ DATA = cli.stack(
         "source",  # DataConfig.source
         type=click.Path(path_type=Path),
         default=None,
-        help="Local CSV/TSV/JSONL file, or a folder with train/validation/test files, or dla-reviews: 400 "
+        help="Local CSV/TSV/JSONL file, or a folder with train/validation/test files, or dla-reviews: 500 "
         "sentences lab2 ships (written for it, not Rotten Tomatoes; offline). "
         "Default: the hub dataset cornell-movie-review-data/rotten_tomatoes.",
     ),

@@ -3,8 +3,8 @@
 Rotten Tomatoes (``cornell-movie-review-data/rotten_tomatoes``): 5,331 positive + 5,331 negative sentences,
 splits 8,530 / 1,066 / 1,066, labels ``neg``/``pos``. Local data: a file (validation and test carved off it by
 ``--val-split``) or a folder holding files named train / validation (or val, dev) / test. ``dla-reviews`` (when
-no local file or folder has that name): the 400 sentences lab2 ships (``lab2_distilbert.dla_reviews``; written
-for this project, not Rotten Tomatoes), 280 / 60 / 60, labels ``neg``/``pos``.
+no local file or folder has that name): the 500 sentences lab2 ships (``lab2_distilbert.dla_reviews``; written
+for this project, not Rotten Tomatoes), 280 / 60 / 160, labels ``neg``/``pos``.
 """
 
 from __future__ import annotations

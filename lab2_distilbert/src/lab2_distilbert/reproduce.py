@@ -134,7 +134,7 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
     ).get("config", {})
     source = (saved.get("data") or {}).get("source")
     data = (
-        "dla-reviews, the 400 sentences lab2 ships (written for the project: **not Rotten Tomatoes**; 280 / 60 / 60)"
+        "dla-reviews, the 500 sentences lab2 ships (written for the project: **not Rotten Tomatoes**; 280 / 60 / 160)"
         if source == "dla-reviews"
         else "Rotten Tomatoes (`cornell-movie-review-data/rotten_tomatoes`, 8,530 / 1,066 / 1,066)"
         if source is None and saved
@@ -267,7 +267,7 @@ RECIPE = Recipe(
     title="lab2 — transformer sentiment: features, fine-tuning, LoRA",
     intro="How far a pretrained transformer gets on sentence sentiment as more of it learns: frozen features "
     "under classic classifiers, fine-tuning the head, the last block or everything (also in bf16), and LoRA "
-    "adapters. The quick profile runs all-MiniLM-L6-v2 on dla-reviews, 400 short sentences written for this "
+    "adapters. The quick profile runs all-MiniLM-L6-v2 on dla-reviews, 500 short sentences written for this "
     "project and shipped with lab2 — **it is not Rotten Tomatoes**, and its numbers say nothing about it; the "
     "full profile runs DistilBERT on Rotten Tomatoes and evaluates the ready SST-2 checkpoint.",
     steps=steps,

@@ -51,8 +51,8 @@ NEGATIVE = [
 SPLITS = {
     "train": (0, 17, 140),
     "validation": (17, 21, 30),
-    "test": (21, 25, 30),
-}  # verdicts [a, b), per class
+    "test": (21, 25, 80),  # every (subject, test verdict) pair: as many as the verdicts allow
+}  # verdicts [a, b), sentences per class
 
 
 def sentences(verdicts: list[str], per_class: int, rng: random.Random) -> list[str]:
