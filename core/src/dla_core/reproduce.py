@@ -38,6 +38,9 @@ from dla_core.runs import RunDir, environment, read_json
 TINY_ENV = "DLA_REPRODUCE_TINY"  # "1": tests shrink every step to seconds; not for results
 COMMAND = "reproduce"
 MAX_STEPS = "--max-steps"  # the training commands' smoke option (dla_core.cli.MAX_STEPS)
+# lab1's and lab4's quick profiles promise every step and the report in under this many minutes on the project's
+# 2-core CPU, one thread; their steps' cpu_minutes (measured) say what each costs (tests/lab*/test_quick_profile.py)
+QUICK_BUDGET_MINUTES = 5
 
 
 def smoke_banner(n: int) -> str:

@@ -34,10 +34,13 @@ class Profile:
     eps: str  # the attacks' ε grid; holds the training ε
     ae_epochs: int
     data: tuple[str, ...] = ()
-    minutes: Mapping[str, float] | None = None  # per kind of step, on one GPU: a guess (never timed on one)
-    # per training step, one CPU core, measured: 4.5 CPU s per optimizer step of the 64-channel net at batch 128
-    # (one thread, bench/full_profile_steps.py) × 30 epochs of 352 steps; PGD-7 adversarial training ≈ 8 passes
-    # a step, outlier exposure 2 (its OOD batch); the autoencoder, detect and attack were not timed
+    # per kind of step (the three trainings by name, then ae, detect, fgsm, pgd), on one GPU: a guess (never timed
+    # on one)
+    minutes: Mapping[str, float] | None = None
+    # the same keys, one CPU core, measured; full: 4.5 CPU s per optimizer step of the 64-channel net at batch 128
+    # (one thread, bench/full_profile_steps.py) × 30 epochs of 352 steps, PGD-7 adversarial training ≈ 8 passes
+    # a step, outlier exposure 2 (its OOD batch), the autoencoder, detect and attack not timed; quick: each step
+    # of one run on the project's 2-core CPU, one thread (bench/RESULTS.md, "Issue 23")
     cpu_minutes: Mapping[str, float] | None = None
 
 
@@ -47,10 +50,19 @@ PROFILES = {
         ood=("digits:5-9", "fake"),
         oe="digits:5-9",
         model=("--model", "cnn", "--width", "16", "--depth", "1", "--lr", "3e-3"),
-        epochs=10,
+        epochs=20,  # at 10 every training loss and the autoencoders' were still falling
         adversarial=("fgsm", "0.1"),
         eps="0,0.02,0.05,0.1,0.2,0.3",
-        ae_epochs=10,
+        ae_epochs=20,
+        cpu_minutes={
+            "base-train": 0.1,
+            "adv-train": 0.2,
+            "oe-train": 0.2,
+            "ae": 0.2,
+            "detect": 0.6,
+            "fgsm": 0.1,
+            "pgd": 0.1,
+        },
     ),
     # CIFAR-10 vs CIFAR-100 people, MNIST and noise; outlier exposure on the other 95 CIFAR-100 classes
     # (people are 2 baby, 11 boy, 35 girl, 46 man, 98 woman), so it never sees the test OOD set's classes
@@ -99,7 +111,8 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
         "adv": ("--adversarial", attack, "--eps", eps),
         "oe": ("--outlier-exposure", p.oe),
     }
-    minutes, cpu = p.minutes or {}, p.cpu_minutes or {}
+    minutes = p.minutes or {}
+    cpu = {} if tiny else p.cpu_minutes or {}  # measured on the profile's steps, not on the shrunk ones
     result = []
     for m, options in variants.items():
         train, ae, model = f"{m}-train", f"{m}-ae", str(out / f"{m}-train")
@@ -115,6 +128,7 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
                 ("train-ae", "--encoder", model, "--epochs", str(ae_epochs), *p.data),
                 needs=(train,),
                 minutes=minutes.get("ae"),
+                cpu_minutes=cpu.get("ae"),
             ),
             Step(
                 f"{m}-detect",
@@ -125,6 +139,7 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
                 resumable=False,
                 needs=(train, ae),
                 minutes=minutes.get("detect"),
+                cpu_minutes=cpu.get("detect"),
                 smoke=SMOKE_LIMIT,
             ),
         ]
@@ -137,6 +152,7 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
                 resumable=False,
                 needs=(train,),
                 minutes=minutes.get(a),
+                cpu_minutes=cpu.get(a),
                 smoke=SMOKE_LIMIT,
             )
             for a in ATTACKS

@@ -1,0 +1,39 @@
+"""What `lab4 reproduce --profile quick` promises as declared in its recipe (issue 23), read without running it:
+its classifiers and autoencoders train well past where their losses were still falling, and its measured cost
+fits the quick profile's time budget. Each step's options are resolved by its own click command."""
+
+from __future__ import annotations
+
+from dla_core.reproduce import QUICK_BUDGET_MINUTES, time_estimate
+from lab4_ood import reproduce as rep
+from lab4_ood.cli import group
+
+MIN_EPOCHS = 20  # at 10 every training loss and autoencoder loss of the quick profile was still falling
+STARTUP_AND_REPORT_MINUTES = 0.5  # imports, data and the report around the steps
+
+
+def quick(tmp_path):
+    return rep.steps("quick", tmp_path, tiny=False)
+
+
+def test_every_training_step_runs_past_where_its_loss_was_still_falling(tmp_path):
+    trained = [s for s in quick(tmp_path) if s.argv[0] in ("train", "train-ae")]
+    assert len(trained) == 2 * len(rep.MODELS)
+    for step in trained:
+        for need in step.needs:
+            (tmp_path / need).mkdir(exist_ok=True)
+        argv = [*step.argv[1:], "--out", str(tmp_path / step.name)]
+        params = group.commands[step.argv[0]].make_context(step.argv[0], argv).params
+        assert params["epochs"] >= MIN_EPOCHS, step.name
+
+
+def test_the_declared_cost_is_measured_for_every_step_and_fits_the_budget(tmp_path):
+    plan = quick(tmp_path)
+    assert all(s.cpu_minutes for s in plan), [s.name for s in plan if not s.cpu_minutes]
+    assert sum(s.cpu_minutes for s in plan) + STARTUP_AND_REPORT_MINUTES <= QUICK_BUDGET_MINUTES
+    line = time_estimate(plan)
+    assert line and "of one CPU core (measured" in line and "of the steps" not in line
+
+
+def test_the_tiny_steps_declare_no_cost_they_were_not_measured_at(tmp_path):
+    assert all(s.cpu_minutes is None for s in rep.steps("quick", tmp_path, tiny=True))
