@@ -53,8 +53,8 @@ def _quick(out: str, tiny: bool) -> list[Step]:
         return None if tiny else minutes
 
     return [
-        _step("mlp-study", f"study --model mlp --dataset digits {mlp}", cpu_minutes=cost(1.3)),
-        _step("cnn-study", f"study --model cnn --dataset digits {cnn}", cpu_minutes=cost(1.4)),
+        _step("mlp-study", f"study --model mlp --dataset digits {mlp}", cpu_minutes=cost(1.2)),
+        _step("cnn-study", f"study --model cnn --dataset digits {cnn}", cpu_minutes=cost(1.5)),
         _step(
             "source",
             f"train --model cnn {source} --dataset digits:0-4 {epochs}",
@@ -64,12 +64,12 @@ def _quick(out: str, tiny: bool) -> list[Step]:
             "transfer",
             f"transfer --from {out}/source --dataset digits:5-9 {transfer} --optimizers adam {epochs}",
             needs=("source",),
-            cpu_minutes=cost(0.15),
+            cpu_minutes=cost(0.1),
         ),
         _step(
             "teacher",
             f"train --model cnn {teacher} --dataset digits {epochs}",
-            cpu_minutes=cost(0.3),
+            cpu_minutes=cost(0.2),
         ),
         _step(
             "distill",
