@@ -56,12 +56,12 @@ PROFILES = {
         ae_epochs=20,
         cpu_minutes={
             "base-train": 0.1,
-            "adv-train": 0.2,
-            "oe-train": 0.2,
-            "ae": 0.2,
-            "detect": 0.6,
-            "fgsm": 0.1,
-            "pgd": 0.1,
+            "adv-train": 0.1,
+            "oe-train": 0.1,
+            "ae": 0.1,
+            "detect": 0.25,
+            "fgsm": 0.02,
+            "pgd": 0.03,
         },
     ),
     # CIFAR-10 vs CIFAR-100 people, MNIST and noise; outlier exposure on the other 95 CIFAR-100 classes
