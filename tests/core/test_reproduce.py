@@ -123,7 +123,7 @@ def test_reproduce_runs_every_step_into_its_own_folder_and_writes_both_reports(t
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert links == ["train/curve.png"] and all((out / link).is_file() for link in links)
     assert marks(md) == ["✓", "✓", "✓", "✓"]  # the findings list on top, then in their section
-    assert "| 0.9 | 0.8 |" in md and "Wall time:" in md and "Machine:" in md
+    assert "| 0.900 | 0.800 |" in md and "Wall time:" in md and "Machine:" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64," + base64.b64encode(PIXEL).decode()) == 1
     assert "<img" in page and 'src="train/' not in page  # embedded, no file links

@@ -265,6 +265,51 @@ def test_study_curves_put_plain_and_residual_in_panels_with_the_legend_outside(m
     assert _right_of_axes(fig, fig.legends[0])
 
 
+def test_study_curves_band_the_seeds_and_share_the_accuracy_range(monkeypatch, tmp_path):
+    from lab1_resnet import study
+
+    figures = _capture(monkeypatch, study)
+    cfg = study.DepthStudy(depths=(2, 10))
+
+    def history(seed, kind):
+        return [{"epoch": e, "train_loss": 10.0 ** -e * (1 + seed), "train_accuracy": 0.2 * e + seed / 100
+                 + (0.3 if kind == "residual" else 0)} for e in (1, 2, 3)]  # fmt: skip
+
+    seeds = {f"d{d} {k}": [history(s, k) for s in (0, 1, 2)] for d in cfg.depths for k in cfg.kinds}
+    study.study_curves(cfg, seeds, tmp_path / "c.png")
+    (fig,) = figures
+    plain_loss, plain_acc, residual_loss, residual_acc = fig.axes
+    assert plain_acc.get_ylim() == residual_acc.get_ylim() == (0, 1.02)
+    assert plain_loss.get_yscale() == residual_loss.get_yscale() == "log"  # 1e-3 … 0.3: decades
+    assert all(len(ax.collections) == 2 for ax in fig.axes)  # a seed band per depth (train only here)
+    mean = plain_acc.get_lines()[0].get_ydata()
+    assert mean[0] == pytest.approx(0.2 + 0.01)  # the mean over the three seeds
+
+
+def test_the_study_grad_norm_plot_has_one_point_per_weight_layer(monkeypatch, tmp_path):
+    from dla_core.models import weight_layers
+    from lab1_resnet import study
+    from lab1_resnet.train import load_data, model_config
+
+    figures = _capture(monkeypatch, study)
+    cfg = study.DepthStudy(model="cnn", depths=(1, 2), seeds=(0,))
+    cells = cfg.cells()
+    data = load_data("digits", tmp_path, 0.1)
+    layers = study.weight_layers_of(data)
+    results = {}
+    for cell in cells:  # as the engine records them: every module with parameters, BatchNorm's included
+        model = study.build_model(model_config(cell, data.train))
+        modules = dict.fromkeys(n.rsplit(".", 1)[0] for n, _ in model.named_parameters())
+        results[cell.name] = {"grad_norms": {m: [1.0 + i] for i, m in enumerate(modules)}}
+    study.first_epoch_grad_norms(cfg, cells, results, tmp_path / "g.png", layers)
+    (fig,) = figures
+    for ax, kind in zip(fig.axes, cfg.kinds, strict=True):
+        points = [len(line.get_xdata()) for line in ax.get_lines()]
+        expected = [weight_layers(model_config(next(c for c in cells if c.depth == d and c.kind == kind),
+                                               data.train)) for d in cfg.depths]  # fmt: skip
+        assert points == expected == [1 + 2 * d + 1 for d in cfg.depths]
+
+
 def test_learning_curves_of_many_runs_keep_the_legend_outside_the_axes(monkeypatch, tmp_path):
     from dla_core import plots
 

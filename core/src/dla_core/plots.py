@@ -27,7 +27,7 @@ def _save(fig: plt.Figure, path: Path, rect: tuple[float, float, float, float] |
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per run: lines that coincide stay told apart
 
 
-def _seeds(history_or_seeds: Sequence[Any]) -> list[Sequence[Mapping[str, float]]]:
+def seeds_of(history_or_seeds: Sequence[Any]) -> list[Sequence[Mapping[str, float]]]:
     """A run's histories: one history (a list of epoch records) is one seed."""
     if history_or_seeds and isinstance(history_or_seeds[0], Mapping):
         return [history_or_seeds]
@@ -62,7 +62,7 @@ def learning_curves(runs: Mapping[str, Sequence[Any]], path: Path, title: str = 
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(runs), 1)))
     losses: list[float] = []
     for i, (color, (label, given)) in enumerate(zip(colors, runs.items(), strict=False)):
-        histories = _seeds(given)
+        histories = seeds_of(given)
         seeds = f" ({len(histories)} seeds)" if len(histories) > 1 else ""
         for key, style, ax in (
             ("train_loss", "-", ax_loss),
