@@ -206,6 +206,9 @@ PLOT_CAPTIONS = {
     "accuracy_vs_eps": "Test accuracy as the attack budget ε grows",
     "lora_grid": "Test accuracy against trainable parameters, one line per LoRA target set",
     "captions": "Generated images with their captions",
+    "reconstructions": "Test images (top) and the autoencoder's reconstructions of them (bottom)",
+    "features_pc1": "The frozen encoder's features of each sentence on their first principal component, by label",
+    "scores": "Histograms of the classifier's scores on the test sentences, by label",
 }
 _PREFIX_CAPTIONS = {
     "scores_": "Score histograms of ID and OOD test images (higher = more in-distribution)",
@@ -481,6 +484,15 @@ def missing_images(out: Path, sections: Sequence[Section]) -> list[Path]:
     ]
 
 
+def unplaced(text: str, out: Path) -> str:
+    """``text`` without this machine's place of the report folder and of the home folder: the last net under
+    ``relative_command`` and the captions' relative paths, for a path a lab put into its prose."""
+    where = str(Path(out).absolute())
+    text = text.replace(where + os.sep, "").replace(where, ".")
+    home = str(Path.home())
+    return text.replace(home + os.sep, "~/") if len(home) > 1 else text
+
+
 def write_report(
     out: Path,
     title: str,
@@ -501,8 +513,8 @@ def write_report(
             for s in sections
         ]
     lines = [*footer_lines(environment, wall), *footer]
-    md = to_markdown(out, title, sections, intro=intro, footer=lines)
-    page = to_html(out, title, sections, intro=intro, footer=lines)
+    md = unplaced(to_markdown(out, title, sections, intro=intro, footer=lines), out)
+    page = unplaced(to_html(out, title, sections, intro=intro, footer=lines), out)
     atomic_write(out / "report.md", lambda p: p.write_text(md, encoding="utf-8"))
     atomic_write(out / "report.html", lambda p: p.write_text(page, encoding="utf-8"))
     return out / "report.md", out / "report.html"

@@ -183,7 +183,8 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str], captio
     """A command's table rows (from its metrics.json) as a report table; none when the step has not run."""
     if not rows:
         return []
-    return [Table(list(columns.values()), [[r.get(k) for k in columns] for r in rows], caption=caption)]
+    table = [[r.get(k) for k in columns] for r in rows]
+    return [Table(list(columns.values()), table, caption=caption, headline="test acc")]
 
 
 TRANSFER_COLUMNS = {"row": "method", "optimizer": "optimizer", "trainable_parameters": "trainable params",
