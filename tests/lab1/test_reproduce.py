@@ -68,8 +68,15 @@ def test_quick_profile_runs_every_step_and_writes_both_reports(quick):
     assert all(not Path(link).is_absolute() and (quick / link).is_file() for link in links)
     assert page.count("data:image/png;base64,") == len(links)
     assert "<img" in page and 'src="' + links[0] not in page  # embedded, not linked
-    for name in STEPS:  # the command line of each child run
-        assert manifest[name]["command"].endswith(f"--out {quick / name}") and manifest[name]["command"] in md
+    for name in STEPS:  # the command line of each child run, its paths written from the report folder
+        assert manifest[name]["command"].endswith(f"--out {quick / name}")
+        assert f"--out {name}\n" in md and f"[{name}]({name})" in md  # and a link to its run folder
+    assert "lab1 distill --teacher ./teacher" in md
+    # no machine path anywhere (the embedded images aside), a caption under every figure
+    visible = re.sub(r"data:image/png;base64,[^\"]+", "", page)
+    assert str(quick.parent) not in md and str(quick.parent) not in visible
+    captions = re.findall(r"!\[[^]]*\]\([^)]+\)\n\n\*([^*\n]+)\*", md)
+    assert len(captions) == len(links) and all("Run folder `" in c for c in captions), captions
     # every finding has a mark computed from the runs: none is left unchecked when every step ran
     found = marks(md)
     assert len(found) == 11 and "–" not in found.values(), found
