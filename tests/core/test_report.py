@@ -176,6 +176,16 @@ def test_no_report_or_plot_title_holds_an_absolute_path(tmp_path, monkeypatch):
         assert str(tmp_path) not in text and not ABSOLUTE.search(text)
 
 
+def test_a_machine_path_in_a_labs_prose_is_written_from_the_report_folder(tmp_path):
+    section = Section(
+        "s", text=f"The model in `{tmp_path / 'rep' / 'train'}`; the data in `{Path.home() / 'd'}`."
+    )
+    md, page = write_report(tmp_path / "rep", "t", [section])
+    for text in (md.read_text(), page.read_text()):
+        assert str(tmp_path) not in text and "`train`" in text.replace("<code>", "`").replace("</code>", "`")
+        assert str(Path.home()) + "/" not in text and "~/d" in text
+
+
 def test_every_figure_has_a_caption_and_the_report_a_date_and_contents(tmp_path):
     run = RunDir.create(tmp_path / "train", {"model": "mlp", "depth": 4}, command="toy train")
     plots.learning_curves({"x": [{"epoch": 1, "train_loss": 1.0}]}, run.file("learning_curves.png"))
@@ -258,21 +268,25 @@ def test_ranking_starts_at_chance_with_its_line_and_the_legend_inside_the_figure
 def test_the_adversarial_grid_has_a_row_per_eps_and_titles_clear_of_the_images(drawn, tmp_path):
     images = np.random.default_rng(0).random((3, 4, 1, 8, 8))  # (ε, examples, C, H, W)
     captions = [[f"pred {i}" for i in range(4)] for _ in range(3)]
-    plots.image_rows(images, captions, ["ε = 0", "ε = 0.1", "ε = 0.2"], tmp_path / "g.png")
+    plots.image_rows(
+        images, captions, ["ε = 0", "ε = 0.1", "ε = 0.2"], tmp_path / "g.png", title="fgsm on base"
+    )
     (fig,) = drawn
     fig.canvas.draw()
     axes = [ax for ax in fig.axes if ax.images]
     assert len(axes) == 12 and len({round(ax.get_position().y0, 3) for ax in axes}) == 3
     renderer = fig.canvas.get_renderer()
-    for ax in axes:
-        title = ax.title.get_window_extent(renderer)
+    for title in [
+        fig._suptitle.get_window_extent(renderer),
+        *(ax.title.get_window_extent(renderer) for ax in axes),
+    ]:
         for other in axes:
             image = other.get_window_extent(renderer)
             overlap = (
                 min(title.x1, image.x1) - max(title.x0, image.x0) > 0
                 and min(title.y1, image.y1) - max(title.y0, image.y0) > 0
             )
-            assert not overlap, (ax.get_title(), other.get_title())
+            assert not overlap, other.get_title()
 
 
 def test_the_histogram_legend_sits_off_the_bars(drawn, tmp_path):
