@@ -37,6 +37,7 @@ from dla_core.stats import mean_ci
         (0.0001234, "0.000123"),
         (12.345, "12.3"),
         (mean_ci([0.5, 0.5, 0.5]), "0.500"),  # seeds that agree: no ± 0
+        (mean_ci([0.1, 0.1, 0.1]), "0.100"),  # nor ± 4.2e-17 (the float noise of their mean)
         (mean_ci([0.7]), "0.700"),  # one seed: nothing to spread
         (mean_ci([0.5, 0.51]), "0.505 ± 0.064"),  # t(0.975, 1) · s / √2 = 12.7 · 0.00707 / 1.41
     ],
@@ -258,7 +259,8 @@ def test_ranking_starts_at_chance_with_its_line_and_the_legend_inside_the_figure
     plots.ranking({"m1": panel, "m2": panel}, tmp_path / "r.png", key="auroc", xlabel="AUROC", reference=0.5)
     (fig,) = drawn
     for ax in fig.axes:
-        assert ax.get_xlim()[0] == 0.5 and [line.get_xdata()[0] for line in ax.get_lines()] == [0.5]
+        assert 0.45 < ax.get_xlim()[0] < 0.5 and [line.get_xdata()[0] for line in ax.get_lines()] == [0.5]
+        assert all(bar.get_x() == 0.5 for bar in ax.patches)  # the bars grow from chance
     (legend,) = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     fig.canvas.draw()
     box, whole = legend.get_window_extent(), fig.bbox

@@ -115,7 +115,8 @@ def command_section(command: str, runs: Sequence[Run], out: Path, index: int = 0
         cells += [first.options.get(k) for k in shown]
         for m in varying:
             values = [r.metrics[m] for r in group if m in r.metrics]
-            cells.append(mean_ci(values) if len(values) > 1 else values[0] if values else None)
+            agree = len(set(values)) == 1  # seeds that agree: the value itself, not a mean with float noise
+            cells.append(values[0] if agree else mean_ci(values) if values else None)
         rows.append(cells)
     headline = metric_name(varying[0]) if varying else None
     seeds = max(len(g) for g in groups.values())

@@ -242,7 +242,8 @@ def ranking(
             ax.barh(y + (j - (len(series) - 1) / 2) * height, np.asarray(xs) - base, height, left=base,
                     color=color, label=s)  # fmt: skip
         ax.set_yticks(y, order, fontsize=8)
-        start = max(0.0, low - 0.05) if reference is None else min(reference, low - 0.02)
+        # from chance (a little left of it, so that its line is not hidden by the axis)
+        start = max(0.0, low - 0.05) if reference is None else min(reference, low) - 0.02
         ax.set_xlim(start, 1.0 if max(values, default=1) <= 1 else None)
         ax.set(xlabel=xlabel, title=label)
         ax.grid(axis="x", alpha=0.3)

@@ -88,7 +88,7 @@ def fmt(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, Estimate):
         half = value.high - value.mean
-        if not value.has_interval or not half > 0:
+        if not value.has_interval or not half > 1e-9 * max(abs(value.mean), 1.0):  # float noise is no spread
             return fmt(value.mean)
         return f"{fmt(value.mean)} ± {significant(half, 2)}"
     if isinstance(value, int):
