@@ -71,7 +71,7 @@ def test_quick_profile_runs_every_step_and_writes_both_reports(quick):
     for name in STEPS:  # the command line of each child run, its paths written from the report folder
         assert manifest[name]["command"].endswith(f"--out {quick / name}")
         assert f"--out {name}\n" in md and f"[{name}]({name})" in md  # and a link to its run folder
-    assert "lab1 distill --teacher ./teacher" in md
+    assert "lab1 distill --teacher teacher " in md
     # no machine path anywhere (the embedded images aside), a caption under every figure
     visible = re.sub(r"data:image/png;base64,[^\"]+", "", page)
     assert str(quick.parent) not in md and str(quick.parent) not in visible
@@ -105,7 +105,7 @@ def test_a_changed_child_metric_flips_its_mark_when_the_report_is_rendered_again
     deep_gap = (
         "skip connections fix it: at the deepest depth the residual MLP scores ≥ 0.2 above the plain one"
     )
-    chance = "plain MLPs of depth ≥ 20 stay at chance (0.1 test accuracy)"
+    chance = "plain MLPs of depth ≥ 20 stay at chance (0.100 test accuracy)"
     kd = "distillation helps: the distilled student ≥ the same student trained on labels alone"
     for (plain, residual, alone, distilled), mark in (
         ((0.1, 0.9, 0.5, 0.6), "✓"),
@@ -185,7 +185,7 @@ def test_study_findings():
     assert findings.residual_beats_plain(good).ok is True
     assert findings.residual_keeps_up(good).ok is True
     assert findings.plain_at_chance(good, 20, 0.1).ok is True
-    assert "depth 20: residual 0.97 vs plain 0.1" in findings.residual_beats_plain(good).evidence
+    assert "depth 20: residual 0.970 vs plain 0.100" in findings.residual_beats_plain(good).evidence
     bad = study(
         (2, "plain", 0.50, 0.80),
         (2, "residual", 0.03, 0.96),
@@ -216,7 +216,7 @@ def test_transfer_and_distillation_findings():
     assert findings.finetune_beats_features(rows).ok is True
     assert findings.transfer_keeps_up_with_scratch(rows).ok is True
     assert (
-        "finetune-none-adam 0.9 vs scratch-adam 0.88"
+        "finetune-none-adam 0.900 vs scratch-adam 0.880"
         in findings.transfer_keeps_up_with_scratch(rows).evidence
     )
     rows[-1]["test_accuracy"] = 0.90
