@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from dla_core.runs import atomic_write
-from dla_core.stats import Estimate, significant
 
 MARKS = {True: "✓", False: "✗", None: "–"}
 COMMANDS_NOTE = "# paths are relative to this report's folder: run these from there"
@@ -82,6 +81,9 @@ def fmt(value: Any) -> str:
     """The one number format of reports and plot labels: floats with 3 significant digits (1.0 -> "1.00",
     0.123456 -> "0.123", 21450.0 -> "21,450"), integers with thousands separators, an ``Estimate`` as
     ``mean ± half-width of its CI`` (no ± when the runs agree or there is one), None and nan as "–"."""
+    # numpy: loaded when a report is written, not when a lab's recipe is imported for its --help
+    from dla_core.stats import Estimate, significant
+
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -90,7 +92,7 @@ def fmt(value: Any) -> str:
         half = value.high - value.mean
         if not value.has_interval or not half > 1e-9 * max(abs(value.mean), 1.0):  # float noise is no spread
             return fmt(value.mean)
-        return f"{fmt(value.mean)} ± {significant(half, 2)}"
+        return f"{fmt(value.mean)} ± {spread(half)}"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
@@ -98,8 +100,22 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def spread(value: float) -> str:
+    """A spread (a std, a CI's half-width) beside its mean: 2 significant digits (0.0041, 0.064)."""
+    from dla_core.stats import significant
+
+    return significant(value, 2)
+
+
+def plus_minus(mean: float | None, std: float | None) -> str:
+    """``mean ± std`` in the one format; the mean alone when there is no spread (one seed, seeds that agree)."""
+    return fmt(mean) if mean is None or not std else f"{fmt(mean)} ± {spread(std)}"
+
+
 def number(value: Any) -> float | None:
     """The number a cell stands for (an Estimate's mean, the leading number of a formatted string)."""
+    from dla_core.stats import Estimate
+
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, Estimate):

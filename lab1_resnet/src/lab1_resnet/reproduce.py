@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dla_core.report import Section, Table, fmt
+from dla_core.report import Section, Table, fmt, plus_minus
 from dla_core.reproduce import Recipe, Step, read_run_file
-from dla_core.stats import significant
 from lab1_resnet import findings
 
 CHANCE = 0.1  # every profile's datasets (digits, MNIST, CIFAR-10) have 10 classes
@@ -133,7 +132,7 @@ def _pm(row: Mapping[str, Any], key: str) -> str | None:
     mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
     if mean is None:
         return None
-    return fmt(mean) if not std else f"{fmt(mean)} ± {significant(std, 2)}"
+    return plus_minus(mean, std)
 
 
 def study_table(rows: Sequence[Mapping[str, Any]]) -> Table:

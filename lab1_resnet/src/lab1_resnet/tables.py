@@ -9,9 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dla_core.report import fmt
+from dla_core.report import fmt, plus_minus
 from dla_core.runs import atomic_write
-from dla_core.stats import significant
 
 
 def cell(value: Any) -> str:
@@ -26,7 +25,7 @@ def mean_std(values: Sequence[float]) -> str:
         return fmt(None)
     m = sum(vals) / len(vals)
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return f"{fmt(m)} ± {significant(sd, 2)}" if sd > 0 else fmt(m)
+    return plus_minus(m, sd)
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
