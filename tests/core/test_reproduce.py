@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from dla_core import cli
-from dla_core.report import Finding, Section, Table, compare_runs, fmt, write_report
+from dla_core.report import Finding, Section, Table, fmt, write_report
 from dla_core.reproduce import TINY_ENV, Recipe, Step
 from dla_core.runs import RunDir
 
@@ -119,11 +119,11 @@ def test_reproduce_runs_every_step_into_its_own_folder_and_writes_both_reports(t
     )
     md = (out / "report.md").read_text()
     assert "# Toy lab" in md and "What the toy lab shows." in md
-    assert f"toy evaluate --model {out}/train --out {out}/eval" in md
+    assert "toy evaluate --model train --out eval" in md and str(tmp_path) not in md  # from the report folder
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert links == ["train/curve.png"] and all((out / link).is_file() for link in links)
     assert marks(md) == ["✓", "✓", "✓", "✓"]  # the findings list on top, then in their section
-    assert "| 0.9 | 0.8 |" in md and "Wall time:" in md and "Machine:" in md
+    assert "| 0.900 | 0.800 |" in md and "Wall time:" in md and "Machine:" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64," + base64.b64encode(PIXEL).decode()) == 1
     assert "<img" in page and 'src="train/' not in page  # embedded, no file links
@@ -227,38 +227,6 @@ def test_missing_images_are_left_out(tmp_path):
     assert "gone" not in md.read_text() and "<img" not in page.read_text()
 
 
-def test_comparison_view_groups_seeds_into_mean_and_std(tmp_path):
-    paths = []
-    for score, seed in ((0.5, 0), (0.5, 1), (0.7, 0)):
-        out = tmp_path / f"s{score}-{seed}"
-        assert invoke("train", "--score", str(score), "--seed", str(seed), "--out", str(out)).exit_code == 0
-        paths.append(out)
-    (section,) = compare_runs(paths)
-    (table,) = section.tables
-    assert list(table.columns) == ["runs", "n", "score", "test_accuracy"]
-    assert [row[:3] for row in table.rows] == [["s0.5-0, s0.5-1", 2, 0.5], ["s0.7-0", 1, 0.7]]
-    assert table.rows[0][3] == "0.505 ± 0.007071" and table.rows[1][3] == "0.7"
-    r = invoke("report", *map(str, paths), "--out", str(tmp_path / "cmp"))
-    assert r.exit_code == 0, r.output
-    md = (tmp_path / "cmp" / "report.md").read_text()
-    assert "## Comparison: toy train" in md and "0.505 ± 0.007071" in md
-    r = invoke("report", *map(str, paths))
-    assert r.exit_code == 1 and "Error: --out: give a folder for the comparison report" in r.output
-
-
-def test_fmt():
-    assert [fmt(v) for v in (None, float("nan"), 3, 0.123456, 1234567.0, 0.0001234, True, "x")] == [
-        "–",
-        "–",
-        "3",
-        "0.1235",
-        "1.23e+06",
-        "0.000123",
-        "yes",
-        "x",
-    ]
-
-
 def test_html_prose_keeps_code_and_bold_and_escapes_the_rest(tmp_path):
     section = Section(
         "s", text="run `lab1 study` **now** <b>not this</b>", findings=[Finding("`x` holds", True, "a<b")]
@@ -274,14 +242,12 @@ def test_a_relative_out_keeps_the_images(tmp_path, monkeypatch):
     assert invoke("reproduce", "--out", "runs/rep").exit_code == 0
     md = (tmp_path / "runs" / "rep" / "report.md").read_text()
     assert "![curve](train/curve.png)" in md
-    # the command lines are those that ran, relative --out and all, also when re-rendered from elsewhere
-    assert "toy train --score 0.9 --out runs/rep/train\n" in md
+    # the command lines are those that ran, their paths written from the report folder, also when re-rendered
+    # from elsewhere
+    assert "toy train --score 0.9 --out train\n" in md
     monkeypatch.chdir(tmp_path / "runs")
     assert invoke("report", "rep").exit_code == 0
-    assert (
-        "toy train --score 0.9 --out runs/rep/train\n"
-        in (tmp_path / "runs" / "rep" / "report.md").read_text()
-    )
+    assert "toy train --score 0.9 --out train\n" in (tmp_path / "runs" / "rep" / "report.md").read_text()
     assert "data:image/png;base64," in (tmp_path / "runs" / "rep" / "report.html").read_text()
 
 

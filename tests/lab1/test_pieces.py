@@ -247,13 +247,13 @@ def test_freezing_strategies_train_exactly_what_they_say(strategy):
 
 
 def test_tables_mean_std_and_markdown(tmp_path):
-    assert tables.mean_std([0.5]) == "0.5000"
-    assert tables.mean_std([0.9, 1.0]) == f"0.9500 ± {np.std([0.9, 1.0], ddof=1):.4f}"
+    assert tables.mean_std([0.5]) == "0.500" and tables.mean_std([0.5, 0.5]) == "0.500"  # no "± 0"
+    assert tables.mean_std([0.9, 1.0]) == f"0.950 ± {np.std([0.9, 1.0], ddof=1):.2g}"
     text = tables.write_tables(
         [{"a": "x", "n": 1200, "acc": 0.5}], {"a": "name", "n": "params", "acc": "acc"}, tmp_path
     )
     assert text.splitlines()[0] == "| name | params | acc |"
-    assert "| x | 1,200 | 0.5000 |" in text
+    assert "| x | 1,200 | 0.500 |" in text
     assert (tmp_path / "table.csv").read_text().splitlines() == ["a,n,acc", "x,1200,0.5"]
 
 

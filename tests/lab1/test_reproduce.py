@@ -68,8 +68,15 @@ def test_quick_profile_runs_every_step_and_writes_both_reports(quick):
     assert all(not Path(link).is_absolute() and (quick / link).is_file() for link in links)
     assert page.count("data:image/png;base64,") == len(links)
     assert "<img" in page and 'src="' + links[0] not in page  # embedded, not linked
-    for name in STEPS:  # the command line of each child run
-        assert manifest[name]["command"].endswith(f"--out {quick / name}") and manifest[name]["command"] in md
+    for name in STEPS:  # the command line of each child run, its paths written from the report folder
+        assert manifest[name]["command"].endswith(f"--out {quick / name}")
+        assert f"--out {name}\n" in md and f"[{name}]({name})" in md  # and a link to its run folder
+    assert "lab1 distill --teacher teacher " in md
+    # no machine path anywhere (the embedded images aside), a caption under every figure
+    visible = re.sub(r"data:image/png;base64,[^\"]+", "", page)
+    assert str(quick.parent) not in md and str(quick.parent) not in visible
+    captions = re.findall(r"!\[[^]]*\]\([^)]+\)\n\n\*([^*\n]+)\*", md)
+    assert len(captions) == len(links) and all("Run folder `" in c for c in captions), captions
     # every finding has a mark computed from the runs: none is left unchecked when every step ran
     found = marks(md)
     assert len(found) == 11 and "–" not in found.values(), found
@@ -98,7 +105,7 @@ def test_a_changed_child_metric_flips_its_mark_when_the_report_is_rendered_again
     deep_gap = (
         "skip connections fix it: at the deepest depth the residual MLP scores ≥ 0.2 above the plain one"
     )
-    chance = "plain MLPs of depth ≥ 20 stay at chance (0.1 test accuracy)"
+    chance = "plain MLPs of depth ≥ 20 stay at chance (0.100 test accuracy)"
     kd = "distillation helps: the distilled student ≥ the same student trained on labels alone"
     for (plain, residual, alone, distilled), mark in (
         ((0.1, 0.9, 0.5, 0.6), "✓"),
@@ -178,7 +185,7 @@ def test_study_findings():
     assert findings.residual_beats_plain(good).ok is True
     assert findings.residual_keeps_up(good).ok is True
     assert findings.plain_at_chance(good, 20, 0.1).ok is True
-    assert "depth 20: residual 0.97 vs plain 0.1" in findings.residual_beats_plain(good).evidence
+    assert "depth 20: residual 0.970 vs plain 0.100" in findings.residual_beats_plain(good).evidence
     bad = study(
         (2, "plain", 0.50, 0.80),
         (2, "residual", 0.03, 0.96),
@@ -209,7 +216,7 @@ def test_transfer_and_distillation_findings():
     assert findings.finetune_beats_features(rows).ok is True
     assert findings.transfer_keeps_up_with_scratch(rows).ok is True
     assert (
-        "finetune-none-adam 0.9 vs scratch-adam 0.88"
+        "finetune-none-adam 0.900 vs scratch-adam 0.880"
         in findings.transfer_keeps_up_with_scratch(rows).evidence
     )
     rows[-1]["test_accuracy"] = 0.90
@@ -263,6 +270,51 @@ def test_study_curves_put_plain_and_residual_in_panels_with_the_legend_outside(m
     assert all(len(ax.get_lines()) == 8 for ax in fig.axes)  # 4 depths × train, validation per panel
     assert not any(ax.get_legend() for ax in fig.axes) and len(fig.legends) == 1
     assert _right_of_axes(fig, fig.legends[0])
+
+
+def test_study_curves_band_the_seeds_and_share_the_accuracy_range(monkeypatch, tmp_path):
+    from lab1_resnet import study
+
+    figures = _capture(monkeypatch, study)
+    cfg = study.DepthStudy(depths=(2, 10))
+
+    def history(seed, kind):
+        return [{"epoch": e, "train_loss": 10.0 ** -e * (1 + seed), "train_accuracy": 0.2 * e + seed / 100
+                 + (0.3 if kind == "residual" else 0)} for e in (1, 2, 3)]  # fmt: skip
+
+    seeds = {f"d{d} {k}": [history(s, k) for s in (0, 1, 2)] for d in cfg.depths for k in cfg.kinds}
+    study.study_curves(cfg, seeds, tmp_path / "c.png")
+    (fig,) = figures
+    plain_loss, plain_acc, residual_loss, residual_acc = fig.axes
+    assert plain_acc.get_ylim() == residual_acc.get_ylim() == (0, 1.02)
+    assert plain_loss.get_yscale() == residual_loss.get_yscale() == "log"  # 1e-3 … 0.3: decades
+    assert all(len(ax.collections) == 2 for ax in fig.axes)  # a seed band per depth (train only here)
+    mean = plain_acc.get_lines()[0].get_ydata()
+    assert mean[0] == pytest.approx(0.2 + 0.01)  # the mean over the three seeds
+
+
+def test_the_study_grad_norm_plot_has_one_point_per_weight_layer(monkeypatch, tmp_path):
+    from dla_core.models import weight_layers
+    from lab1_resnet import study
+    from lab1_resnet.train import load_data, model_config
+
+    figures = _capture(monkeypatch, study)
+    cfg = study.DepthStudy(model="cnn", depths=(1, 2), seeds=(0,))
+    cells = cfg.cells()
+    data = load_data("digits", tmp_path, 0.1)
+    layers = study.weight_layers_of(data)
+    results = {}
+    for cell in cells:  # as the engine records them: every module with parameters, BatchNorm's included
+        model = study.build_model(model_config(cell, data.train))
+        modules = dict.fromkeys(n.rsplit(".", 1)[0] for n, _ in model.named_parameters())
+        results[cell.name] = {"grad_norms": {m: [1.0 + i] for i, m in enumerate(modules)}}
+    study.first_epoch_grad_norms(cfg, cells, results, tmp_path / "g.png", layers)
+    (fig,) = figures
+    for ax, kind in zip(fig.axes, cfg.kinds, strict=True):
+        points = [len(line.get_xdata()) for line in ax.get_lines()]
+        expected = [weight_layers(model_config(next(c for c in cells if c.depth == d and c.kind == kind),
+                                               data.train)) for d in cfg.depths]  # fmt: skip
+        assert points == expected == [1 + 2 * d + 1 for d in cfg.depths]
 
 
 def test_learning_curves_of_many_runs_keep_the_legend_outside_the_axes(monkeypatch, tmp_path):

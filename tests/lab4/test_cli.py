@@ -407,3 +407,39 @@ def test_a_damaged_config_json_of_the_model_run_is_one_error_line(runs, tmp_path
     r = lab4("detect", "--model", broken, "--ood", "fake", "--limit", "50", "--out", tmp_path / "d", ok=False)
     assert r.exit_code == 1 and r.output.startswith("Error: "), r.output
     assert "config.json is damaged" in r.output and not (tmp_path / "d").exists()
+
+
+def _titles(monkeypatch) -> dict[str, list[str]]:
+    """The titles of every figure dla_core.plots saves, by file name (suptitle first, then each axes')."""
+    from dla_core import plots
+
+    titles: dict[str, list[str]] = {}
+    save = plots._save
+
+    def keep(fig, path, rect=None):
+        suptitle = fig._suptitle.get_text() if fig._suptitle else ""
+        titles[path.name] = [suptitle, *(ax.get_title() for ax in fig.axes)]
+        return save(fig, path, rect)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return titles
+
+
+def test_detect_plots_name_the_model_and_odins_t_and_eps_and_say_where_they_went(runs, tmp_path, monkeypatch):
+    titles = _titles(monkeypatch)
+    out = lab4("detect", "--model", runs / "base", "--ood", "digits:5-9", "--method", "msp,odin", "--T", "10",
+               "--eps", "0.002", "--limit", "40", "--out", tmp_path / "det").output  # fmt: skip
+    assert titles["scores_odin.png"][1] == "odin (T=10, ε=0.002), model base"
+    assert titles["roc_msp.png"][1] == "ROC, msp, model base"
+    assert not any(str(tmp_path) in t or str(runs) in t for ts in titles.values() for t in ts)
+    assert f"→ {tmp_path / 'det'}: metrics.json; plots scores_<method>.png" in out
+
+
+def test_the_adversarial_grid_has_a_row_per_eps(runs, tmp_path, monkeypatch):
+    titles = _titles(monkeypatch)
+    lab4("attack", "--model", runs / "base", "--eps", "0,0.05,0.2", "--limit", "16", "--threads", "1",
+         "--out", tmp_path / "fgsm")  # fmt: skip
+    grid = titles["adversarial_examples.png"]
+    assert grid[0] == "fgsm on base: predictions under attack, a row per ε"
+    assert len(grid) - 1 == 4 * 8  # clean + three ε, 8 images each
+    assert "model base" in titles["accuracy_vs_eps.png"][1]

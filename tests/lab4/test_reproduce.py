@@ -91,7 +91,10 @@ def test_report_links_and_embeds_every_image(quick):
     assert all((quick / link).is_file() for link in links), links
     assert {"figures/detectors_auroc.png", "figures/accuracy_vs_eps.png"} <= set(links)
     assert page.count('src="data:image/png;base64,') == len(links)
-    assert "<table>" in page and "lab4 attack --model" in page
+    assert "<table>" in page and "lab4 attack --model base-train" in page  # paths from the report folder
+    visible = re.sub(r"data:image/png;base64,[^\"]+", "", page)
+    assert str(quick.parent) not in md and str(quick.parent) not in visible  # no machine path anywhere
+    assert md.count("<figcaption>") == 0 and page.count("<figcaption>") == len(links)  # a caption under each
     assert set(marks(quick / "report.md").values()) <= {"✓", "✗"}  # every finding checked from numbers
 
 

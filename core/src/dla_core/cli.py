@@ -527,7 +527,7 @@ def add_reproduce_commands(
     )
     def report(runs: tuple[Path, ...], out: Path | None) -> None:
         from dla_core import reproduce as rep
-        from dla_core.report import compare_runs, write_report
+        from dla_core.compare import write_comparison
         from dla_core.runs import RunDir
 
         if len(runs) == 1 and RunDir.open(runs[0]).saved.get("command") == f"{lab} reproduce":
@@ -535,13 +535,13 @@ def add_reproduce_commands(
         else:
             if out is None:
                 raise DlaError("--out: give a folder for the comparison report")
-            md, page = write_report(out, f"{lab}: comparison of {len(runs)} runs", compare_runs(runs))
+            md, page = write_comparison(runs, out, f"{lab}: comparison of {len(runs)} runs")
         click.echo(f"report: {md}\n        {page}")
 
     report.help = (
         f"Re-render a reproduce folder's report, or compare run folders of one command.\n\n"
         f"One `{lab} reproduce` folder: its report is written again from its run folders. Several run folders: one "
-        f"table per command with the options that differ and the final metrics (mean ± std over seeds).\n\n"
+        f"table per command with the options that differ and the final metrics (mean ± 95% CI over seeds), the curves overlaid.\n\n"
         f"Examples: {lab} report runs/{lab}-report\n\n"
         f"          {lab} report runs/a runs/b runs/c --out runs/compare"
     )

@@ -273,6 +273,16 @@ def weight_layers(config: ModelConfig) -> int:
     raise ValueError(f"weight_layers knows the mlp and cnn families, not {config.family!r}")
 
 
+def weight_layer_names(model: nn.Module) -> list[str]:
+    """The modules ``weight_layers`` counts, input to output: the conv and linear layers on the main path (not a
+    projection shortcut's 1×1 conv, not BatchNorm's scale and shift); as gradient norms name them."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d) and "shortcut" not in name.split(".")
+    ]
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -23,24 +24,68 @@ def _save(fig: plt.Figure, path: Path, rect: tuple[float, float, float, float] |
     return Path(path)
 
 
-def learning_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch (train solid, validation dashed), one colour per run."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per run: lines that coincide stay told apart
+
+
+def seeds_of(history_or_seeds: Sequence[Any]) -> list[Sequence[Mapping[str, float]]]:
+    """A run's histories: one history (a list of epoch records) is one seed."""
+    if history_or_seeds and isinstance(history_or_seeds[0], Mapping):
+        return [history_or_seeds]
+    return [h for h in history_or_seeds if h]
+
+
+def seed_band(histories: Sequence[Sequence[Mapping[str, float]]], key: str) -> tuple[np.ndarray, ...] | None:
+    """(epochs, mean, low, high) of ``key`` over the seeds' histories, up to the epoch every seed reached that
+    records it; None when none does. low/high: the smallest and largest seed."""
+    epochs = min((len(h) for h in histories), default=0)
+    rows = [[h[e].get(key) for e in range(epochs)] for h in histories]
+    keep = [e for e in range(epochs) if all(r[e] is not None for r in rows)]
+    if not keep:
+        return None
+    values = np.array([[r[e] for e in keep] for r in rows], dtype=float)  # (seeds, epochs)
+    x = np.array([histories[0][e].get("epoch", e + 1) for e in keep], dtype=float)
+    return x, values.mean(0), values.min(0), values.max(0)
+
+
+def spans_decades(values: Sequence[float] | np.ndarray, ratio: float = 30.0) -> bool:
+    """Whether positive ``values`` spread over enough orders of magnitude to need a log axis."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return len(v) > 1 and float(v.max() / v.min()) >= ratio
+
+
+def learning_curves(runs: Mapping[str, Sequence[Any]], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch (train solid, validation dashed), one colour and marker per run; a run given
+    as several histories (seeds) is drawn as their mean with a band from the lowest to the highest seed. The
+    loss axis turns logarithmic when the losses span decades; accuracy runs over [0, 1]."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(runs), 1)))
-    for color, (label, history) in zip(colors, runs.items(), strict=False):
-        epochs = [h["epoch"] for h in history]
+    losses: list[float] = []
+    for i, (color, (label, given)) in enumerate(zip(colors, runs.items(), strict=False)):
+        histories = seeds_of(given)
+        seeds = f" ({len(histories)} seeds)" if len(histories) > 1 else ""
         for key, style, ax in (
             ("train_loss", "-", ax_loss),
             ("val_loss", "--", ax_loss),
             ("train_accuracy", "-", ax_acc),
             ("val_accuracy", "--", ax_acc),
         ):
-            values = [h.get(key) for h in history]
-            if any(v is not None for v in values):
-                is_train = key.startswith("train")
-                ax.plot(epochs, values, style, color=color, label=f"{label} {'train' if is_train else 'val'}")
+            band = seed_band(histories, key)
+            if band is None:
+                continue
+            x, mean, low, high = band
+            if ax is ax_loss:
+                losses += [*low, *high]
+            split = "train" if key.startswith("train") else "val"
+            marker = MARKERS[i % len(MARKERS)]
+            ax.plot(x, mean, style, color=color, marker=marker, markevery=max(1, len(x) // 8), markersize=4,
+                    label=f"{label} {split}{seeds}")  # fmt: skip
+            if len(histories) > 1:
+                ax.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0)
+    if spans_decades(losses):
+        ax_loss.set_yscale("log")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     handles, _labels = ax_acc.get_legend_handles_labels()
@@ -54,19 +99,24 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: Pat
 
 
 def grad_norms(
-    norms: Mapping[str, Sequence[float]], path: Path, title: str = "gradient norm per layer"
+    norms: Mapping[str, Sequence[float]],
+    path: Path,
+    title: str = "gradient norm per weight layer",
+    layers: Sequence[str] | None = None,
 ) -> Path:
-    """Per-layer gradient norm, first vs last epoch, layers from input (left) to output (right), log scale."""
-    names = list(norms)
+    """Per-layer gradient norm, first vs last epoch, one point per weight layer from input (left) to output
+    (right), log scale. ``layers``: the weight layers (conv / linear modules) to show, in order; the norms of
+    any other module (BatchNorm's scale and shift) are left out. None: every entry of ``norms``."""
+    names = [n for n in (layers if layers is not None else norms) if n in norms]
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
-    x = np.arange(len(names))
+    x = np.arange(1, len(names) + 1)
     first = [norms[n][0] for n in names]
     last = [norms[n][-1] for n in names]
     ax.plot(x, first, "o-", label="first epoch")
-    ax.plot(x, last, "s-", label="last epoch")
+    ax.plot(x, last, "s--", label="last epoch")
     ax.set_yscale("log")
     ax.set_xticks(x, names, rotation=70, fontsize=7)
-    ax.set(ylabel="mean gradient L2 norm", title=title)
+    ax.set(xlabel="weight layer (input → output)", ylabel="mean gradient L2 norm", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -75,8 +125,8 @@ def grad_norms(
 def score_histograms(
     scores: Mapping[str, np.ndarray], path: Path, xlabel: str = "score", title: str = ""
 ) -> Path:
-    """Overlaid normalised histograms, e.g. ID vs each OOD set."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Overlaid normalised histograms, e.g. ID vs each OOD set; the legend right of the axes, off the bars."""
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     all_scores = np.concatenate([np.asarray(s, dtype=float) for s in scores.values()])
     bins = np.histogram_bin_edges(all_scores[np.isfinite(all_scores)], bins=50)
     for label, s in scores.items():
@@ -85,7 +135,7 @@ def score_histograms(
             np.asarray(s, dtype=float), bins=bins, alpha=0.5, density=True, label=label, histtype="stepfilled"
         )
     ax.set(xlabel=xlabel, ylabel="density", title=title)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)  # off the bars
     return _save(fig, path)
 
 
@@ -132,6 +182,35 @@ def image_grid(
     return _save(fig, path)
 
 
+def image_rows(
+    images: np.ndarray,
+    captions: Sequence[Sequence[str]],
+    rows: Sequence[str],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """(R, N, C, H, W) images in [0, 1] as R rows of N (e.g. one row per attack budget ε), each row named on its
+    left (``rows``) and each image captioned above (``captions[r][n]``, kept short: a class name); the layout
+    leaves every caption its own room, clear of the images."""
+    images = np.asarray(images)
+    nrows, ncols = images.shape[:2]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols + 1.2, 1.75 * nrows + 0.4), squeeze=False)
+    for r, (row_axes, name) in enumerate(zip(axes, rows, strict=True)):
+        for n, ax in enumerate(row_axes):
+            img = images[r, n].transpose(1, 2, 0)
+            gray = img.shape[-1] == 1
+            ax.imshow(img.squeeze(-1) if gray else img, cmap="gray" if gray else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            ax.set_title(captions[r][n], fontsize=7, pad=2)
+        row_axes[0].set_ylabel(name, fontsize=9, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
 def ranking(
     panels: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
     path: Path,
@@ -142,7 +221,8 @@ def ranking(
 ) -> Path:
     """Horizontal bars, one panel per entry of ``panels`` (e.g. a model): ``panels[panel][item][series][key]``
     (item: a detector, series: a group of OOD sets), items sorted by the mean over their series, best on top,
-    one colour per series with one legend below the panels; ``reference`` draws a dotted line (chance)."""
+    one colour per series with one legend inside the last panel; ``reference`` (chance, 0.5 for AUROC) is where the
+    axis starts and the bars grow from, drawn as a dotted line."""
     series = list(dict.fromkeys(s for items in panels.values() for per in items.values() for s in per))
     most = max((len(items) for items in panels.values()), default=1)
     fig, axes = plt.subplots(
@@ -158,19 +238,23 @@ def ranking(
         y = np.arange(len(order))
         for j, (s, color) in enumerate(zip(series, colors, strict=False)):
             xs = [items[i][s][key] if s in items[i] else np.nan for i in order]
-            ax.barh(y + (j - (len(series) - 1) / 2) * height, xs, height, color=color, label=s)
+            base = 0.0 if reference is None else reference  # bars grow from chance: above it goes right
+            ax.barh(y + (j - (len(series) - 1) / 2) * height, np.asarray(xs) - base, height, left=base,
+                    color=color, label=s)  # fmt: skip
         ax.set_yticks(y, order, fontsize=8)
-        ax.set_xlim(max(0.0, low - 0.05), 1.0 if max(values, default=1) <= 1 else None)
+        # from chance (a little left of it, so that its line is not hidden by the axis)
+        start = max(0.0, low - 0.05) if reference is None else min(reference, low) - 0.02
+        ax.set_xlim(start, 1.0 if max(values, default=1) <= 1 else None)
         ax.set(xlabel=xlabel, title=label)
         ax.grid(axis="x", alpha=0.3)
         if reference is not None:
-            ax.axvline(reference, linestyle=":", color="grey")
+            ax.axvline(reference, linestyle=":", color="black", linewidth=1.5, zorder=3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
+    if handles:  # inside the last panel, by its weakest items: one figure, one page, nothing split off
+        axes.flat[-1].legend(handles, labels, loc="lower right", fontsize=8, framealpha=0.9)
     if title:
         fig.suptitle(title)
-    return _save(fig, path, rect=(0, 0.08, 1, 1))
+    return _save(fig, path)
 
 
 def curve_panels(

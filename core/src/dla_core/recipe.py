@@ -36,7 +36,7 @@ from dla_core.engine import (
     fit,
     make_accelerator,
 )
-from dla_core.models import ModelConfig, count_parameters, save_model
+from dla_core.models import ModelConfig, count_parameters, save_model, weight_layer_names
 from dla_core.runs import CONFIG, MODEL, RunDir, wait_for_main
 from dla_core.threads import ThreadChoice, apply_threads, choose_threads, first_example, step_flops
 
@@ -191,7 +191,12 @@ def finish_run(
     if plot:
         plots.learning_curves({name: list(history)}, run.file("learning_curves.png"), title=name)
         if grad_norms:
-            plots.grad_norms(dict(grad_norms), run.file("grad_norms.png"), title=f"{name}: gradient norms")
+            plots.grad_norms(
+                dict(grad_norms),
+                run.file("grad_norms.png"),
+                title=f"{name}: gradient norms",
+                layers=weight_layer_names(model),
+            )
     progress = {"history": list(history), **({"grad_norms": dict(grad_norms)} if grad_norms else {})}
     written = run.update_metrics(**entries, **progress, **metrics, **{FINISHED: True})
     if trackers is not None:

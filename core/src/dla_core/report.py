@@ -1,32 +1,38 @@
 """Lab reports: sections of tables, plots and checked findings, written as ``report.md`` and ``report.html``.
 
     sections = [Section("Depth study", commands=[…], tables=[Table(["depth", "plain", "residual"], rows)],
-                        images=[out / "mlp-study" / "study.png"],
+                        images=[Figure(out / "mlp-study" / "study.png", "Loss per epoch of the MLPs")],
                         findings=[Finding("degradation: …", ok=plain < 0.2 < residual, evidence="0.10 vs 0.98")])]
     write_report(out, "lab1 — ResNet at small scale", sections, environment=environment(), wall={"mlp-study": 41.0})
 
 ``report.md`` links images relative to the report folder (GitHub renders it); ``report.html`` is one file with
-the images embedded (readable offline, printable). A finding's mark comes from ``ok``: ✓ holds, ✗ does not,
-– could not be checked (a run is missing). ``compare_runs`` is the comparison view of several run folders.
-Nothing here imports torch.
+the images embedded (readable offline, printable). Both have the same parts, each written by one function per
+format: the title block (date), the contents, the findings, one part per section (its command lines relative to
+the report folder, a link to each run folder a command wrote, tables sorted by their headline column with the
+best value in bold, figures each with a caption), then the machine and wall time. A finding's mark comes from
+``ok``: ✓ holds, ✗ does not, – could not be checked (a run is missing). Every number goes through ``fmt``.
+The comparison view of several run folders is ``dla_core.compare``. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import html
+import json
 import math
 import os
 import re
-import statistics
+import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dla_core.runs import RunDir, _flatten, _without_runtime, atomic_write
+from dla_core.runs import atomic_write
 
 MARKS = {True: "✓", False: "✗", None: "–"}
+COMMANDS_NOTE = "# paths are relative to this report's folder: run these from there"
 
 #### What a report is made of ####
 
@@ -34,8 +40,16 @@ MARKS = {True: "✓", False: "✗", None: "–"}
 @dataclass(frozen=True)
 class Table:
     columns: Sequence[str]
-    rows: Sequence[Sequence[Any]]  # str / int / float / None cells
+    rows: Sequence[Sequence[Any]]  # str / int / float / Estimate / None cells
     caption: str = ""
+    headline: str | None = None  # the column the rows are sorted by, best first, its best value in bold
+    lower_is_better: bool = False  # for the headline column (a loss, a false-positive rate)
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: Path  # a PNG, absolute or relative to the report folder
+    caption: str = ""  # what it shows and for which model; empty: derived from the file and its run folder
 
 
 @dataclass(frozen=True)
@@ -55,98 +69,295 @@ class Section:
     text: str = ""  # Markdown paragraphs
     commands: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
-    images: list[Path] = field(default_factory=list)  # PNGs, absolute or relative to the report folder
+    images: list[Path | Figure] = field(default_factory=list)  # a bare path gets a derived caption
     findings: list[Finding] = field(default_factory=list)
     seconds: float | None = None  # wall time of this part
 
 
+#### Numbers ####
+
+
 def fmt(value: Any) -> str:
-    """The one number format of reports: 4 significant digits, integers as they are, None and nan as '–'."""
+    """The one number format of reports and plot labels: floats with 3 significant digits (1.0 -> "1.00",
+    0.123456 -> "0.123", 21450.0 -> "21,450"), integers with thousands separators, an ``Estimate`` as
+    ``mean ± half-width of its CI`` (no ± when the runs agree or there is one), None and nan as "–"."""
+    # numpy: loaded when a report is written, not when a lab's recipe is imported for its --help
+    from dla_core.stats import Estimate, significant
+
     if value is None:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, Estimate):
+        half = value.high - value.mean
+        if not value.has_interval or not half > 1e-9 * max(abs(value.mean), 1.0):  # float noise is no spread
+            return fmt(value.mean)
+        return f"{fmt(value.mean)} ± {spread(half)}"
     if isinstance(value, int):
-        return str(value)
+        return f"{value:,}"
     if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.3g}"
-        return f"{value:.4g}"
+        return "–" if math.isnan(value) else significant(value)
     return str(value)
+
+
+def spread(value: float) -> str:
+    """A spread (a std, a CI's half-width) beside its mean: 2 significant digits (0.0041, 0.064)."""
+    from dla_core.stats import significant
+
+    return significant(value, 2)
+
+
+def plus_minus(mean: float | None, std: float | None) -> str:
+    """``mean ± std`` in the one format; the mean alone when there is no spread (one seed, seeds that agree)."""
+    return fmt(mean) if mean is None or not std else f"{fmt(mean)} ± {spread(std)}"
+
+
+def number(value: Any) -> float | None:
+    """The number a cell stands for (an Estimate's mean, the leading number of a formatted string)."""
+    from dla_core.stats import Estimate
+
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, Estimate):
+        return value.mean
+    if isinstance(value, int | float):
+        return None if math.isnan(value) else float(value)
+    match = re.match(r"\s*([-+]?[\d,]*\.?\d+(?:e[-+]?\d+)?)", str(value))
+    return float(match.group(1).replace(",", "")) if match else None
 
 
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     if seconds < 90:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
+        return f"{fmt(float(seconds))} s"
+    return f"{fmt(seconds / 60)} min"
+
+
+def ranked(table: Table) -> tuple[list[list[Any]], set[int]]:
+    """The table's rows sorted by its headline column, best first (rows without a number last), and the indexes
+    of the rows holding the best value (bold). Without a headline: the rows as given, nothing bold."""
+    rows = [list(r) for r in table.rows]
+    if table.headline is None or table.headline not in table.columns:
+        return rows, set()
+    col = list(table.columns).index(table.headline)
+    sign = 1 if table.lower_is_better else -1
+    rows.sort(key=lambda r: (number(r[col]) is None, sign * (number(r[col]) or 0.0)))
+    values = [number(r[col]) for r in rows]
+    present = [v for v in values if v is not None]
+    if not present:
+        return rows, set()
+    best = min(present) if table.lower_is_better else max(present)
+    return rows, {i for i, v in enumerate(values) if v == best}
+
+
+#### Paths: nothing of this machine in a report ####
+
+
+def relative_command(line: str, report_dir: Path, folders: Mapping[str, Path] | None = None) -> str:
+    """``line`` with its paths written from ``report_dir``: an argument equal to (or under) a key of ``folders``
+    (a path as the command was given it) becomes the path of that folder, now, relative to the report folder;
+    any other absolute path is made relative to the report folder as well."""
+    report_dir = Path(report_dir).absolute()
+    prefixes = sorted((folders or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def rewrite(arg: str) -> str:
+        for given, where in prefixes:
+            if arg == given or arg.startswith(given.rstrip("/") + "/"):
+                rest = arg[len(given) :].lstrip("/")
+                return _posix(os.path.relpath(Path(where).absolute() / rest, report_dir))
+        if os.path.isabs(arg):
+            return _posix(os.path.relpath(arg, report_dir))
+        return arg
+
+    def token(arg: str) -> str:
+        if arg.startswith("--") and "=" in arg:
+            name, _, value = arg.partition("=")
+            return f"{name}={rewrite(value)}"
+        return rewrite(arg)
+
+    try:
+        args = shlex.split(line)
+    except ValueError:
+        return line
+    return shlex.join(token(a) for a in args)
+
+
+def _posix(path: str) -> str:
+    return Path(path).as_posix()
+
+
+def out_folders(commands: Sequence[str]) -> list[str]:
+    """The ``--out`` folder of each command line (as written), in order, once each."""
+    found = []
+    for line in commands:
+        try:
+            args = shlex.split(line)
+        except ValueError:
+            continue
+        for i, arg in enumerate(args):
+            if arg == "--out" and i + 1 < len(args):
+                found.append(args[i + 1])
+            elif arg.startswith("--out="):
+                found.append(arg.partition("=")[2])
+    return list(dict.fromkeys(found))
+
+
+def _absolute(image: Path, out: Path) -> Path:
+    return Path(image) if Path(image).is_absolute() else out / image
+
+
+def _relative(image: Path, out: Path) -> str:
+    return _posix(os.path.relpath(_absolute(image, out), out))
+
+
+#### Figure captions ####
+
+# what a plot of the project shows, by its file name (the rest of the caption names the run and its model)
+PLOT_CAPTIONS = {
+    "learning_curves": "Loss and accuracy per epoch, train solid and validation dashed; bands: the spread over seeds",
+    "grad_norms": "Mean gradient L2 norm per weight layer (conv / linear), input to output",
+    "ranking": "Detectors ranked by their mean over the OOD sets (chance at 0.5)",
+    "adversarial_examples": "Test images under attack, one row per ε, with the model's prediction",
+    "accuracy_vs_eps": "Test accuracy as the attack budget ε grows",
+    "lora_grid": "Test accuracy against trainable parameters, one line per LoRA target set",
+    "captions": "Generated images with their captions",
+    "reconstructions": "Test images (top) and the autoencoder's reconstructions of them (bottom)",
+    "features_pc1": "The frozen encoder's features of each sentence on their first principal component, by label",
+    "scores": "Histograms of the classifier's scores on the test sentences, by label",
+}
+_PREFIX_CAPTIONS = {
+    "scores_": "Score histograms of ID and OOD test images (higher = more in-distribution)",
+    "roc_": "ROC curves, ID accepted against OOD accepted",
+    "pr_": "Precision-recall curves with ID as the positive class",
+}
+
+
+def _model_of(folder: Path) -> str | None:
+    """A short name of the model a run folder's command used, from its config.json (None when unknown)."""
+    for where in (folder, *folder.parents[:2]):
+        path = where / "config.json"
+        if path.is_file():
+            try:
+                cfg = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+            except (OSError, ValueError):
+                return None
+            model = cfg.get("model") if isinstance(cfg, Mapping) else None
+            if isinstance(model, str) and model:
+                name = Path(model).name if ("/" in model or os.sep in model) else model
+                depth = cfg.get("depth")
+                return f"{name} depth {depth}" if isinstance(depth, int) else name
+            return None
+    return None
+
+
+def caption_for(image: Path | Figure, out: Path) -> str:
+    """A figure's caption: its own, or what its kind of plot shows, then the run folder (and model) it is of."""
+    if isinstance(image, Figure) and image.caption:
+        return image.caption
+    path = _absolute(image.path if isinstance(image, Figure) else image, out)
+    stem = path.stem
+    what = PLOT_CAPTIONS.get(stem) or next(
+        (f"{text}, {stem[len(p) :]}" for p, text in _PREFIX_CAPTIONS.items() if stem.startswith(p)),
+        stem.replace("_", " ").capitalize(),
+    )
+    folder = _posix(os.path.relpath(path.parent, out))
+    model = _model_of(path.parent)
+    return f"{what}. Run folder `{folder}`" + (f", model {model}." if model else ".")
 
 
 #### Markdown ####
 
 
-def _md_cell(value: Any) -> str:
-    return fmt(value).replace("|", "\\|").replace("\n", " ")
+def _md_cell(value: Any, bold: bool = False) -> str:
+    text = fmt(value).replace("|", "\\|").replace("\n", " ")
+    return f"**{text}**" if bold and text != "–" else text
 
 
 def _md_table(table: Table) -> list[str]:
+    rows, best = ranked(table)
+    col = list(table.columns).index(table.headline) if best else -1
     lines = [f"*{table.caption}*", ""] if table.caption else []
     lines.append("| " + " | ".join(_md_cell(c) for c in table.columns) + " |")
     lines.append("| " + " | ".join("---" for _ in table.columns) + " |")
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    for i, row in enumerate(rows):
+        lines.append("| " + " | ".join(_md_cell(c, i in best and j == col) for j, c in enumerate(row)) + " |")
     return [*lines, ""]
 
 
-def _relative(image: Path, out: Path) -> str:
-    path = Path(image) if Path(image).is_absolute() else out / image
-    return Path(os.path.relpath(path, out)).as_posix()
+def slug(title: str) -> str:
+    """The anchor of a heading as GitHub makes it (lower case, punctuation dropped, spaces as hyphens)."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def md_title(title: str, intro: str, written: str) -> list[str]:
+    lines = [f"# {title}", "", f"*Written {written}.*", ""]
+    return lines + ([intro.strip(), ""] if intro else [])
+
+
+def md_contents(titles: Sequence[str]) -> list[str]:
+    return ["## Contents", "", *(f"- [{t}](#{slug(t)})" for t in titles), ""]
+
+
+def md_findings(findings: Sequence[Finding]) -> list[str]:
+    return [f"- {f.mark} {f.claim} — {f.evidence}" for f in findings] + ([""] if findings else [])
+
+
+def md_section(s: Section, out: Path) -> list[str]:
+    lines = [f"## {s.title}", ""]
+    if s.text:
+        lines += [s.text.strip(), ""]
+    if s.commands:
+        lines += ["```", COMMANDS_NOTE, *s.commands, "```", ""]
+        folders = out_folders(s.commands)
+        if folders:
+            lines += ["Run folders: " + ", ".join(f"[{f}]({f})" for f in folders), ""]
+    for t in s.tables:
+        lines += _md_table(t)
+    for image in s.images:
+        rel = _relative(image.path if isinstance(image, Figure) else image, out)
+        lines += [f"![{Path(rel).stem}]({rel})", "", f"*{caption_for(image, out)}*", ""]
+    return lines + md_findings(s.findings)
 
 
 def to_markdown(
-    out: Path, title: str, sections: Sequence[Section], *, intro: str, footer: Sequence[str]
+    out: Path,
+    title: str,
+    sections: Sequence[Section],
+    *,
+    intro: str,
+    footer: Sequence[str],
+    written: str = "",
 ) -> str:
-    lines = [f"# {title}", ""]
-    if intro:
-        lines += [intro.strip(), ""]
-    checked = [f for s in sections for f in s.findings]
-    if checked:
-        lines += ["## Findings", ""]
-        lines += [f"- {f.mark} {f.claim} — {f.evidence}" for f in checked]
-        lines.append("")
+    written = written or datetime.date.today().isoformat()
+    findings = [f for s in sections for f in s.findings]
+    titles = (["Findings"] if findings else []) + [s.title for s in sections] + [MACHINE]
+    lines = md_title(title, intro, written) + md_contents(titles)
+    if findings:
+        lines += ["## Findings", "", *md_findings(findings)]
     for s in sections:
-        lines += [f"## {s.title}", ""]
-        if s.text:
-            lines += [s.text.strip(), ""]
-        if s.commands:
-            lines += ["```", *s.commands, "```", ""]
-        for t in s.tables:
-            lines += _md_table(t)
-        for image in s.images:
-            rel = _relative(image, out)
-            lines += [f"![{Path(rel).stem}]({rel})", ""]
-        if s.findings:
-            lines += [f"- {f.mark} {f.claim} — {f.evidence}" for f in s.findings]
-            lines.append("")
-    lines += ["## Machine and wall time", "", *footer, ""]
+        lines += md_section(s, out)
+    lines += [f"## {MACHINE}", "", *footer, ""]
     return "\n".join(lines)
 
+
+MACHINE = "Machine and wall time"
 
 #### HTML (one self-contained file) ####
 
 _CSS = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { border-bottom: 2px solid #444; } h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; max-width: 100%; }
+.wide { overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; } th { background: #eee; }
 td:first-child, th:first-child { text-align: left; }
 pre { background: #f4f4f4; padding: 0.6em; overflow-x: auto; font-size: 12px; white-space: pre-wrap; }
-img { max-width: 100%; display: block; margin: 0.8em 0; }
+figure { margin: 0.8em 0; } img { max-width: 100%; display: block; }
+figcaption { font-size: 13px; color: #444; font-style: italic; }
 .ok { color: #087f23; } .fail { color: #b00020; } .unknown { color: #777; }
 caption { caption-side: top; font-style: italic; text-align: left; }
-@media print { body { max-width: none; } h2 { break-after: avoid; } img, table { break-inside: avoid; } }
+@media print { body { max-width: none; } h2 { break-after: avoid; } figure, table { break-inside: avoid; } }
 """
 
 
@@ -155,20 +366,32 @@ def _html_finding(f: Finding) -> str:
     return f'<li><span class="{css}">{f.mark}</span> {_inline(f.claim)} — {_inline(f.evidence)}</li>'
 
 
+def _html_cell(value: Any, bold: bool) -> str:
+    text = html.escape(fmt(value))
+    return f"<td><b>{text}</b></td>" if bold and text != "–" else f"<td>{text}</td>"
+
+
 def _html_table(t: Table) -> str:
+    rows, best = ranked(t)
+    col = list(t.columns).index(t.headline) if best else -1
     caption = f"<caption>{html.escape(t.caption)}</caption>" if t.caption else ""
     head = "".join(f"<th>{html.escape(fmt(c))}</th>" for c in t.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in t.rows
+        "<tr>" + "".join(_html_cell(c, i in best and j == col) for j, c in enumerate(row)) + "</tr>"
+        for i, row in enumerate(rows)
     )
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="wide"><table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    )
 
 
 def _inline(text: str) -> str:
-    """The inline Markdown of report prose: `code` and **bold**; everything else is escaped text."""
+    """The inline Markdown of report prose: `code`, **bold**, *italics* and [links](to); everything else is escaped text."""
     escaped = html.escape(text)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
+    escaped = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', escaped)
+    return re.sub(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])", r"<i>\1</i>", escaped)
 
 
 def _html_text(text: str) -> str:
@@ -177,26 +400,65 @@ def _html_text(text: str) -> str:
     return "".join(f"<p>{_inline(p)}</p>" for p in paragraphs)
 
 
-def _embedded(image: Path, out: Path) -> str:
-    path = Path(image) if Path(image).is_absolute() else out / image
+def _embedded(image: Path | Figure, out: Path) -> str:
+    path = _absolute(image.path if isinstance(image, Figure) else image, out)
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+    return (
+        f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{_inline(caption_for(image, out))}</figcaption></figure>"
+    )
 
 
-def to_html(out: Path, title: str, sections: Sequence[Section], *, intro: str, footer: Sequence[str]) -> str:
-    parts = [f"<h1>{html.escape(title)}</h1>", _html_text(intro)]
-    checked = [f for s in sections for f in s.findings]
-    if checked:
-        parts += ["<h2>Findings</h2>", "<ul>", *map(_html_finding, checked), "</ul>"]
+def html_title(title: str, intro: str, written: str) -> list[str]:
+    return [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p><i>Written {html.escape(written)}.</i></p>",
+        _html_text(intro),
+    ]
+
+
+def html_contents(titles: Sequence[str]) -> list[str]:
+    items = "".join(f'<li><a href="#{slug(t)}">{html.escape(t)}</a></li>' for t in titles)
+    return ['<h2 id="contents">Contents</h2>', f"<ul>{items}</ul>"]
+
+
+def _h2(title: str) -> str:
+    return f'<h2 id="{slug(title)}">{html.escape(title)}</h2>'
+
+
+def html_section(s: Section, out: Path) -> list[str]:
+    parts = [_h2(s.title), _html_text(s.text)]
+    if s.commands:
+        parts.append(f"<pre>{html.escape(chr(10).join([COMMANDS_NOTE, *s.commands]))}</pre>")
+        folders = out_folders(s.commands)
+        if folders:
+            links = ", ".join(f'<a href="{html.escape(f)}">{html.escape(f)}</a>' for f in folders)
+            parts.append(f"<p>Run folders: {links}</p>")
+    parts += [_html_table(t) for t in s.tables]
+    parts += [_embedded(image, out) for image in s.images]
+    if s.findings:
+        parts += ["<ul>", *map(_html_finding, s.findings), "</ul>"]
+    return parts
+
+
+def to_html(
+    out: Path,
+    title: str,
+    sections: Sequence[Section],
+    *,
+    intro: str,
+    footer: Sequence[str],
+    written: str = "",
+) -> str:
+    written = written or datetime.date.today().isoformat()
+    findings = [f for s in sections for f in s.findings]
+    titles = (["Findings"] if findings else []) + [s.title for s in sections] + [MACHINE]
+    parts = html_title(title, intro, written) + html_contents(titles)
+    if findings:
+        parts += [_h2("Findings"), "<ul>", *map(_html_finding, findings), "</ul>"]
     for s in sections:
-        parts += [f"<h2>{html.escape(s.title)}</h2>", _html_text(s.text)]
-        if s.commands:
-            parts.append(f"<pre>{html.escape(chr(10).join(s.commands))}</pre>")
-        parts += [_html_table(t) for t in s.tables]
-        parts += [_embedded(image, out) for image in s.images]
-        if s.findings:
-            parts += ["<ul>", *map(_html_finding, s.findings), "</ul>"]
-    parts += ["<h2>Machine and wall time</h2>", _html_text("\n\n".join(footer))]
+        parts += html_section(s, out)
+    parts += [_h2(MACHINE), _html_text("\n\n".join(footer))]
     body = "\n".join(parts)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
@@ -207,14 +469,18 @@ def to_html(out: Path, title: str, sections: Sequence[Section], *, intro: str, f
 #### Writing ####
 
 
+def machine_line(environment: Mapping[str, Any]) -> str:
+    gpu = environment.get("gpu") or "no GPU"
+    return (
+        f"Machine: {environment.get('platform', '?')}, {environment.get('cpu_count', '?')} CPU cores, {gpu}; "
+        f"Python {environment.get('python', '?')}."
+    )
+
+
 def footer_lines(environment: Mapping[str, Any] | None, wall: Mapping[str, float] | None) -> list[str]:
     lines = []
     if environment:
-        gpu = environment.get("gpu") or "no GPU"
-        lines.append(
-            f"Machine: {environment.get('platform', '?')}, {environment.get('cpu_count', '?')} CPU cores, {gpu}; "
-            f"Python {environment.get('python', '?')}."
-        )
+        lines.append(machine_line(environment))
         versions = environment.get("versions") or {}
         if versions:
             lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
@@ -229,9 +495,18 @@ def missing_images(out: Path, sections: Sequence[Section]) -> list[Path]:
     return [
         p
         for s in sections
-        for p in ((Path(i) if Path(i).is_absolute() else out / i) for i in s.images)
+        for p in (_absolute(i.path if isinstance(i, Figure) else i, out) for i in s.images)
         if not p.is_file()
     ]
+
+
+def unplaced(text: str, out: Path) -> str:
+    """``text`` without this machine's place of the report folder and of the home folder: the last net under
+    ``relative_command`` and the captions' relative paths, for a path a lab put into its prose."""
+    where = str(Path(out).absolute())
+    text = text.replace(where + os.sep, "").replace(where, ".")
+    home = str(Path.home())
+    return text.replace(home + os.sep, "~/") if len(home) > 1 else text
 
 
 def write_report(
@@ -242,89 +517,20 @@ def write_report(
     intro: str = "",
     environment: Mapping[str, Any] | None = None,
     wall: Mapping[str, float] | None = None,
+    footer: Sequence[str] = (),
 ) -> tuple[Path, Path]:
-    """Write ``out/report.md`` and ``out/report.html``; images that do not exist are left out (and said so)."""
+    """Write ``out/report.md`` and ``out/report.html``; images that do not exist are left out. ``footer``: lines
+    of the machine section beyond the ``environment`` and ``wall`` ones."""
     out = Path(out)
     gone = set(missing_images(out, sections))
     if gone:
         sections = [
-            Section(
-                s.title,
-                s.text,
-                s.commands,
-                s.tables,
-                [i for i in s.images if (Path(i) if Path(i).is_absolute() else out / i) not in gone],
-                s.findings,
-                s.seconds,
-            )
+            replace(s, images=[i for i in s.images if _absolute(getattr(i, "path", i), out) not in gone])
             for s in sections
         ]
-    footer = footer_lines(environment, wall)
-    md = to_markdown(out, title, sections, intro=intro, footer=footer)
-    page = to_html(out, title, sections, intro=intro, footer=footer)
+    lines = [*footer_lines(environment, wall), *footer]
+    md = unplaced(to_markdown(out, title, sections, intro=intro, footer=lines), out)
+    page = unplaced(to_html(out, title, sections, intro=intro, footer=lines), out)
     atomic_write(out / "report.md", lambda p: p.write_text(md, encoding="utf-8"))
     atomic_write(out / "report.html", lambda p: p.write_text(page, encoding="utf-8"))
     return out / "report.md", out / "report.html"
-
-
-#### The comparison view ####
-
-_NOT_METRICS = {"finished", "epochs"}
-
-
-def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The final numbers of a metrics.json: top-level ints and floats (no histories, no nested records)."""
-    return {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_METRICS
-    }
-
-
-def _is_seed(key: str) -> bool:
-    return key == "seed" or key.endswith(".seed")
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    if len(values) == 1:
-        return fmt(values[0])
-    return f"{fmt(statistics.fmean(values))} ± {fmt(statistics.stdev(values))}"
-
-
-def compare_runs(paths: Sequence[Path]) -> list[Section]:
-    """One section per command: a table with the options that differ between its runs as columns and the final
-    scalar metrics; runs that differ only by their seed form one row, as mean ± std (n = how many)."""
-    by_command: dict[str, list[tuple[Path, dict[str, Any], dict[str, float]]]] = {}
-    for path in paths:
-        run = RunDir.open(Path(path))
-        saved = run.saved
-        options = _flatten(_without_runtime(saved["config"]))
-        by_command.setdefault(saved.get("command", "?"), []).append(
-            (Path(path), options, _scalars(run.read_metrics()))
-        )
-    sections = []
-    for command, runs in by_command.items():
-        keys = sorted({k for _, o, _ in runs for k in o})
-        differ = [k for k in keys if len({repr(o.get(k)) for _, o, _ in runs}) > 1]
-        shown = [k for k in differ if not _is_seed(k)]
-        metric_names = sorted({m for _, _, s in runs for m in s})
-        rows: dict[tuple, list[tuple[Path, dict[str, float]]]] = {}
-        for path, options, scalars in runs:
-            rows.setdefault(tuple(repr(options.get(k)) for k in shown), []).append((path, scalars))
-        table_rows = []
-        for group in rows.values():
-            first = next(o for p, o, _ in runs if p == group[0][0])
-            cells: list[Any] = [", ".join(p.name for p, _ in group), len(group)]
-            cells += [first.get(k) for k in shown]
-            for m in metric_names:
-                values = [s[m] for _, s in group if m in s]
-                cells.append(_mean_std(values) if values else None)
-            table_rows.append(cells)
-        seeds = any(_is_seed(k) for k in differ)
-        text = (
-            f"{len(runs)} run(s) of `{command}`. Columns: the options that differ, then the final metrics"
-            + (" (mean ± std over seeds)." if seeds else ".")
-        )
-        table = Table(["runs", "n", *(k.replace("_", "-") for k in shown), *metric_names], table_rows)
-        sections.append(Section(f"Comparison: {command}", text=text, tables=[table]))
-    return sections

@@ -200,7 +200,7 @@ def run_steps(
 
 def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[Path, Path]:
     """Write the report of the reproduce folder ``out`` (into ``report_out`` or ``out``) from its run folders."""
-    from dla_core.report import write_report
+    from dla_core.report import relative_command, write_report
 
     run = RunDir.open(out, what=f"{recipe.lab} reproduce")
     cfg = run.config
@@ -210,15 +210,18 @@ def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[P
     # absolute: a recipe's image paths must not be read relative to the report folder (OUT/OUT/step/x.png)
     where = Path(out).absolute()
     sections = recipe.sections(where, steps, **extra)
-    # the command lines shown are the ones that ran (the manifest's), not rebuilt from today's paths
-    ran = {
-        line: manifest[s.name]["command"]
-        for s in steps
-        if manifest.get(s.name, {}).get("command")
-        for line in (s.command_line(recipe.lab, where), s.command_line(recipe.lab, Path(out)))
-    }
+    # the command lines shown are the ones that ran (the manifest's), their paths written from the report folder
+    report_dir = Path(report_out or out)
+    shown = {}
+    for s in steps:
+        ran = manifest.get(s.name, {}).get("command")
+        for line in (s.command_line(recipe.lab, where), s.command_line(recipe.lab, Path(out))):
+            given = _out_given(ran or line, s.name) or str(where)
+            shown[line] = relative_command(ran or line, report_dir, {given: where})
     for section in sections:
-        section.commands = [ran.get(c, c) for c in section.commands]
+        section.commands = [
+            shown.get(c) or relative_command(c, report_dir, {str(where): where}) for c in section.commands
+        ]
     wall = {n: m["seconds"] for n, m in manifest.items() if m.get("seconds") is not None}
     env = run.saved.get("environment") or environment()
     intro = recipe.intro
@@ -229,6 +232,16 @@ def render(recipe: Recipe, out: Path, report_out: Path | None = None) -> tuple[P
     return write_report(
         Path(report_out or out), recipe.title, sections, intro=intro, environment=env, wall=wall
     )
+
+
+def _out_given(line: str, step: str) -> str | None:
+    """The reproduce folder as a step's command line gave it: its ``--out`` without the trailing ``/<step>``."""
+    from dla_core.report import out_folders
+
+    folders = out_folders([line])
+    if folders and Path(folders[0]).name == step:
+        return str(Path(folders[0]).parent)
+    return None
 
 
 def reproduce(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dla_core.report import Section, Table, fmt
+from dla_core.report import Section, Table, fmt, plus_minus
 from dla_core.reproduce import Recipe, Step, read_run_file
 from lab1_resnet import findings
 
@@ -153,7 +153,7 @@ def _pm(row: Mapping[str, Any], key: str) -> str | None:
     mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
     if mean is None:
         return None
-    return fmt(mean) if not std else f"{fmt(mean)} ± {fmt(std)}"
+    return plus_minus(mean, std)
 
 
 def study_table(rows: Sequence[Mapping[str, Any]]) -> Table:
@@ -204,7 +204,8 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str], captio
     """A command's table rows (from its metrics.json) as a report table; none when the step has not run."""
     if not rows:
         return []
-    return [Table(list(columns.values()), [[r.get(k) for k in columns] for r in rows], caption=caption)]
+    table = [[r.get(k) for k in columns] for r in rows]
+    return [Table(list(columns.values()), table, caption=caption, headline="test acc")]
 
 
 TRANSFER_COLUMNS = {"row": "method", "optimizer": "optimizer", "trainable_parameters": "trainable params",

@@ -7,8 +7,9 @@ cell is skipped on ``--resume`` and an interrupted one continues from its checkp
 numbers up to float reassociation; its checkpoint is ``OUT/groups/<name>/checkpoint.pt`` until its cells are
 written. ``batch_seeds=False`` (``--no-batch-seeds``), several processes, a GPU, trackers or ``compile``
 (``stacks_here``) train one run per cell. At the end: table.md and
-table.csv (mean ± std over seeds), learning_curves.png (seed-averaged, overlaid) and grad_norms.png (first-epoch
-gradient norm per block, plain vs residual: the vanishing gradients behind the plain nets' failure).
+table.csv (mean ± std over seeds), learning_curves.png (the seeds' mean with a band over them) and grad_norms.png
+(first-epoch gradient norm per weight layer, plain vs residual: the vanishing gradients behind the plain nets'
+failure).
 
 A plain and a residual cell of one depth have the same weight layers (a column of the table) and parameters: they
 differ only by the skips (``plain_block="single"``: the seeds' one-layer plain block instead).
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,12 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
+from dla_core import plots
 from dla_core.checkpoint import SaveCadence, load_state, save_state, write_progress
 from dla_core.config import Runtime
 from dla_core.data import Splits
 from dla_core.engine import Interrupted, TrainConfig, classification_step
-from dla_core.models import count_parameters
+from dla_core.models import build_model, count_parameters, weight_layer_names
 from dla_core.recipe import (
     THREADS,
     child_run,
@@ -51,7 +53,7 @@ from dla_core.seeding import world_size
 from dla_core.threads import apply_threads
 from lab1_resnet import batched, tables
 from lab1_resnet.choices import KINDS
-from lab1_resnet.train import TrainRun, load_data, own_metrics, train_in
+from lab1_resnet.train import TrainRun, load_data, model_config, own_metrics, train_in
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +130,8 @@ def run_study(cfg: DepthStudy, rt: Runtime, *, batch_seeds: bool = True) -> str:
     bar.close()
     rows, csv_rows = summarise(cfg, cells, results)
     text = tables.write_tables(rows, COLUMNS, study.path, csv_rows=csv_rows)
-    study_curves(cfg, mean_histories(cfg, cells, results), study.file("learning_curves.png"))
-    first_epoch_grad_norms(cfg, cells, results, study.file("grad_norms.png"))
+    study_curves(cfg, seed_histories(cfg, cells, results), study.file("learning_curves.png"))
+    first_epoch_grad_norms(cfg, cells, results, study.file("grad_norms.png"), weight_layers_of(data))
     study.update_metrics(rows=csv_rows)
     return text
 
@@ -323,22 +325,14 @@ def summarise(
     return rows, csv_rows
 
 
-def mean_histories(
+def seed_histories(
     cfg: DepthStudy, cells: Sequence[TrainRun], results: dict[str, dict[str, Any]]
-) -> dict[str, list[dict[str, float]]]:
-    out = {}
-    for depth, _kind, group in _groups(cfg, cells):
-        histories = [results[c.name]["history"] for c in group]
-        epochs = min(len(h) for h in histories)
-        out[f"d{depth} {group[0].kind}"] = [
-            {
-                k: float(np.mean([h[e][k] for h in histories]))
-                for k in histories[0][e]
-                if all(k in h[e] for h in histories)
-            }
-            for e in range(epochs)
-        ]
-    return out
+) -> dict[str, list[list[dict[str, float]]]]:
+    """Each (depth, kind)'s histories, one per seed: ``"d20 plain": [history, …]``."""
+    return {
+        f"d{depth} {group[0].kind}": [results[c.name]["history"] for c in group]
+        for depth, _kind, group in _groups(cfg, cells)
+    }
 
 
 def _depth_legend(
@@ -356,24 +350,43 @@ def _colors(cfg: DepthStudy) -> np.ndarray:
     return plt.cm.viridis(np.linspace(0, 0.9, max(len(cfg.depths), 1)))
 
 
-def study_curves(cfg: DepthStudy, histories: dict[str, list[dict[str, float]]], path: Path) -> Path:
-    """Seed-averaged loss and accuracy per epoch: one row of panels per net (plain, residual), a colour per depth,
-    train solid and validation dashed, the legend outside the panels (16 curves in one axes hid each other)."""
+def study_curves(cfg: DepthStudy, histories: dict[str, Any], path: Path) -> Path:
+    """Loss and accuracy per epoch: one row of panels per net (plain, residual), a colour per depth, train solid
+    and validation dashed, the mean over the seeds with a band from the lowest to the highest seed, the legend
+    outside the panels (16 curves in one axes hid each other). The accuracy panels share one y range and the loss
+    panels one scale, logarithmic when the losses span decades. ``histories``: ``"d20 plain"`` → the seeds'
+    histories (or one history)."""
     kinds = [k for k in cfg.kinds if any(key.endswith(f" {k}") for key in histories)]
     fig, axes = plt.subplots(len(kinds), 2, figsize=(10, 3.2 * len(kinds)), squeeze=False, sharex=True)
     colors = _colors(cfg)
+    losses: list[float] = []
     for row, kind in zip(axes, kinds, strict=True):
         for color, depth in zip(colors, cfg.depths, strict=True):
-            history = histories.get(f"d{depth} {kind}", [])
-            epochs = [h["epoch"] for h in history]
+            seeds = plots.seeds_of(histories.get(f"d{depth} {kind}", []))
+            if not seeds:
+                continue
             for ax, metric in zip(row, ("loss", "accuracy"), strict=True):
                 for split, style in (("train", "-"), ("val", "--")):
-                    values = [h.get(f"{split}_{metric}") for h in history]
-                    if any(v is not None for v in values):
-                        ax.plot(epochs, values, style, color=color)
+                    band = plots.seed_band(seeds, f"{split}_{metric}")
+                    if band is None:
+                        continue
+                    x, mean, low, high = band
+                    ax.plot(x, mean, style, color=color)
+                    if len(seeds) > 1:
+                        ax.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0)
+                    if metric == "loss":
+                        losses += [*low, *high]
         for ax, metric in zip(row, ("loss", "accuracy"), strict=True):
             ax.set(ylabel=metric, title=f"{kind}: {metric}")
             ax.grid(alpha=0.3)
+        row[1].set_ylim(0, 1.02)  # both accuracy panels on one range
+    log = plots.spans_decades(losses)
+    top = max(losses, default=1.0)
+    for ax in axes[:, 0]:
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, top * 1.05)  # both loss panels on one range
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -391,23 +404,37 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def first_epoch_grad_norms(
-    cfg: DepthStudy, cells: Sequence[TrainRun], results: dict[str, dict[str, Any]], path: Path
+    cfg: DepthStudy,
+    cells: Sequence[TrainRun],
+    results: dict[str, dict[str, Any]],
+    path: Path,
+    layers: Callable[[TrainRun], Sequence[str]],
 ) -> None:
-    """Mean gradient norm per block in the first epoch, input (left) to output (right): one panel per net (plain,
-    residual; shared log scale), a colour per depth, the legend outside the panels."""
+    """Mean gradient norm per weight layer (conv / linear; ``layers(cell)`` names them, input to output) in the
+    first epoch: one panel per net (plain, residual; shared log scale), a colour per depth, the legend outside."""
     fig, axes = plt.subplots(1, len(cfg.kinds), figsize=(5 * len(cfg.kinds), 4), squeeze=False, sharey=True)
     colors = _colors(cfg)
     for ax, kind in zip(axes[0], cfg.kinds, strict=True):
         for color, depth in zip(colors, cfg.depths, strict=True):
             cell = next(c for c in cells if c.depth == depth and c.residual == (kind == "residual"))
             norms = results[cell.name].get("grad_norms", {})
-            blocks = [v[0] for name, v in norms.items() if name.startswith("blocks.")]
-            if blocks:
-                ax.plot(range(1, len(blocks) + 1), blocks, "-", color=color)
+            points = [norms[name][0] for name in layers(cell) if name in norms]
+            if points:
+                ax.plot(range(1, len(points) + 1), points, "-", color=color)
         ax.set_yscale("log")
-        ax.set(xlabel="layer (input → output)", title=kind)
+        ax.set(xlabel="weight layer (input → output)", title=kind)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mean gradient L2 norm, epoch 1")
     _depth_legend(fig, cfg, colors, [])
-    fig.suptitle("gradient norms per layer in the first epoch")
+    fig.suptitle("gradient norms per weight layer in the first epoch")
     _save(fig, path)
+
+
+def weight_layers_of(data: Splits) -> Callable[[TrainRun], list[str]]:
+    """A cell's weight layers (``dla_core.models.weight_layer_names``), from its model built on no device."""
+
+    def names(cell: TrainRun) -> list[str]:
+        with torch.device("meta"):
+            return weight_layer_names(build_model(model_config(cell, data.train)))
+
+    return names

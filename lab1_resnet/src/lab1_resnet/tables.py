@@ -9,31 +9,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dla_core.report import fmt, plus_minus
 from dla_core.runs import atomic_write
 
 
 def cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
+    """A table cell in the reports' one number format (``dla_core.report.fmt``)."""
+    return fmt(value)
 
 
 def mean_std(values: Sequence[float]) -> str:
-    """'0.9612 ± 0.0041' over seeds (sample std; just the mean for one seed)."""
+    """'0.961 ± 0.0041' over seeds (sample std; just the mean for one seed or seeds that agree)."""
     vals = [v for v in values if v is not None]
     if not vals:
-        return "—"
+        return fmt(None)
     m = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return f"{m:.4f}"
-    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{m:.4f} ± {sd:.4f}"
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return plus_minus(m, sd)
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:

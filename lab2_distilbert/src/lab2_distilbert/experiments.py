@@ -237,7 +237,7 @@ def run_features(cfg: FeaturesConfig, rt: Runtime) -> dict:
             {n: pc1[y["train"] == i] for i, n in enumerate(splits.label_names)},
             run.file("features_pc1.png"),
             xlabel="first principal component",
-            title=f"{cfg.pooling} features of {cfg.model} (train)",
+            title=f"{cfg.pooling} features of {Path(cfg.model).name} (train)",
         )
     metrics = {
         "classifiers": table,

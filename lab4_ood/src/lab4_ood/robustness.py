@@ -126,7 +126,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     clean = clean_count / len(test)
     several = len(methods) > 1
     rows, warnings = [], []
-    grid_x, grid_adv, grid_y, grid_pred = None, None, None, None
+    grid_x, grid_y, grid = None, None, {}  # the first images, and per ε their attacked version and prediction
     for eps in tqdm(cfg.eps, desc=f"{cfg.method} ε", leave=False):
         correct = dict.fromkeys(methods, 0)
         hits = dict.fromkeys(methods, 0)
@@ -146,8 +146,8 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
                 if targeted:
                     hits[method] += int((pred[mask] == cfg.target_class).sum())
                     hit |= (pred == cfg.target_class) & mask
-                if i == 0 and eps == max(cfg.eps) and method == methods[0]:
-                    grid_x, grid_adv, grid_y, grid_pred = x[:8], x_adv[:8], y[:8], pred[:8]
+                if i == 0 and method == methods[0]:
+                    grid_x, grid_y, grid[eps] = x[:8], y[:8], (x_adv[:8], pred[:8])
             worst += int(robust.sum())
             if targeted:
                 any_hit += int(hit.sum())
@@ -172,19 +172,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
                         f"{clean:.4f}: the attack changed unperturbed images (or the model is not deterministic)"
                     )
                     log.warning("%s", warnings[-1])
-    with torch.no_grad():
-        clean_pred = model(grid_x).argmax(1)
-    names = test.classes
-    captions = [f"{names[a]} → {names[b]}" for a, b in zip(grid_y.tolist(), clean_pred.tolist(), strict=True)]
-    captions += [f"{methods[0]} ε={max(cfg.eps):g}: {names[p]}" for p in grid_pred.tolist()]
-    images = torch.cat([grid_x, grid_adv]).float().cpu().numpy()
-    plots.image_grid(
-        images,
-        captions,
-        run.file("adversarial_examples.png"),
-        ncols=len(grid_x),
-        title="top: label → clean prediction; bottom: prediction on the adversarial image",
-    )
+    adversarial_grid(model, grid_x, grid_y, grid, test.classes, f"{methods[0]} on {model_name(cfg)}", run)
     radii = np.array(cfg.eps)
     if several:
         lines = {m: (radii, np.array([r["by_method"][m]["accuracy"] for r in rows])) for m in methods}
@@ -193,7 +181,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         lines = {"accuracy": (radii, np.array([r["accuracy"] for r in rows]))}
     lines[f"clean ({clean:.3f})"] = (radii, np.full(len(radii), clean))
     if targeted:
-        lines[f"targeted success (→{names[cfg.target_class]})"] = (
+        lines[f"targeted success (→{test.classes[cfg.target_class]})"] = (
             np.array(cfg.eps),
             np.array([r["target_success"] for r in rows]),
         )
@@ -202,7 +190,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         run.file("accuracy_vs_eps.png"),
         "ε (pixel units, [0, 1]; L2 radius for pgd-l2, cw, deepfool)",
         "fraction",
-        title=f"{cfg.method}{' targeted' if targeted else ''} on {cfg.dataset}",
+        title=f"{cfg.method}{' targeted' if targeted else ''} on {cfg.dataset}, model {model_name(cfg)}",
     )
     summary = {"method": cfg.method, "targeted": targeted, "rows": rows, "clean_accuracy": clean}
     if several:
@@ -213,3 +201,33 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         summary["warnings"] = warnings
     run.update_metrics(**summary)
     return summary
+
+
+def model_name(cfg: AttackConfig) -> str:
+    """The model as plots name it: its run folder's name (never the machine path)."""
+    return Path(cfg.model).name
+
+
+def adversarial_grid(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacked: dict[float, tuple[torch.Tensor, torch.Tensor]],
+    names: list[str],
+    what: str,
+    run: RunDir,
+) -> None:
+    """adversarial_examples.png: the first test images, clean (titled label → prediction), then a row per ε of
+    the same images under attack, each titled with the model's prediction on it."""
+    with torch.no_grad():
+        clean_pred = model(x).argmax(1)
+    rows = [x, *(attacked[eps][0] for eps in sorted(attacked))]
+    captions = [[f"{names[a]} → {names[b]}" for a, b in zip(y.tolist(), clean_pred.tolist(), strict=True)]]
+    captions += [[names[p] for p in attacked[eps][1].tolist()] for eps in sorted(attacked)]
+    plots.image_rows(
+        torch.stack(rows).float().cpu().numpy(),
+        captions,
+        ["clean\n(label → pred)", *(f"ε = {eps:g}" for eps in sorted(attacked))],
+        run.file("adversarial_examples.png"),
+        title=f"{what}: predictions under attack, a row per ε",
+    )
