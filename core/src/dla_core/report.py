@@ -58,6 +58,9 @@ class Section:
     images: list[Path] = field(default_factory=list)  # PNGs, absolute or relative to the report folder
     findings: list[Finding] = field(default_factory=list)
     seconds: float | None = None  # wall time of this part
+    images_first: bool = (
+        False  # the images right under the title, before the text (a gallery: photo, then words)
+    )
 
 
 def fmt(value: Any) -> str:
@@ -118,15 +121,19 @@ def to_markdown(
         lines.append("")
     for s in sections:
         lines += [f"## {s.title}", ""]
+        images = [
+            line for i in s.images for line in (f"![{Path(_relative(i, out)).stem}]({_relative(i, out)})", "")
+        ]
+        if s.images_first:
+            lines += images
         if s.text:
             lines += [s.text.strip(), ""]
         if s.commands:
             lines += ["```", *s.commands, "```", ""]
         for t in s.tables:
             lines += _md_table(t)
-        for image in s.images:
-            rel = _relative(image, out)
-            lines += [f"![{Path(rel).stem}]({rel})", ""]
+        if not s.images_first:
+            lines += images
         if s.findings:
             lines += [f"- {f.mark} {f.claim} — {f.evidence}" for f in s.findings]
             lines.append("")
@@ -189,11 +196,12 @@ def to_html(out: Path, title: str, sections: Sequence[Section], *, intro: str, f
     if checked:
         parts += ["<h2>Findings</h2>", "<ul>", *map(_html_finding, checked), "</ul>"]
     for s in sections:
-        parts += [f"<h2>{html.escape(s.title)}</h2>", _html_text(s.text)]
+        images = [_embedded(image, out) for image in s.images]
+        parts += [f"<h2>{html.escape(s.title)}</h2>", *(images if s.images_first else []), _html_text(s.text)]
         if s.commands:
             parts.append(f"<pre>{html.escape(chr(10).join(s.commands))}</pre>")
         parts += [_html_table(t) for t in s.tables]
-        parts += [_embedded(image, out) for image in s.images]
+        parts += [] if s.images_first else images
         if s.findings:
             parts += ["<ul>", *map(_html_finding, s.findings), "</ul>"]
     parts += ["<h2>Machine and wall time</h2>", _html_text("\n\n".join(footer))]
