@@ -210,8 +210,16 @@ def story(
     show_default=True,
     help="Requests handled at once (downloads overlap; the models write one story at a time); others queue.",
 )
+@click.option(
+    "--narrate/--no-narrate",
+    default=False,
+    show_default=True,
+    help="Read each story aloud in the page (loads --narrator-model at start-up).",
+)
 @_generation_options
-def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurrency: int, **opts) -> None:
+def serve(
+    host: str, port: int, share: bool, allow_private_urls: bool, concurrency: int, narrate: bool, **opts
+) -> None:
     """Serve the image → caption → story app in a browser, with its API (needs `pip install dla-lab3[web]`).
 
     Drop a photo, take one with the webcam, paste one, or give an http(s) URL; the caption comes first, then
@@ -223,6 +231,7 @@ def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurren
     Examples:
       lab3 serve                                  # http://127.0.0.1:7860
       lab3 serve --host 0.0.0.0 --precision fp16  # for a class, on a GPU
+      lab3 serve --narrate --narrator-model facebook/mms-tts-eng   # stories read aloud
     """
     rt = Runtime.from_options(opts)  # option errors first: they import nothing heavy
     cfg = _config(opts)
@@ -234,16 +243,28 @@ def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurren
     from lab3_story.web import launch
 
     seed_everything(opts["seed"])  # weights a checkpoint lacks are drawn at random when it loads
+    from lab3_story.web import serve_hint
+
     gen = ImageStoryGenerator(cfg, cpu=rt.cpu)
+    narrator = None
+    if narrate:
+        from lab3_story.narration import Narrator
+
+        narrator = Narrator(cfg.narrator_model, device=gen.device)
+        narrator.check_voice(cfg.voice)
     click.echo(f"lab3 serve: models on {gen.device} ({gen.dtype}); Ctrl+C stops", err=True)
-    launch(
+    demo = launch(
         gen,
         host=host,
         port=port,
         share=share,
         allow_private_urls=allow_private_urls,
         concurrency=concurrency,
+        narrator=narrator,
+        block=False,
     )
+    click.echo(serve_hint(demo), err=True)
+    demo.block_thread()
 
 
 def run_stories(

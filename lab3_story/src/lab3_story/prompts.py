@@ -69,6 +69,16 @@ def end_at_sentence(story: str, keep: int = 0) -> str:
     return story[: ends[-1]] if ends else story
 
 
+def story_so_far(story: str, keep: int = 0) -> str:
+    """What a reader is shown while ``story`` is still being written: the text up to its last *settled* sentence
+    end beyond the first ``keep`` characters (one that text already follows), else the first ``keep``
+    characters. It only grows as the story does, and ``end_at_sentence`` of the finished story never falls short
+    of it: the text on screen does not shrink when the story ends."""
+    story = re.sub(r"[ \t]+", " ", _CONTROL.sub("", story)).lstrip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(story) if m.end() > keep and m.end() < len(story)]
+    return story[: ends[-1]] if ends else story[:keep].rstrip()
+
+
 def word_count(text: str) -> int:
     return len(text.split())
 
