@@ -59,7 +59,31 @@ CSS = """
 .gradio-container { max-width: 1100px !important; margin: 0 auto !important; }
 .gradio-container { --body-text-color-subdued: #4a4a55; --block-info-text-color: #4a4a55;
   --input-placeholder-color: #5f5f6b; --block-label-text-color: #3f3f48; }
-@media (max-width: 640px) { .gradio-container { padding: 0 8px !important; } }
+button.primary { background: #c2410c !important; border-color: #c2410c !important; color: #fff !important; }
+button.stop { background: #b91c1c !important; border-color: #b91c1c !important; color: #fff !important; }
+@media (max-width: 700px) {
+  #studio { flex-direction: column !important; }
+  #studio > div { min-width: 0 !important; width: 100% !important; }
+  .gradio-container { padding: 0 8px !important; }
+}
+"""
+# Names Gradio's own markup gets wrong for axe-core, set right as the page changes: an aria-label on a plain
+# <div> (not allowed without a role) is dropped, and a button whose aria-label leaves out its visible text
+# ("Drop Image Here - or - Click to Upload" named "Drop an image file here to upload") is named by its text.
+ACCESSIBLE_NAMES_JS = """
+() => {
+  const fix = () => {
+    document.querySelectorAll('div[aria-label]:not([role])').forEach(e => e.removeAttribute('aria-label'));
+    document.querySelectorAll('button[aria-label]').forEach(b => {
+      const text = b.innerText.replace(/\\s+/g, ' ').trim();
+      const name = b.getAttribute('aria-label');
+      if (text && !name.toLowerCase().includes(text.toLowerCase())) b.setAttribute('aria-label', text + ': ' + name);
+    });
+  };
+  fix();
+  new MutationObserver(fix).observe(document.body, {subtree: true, childList: true, attributes: true,
+    attributeFilter: ['aria-label']});
+}
 """
 
 
@@ -263,7 +287,8 @@ class StoryApp:
                 "words": words,
             }
             gallery = [*gallery, entry][-GALLERY_SIZE:]
-        return _gallery_items(gallery), gallery
+        items = _gallery_items(gallery)
+        return gr.Gallery(value=items, visible=bool(items)), gallery
 
 
 def _gallery_items(gallery: list[dict]) -> list[tuple[str, str]]:
@@ -287,7 +312,7 @@ def build_app(
             f"# {TITLE}\nBLIP captions the photo, a small language model turns the caption into a "
             "children's story, written here as it is generated."
         )
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="studio"):
             with gr.Column():
                 image = gr.Image(
                     label="Image", type="filepath", sources=["upload", "webcam", "clipboard"], image_mode=None
@@ -298,16 +323,23 @@ def build_app(
                         [[str(p)] for p in photos],
                         inputs=[image],
                         label="Examples (scikit-learn's photos)",
+                        elem_id="examples",
                         example_labels=[f"Example photo: {p.stem}" for p in photos],
                     )
                 length = gr.Radio(list(LENGTH_TOKENS), value=cfg.length, label="Length")
                 with gr.Accordion("The reader", open=True):
-                    controls = [
-                        gr.Dropdown(
-                            c.choices, value=getattr(cfg, c.name), label=c.name.capitalize(), info=c.help
-                        )
-                        for c in READER_CONTROLS
-                    ]
+                    controls = []
+                    for pair in (READER_CONTROLS[:2], READER_CONTROLS[2:]):
+                        with gr.Row():
+                            controls += [
+                                gr.Dropdown(
+                                    c.choices,
+                                    value=getattr(cfg, c.name),
+                                    label=c.name.capitalize(),
+                                    info=c.help,
+                                )
+                                for c in pair
+                            ]
                     language = gr.Dropdown(list(LANGUAGES), value=cfg.language, label="Language")
                     note = gr.Markdown(app.language_note(cfg.language))
                 with gr.Accordion("Sampling", open=False):
@@ -338,7 +370,12 @@ def build_app(
                     label="Words", interactive=False, precision=0, elem_id="words", visible=False
                 )
                 audio = gr.Audio(
-                    label="Narration", type="filepath", interactive=False, visible=narrator is not None
+                    label="Narration",
+                    type="filepath",
+                    interactive=False,
+                    visible=narrator is not None,
+                    # the browser's own <audio controls>: keyboard-usable and named, unlike the waveform player
+                    waveform_options=gr.WaveformOptions(show_recording_waveform=False),
                 )
                 book = gr.DownloadButton("Download the storybook (HTML)", value=None, interactive=False)
         history = gr.State([])
@@ -420,6 +457,7 @@ def launch(
         show_error=True,
         quiet=True,
         css=CSS,
+        js=ACCESSIBLE_NAMES_JS,
     )
     if block:
         demo.block_thread()
