@@ -111,10 +111,11 @@ def _output_file(suffix: str):
     def check(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
         if value is None:
             return None
+        option = param.opts[0]
         if value.suffix.lower() != suffix:
-            raise click.BadParameter(f"{value} must end in {suffix}")
+            raise DlaError(f"{option} {value} must end in {suffix}")
         if not value.parent.is_dir():
-            raise click.BadParameter(f"{value}: the folder {value.parent} does not exist")
+            raise DlaError(f"{option} {value}: the folder {value.parent} does not exist")
         return value
 
     return check
