@@ -84,7 +84,7 @@ def test_the_story_shown_only_grows_and_the_end_is_never_shorter() -> None:
 
 
 def test_narration_is_a_wav_of_every_story_in_the_chosen_voice(narrator_model: Path, tmp_path: Path) -> None:
-    from lab3_story.narration import Narrator, pieces, write_wav
+    from lab3_story.narration import STORY_PAUSE, Narrator, pieces, write_wav
 
     narrator = Narrator(str(narrator_model))
     assert narrator.voices == [0, 1]
@@ -95,7 +95,9 @@ def test_narration_is_a_wav_of_every_story_in_the_chosen_voice(narrator_model: P
     assert rate == 8000 and audio.dtype == np.float32 and np.array_equal(audio, again)  # seeded: the same
     assert not (audio.shape == other.shape and np.allclose(audio, other))  # another voice: other audio
     one, _ = narrator.read_aloud(stories[:1], voice=1, seed=3)
-    assert len(audio) > len(one) + 0.5 * rate  # both stories, with the pause between them
+    pause = int(STORY_PAUSE * rate)
+    assert np.array_equal(audio[: len(one)], one) and len(audio) > len(one) + pause  # both stories, in turn
+    assert not audio[len(one) : len(one) + pause].any()  # with a silence between them
     path = write_wav(tmp_path / "story.wav", audio, rate)
     with wave.open(str(path)) as f:
         assert (f.getnchannels(), f.getsampwidth(), f.getframerate()) == (1, 2, rate)
