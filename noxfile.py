@@ -123,15 +123,23 @@ def tests_gpu(session: nox.Session) -> None:
 
 @nox.session(name="web-browser", python=PYTHON, default=False)
 def web_browser(session: nox.Session) -> None:
-    """`lab3 serve` in headless Chromium (Selenium): upload a photo, wait for the story, save a screenshot under
-    runs/web-browser (or the path after --). Needs Debian's chromium + chromium-driver; skips without them."""
+    """`lab3 serve` in headless Chromium (Selenium): upload a photo, wait for the story, narration and storybook,
+    run axe-core (from npm) at 1280 and 400 px, save screenshots and axe's report under runs/web-browser (or the
+    path after --). Needs Debian's chromium + chromium-driver and npm; skips without them."""
     if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
         session.skip(
             "no Chromium and chromedriver on PATH (Debian/Ubuntu: apt-get install chromium chromium-driver)"
         )
+    if not shutil.which("npm"):
+        session.skip("no npm on PATH for axe-core (Debian/Ubuntu: apt-get install npm)")
     session.install("-e", "./core", "-e", "./lab3_story[web]", "selenium>=4.11")
+    axe_dir = Path(session.virtualenv.location) / "axe"  # axe-core beside the session's venv, not in the tree
+    session.run(
+        "npm", "install", "--no-save", "--silent", "--prefix", str(axe_dir), "axe-core@4", external=True
+    )
     out = session.posargs[0] if session.posargs else "runs/web-browser"
-    session.run("python", "tests/lab3/web_browser.py", out)
+    axe_js = axe_dir / "node_modules" / "axe-core" / "axe.min.js"
+    session.run("python", "tests/lab3/web_browser.py", out, env={"AXE_JS": str(axe_js)})
 
 
 @nox.session(name="report-browser", python=PYTHON, default=False)

@@ -25,6 +25,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def narrator_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random VITS text-to-speech model (MMS-TTS's classes) with two voices."""
+    from lab3_story.random_models import save_random_narrator
+
+    return save_random_narrator(tmp_path_factory.mktemp("lab3_narrator"), speakers=2)
+
+
+@pytest.fixture(scope="session")
 def generator(models: Path):
     from lab3_story import ImageStoryGenerator
 

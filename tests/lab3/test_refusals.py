@@ -33,6 +33,19 @@ CASES = [
     ),
     Case("missing-story-model", ("story", PHOTO, "--story-model", "./none/lm"), "--story-model ./none/lm"),
     Case("missing-image", ("story", "{tmp}/none.jpg"), "{tmp}/none.jpg: no such file"),
+    # the storybook and the narration: files in an existing folder, with their own suffix; a narrator folder
+    Case(
+        "book-suffix", ("story", PHOTO, "--book", "{tmp}/book.pdf"), "--book {tmp}/book.pdf must end in .html"
+    ),
+    Case(
+        "book-folder", ("story", PHOTO, "--book", "{tmp}/none/b.html"), "the folder {tmp}/none does not exist"
+    ),
+    Case("narrate-suffix", ("story", PHOTO, "--narrate", "{tmp}/story.mp3"), "must end in .wav"),
+    Case(
+        "missing-narrator-model",
+        ("story", PHOTO, "--narrate", "{tmp}/s.wav", "--narrator-model", "{tmp}/none"),
+        "--narrator-model {tmp}/none",
+    ),
     Case(
         "reproduce-missing-story-model",
         ("reproduce", "--caption-model", "owner/blip", "--story-model", "{tmp}/none"),
@@ -90,6 +103,7 @@ def test_the_options_defaults_are_the_configs(command: str) -> None:
     defaults = {p.name: p.get_default(ctx) for p in group.commands[command].params}
     shared = [f for f in dataclasses.fields(StoryConfig) if f.name in defaults]
     names = {"length", "caption_model", "story_model", "prompt_template", "temperature", "timeout", "seed"}
+    names |= {"style", "genre", "mood", "age", "language", "narrator_model", "voice"}
     assert names <= {f.name for f in shared}
     for f in shared:
         assert defaults[f.name] == f.default, f.name

@@ -75,6 +75,17 @@ def test_report_files_and_images(done) -> None:
     assert "every image got a non-empty caption and story" in md
 
 
+def test_each_photo_comes_before_its_stories(done) -> None:
+    out, _, _ = done
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    galleries = [s for s in md.split("\n## ") if s.startswith("Gallery: ")]
+    assert len(galleries) == 2
+    for section in galleries:
+        assert -1 < section.index("![") < section.index("Caption") < section.index("sampled")
+    pages = [s for s in html.split("<h2>") if s.startswith("Gallery: ")]
+    assert len(pages) == 2 and all(-1 < s.index("<img") < s.index("Caption") for s in pages)
+
+
 def test_findings_on_the_tiny_models(done) -> None:
     findings = _findings(done[0])
     assert findings["every image got a non-empty caption and story"] is True

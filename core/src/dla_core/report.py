@@ -72,6 +72,7 @@ class Section:
     images: list[Path | Figure] = field(default_factory=list)  # a bare path gets a derived caption
     findings: list[Finding] = field(default_factory=list)
     seconds: float | None = None  # wall time of this part
+    images_first: bool = False  # images right under the title, before the text (a gallery: photo, then words)
 
 
 #### Numbers ####
@@ -304,7 +305,11 @@ def md_findings(findings: Sequence[Finding]) -> list[str]:
 
 
 def md_section(s: Section, out: Path) -> list[str]:
-    lines = [f"## {s.title}", ""]
+    images = []
+    for image in s.images:
+        rel = _relative(image.path if isinstance(image, Figure) else image, out)
+        images += [f"![{Path(rel).stem}]({rel})", "", f"*{caption_for(image, out)}*", ""]
+    lines = [f"## {s.title}", "", *(images if s.images_first else [])]
     if s.text:
         lines += [s.text.strip(), ""]
     if s.commands:
@@ -314,9 +319,8 @@ def md_section(s: Section, out: Path) -> list[str]:
             lines += ["Run folders: " + ", ".join(f"[{f}]({f})" for f in folders), ""]
     for t in s.tables:
         lines += _md_table(t)
-    for image in s.images:
-        rel = _relative(image.path if isinstance(image, Figure) else image, out)
-        lines += [f"![{Path(rel).stem}]({rel})", "", f"*{caption_for(image, out)}*", ""]
+    if not s.images_first:
+        lines += images
     return lines + md_findings(s.findings)
 
 
@@ -427,7 +431,8 @@ def _h2(title: str) -> str:
 
 
 def html_section(s: Section, out: Path) -> list[str]:
-    parts = [_h2(s.title), _html_text(s.text)]
+    images = [_embedded(image, out) for image in s.images]
+    parts = [_h2(s.title), *(images if s.images_first else []), _html_text(s.text)]
     if s.commands:
         parts.append(f"<pre>{html.escape(chr(10).join([COMMANDS_NOTE, *s.commands]))}</pre>")
         folders = out_folders(s.commands)
@@ -435,7 +440,7 @@ def html_section(s: Section, out: Path) -> list[str]:
             links = ", ".join(f'<a href="{html.escape(f)}">{html.escape(f)}</a>' for f in folders)
             parts.append(f"<p>Run folders: {links}</p>")
     parts += [_html_table(t) for t in s.tables]
-    parts += [_embedded(image, out) for image in s.images]
+    parts += [] if s.images_first else images
     if s.findings:
         parts += ["<ul>", *map(_html_finding, s.findings), "</ul>"]
     return parts

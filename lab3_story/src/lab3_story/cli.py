@@ -17,7 +17,7 @@ from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
 from lab3_story.config import StoryConfig
-from lab3_story.prompts import LENGTH_TOKENS
+from lab3_story.prompts import LANGUAGES, LENGTH_TOKENS, READER_CONTROLS, language_note
 
 if TYPE_CHECKING:  # the CLI starts without torch, transformers or PIL (generator.py imports them)
     from lab3_story.generator import StoryResult
@@ -65,6 +65,27 @@ def _generation_options(f):
                 show_default=True,
                 help="Largest image download (and, for serve, upload) in MiB.",
             ),
+            *[
+                click.option(f"--{c.name}", type=click.Choice(c.choices), show_default=True, help=c.help)
+                for c in READER_CONTROLS
+            ],
+            click.option(
+                "--language",
+                type=click.Choice(list(LANGUAGES)),
+                show_default=True,
+                help="The story's language, where the story model's card lists it (else English, with a note).",
+            ),
+            click.option(
+                "--narrator-model",
+                show_default=True,
+                help="Text-to-speech model (VITS / MMS-TTS) name or folder.",
+            ),
+            click.option(
+                "--voice",
+                type=click.IntRange(min=0),
+                show_default=True,
+                help="The narrator's speaker id (models with several speakers).",
+            ),
             cli.SEED,
             cli.PRECISION,
             cli.CPU,
@@ -75,7 +96,29 @@ def _generation_options(f):
 
 
 def _config(opts: dict) -> StoryConfig:
-    return from_options(StoryConfig, opts, sample=not opts["greedy"], max_bytes=int(opts["max_mb"] * 2**20))
+    """The config; a language the story model cannot write is noted on stderr and the story is in English."""
+    cfg = from_options(StoryConfig, opts, sample=not opts["greedy"], max_bytes=int(opts["max_mb"] * 2**20))
+    if note := language_note(cfg.language, cfg.story_model):
+        click.echo(f"Note: {note}", err=True)
+        cfg = dataclasses.replace(cfg, language="English")
+    return cfg
+
+
+def _output_file(suffix: str):
+    """A file to write (``--narrate``, ``--book``): its folder must exist and it must end in ``suffix``; it is
+    written only once the stories are."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        option = param.opts[0]
+        if value.suffix.lower() != suffix:
+            raise DlaError(f"{option} {value} must end in {suffix}")
+        if not value.parent.is_dir():
+            raise DlaError(f"{option} {value}: the folder {value.parent} does not exist")
+        return value
+
+    return check
 
 
 @group.command()
@@ -95,8 +138,27 @@ def _config(opts: dict) -> StoryConfig:
     default=None,
     help="Optional run folder: config.json, results.jsonl, metrics.json, captions.png.",
 )
+@click.option(
+    "--narrate",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_output_file(".wav"),
+    help="Also read the stories aloud (--narrator-model, --voice) into this WAV file.",
+)
+@click.option(
+    "--book",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_output_file(".html"),
+    help="Also write a storybook: one self-contained HTML page (pictures, captions, stories, settings).",
+)
 @_generation_options
-def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) -> None:
+def story(
+    sources: tuple[str, ...],
+    as_json: bool,
+    interactive: bool,
+    narrate: Path | None,
+    book: Path | None,
+    **opts,
+) -> None:
     """Caption each image with BLIP and turn the caption into a short children's story.
 
     SOURCE is an image file or an http(s) URL; give several to generate in batches (both models are
@@ -108,6 +170,7 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     Examples:
       lab3 story photo.jpg https://example.com/dog.png --length short
       lab3 story *.jpg --json --seed 1 --out runs/stories
+      lab3 story cat.jpg --genre adventure --age 3-5 --narrate cat.wav --book cat.html
       lab3 story --precision fp16          # interactive, on a GPU
     """
     from dla_core.seeding import seed_everything
@@ -120,7 +183,9 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     # after the checks (they import nothing heavy), before any model: weights a checkpoint lacks are drawn at
     # random when it loads
     seed_everything(opts["seed"])
-    failed = run_stories(cfg, list(sources), rt, as_json=as_json, interactive=interactive)
+    failed = run_stories(
+        cfg, list(sources), rt, as_json=as_json, interactive=interactive, narrate=narrate, book=book
+    )
     if failed:  # the bad sources were reported as they came; the others have their stories
         raise SystemExit(1)  # not ctx.exit(1): click's standalone_mode=False returns its code
 
@@ -146,8 +211,16 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
     show_default=True,
     help="Requests handled at once (downloads overlap; the models write one story at a time); others queue.",
 )
+@click.option(
+    "--narrate/--no-narrate",
+    default=False,
+    show_default=True,
+    help="Read each story aloud in the page (loads --narrator-model at start-up).",
+)
 @_generation_options
-def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurrency: int, **opts) -> None:
+def serve(
+    host: str, port: int, share: bool, allow_private_urls: bool, concurrency: int, narrate: bool, **opts
+) -> None:
     """Serve the image → caption → story app in a browser, with its API (needs `pip install dla-lab3[web]`).
 
     Drop a photo, take one with the webcam, paste one, or give an http(s) URL; the caption comes first, then
@@ -159,6 +232,7 @@ def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurren
     Examples:
       lab3 serve                                  # http://127.0.0.1:7860
       lab3 serve --host 0.0.0.0 --precision fp16  # for a class, on a GPU
+      lab3 serve --narrate --narrator-model facebook/mms-tts-eng   # stories read aloud
     """
     rt = Runtime.from_options(opts)  # option errors first: they import nothing heavy
     cfg = _config(opts)
@@ -170,26 +244,46 @@ def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurren
     from lab3_story.web import launch
 
     seed_everything(opts["seed"])  # weights a checkpoint lacks are drawn at random when it loads
+    from lab3_story.web import serve_hint
+
     gen = ImageStoryGenerator(cfg, cpu=rt.cpu)
+    narrator = None
+    if narrate:
+        from lab3_story.narration import Narrator
+
+        narrator = Narrator(cfg.narrator_model, device=gen.device)
+        narrator.check_voice(cfg.voice)
     click.echo(f"lab3 serve: models on {gen.device} ({gen.dtype}); Ctrl+C stops", err=True)
-    launch(
+    demo = launch(
         gen,
         host=host,
         port=port,
         share=share,
         allow_private_urls=allow_private_urls,
         concurrency=concurrency,
+        narrator=narrator,
+        block=False,
     )
+    click.echo(serve_hint(demo), err=True)
+    demo.block_thread()
 
 
 def run_stories(
-    cfg: StoryConfig, sources: list[str], rt: Runtime, *, as_json: bool, interactive: bool
+    cfg: StoryConfig,
+    sources: list[str],
+    rt: Runtime,
+    *,
+    as_json: bool,
+    interactive: bool,
+    narrate: Path | None = None,
+    book: Path | None = None,
 ) -> int:
     """Generate, print and (with ``rt.out``) record the stories; returns the number of failed sources.
 
     The sources come first: each batch is opened (read or downloaded) before anything else happens, and the
     models load, then the run folder is made, only once an image has opened. Sources that all fail load nothing
-    and leave no folder behind."""
+    and leave no folder behind. The narration (``narrate``) and the storybook (``book``) are written last, from
+    every story told; the narrator loads with the other models, so a voice it lacks is refused before any file."""
     from tqdm import tqdm
 
     from dla_core.runs import RunDir
@@ -198,6 +292,7 @@ def run_stories(
 
     limits = FetchLimits(timeout=cfg.timeout, max_bytes=cfg.max_bytes)
     gen: ImageStoryGenerator | None = None
+    narrator = None
     run: RunDir | None = None
     load_seconds = open_seconds = 0.0
     results: list[StoryResult] = []
@@ -220,10 +315,15 @@ def run_stories(
 
     def tell(batch, length: str) -> list[StoryResult]:
         """The batch's stories; the models and the run folder (with the results so far) at its first image."""
-        nonlocal gen, run, load_seconds
+        nonlocal gen, run, load_seconds, narrator
         if gen is None and any(o.image is not None for o in batch):
             t0 = time.perf_counter()
             gen = ImageStoryGenerator(cfg, cpu=rt.cpu)
+            if narrate is not None:
+                from lab3_story.narration import Narrator
+
+                narrator = Narrator(cfg.narrator_model, device=gen.device)
+                narrator.check_voice(cfg.voice)
             load_seconds = time.perf_counter() - t0
             if rt.out is not None:  # after the models: one that cannot load leaves no folder
                 config = {"sources": sources, **dataclasses.asdict(cfg)}
@@ -266,7 +366,29 @@ def run_stories(
     if run is not None and gen is not None:
         parts = {**gen.seconds, "load": open_seconds}
         _record(run, results, seconds, load_seconds, parts, str(gen.device), str(gen.dtype))
+    _keep(cfg, [r for r in results if r.error is None], narrator, narrate, book)
     return failed
+
+
+def _keep(
+    cfg: StoryConfig, told: list[StoryResult], narrator, narrate: Path | None, book: Path | None
+) -> None:
+    """The narration and the storybook of the stories told (nothing when none was)."""
+    if not told:
+        return
+    if narrator is not None and narrate is not None:
+        from lab3_story.narration import write_wav
+
+        audio, rate = narrator.read_aloud([r.story for r in told], cfg.voice, cfg.seed)
+        write_wav(narrate, audio, rate)
+        click.echo(f"narration: {narrate} ({len(audio) / rate:.1f} s)", err=True)
+    if book is not None:
+        from lab3_story.book import Page, book_settings, write_book
+
+        pages = [Page(r.source, r.caption, r.story, r.thumbnail) for r in told]
+        extra = {"narrator_model": cfg.narrator_model, "voice": cfg.voice} if narrate else {}
+        write_book(book, pages, book_settings(cfg, **extra))
+        click.echo(f"storybook: {book}", err=True)
 
 
 def _ask(default_length: str):

@@ -36,7 +36,7 @@ from lab3_story.prompts import end_at_sentence, make_prompt, story_tokens
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL = 160  # pixels; thumbnails are kept for the run folder's picture
+THUMBNAIL = 480  # pixels; thumbnails are kept for the run folder's picture and the storybook
 
 
 @dataclass
@@ -194,11 +194,12 @@ class ImageStoryGenerator:
         temperature: float | None = None,
         sample: bool | None = None,
         seed: int | str | None = "config",
+        template: str | None = None,
     ) -> Iterator[StoryResult]:
         """Caption one image, then write its story token by token: a ``StoryResult`` for the caption (story =
         the prompt), one per new piece of text, and a last one whose story is cut at its last full sentence,
-        with its word count. ``temperature``, ``sample`` and ``seed`` default to the config's (``seed=None``: no
-        seeding, a new story each time).
+        with its word count. ``temperature``, ``sample``, ``seed`` and the prompt ``template`` default to the
+        config's (``seed=None``: no seeding, a new story each time).
 
         The models serve one caption or one story at a time (a lock): concurrent callers wait, and a seed
         replays the same draws. Closing the iterator early stops the generation. With the same settings the
@@ -220,7 +221,7 @@ class ImageStoryGenerator:
         seed = cfg.seed if seed == "config" else seed
         with self._lock:  # greedy captions draw nothing: the seed is set just before the story's generation
             (caption,) = self.caption([image])
-        prompt = make_prompt(caption, cfg.prompt_template)
+        prompt = make_prompt(caption, template or cfg.template)
         yield StoryResult(source, caption=caption, prompt=prompt, story=prompt)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         enc = self.tokenizer([prompt], return_tensors="pt").to(self.device)
@@ -289,7 +290,7 @@ class ImageStoryGenerator:
         good = [(r, o.image) for r, o in zip(results, opened, strict=True) if o.image is not None]
         if good:
             captions = self.caption([img for _, img in good])
-            prompts = [make_prompt(c, self.config.prompt_template) for c in captions]
+            prompts = [make_prompt(c, self.config.template) for c in captions]
             stories = self.write(prompts, length)
             for (r, img), cap, prompt, story in zip(good, captions, prompts, stories, strict=True):
                 r.caption, r.prompt, r.story = cap, prompt, story

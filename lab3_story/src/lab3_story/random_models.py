@@ -5,6 +5,8 @@ Used by the tests and the benchmark (nothing can be downloaded there): ``save_ra
     root/captioner/   BlipForConditionalGeneration + BlipProcessor (BlipImageProcessor + BERT WordPiece)
     root/storyteller/ GPTNeoForCausalLM + GPT-2 byte-level BPE tokenizer (<|endoftext|> = bos = eos = unk)
 
+and ``save_random_narrator(folder)`` a VitsModel + VitsTokenizer (characters, as MMS-TTS's) for narration.
+
 so ``ImageStoryGenerator(caption_model=root / "captioner", story_model=root / "storyteller")`` loads them
 exactly as it loads ``Salesforce/blip-image-captioning-base`` and ``roneneldan/TinyStories-33M``.
 ``size="real"`` gives the real architectures (BLIP base at 384×384, GPT-Neo 768×4 of TinyStories-33M with
@@ -130,3 +132,44 @@ def save_random_models(root: Path, *, size: Literal["tiny", "real"] = "tiny", se
     GPTNeoForCausalLM(neo).eval().save_pretrained(story_dir)
     tokenizer.save_pretrained(story_dir)
     return root
+
+
+def save_random_narrator(folder: Path, *, speakers: int = 1, seed: int = 0) -> Path:
+    """A tiny random VITS text-to-speech model (MMS-TTS's classes and files: a character vocabulary, no
+    phonemizer) at 8 kHz, with ``speakers`` voices; a few tens of thousands of parameters."""
+    import json
+
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = ["<pad>", *" abcdefghijklmnopqrstuvwxyz'.,!?-"]
+    vocab_file = folder / "vocab.json"
+    vocab_file.write_text(json.dumps({c: i for i, c in enumerate(chars)}))
+    tokenizer = VitsTokenizer(str(vocab_file), pad_token="<pad>", unk_token="<pad>", phonemize=False)
+    cfg = VitsConfig(
+        vocab_size=len(chars),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=32,
+        flow_size=16,
+        spectrogram_bins=17,
+        upsample_initial_channel=16,
+        upsample_rates=[4, 4],
+        upsample_kernel_sizes=[8, 8],
+        resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]],
+        prior_encoder_num_flows=2,
+        prior_encoder_num_wavenet_layers=1,
+        posterior_encoder_num_wavenet_layers=1,
+        duration_predictor_filter_channels=16,
+        depth_separable_num_layers=2,
+        num_speakers=speakers,
+        speaker_embedding_size=8 if speakers > 1 else 0,
+        sampling_rate=8000,
+    )
+    torch.manual_seed(seed)
+    VitsModel(cfg).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -7,6 +7,7 @@ the timings, and findings checked against the stories themselves. No torch at im
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,7 @@ def _findings(runs: dict[str, dict | None]) -> list[Finding]:
     off = [
         r["source"]
         for run, r in good
-        if not r["story"].startswith(make_prompt(r["caption"], run["config"]["prompt_template"]))
+        if not r["story"].startswith(make_prompt(r["caption"], _template(run["config"])))
     ]
     findings.append(
         Finding(
@@ -248,6 +249,12 @@ def _longer(runs: dict[str, dict | None]) -> Finding:
     return Finding(claim, wl > ws, f"mean {wl:.1f} words (long) vs {ws:.1f} (short)")
 
 
+def _template(config: dict) -> str:
+    """The prompt template a `lab3 story` folder's stories were given (its reader's controls included)."""
+    fields = {f.name for f in dataclasses.fields(StoryConfig)}
+    return StoryConfig(**{k: v for k, v in config.items() if k in fields}).template
+
+
 def _gallery(out: Path, steps: list[Step], done: dict[str, dict]) -> list[Section]:
     """One section per image: its thumbnail, its caption (once when every step agrees) and each step's story."""
     sources: list[str] = []
@@ -274,6 +281,7 @@ def _gallery(out: Path, steps: list[Step], done: dict[str, dict]) -> list[Sectio
                 f"Gallery: {Path(source).name}",
                 text="\n\n".join(paragraphs),
                 images=[image] if image is not None else [],
+                images_first=True,  # the photo, then its caption and stories
             )
         )
     return result
