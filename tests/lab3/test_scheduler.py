@@ -61,7 +61,9 @@ def test_each_reader_gets_its_own_tokens(
 ) -> None:
     streams = _submit_all(scheduler, photos)
     updates: list[list] = [[] for _ in streams]
-    readers = [threading.Thread(target=lambda i=i: updates[i].extend(streams[i])) for i in range(len(streams))]
+    readers = [
+        threading.Thread(target=lambda i=i: updates[i].extend(streams[i])) for i in range(len(streams))
+    ]
     for t in readers:
         t.start()
     for t in readers:

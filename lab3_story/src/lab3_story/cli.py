@@ -142,10 +142,10 @@ def story(sources: tuple[str, ...], as_json: bool, interactive: bool, **opts) ->
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Requests handled at once (downloads overlap; the models write one story at a time); others queue.",
+    default=None,
+    help="Requests handled at once (default: --batch-size); stories asked for together are written as one batch.",
 )
+@cli.batch_size(StoryConfig.batch_size)
 @_generation_options
 def serve(host: str, port: int, share: bool, allow_private_urls: bool, concurrency: int, **opts) -> None:
     """Serve the image → caption → story app in a browser, with its API (needs `pip install dla-lab3[web]`).

@@ -6,7 +6,8 @@
 
 One event, ``api_name="/story"``: (image, url, length, temperature, seed, greedy) → (caption, story, word
 count), streamed — the caption first, then the story as its tokens come (``ImageStoryGenerator.stream``), then
-the story cut at its last full sentence with its word count. From Python::
+the story cut at its last full sentence with its word count. Requests from many clients are written together
+(the generator's micro-batching scheduler); a client that goes away cancels its story. From Python::
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
@@ -128,12 +129,15 @@ def build_app(
     generator: ImageStoryGenerator,
     *,
     allow_private_urls: bool = False,
-    concurrency: int = 2,
+    concurrency: int | None = None,
     max_queue: int = 64,
 ) -> gr.Blocks:
-    """The page: inputs on the left, caption / story / word count on the right; ``queue`` already set."""
+    """The page: inputs on the left, caption / story / word count on the right; ``queue`` already set.
+    ``concurrency``: requests handled at once, by default the batch size, so that a whole batch of clients
+    reaches the generator's scheduler together."""
     app = StoryApp(generator, allow_private_urls=allow_private_urls)
     cfg = generator.config
+    concurrency = concurrency or cfg.batch_size
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
             f"# {TITLE}\nBLIP captions the photo, a small language model turns the caption into a "
@@ -177,7 +181,7 @@ def launch(
     port: int = 7860,
     share: bool = False,
     allow_private_urls: bool = False,
-    concurrency: int = 2,
+    concurrency: int | None = None,
     block: bool = True,
 ) -> gr.Blocks:
     """Build and start the app; ``block=False`` returns once it serves (``demo.close()`` stops it)."""
