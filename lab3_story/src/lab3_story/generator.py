@@ -12,7 +12,8 @@ Captions are generated unconditionally (no text prompt): BLIP's ``generate`` ove
 column and drops the last one, which mis-conditions a batch of prompts of unequal length, while the
 unconditional start token batches cleanly. Stories are batched with left padding and an attention mask, so a
 greedy batch gives exactly the unbatched stories (tested); the repetition penalty skips the prompt, so the
-story may repeat the caption's words.
+story may repeat the caption's words. A sampled story draws from its own generator, seeded with its seed
+(``decoding.py``): it is the same story alone, in any batch, and through ``lab3 serve`` (``scheduler.py``).
 """
 
 from __future__ import annotations
