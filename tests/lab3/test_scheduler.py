@@ -119,3 +119,22 @@ def test_a_failing_batch_is_reported_to_its_requests_and_the_next_one_works(
             with pytest.raises(ZeroDivisionError):
                 next(stream)
     assert len(list(scheduler.submit(image, Decoding(20)))) > 2
+
+
+def test_requests_that_come_while_a_batch_is_captioned_join_it(
+    scheduler: StoryScheduler, generator: ImageStoryGenerator, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = load_image(photos / "china.jpg")
+    scheduler.window = 0.0  # the first request goes alone…
+    late = []
+    caption = generator.caption
+
+    def caption_then_another_arrives(images):
+        if not late:  # …and a second one arrives while its image is captioned
+            late.append(scheduler.submit(image, Decoding(20, sample=False)))
+        return caption(images)
+
+    monkeypatch.setattr(generator, "caption", caption_then_another_arrives)
+    first = list(scheduler.submit(image, Decoding(20, sample=False)))
+    assert list(late[0])[-1].story == first[-1].story
+    assert [b.rows for b in scheduler.batches] == [2]

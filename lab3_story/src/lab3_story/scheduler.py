@@ -6,9 +6,9 @@
     stream.close()                   # or drop it: the request is cancelled, its row stops
 
 One worker thread owns the models. It takes the first waiting request, gathers those that arrive within
-``window`` seconds more (up to ``batch_size``), captions their images in one batch and writes their stories in
-one ``generate`` in which every row keeps its own length, temperature, greedy or sampled draw and seed
-(``decoding.py``): requests are never grouped by settings, and a story is the same as written alone. Each
+``window`` seconds more (up to ``batch_size``), captions their images in one batch (those that come meanwhile
+are captioned and join it) and writes their stories in one ``generate`` in which every row keeps its own
+length, temperature, greedy or sampled draw and seed (``decoding.py``): requests are never grouped by settings, and a story is the same as written alone. Each
 request has its own queue of events, filled from its own row only; its reader takes what has come since its
 last look as one update, so a slow reader gets fewer, longer updates and never holds the batch back. A
 cancelled request's row stops at the next step; a batch ends when all its rows are done or cancelled, and the
@@ -163,12 +163,35 @@ class StoryScheduler:
             batch = [r for r in batch if not r.cancelled.is_set()]
         return batch  # type: ignore[return-value]
 
+    def _more(self, room: int) -> list[_Request]:
+        """Up to ``room`` requests already waiting, without waiting for any (a close is put back)."""
+        more: list[_Request] = []
+        while len(more) < room:
+            try:
+                request = self._waiting.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
+                self._waiting.put(None)
+                break
+            if not request.cancelled.is_set():
+                more.append(request)
+        return more
+
     def _serve(self, batch: list[_Request]) -> None:
+        """Caption, then write, ``batch``; requests that come while it is captioned join it (``batch`` grows, so
+        that a failure reaches them too)."""
         gen = self.generator
-        captions = gen.caption([r.image for r in batch])
-        prompts = [make_prompt(c, gen.config.prompt_template) for c in captions]
-        for request, caption, prompt in zip(batch, captions, prompts, strict=True):
-            request.events.put(("caption", (caption, prompt)))
+        prompts: list[str] = []
+        joining = list(batch)
+        del batch[:]
+        while joining:
+            batch += joining
+            captions = gen.caption([r.image for r in joining])
+            for request, caption in zip(joining, captions, strict=True):
+                prompts.append(make_prompt(caption, gen.config.prompt_template))
+                request.events.put(("caption", (caption, prompts[-1])))
+            joining = self._more(self.batch_size - len(batch))
         rows = [(r, p) for r, p in zip(batch, prompts, strict=True) if not r.cancelled.is_set()]
         if not rows:
             return
