@@ -207,9 +207,8 @@ def story(
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Requests handled at once (downloads overlap; the models write one story at a time); others queue.",
+    default=None,
+    help="Requests handled at once (default: --batch-size); stories asked for together are written as one batch.",
 )
 @click.option(
     "--narrate/--no-narrate",
@@ -217,6 +216,7 @@ def story(
     show_default=True,
     help="Read each story aloud in the page (loads --narrator-model at start-up).",
 )
+@cli.batch_size(StoryConfig.batch_size)
 @_generation_options
 def serve(
     host: str, port: int, share: bool, allow_private_urls: bool, concurrency: int, narrate: bool, **opts

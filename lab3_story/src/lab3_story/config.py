@@ -33,7 +33,7 @@ class StoryConfig:
     sample: bool = True  # False: greedy decoding (deterministic without a seed)
     caption_tokens: int = 30
     batch_size: int = 8  # images per batch, for both models
-    seed: int | None = 0  # Python, NumPy and torch re-seeded at every stories() call; None: never
+    seed: int | None = 0  # each sampled story draws from its own generator seeded with it; None: a fresh seed
     precision: str = "no"  # fp16 / bf16 load the models in half precision (fp16 only on a GPU)
     timeout: float = 15.0  # seconds for each URL download as a whole (a deadline, not per read)
     max_bytes: int = 20 * 1024 * 1024  # largest image download

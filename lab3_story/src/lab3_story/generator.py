@@ -12,7 +12,8 @@ Captions are generated unconditionally (no text prompt): BLIP's ``generate`` ove
 column and drops the last one, which mis-conditions a batch of prompts of unequal length, while the
 unconditional start token batches cleanly. Stories are batched with left padding and an attention mask, so a
 greedy batch gives exactly the unbatched stories (tested); the repetition penalty skips the prompt, so the
-story may repeat the caption's words.
+story may repeat the caption's words. A sampled story draws from its own generator, seeded with its seed
+(``decoding.py``): it is the same story alone, in any batch, and through ``lab3 serve`` (``scheduler.py``).
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
 from dla_core.errors import DlaError
 from lab3_story.config import DEFAULT_CAPTION_MODEL, DEFAULT_STORY_MODEL, StoryConfig  # noqa: F401 (re-exported)
+from lab3_story.decoding import Decoding, OnTokens, RowSampler, RowStops
 from lab3_story.images import FetchLimits, ImageSourceError, Opened, open_sources
 from lab3_story.prompts import end_at_sentence, make_prompt, story_tokens
+
+if TYPE_CHECKING:
+    from lab3_story.scheduler import StoryScheduler, StoryStream
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +105,9 @@ class ImageStoryGenerator:
         self.limits = FetchLimits(timeout=cfg.timeout, max_bytes=cfg.max_bytes)
         self.device, self.dtype = pick_device_dtype(cfg.precision, cpu)
         self.seconds = {"caption": 0.0, "story": 0.0, "load": 0.0}
-        self._lock = threading.Lock()  # stream(): one generation at a time
+        self._models = threading.RLock()  # one batch at a time on the models (the scheduler's, or a call's)
+        self._scheduler: StoryScheduler | None = None
+        self._starting = threading.Lock()
 
         if (kind := _model_type(cfg.caption_model, "--caption-model")) != "blip":
             raise DlaError(f"--caption-model {cfg.caption_model} is a '{kind}' model, not BLIP")
@@ -132,58 +139,73 @@ class ImageStoryGenerator:
         for start in range(0, len(images), self.config.batch_size):
             batch = images[start : start + self.config.batch_size]
             pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
-            ids = self.captioner.generate(
-                pixel_values=pixels.to(self.device, self.dtype),
-                max_new_tokens=self.config.caption_tokens,
-                do_sample=False,
-                num_beams=1,
-            )  # (B, T): [DEC] caption [SEP] [PAD]…
+            with self._models:
+                ids = self.captioner.generate(
+                    pixel_values=pixels.to(self.device, self.dtype),
+                    max_new_tokens=self.config.caption_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                )  # (B, T): [DEC] caption [SEP] [PAD]…
             captions += [c.strip() for c in self.processor.batch_decode(ids, skip_special_tokens=True)]
         self.seconds["caption"] += time.perf_counter() - t0
         return captions
 
     @torch.inference_mode()
     def write(self, prompts: list[str], length: str | None = None) -> list[str]:
-        """Continue each prompt (batched, left-padded); each story ends at its last full sentence."""
+        """Continue each prompt (batched, left-padded); each story ends at its last full sentence. Every story
+        is written with the config's settings and seed, so it does not depend on its batch (``decoding.py``)."""
         cfg = self.config
-        new_tokens = story_tokens(length or cfg.length)
+        decoding = Decoding(story_tokens(length or cfg.length), cfg.sample, cfg.temperature, cfg.seed)
         stories: list[str] = []
-        t0 = time.perf_counter()
         for start in range(0, len(prompts), cfg.batch_size):
             batch = prompts[start : start + cfg.batch_size]
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(
-                self.device
-            )  # (B, T) left-padded
-            prompt_len = enc["input_ids"].shape[1]
-            out = self.storyteller.generate(
-                **self._generate_args(enc, new_tokens, cfg.sample, cfg.temperature)
-            )  # (B, T + new)
-            texts = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+            texts = self.decode(batch, [decoding] * len(batch))
             stories += [end_at_sentence(p + t, keep=len(p)) for p, t in zip(batch, texts, strict=True)]
-        self.seconds["story"] += time.perf_counter() - t0
         return stories
 
-    def _generate_args(self, enc, new_tokens: int, sample: bool, temperature: float) -> dict[str, Any]:
-        """``generate``'s arguments for a (left-padded) batch: the batched and the streamed path share them."""
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+    @torch.inference_mode()
+    def decode(
+        self, prompts: Sequence[str], decodings: Sequence[Decoding], on_tokens: OnTokens | None = None
+    ) -> list[str]:
+        """One batch (left-padded): each prompt's continuation, uncut, written under its own ``Decoding``.
+        ``on_tokens(row, tokens, done)`` sees each row's new tokens as they come; False stops that row."""
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
 
         cfg = self.config
+        t0 = time.perf_counter()
+        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True).to(self.device)  # (B, T)
+        prompt_len = enc["input_ids"].shape[1]
         processors = LogitsProcessorList()
         if cfg.repetition_penalty != 1.0:  # ignore the (padded) prompt: it may repeat the caption
-            processors.append(
-                RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, enc["input_ids"].shape[1])
-            )
-        sampling = dict(do_sample=True, temperature=temperature, top_p=cfg.top_p, top_k=0)
-        return dict(
-            **enc,
-            max_new_tokens=new_tokens,
-            logits_processor=processors,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            **(sampling if sample else dict(do_sample=False)),
-        )
+            processors.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, prompt_len))
+        processors.append(RowSampler(decodings, cfg.top_p, self.device))
+        budgets = [d.new_tokens for d in decodings]
+        stops = RowStops(budgets, self.tokenizer.eos_token_id, on_tokens)
+        with self._models:
+            self.storyteller.generate(
+                **enc,
+                max_new_tokens=max(budgets),
+                logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([stops]),
+                do_sample=False,  # RowSampler draws; generate takes its pick (the argmax)
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )  # the tokens: stops.tokens, each row up to its own stop
+        texts = [self.tokenizer.decode(tokens, skip_special_tokens=True) for tokens in stops.tokens]
+        self.seconds["story"] += time.perf_counter() - t0
+        return texts
 
     #### One image, streamed ####
+
+    @property
+    def scheduler(self) -> StoryScheduler:
+        """The micro-batching scheduler that ``stream`` hands requests to (started at the first one)."""
+        from lab3_story.scheduler import StoryScheduler
+
+        with self._starting:
+            if self._scheduler is None:
+                self._scheduler = StoryScheduler(self)
+            return self._scheduler
 
     def stream(
         self,
@@ -195,73 +217,23 @@ class ImageStoryGenerator:
         sample: bool | None = None,
         seed: int | str | None = "config",
         template: str | None = None,
-    ) -> Iterator[StoryResult]:
+    ) -> StoryStream:
         """Caption one image, then write its story token by token: a ``StoryResult`` for the caption (story =
-        the prompt), one per new piece of text, and a last one whose story is cut at its last full sentence,
-        with its word count. ``temperature``, ``sample``, ``seed`` and the prompt ``template`` default to the
-        config's (``seed=None``: no seeding, a new story each time).
+        the prompt), then ones with the story so far as its text comes, and a last one whose story is cut at its
+        last full sentence, with its word count. ``temperature``, ``sample``, ``seed`` and the prompt
+        ``template`` default to the config's (``seed=None``: a new story each time).
 
-        The models serve one caption or one story at a time (a lock): concurrent callers wait, and a seed
-        replays the same draws. Closing the iterator early stops the generation. With the same settings the
-        last story equals ``write``'s (tested)."""
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
+        Requests from many threads (clients) are written together, a batch at a time (``scheduler.py``); a
+        story is the same as alone, and equals ``write``'s with the same settings (tested). Closing the stream
+        early (or dropping it) cancels the request and frees its row."""
         cfg = self.config
-        new_tokens = story_tokens(length or cfg.length)
-        temperature = cfg.temperature if temperature is None else temperature
-        sample = cfg.sample if sample is None else sample
-        stop = threading.Event()
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-                return torch.full(
-                    (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
-                )
-
-        seed = cfg.seed if seed == "config" else seed
-        with self._lock:  # greedy captions draw nothing: the seed is set just before the story's generation
-            (caption,) = self.caption([image])
-        prompt = make_prompt(caption, template or cfg.template)
-        yield StoryResult(source, caption=caption, prompt=prompt, story=prompt)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        enc = self.tokenizer([prompt], return_tensors="pt").to(self.device)
-        args = self._generate_args(enc, new_tokens, sample, temperature)
-        failed: list[BaseException] = []
-
-        @torch.inference_mode()
-        def run() -> None:
-            # the worker holds the lock, not the caller's generator: a caller that stops reading without
-            # closing it cannot keep the models from the next request past the length budget
-            try:
-                with self._lock:
-                    if seed is not None:
-                        from dla_core.seeding import seed_everything
-
-                        seed_everything(seed)
-                    self.storyteller.generate(
-                        **args, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()])
-                    )
-            except BaseException as e:  # handed to the caller's thread below
-                failed.append(e)
-                streamer.end()
-
-        t0 = time.perf_counter()
-        worker = threading.Thread(target=run, name="lab3-stream", daemon=True)
-        worker.start()
-        text = ""
-        try:
-            for piece in streamer:
-                if piece:
-                    text += piece
-                    yield StoryResult(source, caption=caption, prompt=prompt, story=prompt + text)
-        finally:  # also when the caller stops early (GeneratorExit): end the generation first
-            stop.set()
-            worker.join()
-            self.seconds["story"] += time.perf_counter() - t0
-        if failed:
-            raise failed[0]
-        story = end_at_sentence(prompt + text, keep=len(prompt))
-        yield StoryResult(source, caption=caption, prompt=prompt, story=story, word_count=len(story.split()))
+        decoding = Decoding(
+            story_tokens(length or cfg.length),
+            sample=cfg.sample if sample is None else sample,
+            temperature=cfg.temperature if temperature is None else temperature,
+            seed=cfg.seed if seed == "config" else seed,
+        )
+        return self.scheduler.submit(image, decoding, source=source, template=template or cfg.template)
 
     #### Sources → results ####
 

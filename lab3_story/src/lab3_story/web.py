@@ -10,7 +10,8 @@ its tokens come (``ImageStoryGenerator.stream``; the text shown never shrinks), 
 full sentence with its word count. Inputs after ``length`` may be left out (the page's defaults). When a story
 ends, the page shows its word count, fills the storybook download (``/book``: one self-contained HTML page),
 adds the story to the gallery of this page's stories and, with a narrator, reads it aloud (``/narrate``: a WAV,
-in the chosen voice). A stop button cancels the story being written. From Python::
+in the chosen voice). A stop button cancels the story being written. Requests from many clients are written
+together (the generator's micro-batching scheduler); a client that goes away cancels its story. From Python::
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
@@ -299,14 +300,17 @@ def build_app(
     generator: ImageStoryGenerator,
     *,
     allow_private_urls: bool = False,
-    concurrency: int = 2,
+    concurrency: int | None = None,
     max_queue: int = 64,
     narrator: Any = None,
 ) -> gr.Blocks:
     """The page: inputs, examples and the reader's controls on the left; caption, story, word count, narration
-    and storybook on the right (on a phone: one column in that order); the gallery below. ``queue`` already set."""
+    and storybook on the right (on a phone: one column in that order); the gallery below. ``queue`` already set.
+    ``concurrency``: requests handled at once, by default the batch size, so that a whole batch of clients
+    reaches the generator's scheduler together."""
     app = StoryApp(generator, allow_private_urls=allow_private_urls, narrator=narrator)
     cfg = generator.config
+    concurrency = concurrency or cfg.batch_size
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
             f"# {TITLE}\nBLIP captions the photo, a small language model turns the caption into a "
@@ -437,7 +441,7 @@ def launch(
     port: int = 7860,
     share: bool = False,
     allow_private_urls: bool = False,
-    concurrency: int = 2,
+    concurrency: int | None = None,
     block: bool = True,
     narrator: Any = None,
 ) -> gr.Blocks:

@@ -1,0 +1,140 @@
+"""The micro-batching scheduler: stories written together equal stories written alone, each reader gets its own
+tokens, and a cancelled request stops its row and frees the models for the next one."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+
+from lab3_story import ImageStoryGenerator, load_image
+from lab3_story.decoding import Decoding
+from lab3_story.prompts import make_prompt
+from lab3_story.scheduler import StoryScheduler
+
+# different images, lengths, temperatures, greedy and sampled, seeds (two requests differ only by their seed)
+REQUESTS = [
+    ("china.jpg", Decoding(40, sample=True, temperature=1.0, seed=1)),
+    ("china.jpg", Decoding(40, sample=True, temperature=1.0, seed=2)),
+    ("flower.jpg", Decoding(25, sample=True, temperature=1.7, seed=1)),
+    ("flower.jpg", Decoding(60, sample=False, temperature=1.0, seed=None)),
+]
+
+
+@pytest.fixture
+def scheduler(generator: ImageStoryGenerator):
+    """Four rows at most; a wide window, so that requests submitted one after another share a batch."""
+    s = StoryScheduler(generator, batch_size=4, window=0.5)
+    yield s
+    s.close()
+
+
+def _submit_all(scheduler: StoryScheduler, photos: Path):
+    return [scheduler.submit(load_image(photos / name), d, source=name) for name, d in REQUESTS]
+
+
+def test_a_batch_writes_the_stories_written_alone(scheduler: StoryScheduler, photos: Path) -> None:
+    together = [list(stream)[-1] for stream in _submit_all(scheduler, photos)]
+    assert [b.rows for b in scheduler.batches] == [4]  # really one batch
+    alone = []
+    for name, decoding in REQUESTS:
+        alone.append(list(scheduler.submit(load_image(photos / name), decoding, source=name))[-1])
+    assert [b.rows for b in scheduler.batches] == [4, 1, 1, 1, 1]
+    assert [r.story for r in together] == [r.story for r in alone]
+    assert all(r.word_count == len(r.story.split()) > len(r.prompt.split()) for r in together)
+    assert together[0].story != together[1].story  # the seed is each request's own
+    assert scheduler.batches[0].tokens == 60  # the greedy row's budget; the others stopped at theirs
+
+
+def test_stream_settings_reach_the_batch(generator: ImageStoryGenerator, photos: Path) -> None:
+    """``stream``'s defaults come from the config: the same story as ``write`` (the CLI's path)."""
+    image = load_image(photos / "china.jpg")
+    last = list(generator.stream(image, "short", temperature=generator.config.temperature))[-1]
+    assert last.story == generator.write([last.prompt], "short")[0]
+
+
+def test_each_reader_gets_its_own_tokens(
+    scheduler: StoryScheduler, generator: ImageStoryGenerator, photos: Path
+) -> None:
+    streams = _submit_all(scheduler, photos)
+    updates: list[list] = [[] for _ in streams]
+    readers = [
+        threading.Thread(target=lambda i=i: updates[i].extend(streams[i])) for i in range(len(streams))
+    ]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(timeout=120)
+    assert [b.rows for b in scheduler.batches] == [4]
+    for (_, decoding), mine in zip(REQUESTS, updates, strict=True):
+        first, *growing, last = mine
+        assert first.story == first.prompt == make_prompt(first.caption)  # the caption first
+        assert growing and all(b.story.startswith(a.story) for a, b in itertools.pairwise(growing))
+        # what this reader saw is exactly its own row's text, as the row would be written alone
+        (text,) = generator.decode([first.prompt], [decoding])
+        assert growing[-1].story == first.prompt + text
+        assert last.story.startswith(first.prompt) and last.word_count == len(last.story.split())
+
+
+def test_closing_a_stream_frees_its_row(scheduler: StoryScheduler, photos: Path) -> None:
+    image = load_image(photos / "china.jpg")
+    budget = Decoding(400, sample=False)  # the random model writes it all: no end-of-text token before 400
+    scheduler.batch_size = 1
+    assert len(list(scheduler.submit(image, budget))) > 2
+    assert scheduler.batches[-1].tokens == 400
+    cancelled = scheduler.submit(image, budget)
+    next(cancelled), next(cancelled)  # the caption, then the first text
+    waiting = scheduler.submit(image, Decoding(20, sample=False))  # queued behind it
+    dropped = scheduler.submit(image, Decoding(20, sample=False))  # queued, then the tab is closed
+    dropped.close()
+    cancelled.close()
+    assert len(list(waiting)) > 2  # served once the cancelled row stopped
+    tokens = [b.tokens for b in scheduler.batches]
+    assert len(tokens) == 3 and tokens[1] < 200 and tokens[2] == 20  # the dropped request: no batch at all
+
+
+def test_a_stream_dropped_unread_is_cancelled(scheduler: StoryScheduler, photos: Path) -> None:
+    image = load_image(photos / "china.jpg")
+    scheduler.batch_size = 1
+    stream = scheduler.submit(image, Decoding(400, sample=False))
+    next(stream), next(stream)
+    del stream  # a client that went away: its stream is garbage
+    gc.collect()
+    assert len(list(scheduler.submit(image, Decoding(20)))) > 2
+    assert scheduler.batches[0].tokens < 200
+
+
+def test_a_failing_batch_is_reported_to_its_requests_and_the_next_one_works(
+    scheduler: StoryScheduler, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = load_image(photos / "china.jpg")
+    with monkeypatch.context() as m:
+        m.setattr(scheduler.generator, "decode", lambda *a, **kw: 1 / 0)
+        streams = [scheduler.submit(image, Decoding(20)) for _ in range(2)]
+        for stream in streams:
+            assert next(stream).caption
+            with pytest.raises(ZeroDivisionError):
+                next(stream)
+    assert len(list(scheduler.submit(image, Decoding(20)))) > 2
+
+
+def test_requests_that_come_while_a_batch_is_captioned_join_it(
+    scheduler: StoryScheduler, generator: ImageStoryGenerator, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = load_image(photos / "china.jpg")
+    scheduler.window = 0.0  # the first request goes alone…
+    late = []
+    caption = generator.caption
+
+    def caption_then_another_arrives(images):
+        if not late:  # …and a second one arrives while its image is captioned
+            late.append(scheduler.submit(image, Decoding(20, sample=False)))
+        return caption(images)
+
+    monkeypatch.setattr(generator, "caption", caption_then_another_arrives)
+    first = list(scheduler.submit(image, Decoding(20, sample=False)))
+    assert list(late[0])[-1].story == first[-1].story
+    assert [b.rows for b in scheduler.batches] == [2]
