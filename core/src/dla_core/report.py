@@ -22,9 +22,12 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dla_core.runs import RunDir, _flatten, _without_runtime, atomic_write
+
+if TYPE_CHECKING:
+    from dla_core.stats import Verdict
 
 MARKS = {True: "✓", False: "✗", None: "–"}
 
@@ -41,12 +44,32 @@ class Table:
 @dataclass(frozen=True)
 class Finding:
     claim: str  # what the lab is meant to show
-    ok: bool | None  # computed from the metrics; None = could not be checked
+    ok: bool | None  # computed from the metrics; None = could not be checked (or inconclusive: ``verdict``)
     evidence: str  # the numbers behind the mark
+    verdict: Verdict | None = None  # judged by an interval (dla_core.evidence): ✓ / ✗ / ～
 
     @property
     def mark(self) -> str:
-        return MARKS[self.ok]
+        return self.verdict.mark if self.verdict is not None else MARKS[self.ok]
+
+    @property
+    def word(self) -> str:
+        if self.verdict is not None:
+            return self.verdict.word
+        return {True: "holds", False: "does not hold", None: "not checked"}[self.ok]
+
+
+def conclusion(findings: Sequence[Finding]) -> list[str]:
+    """The report's opening: how many findings are supported / contradicted / inconclusive / not checked, then one
+    sentence per finding (its section has the numbers)."""
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f"{f.mark} {f.word}"] = counts.get(f"{f.mark} {f.word}", 0) + 1
+    order = ["✓", "✗", "～", "–"]
+    tally = sorted(counts.items(), key=lambda kv: order.index(kv[0][0]) if kv[0][0] in order else 9)
+    s = "" if len(findings) == 1 else "s"
+    head = f"{len(findings)} finding{s}: " + ", ".join(f"{n} {what}" for what, n in tally) + "."
+    return [head, *(f"{f.mark} {f.claim[:1].upper()}{f.claim[1:]}: {f.word}." for f in findings)]
 
 
 @dataclass
@@ -113,9 +136,8 @@ def to_markdown(
         lines += [intro.strip(), ""]
     checked = [f for s in sections for f in s.findings]
     if checked:
-        lines += ["## Findings", ""]
-        lines += [f"- {f.mark} {f.claim} — {f.evidence}" for f in checked]
-        lines.append("")
+        head, *sentences = conclusion(checked)
+        lines += ["## Conclusion", "", head, "", *(f"- {x}" for x in sentences), ""]
     for s in sections:
         lines += [f"## {s.title}", ""]
         if s.text:
@@ -151,7 +173,7 @@ caption { caption-side: top; font-style: italic; text-align: left; }
 
 
 def _html_finding(f: Finding) -> str:
-    css = {True: "ok", False: "fail", None: "unknown"}[f.ok]
+    css = {"✓": "ok", "✗": "fail"}.get(f.mark, "unknown")
     return f'<li><span class="{css}">{f.mark}</span> {_inline(f.claim)} — {_inline(f.evidence)}</li>'
 
 
@@ -187,7 +209,9 @@ def to_html(out: Path, title: str, sections: Sequence[Section], *, intro: str, f
     parts = [f"<h1>{html.escape(title)}</h1>", _html_text(intro)]
     checked = [f for s in sections for f in s.findings]
     if checked:
-        parts += ["<h2>Findings</h2>", "<ul>", *map(_html_finding, checked), "</ul>"]
+        head, *sentences = conclusion(checked)
+        items = [f"<li>{_inline(x)}</li>" for x in sentences]
+        parts += ["<h2>Conclusion</h2>", f"<p>{_inline(head)}</p>", "<ul>", *items, "</ul>"]
     for s in sections:
         parts += [f"<h2>{html.escape(s.title)}</h2>", _html_text(s.text)]
         if s.commands:
