@@ -6,7 +6,8 @@ Tomatoes). full: DistilBERT on Rotten Tomatoes from the hub, and the ready SST-2
 Steps: frozen features + classic classifiers; fine-tuning everything, the head, the head and last block, and
 one of them again under bf16 autocast (quick: head + last block, since a CPU without bf16 instructions
 runs bf16 several times slower than fp32; full: everything); a LoRA grid; ``lab2 evaluate`` of the saved full fine-tune (and of the SST-2
-checkpoint). The findings are computed from the child run folders. No torch at import.
+checkpoint). The findings are claims judged by the paired bootstrap of the child run folders' per-example test
+outcomes (outcomes.npz): ✓ supported, ✗ contradicted, ～ inconclusive. No torch at import.
 """
 
 from __future__ import annotations
