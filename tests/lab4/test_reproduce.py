@@ -18,7 +18,7 @@ from dla_core.stats import read_outcomes, write_outcomes
 from lab4_ood import methods
 from lab4_ood import reproduce as rep
 from lab4_ood.cli import group
-from lab4_ood.outcomes import eps_name
+from lab4_ood.outcomes import eps_name, write_detector
 
 STEPS = [f"{m}-{k}" for m in ("base", "adv", "oe") for k in ("train", "ae", "detect", "fgsm", "pgd")]
 CLAIMS = {
@@ -238,3 +238,68 @@ def test_findings_are_unchecked_without_runs(tmp_path):
     assert rep.falls_with_eps(tmp_path, "base-fgsm").mark == "–"
     assert rep.adversarial_training_helps(tmp_path, 0.1, "fgsm").mark == "–"
     assert rep.outlier_exposure_helps(tmp_path).mark == "–"
+
+
+#### Each finding moves through ✓ / ～ / ✗ with its outcomes (synthetic run folders, no training) ####
+
+SETS = ["digits:0-4", "digits:5-9", "fake"]
+
+
+def detect_folder(folder: Path, scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """A detect run folder: per detector (ID, near OOD, far OOD) scores."""
+    folder.mkdir(parents=True)
+    results = {m: {"digits:5-9": {"auroc": 0.5}, "fake": {"auroc": 0.5}} for m in scores}
+    (folder / "metrics.json").write_text(json.dumps({"results": results, "outcome_sets": SETS}))
+    for m, (s_id, near, far) in scores.items():
+        write_detector(folder, m, s_id, {"digits:5-9": near, "fake": far})
+
+
+def attack_folder(folder: Path, robust: dict[float, np.ndarray]) -> None:
+    folder.mkdir(parents=True)
+    rows = [{"eps": e, "accuracy": float(r.mean())} for e, r in robust.items()]
+    (folder / "metrics.json").write_text(json.dumps({"rows": rows}))
+    for e, r in robust.items():
+        write_outcomes(folder, r, name=eps_name(e))
+
+
+N_SET = 60
+GOOD = (np.full(N_SET, 1.0), np.zeros(N_SET), np.zeros(N_SET))  # AUROC 1 on both OOD sets
+HALF = (np.linspace(0.5, 1.5, N_SET), np.linspace(0, 1, N_SET), np.linspace(0, 1, N_SET))  # AUROC ≈ 0.75
+BAD = (np.zeros(N_SET), np.ones(N_SET), np.ones(N_SET))  # AUROC 0
+
+
+def nudged(scores, k: int):
+    """``scores`` with the k lowest-ranked ID images raised to the top: a slightly better detector."""
+    s_id = scores[0].copy()
+    s_id[:k] = 10.0
+    return (s_id, *scores[1:])
+
+
+@pytest.mark.parametrize(
+    ("energy", "msp", "oe", "mark", "chance"),
+    [(GOOD, HALF, GOOD, "✓", "✓"), (HALF, nudged(HALF, 0), HALF, "✗", "✓"),
+     (nudged(HALF, 1), HALF, nudged(HALF, 1), "～", "✓"), (BAD, HALF, BAD, "✗", "✗")],
+)  # fmt: skip
+def test_detection_findings_move_with_the_scores(tmp_path, energy, msp, oe, mark, chance):
+    detect_folder(tmp_path / "base-detect", {"msp": msp, "energy": energy})
+    detect_folder(tmp_path / "oe-detect", {"msp": oe})
+    found = rep.energy_beats_msp(tmp_path)
+    assert found.mark == mark, found.evidence
+    assert "2 parts" in found.evidence and f"{2 * N_SET} test examples" in found.evidence
+    assert rep.outlier_exposure_helps(tmp_path).mark == mark
+    assert rep.beats_chance(tmp_path, "digits:5-9").mark == chance  # every detector: BAD's energy fails it
+
+
+@pytest.mark.parametrize(
+    ("gain", "mark"), [(N_SET // 3, "✓"), (1, "～"), (0, "✗")]
+)  # robust model: `gain` more images right at the training ε
+def test_attack_findings_move_with_the_robust_outcomes(tmp_path, gain, mark):
+    half = np.arange(N_SET) % 2 == 0
+    better = half.copy()
+    better[np.flatnonzero(~half)[:gain]] = True
+    attack_folder(tmp_path / "base-fgsm", {0.0: np.ones(N_SET, bool), 0.1: half, 0.2: half})
+    attack_folder(tmp_path / "adv-fgsm", {0.0: np.ones(N_SET, bool), 0.1: better, 0.2: half})
+    assert rep.adversarial_training_helps(tmp_path, 0.1, "fgsm").mark == mark
+    assert rep.falls_with_eps(tmp_path, "base-fgsm").mark == "✓"  # falls, then stays: never rises
+    attack_folder(tmp_path / "rise-fgsm", {0.0: half, 0.1: better})  # accuracy rising with ε by `gain` images
+    assert rep.falls_with_eps(tmp_path, "rise-fgsm").mark == {"✓": "✗", "～": "～", "✗": "✓"}[mark]
