@@ -303,3 +303,21 @@ def test_attack_findings_move_with_the_robust_outcomes(tmp_path, gain, mark):
     assert rep.falls_with_eps(tmp_path, "base-fgsm").mark == "✓"  # falls, then stays: never rises
     attack_folder(tmp_path / "rise-fgsm", {0.0: half, 0.1: better})  # accuracy rising with ε by `gain` images
     assert rep.falls_with_eps(tmp_path, "rise-fgsm").mark == {"✓": "✗", "～": "～", "✗": "✓"}[mark]
+
+
+def test_each_ood_set_is_judged_on_its_own_images(tmp_path):
+    mixed = (
+        np.ones(N_SET),
+        np.zeros(N_SET),
+        np.full(N_SET, 2.0),
+    )  # perfect on the near set, AUROC 0 on the far
+    detect_folder(tmp_path / "base-detect", {"msp": HALF, "energy": mixed})
+    found = rep.energy_beats_msp(tmp_path)
+    assert found.mark == "✗" and "1 supported, 1 contradicted" in found.evidence
+    assert found.evidence.split("): ", 1)[1].startswith(
+        "energy on fake better than MSP on fake: difference -0.8"
+    )
+    assert (
+        rep.beats_chance(tmp_path, "digits:5-9").mark == "✓"
+        and rep.beats_chance(tmp_path, "fake").mark == "✗"
+    )
