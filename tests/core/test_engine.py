@@ -690,3 +690,49 @@ def test_random_draws_inside_a_step_replay_after_a_resume(digits, tmp_path):
     run(2, "part", resume=True)
     assert draws[per_epoch:] == whole[per_epoch:] and draws[:per_epoch] == whole[:per_epoch]
     assert len(set(whole)) == len(whole)  # a fresh draw every step
+
+
+#### Per-example outcomes ####
+
+
+class _Shuffled:
+    """Batches that visit the examples in another order than the data's and say which (``order``), as lab2's
+    length-sorted batches do; example i is "correct" when i is odd."""
+
+    def __init__(self, n: int, batch: int):
+        self.n, self.batch = n, batch
+        self.visit = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+
+    def order(self, epoch: int, world: int = 1) -> list[torch.Tensor]:
+        return list(self.visit.split(self.batch * world))
+
+    def num_batches(self, world: int = 1) -> int:
+        return len(self.order(0, world))
+
+    def iterate(self, epoch, *, rank=0, world=1, device=None, start=0):
+        yield from self.order(epoch, world)[start:]  # the examples' indices stand in for the inputs
+
+
+def _odd(model, batch: torch.Tensor) -> StepOutput:
+    return StepOutput(torch.zeros(()), len(batch), batch % 2 == 1)
+
+
+def test_evaluate_keeps_per_example_outcomes_in_the_datas_order():
+    out = evaluate(
+        torch.nn.Identity(), _Shuffled(50, 8), step=_odd, accelerator=make_accelerator(), per_example=True
+    )
+    assert out["correct"].tolist() == [i % 2 == 1 for i in range(50)] and out["accuracy"] == 0.5
+    # a smoke run's first batches: the examples they saw, in the data's order
+    some = evaluate(
+        torch.nn.Identity(),
+        _Shuffled(50, 8),
+        step=_odd,
+        accelerator=make_accelerator(),
+        per_example=True,
+        max_batches=2,
+    )
+    seen = sorted(_Shuffled(50, 8).visit[:16].tolist())
+    assert some["correct"].tolist() == [i % 2 == 1 for i in seen]
+    assert "correct" not in evaluate(
+        torch.nn.Identity(), _Shuffled(50, 8), step=_odd, accelerator=make_accelerator()
+    )

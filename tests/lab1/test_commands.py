@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from dla_core.models import count_parameters, load_model
 from dla_core.runs import RunDir
+from dla_core.stats import read_outcomes
 from lab1_resnet.cli import group
+from lab1_resnet.train import load_data
 
 FAST = ["--epochs", "1", "--batch-size", "32"]
 
@@ -49,6 +51,9 @@ def test_train_writes_a_complete_run_folder(tmp_path):
         assert (out / name).exists(), name
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["history"]) == 2 and 0 <= m["test_accuracy"] <= 1
+    outcomes = read_outcomes(out)  # one per test example, in test order
+    test = load_data("digits:0-4", tmp_path, 0.1).test
+    assert outcomes.correct.shape == (len(test),) and outcomes.correct.mean() == m["test_accuracy"]
     model = load_model(out)
     # two blocks of two 16×16 layers: the residual block without its skip
     assert (
@@ -98,6 +103,9 @@ def test_study_writes_its_table_and_resumes_without_retraining(tmp_path, monkeyp
         assert (out / name).exists()
     cells = sorted(p.name for p in (out / "cells").iterdir())
     assert cells[0] == "mlp-d1-plain-s0" and len(cells) == 8
+    for cell in (out / "cells").iterdir():  # the stacked seeds keep each seed's outcomes in its own cell
+        outcomes = read_outcomes(cell).correct
+        assert outcomes.ndim == 1 and outcomes.mean() == RunDir(cell).read_metrics()["test_accuracy"]
 
     # a cell that stopped after training but before its final evaluation: resume finishes only that one
     kept = out / "cells" / "mlp-d1-plain-s0" / "model.safetensors"
@@ -151,6 +159,11 @@ def test_transfer_cifar10_to_cifar100_reports_exact_trainable_counts(cifar10_cnn
     row = RunDir(out / "rows" / "finetune-head-sgd").read_metrics()
     assert row["finished"] is True and row["trainable_parameters"] == head and row["parameters"] == n(tuned)
     assert {"train_loss", "val_accuracy", "test_loss", "test_accuracy", "epochs"} <= set(row)
+    for r in rows.values():  # every row names its per-example outcomes, the same test examples for all
+        outcomes = read_outcomes(out / r["outcomes"]).correct
+        assert outcomes.mean() == pytest.approx(r["test_accuracy"]) and len(outcomes) == len(
+            first_outcomes(rows, out)
+        )
 
 
 @pytest.mark.parametrize("precompute", [False, True])
@@ -170,6 +183,16 @@ def test_distill_compares_teacher_and_students(cifar10_cnn, data_dir, tmp_path, 
     assert student["finished"] is True and student["parameters"] == rows[-1]["parameters"]
     assert student["test_accuracy"] == rows[-1]["test_accuracy"] and "train_loss" in student
     assert (out / "students" / "distilled" / "learning_curves.png").exists()
+    for row in rows:  # teacher and students: outcomes on the same test examples
+        outcomes = read_outcomes(out / row["outcomes"]).correct
+        assert outcomes.mean() == pytest.approx(row["test_accuracy"]) and len(outcomes) == len(
+            first_outcomes(rows, out)
+        )
+
+
+def first_outcomes(rows, out):
+    first = rows[0] if isinstance(rows, list) else next(iter(rows.values()))
+    return read_outcomes(out / first["outcomes"]).correct
 
 
 def _numbers(value):

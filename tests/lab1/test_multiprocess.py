@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from dla_core.stats import read_outcomes
+
 pytestmark = pytest.mark.slow
 
 LAB1 = str(Path(sys.executable).with_name("lab1"))
@@ -53,6 +55,8 @@ def test_two_processes_through_the_command_make_one_complete_run_folder(tmp_path
         assert r.stdout.count("test accuracy") == 1  # one voice: only the main process prints
         got = json.loads((out / "metrics.json").read_text())
         assert got["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1e-9)
+        # the ranks' per-example outcomes gathered in the test set's order, as one process keeps them
+        assert read_outcomes(out).correct.tolist() == read_outcomes(one).correct.tolist()
         assert got["history"][-1]["train_loss"] == pytest.approx(
             expected["history"][-1]["train_loss"], rel=1e-4
         )

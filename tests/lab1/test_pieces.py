@@ -196,7 +196,7 @@ def test_distillation_step_precomputed_probabilities_match_the_live_teacher():
     pre = DistillationStep(None, T=3.0, alpha=0.5, labels=y, probs=probs)
     pre.setup(_Acc())
     a, b = live(student, (x, y)), pre(student, (x, torch.arange(6)))
-    assert torch.allclose(a.loss, b.loss) and a.correct == b.correct and a.count == 6
+    assert torch.allclose(a.loss, b.loss) and torch.equal(a.correct, b.correct) and a.count == 6
     assert not any(p.requires_grad for p in live.teacher.parameters())
 
 

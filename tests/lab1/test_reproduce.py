@@ -8,10 +8,12 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from dla_core.reproduce import TINY_ENV
+from dla_core.stats import read_outcomes, write_outcomes
 from lab1_resnet import findings
 from lab1_resnet.cli import group
 from lab1_resnet.reproduce import steps
@@ -27,9 +29,8 @@ def lab1(*argv: str, ok: bool = True):
 
 
 def marks(text: str) -> dict[str, str]:
-    """The '## Findings' summary of a report.md: claim → ✓ / ✗ / –."""
-    summary = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
-    return {claim: mark for mark, claim in re.findall(r"^- ([✓✗–]) (.+?) — ", summary, flags=re.M)}
+    """The finding lines of a report.md's sections: claim → ✓ / ✗ / ～ / –."""
+    return {claim: mark for mark, claim in re.findall(r"^- ([✓✗～–]) (.+?) — ", text, flags=re.M)}
 
 
 @pytest.fixture(scope="module")
@@ -80,44 +81,66 @@ def test_quick_profile_runs_every_step_and_writes_both_reports(quick):
     # every finding has a mark computed from the runs: none is left unchecked when every step ran
     found = marks(md)
     assert len(found) == 11 and "–" not in found.values(), found
+    # every run folder that tested a model kept its per-example outcomes, one per test example
+    examples = {read_outcomes(c).examples for c in (quick / "mlp-study" / "cells").iterdir()}
+    examples |= {read_outcomes(c).examples for c in (quick / "cnn-study" / "cells").iterdir()}
+    assert examples == {read_outcomes(quick / "teacher").examples}
+    for folder in ("source", "transfer/rows/finetune-head-adam", "distill/students/distilled"):
+        assert read_outcomes(quick / folder).correct.dtype == np.bool_
+    assert (
+        read_outcomes(quick / "transfer", "svm").examples
+        == read_outcomes(quick / "transfer/rows/scratch-adam").examples
+    )
+    assert read_outcomes(quick / "distill", "teacher").examples == read_outcomes(quick / "teacher").examples
     assert "These numbers are not results." in md  # tiny says so
 
 
 @pytest.mark.slow
-def test_a_changed_child_metric_flips_its_mark_when_the_report_is_rendered_again(
+def test_changed_child_outcomes_move_their_findings_when_the_report_is_rendered_again(
     quick, tmp_path, monkeypatch
 ):
     out = _copy(quick, tmp_path)
     monkeypatch.chdir(tmp_path)
     lab1("report", "copy")  # a relative folder: the images are still found and embedded
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 6
+    study_cells = sorted((out / "mlp-study" / "cells").iterdir())
+    n = read_outcomes(study_cells[0]).examples
 
-    def set_study(plain: float, residual: float):
-        def change(row):
-            row["test_accuracy_mean"] = plain if row["net"] == "plain" else residual
-
-        return change
-
-    def set_distill(alone: float, distilled: float):
-        accuracy = {"teacher": 0.99, "student, labels only": alone, "student, distilled": distilled}
-        return lambda row: row.update(test_accuracy=accuracy[row["model"]])
+    def set_outcomes(plain: np.ndarray, residual: np.ndarray, alone: np.ndarray, distilled: np.ndarray):
+        for cell in study_cells:
+            write_outcomes(cell, plain if "-plain-" in cell.name else residual)
+        write_outcomes(out / "distill" / "students" / "baseline", alone)
+        write_outcomes(out / "distill" / "students" / "distilled", distilled)
 
     deep_gap = (
-        "skip connections fix it: at the deepest depth the residual MLP scores ≥ 0.2 above the plain one"
+        "skip connections fix it: at the deepest depth the residual MLP scores > 0.2 above the plain one"
     )
-    chance = "plain MLPs of depth ≥ 20 stay at chance (0.100 test accuracy)"
-    kd = "distillation helps: the distilled student ≥ the same student trained on labels alone"
-    for (plain, residual, alone, distilled), mark in (
-        ((0.1, 0.9, 0.5, 0.6), "✓"),
-        ((0.8, 0.9, 0.6, 0.5), "✗"),
+    chance = "plain MLPs of depth ≥ 20 stay at chance (0.1 test accuracy, within 0.05)"
+    kd = "distillation helps: the distilled student beats the same student trained on labels alone"
+    tenth = np.arange(n) % 10 == 0  # exactly chance
+    half = np.arange(n) % 2 == 0
+    everything = np.ones(n, dtype=bool)
+    near = half.copy()
+    near[1] = True  # one example better: an interval straddling 0
+    for outcomes, mark in (
+        ((tenth, everything, half, everything), "✓"),
+        ((half, half, half, near), "～"),
+        ((everything, tenth, everything, half), "✗"),
     ):
-        _edit_rows(out / "mlp-study" / "metrics.json", set_study(plain, residual))
-        _edit_rows(out / "distill" / "metrics.json", set_distill(alone, distilled))
+        set_outcomes(*outcomes)
         lab1("report", out)
-        found = marks((out / "report.md").read_text())
-        assert (found[deep_gap], found[chance], found[kd]) == (mark, mark, mark)
+        md = (out / "report.md").read_text()
+        found = marks(md)
+        assert found[kd] == mark, md
+        assert found[deep_gap] == {"～": "✗"}.get(mark, mark)  # the same outcomes: [0, 0], not above 0.2
+        assert found[chance] == {"～": "✗"}.get(mark, mark)  # half right is far from chance
         page = (out / "report.html").read_text()
-        assert re.search(rf'class="(ok|fail)">{mark}</span> distillation helps', page)
+        css = {"✓": "ok", "✗": "fail", "～": "unknown"}[mark]
+        assert f'class="{css}">{mark}</span> distillation helps' in page
+        summary = md.split("## Conclusion", 1)[1].split("\n## ", 1)[0]
+        lines = list(found.values())
+        assert f"{len(lines)} findings: " in summary
+        assert all(f"{lines.count(m)} {m}" in summary for m in set(lines))
 
 
 @pytest.mark.slow
@@ -164,81 +187,148 @@ def test_full_profile_downloads_estimates_its_time_and_uses_real_options(tmp_pat
         lab1(*step.argv, "--out", tmp_path / step.name, "--help")
 
 
-#### Each finding is a function of the numbers ####
+#### Each finding is a claim judged by its interval ####
+
+N = 300  # synthetic test examples
 
 
-def study(*cells: tuple[int, str, float, float]) -> list[dict]:
-    return [
-        {"depth": d, "net": net, "train_loss_mean": loss, "test_accuracy_mean": acc}
-        for d, net, loss, acc in cells
-    ]
+def hits(accuracy: float, seed: int = 0) -> np.ndarray:
+    """N outcomes, exactly round(accuracy · N) of them right, at places drawn from ``seed``."""
+    out = np.zeros(N, dtype=bool)
+    out[np.random.default_rng(seed).permutation(N)[: round(accuracy * N)]] = True
+    return out
 
 
-def test_study_findings():
+def study(folder: Path, *cells: tuple[int, str, list[float], list[float]]) -> list[dict]:
+    """A study's run folder: per (depth, net) one cell per seed with its train loss and test outcomes."""
+    rows = []
+    for depth, net, losses, accuracies in cells:
+        for s, (loss, acc) in enumerate(zip(losses, accuracies, strict=True)):
+            cell = folder / "cells" / f"mlp-d{depth}-{net}-s{s}"
+            cell.mkdir(parents=True)
+            (cell / "metrics.json").write_text(json.dumps({"train_loss": loss, "test_accuracy": acc}))
+            write_outcomes(cell, hits(acc, 10 * depth + s))
+        rows.append({"depth": depth, "net": net, "train_loss_mean": float(np.mean(losses))})
+    return rows
+
+
+def test_study_findings_move_through_the_three_verdicts(tmp_path):
     good = study(
-        (2, "plain", 0.05, 0.95),
-        (2, "residual", 0.03, 0.96),
-        (20, "plain", 2.30, 0.10),
-        (20, "residual", 0.02, 0.97),
+        tmp_path / "good",
+        (2, "plain", [0.05, 0.06], [0.95, 0.94]),
+        (2, "residual", [0.03, 0.04], [0.96, 0.95]),
+        (20, "plain", [2.30, 2.29], [0.10, 0.10]),
+        (20, "residual", [0.02, 0.03], [0.97, 0.96]),
     )
-    assert findings.plain_degrades(good).ok is True
-    assert findings.residual_beats_plain(good).ok is True
-    assert findings.residual_keeps_up(good).ok is True
-    assert findings.plain_at_chance(good, 20, 0.1).ok is True
-    assert "depth 20: residual 0.970 vs plain 0.100" in findings.residual_beats_plain(good).evidence
+    where = tmp_path / "good"
+    assert findings.plain_degrades(good, where).mark == "✓"
+    beats = findings.residual_beats_plain(good, where)
+    assert (
+        beats.mark == "✓"
+        and "residual depth 20 better than plain depth 20 by more than 0.200" in beats.evidence
+    )
+    assert f"{N} test examples, 2 seeds each" in beats.evidence
+    assert findings.residual_keeps_up(good, where).mark == "✓"
+    assert findings.plain_at_chance(good, where, 20, 0.1).mark == "✓"
+    assert "not per test example" in findings.plain_degrades(good, where).evidence
     bad = study(
-        (2, "plain", 0.50, 0.80),
-        (2, "residual", 0.03, 0.96),
-        (20, "plain", 0.40, 0.85),
-        (20, "residual", 0.9, 0.70),
+        tmp_path / "bad",
+        (2, "plain", [0.50, 0.52], [0.80, 0.80]),
+        (2, "residual", [0.03, 0.02], [0.96, 0.96]),
+        (20, "plain", [0.40, 0.41], [0.85, 0.85]),
+        (20, "residual", [0.9, 0.91], [0.70, 0.70]),
     )
-    assert findings.plain_degrades(bad).ok is False
-    assert findings.residual_beats_plain(bad).ok is False
-    assert findings.residual_keeps_up(bad).ok is False
-    assert findings.plain_at_chance(bad, 20, 0.1).ok is False
-    # the margins: a gap just under 0.2 and a residual net just within its tolerance
-    edge = study((2, "residual", 0.1, 0.90), (20, "plain", 2.3, 0.71), (20, "residual", 0.1, 0.885))
-    assert findings.residual_beats_plain(edge).ok is False
-    assert findings.residual_keeps_up(edge).ok is True
+    where = tmp_path / "bad"
+    assert findings.plain_degrades(bad, where).mark == "✗"
+    assert findings.residual_beats_plain(bad, where).mark == "✗"
+    assert findings.residual_keeps_up(bad, where).mark == "✗"
+    assert findings.plain_at_chance(bad, where, 20, 0.1).mark == "✗"
+    # near the margins, with 300 examples and noisy seeds: the intervals straddle them
+    edge = study(
+        tmp_path / "edge",
+        (2, "plain", [0.5, 2.0], [0.5, 0.5]),
+        (2, "residual", [0.1, 0.1], [0.90, 0.90]),
+        (20, "plain", [1.9, 0.6], [0.71, 0.70]),
+        (20, "residual", [0.1, 0.1], [0.89, 0.90]),
+    )
+    where = tmp_path / "edge"
+    assert findings.residual_beats_plain(edge, where).mark == "～"
+    assert findings.residual_keeps_up(edge, where).mark == "～"
+    assert findings.plain_degrades(edge, where).mark == "～"
     for check in (findings.plain_degrades, findings.residual_beats_plain, findings.residual_keeps_up):
-        assert check([]).ok is None and check([]).evidence == "not run"
-    assert findings.plain_at_chance(study((10, "plain", 2.3, 0.1)), 20, 0.1).ok is None
+        assert check([], tmp_path).mark == "–" and check([], tmp_path).evidence == "not run"
+    assert findings.plain_at_chance(good[:1], tmp_path / "good", 20, 0.1).mark == "–"
 
 
-def test_transfer_and_distillation_findings():
-    rows = [
-        {"row": "features + linear SVM", "test_accuracy": 0.80},
-        {"row": "features + 5-NN", "test_accuracy": 0.95},
-        {"row": "finetune-head-adam", "test_accuracy": 0.85},
-        {"row": "finetune-none-adam", "test_accuracy": 0.90},
-        {"row": "scratch-adam", "test_accuracy": 0.88},
-    ]
-    assert findings.finetune_beats_features(rows).ok is True
-    assert findings.transfer_keeps_up_with_scratch(rows).ok is True
-    assert (
-        "finetune-none-adam 0.900 vs scratch-adam 0.880"
-        in findings.transfer_keeps_up_with_scratch(rows).evidence
+def test_study_findings_pair_the_right_cells(tmp_path):
+    """Swapping which net is which flips the finding: the arms are read from the right cells."""
+    rows = study(
+        tmp_path,
+        (20, "plain", [2.3], [0.95]),
+        (20, "residual", [0.1], [0.10]),
+        (2, "residual", [0.1], [0.95]),
     )
-    rows[-1]["test_accuracy"] = 0.90
-    assert findings.transfer_keeps_up_with_scratch(rows).ok is True  # a tie counts: "at least"
-    rows[-1]["test_accuracy"] = 0.91
-    rows[0]["test_accuracy"] = 0.91
-    assert findings.transfer_keeps_up_with_scratch(rows).ok is False
-    assert findings.finetune_beats_features(rows).ok is False
-    assert findings.finetune_beats_features(rows[1:]).ok is None
-    kd = [
-        {"model": "teacher", "parameters": 1000, "test_accuracy": 0.97},
-        {"model": "student, labels only", "parameters": 100, "test_accuracy": 0.90},
-        {"model": "student, distilled", "parameters": 100, "test_accuracy": 0.90},
-    ]
-    assert findings.distilled_beats_alone(kd).ok is True  # a tie counts: "at least"
+    assert findings.residual_beats_plain(rows, tmp_path).mark == "✗"
+    assert findings.residual_keeps_up(rows, tmp_path).mark == "✗"
+
+
+def table(folder: Path, **rows: tuple[float, float | None]) -> list[dict]:
+    """A transfer or distill table: name → (test accuracy, val accuracy), each row with its outcomes file."""
+    folder.mkdir(parents=True)
+    out = []
+    for i, (name, (acc, val)) in enumerate(rows.items()):
+        write_outcomes(folder, hits(acc, i) if acc < 1 else np.ones(N, dtype=bool), name=f"r{i}")
+        key = "model" if name in ("teacher", "student, labels only", "student, distilled") else "row"
+        out.append(
+            {
+                key: name,
+                "test_accuracy": acc,
+                "val_accuracy": val,
+                "parameters": 100 * 10 ** (key == "model" and name == "teacher"),
+                "outcomes": f"outcomes-r{i}.npz",
+            }
+        )
+    return out
+
+
+def test_transfer_and_distillation_findings(tmp_path):
+    rows = table(
+        tmp_path / "t1",
+        **{"features + linear SVM": (0.70, None), "features + 5-NN": (0.95, None),
+           "finetune-head-adam": (0.85, 0.9), "finetune-none-adam": (0.99, 0.8), "scratch-adam": (0.88, 0.7)},
+    )  # fmt: skip
+    assert findings.finetune_beats_features(rows, tmp_path / "t1").mark == "✓"
+    kept = findings.transfer_keeps_up_with_scratch(rows, tmp_path / "t1")
+    # chosen by validation accuracy: finetune-head-adam (0.85), not the test set's best (0.99)
     assert (
-        findings.teacher_beats_student(kd).ok is True and "10×" in findings.teacher_beats_student(kd).evidence
+        kept.mark == "～"
+        and "finetune-head-adam worse than scratch-adam by less than 0.0200" in kept.evidence
     )
-    kd[2]["test_accuracy"], kd[0]["test_accuracy"] = 0.89, 0.90
-    assert findings.distilled_beats_alone(kd).ok is False
-    assert findings.teacher_beats_student(kd).ok is False
-    assert findings.distilled_beats_alone(kd[:1]).ok is None
+    assert findings.finetune_beats_features(rows[1:], tmp_path / "t1").mark == "–"
+    rows = table(
+        tmp_path / "t2",
+        **{
+            "features + linear SVM": (0.95, None),
+            "finetune-head-adam": (0.80, 0.9),
+            "scratch-adam": (0.95, 0.7),
+        },
+    )
+    assert findings.finetune_beats_features(rows, tmp_path / "t2").mark == "✗"
+    assert findings.transfer_keeps_up_with_scratch(rows, tmp_path / "t2").mark == "✗"
+    kd = table(
+        tmp_path / "kd",
+        **{"teacher": (0.97, None), "student, labels only": (0.70, None), "student, distilled": (0.90, None)},
+    )
+    assert findings.distilled_beats_alone(kd, tmp_path / "kd").mark == "✓"
+    teacher = findings.teacher_beats_student(kd, tmp_path / "kd")
+    assert teacher.mark == "✓" and "10×" in teacher.claim
+    kd = table(
+        tmp_path / "kd2",
+        **{"teacher": (0.60, None), "student, labels only": (0.90, None), "student, distilled": (0.70, None)},
+    )
+    assert findings.distilled_beats_alone(kd, tmp_path / "kd2").mark == "✗"
+    assert findings.teacher_beats_student(kd, tmp_path / "kd2").mark == "✗"
+    assert findings.distilled_beats_alone(kd[:1], tmp_path / "kd2").mark == "–"
 
 
 #### Plots: no legend over the curves ####

@@ -123,6 +123,6 @@ def test_mapped_step_scores_in_data_label_order():
 
     step = models.MappedStep([1, 0])  # model class 0 means data class 1
     out = step(Fixed(), {"input_ids": None, "attention_mask": None, "labels": torch.tensor([1, 0])})
-    assert out.correct.item() == 2 and out.loss.item() == pytest.approx(
+    assert out.correct.sum().item() == 2 and out.loss.item() == pytest.approx(
         torch.log1p(torch.exp(torch.tensor(-2.0))).item()
     )

@@ -7,10 +7,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from dla_core.reproduce import TINY_ENV
+from dla_core.stats import read_outcomes, write_outcomes
 from lab2_distilbert import reproduce
 from lab2_distilbert.cli import group
 
@@ -27,7 +29,7 @@ def invoke(*args) -> str:
 
 def marks(report: str) -> dict[str, str]:
     """The findings list at the top of report.md: claim → mark."""
-    return {m[1]: m[0] for m in re.findall(r"^- ([✓✗–]) (.+?) — ", report, flags=re.M)}
+    return {m[1]: m[0] for m in re.findall(r"^- ([✓✗～–]) (.+?) — ", report, flags=re.M)}
 
 
 def edit(path: Path, change) -> None:
@@ -66,30 +68,72 @@ def test_reproduce_makes_every_child_run_and_a_report_with_its_images(reproduced
     assert (out / "report.html").read_text().count("data:image/png;base64,") == len(links)
     assert "lab2 lora --model" in md and "--rank 2,4 --targets q,v" in md  # the child command lines
     found = marks(md)
-    assert len(found) == 5 and all(m in "✓✗" for m in found.values())  # every finding checked
+    assert len(found) == 5 and all(m in "✓✗～" for m in found.values())  # every finding checked
+    head = md.split("## Conclusion", 1)[1].splitlines()[2]
+    assert head.startswith("5 findings: ") and all(
+        f"{list(found.values()).count(m)} {m}" in head for m in found.values()
+    )
+    # every run folder that tested keeps its per-example outcomes, one per test sentence
+    n = len(read_outcomes(out / "features").correct)
+    features = json.loads((out / "features" / "metrics.json").read_text())
+    for name, row in features["classifiers"].items():
+        kept = read_outcomes(out / "features", name)
+        assert kept.correct.shape == (n,) and kept.correct.mean() == pytest.approx(row["test_accuracy"])
+    cells = [
+        out / "lora-grid" / r["run"]
+        for r in json.loads((out / "lora-grid" / "metrics.json").read_text())["rows"]
+    ]
+    for folder in [out / s for s in STEPS[1:5]] + cells:
+        kept, m = read_outcomes(folder).correct, json.loads((folder / "metrics.json").read_text())
+        assert kept.shape == (n,) and kept.dtype == bool and kept.mean() == pytest.approx(m["test_accuracy"])
+    # evaluate reloads the full fine-tune: the same outcomes, sentence by sentence
+    assert (
+        read_outcomes(out / "evaluate-full").correct == read_outcomes(out / "finetune-full").correct
+    ).all()
 
 
 @pytest.mark.slow
-def test_findings_follow_the_metrics_when_the_report_is_rendered_again(reproduced, tmp_path):
+def test_findings_follow_the_outcomes_when_the_report_is_rendered_again(reproduced, tmp_path):
     out = reproduced
-    full, features, grid = (out / n / "metrics.json" for n in ("finetune-full", "features", "lora-grid"))
+    n = len(read_outcomes(out / "features").correct)
+    cells = [
+        out / "lora-grid" / r["run"]
+        for r in json.loads((out / "lora-grid" / "metrics.json").read_text())["rows"]
+    ]
+    half, everything, nothing = np.arange(n) % 2 == 0, np.ones(n, bool), np.zeros(n, bool)
+    near = half.copy()
+    near[1] = True  # one sentence more: an interval straddling 0
+    edge = half.copy()
+    edge[1 : 2 * int(np.ceil(0.05 * n)) : 2] = True  # 5% more: an interval straddling bf16's margin
 
-    def set_all(full_acc: float, classifier_acc: float, lora_acc: float, share: float) -> dict[str, str]:
-        edit(full, lambda m: m.update(test_accuracy=full_acc))
-        edit(features, lambda m: [r.update(test_accuracy=classifier_acc) for r in m["classifiers"].values()])
-        edit(grid, lambda m: [r.update(test_accuracy=lora_acc, trainable_percent=share) for r in m["rows"]])
+    def set_all(full, features, lora, bf16, fp32, share: float) -> dict[str, str]:
+        write_outcomes(out / "finetune-full", full)
+        write_outcomes(out / "features", features)
+        for cell in cells:
+            write_outcomes(cell, lora)
+        write_outcomes(out / "finetune-bf16", bf16)
+        write_outcomes(out / "finetune-head-last", fp32)
+        edit(
+            out / "lora-grid" / "metrics.json",
+            lambda m: [r.update(trainable_percent=share) for r in m["rows"]],
+        )
         invoke("report", out, "--out", tmp_path)
         return marks((tmp_path / "report.md").read_text())
 
-    good = set_all(0.9, 0.8, 0.88, 1.0)
-    bad = set_all(0.7, 0.8, 0.6, 12.0)
-    flipped = {claim for claim in good if good[claim] == "✓" and bad[claim] == "✗"}
-    assert any(c.startswith("fine-tuning the whole encoder") for c in flipped)
-    assert any(c.startswith("LoRA trains under 5%") for c in flipped)
-    assert any(c.startswith("the best LoRA cell") for c in flipped)
-    assert any(
-        c.startswith("the saved full fine-tune") for c in good if good[c] == "✗"
-    )  # 0.9 was never measured
+    def mark(found: dict[str, str], start: str) -> str:
+        (m,) = [m for claim, m in found.items() if claim.startswith(start)]
+        return m
+
+    good = set_all(everything, half, everything, half, half, 1.0)
+    bad = set_all(half, everything, nothing, everything, nothing, 12.0)
+    open_ = set_all(near, half, near, edge, half, 1.0)
+    for claim, (g, b, o) in {
+        "fine-tuning the whole encoder": ("✓", "✗", "～"),
+        "LoRA trains under 5%": ("✓", "✗", "✓"),
+        "the LoRA cell chosen by validation": ("✓", "✗", "✓"),
+        "bf16 mixed precision": ("✓", "✗", "～"),
+    }.items():
+        assert (mark(good, claim), mark(bad, claim), mark(open_, claim)) == (g, b, o), claim
 
 
 def test_the_quick_profile_without_the_wheel_or_a_model_is_an_error(monkeypatch, tmp_path):

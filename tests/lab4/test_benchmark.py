@@ -10,9 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from dla_core.config import Runtime
+from dla_core.stats import read_outcomes
 from lab4_ood.benchmark import split_specs
 from lab4_ood.cli import group
 from lab4_ood.detection import DetectConfig, detect
+from lab4_ood.outcomes import auroc_arm, eps_name
 from lab4_ood.robustness import AttackConfig, run_attack
 
 
@@ -42,6 +44,16 @@ def test_benchmark_tables_equal_separate_detect_and_attack_runs(digits_run, batc
     for run in (digits_run, batchnorm_run):
         got = m["models"][run.name]
         assert (out / run.name / "detect" / "metrics.json").exists()  # the child run folders
+        # which keep their per-example outcomes: the detectors' scores give back their AUROCs
+        sets = json.loads((out / run.name / "detect" / "metrics.json").read_text())["outcome_sets"]
+        assert sets == ["digits:0-4", "digits:5-7", "digits:8-9", "fake"]
+        for method in methods:
+            for spec, result in got["results"][method].items():
+                arm = auroc_arm(out / run.name / "detect", method, sets, spec)
+                assert arm.mean() == pytest.approx(result["auroc"], abs=1e-9)
+        for r in got["robust"]["fgsm"]["rows"]:
+            robust = read_outcomes(out / run.name / "attack-fgsm", eps_name(r["eps"])).correct
+            assert robust.mean() == pytest.approx(r["accuracy"])
         if run is digits_run:  # the separate runs for one model (time): its own numbers below, by hand
             separate = got
         else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -57,7 +58,9 @@ log = logging.getLogger(__name__)
 class StepOutput:
     loss: torch.Tensor  # mean loss over the batch (what backward sees)
     count: int  # examples in the batch
-    correct: torch.Tensor | None = None  # number of correct predictions, when that means something
+    # which predictions were right, when that means something: (B,) bool per example (what ``evaluate`` keeps
+    # for outcomes.npz), or their number
+    correct: torch.Tensor | None = None
 
 
 class Step(Protocol):
@@ -76,7 +79,7 @@ class SetupStep(Step, Protocol):
 def classification_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
     x, y = batch
     logits = model(x)
-    return StepOutput(F.cross_entropy(logits.float(), y), len(y), (logits.argmax(1) == y).sum())
+    return StepOutput(F.cross_entropy(logits.float(), y), len(y), logits.argmax(1) == y)
 
 
 @dataclass
@@ -284,15 +287,19 @@ def evaluate(
     accelerator: DlaAccelerator,
     step: Step = classification_step,
     max_batches: int | None = None,
-) -> dict[str, float]:
+    per_example: bool = False,
+) -> dict[str, Any]:
     """Mean loss over every example, summed across processes; accuracy too where the step counts correct ones.
-    ``max_batches``: only the first that many batches of each process (a smoke run's ``TrainConfig.max_steps``)."""
+    ``max_batches``: only the first that many batches of each process (a smoke run's ``TrainConfig.max_steps``).
+    ``per_example``: also ``"correct"``, which examples the model got right ((examples,) bool numpy, in the
+    batches' order, gathered from every process), where the step says per example (``StepOutput.correct``)."""
     acc = accelerator
     was_training = model.training
     model.eval()
     sums = torch.zeros(
         4, device=acc.device, dtype=torch.float64
     )  # loss·n, correct, n, n with a correct count
+    kept: list[torch.Tensor] = []  # per_example: each batch's (B,) correctness, on the device until the end
     with acc.autocast():
         for i, batch in enumerate(
             batches.iterate(0, rank=acc.process_index, world=acc.num_processes, device=acc.device)
@@ -301,19 +308,46 @@ def evaluate(
                 break
             out = step(model, batch)
             counted = out.correct is not None
-            correct = out.correct.double() if counted else sums.new_zeros(())  # type: ignore[union-attr]
+            correct = out.correct.double().sum() if counted else sums.new_zeros(())  # type: ignore[union-attr]
             sums[:2] += torch.stack([out.loss.detach().double() * out.count, correct])
             sums[2] += out.count  # scalars: no host→device copy (and GPU sync) per batch
             if counted:
                 sums[3] += out.count
+                if per_example and out.correct.dim() == 1:  # type: ignore[union-attr]
+                    kept.append(out.correct.detach().bool())  # type: ignore[union-attr]
     model.train(was_training)
     loss_n, correct, n, n_counted = (
         acc.reduce(sums, reduction="sum").tolist() if acc.num_processes > 1 else sums.tolist()
     )
-    result = {"loss": loss_n / max(n, 1)}
+    result: dict[str, Any] = {"loss": loss_n / max(n, 1)}
     if n_counted > 0:  # no accuracy for steps without one (an autoencoder's reconstruction), rather than nan
         result["accuracy"] = correct / max(n_counted, 1)
+    if per_example and kept:
+        result["correct"] = _in_order(kept, batches, acc)
     return result
+
+
+def _in_order(kept: Sequence[torch.Tensor], batches: Batches, acc: Accelerator) -> Any:
+    """Every process's per-batch outcomes as one (examples,) numpy array in the data's order. Each global batch
+    is split into contiguous shares by rank (``batches.shard``): batch by batch, rank by rank gives the order the
+    batches visit the examples in; batches that visit them in another order than the data's (lab2's, sorted by
+    length) say which with ``order(epoch, world)``, the global batches' example indices."""
+    import numpy as np
+
+    local = [k.cpu().numpy() for k in kept]
+    if acc.num_processes == 1:
+        visited = np.concatenate(local)
+    else:
+        from accelerate.utils import gather_object
+
+        per_rank = gather_object([local])  # [rank 0's batches, rank 1's, …]
+        empty = np.zeros(0, dtype=bool)
+        visited = np.concatenate([p for b in itertools.zip_longest(*per_rank, fillvalue=empty) for p in b])
+    order = getattr(batches, "order", None)
+    if order is None:
+        return visited
+    index = torch.cat(list(order(0, acc.num_processes))).cpu().numpy()[: len(visited)]
+    return visited[np.argsort(index, kind="stable")]  # (a smoke run's first batches: the examples they saw)
 
 
 #### Ctrl-C ####
@@ -524,7 +558,7 @@ class _Loop:
                 break
             out = self._forward_backward(epoch, i, batch)
             has_accuracy = out.correct is not None
-            correct = out.correct.double() if has_accuracy else pending.new_zeros(())  # type: ignore[union-attr]
+            correct = out.correct.double().sum() if has_accuracy else pending.new_zeros(())  # type: ignore[union-attr]
             # device-side sums; the count is added as a scalar (a tensor made from it would cost a host→device
             # copy, and a GPU sync, every step)
             pending[:2] += torch.stack([out.loss.detach().double() * out.count, correct])

@@ -38,6 +38,7 @@ from dla_core.engine import (
 )
 from dla_core.models import ModelConfig, count_parameters, save_model, weight_layer_names
 from dla_core.runs import CONFIG, MODEL, RunDir, wait_for_main
+from dla_core.stats import write_outcomes
 from dla_core.threads import ThreadChoice, apply_threads, choose_threads, first_example, step_flops
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,12 @@ def train_into(
     test = None
     if batches.get("test") is not None:
         test = evaluate(
-            trained, batches["test"], step=eval_step, accelerator=acc, max_batches=train.max_steps
+            trained,
+            batches["test"],
+            step=eval_step,
+            accelerator=acc,
+            max_batches=train.max_steps,
+            per_example=True,
         )
     written = finish_run(
         run,
@@ -167,7 +173,7 @@ def finish_run(
     *,
     parameters: int,
     trainable: int,
-    test: Mapping[str, float] | None,
+    test: Mapping[str, Any] | None,
     save: Saver | None,
     extra: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     plot: bool = True,
@@ -178,7 +184,8 @@ def finish_run(
     """End a trained run: save ``model`` with ``save``, write the final metrics (``METRIC_KEYS`` from the history,
     the sizes and the ``test`` result, plus ``extra(metrics so far)``), the history and gradient norms, and
     ``entries``, in one metrics.json write that marks the run ``finished``; with ``plot``, the learning curves
-    (and gradient norms) first. Every trained run ends here: ``train_into`` after ``engine.fit``, and loops of their
+    (and gradient norms) first. A ``test`` result with ``"correct"`` (per example, ``evaluate(per_example=True)``)
+    goes to outcomes.npz (``stats.write_outcomes``) for the findings' paired comparisons. Every trained run ends here: ``train_into`` after ``engine.fit``, and loops of their
     own that leave ``fit``'s run folders (lab1's stacked seeds). ``trackers``: an accelerator whose trackers get the
     final metrics and are then closed (``--report-to``). Returns metrics.json as written."""
     name = name or run.path.name
@@ -188,6 +195,8 @@ def finish_run(
     metrics = present(metrics)
     if save is not None:
         metrics[SAVED] = save(run, model).relative_to(run.path).as_posix()
+    if test is not None and test.get("correct") is not None:
+        write_outcomes(run.path, test["correct"])
     if plot:
         plots.learning_curves({name: list(history)}, run.file("learning_curves.png"), title=name)
         if grad_norms:

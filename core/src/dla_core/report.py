@@ -27,9 +27,12 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dla_core.runs import atomic_write
+
+if TYPE_CHECKING:
+    from dla_core.stats import Verdict
 
 MARKS = {True: "✓", False: "✗", None: "–"}
 COMMANDS_NOTE = "# paths are relative to this report's folder: run these from there"
@@ -55,12 +58,32 @@ class Figure:
 @dataclass(frozen=True)
 class Finding:
     claim: str  # what the lab is meant to show
-    ok: bool | None  # computed from the metrics; None = could not be checked
+    ok: bool | None  # computed from the metrics; None = could not be checked (or inconclusive: ``verdict``)
     evidence: str  # the numbers behind the mark
+    verdict: Verdict | None = None  # judged by an interval (dla_core.evidence): ✓ / ✗ / ～
 
     @property
     def mark(self) -> str:
-        return MARKS[self.ok]
+        return self.verdict.mark if self.verdict is not None else MARKS[self.ok]
+
+    @property
+    def word(self) -> str:
+        if self.verdict is not None:
+            return self.verdict.word
+        return {True: "holds", False: "does not hold", None: "not checked"}[self.ok]
+
+
+def conclusion(findings: Sequence[Finding]) -> list[str]:
+    """The report's opening: how many findings are supported / contradicted / inconclusive / not checked, then one
+    sentence per finding (its section has the numbers)."""
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f"{f.mark} {f.word}"] = counts.get(f"{f.mark} {f.word}", 0) + 1
+    order = ["✓", "✗", "～", "–"]
+    tally = sorted(counts.items(), key=lambda kv: order.index(kv[0][0]) if kv[0][0] in order else 9)
+    s = "" if len(findings) == 1 else "s"
+    head = f"{len(findings)} finding{s}: " + ", ".join(f"{n} {what}" for what, n in tally) + "."
+    return [head, *(f"{f.mark} {f.claim[:1].upper()}{f.claim[1:]}: {f.word}." for f in findings)]
 
 
 @dataclass
@@ -335,10 +358,11 @@ def to_markdown(
 ) -> str:
     written = written or datetime.date.today().isoformat()
     findings = [f for s in sections for f in s.findings]
-    titles = (["Findings"] if findings else []) + [s.title for s in sections] + [MACHINE]
+    titles = (["Conclusion"] if findings else []) + [s.title for s in sections] + [MACHINE]
     lines = md_title(title, intro, written) + md_contents(titles)
     if findings:
-        lines += ["## Findings", "", *md_findings(findings)]
+        head, *sentences = conclusion(findings)
+        lines += ["## Conclusion", "", head, "", *(f"- {x}" for x in sentences), ""]
     for s in sections:
         lines += md_section(s, out)
     lines += [f"## {MACHINE}", "", *footer, ""]
@@ -366,7 +390,7 @@ caption { caption-side: top; font-style: italic; text-align: left; }
 
 
 def _html_finding(f: Finding) -> str:
-    css = {True: "ok", False: "fail", None: "unknown"}[f.ok]
+    css = {"✓": "ok", "✗": "fail"}.get(f.mark, "unknown")
     return f'<li><span class="{css}">{f.mark}</span> {_inline(f.claim)} — {_inline(f.evidence)}</li>'
 
 
@@ -457,10 +481,12 @@ def to_html(
 ) -> str:
     written = written or datetime.date.today().isoformat()
     findings = [f for s in sections for f in s.findings]
-    titles = (["Findings"] if findings else []) + [s.title for s in sections] + [MACHINE]
+    titles = (["Conclusion"] if findings else []) + [s.title for s in sections] + [MACHINE]
     parts = html_title(title, intro, written) + html_contents(titles)
     if findings:
-        parts += [_h2("Findings"), "<ul>", *map(_html_finding, findings), "</ul>"]
+        head, *sentences = conclusion(findings)
+        items = [f"<li>{_inline(x)}</li>" for x in sentences]
+        parts += [_h2("Conclusion"), f"<p>{_inline(head)}</p>", "<ul>", *items, "</ul>"]
     for s in sections:
         parts += html_section(s, out)
     parts += [_h2(MACHINE), _html_text("\n\n".join(footer))]

@@ -9,9 +9,10 @@ the finding's margin (the practice of Agarwal et al. 2021, "Deep RL at the edge 
                                   (seeds, examples): mean(A) - mean(B) and P(A > B), each with a
                                   bootstrap CI over examples (paired) and seeds (per arm)         -> Comparison
     probability_of_improvement    P(A > B) over seeds, the Mann-Whitney U / (n_A n_B), ties half
+    auroc_outcomes(pos, neg)      per-example pseudo-outcomes whose mean is the AUROC (DeLong's variance)
     verdict(interval, claim)      ✓ supported / ✗ contradicted / ～ inconclusive                  -> Verdict
     finding_line(...)             "✓ supported: A better than B: difference +0.031, 95% CI [...], ..."
-    write_outcomes / read_outcomes   per-example test outcomes of a run: RUN/outcomes.npz
+    write_outcomes / read_outcomes   per-example test outcomes of a run: RUN/outcomes.npz (outcomes-<name>.npz)
     read_arms(runs_a, runs_b)     each arm's runs stacked to (seeds, examples), checked to share one test set
 
 Conventions: the difference is always A - B; intervals are two-sided at ``level`` (0.95); randomness is
@@ -20,35 +21,25 @@ stateless (same inputs and ``seed`` give the same interval); numbers print with 
 
 from __future__ import annotations
 
-import enum
 import math
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
 
 import numpy as np
 
+from dla_core.claims import Claim as Claim  # re-exported: stats is where callers look for them
+from dla_core.claims import Interval as Interval
+from dla_core.claims import Verdict as Verdict
+from dla_core.claims import significant as significant
+from dla_core.claims import verdict as verdict
 from dla_core.errors import DlaError
 from dla_core.runs import atomic_write
 
 LEVEL = 0.95
 RESAMPLES = 10_000  # bootstrap replicates: the 2.5% tails then rest on 250 replicates each
 _CHUNK_ELEMENTS = 1 << 21  # replicates are drawn in chunks of about this many example indices (16 MB)
-
-
-def significant(x: float, digits: int = 3, *, sign: bool = False) -> str:
-    """``x`` with ``digits`` significant digits, trailing zeros kept (1.0 -> "1.00"), thousands separated
-    (21450 -> "21,450", whole numbers from 10**digits on are not rounded); ``sign`` adds a "+" to positives."""
-    if not math.isfinite(x):
-        return {math.inf: "inf", -math.inf: "-inf"}.get(x, "nan")
-    x += 0.0  # -0.0 -> 0.0
-    plus = "+" if sign and x != 0 else ""
-    text = f"{x:{plus}#.{digits}g}"
-    if "e+" in text:  # 10**digits or more, once rounded: a whole number with separators
-        return f"{x:{plus},.0f}"
-    return text if "e" in text else text.rstrip(".")
 
 
 #### Across seeds ####
@@ -277,82 +268,40 @@ def _check_finite(x: np.ndarray, name: str) -> None:
         raise ValueError(f"{bad} of the {x.size} values of {name} are NaN or infinite")
 
 
-#### Verdicts ####
+def auroc_outcomes(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Per-example pseudo-outcomes of the AUROC of ``positive`` scores against ``negative`` ones: one value per
+    example (positives first, then negatives) whose mean is the AUROC, ready for ``bootstrap_difference``.
+
+    The AUROC is P(s+ > s-) (ties half), a two-sample U-statistic, not a mean over examples. Its placements are:
+    V+_i, the share of negatives positive i outranks, and V-_j, the share of positives that outrank negative j;
+    both average to the AUROC. A positive's pseudo-outcome is A + (N/n+)(V+_i - A), a negative's A + (N/n-)(V-_j
+    - A), with N = n+ + n-: their mean is A, and the variance of a mean of N of them drawn with replacement is
+    Var(V+)/n+ + Var(V-)/n-, DeLong's variance of the AUROC (DeLong et al. 1988). Two detectors scored on the
+    same examples give pseudo-outcomes aligned example by example: the paired bootstrap of their difference is
+    then the bootstrap of the AUROC difference, correlated examples and all."""
+    pos = np.asarray(positive, dtype=np.float64).ravel()
+    neg = np.asarray(negative, dtype=np.float64).ravel()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"an AUROC needs positives and negatives, got {len(pos)} and {len(neg)}")
+    _check_finite(pos, "positive scores")
+    _check_finite(neg, "negative scores")
+    ranked = np.sort(neg)
+    # V+_i: negatives below positive i, ties half; V-_j: positives above negative j, ties half
+    below = np.searchsorted(ranked, pos, side="left") + np.searchsorted(ranked, pos, side="right")
+    v_pos = below / (2 * len(neg))
+    ranked_pos = np.sort(pos)
+    above = (
+        2 * len(pos)
+        - np.searchsorted(ranked_pos, neg, side="left")
+        - np.searchsorted(ranked_pos, neg, side="right")
+    )
+    v_neg = above / (2 * len(pos))
+    auroc = float(v_pos.mean())
+    n = len(pos) + len(neg)
+    return np.concatenate([auroc + n / len(pos) * (v_pos - auroc), auroc + n / len(neg) * (v_neg - auroc)])
 
 
-class Verdict(enum.Enum):
-    """What a finding's interval says about it; the value is (mark, word)."""
-
-    SUPPORTED = ("✓", "supported")
-    CONTRADICTED = ("✗", "contradicted")
-    INCONCLUSIVE = ("～", "inconclusive")
-
-    @property
-    def mark(self) -> str:
-        return self.value[0]
-
-    @property
-    def word(self) -> str:
-        return self.value[1]
-
-    def __str__(self) -> str:
-        return f"{self.mark} {self.word}"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a finding says about the difference d = A - B.
-
-    ``better``: d > margin ("A better than B by more than margin"; margin 0: "A better than B"; a negative
-    margin states non-inferiority, "A worse than B by less than |margin|").
-    ``within``: -margin < d < margin ("A within margin of B", equivalence; margin > 0).
-    """
-
-    kind: Literal["better", "within"]
-    margin: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("better", "within"):
-            raise ValueError(f"a claim is 'better' or 'within', not {self.kind!r}")
-        if not math.isfinite(self.margin) or (self.kind == "within" and self.margin <= 0):
-            raise ValueError(f"a {self.kind!r} claim needs a finite margin (> 0 for 'within'): {self.margin}")
-
-    def describe(self, a: str = "A", b: str = "B") -> str:
-        m = significant(abs(self.margin))
-        if self.kind == "within":
-            return f"{a} within {m} of {b}"
-        if self.margin > 0:
-            return f"{a} better than {b} by more than {m}"
-        if self.margin < 0:
-            return f"{a} worse than {b} by less than {m}"
-        return f"{a} better than {b}"
-
-
-class Interval(Protocol):
-    low: float
-    high: float
-
-
-def verdict(interval: Interval, claim: Claim) -> Verdict:
-    """✓ if every value of the interval satisfies the claim, ✗ if none does, ～ otherwise.
-
-    ``better`` by m: supported when low > m, contradicted when high <= m.
-    ``within`` m (equivalence, TOST-style): supported when the whole interval lies inside (-m, m),
-    contradicted when it lies wholly outside it (high <= -m or low >= m), inconclusive when it straddles
-    either edge. With a 95% interval this is two one-sided tests at 2.5% each, stricter than the textbook
-    TOST on a 90% interval. An interval with no width of evidence (one seed: (-inf, inf)) is inconclusive.
-    """
-    low, high = interval.low, interval.high
-    if claim.kind == "better":
-        inside, outside = low > claim.margin, high <= claim.margin
-    else:
-        m = claim.margin
-        inside, outside = (-m < low and high < m), (high <= -m or low >= m)
-    if inside:
-        return Verdict.SUPPORTED
-    if outside:
-        return Verdict.CONTRADICTED
-    return Verdict.INCONCLUSIVE
+#### Verdicts (the claims themselves: dla_core.claims, numpy-free) ####
 
 
 def finding_line(claim: Claim, comparison: Comparison, a: str = "A", b: str = "B") -> str:
@@ -370,6 +319,11 @@ def finding_line(claim: Claim, comparison: Comparison, a: str = "A", b: str = "B
 OUTCOMES = "outcomes.npz"
 
 
+def outcomes_file(name: str | None = None) -> str:
+    """``outcomes.npz``, or ``outcomes-<name>.npz`` for a run that keeps several (a detector's, an ε's)."""
+    return OUTCOMES if name is None else f"outcomes-{name}.npz"
+
+
 @dataclass(frozen=True)
 class Outcomes:
     """A run's per-example test outcomes; every array ends in the examples axis, in test-set order."""
@@ -384,21 +338,28 @@ class Outcomes:
 
 
 def write_outcomes(
-    run_dir: Path, correct: np.ndarray, *, scores: np.ndarray | None = None, labels: np.ndarray | None = None
+    run_dir: Path,
+    correct: np.ndarray,
+    *,
+    scores: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    name: str | None = None,
 ) -> Path:
-    """Write RUN/outcomes.npz (compressed; atomically, by the main process only) and return its path."""
+    """Write RUN/outcomes.npz (``name``: RUN/outcomes-<name>.npz; compressed; atomically, by the main process
+    only) and return its path."""
     outcomes = _checked(np.asarray(correct), scores, labels)
     arrays = {k: v for k, v in vars(outcomes).items() if v is not None}
-    path = Path(run_dir) / OUTCOMES
+    path = Path(run_dir) / outcomes_file(name)
     atomic_write(path, lambda tmp: _write_npz(tmp, arrays))  # the main process writes, the others skip
     return path
 
 
-def read_outcomes(run_dir: Path) -> Outcomes:
-    """Read RUN/outcomes.npz; a missing or damaged file is a ``DlaError`` naming it."""
-    path = Path(run_dir) / OUTCOMES
+def read_outcomes(run_dir: Path, name: str | None = None) -> Outcomes:
+    """Read RUN/outcomes.npz (or ``outcomes-<name>.npz``, or ``run_dir`` itself when it names an .npz file); a
+    missing or damaged file is a ``DlaError`` naming it."""
+    path = Path(run_dir) if Path(run_dir).suffix == ".npz" else Path(run_dir) / outcomes_file(name)
     if not path.is_file():
-        raise DlaError(f"{run_dir} has no {OUTCOMES}: the run kept no per-example test outcomes")
+        raise DlaError(f"{run_dir} has no {path.name}: the run kept no per-example test outcomes")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -410,9 +371,10 @@ def read_outcomes(run_dir: Path) -> Outcomes:
         raise DlaError(f"{path} is damaged: {e}") from None
 
 
-def read_arms(*arms: Sequence[Path]) -> list[Outcomes]:
+def read_arms(*arms: Sequence[Path], name: str | None = None) -> list[Outcomes]:
     """Each arm's run folders (a seed each, or stacked seeds) read into one ``Outcomes`` of (seeds, examples)
-    rows, ready for ``bootstrap_difference(a.correct, b.correct)``: ``a, b = read_arms(runs_a, runs_b)``.
+    rows, ready for ``bootstrap_difference(a.correct, b.correct)``: ``a, b = read_arms(runs_a, runs_b)``;
+    ``name``: each folder's ``outcomes-<name>.npz``.
 
     Outcomes compared example by example must be about the same examples: a folder whose test set differs from
     the first one's in size or in its saved labels is a ``DlaError`` naming both."""
@@ -420,7 +382,7 @@ def read_arms(*arms: Sequence[Path]) -> list[Outcomes]:
     for runs in arms:
         if not runs:
             raise ValueError("every arm needs at least one run folder")
-        read = [(Path(d), read_outcomes(d)) for d in runs]
+        read = [(Path(d), read_outcomes(d, name)) for d in runs]
         for d, o in read:
             first = first or (d, o)
             if o.examples != first[1].examples or not _same_labels(o.labels, first[1].labels):

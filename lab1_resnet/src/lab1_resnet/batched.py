@@ -241,24 +241,32 @@ def _epoch_inputs(net: _Stacked, streams: Sequence[ImageBatches], epoch: int) ->
     return net.inputs(torch.stack(xs, 1)), torch.stack(ys, 1)
 
 
-def _evaluate(net: _Stacked, prepared: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[dict[str, float]]:
+def _evaluate(
+    net: _Stacked, prepared: Sequence[tuple[torch.Tensor, torch.Tensor]], per_example: bool = False
+) -> list[dict[str, Any]]:
     """Loss and accuracy of every model over ``prepared`` batches ((B, C·H·W) inputs, labels), as ``evaluate``
-    computes them for one model: each batch's mean loss × its size, summed, over the examples."""
+    computes them for one model: each batch's mean loss × its size, summed, over the examples; ``per_example``:
+    also ``"correct"``, each model's (examples,) bool numpy correctness, as ``evaluate(per_example=True)``."""
     seeds = net.skip.shape[0]
     loss_n = torch.zeros(seeds, dtype=torch.float64)
-    correct = torch.zeros(seeds, dtype=torch.int64)
+    hits = []  # (S, B) per batch
     n = 0
     with torch.no_grad():
         for h, y in prepared:
             logits = net(h.expand(seeds, *h.shape)).float()
             loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(seeds), reduction="none").view(seeds, -1)
             loss_n += loss.mean(1).double() * len(y)
-            correct += (logits.argmax(2) == y).sum(1)
+            hits.append(logits.argmax(2) == y)
             n += len(y)
-    return [
+    correct = torch.cat(hits, 1) if hits else torch.zeros(seeds, 0, dtype=torch.bool)  # (S, N)
+    results: list[dict[str, Any]] = [
         {"loss": ln / max(n, 1), "accuracy": c / max(n, 1)}
-        for ln, c in zip(loss_n.tolist(), correct.tolist(), strict=True)
+        for ln, c in zip(loss_n.tolist(), correct.sum(1).tolist(), strict=True)
     ]
+    if per_example:
+        for r, row in zip(results, correct.cpu().numpy(), strict=True):
+            r["correct"] = row
+    return results
 
 
 class Group:
@@ -391,9 +399,10 @@ class Group:
 
     #### Results ####
 
-    def test(self) -> list[dict[str, float]]:
-        """Test loss and accuracy of every model (as ``engine.evaluate`` gives them for one)."""
-        return _evaluate(self.net, self._prepared(self.data.test))
+    def test(self) -> list[dict[str, Any]]:
+        """Test loss, accuracy and per-example correctness of every model (as ``engine.evaluate`` gives them for
+        one with ``per_example``)."""
+        return _evaluate(self.net, self._prepared(self.data.test), per_example=True)
 
     def results(self, test: bool = True) -> list[SeedResult]:
         tests = self.test() if test else [{} for _ in self.cells]
@@ -403,7 +412,7 @@ class Group:
                 self.histories[s],
                 self.norms[s],
                 self.net.state_dict(s),
-                {f"test_{k}": v for k, v in tests[s].items()},
+                {f"test_{k}": v for k, v in tests[s].items() if k != "correct"},
             )
             for s, c in enumerate(self.cells)
         ]

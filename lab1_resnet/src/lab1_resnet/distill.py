@@ -26,10 +26,12 @@ from dla_core.config import Runtime, from_options
 from dla_core.data import ImageBatches, ImageSet
 from dla_core.engine import StepOutput, classification_step, evaluate, make_accelerator
 from dla_core.errors import DlaError
+from dla_core.evidence import OUTCOMES_KEY
 from dla_core.models import build_model, count_parameters, load_model
 from dla_core.recipe import child_run, save_classifier, train_into
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
+from dla_core.stats import OUTCOMES, write_outcomes
 from lab1_resnet import tables
 from lab1_resnet.train import EVAL_BATCH, TrainRun, batches, load_data, model_config
 
@@ -84,7 +86,7 @@ class DistillationStep:
             p = self.teacher_probs(x)
         logits = model(x)
         loss = distillation_loss(logits, y, p, self.T, self.alpha)
-        return StepOutput(loss, len(y), (logits.argmax(1) == y).sum())
+        return StepOutput(loss, len(y), logits.argmax(1) == y)
 
 
 @torch.no_grad()
@@ -125,7 +127,10 @@ def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
     run = RunDir.create(rt.out, cfg, command="lab1 distill", resume=rt.resume)
     acc = make_accelerator(s.train.precision, rt.cpu)
     b = batches(data, s.batch_size, s.augment, s.train.seed)
-    teacher_test = evaluate(teacher.to(acc.device), b["test"], accelerator=acc, max_batches=s.train.max_steps)
+    teacher_test = evaluate(
+        teacher.to(acc.device), b["test"], accelerator=acc, max_batches=s.train.max_steps, per_example=True
+    )
+    teacher_outcomes = write_outcomes(run.path, teacher_test["correct"], name="teacher")
     mcfg = model_config(s, data.train)
 
     def student(name: str):
@@ -151,15 +156,16 @@ def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
             "model": "teacher",
             "parameters": count_parameters(teacher),
             "test_accuracy": teacher_test["accuracy"],
+            OUTCOMES_KEY: teacher_outcomes.name,
         }
     ]
     students = (["labels only"] if cfg.baseline else []) + ["distilled"]
     for name in students:
-        path = run.path / "students" / ("baseline" if name == "labels only" else "distilled")
-        m = child_run(path, {"distill": cfg, "student": name}, command="lab1 distill student",
+        folder = f"students/{'baseline' if name == 'labels only' else 'distilled'}"
+        m = child_run(run.path / folder, {"distill": cfg, "student": name}, command="lab1 distill student",
                       work=student(name), rt=rt)  # fmt: skip
         rows.append({"model": f"student, {name}", "parameters": m["parameters"],
-                     "test_accuracy": m["test_accuracy"]})  # fmt: skip
+                     "test_accuracy": m["test_accuracy"], OUTCOMES_KEY: f"{folder}/{OUTCOMES}"})  # fmt: skip
     columns = {"model": "model", "parameters": "params", "test_accuracy": "test acc"}
     text = tables.write_tables(rows, columns, run.path)
     run.update_metrics(rows=rows, temperature=cfg.temperature, alpha=cfg.alpha)

@@ -1,132 +1,168 @@
-"""What lab1 is meant to show, checked against the numbers its run folders hold (no torch: `lab1 report` is light).
+"""What lab1 is meant to show, each a claim judged by its interval (no torch: `lab1 report` is light).
 
-Each function takes the ``rows`` a command wrote into its metrics.json (`lab1 study`: one row per depth and net with
-``*_mean`` / ``*_std``; `lab1 transfer` and `lab1 distill`: one row per method) and returns one ``Finding``:
-``ok`` True / False from the numbers, None when the rows it needs are missing (a step not run).
+Each function takes the ``rows`` a command wrote into its metrics.json and that command's run folder, and returns
+one ``Finding``: ✓ supported / ✗ contradicted / ～ inconclusive from the paired bootstrap of the two arms'
+per-example test outcomes over test examples and seeds (``dla_core.evidence``), – when a run is missing.
+
+- `lab1 study` (rows per depth and net with ``*_mean``): the cells' run folders ``cells/<model>-d<depth>-<net>-s<seed>``
+  hold each seed's outcomes.npz and final train loss (not per example: judged by the seeds' t-interval).
+- `lab1 transfer` and `lab1 distill` (rows per method): each row names its outcomes file (``outcomes``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from dla_core.report import Finding, fmt
+from dla_core.claims import Claim
+from dla_core.evidence import OUTCOMES_KEY, Arm, every, judge, judge_outcomes, judge_seeds, unchecked
+from dla_core.report import Finding
+from dla_core.runs import read_json
 
 Rows = Sequence[Mapping[str, Any]]
 
 GAP = 0.2  # residual − plain test accuracy at the deepest depth that counts as "clearly better"
 TOLERANCE = 0.02  # how much a deep residual net may lose against the shallowest one and still "keep up"
 NEAR_CHANCE = 0.05  # test accuracy within this of chance counts as "at chance"
+TRANSFER_TOLERANCE = 0.02  # how much fine-tuning may lose against training from scratch and still "not hurt"
 
 
-def _study(rows: Rows, net: str) -> dict[int, Mapping[str, Any]]:
-    return {r["depth"]: r for r in rows if r.get("net") == net}
+def _depths(rows: Rows, net: str) -> list[int]:
+    return sorted(r["depth"] for r in rows if r.get("net") == net)
 
 
-def _mean(row: Mapping[str, Any] | None, key: str) -> float | None:
-    return None if row is None else row.get(f"{key}_mean")
+def cells(folder: Path, net: str, depth: int) -> list[Path]:
+    """The study's run folders of ``net`` at ``depth``, one per seed, in seed order."""
+    found = Path(folder).glob(f"cells/*-d{depth}-{net}-s*")
+    return sorted(found, key=lambda p: int(p.name.rsplit("-s", 1)[1]))
 
 
-def _unchecked(claim: str, why: str = "not run") -> Finding:
-    return Finding(claim, None, why)
+def _arm(folder: Path, net: str, depth: int) -> Arm:
+    return Arm(f"{net} depth {depth}", cells(folder, net, depth))
 
 
-def plain_degrades(rows: Rows, net: str = "net") -> Finding:
-    """Degradation: the deepest plain net ends with a higher training loss than the best shallower plain net
-    (training itself gets worse with depth; not overfitting)."""
-    claim = (
-        f"degradation: the deepest plain {net} trains worse (higher final train loss) than a shallower one"
-    )
-    plain = _study(rows, "plain")
+def _train_losses(runs: Sequence[Path]) -> list[float]:
+    losses = [read_json(p / "metrics.json").get("train_loss") for p in runs if (p / "metrics.json").is_file()]
+    return [x for x in losses if x is not None]
+
+
+def plain_degrades(rows: Rows, folder: Path, net: str = "net") -> Finding:
+    """Degradation: the deepest plain net ends with a higher training loss than the shallower plain net with the
+    lowest one (training itself gets worse with depth; not overfitting). A train loss is not per test example:
+    judged by the seeds' t-interval of (deep − shallow) train loss."""
+    text = f"degradation: the deepest plain {net} trains worse (higher final train loss) than a shallower one"
+    plain = {r["depth"]: r for r in rows if r.get("net") == "plain"}
     if len(plain) < 2:
-        return _unchecked(claim)
+        return unchecked(text)
     deep = max(plain)
-    shallow = min((d for d in plain if d < deep), key=lambda d: _mean(plain[d], "train_loss"))
-    loss_deep, loss_shallow = _mean(plain[deep], "train_loss"), _mean(plain[shallow], "train_loss")
-    if loss_deep is None or loss_shallow is None:
-        return _unchecked(claim, "train loss missing")
-    return Finding(
-        claim,
-        loss_deep > loss_shallow,
-        f"plain train loss {fmt(loss_deep)} at depth {deep} vs {fmt(loss_shallow)} at depth {shallow}",
+    shallow = min((d for d in plain if d < deep), key=lambda d: plain[d].get("train_loss_mean") or 0.0)
+    a, b = _train_losses(cells(folder, "plain", shallow)), _train_losses(cells(folder, "plain", deep))
+    # "better" is lower loss: A = shallow and B = deep scored by −loss, so difference = loss(deep) − loss(shallow)
+    return judge_seeds(
+        text,
+        Claim("better", 0.0),
+        [-x for x in a],
+        [-x for x in b],
+        (f"plain depth {shallow}", f"plain depth {deep}"),
+        "final train loss (lower is better)",
     )
 
 
-def residual_beats_plain(rows: Rows, net: str = "net", gap: float = GAP) -> Finding:
-    """At the deepest depth the residual net's test accuracy is at least ``gap`` above the plain one's."""
-    claim = (
-        f"skip connections fix it: at the deepest depth the residual {net} scores ≥ {gap} above the plain one"
+def residual_beats_plain(rows: Rows, folder: Path, net: str = "net", gap: float = GAP) -> Finding:
+    """At the deepest depth the residual net's test accuracy is more than ``gap`` above the plain one's."""
+    text = (
+        f"skip connections fix it: at the deepest depth the residual {net} scores > {gap} above the plain one"
     )
-    plain, residual = _study(rows, "plain"), _study(rows, "residual")
-    depths = sorted(set(plain) & set(residual))
+    depths = sorted(set(_depths(rows, "plain")) & set(_depths(rows, "residual")))
     if not depths:
-        return _unchecked(claim)
+        return unchecked(text)
     d = depths[-1]
-    p, r = _mean(plain[d], "test_accuracy"), _mean(residual[d], "test_accuracy")
-    if p is None or r is None:
-        return _unchecked(claim, "test accuracy missing")
-    return Finding(claim, r >= p + gap, f"depth {d}: residual {fmt(r)} vs plain {fmt(p)} test accuracy")
+    return judge(text, Claim("better", gap), _arm(folder, "residual", d), _arm(folder, "plain", d))
 
 
-def residual_keeps_up(rows: Rows, net: str = "net", tolerance: float = TOLERANCE) -> Finding:
-    """The deepest residual net's test accuracy is no more than ``tolerance`` below the shallowest one's."""
-    claim = f"the residual {net} does not degrade: deepest ≥ shallowest − {tolerance} test accuracy"
-    residual = _study(rows, "residual")
-    if len(residual) < 2:
-        return _unchecked(claim)
-    deep, shallow = max(residual), min(residual)
-    a_deep, a_shallow = _mean(residual[deep], "test_accuracy"), _mean(residual[shallow], "test_accuracy")
-    if a_deep is None or a_shallow is None:
-        return _unchecked(claim, "test accuracy missing")
-    return Finding(
-        claim,
-        a_deep >= a_shallow - tolerance,
-        f"residual {fmt(a_deep)} at depth {deep} vs {fmt(a_shallow)} at depth {shallow}",
+def residual_keeps_up(rows: Rows, folder: Path, net: str = "net", tolerance: float = TOLERANCE) -> Finding:
+    """The deepest residual net's test accuracy is less than ``tolerance`` below the shallowest one's."""
+    text = f"the residual {net} does not degrade: deepest > shallowest − {tolerance} test accuracy"
+    depths = _depths(rows, "residual")
+    if len(depths) < 2:
+        return unchecked(text)
+    deep, shallow = depths[-1], depths[0]
+    return judge(
+        text, Claim("better", -tolerance), _arm(folder, "residual", deep), _arm(folder, "residual", shallow)
     )
 
 
 def plain_at_chance(
-    rows: Rows, min_depth: int, chance: float, net: str = "net", slack: float = NEAR_CHANCE
+    rows: Rows, folder: Path, min_depth: int, chance: float, net: str = "net", slack: float = NEAR_CHANCE
 ) -> Finding:
-    """Every plain net of depth ≥ ``min_depth`` ends within ``slack`` of chance test accuracy."""
-    claim = f"plain {net}s of depth ≥ {min_depth} stay at chance ({fmt(chance)} test accuracy)"
-    deep = {d: _mean(r, "test_accuracy") for d, r in _study(rows, "plain").items() if d >= min_depth}
-    if not deep or any(a is None for a in deep.values()):
-        return _unchecked(claim, f"no plain net of depth ≥ {min_depth} in the study")
-    ok = all(a <= chance + slack for a in deep.values())
-    return Finding(claim, ok, ", ".join(f"depth {d}: {fmt(a)}" for d, a in sorted(deep.items())))
+    """Every plain net of depth ≥ ``min_depth`` ends within ``slack`` of chance test accuracy (its outcomes
+    against a constant arm scoring ``chance`` on every example)."""
+    from dla_core.stats import read_arms
+
+    text = f"plain {net}s of depth ≥ {min_depth} stay at chance ({chance:g} test accuracy, within {slack:g})"
+    deep = [d for d in _depths(rows, "plain") if d >= min_depth]
+    if not deep:
+        return unchecked(text, f"no plain net of depth ≥ {min_depth} in the study")
+    parts = []
+    for d in deep:
+        arm = _arm(folder, "plain", d)
+        if not arm.runs or not all((p / "outcomes.npz").is_file() for p in arm.runs):
+            parts.append(unchecked(text))
+            continue
+        (outcomes,) = read_arms(arm.runs)
+        at_chance = outcomes.correct[:1] * 0.0 + chance  # (1, examples)
+        parts.append(
+            judge_outcomes(text, Claim("within", slack), outcomes.correct, at_chance, (arm.label, "chance"))
+        )
+    return every(text, parts)
 
 
 #### Transfer and distillation: rows of one table ####
 
 
-def _accuracy(rows: Rows, prefix: str) -> tuple[str, float] | None:
-    """The best test accuracy among the rows whose name starts with ``prefix`` (and that row's name)."""
-    found = [(r["row"], r["test_accuracy"]) for r in rows if str(r.get("row", "")).startswith(prefix)]
-    found = [(n, a) for n, a in found if a is not None]
-    return max(found, key=lambda f: f[1]) if found else None
+def _row_arm(folder: Path, row: Mapping[str, Any] | None, label: str) -> Arm:
+    """A table row's arm: its outcomes file (relative to the command's run folder)."""
+    where = (row or {}).get(OUTCOMES_KEY)
+    return Arm(label, [Path(folder) / where] if where else [])
 
 
-def finetune_beats_features(rows: Rows) -> Finding:
-    """The best fine-tuned row beats a linear SVM on the frozen features."""
-    claim = "fine-tuning beats a linear classifier on the frozen source features"
-    tuned, svm = _accuracy(rows, "finetune-"), _accuracy(rows, "features + linear SVM")
+def _best(rows: Rows, prefix: str) -> Mapping[str, Any] | None:
+    """The row whose name starts with ``prefix`` with the best validation accuracy (test accuracy when there is
+    none): chosen without looking at the test set it is then judged on, where the rows say how."""
+    found = [
+        r for r in rows if str(r.get("row", "")).startswith(prefix) and r.get("test_accuracy") is not None
+    ]
+    key = "val_accuracy" if all(r.get("val_accuracy") is not None for r in found) else "test_accuracy"
+    return max(found, key=lambda r: r[key]) if found else None
+
+
+def finetune_beats_features(rows: Rows, folder: Path) -> Finding:
+    """The best fine-tuned row (by validation accuracy) beats a linear SVM on the frozen features."""
+    text = "fine-tuning beats a linear classifier on the frozen source features"
+    tuned = _best(rows, "finetune-")
+    svm = next((r for r in rows if r.get("row") == "features + linear SVM"), None)
     if tuned is None or svm is None:
-        return _unchecked(claim)
-    return Finding(
-        claim, tuned[1] > svm[1], f"{tuned[0]} {fmt(tuned[1])} vs features + linear SVM {fmt(svm[1])}"
+        return unchecked(text)
+    return judge(
+        text, Claim("better"), _row_arm(folder, tuned, tuned["row"]), _row_arm(folder, svm, "linear SVM")
     )
 
 
-def transfer_keeps_up_with_scratch(rows: Rows) -> Finding:
-    """The best fine-tuned row is at least as good as the same architecture trained from scratch for the same
-    epochs (on an easy target both may reach 100%: "at least", not "better")."""
-    claim = "transfer does not hurt: fine-tuning ≥ the same net trained from scratch for the same epochs"
-    tuned, scratch = _accuracy(rows, "finetune-"), _accuracy(rows, "scratch-")
+def transfer_keeps_up_with_scratch(
+    rows: Rows, folder: Path, tolerance: float = TRANSFER_TOLERANCE
+) -> Finding:
+    """The best fine-tuned row is less than ``tolerance`` below the same architecture trained from scratch for the
+    same epochs (on an easy target both may reach 100%: non-inferiority, not "better")."""
+    text = f"transfer does not hurt: fine-tuning > the same net trained from scratch − {tolerance}"
+    tuned, scratch = _best(rows, "finetune-"), _best(rows, "scratch-")
     if tuned is None or scratch is None:
-        return _unchecked(claim)
-    return Finding(
-        claim, tuned[1] >= scratch[1], f"{tuned[0]} {fmt(tuned[1])} vs {scratch[0]} {fmt(scratch[1])}"
+        return unchecked(text)
+    return judge(
+        text,
+        Claim("better", -tolerance),
+        _row_arm(folder, tuned, tuned["row"]),
+        _row_arm(folder, scratch, scratch["row"]),
     )
 
 
@@ -134,24 +170,27 @@ def _model(rows: Rows, name: str) -> Mapping[str, Any] | None:
     return next((r for r in rows if r.get("model") == name), None)
 
 
-def distilled_beats_alone(rows: Rows) -> Finding:
-    """The distilled student's test accuracy is at least the same student's trained on labels alone."""
-    claim = "distillation helps: the distilled student ≥ the same student trained on labels alone"
+def distilled_beats_alone(rows: Rows, folder: Path) -> Finding:
+    """The distilled student's test accuracy is above the same student's trained on labels alone."""
+    text = "distillation helps: the distilled student beats the same student trained on labels alone"
     alone, distilled = _model(rows, "student, labels only"), _model(rows, "student, distilled")
     if alone is None or distilled is None:
-        return _unchecked(claim)
-    a, d = alone["test_accuracy"], distilled["test_accuracy"]
-    return Finding(claim, d >= a, f"distilled {fmt(d)} vs labels only {fmt(a)} test accuracy")
+        return unchecked(text)
+    return judge(
+        text,
+        Claim("better"),
+        _row_arm(folder, distilled, "distilled"),
+        _row_arm(folder, alone, "labels only"),
+    )
 
 
-def teacher_beats_student(rows: Rows) -> Finding:
+def teacher_beats_student(rows: Rows, folder: Path) -> Finding:
     """The teacher is better than the student trained alone (otherwise there is nothing to distil)."""
-    claim = "the teacher knows more than the small student trained alone"
     teacher, alone = _model(rows, "teacher"), _model(rows, "student, labels only")
     if teacher is None or alone is None:
-        return _unchecked(claim)
-    t, a = teacher["test_accuracy"], alone["test_accuracy"]
+        return unchecked("the teacher knows more than the small student trained alone")
     ratio = teacher["parameters"] / max(alone["parameters"], 1)
-    return Finding(
-        claim, t > a, f"teacher {fmt(t)} vs student {fmt(a)} test accuracy, {ratio:.0f}× the parameters"
+    text = f"the teacher ({ratio:.0f}× the parameters) knows more than the small student trained alone"
+    return judge(
+        text, Claim("better"), _row_arm(folder, teacher, "teacher"), _row_arm(folder, alone, "student")
     )

@@ -183,13 +183,14 @@ STUDY_TEXT = {
 
 def _study_section(out: Path, step: Step | None, net: str) -> Section:
     rows = _metrics(out / step.name).get("rows", []) if step else []
+    folder = out / step.name if step else out
     checks = [
-        findings.plain_degrades(rows, net),
-        findings.residual_beats_plain(rows, net),
-        findings.residual_keeps_up(rows, net),
+        findings.plain_degrades(rows, folder, net),
+        findings.residual_beats_plain(rows, folder, net),
+        findings.residual_keeps_up(rows, folder, net),
     ]
     if net == "MLP":
-        checks.insert(1, findings.plain_at_chance(rows, AT_CHANCE_DEPTH, CHANCE, net))
+        checks.insert(1, findings.plain_at_chance(rows, folder, AT_CHANCE_DEPTH, CHANCE, net))
     return Section(
         f"Depth study: {net}s",
         text=STUDY_TEXT[net],
@@ -224,7 +225,10 @@ def _transfer_section(out: Path, commands: list[str]) -> Section:
         commands=commands,
         tables=_table(rows, TRANSFER_COLUMNS, caption),
         images=_images(out / "transfer", "learning_curves.png"),
-        findings=[findings.finetune_beats_features(rows), findings.transfer_keeps_up_with_scratch(rows)],
+        findings=[
+            findings.finetune_beats_features(rows, out / "transfer"),
+            findings.transfer_keeps_up_with_scratch(rows, out / "transfer"),
+        ],
     )
 
 
@@ -237,7 +241,10 @@ def _distill_section(out: Path, commands: list[str]) -> Section:
         commands=commands,
         tables=_table(rows, {"model": "model", "parameters": "params", "test_accuracy": "test acc"}),
         images=_images(out / "distill" / "students" / "distilled", "learning_curves.png"),
-        findings=[findings.teacher_beats_student(rows), findings.distilled_beats_alone(rows)],
+        findings=[
+            findings.teacher_beats_student(rows, out / "distill"),
+            findings.distilled_beats_alone(rows, out / "distill"),
+        ],
     )
 
 
@@ -264,7 +271,9 @@ transfer learning and knowledge distillation (Hinton et al., 2015).
 
 Profile quick: scikit-learn's 8×8 digits (no download): MLP and CNN depth studies, a CNN trained on digits 0–4
 transferred to digits 5–9, distillation of a CNN teacher into a much smaller student. Profile full: MNIST, CIFAR-10
-and CIFAR-10 → CIFAR-100 as in the seeds' reports. Each finding below is checked against the numbers of the runs:
-✓ holds, ✗ does not (said as plainly), – not checked (the run is missing)."""
+and CIFAR-10 → CIFAR-100 as in the seeds' reports. Each finding is a claim about a difference, judged by its 95%
+interval (a paired bootstrap over the test examples and the seeds): ✓ supported (the interval lies on the claim's
+side of its margin), ✗ contradicted (on the other side), ～ inconclusive (it straddles the margin), – not checked
+(a run is missing)."""
 
 RECIPE = Recipe("lab1", "Lab 1 — plain vs residual networks, transfer, distillation", INTRO, steps, sections)

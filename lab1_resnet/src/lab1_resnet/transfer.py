@@ -31,10 +31,12 @@ from dla_core.config import Runtime
 from dla_core.data import ImageBatches, Splits
 from dla_core.engine import TrainConfig, make_accelerator
 from dla_core.errors import DlaError
+from dla_core.evidence import OUTCOMES_KEY
 from dla_core.models import Classifier, ModelConfig, build_model, count_parameters, load_model
 from dla_core.recipe import child_run, save_classifier, train_into
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
+from dla_core.stats import OUTCOMES, write_outcomes
 from lab1_resnet import choices, tables
 from lab1_resnet.train import EVAL_BATCH, batches, load_data
 
@@ -124,7 +126,10 @@ def extract_features(
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
-def feature_rows(cfg: TransferConfig, source: Classifier, data: Splits, device: torch.device) -> list[dict]:
+def feature_rows(
+    cfg: TransferConfig, source: Classifier, data: Splits, device: torch.device, out: Path
+) -> list[dict]:
+    """The SVM and k-NN rows; each keeps its per-example test outcomes in OUT/outcomes-<row>.npz."""
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -139,12 +144,14 @@ def feature_rows(cfg: TransferConfig, source: Classifier, data: Splits, device: 
     knn = make_pipeline(StandardScaler(), KNeighborsClassifier(min(cfg.knn_k, len(y_tr)), algorithm="brute"))
     knn.fit(x_tr, y_tr)
     n_svm = (x_tr.shape[1] + 1) * (k if k > 2 else 1)  # one-vs-rest weights + biases
-    return [
-        {"row": "features + linear SVM", "optimizer": None, "trainable_parameters": n_svm,
-         "test_accuracy": float(svm.score(x_te, y_te))},
-        {"row": f"features + {cfg.knn_k}-NN", "optimizer": None, "trainable_parameters": 0,
-         "test_accuracy": float(knn.score(x_te, y_te))},
-    ]  # fmt: skip
+    rows = []
+    for name, row, clf, n in (("svm", "features + linear SVM", svm, n_svm),
+                              ("knn", f"features + {cfg.knn_k}-NN", knn, 0)):  # fmt: skip
+        correct = clf.predict(x_te) == y_te
+        outcomes = write_outcomes(out, correct, labels=y_te.astype(np.int16), name=name)
+        rows.append({"row": row, "optimizer": None, "trainable_parameters": n,
+                     "test_accuracy": float(correct.mean()), OUTCOMES_KEY: outcomes.name})  # fmt: skip
+    return rows
 
 
 def train_row(
@@ -172,6 +179,7 @@ def train_row(
         "trainable_parameters": m["trainable_parameters"],
         "val_accuracy": m.get("val_accuracy"),
         "test_accuracy": m["test_accuracy"],
+        OUTCOMES_KEY: f"rows/{name}/{OUTCOMES}",
         "history": m.get("history", []),
     }
 
@@ -216,7 +224,7 @@ def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
     rows: list[dict[str, Any]] = []
     if cfg.features:
         device = make_accelerator(cfg.train.precision, rt.cpu).device
-        rows += feature_rows(cfg, source, data, device)
+        rows += feature_rows(cfg, source, data, device, run.path)
     for strategy in cfg.strategies:
         for opt in cfg.optimizers:
             name = f"finetune-{strategy}-{opt}"

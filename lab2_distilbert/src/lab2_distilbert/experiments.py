@@ -27,6 +27,7 @@ from dla_core.errors import DlaError
 from dla_core.recipe import Saver, train_into
 from dla_core.runs import RunDir, atomic_write, write_json
 from dla_core.seeding import is_main_process, seed_everything
+from dla_core.stats import write_outcomes
 from dla_core.threads import first_example, use_threads
 from lab2_distilbert import models
 from lab2_distilbert.data import DataConfig, TextSet, TextSplits, degenerate_warning, load_text_splits
@@ -219,14 +220,19 @@ def run_features(cfg: FeaturesConfig, rt: Runtime) -> dict:
 
     x = {k: v.numpy() for k, v in feats.items()}
     y = {name: s.labels for name, s in splits.items()}
-    table = {}
+    table, correct = {}, {}
     for name, clf in classifiers(cfg.neighbours, cfg.data.seed).items():
         clf.fit(x["train"], y["train"])
+        correct[name] = clf.predict(x["test"]) == y["test"]  # (test examples,), in test order
         table[name] = {
             "val_accuracy": float((clf.predict(x["validation"]) == y["validation"]).mean()),
-            "test_accuracy": float((clf.predict(x["test"]) == y["test"]).mean()),
+            "test_accuracy": float(correct[name].mean()),
+            "outcomes": write_outcomes(run.path, correct[name], labels=y["test"], name=name).name,
         }
         log.info("%s: %s", name, table[name])
+    # outcomes.npz: the classifier one would pick without the test set, by validation accuracy
+    chosen = max(table, key=lambda n: table[n]["val_accuracy"])
+    write_outcomes(run.path, correct[chosen], labels=y["test"])
 
     # where the classes fall along the first principal component of the training features
     centred = x["train"] - x["train"].mean(0)
@@ -241,6 +247,7 @@ def run_features(cfg: FeaturesConfig, rt: Runtime) -> dict:
         )
     metrics = {
         "classifiers": table,
+        "chosen_classifier": chosen,
         "feature_dim": int(x["train"].shape[1]),
         "feature_seconds": round(feature_seconds, 3),
         "features_cache": str(cache),
@@ -418,8 +425,9 @@ def run_evaluate(cfg: EvaluateConfig, rt: Runtime) -> dict:
     step = models.MappedStep(mapping, collect=True)
     threads = eval_threads(rt.threads, model.to(acc.device), batches, acc.device)
     t0 = time.perf_counter()
-    result = evaluate(model.to(acc.device), batches, step=step, accelerator=acc)
+    result = evaluate(model.to(acc.device), batches, step=step, accelerator=acc, per_example=True)
     seconds = time.perf_counter() - t0
+    write_outcomes(run.path, result["correct"], labels=np.asarray(data.labels))
     scores, labels = torch.cat(step.scores).numpy(), torch.cat(step.labels).numpy()
     names = splits.label_names
     if is_main_process():

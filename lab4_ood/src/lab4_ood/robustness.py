@@ -28,7 +28,9 @@ from dla_core.errors import DlaError
 from dla_core.models import load_model
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
+from dla_core.stats import write_outcomes
 from dla_core.threads import use_threads
+from lab4_ood import outcomes
 from lab4_ood.attacks import ATTACKS, AUTOATTACK, attack, takes_target
 from lab4_ood.datasets import check_model_fits, head, load_id
 
@@ -122,7 +124,9 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     run.update_metrics(threads=use_threads(rt.threads, model, cfg.batch_size, one, training=True).record())
     batches = lambda: ImageBatches(test, cfg.batch_size).iterate(0, device=device)  # noqa: E731
     with torch.no_grad():
-        clean_count = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches())
+        clean_hits = torch.cat([(model(x).argmax(1) == y).cpu() for x, y in batches()])
+    write_outcomes(run.path, clean_hits.numpy())
+    clean_count = int(clean_hits.sum())
     clean = clean_count / len(test)
     several = len(methods) > 1
     rows, warnings = [], []
@@ -131,6 +135,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         correct = dict.fromkeys(methods, 0)
         hits = dict.fromkeys(methods, 0)
         worst = any_hit = others = 0
+        kept = []  # per batch: robust correctness, every method failing counts an image lost
         for i, (x, y) in enumerate(batches()):
             goal = torch.full_like(y, cfg.target_class) if targeted else y
             robust = torch.ones_like(y, dtype=torch.bool)
@@ -149,9 +154,11 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
                 if i == 0 and method == methods[0]:
                     grid_x, grid_y, grid[eps] = x[:8], y[:8], (x_adv[:8], pred[:8])
             worst += int(robust.sum())
+            kept.append(robust.cpu())
             if targeted:
                 any_hit += int(hit.sum())
                 others += int(mask.sum())
+        write_outcomes(run.path, torch.cat(kept).numpy(), name=outcomes.eps_name(eps))
         row = {"eps": eps, "accuracy": worst / len(test)}
         if targeted:
             row["target_success"] = any_hit / others

@@ -190,7 +190,7 @@ class RobustStep:
             loss = self.alpha * loss + (1 - self.alpha) * self.loss(model(x_adv), y[:n])
         if len(batch) > 2:
             loss = loss + self.oe_weight * outlier_exposure_loss(model(batch[2]))
-        return StepOutput(loss, len(y), (logits.argmax(1) == y).sum())
+        return StepOutput(loss, len(y), logits.argmax(1) == y)
 
 
 #### lab4 train ####
