@@ -114,7 +114,7 @@ def test_image_installs_every_extra_its_lab_declares(dockerfile: Dockerfile, lab
         return
     wheel = f"{project['name'].replace('-', '_')}-{project['version']}-py3-none-any.whl"
     assert f'"/wheels/{wheel}[{",".join(extras)}]"' in installs[0] and "/wheels/dla_core-" in installs[0]
-    assert lab != "lab3" or extras == ["web"]
+    assert lab != "lab3" or "web" in extras  # `lab3 serve` in the image needs Gradio
 
 
 @pytest.mark.parametrize("lab", LABS)
