@@ -1,62 +1,300 @@
-"""The names lab4's commands offer for ``--method`` and ``--adversarial``, without heavy imports.
+"""Every detector and attack of lab4, declared once: the spec table (no torch, no click).
 
-The registries themselves (``detectors.DETECTORS``, ``attacks.ATTACKS``) hold classes and functions over torch,
-and importing them costs a torch import that ``lab4 --help`` should not pay. So the CLI takes the built-in names,
-and each detector's one-line summary, from the table here; once a registry module is loaded (a plug-in that
-registers a method has imported it), the registry itself answers, plug-ins included. A test keeps this table
-equal to the registries.
+A method is one entry here: its name, a one-line summary, its options (name, type, default, help, ``--grid``
+values), its traits, and its implementation as ``"module:Name"`` — imported only when a command runs. Everything
+else is derived from the table: the click options of ``lab4 detect`` / ``attack`` / ``benchmark`` / ``train``,
+``DetectConfig`` and ``AttackConfig`` (their fields), ``--help``, the grids ``--grid`` searches, the options
+``lab4 benchmark`` passes through, the refusals (L∞ radii, targeted support, minimum classes) and the README's
+method tables (``markdown_table``, checked equal to the READMEs by a test).
+
+Adding a method (see the README, "Adding a detector, an attack or a lab"):
+
+- here, in the package: its implementation (a ``detectors.Detector`` subclass, or an attack function
+  ``f(model, x, y, eps, *, <its options>)``) and one entry in ``DETECTORS`` or ``ATTACKS`` below. An existing
+  class (e.g. one in a new module ``lab4_ood.recent_detectors``) needs only the entry:
+  ``Detector("nci", "…", "lab4_ood.recent_detectors:NCI", options=(Option("nci_alpha", float, 1e-4, "α"),))``;
+  the option's value reaches the constructor as keyword ``arg`` (default: the option's name).
+- outside the package (a plug-in): the same two things in your own package, the entry under the entry point
+  group ``dla.lab4.detectors`` or ``dla.lab4.attacks`` (``[project.entry-points."dla.lab4.detectors"]
+  mine = "my_pkg.spec:MINE"``). lab4 lists it in ``--help`` and offers it everywhere; a plug-in that fails to
+  load is one warning line on stderr naming it, and lab4 goes on without it.
+
+Options that several methods share (``max_bank``, ``steps``) are one ``Option`` object used by each; the
+help then names every method that takes it.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
 
-# --method of `lab4 detect`: name → the first line of the detector class's docstring (detectors.summary)
-DETECTORS = {
-    "msp": "max softmax probability",
-    "maxlogit": "max logit",
-    "energy": "logsumexp of the logits (energy)",
-    "odin": "max softmax at --T after an --eps step",
-    "mahalanobis": "distance to the nearest class mean",
-    "recon": "reconstruction error (--autoencoder)",
-    "knn": "−distance to the k-th nearest ID feature (--knn-k)",
-    "vim": "energy − α·‖residual‖ (virtual logit, --vim-dim)",
-    "rmds": "relative Mahalanobis distance to the nearest class",
-    "gen": "−generalized entropy of the top --gen-m probabilities (--gen-gamma)",
-    "entropy": "−entropy of the softmax",
-    "react": "energy after clipping features at a percentile (--react-percentile)",
-    "ash": "energy after activation shaping (--ash-variant, --ash-percentile)",
-    "scale": "energy after scaling features by exp(sum / top sum) (--scale-percentile)",
-    "dice": "energy of a sparsified last layer (--dice-p)",
-    "fdbd": "feature distance to the decision boundaries",
-}
-# --method of `lab4 attack`, --adversarial of `lab4 train`
-ATTACKS = (
-    "fgsm",
-    "pgd",
-    "bim",
-    "mifgsm",
-    "pgd-l2",
-    "apgd",
-    "apgd-dlr",
-    "cw",
-    "deepfool",
-    "square",
-    "autoattack",
-)
-# the attacks whose ε is an L2 norm (any finite ε ≥ 0); every other attack's L∞ radius lies in [0, 1]
-L2_ATTACKS = ("pgd-l2", "cw", "deepfool")
+#### The declarations ####
 
 
-def detector_summaries() -> dict[str, str]:
-    """Every detector's name and one-line summary: the registry's when loaded, else the built-in table."""
-    registry = sys.modules.get("lab4_ood.detectors")
-    if registry is None:
-        return dict(DETECTORS)
-    return {name: registry.summary(cls) for name, cls in registry.DETECTORS.items()}
+@dataclass(frozen=True)
+class Option:
+    """One option of one or more methods: a config field, a click option and, with ``grid``, a ``--grid-…``."""
+
+    name: str  # the config field (and click's parameter name): knn_k
+    type: type  # int, float, str (with choices) or Path
+    default: Any
+    help: str  # without the method's name: the CLI prefixes the names of the methods that take it
+    grid: tuple = ()  # the values `--grid` searches on held-out data [default]; () = not searched
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False  # min itself excluded
+    choices: tuple[str, ...] = ()
+    arg: str | None = None  # the implementation's keyword [default: name]
+    flag: str | None = None  # [default: --knn-k for knn_k]
+    grid_name: str | None = None  # the grid's config field [default: grid_<name>]
+    grid_flag: str | None = None  # [default: --grid-<flag without -->]
+    needed: str | None = None  # set: the methods that take it refuse to run without it (what it is)
+    metavar: str | None = None
+
+    @property
+    def keyword(self) -> str:
+        return self.arg or self.name
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def grid_field(self) -> str:
+        return self.grid_name or "grid_" + self.name
+
+    @property
+    def cli_grid_flag(self) -> str:
+        return self.grid_flag or "--grid-" + self.cli_flag[2:]
+
+    @property
+    def annotation(self) -> Any:
+        """The config field's type."""
+        return Path | None if self.type is Path else self.type
 
 
-def attack_names() -> tuple[str, ...]:
-    """Every attack's name: the registry's when loaded, else the built-in table."""
-    registry = sys.modules.get("lab4_ood.attacks")
-    return ATTACKS if registry is None else tuple(registry.ATTACKS)
+@dataclass(frozen=True)
+class Detector:
+    """A ``lab4 detect --method``: the implementation is a ``detectors.Detector`` subclass built as
+    ``cls.build(model, device, **{option.keyword: value})`` (default: ``cls(model, **…)``)."""
+
+    name: str
+    summary: str  # its line in `lab4 detect --help` and in the README's table
+    implementation: str  # "module:Class"
+    options: tuple[Option, ...] = ()
+    fits: bool = False  # fit(batches of ID training images) before scoring
+    fit_note: str = ""  # the README's word on what it fits
+    reference: str = ""  # the README's reference / parity column
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """The options `--grid` searches (those with grid values): one for knn, T and ε together for odin."""
+        return tuple(o.name for o in self.options if o.grid)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A ``lab4 attack --method`` / ``lab4 train --adversarial``: the implementation is a function
+    ``f(model, x, y, eps, *, <option keywords>, seed=…, targeted=…)`` in [0, 1] pixel space."""
+
+    name: str
+    summary: str
+    implementation: str  # "module:function"
+    options: tuple[Option, ...] = ()
+    norm: str = "linf"  # "linf": ε in [0, 1]; "l2": any ε ≥ 0
+    targeted: bool = False  # takes targeted=True (`--targeted`)
+    seeded: bool = False  # draws from seed= (`--seed`)
+    min_classes: int = 2
+    reference: str = ""
+
+
+#### Detectors ####
+
+PERCENT = {"type": float, "min": 0, "max": 100}
+TEMPERATURE = Option("temperature", float, 1000.0, "temperature T.", grid=(1.0, 10.0, 100.0, 1000.0), min=0,
+                     min_open=True, flag="--T", grid_name="grid_temperatures", grid_flag="--grid-T")  # fmt: skip
+ODIN_EPS = Option("eps", float, 0.0014, "perturbation: ε·sign(grad) on [0,1] pixels = the libraries' ε on "
+                  "normalised inputs.", grid=(0.0, 0.0005, 0.001, 0.0014, 0.002), min=0)  # fmt: skip
+AUTOENCODER = Option("autoencoder", Path, None, "'lab4 train-ae' run folder.", metavar="RUN",
+                     needed="the --out folder of 'lab4 train-ae'")  # fmt: skip
+MAX_BANK = Option("max_bank", int, 100_000, "keep at most this many ID training feature vectors (a uniform random "
+                  "sample beyond).", min=1)  # fmt: skip
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector("msp", "max softmax probability", "lab4_ood.detectors.logits:MSP",
+             reference="Hendrycks & Gimpel 2017"),
+    Detector("maxlogit", "max logit", "lab4_ood.detectors.logits:MaxLogit", reference="Hendrycks et al. 2022"),
+    Detector("energy", "logsumexp of the logits (energy)", "lab4_ood.detectors.logits:Energy",
+             reference="Liu et al. 2020"),
+    Detector("odin", "max softmax at --T after an --eps step", "lab4_ood.detectors.logits:ODIN",
+             (TEMPERATURE, ODIN_EPS), reference="Liang et al. 2018"),
+    Detector("mahalanobis", "distance to the nearest class mean", "lab4_ood.detectors.features:Mahalanobis",
+             fits=True, reference="Lee et al. 2018 (no input preprocessing)"),
+    Detector("recon", "reconstruction error (--autoencoder)", "lab4_ood.detectors.features:Reconstruction",
+             (AUTOENCODER,), fit_note="`train-ae`"),
+    Detector("knn", "−distance to the k-th nearest ID feature (--knn-k)", "lab4_ood.detectors.features:KNN",
+             (Option("knn_k", int, 50, "the k-th nearest neighbour.", grid=(1, 10, 50, 100, 200), min=1, arg="k"),
+              MAX_BANK), fits=True, fit_note="a bank of at most `--max-bank` features",
+             reference="Sun et al. 2022; equal AUROC (pytorch-ood: +distance)"),
+    Detector("vim", "energy − α·‖residual‖ (virtual logit, --vim-dim)", "lab4_ood.detectors.features:ViM",
+             (Option("vim_dim", int, 256, "principal subspace dimension (half the feature dimension when not "
+                     "below it).", min=1, arg="dim"),), fits=True, fit_note="two passes",
+             reference="Wang et al. 2022; equal AUROC"),
+    Detector("rmds", "relative Mahalanobis distance to the nearest class", "lab4_ood.detectors.features:RMDS",
+             fits=True, reference="Ren et al. 2021"),
+    Detector("gen", "−generalized entropy of the top --gen-m probabilities (--gen-gamma)",
+             "lab4_ood.detectors.logits:GEN",
+             (Option("gen_gamma", float, 0.1, "γ.", min=0, min_open=True, arg="gamma"),
+              Option("gen_m", int, 100, "the M largest probabilities.", min=1, arg="m")),
+             reference="Liu et al. 2023"),
+    Detector("entropy", "−entropy of the softmax", "lab4_ood.detectors.logits:Entropy",
+             reference="pytorch-ood's `Entropy`"),
+    Detector("react", "energy after clipping features at a percentile (--react-percentile)",
+             "lab4_ood.detectors.shaping:ReAct",
+             (Option("react_percentile", help="clip at this percentile of the ID activations.", default=90.0,
+                     grid=(85.0, 90.0, 95.0, 99.0), arg="percentile", **PERCENT), MAX_BANK),
+             fits=True, fit_note="at most `--max-bank` feature vectors", reference="Sun et al. 2021; equal AUROC"),
+    Detector("ash", "energy after activation shaping (--ash-variant, --ash-percentile)",
+             "lab4_ood.detectors.shaping:ASH",
+             (Option("ash_variant", str, "b", "ASH-S (scale), ASH-B (binarise) or ASH-P (prune only).",
+                     choices=("s", "b", "p"), arg="variant"),
+              Option("ash_percentile", help="prune this percentage of each sample's activations.", default=90.0,
+                     grid=(65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0), arg="percentile", **PERCENT)),
+             reference="Djurisic et al. 2023; equal AUROC"),
+    Detector("scale", "energy after scaling features by exp(sum / top sum) (--scale-percentile)",
+             "lab4_ood.detectors.shaping:SCALE",
+             (Option("scale_percentile", help="s2 sums the activations above this percentile.", default=85.0,
+                     grid=(65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0), arg="percentile", **PERCENT),),
+             reference="Xu et al. 2024; equal AUROC"),
+    Detector("dice", "energy of a sparsified last layer (--dice-p)", "lab4_ood.detectors.shaping:DICE",
+             (Option("dice_p", help="mask this percentage of the last layer's weights.", default=90.0,
+                     grid=(10.0, 30.0, 50.0, 70.0, 90.0), arg="p", **PERCENT),),
+             fits=True, fit_note="mean feature", reference="Sun & Li 2022; equal AUROC"),
+    Detector("fdbd", "feature distance to the decision boundaries", "lab4_ood.detectors.features:FDBD",
+             fits=True, fit_note="mean feature", reference="Liu & Qin 2024; equal AUROC"),
+)  # fmt: skip
+
+#### Attacks ####
+
+STEPS = Option("steps", int, 10, "steps.", min=1)
+N_QUERIES = Option("n_queries", int, 5000, "queries per image at most.", min=1)
+
+ATTACKS: tuple[Attack, ...] = (
+    Attack("fgsm", "one signed gradient step of ε", "lab4_ood.attacks.gradient:fgsm", targeted=True,
+           reference="Goodfellow et al. 2015; torchattacks `FGSM`"),
+    Attack("pgd", "random start, steps of 2.5·ε/steps", "lab4_ood.attacks.gradient:pgd", (STEPS,), targeted=True,
+           reference="Madry et al. 2018; torchattacks `PGD`"),
+    Attack("bim", "iterative FGSM from x, steps of ε/4", "lab4_ood.attacks.gradient:bim", (STEPS,), targeted=True,
+           reference="Kurakin et al. 2017; torchattacks `BIM`: bit-identical images"),
+    Attack("mifgsm", "momentum 1.0 on L1-normalised gradients, steps of ε/4", "lab4_ood.attacks.gradient:mifgsm",
+           (STEPS,), targeted=True, reference="Dong et al. 2018; torchattacks `MIFGSM`: bit-identical images"),
+    Attack("pgd-l2", "L2 ball, random start, steps of ε/5", "lab4_ood.attacks.gradient:pgd_l2", (STEPS,),
+           norm="l2", targeted=True, reference="Madry et al. 2018; torchattacks `PGDL2`: bit-identical images"),
+    Attack("apgd", "APGD-CE: momentum 0.75, step 2ε halved at checkpoints", "lab4_ood.attacks.apgd:apgd",
+           (STEPS,), seeded=True, reference="Croce & Hein 2020; torchattacks `APGD(loss=\"ce\")`: bit-identical"),
+    Attack("apgd-dlr", "APGD on the DLR loss", "lab4_ood.attacks.apgd:apgd_dlr", (STEPS,), seeded=True,
+           min_classes=3, reference="Croce & Hein 2020; torchattacks `APGD(loss=\"dlr\")`: bit-identical"),
+    Attack("cw", "Carlini–Wagner L2, minimum norm: fooled at radius ε if its adversarial image lies within ε",
+           "lab4_ood.attacks.minimum_norm:cw",
+           (Option("cw_c", float, 1.0, "weight c of the margin term against ‖δ‖₂².", min=0, arg="c"),
+            Option("cw_kappa", float, 0.0, "confidence κ (margin floor −κ).", min=0, arg="kappa"),
+            Option("cw_steps", int, 50, "Adam steps.", min=1, arg="steps"),
+            Option("cw_lr", float, 0.01, "Adam learning rate.", min=0, min_open=True, arg="lr")),
+           norm="l2", targeted=True, reference="Carlini & Wagner 2017; torchattacks `CW`"),
+    Attack("deepfool", "L2, minimum norm, as cw", "lab4_ood.attacks.minimum_norm:deepfool",
+           (Option("deepfool_steps", int, 50, "steps at most per image.", min=1, arg="steps"),
+            Option("overshoot", float, 0.02, "each step × (1 + overshoot).", min=0)),
+           norm="l2", reference="Moosavi-Dezfooli et al. 2016; torchattacks `DeepFool`: bit-identical"),
+    Attack("square", "black-box L∞, --n-queries random squares", "lab4_ood.attacks.square:square",
+           (N_QUERIES, Option("p_init", float, 0.8, "initial share of the pixels in the square.", min=0, max=1,
+                              min_open=True)),
+           targeted=True, seeded=True, reference="Andriushchenko et al. 2020; torchattacks `Square`: bit-identical"),
+    Attack("autoattack", "a subset: APGD-CE → APGD-DLR → Square on the images still robust (APGD-T and FAB-T "
+           "left out)", "lab4_ood.attacks.autoattack:autoattack", (STEPS, N_QUERIES), seeded=True, min_classes=3,
+           reference="Croce & Hein 2020; torchattacks `MultiAttack`: bit-identical"),
+)  # fmt: skip
+
+#### The registry: the table above and the plug-ins ####
+
+PLUGIN_GROUPS = {"detectors": "dla.lab4.detectors", "attacks": "dla.lab4.attacks"}
+
+
+def _plugins(kind: str, spec_type: type, taken: set[str]) -> list:
+    """The specs that the entry points of ``kind`` name; one warning line on stderr per one that fails."""
+    found = []
+    for point in importlib.metadata.entry_points(group=PLUGIN_GROUPS[kind]):
+        try:
+            spec = point.load()
+            if not isinstance(spec, spec_type):
+                raise TypeError(
+                    f"{point.value} is a {type(spec).__name__}, not a lab4_ood.methods.{spec_type.__name__}"
+                )
+            if spec.name in taken:
+                raise ValueError(f"the name {spec.name!r} is taken")
+        except Exception as error:  # a broken plug-in must not take the CLI down with it
+            message = str(error).splitlines()[0] if str(error) else ""
+            print(f"warning: lab4 plug-in {point.name!r} ({PLUGIN_GROUPS[kind]}) not loaded: "
+                  f"{type(error).__name__}: {message}", file=sys.stderr)  # fmt: skip
+            continue
+        taken.add(spec.name)
+        found.append(spec)
+    return found
+
+
+@cache
+def detectors() -> dict[str, Detector]:
+    """Every detector by name: the table's, then the plug-ins' (``dla.lab4.detectors``)."""
+    table = {d.name: d for d in DETECTORS}
+    return {**table, **{d.name: d for d in _plugins("detectors", Detector, set(table))}}
+
+
+@cache
+def attacks() -> dict[str, Attack]:
+    """Every attack by name: the table's, then the plug-ins' (``dla.lab4.attacks``)."""
+    table = {a.name: a for a in ATTACKS}
+    return {**table, **{a.name: a for a in _plugins("attacks", Attack, set(table))}}
+
+
+def reload() -> None:
+    """Read the entry points again (after installing a plug-in in a running process: tests)."""
+    detectors.cache_clear()
+    attacks.cache_clear()
+
+
+def implementation(spec: Detector | Attack) -> Any:
+    """The class or function ``spec.implementation`` names, imported now."""
+    module, _, name = spec.implementation.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def options_of(specs: Any) -> dict[str, Option]:
+    """Every option of ``specs`` by name, each once (a shared option is one object)."""
+    found: dict[str, Option] = {}
+    for spec in specs:
+        for option in spec.options:
+            if found.setdefault(option.name, option) != option:
+                raise ValueError(f"two different options named {option.name!r} ({spec.name})")
+    return found
+
+
+def users(option: Option, specs: Any) -> list[str]:
+    """The names of the methods that take ``option``."""
+    return [s.name for s in specs if option in s.options]
+
+
+def values_for(spec: Detector | Attack, values: dict[str, Any]) -> dict[str, Any]:
+    """The implementation's keywords for ``spec`` from option values by name (absent: the option's default)."""
+    return {o.keyword: values.get(o.name, o.default) for o in spec.options}
+
+
+def missing(spec: Detector | Attack, values: dict[str, Any]) -> str | None:
+    """The sentence refusing ``spec`` when ``values`` lack an option it needs, else None."""
+    for o in spec.options:
+        if o.needed and values.get(o.name) is None:
+            return f"--method {spec.name} needs {o.cli_flag} {o.metavar or 'VALUE'} ({o.needed})"
+    return None

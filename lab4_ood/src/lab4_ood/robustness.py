@@ -12,8 +12,8 @@ the clean accuracy (every attack returns x there); a warning says so when it is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,32 +29,34 @@ from dla_core.models import load_model
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
 from dla_core.threads import use_threads
-from lab4_ood.attacks import ATTACKS, AUTOATTACK, attack, takes_target
+from lab4_ood import methods
+from lab4_ood.attacks import AUTOATTACK, attack
 from lab4_ood.datasets import check_model_fits, head, load_id
 
 log = logging.getLogger(__name__)
 FEW = 20  # fewer test images than this: accuracies move in steps of more than 5 points
 
 
-@dataclass(frozen=True)
-class AttackConfig:
-    model: Path
-    dataset: str
-    method: str = "fgsm"  # one registered attack, or several separated by commas (worst case per image)
-    eps: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3)  # [0, 1] pixel units
-    target_class: int | None = None  # targeted attack toward this class when set
-    steps: int = 10  # pgd steps
-    cw_c: float = 1.0  # cw: weight of the margin term (torchattacks' defaults)
-    cw_kappa: float = 0.0  # cw: confidence κ
-    cw_steps: int = 50
-    cw_lr: float = 0.01
-    deepfool_steps: int = 50
-    overshoot: float = 0.02  # deepfool
-    n_queries: int = 5000  # square (and autoattack's square)
-    p_init: float = 0.8  # square
-    batch_size: int = 256
-    limit: int | None = None
-    seed: int = 0
+# every option of every declared attack (methods.py), each a field
+OPTIONS = methods.options_of(methods.attacks().values())
+AttackConfig = dataclasses.make_dataclass(
+    "AttackConfig",
+    [
+        ("model", Path),
+        ("dataset", str),
+        # one declared attack, or several separated by commas (worst case per image)
+        ("method", str, dataclasses.field(default="fgsm")),
+        # [0, 1] pixel units
+        ("eps", tuple[float, ...], dataclasses.field(default=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3))),
+        ("target_class", int | None, dataclasses.field(default=None)),  # targeted toward this class when set
+        *((o.name, o.annotation, dataclasses.field(default=o.default)) for o in OPTIONS.values()),
+        ("batch_size", int, dataclasses.field(default=256)),
+        ("limit", int | None, dataclasses.field(default=None)),
+        ("seed", int, dataclasses.field(default=0)),
+    ],
+    frozen=True,
+)
+AttackConfig.__module__ = __name__
 
 
 AUTOATTACK_NOTE = (
@@ -64,42 +66,39 @@ AUTOATTACK_NOTE = (
 
 
 def attack_options(cfg: AttackConfig, method: str) -> dict:
-    """What ``attacks.attack`` gets for ``method``: the steps it counts in, the seed and the method's options."""
-    steps = {"cw": cfg.cw_steps, "deepfool": cfg.deepfool_steps}.get(method, cfg.steps)
-    return {
-        "steps": steps,
-        "seed": cfg.seed,
-        "c": cfg.cw_c,
-        "kappa": cfg.cw_kappa,
-        "lr": cfg.cw_lr,
-        "overshoot": cfg.overshoot,
-        "n_queries": cfg.n_queries,
-        "p_init": cfg.p_init,
-    }
+    """What ``attacks.attack`` gets for ``method``: its declared options' values (as its keywords) and the seed."""
+    spec = methods.attacks()[method]
+    return {**methods.values_for(spec, {name: getattr(cfg, name) for name in OPTIONS}), "seed": cfg.seed}
+
+
+def refusal(names: list[str], targeted: bool, num_classes: int | None = None) -> str | None:
+    """Why the attacks ``names`` cannot run (unknown, targeted without the trait, too few classes), or None."""
+    table = methods.attacks()
+    unknown = [m for m in names if m not in table]
+    if unknown:
+        return f"--method: unknown {', '.join(unknown)} (choose from {', '.join(table)})"
+    untargeted = [m for m in names if targeted and not table[m].targeted]
+    if untargeted:
+        return (f"--targeted: {', '.join(untargeted)} has no targeted mode "
+                f"(targeted: {', '.join(m for m, a in table.items() if a.targeted)})")  # fmt: skip
+    few = [m for m in names if num_classes is not None and num_classes < table[m].min_classes]
+    if few:
+        need = max(table[m].min_classes for m in few)
+        return f"{', '.join(few)}: needs at least {need} classes, the dataset has {num_classes}"
+    return None
 
 
 def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
-    methods = cfg.method.split(",")
-    unknown = [m for m in methods if m not in ATTACKS]
-    if unknown:
-        raise DlaError(f"--method: unknown {', '.join(unknown)} (choose from {', '.join(ATTACKS)})")
-    if cfg.target_class is not None:
-        untargeted = [m for m in methods if not takes_target(m)]
-        if untargeted:
-            raise DlaError(
-                f"--targeted: {', '.join(untargeted)} has no targeted mode "
-                f"(targeted: {', '.join(m for m in ATTACKS if takes_target(m))})"
-            )
+    chosen = cfg.method.split(",")
+    if reason := refusal(chosen, cfg.target_class is not None):
+        raise DlaError(reason)
     seed_everything(cfg.seed)  # before anything random (PGD's random start draws from torch's global RNG)
     device = make_accelerator(cpu=rt.cpu).device
     model = load_model(cfg.model).to(device).eval()
     test = head(load_id(cfg.dataset, rt.data_dir, rt.download, val_fraction=0).test, cfg.limit)
     check_model_fits(model, test)
-    dlr = [m for m in methods if m in ("apgd-dlr", "autoattack")]
-    if dlr and test.num_classes < 3:
-        raise DlaError(
-            f"{', '.join(dlr)}: the DLR loss needs at least 3 classes, {cfg.dataset} has {test.num_classes}"
-        )
+    if reason := refusal(chosen, cfg.target_class is not None, test.num_classes):
+        raise DlaError(reason)
     if cfg.target_class is not None and not 0 <= cfg.target_class < test.num_classes:
         raise DlaError(
             f"--target-class {cfg.target_class} is not a class of {cfg.dataset} (0-{test.num_classes - 1})"
@@ -124,19 +123,19 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     with torch.no_grad():
         clean_count = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches())
     clean = clean_count / len(test)
-    several = len(methods) > 1
+    several = len(chosen) > 1
     rows, warnings = [], []
     grid_x, grid_adv, grid_y, grid_pred = None, None, None, None
     for eps in tqdm(cfg.eps, desc=f"{cfg.method} ε", leave=False):
-        correct = dict.fromkeys(methods, 0)
-        hits = dict.fromkeys(methods, 0)
+        correct = dict.fromkeys(chosen, 0)
+        hits = dict.fromkeys(chosen, 0)
         worst = any_hit = others = 0
         for i, (x, y) in enumerate(batches()):
             goal = torch.full_like(y, cfg.target_class) if targeted else y
             robust = torch.ones_like(y, dtype=torch.bool)
             hit = torch.zeros_like(y, dtype=torch.bool)
             mask = y != cfg.target_class if targeted else None
-            for method in methods:
+            for method in chosen:
                 x_adv = attack(method, model, x, goal, eps, targeted=targeted, **attack_options(cfg, method))
                 with torch.no_grad():
                     pred = model(x_adv).argmax(1)
@@ -146,7 +145,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
                 if targeted:
                     hits[method] += int((pred[mask] == cfg.target_class).sum())
                     hit |= (pred == cfg.target_class) & mask
-                if i == 0 and eps == max(cfg.eps) and method == methods[0]:
+                if i == 0 and eps == max(cfg.eps) and method == chosen[0]:
                     grid_x, grid_adv, grid_y, grid_pred = x[:8], x_adv[:8], y[:8], pred[:8]
             worst += int(robust.sum())
             if targeted:
@@ -161,11 +160,11 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
                     "accuracy": correct[m] / len(test),
                     **({"target_success": hits[m] / others} if targeted else {}),
                 }
-                for m in methods
+                for m in chosen
             }
         rows.append(row)
         if eps == 0:
-            for m in methods:
+            for m in chosen:
                 if correct[m] != clean_count:
                     warnings.append(
                         f"{m} at ε = 0 gives accuracy {correct[m] / len(test):.4f}, not the clean accuracy "
@@ -176,7 +175,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         clean_pred = model(grid_x).argmax(1)
     names = test.classes
     captions = [f"{names[a]} → {names[b]}" for a, b in zip(grid_y.tolist(), clean_pred.tolist(), strict=True)]
-    captions += [f"{methods[0]} ε={max(cfg.eps):g}: {names[p]}" for p in grid_pred.tolist()]
+    captions += [f"{chosen[0]} ε={max(cfg.eps):g}: {names[p]}" for p in grid_pred.tolist()]
     images = torch.cat([grid_x, grid_adv]).float().cpu().numpy()
     plots.image_grid(
         images,
@@ -187,7 +186,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     )
     radii = np.array(cfg.eps)
     if several:
-        lines = {m: (radii, np.array([r["by_method"][m]["accuracy"] for r in rows])) for m in methods}
+        lines = {m: (radii, np.array([r["by_method"][m]["accuracy"] for r in rows])) for m in chosen}
         lines["worst case per image"] = (radii, np.array([r["accuracy"] for r in rows]))
     else:
         lines = {"accuracy": (radii, np.array([r["accuracy"] for r in rows]))}
@@ -206,8 +205,8 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     )
     summary = {"method": cfg.method, "targeted": targeted, "rows": rows, "clean_accuracy": clean}
     if several:
-        summary["methods"] = methods
-    if "autoattack" in methods:
+        summary["methods"] = chosen
+    if "autoattack" in chosen:
         summary["autoattack"] = {"components": list(AUTOATTACK), "note": AUTOATTACK_NOTE}
     if warnings:
         summary["warnings"] = warnings
