@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,10 @@ def test_each_declaration_matches_its_implementation(spec):
         # declared, and so passed: a targeted mode where the entry says so, and only there
         assert ("targeted" in parameters) == spec.targeted and ("seed" in parameters) == spec.seeded
     assert declared <= set(parameters), (spec.name, declared - set(parameters))
+
+
+@pytest.mark.parametrize("readme", ["README.md", "lab4_ood/README.md"])
+def test_the_readmes_method_tables_are_generated_from_the_declarations(readme):
+    text = (Path(__file__).parents[2] / readme).read_text()
+    assert "| `knn` |" in text and "| `autoattack` |" in text
+    assert text == methods.with_tables(text), f"the tables drifted: python -m lab4_ood.methods {readme}"

@@ -123,6 +123,7 @@ class ClassStatistics:
     @property
     def total(self) -> torch.Tensor:
         """The covariance of all features about their mean."""
+        return self.outer / self.n - torch.outer(self.mean, self.mean)
 
 
 def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
