@@ -140,3 +140,20 @@ def test_the_readmes_method_tables_are_generated_from_the_declarations(readme):
     text = (Path(__file__).parents[2] / readme).read_text()
     assert "| `knn` |" in text and "| `autoattack` |" in text
     assert text == methods.with_tables(text), f"the tables drifted: python -m lab4_ood.methods {readme}"
+
+
+def test_attacks_are_refused_by_their_declared_traits():
+    from lab4_ood.robustness import refusal
+
+    assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=3) is None
+    assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=2) == (
+        "apgd-dlr, autoattack: needs at least 3 classes, the dataset has 2"
+    )
+    targeted = ", ".join(name for name, a in methods.attacks().items() if a.targeted)
+    assert targeted == "fgsm, pgd, bim, mifgsm, pgd-l2, cw, square"
+    assert refusal(["pgd", "deepfool"], targeted=True) == (
+        f"--targeted: deepfool has no targeted mode (targeted: {targeted})"
+    )
+    assert refusal(["pgd", "nope"], targeted=False).startswith(
+        "--method: unknown nope (choose from fgsm, pgd"
+    )
