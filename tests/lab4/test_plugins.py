@@ -8,19 +8,25 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from lab4_ood import methods
-from tests.lab4.plugins import write_plugin
+from tests.lab4.plugins import installed, write_plugin
 from tests.startup import run_script
 
 SPEC = """
-    from lab4_ood.methods import Attack, Detector
+    from lab4_ood.methods import Attack, Detector, Option
 
     ZERO = Detector("zero", "every image scores 0 (a plug-in)", "tinyplugin.implementation:Zero")
     NOOP = Attack("noop", "leaves the images as they are (a plug-in)", "tinyplugin.implementation:noop",
                   targeted=True)
     NOT_A_SPEC = "zero"
     CLASH = Detector("msp", "a second msp", "tinyplugin.implementation:Zero")
+    OPTION_CLASH = Detector("clashing", "its --knn-k is not knn's", "tinyplugin.implementation:Zero",
+                            (Option("knn_k", int, 5, "k."),))
+    RESERVED = Detector("reserving", "takes --limit", "tinyplugin.implementation:Zero",
+                        (Option("limit", int, 5, "at most."),))
+    GHOST = Detector("ghost", "its code is broken", "tinyplugin.raises:Ghost")
 """
 IMPLEMENTATION = """
     import torch
@@ -42,6 +48,8 @@ BROKEN = {
     "raises": "tinyplugin.raises:ZERO",
     "not-a-spec": "tinyplugin.spec:NOT_A_SPEC",
     "clash": "tinyplugin.spec:CLASH",
+    "option-clash": "tinyplugin.spec:OPTION_CLASH",
+    "reserved-option": "tinyplugin.spec:RESERVED",
 }
 
 
@@ -63,7 +71,7 @@ def test_a_plugin_is_listed_in_help_without_torch_and_a_broken_one_is_one_warnin
     assert top.code == 0 and top.heavy == [] and "detect" in top.stdout
     warnings = top.stderr.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith(
-        "warning: lab4 plug-in 'raises' (dla.lab4.detectors)"
+        "warning: lab4 plug-in 'raises' (dla.lab4.detectors = tinyplugin.raises:ZERO) not loaded"
     )
     assert "RuntimeError: boom" in warnings[0]
     detect = run_script("lab4", "detect", "--help", cwd=tmp_path)
@@ -107,7 +115,26 @@ def test_each_kind_of_broken_plugin_is_one_line_naming_it(broken, tmp_path, monk
         monkeypatch.undo()
         methods.reload()
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"warning: lab4 plug-in '{broken}' (dla.lab4.detectors)")
+    assert len(lines) == 1 and lines[0].startswith(
+        f"warning: lab4 plug-in '{broken}' (dla.lab4.detectors = {BROKEN[broken]}) not loaded"
+    )
     assert "zero" in found and broken not in found  # the good plug-in beside it still loads
     if broken == "clash":
         assert "the name 'msp' is taken" in lines[0] and found["msp"] is methods.DETECTORS[0]
+    if broken == "option-clash":
+        assert "its option 'knn_k' differs from that of knn" in lines[0]
+
+
+def test_a_plugin_whose_code_is_broken_stops_its_command_with_one_error_line(tmp_path, digits_run):
+    root = tiny_plugin(tmp_path / "site")
+    (root / "tinyplugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[dla.lab4.detectors]\nghost = tinyplugin.spec:GHOST\n"
+    )
+    with installed(root, "tinyplugin") as group:
+        assert "ghost" in methods.detectors()
+        r = CliRunner().invoke(group, ["detect", "--model", str(digits_run), "--ood", "fake", "--method", "msp,ghost",
+                                       "--cpu", "--out", str(tmp_path / "d")])  # fmt: skip
+    assert r.exit_code == 1 and r.output == (
+        "Error: ghost: cannot import tinyplugin.raises:Ghost (RuntimeError: boom)\n"
+    ), r.output
+    assert not (tmp_path / "d").exists()

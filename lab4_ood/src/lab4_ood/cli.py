@@ -80,6 +80,7 @@ def detect(**opts):
     from lab4_ood.detection import DetectConfig
     from lab4_ood.detection import detect as run_detect
 
+    mo.import_all(chosen, DETECTORS)
     rt = Runtime.from_options(opts)  # the environment, checked before the model's folder is read
     cfg = from_options(DetectConfig, opts, id=id_spec_for(opts["model"], opts["id_spec"]), methods=chosen)
     echo_detection(cfg.id, run_detect(cfg, rt))
@@ -182,6 +183,9 @@ def benchmark(**opts):
     from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
     from lab4_ood.detection import DetectConfig
     from lab4_ood.robustness import OPTIONS as ATTACK_FIELDS
+
+    mo.import_all(chosen, DETECTORS)
+    mo.import_all(attacks, ATTACKS)
 
     shared = {"model", "id", "ood", "methods", "batch_size", "limit"}  # the benchmark's own, per model
     cfg = from_options(
@@ -304,6 +308,7 @@ def attack(eps, targeted, **opts):
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.robustness import AUTOATTACK_NOTE, AttackConfig, run_attack
 
+    mo.import_all(chosen, ATTACKS)
     rt = Runtime.from_options(opts)  # the environment, checked before the model's folder is read
     dataset = id_spec_for(opts["model"], opts["dataset"], "--dataset")
     cfg = from_options(AttackConfig, opts, dataset=dataset, eps=list(eps))
@@ -429,6 +434,8 @@ def train(**opts):
         raise DlaError(f"{'--adversarial' if adversarial else '--trades-beta'} needs --eps > 0")
 
     from lab4_ood.training import TrainRunConfig, train_classifier
+
+    mo.import_all([adversarial] if adversarial else [], ATTACKS)
 
     cfg = from_options(TrainRunConfig, opts)
     rt = Runtime.from_options(opts)

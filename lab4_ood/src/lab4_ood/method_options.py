@@ -115,3 +115,10 @@ def check_radii(names: Iterable[str], radii: Iterable[float], what: str, one_nor
 
 def l2_names() -> str:
     return ", ".join(name for name, a in methods.attacks().items() if a.norm == "l2")
+
+
+def import_all(names: Iterable[str], table: dict) -> None:
+    """Import the implementations of ``names`` now, before any work: a plug-in whose code is broken stops the
+    command with one Error line and nothing on disk."""
+    for name in names:
+        methods.implementation(table[name])

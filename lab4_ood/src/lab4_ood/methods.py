@@ -33,6 +33,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from dla_core.errors import DlaError
+
 #### The declarations ####
 
 
@@ -342,54 +344,77 @@ ATTACKS: tuple[Attack, ...] = (
 #### The registry: the table above and the plug-ins ####
 
 PLUGIN_GROUPS = {"detectors": "dla.lab4.detectors", "attacks": "dla.lab4.attacks"}
+# the commands' own parameters: a plug-in's option may not take these names
+RESERVED = frozenset({
+    "model", "models", "id", "id_spec", "ood", "method", "methods", "dataset", "near", "far", "groups", "attacks",
+    "attack_eps", "eps", "targeted", "target_class", "grid", "batch_size", "limit", "seed", "data_dir",
+    "download", "out", "cpu", "threads", "resume", "verbose", "detector", "attack",
+})  # fmt: skip
 
 
-def _plugins(kind: str, spec_type: type, taken: set[str]) -> list:
-    """The specs that the entry points of ``kind`` name; one warning line on stderr per one that fails."""
-    found = []
-    for point in importlib.metadata.entry_points(group=PLUGIN_GROUPS[kind]):
-        try:
-            spec = point.load()
-            if not isinstance(spec, spec_type):
-                raise TypeError(
-                    f"{point.value} is a {type(spec).__name__}, not a lab4_ood.methods.{spec_type.__name__}"
-                )
-            if spec.name in taken:
-                raise ValueError(f"the name {spec.name!r} is taken")
-        except Exception as error:  # a broken plug-in must not take the CLI down with it
-            message = str(error).splitlines()[0] if str(error) else ""
-            print(f"warning: lab4 plug-in {point.name!r} ({PLUGIN_GROUPS[kind]}) not loaded: "
-                  f"{type(error).__name__}: {message}", file=sys.stderr)  # fmt: skip
-            continue
-        taken.add(spec.name)
-        found.append(spec)
-    return found
+def _check_plugin(spec: Any, spec_type: type, known: list) -> None:
+    """Raise when a plug-in's entry cannot join the table: not an entry, a name taken, an option that differs
+    from one of the same name, or that takes a command's own name."""
+    if not isinstance(spec, spec_type):
+        raise TypeError(f"a {type(spec).__name__}, not a lab4_ood.methods.{spec_type.__name__}")
+    if spec.name in {k.name for k in known}:
+        raise ValueError(f"the name {spec.name!r} is taken")
+    taken = options_of(known)
+    for o in spec.options:
+        if o.name in taken and taken[o.name] != o:
+            raise ValueError(
+                f"its option {o.name!r} differs from that of {', '.join(users(taken[o.name], known))}"
+            )
+        if o.name not in taken and (o.name in RESERVED or (o.grid and o.grid_field in taken)):
+            raise ValueError(f"its option {o.name!r} takes the name of a command's own option")
 
 
 @cache
+def _registry() -> tuple[dict[str, Detector], dict[str, Attack]]:
+    """The table's detectors and attacks, then the plug-ins'; one warning line on stderr per plug-in that fails
+    to load (a broken plug-in must not take the CLI down with it)."""
+    tables: dict[str, dict] = {
+        "detectors": {d.name: d for d in DETECTORS},
+        "attacks": {a.name: a for a in ATTACKS},
+    }
+    for kind, spec_type in (("detectors", Detector), ("attacks", Attack)):
+        for point in importlib.metadata.entry_points(group=PLUGIN_GROUPS[kind]):
+            try:
+                spec = point.load()
+                _check_plugin(spec, spec_type, [*tables["detectors"].values(), *tables["attacks"].values()])
+            except Exception as error:
+                message = str(error).splitlines()[0] if str(error) else ""
+                print(f"warning: lab4 plug-in {point.name!r} ({PLUGIN_GROUPS[kind]} = {point.value}) not loaded: "
+                      f"{type(error).__name__}: {message}", file=sys.stderr)  # fmt: skip
+                continue
+            tables[kind][spec.name] = spec
+    return tables["detectors"], tables["attacks"]
+
+
 def detectors() -> dict[str, Detector]:
     """Every detector by name: the table's, then the plug-ins' (``dla.lab4.detectors``)."""
-    table = {d.name: d for d in DETECTORS}
-    return {**table, **{d.name: d for d in _plugins("detectors", Detector, set(table))}}
+    return _registry()[0]
 
 
-@cache
 def attacks() -> dict[str, Attack]:
     """Every attack by name: the table's, then the plug-ins' (``dla.lab4.attacks``)."""
-    table = {a.name: a for a in ATTACKS}
-    return {**table, **{a.name: a for a in _plugins("attacks", Attack, set(table))}}
+    return _registry()[1]
 
 
 def reload() -> None:
     """Read the entry points again (after installing a plug-in in a running process: tests)."""
-    detectors.cache_clear()
-    attacks.cache_clear()
+    _registry.cache_clear()
 
 
 def implementation(spec: Detector | Attack) -> Any:
-    """The class or function ``spec.implementation`` names, imported now."""
+    """The class or function ``spec.implementation`` names, imported now; one Error line when it cannot be."""
     module, _, name = spec.implementation.partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except Exception as error:  # a plug-in's broken implementation: an Error line, not a traceback
+        raise DlaError(
+            f"{spec.name}: cannot import {spec.implementation} ({type(error).__name__}: {error})"
+        ) from error
 
 
 def options_of(specs: Any) -> dict[str, Option]:
