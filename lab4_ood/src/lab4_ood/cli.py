@@ -123,8 +123,8 @@ def echo_detection(id_spec: str, summary: dict) -> None:
     "--methods",
     default="all",
     show_default=True,
-    help="Comma-separated detectors (those of 'lab4 detect --method'), or 'all': every detector but recon "
-    "(recon needs --autoencoder, of one model).",
+    help="Comma-separated detectors (those of 'lab4 detect --method'), or 'all': every detector but those "
+    f"that need a run folder of one model ({', '.join(mo.needy())}).",
 )
 @click.option("--near", multiple=True, help="Near-OOD sets, comma-separated specs (repeatable).")
 @click.option("--far", multiple=True, help="Far-OOD sets, comma-separated specs (repeatable).")
@@ -173,12 +173,13 @@ def benchmark(**opts):
                      --out runs/bench
       lab4 benchmark --model runs/d04 --methods all --near digits:5-9 --group noise=fake --out runs/d04-bench
     """
-    every = tuple(m for m in DETECTORS if m != "recon")
+    needy = mo.needy()
+    every = tuple(m for m in DETECTORS if m not in needy)
     chosen = every if opts["methods"] == "all" else mo.detector_choice(opts["methods"], "--methods", opts)
     attacks = tuple(cli.choice_list(opts["attacks"], tuple(ATTACKS), "--attacks")) if opts["attacks"] else ()
     mo.check_radii(attacks, opts["attack_eps"], "--attack-eps", one_norm=False)
-    if "recon" in chosen and len(opts["models"]) > 1:
-        raise DlaError("--methods recon takes one --autoencoder, so one --model")
+    for m in (m for m in chosen if m in needy and len(opts["models"]) > 1):
+        raise DlaError(f"--methods {m} takes one {needy[m]}, so one --model")
 
     from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
     from lab4_ood.detection import DetectConfig

@@ -16,6 +16,16 @@ from lab4_ood import methods
 RUN = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
+def needy() -> dict[str, str]:
+    """The detectors that need an option naming a run folder of one model (recon: --autoencoder), with its flag:
+    left out of `lab4 benchmark --methods all`, and refused with several models."""
+    return {
+        name: next(o.cli_flag for o in spec.options if o.needed)
+        for name, spec in methods.detectors().items()
+        if any(o.needed for o in spec.options)
+    }
+
+
 def _param_type(o: methods.Option) -> click.ParamType:
     if o.choices:
         return click.Choice(list(o.choices))
