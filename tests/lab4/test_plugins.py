@@ -86,6 +86,7 @@ def test_a_plugin_is_listed_in_help_without_torch_and_a_broken_one_is_one_warnin
     )
 
 
+@pytest.mark.slow  # three fresh interpreters that import torch and run a command each
 def test_a_plugin_runs_through_the_installed_commands(tmp_path, monkeypatch, digits_run):
     monkeypatch.setenv("PYTHONPATH", str(tiny_plugin(tmp_path / "site")))
     r = run_script("lab4", "detect", "--model", digits_run, "--ood", "fake", "--method", "msp,zero", "--limit",
