@@ -306,20 +306,26 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
         "lab4_ood/src/lab4_ood/metrics.py": (["tests/lab4/test_metrics.py"], None),
         # the tests that train a model on digits (a training run per mutant) are left out: by-value tests cover
         # the same lines in seconds
-        "lab4_ood/src/lab4_ood/detectors.py": (
-            [f"tests/lab4/test_detectors.py::test_{t}" for t in LAB4_TESTS["detectors"]]
-            + [f"tests/lab4/test_posthoc.py::test_{t}" for t in LAB4_TESTS["posthoc"]],
-            None,
-        ),
+        **{
+            f"lab4_ood/src/lab4_ood/detectors/{family}.py": (
+                [f"tests/lab4/test_detectors.py::test_{t}" for t in LAB4_TESTS["detectors"]]
+                + [f"tests/lab4/test_posthoc.py::test_{t}" for t in LAB4_TESTS["posthoc"]],
+                None,
+            )
+            for family in ("base", "logits", "features", "shaping")
+        },
         "lab4_ood/src/lab4_ood/odin.py": (
             [f"tests/lab4/test_odin_attacks.py::test_{t}" for t in LAB4_TESTS["odin"]],
             None,
         ),
-        "lab4_ood/src/lab4_ood/attacks.py": (
-            [f"tests/lab4/test_odin_attacks.py::test_{t}" for t in LAB4_TESTS["attacks"]]
-            + [f"tests/lab4/test_iterative_attacks.py::test_{t}" for t in LAB4_TESTS["iterative"]],
-            None,
-        ),
+        **{
+            f"lab4_ood/src/lab4_ood/attacks/{family}.py": (
+                [f"tests/lab4/test_odin_attacks.py::test_{t}" for t in LAB4_TESTS["attacks"]]
+                + [f"tests/lab4/test_iterative_attacks.py::test_{t}" for t in LAB4_TESTS["iterative"]],
+                None,
+            )
+            for family in ("base", "gradient")  # the by-value tests of fgsm, pgd, bim, mifgsm, pgd-l2
+        },
     },
 }
 MUTANTS_DIR = ROOT / ".mutants"  # one staging folder per module; kept out of git and ruff

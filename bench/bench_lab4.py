@@ -109,7 +109,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from lab4_ood.detectors import MSP, ODIN, score_set
+    from lab4_ood.detectors import make_detector, score_set
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -129,12 +129,12 @@ def main() -> None:
     batches = list(x_all.split(args.batch_size))
     # warm-up, untimed: first-call kernel choices and allocations would otherwise bill whichever runs first
     warm = data.subset(torch.arange(min(64, args.n)))
-    for det in (MSP(model), ODIN(model, 1000.0, 0.0014)):
+    for det in (make_detector("msp", model, {}, device), make_detector("odin", model, {}, device)):
         score_set(det, warm, args.batch_size, device)
     grid_reference(model, [batches[0][:64]], device)
     grid_shared(model, [batches[0][:64]], device)
 
-    for det in (MSP(model), ODIN(model, 1000.0, 0.0014)):
+    for det in (make_detector("msp", model, {}, device), make_detector("odin", model, {}, device)):
         runs = []
         for _ in range(args.repeats):
             sync(device)

@@ -89,7 +89,7 @@ def one_fit(method: str, n: int, dim: int, max_bank: int) -> dict:
 
     model = FeatureModel(dim).eval()
     stream = FeatureStream(n, dim)
-    options = det.DetectorOptions(max_bank=max_bank)
+    options = {"max_bank": max_bank}
     detector = det.make_detector(method, model, options, torch.device("cpu"))
     warm = det.make_detector(method, model, options, torch.device("cpu"))
     warm.fit(FeatureStream(300, dim))  # imports and first-call costs outside the timing
@@ -125,6 +125,7 @@ def throughput(args) -> list[tuple[str, float]]:
     from dla_core.data import ImageSet
     from dla_core.models import ModelConfig, build_model
     from lab4_ood import detectors as det
+    from lab4_ood import methods
 
     torch.manual_seed(0)
     cfg = ModelConfig("cnn", (3, 32, 32), 10, depth=2, width=32, stages=3, mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -137,13 +138,13 @@ def throughput(args) -> list[tuple[str, float]]:
         return ImageSet(x, y, [str(i) for i in range(10)], "bench")
 
     train, test, cpu = images(2000, 1), images(args.n, 2), torch.device("cpu")
-    options = det.DetectorOptions(vim_dim=64)  # the CNN's features have 128 dimensions
+    options = {"vim_dim": 64}  # the CNN's features have 128 dimensions
     rows = []
-    for name in det.DETECTORS:
+    for name in methods.detectors():
         if name == "recon":
             continue
         d = det.make_detector(name, model, options, cpu)
-        if d.needs_fit:
+        if methods.detectors()[name].fits:
             d.fit(
                 [
                     (x.float() / 255, y)

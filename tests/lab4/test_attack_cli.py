@@ -3,7 +3,6 @@ the AutoAttack subset, and the warning when ε = 0 is not the clean accuracy."""
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
@@ -14,6 +13,7 @@ import lab4_ood.cli
 from dla_core.models import load_model
 from lab4_ood import attacks
 from lab4_ood.datasets import head, load_id
+from tests.lab4.plugins import installed, write_plugin
 
 
 def run(group, *args, ok=True):
@@ -77,18 +77,25 @@ def test_attacks_without_a_target_or_with_two_classes_are_refused(digits_run, tm
     assert r.exit_code == 2 and "each attack once" in r.output
 
 
-@pytest.fixture
-def shaky():
-    @attacks.register
+SHAKY = '''
+    from lab4_ood.methods import Attack
+
+
     def shaky(model, x, y, eps):
         """Moves even at ε = 0 (a broken plug-in)."""
         return (1 - x).detach()
 
-    try:
-        yield importlib.reload(lab4_ood.cli).group
-    finally:
-        del attacks.ATTACKS["shaky"]
-        importlib.reload(lab4_ood.cli)
+
+    SHAKY = Attack("shaky", "moves even at ε = 0", "shaky_plugin.attack:shaky")
+'''
+
+
+@pytest.fixture
+def shaky(tmp_path):
+    entry_points = {"dla.lab4.attacks": {"shaky": "shaky_plugin.attack:SHAKY"}}
+    root = write_plugin(tmp_path / "site", "shaky_plugin", {"attack.py": SHAKY}, entry_points)
+    with installed(root, "shaky_plugin") as group:
+        yield group
 
 
 def test_a_warning_when_eps_0_is_not_the_clean_accuracy(shaky, digits_run, tmp_path, caplog):

@@ -17,7 +17,7 @@ from dla_core.models import load_model
 from lab4_ood import detectors as det
 from lab4_ood.attacks import fgsm
 from lab4_ood.detection import DetectConfig, detect
-from lab4_ood.methods import ATTACKS, DETECTORS
+from lab4_ood.methods import attacks, detectors
 from lab4_ood.metrics import auroc
 from lab4_ood.robustness import AttackConfig, run_attack
 
@@ -147,7 +147,7 @@ def test_detect_scores_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp
             id="digits:0-4",
             ood=("digits:5-9",),
             # every detector but recon (it needs an autoencoder run): the feature-space ones hook the model too
-            methods=tuple(m for m in DETECTORS if m != "recon"),
+            methods=tuple(m for m in detectors() if m != "recon"),
             batch_size=64,
         ),
         Runtime(out=tmp_path / "det", cpu=True),
@@ -161,7 +161,7 @@ def test_attack_runs_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp_p
     reference = load_model(batchnorm_run).eval()
     with torch.no_grad():
         clean = int((reference(pixels(splits.test)).argmax(1) == splits.test.labels).sum()) / len(splits.test)
-    for method in ATTACKS:  # the iterative attacks added since run through the same command
+    for method in attacks():  # the iterative attacks added since run through the same command
         loaded = spy_on_loads(monkeypatch, robustness)
         summary = run_attack(
             AttackConfig(

@@ -10,6 +10,9 @@ import torch.nn as nn
 
 from lab4_ood import attacks
 from lab4_ood.attacks import AUTOATTACK, attack
+from lab4_ood.attacks.apgd import _dlr_each, _oscillates
+from lab4_ood.attacks.minimum_norm import _cw_margin
+from lab4_ood.attacks.square import _square_p
 
 NEW = ("apgd", "apgd-dlr", "cw", "deepfool", "square", "autoattack")
 L2 = ("cw", "deepfool")
@@ -64,10 +67,10 @@ def test_dlr_loss_by_hand_and_its_invariance():
     y = torch.tensor([0, 0])
     # image 0: y is on top, so the margin is to the second: −(3 − 1)/(3 − 0); image 1: −(0.5 − 2)/(2 − 0.5)
     expected = torch.tensor([-2 / 3, 1.0])
-    torch.testing.assert_close(attacks._dlr_each(logits, y), expected)
-    torch.testing.assert_close(attacks._dlr_each(4 * logits + 7, y), expected)
+    torch.testing.assert_close(_dlr_each(logits, y), expected)
+    torch.testing.assert_close(_dlr_each(4 * logits + 7, y), expected)
     with pytest.raises(ValueError, match="at least 3 classes"):
-        attacks._dlr_each(logits[:, :2], y)
+        _dlr_each(logits[:, :2], y)
 
 
 def test_apgd_checkpoint_rule_by_hand():
@@ -75,20 +78,20 @@ def test_apgd_checkpoint_rule_by_hand():
     compares the first loss with the history's unfilled last row (0), as the reference does."""
     history = torch.tensor([[1.0, 1.0], [2.0, 0.5], [3.0, 0.7], [4.0, 0.6], [0.0, 0.0]])
     # image 0 rose at steps 1, 2, 3 (3 of 3 > 0.75·3): keep; image 1 rose once: halve
-    assert attacks._oscillates(history, 3, 3, 0.75).tolist() == [False, True]
+    assert _oscillates(history, 3, 3, 0.75).tolist() == [False, True]
     # first checkpoint, k = 2 at step 1: rises 1 > 0 (row −1) and 2 > 1 for image 0; 1 > 0 only for image 1
-    assert attacks._oscillates(history, 1, 2, 0.75).tolist() == [False, True]
+    assert _oscillates(history, 1, 2, 0.75).tolist() == [False, True]
     # at the threshold itself (3 rises of 4 = 0.75·4): halve
     history = torch.tensor([[1.0], [2.0], [3.0], [4.0], [3.5]])
-    assert attacks._oscillates(history, 4, 4, 0.75).tolist() == [True]
+    assert _oscillates(history, 4, 4, 0.75).tolist() == [True]
 
 
 def test_square_schedule_and_query_budget(digits_mlp, digits04):
     """p_init halves at fixed points of a 10,000-query schedule (rescaled to n_queries); the attack spends at
     most n_queries queries (forward passes) per image."""
-    p = [attacks._square_p(i, 10000, 0.8) for i in (0, 30, 100, 300, 600, 1500, 3000, 5000, 7000, 9000)]
+    p = [_square_p(i, 10000, 0.8) for i in (0, 30, 100, 300, 600, 1500, 3000, 5000, 7000, 9000)]
     assert p == [0.8 / d for d in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)]
-    assert attacks._square_p(6, 100, 0.8) == 0.05  # query 6 of 100 is query 600 of 10,000
+    assert _square_p(6, 100, 0.8) == 0.05  # query 6 of 100 is query 600 of 10,000
     calls = []
 
     class Counting(nn.Module):
@@ -107,8 +110,8 @@ def test_cw_margin_and_the_l2_radius(digits_mlp, digits04):
     logits = torch.tensor([[2.0, -1.0, -3.0], [0.5, 1.5, -2.0]])
     y = torch.tensor([0, 0])
     # z_y − max_{i≠y} z_i, floored at −κ: 2 − (−1) = 3 (the true max of the others, not 0); 0.5 − 1.5 = −1 → −0.5
-    torch.testing.assert_close(attacks._cw_margin(logits, y, 0.5, False), torch.tensor([3.0, -0.5]))
-    torch.testing.assert_close(attacks._cw_margin(logits, y, 10.0, True), torch.tensor([-3.0, 1.0]))
+    torch.testing.assert_close(_cw_margin(logits, y, 0.5, False), torch.tensor([3.0, -0.5]))
+    torch.testing.assert_close(_cw_margin(logits, y, 10.0, True), torch.tensor([-3.0, 1.0]))
     x, y = digits04.test.images[:30].float() / 255, digits04.test.labels[:30]
     free = attacks.cw(digits_mlp, x, y, steps=30, c=5.0, lr=0.1)
     dist = (free - x).flatten(1).norm(dim=1)

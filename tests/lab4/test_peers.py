@@ -32,8 +32,8 @@ def setting(digits_mlp, digits04):
 
 def ours(setting, name, **options):
     model, images, _, labels = setting
-    d = det.make_detector(name, model, det.DetectorOptions(**options), CPU)
-    if d.needs_fit:
+    d = det.make_detector(name, model, options, CPU)
+    if det.spec_of(name).fits:
         d.fit([(images["train"].images.float() / 255, labels)])
     return auroc(*(det.score_set(d, images[k], 256, CPU) for k in ("id", "ood")))
 

@@ -4,6 +4,7 @@ dropped term fails), the bounded-memory fits, and each detector beating chance o
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 import lab4_ood.cli
 from dla_core.errors import DlaError
 from lab4_ood import detectors as det
+from lab4_ood import methods
 from lab4_ood.metrics import auroc
 
 
@@ -235,8 +237,8 @@ def test_each_new_detector_separates_digits_0_4_from_5_9(digits_mlp, digits04):
     cpu = torch.device("cpu")
     train = [(digits04.train.images.float() / 255, digits04.train.labels)]
     for name, floor in FLOORS.items():
-        d = det.make_detector(name, digits_mlp, det.DetectorOptions(), cpu)
-        if d.needs_fit:
+        d = det.make_detector(name, digits_mlp, {}, cpu)
+        if det.spec_of(name).fits:
             d.fit(train)
         s_id, s_ood = det.score_set(d, digits04.test, 64, cpu), det.score_set(d, ood, 64, cpu)
         assert np.isfinite(s_id).all() and np.isfinite(s_ood).all(), name
@@ -262,7 +264,7 @@ def test_detect_runs_every_new_method_with_its_options_recorded(digits_run, tmp_
 
 
 def test_options_reach_each_detector():
-    options = det.DetectorOptions(knn_k=7, max_bank=9, vim_dim=3, gen_gamma=0.2, gen_m=4, react_percentile=80,
+    options = dict(knn_k=7, max_bank=9, vim_dim=3, gen_gamma=0.2, gen_m=4, react_percentile=80,
                                   ash_variant="p", ash_percentile=70, scale_percentile=60, dice_p=50)  # fmt: skip
     built = {n: det.make_detector(n, Linear(W, B), options, torch.device("cpu")) for n in FLOORS}
     assert (built["knn"].k, built["knn"].max_bank, built["vim"].dim) == (7, 9, 3)
@@ -274,7 +276,7 @@ def test_options_reach_each_detector():
     )
     assert (built["ash"].variant, built["ash"].percentile, built["scale"].percentile, built["dice"].p) == (
         "p", 70, 60, 50)  # fmt: skip
-    defaults = det.DetectorOptions()
+    defaults = SimpleNamespace(**{n: o.default for n, o in methods.options_of(methods.DETECTORS).items()})
     assert (defaults.knn_k, defaults.vim_dim, defaults.gen_gamma, defaults.gen_m) == (50, 256, 0.1, 100)
     assert (defaults.react_percentile, defaults.ash_variant, defaults.ash_percentile) == (90, "b", 90)
     assert (defaults.scale_percentile, defaults.dice_p) == (85, 90)

@@ -1,9 +1,11 @@
-"""Detectors and attacks are registries: one class or function plus its registration is a new method of the CLI."""
+"""Detectors and attacks are declared once (lab4_ood/methods.py): an implementation plus its entry is a method of
+the CLI, with its --help line, its options and its traits."""
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,33 +13,42 @@ from click.testing import CliRunner
 
 import lab4_ood.cli
 from dla_core.errors import DlaError
-from lab4_ood import attacks
+from lab4_ood import attacks, methods
 from lab4_ood import detectors as det
+from tests.lab4.plugins import installed, write_plugin
+
+ZERO_AND_NOOP = '''
+    import torch
+
+    from lab4_ood.detectors import Detector
+    from lab4_ood.methods import Attack
+    from lab4_ood.methods import Detector as DetectorSpec
+
+
+    class Zero(Detector):
+        def scores(self, x):
+            return torch.zeros(len(x))
+
+
+    def noop(model, x, y, eps, **anything):
+        """Leaves the images as they are (and would take any option it were given)."""
+        assert not anything, anything
+        return x.detach().clone()
+
+
+    ZERO = DetectorSpec("zero", "every image scores 0 (a test plug-in)", "plugged.methods:Zero")
+    NOOP = Attack("noop", "leaves the images as they are", "plugged.methods:noop")
+'''
 
 
 @pytest.fixture
-def plugged():
-    """lab4's CLI rebuilt with one more detector (`zero`) and one more attack (`noop`); both gone after."""
-
-    @det.register
-    class Zero(det.Detector):
-        """every image scores 0 (a test plug-in)"""
-
-        name = "zero"
-
-        def scores(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(len(x))
-
-    @attacks.register
-    def noop(model, x, y, eps, *, targeted=False):
-        """Leaves the images as they are (takes no `steps`)."""
-        return x.detach().clone()
-
-    try:
-        yield importlib.reload(lab4_ood.cli).group
-    finally:
-        del det.DETECTORS["zero"], attacks.ATTACKS["noop"]
-        importlib.reload(lab4_ood.cli)
+def plugged(tmp_path):
+    """lab4's CLI with one more detector (`zero`) and one more attack (`noop`); both gone after."""
+    entry_points = {"dla.lab4.detectors": {"zero": "plugged.methods:ZERO"},
+                    "dla.lab4.attacks": {"noop": "plugged.methods:NOOP"}}  # fmt: skip
+    root = write_plugin(tmp_path / "site", "plugged", {"methods.py": ZERO_AND_NOOP}, entry_points)
+    with installed(root, "plugged") as group:
+        yield group
 
 
 def run(group, *args, ok=True):
@@ -47,15 +58,15 @@ def run(group, *args, ok=True):
     return result
 
 
-def test_detect_help_lists_every_registered_detector_with_its_docstrings_first_line(plugged):
+def test_detect_help_lists_every_declared_detector_with_its_summary(plugged):
     out = run(plugged, "detect", "--help").output
     flat = " ".join(out.split())
-    for name, cls in det.DETECTORS.items():
-        assert f"{name} {cls.__doc__.strip().splitlines()[0]}" in flat, (name, out)
-    assert "zero" in det.DETECTORS and "every image scores 0 (a test plug-in)" in out
+    for name, spec in methods.detectors().items():
+        assert f"{name} {spec.summary}" in flat, (name, out)
+    assert "zero" in methods.detectors() and "every image scores 0 (a test plug-in)" in out
 
 
-def test_a_registered_detector_runs_through_detect_and_unknown_names_keep_their_errors(
+def test_a_declared_detector_runs_through_detect_and_unknown_names_keep_their_errors(
     plugged, digits_run, tmp_path
 ):
     run(plugged, "detect", "--model", digits_run, "--ood", "fake", "--method", "msp,zero", "--limit", "30",
@@ -64,10 +75,11 @@ def test_a_registered_detector_runs_through_detect_and_unknown_names_keep_their_
     assert set(results) == {"msp", "zero"} and results["zero"]["fake"]["auroc"] == 0.5
     r = run(plugged, "detect", "--model", digits_run, "--ood", "fake", "--method", "bogus",
             "--out", tmp_path / "x", ok=False)  # fmt: skip
-    choices = "msp, maxlogit, energy, odin, mahalanobis, recon, knn, vim, rmds, gen, entropy, react, ash, scale, dice, fdbd, zero"
+    choices = ", ".join(methods.detectors())
+    assert choices.endswith(", fdbd, zero")
     assert r.exit_code == 1 and r.output == f"Error: --method: unknown bogus (choose from {choices})\n"
     with pytest.raises(DlaError, match=rf"^unknown method 'bogus' \(choose {choices}\)$"):
-        det.make_detector("bogus", torch.nn.Identity(), det.DetectorOptions(), torch.device("cpu"))
+        det.make_detector("bogus", torch.nn.Identity(), {}, torch.device("cpu"))
 
 
 def test_options_a_detector_needs_are_checked_before_any_work(digits_run, tmp_path):
@@ -77,17 +89,18 @@ def test_options_a_detector_needs_are_checked_before_any_work(digits_run, tmp_pa
     assert r.exit_code == 1 and r.output == f"Error: {message}\n"
     assert not (tmp_path / "b").exists()  # refused before the run folder was made
     with pytest.raises(DlaError, match=r"^--method recon needs --autoencoder RUN"):
-        det.make_detector("recon", torch.nn.Identity(), det.DetectorOptions(), torch.device("cpu"))
+        det.make_detector("recon", torch.nn.Identity(), {}, torch.device("cpu"))
     odin = det.make_detector(
-        "odin", torch.nn.Identity(), det.DetectorOptions(temperature=7.0, eps=0.25), torch.device("cpu")
+        "odin", torch.nn.Identity(), {"temperature": 7.0, "eps": 0.25}, torch.device("cpu")
     )
-    assert isinstance(odin, det.ODIN) and (odin.temperature, odin.eps) == (7.0, 0.25)
+    assert isinstance(odin, det.ODIN) and (odin.temperature, odin.eps) == (7.0, 0.25) and odin.name == "odin"
 
 
-def test_a_registered_attack_is_a_choice_of_attack_and_train_and_gets_only_the_options_it_names(
+def test_a_declared_attack_is_a_choice_of_attack_and_train_and_gets_only_the_options_it_declares(
     plugged, digits_run, tmp_path
 ):
-    choices = "[fgsm|pgd|bim|mifgsm|pgd-l2|apgd|apgd-dlr|cw|deepfool|square|autoattack|noop]"
+    choices = f"[{'|'.join(methods.attacks())}]"
+    assert choices.endswith("|autoattack|noop]")
     assert choices in run(plugged, "attack", "--help").output
     assert choices in run(plugged, "train", "--help").output
     run(plugged, "attack", "--model", digits_run, "--method", "noop", "--eps", "0,0.5", "--limit", "30",
@@ -95,22 +108,52 @@ def test_a_registered_attack_is_a_choice_of_attack_and_train_and_gets_only_the_o
     rows = json.loads((tmp_path / "att" / "metrics.json").read_text())["rows"]
     assert rows[0]["accuracy"] == rows[1]["accuracy"] > 0.5
     x, y = torch.rand(2, 3), torch.zeros(2, dtype=torch.long)
-    assert torch.equal(attacks.attack("noop", torch.nn.Identity(), x, y, 0.1, steps=3), x)
+    assert torch.equal(
+        attacks.attack("noop", torch.nn.Identity(), x, y, 0.1, steps=3, seed=1, targeted=True), x
+    )
     r = run(
         plugged, "attack", "--model", digits_run, "--method", "pgd,bogus", "--out", tmp_path / "x", ok=False
     )
-    assert (
-        r.exit_code == 2
-        and "'bogus' is not one of 'fgsm', 'pgd', 'bim', 'mifgsm', 'pgd-l2', 'apgd', 'apgd-dlr', 'cw', 'deepfool', 'square', 'autoattack', 'noop'"
-        in r.output
+    listed = ", ".join(map(repr, methods.attacks()))
+    assert r.exit_code == 2 and f"'bogus' is not one of {listed}" in r.output and "'noop'" in listed
+
+
+@pytest.mark.parametrize("spec", [*methods.DETECTORS, *methods.ATTACKS], ids=lambda s: s.name)
+def test_each_declaration_matches_its_implementation(spec):
+    """The implementation imports, and takes every keyword its entry declares (options, seed, targeted)."""
+    target = methods.implementation(spec)
+    if isinstance(spec, methods.Detector):
+        assert issubclass(target, det.Detector)
+        build = target.build if "build" in vars(target) else target.__init__
+        parameters = inspect.signature(build).parameters
+        declared = {o.keyword for o in spec.options}
+    else:
+        parameters = inspect.signature(target).parameters
+        declared = attacks.base.accepted(spec)
+        # declared, and so passed: a targeted mode where the entry says so, and only there
+        assert ("targeted" in parameters) == spec.targeted and ("seed" in parameters) == spec.seeded
+    assert declared <= set(parameters), (spec.name, declared - set(parameters))
+
+
+@pytest.mark.parametrize("readme", ["README.md", "lab4_ood/README.md"])
+def test_the_readmes_method_tables_are_generated_from_the_declarations(readme):
+    text = (Path(__file__).parents[2] / readme).read_text()
+    assert "| `knn` |" in text and "| `autoattack` |" in text
+    assert text == methods.with_tables(text), f"the tables drifted: python -m lab4_ood.methods {readme}"
+
+
+def test_attacks_are_refused_by_their_declared_traits():
+    from lab4_ood.robustness import refusal
+
+    assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=3) is None
+    assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=2) == (
+        "apgd-dlr, autoattack: needs at least 3 classes, the dataset has 2"
     )
-
-
-def test_the_light_table_of_methods_is_the_registries():
-    """lab4's CLI lists --method and --adversarial from methods.py (no torch at --help): the same names, in the
-    same order, with the same one-line summaries as the registered detectors and attacks."""
-    from lab4_ood import methods
-
-    assert list(methods.DETECTORS.items()) == [(n, det.summary(c)) for n, c in det.DETECTORS.items()]
-    assert tuple(attacks.ATTACKS) == methods.ATTACKS
-    assert methods.detector_summaries() == methods.DETECTORS and methods.attack_names() == methods.ATTACKS
+    targeted = ", ".join(name for name, a in methods.attacks().items() if a.targeted)
+    assert targeted == "fgsm, pgd, bim, mifgsm, pgd-l2, cw, square"
+    assert refusal(["pgd", "deepfool"], targeted=True) == (
+        f"--targeted: deepfool has no targeted mode (targeted: {targeted})"
+    )
+    assert refusal(["pgd", "nope"], targeted=False).startswith(
+        "--method: unknown nope (choose from fgsm, pgd"
+    )

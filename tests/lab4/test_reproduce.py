@@ -77,7 +77,9 @@ def test_quick_profile_runs_every_step_detector_and_attack(quick):
     assert list(manifest) == STEPS and all(s["done"] for s in manifest.values())
     for m in ("base", "adv", "oe"):
         results = json.loads((quick / f"{m}-detect" / "metrics.json").read_text())["results"]
-        assert list(results) == list(methods.DETECTORS)  # every detector, recon (the autoencoder) included
+        assert list(results) == [
+            d.name for d in methods.DETECTORS
+        ]  # every detector, recon (the autoencoder) included
         assert all(set(r) == {"digits:5-9", "fake"} for r in results.values())
         # the classifier's outcomes on the ID test images; each detector's scores of ID and OOD images
         detect = json.loads((quick / f"{m}-detect" / "metrics.json").read_text())
@@ -230,7 +232,7 @@ def test_every_profile_runs_every_detector_and_both_attacks_on_every_model(profi
     steps = {s.name: s for s in rep.steps(profile, tmp_path, tiny=True)}
     for m in ("base", "adv", "oe"):
         argv = steps[f"{m}-detect"].argv
-        assert argv[argv.index("--method") + 1].split(",") == list(methods.DETECTORS)
+        assert argv[argv.index("--method") + 1].split(",") == [d.name for d in methods.DETECTORS]
         assert argv[argv.index("--autoencoder") + 1] == str(tmp_path / f"{m}-ae")
         assert [steps[f"{m}-{a}"].argv[4] for a in rep.ATTACKS] == ["fgsm", "pgd"]
 

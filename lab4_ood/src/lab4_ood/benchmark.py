@@ -47,11 +47,11 @@ class BenchmarkConfig:
     id: str | None = None  # ID spec for every model [default: each run's dataset]
     attacks: tuple[str, ...] = ()
     attack_eps: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1)
-    steps: int = 10
     seed: int = 0
     batch_size: int = 256
     limit: int | None = None
     detector: dict[str, Any] = field(default_factory=dict)  # DetectConfig's detector options (--T, --grid, …)
+    attack: dict[str, Any] = field(default_factory=dict)  # AttackConfig's attack options (--steps, --cw-c, …)
 
 
 def split_specs(text: str) -> list[str]:
@@ -157,10 +157,10 @@ def run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
                 dataset=id_spec,
                 method=method,
                 eps=cfg.attack_eps,
-                steps=cfg.steps,
                 batch_size=cfg.batch_size,
                 limit=cfg.limit,
                 seed=cfg.seed,
+                **cfg.attack,
             )
             result = run_attack(acfg, dataclasses.replace(rt, out=run.path / name / f"attack-{method}"))
             entry.setdefault("robust", {})[method] = {

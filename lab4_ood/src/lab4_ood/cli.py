@@ -2,190 +2,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import click
 
 from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
+from lab4_ood import method_options as mo
 from lab4_ood import methods
 
-# The CLI starts without torch: --method and --adversarial take their names from the light table in methods.py
-# (or from the registries, when a plug-in has loaded them); the commands import the rest.
-ATTACKS = methods.attack_names()
-
-RUN = click.Path(exists=True, file_okay=False, path_type=Path)
+# The CLI starts without torch: every method, option, grid and --help line comes from the table in methods.py
+# (plug-ins included, through their entry points); the commands import the implementations.
+DETECTORS, ATTACKS = methods.detectors(), methods.attacks()
+DETECTOR_OPTIONS = mo.click_options(DETECTORS.values(), grids=True)
+ATTACK_OPTIONS = mo.click_options(ATTACKS.values())
+RUN = mo.RUN
 LIMIT = click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=None,
     help="Use at most this many images per set (a fixed random subset).",
 )
-
-
-def _grid_counts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    """A click callback: a comma-separated list of whole numbers ≥ 1 (--grid-knn-k)."""
-    name = param.opts[0]
-    values = cli.parse_list(value, int, name)
-    if any(v < 1 for v in values):
-        raise DlaError(f"{name}: every value must be a whole number ≥ 1, got {value!r}")
-    return tuple(values)
-
-
-def _methods_help() -> str:
-    """--method's help: every registered detector, one line each (its docstring's first line)."""
-    summaries = methods.detector_summaries()
-    width = max(map(len, summaries))
-    lines = [f"{name:<{width}}  {summary}" for name, summary in summaries.items()]
-    return "Comma-separated, from:\n\n\b\n" + "\n".join(lines)
-
-
-DETECTOR_OPTIONS = cli.stack(
-    click.option(
-        "--T",
-        "temperature",
-        type=cli.Finite(min=0, min_open=True),
-        default=1000.0,
-        show_default=True,
-        help="ODIN temperature.",
-    ),
-    click.option(
-        "--eps",
-        type=cli.Finite(min=0),
-        default=0.0014,
-        show_default=True,
-        help="ODIN perturbation: ε·sign(grad) on [0,1] pixels = the libraries' ε on normalised inputs.",
-    ),
-    click.option(
-        "--grid",
-        is_flag=True,
-        help="Search on held-out data first (the ID validation slice vs the OOD sets' training splits, never "
-        "the test sets): ODIN over --grid-T × --grid-eps, and each selected knn, react, ash, scale, dice over "
-        "its --grid-* values (refitted on the ID training split for each value).",
-    ),
-    click.option(
-        "--grid-T",
-        "grid_temperatures",
-        type=cli.FiniteList(min=0, min_open=True),
-        default="1,10,100,1000",
-        show_default=True,
-        help="ODIN grid temperatures (each > 0).",
-    ),
-    click.option(
-        "--grid-eps",
-        type=cli.FiniteList(min=0),
-        default="0,0.0005,0.001,0.0014,0.002",
-        show_default=True,
-        help="ODIN grid ε (each ≥ 0).",
-    ),
-    click.option(
-        "--grid-knn-k",
-        default="1,10,50,100,200",
-        show_default=True,
-        callback=_grid_counts,
-        help="knn grid: k values (each ≥ 1).",
-    ),
-    *(
-        click.option(
-            f"--grid-{name}",
-            type=cli.FiniteList(0, 100),
-            default=default,
-            show_default=True,
-            help=f"{name.split('-')[0]} grid: values in [0, 100].",
-        )
-        for name, default in (
-            ("react-percentile", "85,90,95,99"),
-            ("ash-percentile", "65,70,75,80,85,90,95"),
-            ("scale-percentile", "65,70,75,80,85,90,95"),
-            ("dice-p", "10,30,50,70,90"),
-        )
-    ),
-    click.option(
-        "--autoencoder", type=RUN, default=None, help="'lab4 train-ae' run folder, for --method recon."
-    ),
-    click.option(
-        "--knn-k",
-        type=click.IntRange(min=1),
-        default=50,
-        show_default=True,
-        help="knn: the k-th nearest neighbour.",
-    ),
-    click.option(
-        "--max-bank",
-        type=click.IntRange(min=1),
-        default=100_000,
-        show_default=True,
-        help="knn, react: keep at most this many ID training feature vectors (a uniform random sample beyond).",
-    ),
-    click.option(
-        "--vim-dim",
-        type=click.IntRange(min=1),
-        default=256,
-        show_default=True,
-        help="vim: principal subspace dimension (half the feature dimension when not below it).",
-    ),
-    click.option(
-        "--gen-gamma",
-        type=cli.Finite(min=0, min_open=True),
-        default=0.1,
-        show_default=True,
-        help="gen: γ.",
-    ),
-    click.option(
-        "--gen-m",
-        type=click.IntRange(min=1),
-        default=100,
-        show_default=True,
-        help="gen: the M largest probabilities.",
-    ),
-    click.option(
-        "--react-percentile",
-        type=cli.Finite(0, 100),
-        default=90.0,
-        show_default=True,
-        help="react: clip at this percentile of the ID activations.",
-    ),
-    click.option(
-        "--ash-variant",
-        type=click.Choice(["s", "b", "p"]),
-        default="b",
-        show_default=True,
-        help="ash: ASH-S (scale), ASH-B (binarise) or ASH-P (prune only).",
-    ),
-    click.option(
-        "--ash-percentile",
-        type=cli.Finite(0, 100),
-        default=90.0,
-        show_default=True,
-        help="ash: prune this percentage of each sample's activations.",
-    ),
-    click.option(
-        "--scale-percentile",
-        type=cli.Finite(0, 100),
-        default=85.0,
-        show_default=True,
-        help="scale: s2 sums the activations above this percentile.",
-    ),
-    click.option(
-        "--dice-p",
-        type=cli.Finite(0, 100),
-        default=90.0,
-        show_default=True,
-        help="dice: mask this percentage of the last layer's weights.",
-    ),
-)
-
-
-def _attack_list(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """--method of `lab4 attack`: registered attacks separated by commas, each once."""
-    names = [v.strip() for v in value.split(",")]
-    for name in names:
-        if name not in ATTACKS:
-            raise click.BadParameter(f"{name!r} is not one of {', '.join(map(repr, ATTACKS))}.", ctx, param)
-    if len(set(names)) < len(names):
-        raise click.BadParameter(f"each attack once, got {value!r}", ctx, param)
-    return ",".join(names)
 
 
 def echo_summary(line: str) -> None:
@@ -213,7 +51,7 @@ def group(verbose: int) -> None:
     "--method",
     default="msp",
     show_default=True,
-    help=_methods_help(),
+    help=mo.summaries_help(DETECTORS.values(), "Comma-separated, from:"),
 )
 @DETECTOR_OPTIONS
 @cli.batch_size(256)
@@ -229,31 +67,29 @@ def detect(**opts):
     Every score is higher = more in-distribution, and ID is the positive class: AUPR-in ranks ID first,
     AUPR-out ranks OOD first, FPR@95%TPR is the share of OOD images accepted at the threshold that keeps
     95% of ID images. Writes metrics.json and, per method, scores_*.png, roc_*.png, pr_*.png. Detectors
-    that fit (mahalanobis, knn, vim, rmds, react, dice, fdbd) fit on the ID training split; the
-    hyperparameters' defaults are OpenOOD v1.5's.
+    marked [fits] fit on the ID training split; the hyperparameters' defaults are OpenOOD v1.5's.
 
     \b
     Example:
       lab4 detect --model runs/c10 --id cifar10 --ood cifar100:people --ood fake \\
                   --method msp,energy,odin --grid --out runs/c10-ood
     """
-    method, temperature, eps, autoencoder = (opts[k] for k in ("method", "temperature", "eps", "autoencoder"))
-    chosen = tuple(cli.choice_list(method, tuple(methods.detector_summaries()), "--method"))
+    chosen = mo.detector_choice(opts["method"], "--method", opts)
 
-    from lab4_ood import detectors as det
     from lab4_ood.datasets import id_spec_for
-    from lab4_ood.detection import HYPERPARAMETERS, DetectConfig
+    from lab4_ood.detection import DetectConfig
     from lab4_ood.detection import detect as run_detect
 
-    options = det.DetectorOptions(
-        temperature=temperature, eps=eps, autoencoder=autoencoder, **{k: opts[k] for k in HYPERPARAMETERS}
-    )
-    for m in chosen:
-        det.DETECTORS[m].check(options)
+    mo.import_all(chosen, DETECTORS)
     rt = Runtime.from_options(opts)  # the environment, checked before the model's folder is read
     cfg = from_options(DetectConfig, opts, id=id_spec_for(opts["model"], opts["id_spec"]), methods=chosen)
-    summary = run_detect(cfg, rt)
-    click.echo(f"ID accuracy on {cfg.id}: {summary['id_accuracy']:.4f}")
+    echo_detection(cfg.id, run_detect(cfg, rt))
+    click.echo(f"→ {rt.out}: metrics.json; plots scores_<method>.png, roc_<method>.png, pr_<method>.png")
+
+
+def echo_detection(id_spec: str, summary: dict) -> None:
+    """`lab4 detect`'s output: the ID accuracy, the grids searched, one line of metrics per method and OOD set."""
+    click.echo(f"ID accuracy on {id_spec}: {summary['id_accuracy']:.4f}")
     if "odin_grid" in summary:
         click.echo("ODIN grid (mean AUROC, held-out data):")
         for row in summary["odin_grid"]["rows"]:
@@ -261,10 +97,10 @@ def detect(**opts):
         best = summary["odin_grid"]["best"]
         click.echo(f"  best: T={best['temperature']:g} eps={best['eps']:g}")
     for m, grid in summary.get("grids", {}).items():
-        field = grid["option"][2:].replace("-", "_")
+        values = lambda row: " ".join(f"{v:g}" for k, v in row.items() if k != "auroc")  # noqa: E731
         click.echo(f"{m} grid {grid['option']} (mean AUROC, held-out data):")
-        click.echo("  " + "  ".join(f"{row[field]:g}: {row['auroc']:.4f}" for row in grid["rows"]))
-        click.echo(f"  best: {grid['option']} {grid['best'][field]:g}")
+        click.echo("  " + "  ".join(f"{values(row)}: {row['auroc']:.4f}" for row in grid["rows"]))
+        click.echo(f"  best: {grid['option']} {values(grid['best'])}")
     click.echo(f"{'method':<12} {'OOD':<20} {'AUROC':>7} {'AUPR-in':>8} {'AUPR-out':>9} {'FPR95':>7}")
     for m, per_ood in summary["results"].items():
         for spec, r in per_ood.items():
@@ -272,7 +108,6 @@ def detect(**opts):
                 f"{m:<12} {spec:<20} {r['auroc']:7.4f} {r['aupr_in']:8.4f} {r['aupr_out']:9.4f} "
                 f"{r['fpr95']:7.4f}"
             )
-    click.echo(f"→ {rt.out}: metrics.json; plots scores_<method>.png, roc_<method>.png, pr_<method>.png")
 
 
 @group.command()
@@ -289,8 +124,8 @@ def detect(**opts):
     "--methods",
     default="all",
     show_default=True,
-    help="Comma-separated detectors (those of 'lab4 detect --method'), or 'all': every detector but recon "
-    "(recon needs --autoencoder, of one model).",
+    help="Comma-separated detectors (those of 'lab4 detect --method'), or 'all': every detector but those "
+    f"that need a run folder of one model ({', '.join(mo.needy())}).",
 )
 @click.option("--near", multiple=True, help="Near-OOD sets, comma-separated specs (repeatable).")
 @click.option("--far", multiple=True, help="Far-OOD sets, comma-separated specs (repeatable).")
@@ -310,12 +145,11 @@ def detect(**opts):
     type=cli.FiniteList(min=0),
     default="0,0.01,0.05,0.1",
     show_default=True,
-    help="The attacks' radii in [0, 1] pixel units (pgd-l2: L2 radii); --eps stays ODIN's, as in 'lab4 detect'.",
-)
-@click.option(
-    "--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Iterative attacks' steps."
+    help=f"The attacks' radii in [0, 1] pixel units ({mo.l2_names()}: L2 radii); --eps stays ODIN's, as in "
+    "'lab4 detect'.",
 )
 @DETECTOR_OPTIONS
+@ATTACK_OPTIONS
 @cli.batch_size(256)
 @LIMIT
 @cli.SEED
@@ -340,62 +174,31 @@ def benchmark(**opts):
                      --out runs/bench
       lab4 benchmark --model runs/d04 --methods all --near digits:5-9 --group noise=fake --out runs/d04-bench
     """
-    names = tuple(methods.detector_summaries())
-    chosen = (
-        tuple(n for n in names if n != "recon")
-        if opts["methods"].strip() == "all"
-        else tuple(cli.choice_list(opts["methods"], names, "--methods"))
-    )
-    attacks = (
-        tuple(cli.choice_list(opts["attacks"], methods.attack_names(), "--attacks"))
-        if opts["attacks"]
-        else ()
-    )
-    radii = opts["attack_eps"]
-    linf = [a for a in attacks if a not in methods.L2_ATTACKS]
-    if linf and any(e > 1 for e in radii):
-        raise DlaError(
-            f"--attack-eps: an L∞ radius ({', '.join(linf)}) must lie in [0, 1], got {opts['attack_eps']!r}"
-        )
-    if "recon" in chosen and len(opts["models"]) > 1:
-        raise DlaError("--methods recon takes one --autoencoder, so one --model")
-    temperature, eps = opts["temperature"], opts["eps"]
+    needy = mo.needy()
+    every = tuple(m for m in DETECTORS if m not in needy)
+    chosen = every if opts["methods"] == "all" else mo.detector_choice(opts["methods"], "--methods", opts)
+    attacks = tuple(cli.choice_list(opts["attacks"], tuple(ATTACKS), "--attacks")) if opts["attacks"] else ()
+    mo.check_radii(attacks, opts["attack_eps"], "--attack-eps", one_norm=False)
+    for m in (m for m in chosen if m in needy and len(opts["models"]) > 1):
+        raise DlaError(f"--methods {m} takes one {needy[m]}, so one --model")
 
-    from lab4_ood import detectors as det
     from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
-    from lab4_ood.detection import GRID_FIELDS, HYPERPARAMETERS
+    from lab4_ood.detection import DetectConfig
+    from lab4_ood.robustness import OPTIONS as ATTACK_FIELDS
 
-    groups = parse_groups(opts["near"], opts["far"], opts["groups"])
-    options = det.DetectorOptions(
-        temperature=temperature,
-        eps=eps,
-        autoencoder=opts["autoencoder"],
-        **{k: opts[k] for k in HYPERPARAMETERS},
-    )
-    for m in chosen:
-        det.DETECTORS[m].check(options)
-    keys = (
-        "temperature",
-        "eps",
-        "autoencoder",
-        "grid",
-        "grid_temperatures",
-        "grid_eps",
-        *GRID_FIELDS,
-        *HYPERPARAMETERS,
-    )
-    cfg = BenchmarkConfig(
-        models=opts["models"],
-        groups=groups,
+    mo.import_all(chosen, DETECTORS)
+    mo.import_all(attacks, ATTACKS)
+
+    shared = {"model", "id", "ood", "methods", "batch_size", "limit"}  # the benchmark's own, per model
+    cfg = from_options(
+        BenchmarkConfig,
+        opts,
+        groups=parse_groups(opts["near"], opts["far"], opts["groups"]),
         methods=chosen,
         id=opts["id_spec"],
         attacks=attacks,
-        attack_eps=radii,
-        steps=opts["steps"],
-        seed=opts["seed"],
-        batch_size=opts["batch_size"],
-        limit=opts["limit"],
-        detector={k: opts[k] for k in keys},
+        detector={f.name: opts[f.name] for f in dataclasses.fields(DetectConfig) if f.name not in shared},
+        attack={name: opts[name] for name in ATTACK_FIELDS},
     )
     rt = Runtime.from_options(opts)
     result = run_benchmark(cfg, rt)
@@ -454,49 +257,28 @@ def train_ae(**opts):
     default="fgsm",
     show_default=True,
     metavar=f"[{'|'.join(ATTACKS)}][,…]",
-    callback=_attack_list,
-    help="One attack, or several separated by commas: each row then also gives the worst case per image "
-    "(robust only if every attack failed). fgsm; pgd (random start, steps of 2.5·ε/steps); bim (iterative FGSM "
-    "from x, steps of ε/4); mifgsm (momentum 1.0 on L1-normalised gradients, steps of ε/4); pgd-l2 (L2 ball, "
-    "random start, steps of ε/5); apgd (APGD-CE: momentum 0.75, step 2ε halved at checkpoints); apgd-dlr (APGD "
-    "on the DLR loss, ≥ 3 classes); cw (Carlini–Wagner L2, minimum norm: an image counts as fooled at radius ε "
-    "if its adversarial image lies within ε); deepfool (L2, minimum norm, as cw); square (black-box L∞, "
-    "--n-queries random squares); autoattack (a subset: APGD-CE → APGD-DLR → Square on the images still "
-    "robust; APGD-T and FAB-T left out). The step sizes are torchattacks 3.5.1's defaults scaled with ε; "
-    "apgd, square and autoattack draw from --seed.",
+    callback=mo.attack_list,
+    help=mo.summaries_help(
+        ATTACKS.values(),
+        "One attack, or several separated by commas: each row then also gives the worst case per image (robust "
+        "only if every attack failed). Step sizes are torchattacks 3.5.1's defaults scaled with ε; "
+        f"{', '.join(n for n, a in ATTACKS.items() if a.seeded)} draw from --seed.",
+    ),
 )
 @click.option(
     "--eps",
     type=cli.FiniteList(min=0),
     default="0,0.01,0.05,0.1,0.2,0.3",
     show_default=True,
-    help="Comma-separated L∞ radii in [0,1] pixel units (pgd-l2, cw, deepfool: L2 radii, any ε ≥ 0).",
+    help=f"Comma-separated L∞ radii in [0,1] pixel units ({mo.l2_names()}: L2 radii, any ε ≥ 0).",
 )
-@click.option("--targeted", is_flag=True, help="Push predictions toward --target-class (fgsm, pgd, bim, "
-              "mifgsm, pgd-l2, cw, square).")  # fmt: skip
-@click.option("--target-class", type=int, default=None, help="Target class index for --targeted.")
 @click.option(
-    "--steps",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Steps of pgd, bim, mifgsm, pgd-l2, apgd, apgd-dlr (and autoattack's APGD).",
+    "--targeted",
+    is_flag=True,
+    help=f"Push predictions toward --target-class ({', '.join(n for n, a in ATTACKS.items() if a.targeted)}).",
 )
-@click.option("--cw-c", type=cli.Finite(min=0), default=1.0, show_default=True,
-              help="cw: weight c of the margin term against ‖δ‖₂².")  # fmt: skip
-@click.option("--cw-kappa", type=cli.Finite(min=0), default=0.0, show_default=True,
-              help="cw: confidence κ (margin floor −κ).")  # fmt: skip
-@click.option("--cw-steps", type=click.IntRange(min=1), default=50, show_default=True, help="cw: Adam steps.")
-@click.option("--cw-lr", type=cli.Finite(min=0, min_open=True), default=0.01, show_default=True,
-              help="cw: Adam learning rate.")  # fmt: skip
-@click.option("--deepfool-steps", type=click.IntRange(min=1), default=50, show_default=True,
-              help="deepfool: steps at most per image.")  # fmt: skip
-@click.option("--overshoot", type=cli.Finite(min=0), default=0.02, show_default=True,
-              help="deepfool: each step × (1 + overshoot).")  # fmt: skip
-@click.option("--n-queries", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="square (and autoattack's Square): queries per image at most.")  # fmt: skip
-@click.option("--p-init", type=cli.Finite(0, 1, min_open=True), default=0.8, show_default=True,
-              help="square: initial share of the pixels in the square.")  # fmt: skip
+@click.option("--target-class", type=int, default=None, help="Target class index for --targeted.")
+@ATTACK_OPTIONS
 @cli.batch_size(256)
 @LIMIT
 @cli.SEED
@@ -506,9 +288,8 @@ def train_ae(**opts):
 @cli.CPU
 @cli.THREADS
 def attack(eps, targeted, **opts):
-    """Accuracy under FGSM / PGD / BIM / MI-FGSM / PGD-L2 / APGD / CW / DeepFool / Square / AutoAttack (a
-    subset) for each ε, in [0,1] pixel space (the model normalises inside); with several attacks, also the
-    worst case per image.
+    """Accuracy under one or more attacks (--method) for each ε, in [0,1] pixel space (the model normalises
+    inside); with several attacks, also the worst case per image.
 
     Writes metrics.json (accuracy per ε — the worst case per image over the attacks, each attack's own under
     by_method —, targeted success rate, clean accuracy), accuracy_vs_eps.png (robust accuracy per ε: each
@@ -522,30 +303,26 @@ def attack(eps, targeted, **opts):
       lab4 attack --model runs/c10 --method fgsm,pgd,apgd,square --n-queries 1000 --out runs/c10-worst
     """
     chosen = opts["method"].split(",")
-    l2 = [m for m in chosen if m in methods.L2_ATTACKS]
-    if l2 and len(l2) < len(chosen):
-        linf = [m for m in chosen if m not in methods.L2_ATTACKS]
-        raise DlaError(
-            f"--method mixes L2 attacks ({', '.join(l2)}) with L∞ attacks ({', '.join(linf)}): the worst case "
-            "per image needs one norm; run them separately"
-        )
-    if not l2 and any(e > 1 for e in eps):
-        raise DlaError(
-            f"--eps: every ε must lie in [0, 1] (pixel units), got {','.join(f'{e:g}' for e in eps)}"
-        )
+    mo.check_radii(chosen, eps, "--eps")
     if targeted != (opts["target_class"] is not None):
         raise DlaError("--targeted and --target-class K go together")
 
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.robustness import AUTOATTACK_NOTE, AttackConfig, run_attack
 
+    mo.import_all(chosen, ATTACKS)
     rt = Runtime.from_options(opts)  # the environment, checked before the model's folder is read
     dataset = id_spec_for(opts["model"], opts["dataset"], "--dataset")
     cfg = from_options(AttackConfig, opts, dataset=dataset, eps=list(eps))
     result = run_attack(cfg, rt)
-    several = "methods" in result
     if "autoattack" in chosen:
         click.echo(AUTOATTACK_NOTE)
+    echo_robustness(chosen, result)
+
+
+def echo_robustness(chosen: list[str], result: dict) -> None:
+    """`lab4 attack`'s output: accuracy per ε (each attack's and the worst case, with several), warnings."""
+    several = "methods" in result
     hit = f" {'target hit':>10}" if result["targeted"] else ""
     if several:
         click.echo(f"{'eps':>8}" + "".join(f" {m:>10}" for m in chosen) + f" {'worst case':>10}{hit}")
@@ -580,7 +357,8 @@ def attack(eps, targeted, **opts):
     type=cli.Finite(min=0),
     default=0.03,
     show_default=True,
-    help="Adversarial radius (pixel units): an L∞ radius in [0, 1], or for pgd-l2 an L2 radius (any ε ≥ 0).",
+    help=f"Adversarial radius (pixel units): an L∞ radius in [0, 1], or for {mo.l2_names()} an L2 radius (any "
+    "ε ≥ 0).",
 )
 @click.option(
     "--alpha",
@@ -648,7 +426,7 @@ def train(**opts):
       lab4 train --dataset cifar10 --outlier-exposure cifar100 --oe-weight 0.5 --out runs/c10-oe
     """
     eps, adversarial = opts["eps"], opts["adversarial"]
-    if adversarial not in methods.L2_ATTACKS and eps > 1:
+    if (adversarial is None or ATTACKS[adversarial].norm == "linf") and eps > 1:
         raise DlaError(f"--eps: an L∞ radius must lie in [0, 1] (pixel units), got {eps:g}")
     if adversarial is not None and opts["trades_beta"] is not None:
         raise DlaError(
@@ -658,6 +436,8 @@ def train(**opts):
         raise DlaError(f"{'--adversarial' if adversarial else '--trades-beta'} needs --eps > 0")
 
     from lab4_ood.training import TrainRunConfig, train_classifier
+
+    mo.import_all([adversarial] if adversarial else [], ATTACKS)
 
     cfg = from_options(TrainRunConfig, opts)
     rt = Runtime.from_options(opts)

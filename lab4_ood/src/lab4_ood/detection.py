@@ -3,9 +3,9 @@
 Scores: higher = more in-distribution; metrics take ID as the positive class (see metrics.py).
 The ODIN grid (``--grid``) is searched on held-out data, not on the test sets: the ID validation slice of the
 training split against each OOD set's *training* split; the best (T, ε) by mean AUROC is then used for
-``odin`` on the test sets. With ``--grid`` every other selected detector with a searched hyperparameter
-(``Detector.searched``: knn's k, react's / ash's / scale's percentile, dice's p) is searched the same way over its
-``--grid-*`` values: for each value the detector is fitted on the ID training split (as for the test run) and
+``odin`` on the test sets. With ``--grid`` every other selected detector with searched options (those declared
+with grid values in methods.py: knn's k, react's / ash's / scale's percentile, dice's p) is searched the same way
+over its ``--grid-*`` values (every combination, where it has several): for each value the detector is fitted on the ID training split (as for the test run) and
 scores the ID validation slice and the OOD training splits; the value of the highest mean AUROC (the first on a
 tie) is then used on the test sets.
 """
@@ -13,6 +13,7 @@ tie) is then used on the test sets.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from dla_core.seeding import seed_everything
 from dla_core.stats import write_outcomes
 from dla_core.threads import use_threads
 from lab4_ood import detectors as det
-from lab4_ood import outcomes
+from lab4_ood import methods, outcomes
 from lab4_ood.datasets import check_model_fits, head, load_id, load_ood
 from lab4_ood.metrics import check_finite, ood_metrics, pr_curve, roc_curve
 from lab4_ood.odin import odin_grid
@@ -42,37 +43,36 @@ log = logging.getLogger(__name__)
 FEW = 20  # fewer images than this in a set: FPR@95%TPR keeps every ID image, AUROC moves in coarse steps
 
 
-@dataclass(frozen=True)
-class DetectConfig:
-    model: Path
-    id: str
-    ood: tuple[str, ...]
-    methods: tuple[str, ...]
-    temperature: float = 1000.0  # ODIN T
-    eps: float = 0.0014  # ODIN ε (the libraries' convention, see odin.py)
-    grid: bool = False
-    grid_temperatures: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
-    grid_eps: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.0014, 0.002)
-    autoencoder: Path | None = None  # train-ae run, for recon
-    # --grid values of the searched hyperparameters (Detector.searched): GRID_FIELDS
-    grid_knn_k: tuple[int, ...] = (1, 10, 50, 100, 200)
-    grid_react_percentile: tuple[float, ...] = (85.0, 90.0, 95.0, 99.0)
-    grid_ash_percentile: tuple[float, ...] = (65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0)
-    grid_scale_percentile: tuple[float, ...] = (65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0)
-    grid_dice_p: tuple[float, ...] = (10.0, 30.0, 50.0, 70.0, 90.0)
-    # the feature-space detectors' hyperparameters (detectors.DetectorOptions: OpenOOD's defaults)
-    knn_k: int = 50
-    max_bank: int = 100_000
-    vim_dim: int = 256
-    gen_gamma: float = 0.1
-    gen_m: int = 100
-    react_percentile: float = 90.0
-    ash_variant: str = "b"
-    ash_percentile: float = 90.0
-    scale_percentile: float = 85.0
-    dice_p: float = 90.0
-    batch_size: int = 256
-    limit: int | None = None  # at most this many images per set
+# every option of every declared detector (methods.py), each a field; with --grid values, also a grid_… field
+OPTIONS = methods.options_of(methods.detectors().values())
+DetectConfig = dataclasses.make_dataclass(
+    "DetectConfig",
+    [
+        ("model", Path),
+        ("id", str),
+        ("ood", tuple[str, ...]),
+        ("methods", tuple[str, ...]),
+        ("grid", bool, dataclasses.field(default=False)),
+        *((o.name, o.annotation, dataclasses.field(default=o.default)) for o in OPTIONS.values()),
+        *(
+            (o.grid_field, tuple[o.type, ...], dataclasses.field(default=o.grid))
+            for o in OPTIONS.values()
+            if o.grid
+        ),
+        ("batch_size", int, dataclasses.field(default=256)),
+        ("limit", int | None, dataclasses.field(default=None)),  # at most this many images per set
+    ],
+    frozen=True,
+)
+DetectConfig.__module__ = __name__
+# odin's T and ε are searched together by the shared-pass grid (odin.odin_grid), each other searched detector
+# over its own grid values (search_hyperparameter)
+JOINT_GRID = "odin"
+
+
+def option_values(cfg: DetectConfig) -> dict:
+    """The detectors' option values of ``cfg`` by name."""
+    return {name: getattr(cfg, name) for name in OPTIONS}
 
 
 def grid_search(
@@ -103,21 +103,22 @@ def grid_search(
 def search_hyperparameter(
     method: str,
     model: torch.nn.Module,
-    options: det.DetectorOptions,
+    options: dict,
     train: ImageSet,
     id_val: ImageSet,
     oods: dict[str, ImageSet],
-    values: tuple,
+    grids: dict[str, tuple],
     batch_size: int,
     device: torch.device,
 ) -> list[dict]:
-    """Mean AUROC (``id_val`` against each of ``oods``) of ``method`` at each value of its searched hyperparameter,
-    fitted on ``train`` for each value; rows in the order of ``values``."""
-    field = det.DETECTORS[method].searched
+    """Mean AUROC (``id_val`` against each of ``oods``) of ``method`` at each combination of its searched options'
+    values (``grids``: option → values), fitted on ``train`` for each; rows in the order of the values."""
+    fits = methods.detectors()[method].fits
     rows = []
-    for value in tqdm(values, desc=f"{method} grid", leave=False):
-        detector = det.make_detector(method, model, dataclasses.replace(options, **{field: value}), device)
-        if detector.needs_fit:
+    for combination in tqdm(list(itertools.product(*grids.values())), desc=f"{method} grid", leave=False):
+        chosen = dict(zip(grids, combination, strict=True))
+        detector = det.make_detector(method, model, {**options, **chosen}, device)
+        if fits:
             detector.fit(Batches(train, batch_size, device))
         s_id = det.score_set(detector, id_val, batch_size, device)
         check_finite(s_id, f"{method} scores of the ID validation slice")
@@ -126,7 +127,7 @@ def search_hyperparameter(
             s = det.score_set(detector, data, batch_size, device)
             check_finite(s, f"{method} scores of OOD {spec} (training split)")
             aurocs.append(ood_metrics(s_id, s)["auroc"])
-        rows.append({field: value, "auroc": float(np.mean(aurocs))})
+        rows.append({**chosen, "auroc": float(np.mean(aurocs))})
     return rows
 
 
@@ -141,15 +142,6 @@ class Batches:
 
     def __iter__(self):
         return ImageBatches(self.data, self.batch_size).iterate(0, device=self.device)
-
-
-HYPERPARAMETERS = tuple(
-    f.name
-    for f in dataclasses.fields(det.DetectorOptions)
-    if f.name not in ("temperature", "eps", "autoencoder")
-)
-GRID_FIELDS = tuple(f.name for f in dataclasses.fields(DetectConfig) if f.name.startswith("grid_") and
-                    f.name not in ("grid_temperatures", "grid_eps"))  # fmt: skip
 
 
 def warn_degenerate(cfg: DetectConfig, id_test: ImageSet, ood_test: dict[str, ImageSet]) -> None:
@@ -208,17 +200,12 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
             "best": best,
         }
 
-    options = det.DetectorOptions(
-        temperature=temperature,
-        eps=eps,
-        autoencoder=cfg.autoencoder,
-        **{name: getattr(cfg, name) for name in HYPERPARAMETERS},
-    )
+    options = {**option_values(cfg), "temperature": temperature, "eps": eps}
     train = head(splits.train, cfg.limit and 4 * cfg.limit)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for method in cfg.methods:
-        field = det.DETECTORS[method].searched
-        if cfg.grid and field is not None and hasattr(cfg, f"grid_{field}"):
+        searched = methods.detectors()[method].searched
+        if cfg.grid and searched and method != JOINT_GRID:
             rows = search_hyperparameter(
                 method,
                 model,
@@ -226,23 +213,21 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
                 train,
                 head(splits.val, cfg.limit),
                 {spec: head(train_ood, cfg.limit) for spec, (train_ood, _) in oods.items()},
-                getattr(cfg, f"grid_{field}"),
+                {name: getattr(cfg, OPTIONS[name].grid_field) for name in searched},
                 cfg.batch_size,
                 device,
             )
             best = max(rows, key=lambda r: r["auroc"])  # the first of the highest
             summary.setdefault("grids", {})[method] = {
                 "searched_on": "ID validation split vs OOD training splits (fitted on the ID training split)",
-                "option": "--" + field.replace("_", "-"),
+                "option": ", ".join(OPTIONS[name].cli_flag for name in searched),
                 "rows": rows,
                 "best": best,
             }
-            detector = det.make_detector(
-                method, model, dataclasses.replace(options, **{field: best[field]}), device
-            )
+            detector = det.make_detector(method, model, {**options, **{n: best[n] for n in searched}}, device)
         else:
             detector = det.make_detector(method, model, options, device)
-        if detector.needs_fit:
+        if methods.detectors()[method].fits:
             detector.fit(Batches(train, cfg.batch_size, device))
         s_id = det.score_set(detector, id_test, cfg.batch_size, device)
         s_ood = {

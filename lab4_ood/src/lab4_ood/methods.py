@@ -1,62 +1,508 @@
-"""The names lab4's commands offer for ``--method`` and ``--adversarial``, without heavy imports.
+"""Every detector and attack of lab4, declared once: the spec table (no torch, no click).
 
-The registries themselves (``detectors.DETECTORS``, ``attacks.ATTACKS``) hold classes and functions over torch,
-and importing them costs a torch import that ``lab4 --help`` should not pay. So the CLI takes the built-in names,
-and each detector's one-line summary, from the table here; once a registry module is loaded (a plug-in that
-registers a method has imported it), the registry itself answers, plug-ins included. A test keeps this table
-equal to the registries.
+A method is one entry here: its name, a one-line summary, its options (name, type, default, help, ``--grid``
+values), its traits, and its implementation as ``"module:Name"`` — imported only when a command runs. Everything
+else is derived from the table: the click options of ``lab4 detect`` / ``attack`` / ``benchmark`` / ``train``,
+``DetectConfig`` and ``AttackConfig`` (their fields), ``--help``, the grids ``--grid`` searches, the options
+``lab4 benchmark`` passes through, the refusals (L∞ radii, targeted support, minimum classes) and the README's
+method tables (``markdown_table``, checked equal to the READMEs by a test).
+
+Adding a method (see the README, "Adding a detector, an attack or a lab"):
+
+- here, in the package: its implementation (a ``detectors.Detector`` subclass, or an attack function
+  ``f(model, x, y, eps, *, <its options>)``) and one entry in ``DETECTORS`` or ``ATTACKS`` below. An existing
+  class (e.g. one in a new module ``lab4_ood.recent_detectors``) needs only the entry:
+  ``Detector("nci", "…", "lab4_ood.recent_detectors:NCI", options=(Option("nci_alpha", float, 1e-4, "α"),))``;
+  the option's value reaches the constructor as keyword ``arg`` (default: the option's name).
+- outside the package (a plug-in): the same two things in your own package, the entry under the entry point
+  group ``dla.lab4.detectors`` or ``dla.lab4.attacks`` (``[project.entry-points."dla.lab4.detectors"]
+  mine = "my_pkg.spec:MINE"``). lab4 lists it in ``--help`` and offers it everywhere; a plug-in that fails to
+  load is one warning line on stderr naming it, and lab4 goes on without it.
+
+Options that several methods share (``max_bank``, ``steps``) are one ``Option`` object used by each; the
+help then names every method that takes it.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
 
-# --method of `lab4 detect`: name → the first line of the detector class's docstring (detectors.summary)
-DETECTORS = {
-    "msp": "max softmax probability",
-    "maxlogit": "max logit",
-    "energy": "logsumexp of the logits (energy)",
-    "odin": "max softmax at --T after an --eps step",
-    "mahalanobis": "distance to the nearest class mean",
-    "recon": "reconstruction error (--autoencoder)",
-    "knn": "−distance to the k-th nearest ID feature (--knn-k)",
-    "vim": "energy − α·‖residual‖ (virtual logit, --vim-dim)",
-    "rmds": "relative Mahalanobis distance to the nearest class",
-    "gen": "−generalized entropy of the top --gen-m probabilities (--gen-gamma)",
-    "entropy": "−entropy of the softmax",
-    "react": "energy after clipping features at a percentile (--react-percentile)",
-    "ash": "energy after activation shaping (--ash-variant, --ash-percentile)",
-    "scale": "energy after scaling features by exp(sum / top sum) (--scale-percentile)",
-    "dice": "energy of a sparsified last layer (--dice-p)",
-    "fdbd": "feature distance to the decision boundaries",
-}
-# --method of `lab4 attack`, --adversarial of `lab4 train`
-ATTACKS = (
-    "fgsm",
-    "pgd",
-    "bim",
-    "mifgsm",
-    "pgd-l2",
-    "apgd",
-    "apgd-dlr",
-    "cw",
-    "deepfool",
-    "square",
-    "autoattack",
-)
-# the attacks whose ε is an L2 norm (any finite ε ≥ 0); every other attack's L∞ radius lies in [0, 1]
-L2_ATTACKS = ("pgd-l2", "cw", "deepfool")
+from dla_core.errors import DlaError
+
+#### The declarations ####
 
 
-def detector_summaries() -> dict[str, str]:
-    """Every detector's name and one-line summary: the registry's when loaded, else the built-in table."""
-    registry = sys.modules.get("lab4_ood.detectors")
-    if registry is None:
-        return dict(DETECTORS)
-    return {name: registry.summary(cls) for name, cls in registry.DETECTORS.items()}
+@dataclass(frozen=True)
+class Option:
+    """One option of one or more methods: a config field, a click option and, with ``grid``, a ``--grid-…``."""
+
+    name: str  # the config field (and click's parameter name): knn_k
+    type: type  # int, float, str (with choices) or Path
+    default: Any
+    help: str  # without the method's name: the CLI prefixes the names of the methods that take it
+    grid: tuple = ()  # the values `--grid` searches on held-out data [default]; () = not searched
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False  # min itself excluded
+    choices: tuple[str, ...] = ()
+    arg: str | None = None  # the implementation's keyword [default: name]
+    flag: str | None = None  # [default: --knn-k for knn_k]
+    grid_name: str | None = None  # the grid's config field [default: grid_<name>]
+    grid_flag: str | None = None  # [default: --grid-<flag without -->]
+    needed: str | None = None  # set: the methods that take it refuse to run without it (what it is)
+    metavar: str | None = None
+
+    @property
+    def keyword(self) -> str:
+        return self.arg or self.name
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def grid_field(self) -> str:
+        return self.grid_name or "grid_" + self.name
+
+    @property
+    def cli_grid_flag(self) -> str:
+        return self.grid_flag or "--grid-" + self.cli_flag[2:]
+
+    @property
+    def annotation(self) -> Any:
+        """The config field's type."""
+        return Path | None if self.type is Path else self.type
 
 
-def attack_names() -> tuple[str, ...]:
-    """Every attack's name: the registry's when loaded, else the built-in table."""
-    registry = sys.modules.get("lab4_ood.attacks")
-    return ATTACKS if registry is None else tuple(registry.ATTACKS)
+@dataclass(frozen=True)
+class Detector:
+    """A ``lab4 detect --method``: the implementation is a ``detectors.Detector`` subclass built as
+    ``cls.build(model, device, **{option.keyword: value})`` (default: ``cls(model, **…)``)."""
+
+    name: str
+    summary: str  # its line in `lab4 detect --help` and in the README's table
+    implementation: str  # "module:Class"
+    options: tuple[Option, ...] = ()
+    fits: bool = False  # fit(batches of ID training images) before scoring
+    fit_note: str = ""  # the README's word on what it fits
+    details: str = ""  # the README's score column (the formula)
+    reference: str = ""  # the README's reference / parity column
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """The options `--grid` searches (those with grid values): one for knn, T and ε together for odin."""
+        return tuple(o.name for o in self.options if o.grid)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A ``lab4 attack --method`` / ``lab4 train --adversarial``: the implementation is a function
+    ``f(model, x, y, eps, *, <option keywords>, seed=…, targeted=…)`` in [0, 1] pixel space."""
+
+    name: str
+    summary: str
+    implementation: str  # "module:function"
+    options: tuple[Option, ...] = ()
+    norm: str = "linf"  # "linf": ε in [0, 1]; "l2": any ε ≥ 0
+    targeted: bool = False  # takes targeted=True (`--targeted`)
+    seeded: bool = False  # draws from seed= (`--seed`)
+    min_classes: int = 2
+    details: str = ""  # the README's step column
+    reference: str = ""
+
+
+#### Detectors ####
+
+PERCENT = {"type": float, "min": 0, "max": 100}
+TEMPERATURE = Option("temperature", float, 1000.0, "temperature T.", grid=(1.0, 10.0, 100.0, 1000.0), min=0,
+                     min_open=True, flag="--T", grid_name="grid_temperatures", grid_flag="--grid-T")  # fmt: skip
+ODIN_EPS = Option("eps", float, 0.0014, "perturbation: ε·sign(grad) on [0,1] pixels = the libraries' ε on "
+                  "normalised inputs.", grid=(0.0, 0.0005, 0.001, 0.0014, 0.002), min=0)  # fmt: skip
+AUTOENCODER = Option("autoencoder", Path, None, "'lab4 train-ae' run folder.", metavar="RUN",
+                     needed="the --out folder of 'lab4 train-ae'")  # fmt: skip
+MAX_BANK = Option("max_bank", int, 100_000, "keep at most this many ID training feature vectors (a uniform random "
+                  "sample beyond).", min=1)  # fmt: skip
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector(
+        "msp", "max softmax probability", "lab4_ood.detectors.logits:MSP",
+        details="max softmax probability", reference="Hendrycks & Gimpel 2017",
+    ),
+    Detector(
+        "maxlogit", "max logit", "lab4_ood.detectors.logits:MaxLogit",
+        details="max logit", reference="Hendrycks et al. 2022",
+    ),
+    Detector(
+        "energy", "logsumexp of the logits (energy)", "lab4_ood.detectors.logits:Energy",
+        details="logsumexp of the logits (negative free energy, T = 1)", reference="Liu et al. 2020",
+    ),
+    Detector(
+        "odin", "max softmax at --T after an --eps step", "lab4_ood.detectors.logits:ODIN",
+        options=(TEMPERATURE, ODIN_EPS),
+        details="max softmax(f(x̃)/T), x̃ = x − ε·sign ∇ₓ(−log softmax(f(x)/T)ŷ)", reference="Liang et al. 2018",
+    ),
+    Detector(
+        "mahalanobis", "distance to the nearest class mean", "lab4_ood.detectors.features:Mahalanobis",
+        fits=True,
+        details="−min over classes of the Mahalanobis distance of the penultimate features (class means, shared "
+        "covariance)",
+        reference="Lee et al. 2018 (no input preprocessing)",
+    ),
+    Detector(
+        "recon", "reconstruction error (--autoencoder)", "lab4_ood.detectors.features:Reconstruction",
+        options=(AUTOENCODER,), fit_note="`train-ae`",
+        details="−mean squared reconstruction error of the `train-ae` decoder", reference="—",
+    ),
+    Detector(
+        "knn", "−distance to the k-th nearest ID feature (--knn-k)", "lab4_ood.detectors.features:KNN",
+        options=(Option("knn_k", int, 50, "the k-th nearest neighbour.", grid=(1, 10, 50, 100, 200), min=1,
+                        arg="k"), MAX_BANK),
+        fits=True, fit_note="bank of at most `--max-bank` features, a uniform random sample beyond",
+        details="−‖z − z₍ₖ₎‖: z the L2-normalised penultimate features, z₍ₖ₎ the k-th nearest normalised ID "
+        "feature (exact search in torch, in chunks)",
+        reference="Sun et al. 2022; equal AUROC (pytorch-ood: +distance)",
+    ),
+    Detector(
+        "vim", "energy − α·‖residual‖ (virtual logit, --vim-dim)", "lab4_ood.detectors.features:ViM",
+        options=(Option("vim_dim", int, 256, "principal subspace dimension (half the feature dimension when not "
+                        "below it).", min=1, arg="dim"),),
+        fits=True, fit_note="covariance, then the residual norms: two passes",
+        details="logsumexp(logits) − α‖(z − u)ᵀR‖: u = −W⁺b, R all but the top `--vim-dim` principal directions "
+        "(half the feature dimension when not below it), α = mean max logit / mean residual norm",
+        reference="Wang et al. 2022; equal AUROC",
+    ),
+    Detector(
+        "rmds", "relative Mahalanobis distance to the nearest class", "lab4_ood.detectors.features:RMDS",
+        fits=True, fit_note="incremental sums",
+        details="−min_k (d_k(z) − d_0(z)): d_k squared Mahalanobis distance to class mean k (shared "
+        "covariance), d_0 to the mean of all ID features (their covariance); pseudo-inverse, no ridge (OpenOOD)",
+        reference="Ren et al. 2021; pytorch-ood works in float32: AUROC within 1e-4, scores within 0.1",
+    ),
+    Detector(
+        "gen", "−generalized entropy of the top --gen-m probabilities (--gen-gamma)",
+        "lab4_ood.detectors.logits:GEN",
+        options=(Option("gen_gamma", float, 0.1, "γ.", min=0, min_open=True, arg="gamma"),
+                 Option("gen_m", int, 100, "the M largest probabilities.", min=1, arg="m")),
+        details="−Σ over the M largest softmax probabilities of p^γ(1 − p)^γ",
+        reference="Liu et al. 2023; pytorch-ood averages (× 1/C) and clamps p to [1e-7, 1 − 1e-7], which ties "
+        "every very confident image (AUROC 0.920 vs our 0.928 on the test model); equal scores where nothing is "
+        "clamped",
+    ),
+    Detector(
+        "entropy", "−entropy of the softmax", "lab4_ood.detectors.logits:Entropy",
+        details="Σ p log p (−entropy of the softmax)",
+        reference="pytorch-ood's `Entropy` (float32, p clipped at 1e-7): scores within 1e-5, AUROC within 1e-4",
+    ),
+    Detector(
+        "react", "energy after clipping features at a percentile (--react-percentile)",
+        "lab4_ood.detectors.shaping:ReAct",
+        options=(Option("react_percentile", help="clip at this percentile of the ID activations.", default=90.0,
+                        grid=(85.0, 90.0, 95.0, 99.0), arg="percentile", **PERCENT), MAX_BANK),
+        fits=True, fit_note="at most `--max-bank` feature vectors",
+        details="logsumexp(head(min(z, c))): c the percentile of the ID training activations",
+        reference="Sun et al. 2021; equal AUROC",
+    ),
+    Detector(
+        "ash", "energy after activation shaping (--ash-variant, --ash-percentile)",
+        "lab4_ood.detectors.shaping:ASH",
+        options=(Option("ash_variant", str, "b", "ASH-S (scale), ASH-B (binarise) or ASH-P (prune only).",
+                        choices=("s", "b", "p"), arg="variant"),
+                 Option("ash_percentile", help="prune this percentage of each sample's activations.", default=90.0,
+                        grid=(65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0), arg="percentile", **PERCENT)),
+        details="logsumexp(head(ash(z))): keep each sample's top (100 − p)% features; P: as they are, B: each = "
+        "sum of all / k, S: × exp(sum before / sum after)",
+        reference="Djurisic et al. 2023, on the pooled penultimate features as OpenOOD; equal AUROC (all three "
+        "variants)",
+    ),
+    Detector(
+        "scale", "energy after scaling features by exp(sum / top sum) (--scale-percentile)",
+        "lab4_ood.detectors.shaping:SCALE",
+        options=(Option("scale_percentile", help="s2 sums the activations above this percentile.", default=85.0,
+                        grid=(65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0), arg="percentile", **PERCENT),),
+        details="logsumexp(head(z · exp(s₁/s₂))): s₁ the sum of all features, s₂ of the top (100 − p)%, nothing "
+        "pruned",
+        reference="Xu et al. 2024; equal AUROC",
+    ),
+    Detector(
+        "dice", "energy of a sparsified last layer (--dice-p)", "lab4_ood.detectors.shaping:DICE",
+        options=(Option("dice_p", help="mask this percentage of the last layer's weights.", default=90.0,
+                        grid=(10.0, 30.0, 50.0, 70.0, 90.0), arg="p", **PERCENT),),
+        fits=True, fit_note="mean feature",
+        details="logsumexp(z(W ⊙ M)ᵀ + b): M keeps the weights whose contribution mean(z_ID)ⱼ·W_cj is above its "
+        "p-th percentile",
+        reference="Sun & Li 2022; equal AUROC",
+    ),
+    Detector(
+        "fdbd", "feature distance to the decision boundaries", "lab4_ood.detectors.features:FDBD",
+        fits=True, fit_note="mean feature",
+        details="mean over c ≠ ŷ of \\|l_ŷ − l_c\\| / ‖w_ŷ − w_c‖, over ‖z − mean ID feature‖",
+        reference="Liu & Qin 2024 (OpenOOD sums over classes: the same ranking); equal AUROC",
+    ),
+)  # fmt: skip
+
+#### Attacks ####
+
+STEPS = Option("steps", int, 10, "steps.", min=1)
+N_QUERIES = Option("n_queries", int, 5000, "queries per image at most.", min=1)
+
+ATTACKS: tuple[Attack, ...] = (
+    Attack(
+        "fgsm", "one signed gradient step of ε", "lab4_ood.attacks.gradient:fgsm", targeted=True,
+        details="x + ε·sign ∇ₓ CE, one step", reference="Goodfellow et al. 2015; torchattacks `FGSM`",
+    ),
+    Attack(
+        "pgd", "random start, steps of 2.5·ε/steps", "lab4_ood.attacks.gradient:pgd", options=(STEPS,),
+        targeted=True, details="random start in the L∞ ε-ball, then steps of α·sign ∇, α = 2.5·ε/steps",
+        reference="Madry et al. 2018; torchattacks `PGD`",
+    ),
+    Attack(
+        "bim", "iterative FGSM from x, steps of ε/4", "lab4_ood.attacks.gradient:bim", options=(STEPS,),
+        targeted=True, details="iterative FGSM from x itself (no random start): steps of α·sign ∇, α = ε/4",
+        reference="Kurakin et al. 2017; torchattacks `BIM`: bit-identical images",
+    ),
+    Attack(
+        "mifgsm", "momentum 1.0 on L1-normalised gradients, steps of ε/4", "lab4_ood.attacks.gradient:mifgsm",
+        options=(STEPS,), targeted=True,
+        details="g ← μ·g + ∇/mean\\|∇\\| (L1-normalised per image), steps of α·sign g from x, α = ε/4, μ = 1.0",
+        reference="Dong et al. 2018; torchattacks `MIFGSM`: bit-identical images",
+    ),
+    Attack(
+        "pgd-l2", "L2 ball, random start, steps of ε/5", "lab4_ood.attacks.gradient:pgd_l2", options=(STEPS,),
+        norm="l2", targeted=True,
+        details="random start ε·r·z/‖z‖₂ (z normal, r uniform), steps of α·∇/‖∇‖₂, α = ε/5, δ projected to "
+        "‖δ‖₂ ≤ ε; ε is an L2 radius (may exceed 1)",
+        reference="Madry et al. 2018; torchattacks `PGDL2`: bit-identical images without a random start or from "
+        "the same seed",
+    ),
+    Attack(
+        "apgd", "APGD-CE: momentum 0.75, step 2ε halved at checkpoints", "lab4_ood.attacks.apgd:apgd",
+        options=(STEPS,), seeded=True,
+        details="APGD-CE, L∞: start on the ε-ball's surface, momentum 0.75, step 2ε halved at checkpoints (first "
+        "after 22% of the steps, then every 3% less, down to 6%) where the CE rose in at most ρ = 75% of the "
+        "steps since the last one or the best loss stalled, restarting from the best point; only images "
+        "classified right are attacked",
+        reference="Croce & Hein 2020; torchattacks `APGD(loss=\"ce\")`: bit-identical images with the same seed "
+        "(our generator is private; torchattacks reseeds the global one)",
+    ),
+    Attack(
+        "apgd-dlr", "APGD on the DLR loss", "lab4_ood.attacks.apgd:apgd_dlr", options=(STEPS,), seeded=True,
+        min_classes=3, details="as `apgd` on −(z_y − max_{i≠y} z_i)/(z_π1 − z_π3 + 1e-12)",
+        reference="Croce & Hein 2020; torchattacks `APGD(loss=\"dlr\")`: bit-identical",
+    ),
+    Attack(
+        "cw", "Carlini–Wagner L2, minimum norm: fooled at radius ε if its adversarial image lies within ε",
+        "lab4_ood.attacks.minimum_norm:cw",
+        options=(Option("cw_c", float, 1.0, "weight c of the margin term against ‖δ‖₂².", min=0, arg="c"),
+                 Option("cw_kappa", float, 0.0, "confidence κ (margin floor −κ).", min=0, arg="kappa"),
+                 Option("cw_steps", int, 50, "Adam steps.", min=1, arg="steps"),
+                 Option("cw_lr", float, 0.01, "Adam learning rate.", min=0, min_open=True, arg="lr")),
+        norm="l2", targeted=True,
+        details="L2, minimum norm: x' = ½(tanh w + 1), Adam on ‖x' − x‖₂² + c·max(z_y − max_{i≠y} z_i, −κ); per "
+        "image the closest misclassified iterate; the batch stops when the cost rose at one of ten checkpoints. "
+        "At radius ε an image counts as fooled only if ‖x' − x‖₂ ≤ ε (else x)",
+        reference="Carlini & Wagner 2017; torchattacks `CW`: bit-identical where every logit is positive; "
+        "torchattacks takes max over (1 − onehot)·z, which counts the true class as a logit 0 when all others "
+        "are negative (and z_y as 0 when negative): there the images differ, adversarial accuracy equal within 2 "
+        "points (equal on the test model)",
+    ),
+    Attack(
+        "deepfool", "L2, minimum norm, as cw", "lab4_ood.attacks.minimum_norm:deepfool",
+        options=(Option("deepfool_steps", int, 50, "steps at most per image.", min=1, arg="steps"),
+                 Option("overshoot", float, 0.02, "each step × (1 + overshoot).", min=0)),
+        norm="l2",
+        details="L2, minimum norm, image by image: x ← clip(x + (1 + o)·\\|f_k − f_y\\|·(w_k − w_y)/‖w_k − "
+        "w_y‖², k the nearest linearised boundary) until the prediction changes; the overshoot scales each step "
+        "(torchattacks), not the total as in the paper; ε as `cw`",
+        reference="Moosavi-Dezfooli et al. 2016; torchattacks `DeepFool`: bit-identical",
+    ),
+    Attack(
+        "square", "black-box L∞, --n-queries random squares", "lab4_ood.attacks.square:square",
+        options=(N_QUERIES, Option("p_init", float, 0.8, "initial share of the pixels in the square.", min=0,
+                                   max=1, min_open=True)),
+        targeted=True, seeded=True,
+        details="black box, L∞, margin loss: vertical stripes of ±ε, then per query a random square (same place "
+        "for the batch, one sign per channel) of ±2ε on the best image so far, kept when the margin falls; side "
+        "√(p·H·W), p = p_init halved at fixed points of a 10,000-query schedule rescaled to `--n-queries`",
+        reference="Andriushchenko et al. 2020; torchattacks `Square`: bit-identical with the same seed",
+    ),
+    Attack(
+        "autoattack", "a subset: APGD-CE → APGD-DLR → Square on the images still robust (APGD-T and FAB-T left "
+        "out)", "lab4_ood.attacks.autoattack:autoattack", options=(STEPS, N_QUERIES), seeded=True, min_classes=3,
+        details="**a subset** of AutoAttack: APGD-CE → APGD-DLR → Square, each on the images the ones before did "
+        "not fool; the standard version's APGD-T and FAB-T are left out (said in the output and `metrics.json`); "
+        "`--steps` 10 is torchattacks' APGD default (the original AutoAttack uses 100)",
+        reference="Croce & Hein 2020; torchattacks `MultiAttack([APGD ce, APGD dlr, Square])`: bit-identical",
+    ),
+)  # fmt: skip
+
+#### The registry: the table above and the plug-ins ####
+
+PLUGIN_GROUPS = {"detectors": "dla.lab4.detectors", "attacks": "dla.lab4.attacks"}
+# the commands' own parameters: a plug-in's option may not take these names
+RESERVED = frozenset({
+    "model", "models", "id", "id_spec", "ood", "method", "methods", "dataset", "near", "far", "groups", "attacks",
+    "attack_eps", "eps", "targeted", "target_class", "grid", "batch_size", "limit", "seed", "data_dir",
+    "download", "out", "cpu", "threads", "resume", "verbose", "detector", "attack",
+})  # fmt: skip
+
+
+def _check_plugin(spec: Any, spec_type: type, known: list) -> None:
+    """Raise when a plug-in's entry cannot join the table: not an entry, a name taken, an option that differs
+    from one of the same name, or that takes a command's own name."""
+    if not isinstance(spec, spec_type):
+        raise TypeError(f"a {type(spec).__name__}, not a lab4_ood.methods.{spec_type.__name__}")
+    if spec.name in {k.name for k in known}:
+        raise ValueError(f"the name {spec.name!r} is taken")
+    taken = options_of(known)
+    for o in spec.options:
+        if o.name in taken and taken[o.name] != o:
+            raise ValueError(
+                f"its option {o.name!r} differs from that of {', '.join(users(taken[o.name], known))}"
+            )
+        if o.name not in taken and (o.name in RESERVED or (o.grid and o.grid_field in taken)):
+            raise ValueError(f"its option {o.name!r} takes the name of a command's own option")
+
+
+@cache
+def _registry() -> tuple[dict[str, Detector], dict[str, Attack]]:
+    """The table's detectors and attacks, then the plug-ins'; one warning line on stderr per plug-in that fails
+    to load (a broken plug-in must not take the CLI down with it)."""
+    tables: dict[str, dict] = {
+        "detectors": {d.name: d for d in DETECTORS},
+        "attacks": {a.name: a for a in ATTACKS},
+    }
+    for kind, spec_type in (("detectors", Detector), ("attacks", Attack)):
+        for point in importlib.metadata.entry_points(group=PLUGIN_GROUPS[kind]):
+            try:
+                spec = point.load()
+                _check_plugin(spec, spec_type, [*tables["detectors"].values(), *tables["attacks"].values()])
+            except Exception as error:
+                message = str(error).splitlines()[0] if str(error) else ""
+                print(f"warning: lab4 plug-in {point.name!r} ({PLUGIN_GROUPS[kind]} = {point.value}) not loaded: "
+                      f"{type(error).__name__}: {message}", file=sys.stderr)  # fmt: skip
+                continue
+            tables[kind][spec.name] = spec
+    return tables["detectors"], tables["attacks"]
+
+
+def detectors() -> dict[str, Detector]:
+    """Every detector by name: the table's, then the plug-ins' (``dla.lab4.detectors``)."""
+    return _registry()[0]
+
+
+def attacks() -> dict[str, Attack]:
+    """Every attack by name: the table's, then the plug-ins' (``dla.lab4.attacks``)."""
+    return _registry()[1]
+
+
+def reload() -> None:
+    """Read the entry points again (after installing a plug-in in a running process: tests)."""
+    _registry.cache_clear()
+
+
+def implementation(spec: Detector | Attack) -> Any:
+    """The class or function ``spec.implementation`` names, imported now; one Error line when it cannot be."""
+    module, _, name = spec.implementation.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except Exception as error:  # a plug-in's broken implementation: an Error line, not a traceback
+        raise DlaError(
+            f"{spec.name}: cannot import {spec.implementation} ({type(error).__name__}: {error})"
+        ) from error
+
+
+def options_of(specs: Any) -> dict[str, Option]:
+    """Every option of ``specs`` by name, each once (a shared option is one object)."""
+    found: dict[str, Option] = {}
+    for spec in specs:
+        for option in spec.options:
+            if found.setdefault(option.name, option) != option:
+                raise ValueError(f"two different options named {option.name!r} ({spec.name})")
+    return found
+
+
+def users(option: Option, specs: Any) -> list[str]:
+    """The names of the methods that take ``option``."""
+    return [s.name for s in specs if option in s.options]
+
+
+def values_for(spec: Detector | Attack, values: dict[str, Any]) -> dict[str, Any]:
+    """The implementation's keywords for ``spec`` from option values by name (absent: the option's default)."""
+    return {o.keyword: values.get(o.name, o.default) for o in spec.options}
+
+
+def missing(spec: Detector | Attack, values: dict[str, Any]) -> str | None:
+    """The sentence refusing ``spec`` when ``values`` lack an option it needs, else None."""
+    for o in spec.options:
+        if o.needed and values.get(o.name) is None:
+            return f"--method {spec.name} needs {o.cli_flag} {o.metavar or 'VALUE'} ({o.needed})"
+    return None
+
+
+#### The README's method tables, generated from the entries above ####
+
+BEGIN = "<!-- lab4 {kind}: generated from lab4_ood/methods.py by `python -m lab4_ood.methods README.md` -->"
+END = "<!-- end of lab4 {kind} -->"
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _options_cell(spec: Detector | Attack) -> str:
+    cells = []
+    for o in spec.options:
+        if o.choices:
+            cells.append(f"`{o.cli_flag}` " + "/".join(f"[{c}]" if c == o.default else c for c in o.choices))
+        else:
+            cells.append(f"`{o.cli_flag}`" + ("" if o.default is None else f" [{_number(o.default)}]"))
+    if isinstance(spec, Detector) and spec.searched:
+        cells.append("`--grid`")
+    if isinstance(spec, Attack) and spec.seeded:
+        cells.append("`--seed`")
+    return ", ".join(cells) or "—"
+
+
+def markdown_table(kind: str) -> str:
+    """The README's table of the built-in ``detectors`` or ``attacks``."""
+    if kind == "detectors":
+        rows = ["| method | score (higher = more ID) | options [default] | fits on ID train | reference; parity "
+                "with pytorch-ood 0.4.0 |", "|---|---|---|---|---|"]  # fmt: skip
+        for d in DETECTORS:
+            note = f" ({d.fit_note})" if d.fit_note else ""
+            fits = f"yes{note}" if d.fits else note.strip() or "—"
+            rows.append(
+                f"| `{d.name}` | {d.details or d.summary} | {_options_cell(d)} | {fits} | {d.reference} |"
+            )
+    else:
+        rows = ["| attack | step (x' from x, each step clipped to the ball and to [0, 1]) | options [default] | "
+                "norm, mode | reference |", "|---|---|---|---|---|"]  # fmt: skip
+        for a in ATTACKS:
+            traits = ["L2" if a.norm == "l2" else "L∞", "targeted too" if a.targeted else "untargeted"]
+            traits += [f"≥ {a.min_classes} classes"] if a.min_classes > 2 else []
+            cells = (f"`{a.name}`", a.details or a.summary, _options_cell(a), ", ".join(traits), a.reference)
+            rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def with_tables(text: str) -> str:
+    """``text`` (a README) with the generated tables between their markers."""
+    for kind in ("detectors", "attacks"):
+        begin, end = BEGIN.format(kind=kind), END.format(kind=kind)
+        head, found, rest = text.partition(begin)
+        _, found_end, tail = rest.partition(end)
+        if not (found and found_end):
+            raise ValueError(f"no {begin!r} … {end!r} in the text")
+        text = f"{head}{begin}\n{markdown_table(kind)}\n{end}{tail}"
+    return text
+
+
+if __name__ == "__main__":  # rewrite the tables of the READMEs given
+    for path in map(Path, sys.argv[1:]):
+        path.write_text(with_tables(path.read_text()))

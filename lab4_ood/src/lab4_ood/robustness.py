@@ -12,8 +12,8 @@ the clean accuracy (every attack returns x there); a warning says so when it is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,33 +30,34 @@ from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
 from dla_core.stats import write_outcomes
 from dla_core.threads import use_threads
-from lab4_ood import outcomes
-from lab4_ood.attacks import ATTACKS, AUTOATTACK, attack, takes_target
+from lab4_ood import methods, outcomes
+from lab4_ood.attacks import AUTOATTACK, attack
 from lab4_ood.datasets import check_model_fits, head, load_id
 
 log = logging.getLogger(__name__)
 FEW = 20  # fewer test images than this: accuracies move in steps of more than 5 points
 
 
-@dataclass(frozen=True)
-class AttackConfig:
-    model: Path
-    dataset: str
-    method: str = "fgsm"  # one registered attack, or several separated by commas (worst case per image)
-    eps: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3)  # [0, 1] pixel units
-    target_class: int | None = None  # targeted attack toward this class when set
-    steps: int = 10  # pgd steps
-    cw_c: float = 1.0  # cw: weight of the margin term (torchattacks' defaults)
-    cw_kappa: float = 0.0  # cw: confidence κ
-    cw_steps: int = 50
-    cw_lr: float = 0.01
-    deepfool_steps: int = 50
-    overshoot: float = 0.02  # deepfool
-    n_queries: int = 5000  # square (and autoattack's square)
-    p_init: float = 0.8  # square
-    batch_size: int = 256
-    limit: int | None = None
-    seed: int = 0
+# every option of every declared attack (methods.py), each a field
+OPTIONS = methods.options_of(methods.attacks().values())
+AttackConfig = dataclasses.make_dataclass(
+    "AttackConfig",
+    [
+        ("model", Path),
+        ("dataset", str),
+        # one declared attack, or several separated by commas (worst case per image)
+        ("method", str, dataclasses.field(default="fgsm")),
+        # [0, 1] pixel units
+        ("eps", tuple[float, ...], dataclasses.field(default=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3))),
+        ("target_class", int | None, dataclasses.field(default=None)),  # targeted toward this class when set
+        *((o.name, o.annotation, dataclasses.field(default=o.default)) for o in OPTIONS.values()),
+        ("batch_size", int, dataclasses.field(default=256)),
+        ("limit", int | None, dataclasses.field(default=None)),
+        ("seed", int, dataclasses.field(default=0)),
+    ],
+    frozen=True,
+)
+AttackConfig.__module__ = __name__
 
 
 AUTOATTACK_NOTE = (
@@ -66,42 +67,39 @@ AUTOATTACK_NOTE = (
 
 
 def attack_options(cfg: AttackConfig, method: str) -> dict:
-    """What ``attacks.attack`` gets for ``method``: the steps it counts in, the seed and the method's options."""
-    steps = {"cw": cfg.cw_steps, "deepfool": cfg.deepfool_steps}.get(method, cfg.steps)
-    return {
-        "steps": steps,
-        "seed": cfg.seed,
-        "c": cfg.cw_c,
-        "kappa": cfg.cw_kappa,
-        "lr": cfg.cw_lr,
-        "overshoot": cfg.overshoot,
-        "n_queries": cfg.n_queries,
-        "p_init": cfg.p_init,
-    }
+    """What ``attacks.attack`` gets for ``method``: its declared options' values (as its keywords) and the seed."""
+    spec = methods.attacks()[method]
+    return {**methods.values_for(spec, {name: getattr(cfg, name) for name in OPTIONS}), "seed": cfg.seed}
+
+
+def refusal(names: list[str], targeted: bool, num_classes: int | None = None) -> str | None:
+    """Why the attacks ``names`` cannot run (unknown, targeted without the trait, too few classes), or None."""
+    table = methods.attacks()
+    unknown = [m for m in names if m not in table]
+    if unknown:
+        return f"--method: unknown {', '.join(unknown)} (choose from {', '.join(table)})"
+    untargeted = [m for m in names if targeted and not table[m].targeted]
+    if untargeted:
+        return (f"--targeted: {', '.join(untargeted)} has no targeted mode "
+                f"(targeted: {', '.join(m for m, a in table.items() if a.targeted)})")  # fmt: skip
+    few = [m for m in names if num_classes is not None and num_classes < table[m].min_classes]
+    if few:
+        need = max(table[m].min_classes for m in few)
+        return f"{', '.join(few)}: needs at least {need} classes, the dataset has {num_classes}"
+    return None
 
 
 def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
-    methods = cfg.method.split(",")
-    unknown = [m for m in methods if m not in ATTACKS]
-    if unknown:
-        raise DlaError(f"--method: unknown {', '.join(unknown)} (choose from {', '.join(ATTACKS)})")
-    if cfg.target_class is not None:
-        untargeted = [m for m in methods if not takes_target(m)]
-        if untargeted:
-            raise DlaError(
-                f"--targeted: {', '.join(untargeted)} has no targeted mode "
-                f"(targeted: {', '.join(m for m in ATTACKS if takes_target(m))})"
-            )
+    chosen = cfg.method.split(",")
+    if reason := refusal(chosen, cfg.target_class is not None):
+        raise DlaError(reason)
     seed_everything(cfg.seed)  # before anything random (PGD's random start draws from torch's global RNG)
     device = make_accelerator(cpu=rt.cpu).device
     model = load_model(cfg.model).to(device).eval()
     test = head(load_id(cfg.dataset, rt.data_dir, rt.download, val_fraction=0).test, cfg.limit)
     check_model_fits(model, test)
-    dlr = [m for m in methods if m in ("apgd-dlr", "autoattack")]
-    if dlr and test.num_classes < 3:
-        raise DlaError(
-            f"{', '.join(dlr)}: the DLR loss needs at least 3 classes, {cfg.dataset} has {test.num_classes}"
-        )
+    if reason := refusal(chosen, cfg.target_class is not None, test.num_classes):
+        raise DlaError(reason)
     if cfg.target_class is not None and not 0 <= cfg.target_class < test.num_classes:
         raise DlaError(
             f"--target-class {cfg.target_class} is not a class of {cfg.dataset} (0-{test.num_classes - 1})"
@@ -128,12 +126,12 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     write_outcomes(run.path, clean_hits.numpy())
     clean_count = int(clean_hits.sum())
     clean = clean_count / len(test)
-    several = len(methods) > 1
+    several = len(chosen) > 1
     rows, warnings = [], []
     grid_x, grid_y, grid = None, None, {}  # the first images, and per ε their attacked version and prediction
     for eps in tqdm(cfg.eps, desc=f"{cfg.method} ε", leave=False):
-        correct = dict.fromkeys(methods, 0)
-        hits = dict.fromkeys(methods, 0)
+        correct = dict.fromkeys(chosen, 0)
+        hits = dict.fromkeys(chosen, 0)
         worst = any_hit = others = 0
         kept = []  # per batch: robust correctness, every method failing counts an image lost
         for i, (x, y) in enumerate(batches()):
@@ -141,7 +139,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
             robust = torch.ones_like(y, dtype=torch.bool)
             hit = torch.zeros_like(y, dtype=torch.bool)
             mask = y != cfg.target_class if targeted else None
-            for method in methods:
+            for method in chosen:
                 x_adv = attack(method, model, x, goal, eps, targeted=targeted, **attack_options(cfg, method))
                 with torch.no_grad():
                     pred = model(x_adv).argmax(1)
@@ -151,7 +149,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
                 if targeted:
                     hits[method] += int((pred[mask] == cfg.target_class).sum())
                     hit |= (pred == cfg.target_class) & mask
-                if i == 0 and method == methods[0]:
+                if i == 0 and method == chosen[0]:
                     grid_x, grid_y, grid[eps] = x[:8], y[:8], (x_adv[:8], pred[:8])
             worst += int(robust.sum())
             kept.append(robust.cpu())
@@ -168,21 +166,21 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
                     "accuracy": correct[m] / len(test),
                     **({"target_success": hits[m] / others} if targeted else {}),
                 }
-                for m in methods
+                for m in chosen
             }
         rows.append(row)
         if eps == 0:
-            for m in methods:
+            for m in chosen:
                 if correct[m] != clean_count:
                     warnings.append(
                         f"{m} at ε = 0 gives accuracy {correct[m] / len(test):.4f}, not the clean accuracy "
                         f"{clean:.4f}: the attack changed unperturbed images (or the model is not deterministic)"
                     )
                     log.warning("%s", warnings[-1])
-    adversarial_grid(model, grid_x, grid_y, grid, test.classes, f"{methods[0]} on {model_name(cfg)}", run)
+    adversarial_grid(model, grid_x, grid_y, grid, test.classes, f"{chosen[0]} on {model_name(cfg)}", run)
     radii = np.array(cfg.eps)
     if several:
-        lines = {m: (radii, np.array([r["by_method"][m]["accuracy"] for r in rows])) for m in methods}
+        lines = {m: (radii, np.array([r["by_method"][m]["accuracy"] for r in rows])) for m in chosen}
         lines["worst case per image"] = (radii, np.array([r["accuracy"] for r in rows]))
     else:
         lines = {"accuracy": (radii, np.array([r["accuracy"] for r in rows]))}
@@ -201,8 +199,8 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     )
     summary = {"method": cfg.method, "targeted": targeted, "rows": rows, "clean_accuracy": clean}
     if several:
-        summary["methods"] = methods
-    if "autoattack" in methods:
+        summary["methods"] = chosen
+    if "autoattack" in chosen:
         summary["autoattack"] = {"components": list(AUTOATTACK), "note": AUTOATTACK_NOTE}
     if warnings:
         summary["warnings"] = warnings

@@ -206,7 +206,7 @@ class TrainRunConfig:
     width: int = 32
     stages: int = 2
     residual: bool = True
-    adversarial: str | None = None  # fgsm | pgd | … (attacks.ATTACKS)
+    adversarial: str | None = None  # a declared attack (methods.attacks())
     eps: float = 0.03  # attack radius in [0, 1] pixel units (an L2 norm for pgd-l2)
     alpha: float = 0.5  # weight of the clean loss
     adv_fraction: float = 1.0  # share of each batch that is attacked
@@ -272,7 +272,7 @@ def train_classifier(cfg: TrainRunConfig, rt: Runtime) -> dict[str, Any]:
     log.info("training %s (%d parameters) on %s", cfg.family, count_parameters(model), cfg.dataset)
     # FGSM's L∞ accuracy at --eps, for L∞ training (an L2 radius such as pgd-l2's is no L∞ radius)
     linf = cfg.trades_beta is not None or (
-        cfg.adversarial is not None and cfg.adversarial not in methods.L2_ATTACKS
+        cfg.adversarial is not None and methods.attacks()[cfg.adversarial].norm == "linf"
     )
     extra = fgsm_accuracy(test, cfg.eps, cfg.train.max_steps) if linf else None
     done = train_into(

@@ -1,0 +1,211 @@
+"""What every detector shares: the base class, building one from its spec, scoring a set, and the pieces
+several families use (the one feature hook, the head's weights, energy, the reservoir bank, class statistics).
+
+Every score points the same way: **higher = more in-distribution** (ID is the positive class in metrics.py).
+A detector is declared in ``lab4_ood.methods`` (name, summary, options, traits) and implemented by a subclass
+of ``Detector`` here or in a sibling module: ``fit`` on ID training data where its spec says ``fits``,
+``scores(x)`` → (B,).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dla_core.data import ImageBatches, ImageSet
+from dla_core.errors import DlaError
+from lab4_ood import methods
+
+log = logging.getLogger(__name__)
+
+
+class Detector:
+    name = ""  # the method it was built as (make_detector sets it)
+    needs_grad = False  # scores(x) differentiates w.r.t. the input
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    @classmethod
+    def build(cls, model: nn.Module, device: torch.device, **options: Any) -> Detector:
+        """A detector of ``model`` from its options (the spec's keywords); most take them as they are."""
+        return cls(model, **options)
+
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Detector:
+        return self
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def spec_of(method: str) -> methods.Detector:
+    """The declared detector ``method`` (its table entry or plug-in), or one Error line."""
+    table = methods.detectors()
+    if method not in table:
+        raise DlaError(f"unknown method {method!r} (choose {', '.join(table)})")
+    return table[method]
+
+
+def make_detector(
+    method: str, model: nn.Module, options: Mapping[str, Any], device: torch.device
+) -> Detector:
+    """The detector declared as ``method``, built from the option values by name (absent: the defaults)."""
+    spec = spec_of(method)
+    refusal = methods.missing(spec, dict(options))
+    if refusal:
+        raise DlaError(refusal)
+    detector = methods.implementation(spec).build(model, device, **methods.values_for(spec, dict(options)))
+    detector.name = spec.name
+    return detector
+
+
+def score_set(detector: Detector, data: ImageSet, batch_size: int, device: torch.device) -> np.ndarray:
+    """Scores of every image of ``data`` in order, as a float64 array."""
+    out = []
+    for x, _ in ImageBatches(data, batch_size).iterate(0, device=device):
+        with torch.set_grad_enabled(detector.needs_grad):
+            out.append(detector.scores(x).detach().double().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+@dataclass
+class ClassStatistics:
+    """Per-class sums and the sum of outer products of the penultimate features, gathered batch by batch in
+    float64 (memory: K·D + D², whatever the number of images); the means and covariances follow."""
+
+    sums: dict[int, torch.Tensor]
+    counts: dict[int, int]
+    outer: torch.Tensor
+
+    @classmethod
+    def of(cls, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], who: str):
+        sums: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        outer = None
+        for x, y in batches:
+            f = model.features(x).double()
+            outer = f.T @ f if outer is None else outer + f.T @ f
+            y = y.to(f.device)
+            for c in torch.unique(y).tolist():
+                rows = f[y == c]
+                sums[c] = rows.sum(0) + sums[c] if c in sums else rows.sum(0)
+                counts[c] = len(rows) + counts.get(c, 0)
+        if outer is None:
+            raise DlaError(f"{who} needs ID training images to fit on")
+        return cls(dict(sorted(sums.items())), counts, outer)
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def means(self) -> torch.Tensor:
+        """(K, D), the classes in label order."""
+        return torch.stack([self.sums[c] / self.counts[c] for c in self.sums])
+
+    @property
+    def within(self) -> torch.Tensor:
+        """The shared class covariance Σ_k Σ_(i in k) (z_i − μ_k)(z_i − μ_k)ᵀ / N = (Σ z zᵀ − Σ_k n_k μ_k μ_kᵀ) / N."""
+        between = sum(self.counts[c] * torch.outer(self.sums[c], self.sums[c]) / self.counts[c] ** 2
+                      for c in self.sums)  # fmt: skip
+        return (self.outer - between) / self.n
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return sum(self.sums.values()) / self.n
+
+    @property
+    def total(self) -> torch.Tensor:
+        """The covariance of all features about their mean."""
+        return self.outer / self.n - torch.outer(self.mean, self.mean)
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, logits) of one forward pass, as float32: ``model.features_and_logits`` (core's Classifier)."""
+    f, logits = model.features_and_logits(x)
+    return f.float(), logits.float()
+
+
+def head_of(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight (C, D) and bias (C,) of the model's last linear layer ``model.head``, detached, float32."""
+    head = model.head
+    bias = head.bias if head.bias is not None else torch.zeros(head.out_features, device=head.weight.device)
+    return head.weight.detach().float(), bias.detach().float()
+
+
+def energy(logits: torch.Tensor) -> torch.Tensor:
+    """logsumexp of the logits (T = 1): the score that ReAct, ASH, SCALE and DICE put on their shaped logits."""
+    return torch.logsumexp(logits, 1)
+
+
+class Reservoir:
+    """At most ``cap`` rows of a stream, a uniform random sample of them (Vitter's algorithm R, seeded): all rows,
+    in order, while there are no more than ``cap``. Memory: ``cap`` rows (twice that while joining the first
+    ``cap`` rows into one tensor), however long the stream."""
+
+    def __init__(self, cap: int, seed: int = 0):
+        if cap < 1:
+            raise DlaError(f"--max-bank must be at least 1, got {cap}")
+        self.cap, self.seen = cap, 0
+        self._parts: list[torch.Tensor] = []  # the first rows, joined once (not a copy of the bank per batch)
+        self._bank: torch.Tensor | None = None
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def rows(self) -> torch.Tensor | None:
+        if self._parts:
+            self._bank = torch.cat(([] if self._bank is None else [self._bank]) + self._parts)
+            self._parts = []
+        return self._bank
+
+    def add(self, rows: torch.Tensor) -> None:
+        rows = rows.detach().cpu()
+        if self.seen < self.cap:
+            first = rows[: self.cap - self.seen]
+            self._parts.append(first.clone())
+            self.seen += len(first)
+            rows = rows[len(first) :]
+        if len(rows) == 0:
+            return
+        bank = self.rows
+        assert bank is not None
+        # row t of the stream (0-based) replaces slot j ~ U{0..t} when j < cap; later rows win a shared slot
+        t = self.seen + torch.arange(len(rows))
+        j = (torch.rand(len(rows), generator=self.generator, dtype=torch.float64) * (t + 1)).long()
+        self.seen += len(rows)
+        keep = j < self.cap
+        j, rows = j[keep], rows[keep]
+        last = {int(slot): i for i, slot in enumerate(j)}  # the last row that drew each slot
+        if last:
+            bank[torch.tensor(list(last.keys()))] = rows[torch.tensor(list(last.values()))]
+
+
+def mean_feature(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], what: str
+) -> torch.Tensor:
+    """The mean penultimate feature of the ID training images (float64, summed batch by batch): DICE and fDBD."""
+    total, n = None, 0
+    for x, _ in batches:
+        f = model.features(x).double()
+        total = f.sum(0) if total is None else total + f.sum(0)
+        n += len(f)
+    if total is None:
+        raise DlaError(f"{what} needs ID training images to fit on")
+    return total / n
+
+
+def _percentile_share(percentile: float, name: str) -> float:
+    if not 0 <= percentile <= 100:
+        raise DlaError(f"{name} must lie in [0, 100], got {percentile:g}")
+    return percentile
+
+
+def top_k_count(n: int, percentile: float) -> int:
+    """How many activations of ``n`` lie above the ``percentile``: n − round(n·p/100), at least 1."""
+    return max(1, n - int(np.round(n * percentile / 100.0)))

@@ -1,0 +1,235 @@
+"""Detectors on the penultimate features: Mahalanobis, RMDS, KNN, ViM, fDBD, and the autoencoder's
+reconstruction error."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dla_core.errors import DlaError
+from lab4_ood.autoencoder import FeatureAutoencoder, load_autoencoder
+from lab4_ood.detectors.base import (
+    ClassStatistics,
+    Detector,
+    Reservoir,
+    energy,
+    features_and_logits,
+    head_of,
+    mean_feature,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Mahalanobis(Detector):
+    """distance to the nearest class mean
+
+    −min over classes of the Mahalanobis distance of the penultimate features to the class mean; shared covariance fitted on ID training data (Lee et al., without input preprocessing), from incremental statistics.
+    """
+
+    def __init__(self, model: nn.Module, ridge: float = 1e-6):
+        self.model, self.ridge = model, ridge
+        self.means: torch.Tensor | None = None  # (K, D)
+        self.precision: torch.Tensor | None = None  # (D, D)
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Mahalanobis:
+        stats = ClassStatistics.of(self.model, batches, "Mahalanobis")
+        self.means = stats.means  # (K, D)
+        cov = stats.within
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        self.precision = torch.linalg.pinv(cov + self.ridge * cov.diagonal().mean().clamp_min(1e-12) * eye)
+        return self
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        if self.means is None or self.precision is None:
+            raise RuntimeError("Mahalanobis.fit must run before scores")
+        d = self.model.features(x).double()[:, None, :] - self.means[None]  # (B, K, D)
+        dist = torch.einsum("bkd,de,bke->bk", d, self.precision, d)
+        return -dist.amin(1).float()
+
+
+class Reconstruction(Detector):
+    """reconstruction error (--autoencoder)
+
+    −mean squared reconstruction error of a decoder trained on frozen features (autoencoder.py).
+    """
+
+    def __init__(self, autoencoder: FeatureAutoencoder):
+        self.autoencoder = autoencoder
+
+    @classmethod
+    def build(cls, model: nn.Module, device: torch.device, autoencoder: Path) -> Reconstruction:
+        return cls(load_autoencoder(autoencoder).to(device))
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.autoencoder.errors(x)
+
+
+class KNN(Detector):
+    """−distance to the k-th nearest ID feature (--knn-k)
+
+    −‖z − z₍ₖ₎‖ of the L2-normalised penultimate features z to the k-th nearest normalised ID training feature
+    (Sun et al. 2022); exact search in torch, in chunks; the bank holds at most --max-bank ID features.
+    """
+
+    def __init__(self, model: nn.Module, k: int = 50, max_bank: int = 100_000, chunk: int = 8192):
+        self.model, self.k, self.max_bank, self.chunk = model, k, max_bank, chunk
+        self.bank: torch.Tensor | None = None  # (N ≤ max_bank, D), unit rows
+
+    @staticmethod
+    def normalise(f: torch.Tensor) -> torch.Tensor:
+        return f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> KNN:
+        bank = Reservoir(self.max_bank)
+        for x, _ in batches:
+            bank.add(self.normalise(self.model.features(x).float()))
+        if bank.rows is None or len(bank.rows) < self.k:
+            n = 0 if bank.rows is None else len(bank.rows)
+            raise DlaError(f"--knn-k {self.k} needs at least {self.k} ID training images, got {n}")
+        self.bank = bank.rows
+        return self
+
+    def kth_distance(self, z: torch.Tensor) -> torch.Tensor:
+        """Euclidean distance of each unit row of ``z`` to its k-th nearest bank row (exact, bank in chunks)."""
+        assert self.bank is not None
+        best = None  # (B, k) smallest squared distances so far
+        for start in range(0, len(self.bank), self.chunk):
+            part = self.bank[start : start + self.chunk].to(z.device)
+            d2 = (2 - 2 * z @ part.T).clamp_min(0)  # unit vectors: ‖a − b‖² = 2 − 2a·b
+            both = d2 if best is None else torch.cat([best, d2], 1)
+            best = both.topk(min(self.k, both.shape[1]), dim=1, largest=False).values
+        return best[:, self.k - 1].sqrt()
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bank is None:
+            raise RuntimeError("KNN.fit must run before scores")
+        return -self.kth_distance(self.normalise(self.model.features(x).float()))
+
+
+class ViM(Detector):
+    """energy − α·‖residual‖ (virtual logit, --vim-dim)
+
+    logsumexp(logits) − α‖(z − u)ᵀR‖: R spans all but the top --vim-dim principal directions of the ID features
+    centred at u = −W⁺b, α = mean max logit / mean residual norm on ID training data (Wang et al. 2022).
+    """
+
+    def __init__(self, model: nn.Module, dim: int = 256):
+        self.model, self.dim = model, dim
+        self.residual: torch.Tensor | None = None  # (D, D − dim)
+        self.alpha: float | None = None
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> ViM:
+        """Two passes over ``batches`` (re-iterable): the covariance about u, then the residual norms."""
+        w, b = head_of(self.model)
+        self.u = -(torch.linalg.pinv(w.double()) @ b.double())  # (D,)
+        scatter, n, max_logit = None, 0, 0.0
+        for x, _ in batches:
+            f, logits = features_and_logits(self.model, x)
+            c = f.double() - self.u.to(f.device)
+            scatter = c.T @ c if scatter is None else scatter + c.T @ c
+            n += len(f)
+            max_logit += float(logits.double().amax(1).sum())
+        if scatter is None:
+            raise DlaError("ViM needs ID training images to fit on")
+        d = scatter.shape[0]
+        dim = self.dim
+        if dim >= d:
+            dim = d // 2
+            log.warning("--vim-dim %d is not below the feature dimension %d: ViM uses %d", self.dim, d, dim)
+        _, vectors = torch.linalg.eigh(scatter / n)  # ascending eigenvalues
+        self.residual = vectors[:, : d - dim].contiguous()  # all but the top `dim` directions
+        norms = sum(float(self._residual_norm(self.model.features(x)).sum()) for x, _ in batches)
+        self.alpha = (max_logit / n) / (norms / n)
+        return self
+
+    def _residual_norm(self, f: torch.Tensor) -> torch.Tensor:
+        return ((f.double() - self.u.to(f.device)) @ self.residual.to(f.device)).norm(dim=1)
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual is None or self.alpha is None:
+            raise RuntimeError("ViM.fit must run before scores")
+        f, logits = features_and_logits(self.model, x)
+        return (energy(logits.double()) - self.alpha * self._residual_norm(f)).float()
+
+
+class RMDS(Detector):
+    """relative Mahalanobis distance to the nearest class
+
+    −min over classes of (d_k(z) − d_0(z)): d_k the Mahalanobis distance to class mean k (shared covariance),
+    d_0 to the mean of all ID features under their covariance (Ren et al. 2021); incremental statistics.
+    """
+
+    def __init__(self, model: nn.Module, ridge: float = 0.0):
+        # ridge 0: the pseudo-inverse of the empirical covariances, as OpenOOD (sklearn's EmpiricalCovariance)
+        self.model, self.ridge = model, ridge
+        self.means: torch.Tensor | None = None  # (K, D)
+        self.precision: torch.Tensor | None = None  # (D, D), shared class covariance
+        self.mean0: torch.Tensor | None = None  # (D,)
+        self.precision0: torch.Tensor | None = None  # (D, D), background covariance
+
+    def _inverse(self, cov: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return torch.linalg.pinv(cov + self.ridge * cov.diagonal().mean().clamp_min(1e-12) * eye)
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> RMDS:
+        stats = ClassStatistics.of(self.model, batches, "RMDS")
+        self.means = stats.means
+        self.precision = self._inverse(stats.within)
+        self.mean0 = stats.mean
+        self.precision0 = self._inverse(stats.total)
+        return self
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        if self.means is None:
+            raise RuntimeError("RMDS.fit must run before scores")
+        f = self.model.features(x).double()
+        d = f[:, None, :] - self.means[None]  # (B, K, D)
+        dist = torch.einsum("bkd,de,bke->bk", d, self.precision, d)
+        c0 = f - self.mean0
+        dist0 = torch.einsum("bd,de,be->b", c0, self.precision0, c0)
+        return -(dist - dist0[:, None]).amin(1).float()
+
+
+class FDBD(Detector):
+    """feature distance to the decision boundaries
+
+    mean over classes c ≠ ŷ of |l_ŷ − l_c| / ‖w_ŷ − w_c‖, divided by ‖z − mean ID feature‖ (Liu & Qin 2024).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.mean: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> FDBD:
+        self.mean = mean_feature(self.model, batches, "fDBD")
+        return self
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            raise RuntimeError("FDBD.fit must run before scores")
+        f, logits = features_and_logits(self.model, x)
+        f, logits = f.double(), logits.double()
+        w, _ = head_of(self.model)
+        w = w.double()
+        top, pred = logits.max(1)
+        gap = (top[:, None] - logits).abs()  # (B, C); 0 at ŷ
+        norms = (w[pred][:, None, :] - w[None]).norm(dim=2)  # (B, C) ‖w_ŷ − w_c‖; 0 at ŷ
+        others = F.one_hot(pred, logits.shape[1]) == 0
+        ratio = torch.where(others, gap / norms.where(others, torch.ones_like(norms)), torch.zeros_like(gap))
+        boundary = ratio.sum(1) / (logits.shape[1] - 1)
+        return (boundary / (f - self.mean.to(f.device)).norm(dim=1).clamp_min(1e-12)).float()
