@@ -32,13 +32,15 @@ Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so no pa
     square black-box L∞ (Andriushchenko et al.): ``n_queries`` tries of a random square of ±2ε per channel on
            the best image so far (side from ``p_init`` = 0.8, shrinking on a fixed schedule), kept when the margin
            z_y − max_{i≠y} z_i falls; random draws from a generator seeded by ``seed`` (``--seed``)
-    autoattack a subset of AutoAttack, run in sequence, each on the images still classified right:
-           APGD-CE, APGD-DLR, Square (the ``AUTOATTACK`` tuple); the standard version's APGD-T and FAB-T
-           are left out
+    apgd-t, fab, fab-t  APGD-T (targeted DLR loss, one run per likely wrong class) and FAB (minimum-norm, toward
+           the linearised boundary; FAB-T per target): in their own modules, apgd_targeted.py and fab.py
+    autoattack AutoAttack as the original's ``version`` defines it (``AUTOATTACK_VERSIONS``), each component on
+           the images still classified right: standard APGD-CE → APGD-T → FAB-T → Square; plus adds APGD-DLR and
+           untargeted FAB with 5 restarts; rand is APGD-CE → APGD-DLR with 20 EOT passes per gradient
 
 The iterative attacks follow torchattacks 3.5.1's arithmetic step for step, so that its BIM, MIFGSM, PGDL2
 (random_start=False, or the same seed), APGD (ce, dlr; same seed), DeepFool, Square (same seed) and CW (where
-the logits are positive, see ``cw``) give bit-identical images (``nox -s tests-lab4-peers``). The random attacks
+the logits are positive, see ``cw``) give bit-identical images (``nox -s tests-lab4-peers``); so do APGDT, FAB-T and AutoAttack's standard version. The random attacks
 (apgd, square) draw from their own ``torch.Generator`` seeded with ``seed`` on the CPU, not torch's global RNG
 (torchattacks reseeds the global RNG): the same seed gives the same images on any device, and nothing else's
 random stream moves.
@@ -210,14 +212,21 @@ def pgd_l2(
 
 
 def _loss_and_grad(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_each: Callable
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_each: Callable, eot_iter: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-image losses, logits (both detached) and ∇ₓ of the summed loss, from one forward and backward pass."""
+    """Per-image losses, logits (both detached) and ∇ₓ of the summed loss, from one forward and backward pass;
+    with ``eot_iter`` > 1 the gradient is the mean over that many passes (expectation over transformation, for
+    a randomised model), the losses and logits those of the last pass."""
     x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        losses = loss_each(logits, y)
-        (grad,) = torch.autograd.grad(losses.sum(), x)
+    total = None
+    for _ in range(eot_iter):
+        with torch.enable_grad():
+            logits = model(x)
+            losses = loss_each(logits, y)
+            (grad,) = torch.autograd.grad(losses.sum(), x)
+        total = grad if total is None else total + grad
+    if eot_iter > 1:
+        grad = total / float(eot_iter)
     return losses.detach(), logits.detach(), grad.detach()
 
 
@@ -256,6 +265,7 @@ def _apgd_run(
     loss_each: Callable,
     rho: float,
     gen: torch.Generator,
+    eot_iter: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD run on images that are all classified right: (still robust per image, the last misclassified
     iterate per image, or the start where none was)."""
@@ -272,7 +282,7 @@ def _apgd_run(
     adv = adv.clamp(0.0, 1.0)
     best, found = adv.clone(), adv.clone()
     history = torch.zeros(steps, n)
-    losses, logits, grad = _loss_and_grad(model, adv, y, loss_each)
+    losses, logits, grad = _loss_and_grad(model, adv, y, loss_each, eot_iter)
     grad_best = grad.clone()
     robust = logits.max(1)[1] == y
     loss_best = losses.clone()
@@ -291,7 +301,7 @@ def _apgd_run(
                 torch.min(torch.max(adv + (z - adv) * a + change * (1 - a), x - eps), x + eps), 0.0, 1.0
             )
             adv = z + 0.0
-        losses, logits, grad = _loss_and_grad(model, adv, y, loss_each)
+        losses, logits, grad = _loss_and_grad(model, adv, y, loss_each, eot_iter)
         right = logits.max(1)[1] == y
         robust = robust & right
         found[~right] = adv[~right]
@@ -313,37 +323,65 @@ def _apgd_run(
 
 
 def _apgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, loss_each: Callable, seed: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    loss_each: Callable,
+    seed: int,
+    restarts: int = 1,
+    eot_iter: int = 1,
 ) -> torch.Tensor:
     x0 = x.detach()
     adv = x0.clone()
     if eps == 0:
         return adv
     with torch.no_grad():
-        todo = (model(x0).max(1)[1] == y).nonzero().flatten()
-    if todo.numel() == 0:
-        return adv
-    gen = torch.Generator().manual_seed(seed)
-    robust, found = _apgd_run(model, x0[todo], y[todo], eps, steps, loss_each, 0.75, gen)
-    adv[todo[~robust]] = found[~robust]
+        robust = model(x0).max(1)[1] == y
+    gen = torch.Generator().manual_seed(seed)  # one stream for all restarts
+    for _ in range(restarts):  # each restart from a new random start, on the images still robust
+        todo = robust.nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        still, found = _apgd_run(model, x0[todo], y[todo], eps, steps, loss_each, 0.75, gen, eot_iter)
+        adv[todo[~still]] = found[~still]
+        robust[todo[~still]] = False
     return adv
 
 
 @register
 def apgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10, seed: int = 0
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    seed: int = 0,
+    restarts: int = 1,
+    eot_iter: int = 1,
 ) -> torch.Tensor:
     """APGD-CE in the L∞ ball of radius ``eps``: ``steps`` momentum steps with step-size halving at checkpoints
-    (random start from a generator seeded with ``seed``); images it cannot fool, or misclassified already, stay x."""
-    return _apgd(model, x, y, eps, steps, _ce_each, seed)
+    (random start from a generator seeded with ``seed``), ``restarts`` times on the images still robust, each
+    gradient averaged over ``eot_iter`` passes; images it cannot fool, or misclassified already, stay x."""
+    return _apgd(model, x, y, eps, steps, _ce_each, seed, restarts, eot_iter)
 
 
 @register
 def apgd_dlr(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10, seed: int = 0
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    seed: int = 0,
+    restarts: int = 1,
+    eot_iter: int = 1,
 ) -> torch.Tensor:
     """APGD on the difference-of-logits-ratio loss (at least 3 classes), otherwise as ``apgd``."""
-    return _apgd(model, x, y, eps, steps, _dlr_each, seed)
+    return _apgd(model, x, y, eps, steps, _dlr_each, seed, restarts, eot_iter)
 
 
 def _within_l2(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -547,7 +585,21 @@ def square(
     return adv
 
 
-AUTOATTACK = ("apgd", "apgd-dlr", "square")  # the components of `autoattack`, in the order they run
+# AutoAttack's versions (Croce & Hein 2020; the reference implementation's `version`): the components in the order
+# they run, each with the options it gets beyond steps / n_queries / seed
+AUTOATTACK_VERSIONS: dict[str, tuple[tuple[str, dict], ...]] = {
+    "standard": (("apgd", {}), ("apgd-t", {"n_targets": 9}), ("fab-t", {"n_targets": 9}), ("square", {})),
+    "plus": (
+        ("apgd", {"restarts": 5}),
+        ("apgd-dlr", {"restarts": 5}),
+        ("fab", {"restarts": 5}),
+        ("square", {}),
+        ("apgd-t", {"n_targets": 9}),
+        ("fab-t", {"n_targets": 9}),
+    ),
+    "rand": (("apgd", {"eot_iter": 20}), ("apgd-dlr", {"eot_iter": 20})),  # for randomised defences
+}
+AUTOATTACK = tuple(name for name, _ in AUTOATTACK_VERSIONS["standard"])
 
 
 @register
@@ -557,17 +609,22 @@ def autoattack(
     y: torch.Tensor,
     eps: float,
     *,
-    steps: int = 10,
+    version: str = "standard",
+    steps: int = 100,
     n_queries: int = 5000,
     seed: int = 0,
 ) -> torch.Tensor:
-    """AutoAttack's subset APGD-CE → APGD-DLR → Square (L∞), each on the images the ones before did not fool;
-    APGD-T and FAB-T of the standard version are left out. Each image is the first component's success, or x."""
+    """AutoAttack (L∞) as its ``version`` defines it, each component on the images the ones before did not fool:
+    standard APGD-CE → APGD-T (9 targets) → FAB-T (9 targets) → Square (``n_queries``); plus APGD-CE, APGD-DLR
+    and FAB with 5 restarts → Square → APGD-T → FAB-T; rand APGD-CE → APGD-DLR with 20 EOT passes per gradient.
+    APGD and FAB take ``steps`` steps (the original: 100). Each image is the first component's success, or x."""
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"unknown AutoAttack version {version!r} (choose {', '.join(AUTOATTACK_VERSIONS)})")
     x0 = x.detach()
     adv = x0.clone()
     left = torch.arange(len(x0), device=x0.device)
-    for name in AUTOATTACK:
-        options = {"steps": steps, "n_queries": n_queries, "seed": seed}
+    for name, extra in AUTOATTACK_VERSIONS[version]:
+        options = {"steps": steps, "n_queries": n_queries, "seed": seed, **extra}
         found = attack(name, model, x0[left], y[left], eps, **options)
         with torch.no_grad():
             fooled = model(found).max(1)[1] != y[left]
@@ -603,3 +660,7 @@ def attack(
     named = inspect.signature(fn).parameters
     given = {"targeted": targeted, **({} if steps is None else {"steps": steps}), **options}
     return fn(model, x, y, eps, **{k: v for k, v in given.items() if k in named})
+
+
+# the attacks in modules of their own register themselves on import (they import this module's pieces)
+from lab4_ood import apgd_targeted, fab  # noqa: E402, F401
