@@ -317,7 +317,9 @@ def test_fgsm_at_eps_1_saturates_and_attack_defaults_to_untargeted():
 
 def test_attack_refuses_an_unknown_method():
     model, _, _ = linear_model(0)
-    choices = "fgsm, pgd, bim, mifgsm, pgd-l2, apgd, apgd-dlr, cw, deepfool, square, autoattack"
+    choices = (
+        "fgsm, pgd, bim, mifgsm, pgd-l2, apgd, apgd-dlr, cw, deepfool, square, autoattack, apgd-t, fab, fab-t"
+    )
     with pytest.raises(ValueError, match=rf"^unknown attack 'bogus' \(choose {choices}\)$"):
         attack("bogus", model, torch.rand(2, 1, 3, 4), torch.zeros(2, dtype=torch.long), 0.1)
 

@@ -87,7 +87,7 @@ def test_options_a_detector_needs_are_checked_before_any_work(digits_run, tmp_pa
 def test_a_registered_attack_is_a_choice_of_attack_and_train_and_gets_only_the_options_it_names(
     plugged, digits_run, tmp_path
 ):
-    choices = "[fgsm|pgd|bim|mifgsm|pgd-l2|apgd|apgd-dlr|cw|deepfool|square|autoattack|noop]"
+    choices = "[fgsm|pgd|bim|mifgsm|pgd-l2|apgd|apgd-dlr|cw|deepfool|square|autoattack|apgd-t|fab|fab-t|noop]"
     assert choices in run(plugged, "attack", "--help").output
     assert choices in run(plugged, "train", "--help").output
     run(plugged, "attack", "--model", digits_run, "--method", "noop", "--eps", "0,0.5", "--limit", "30",
@@ -101,7 +101,7 @@ def test_a_registered_attack_is_a_choice_of_attack_and_train_and_gets_only_the_o
     )
     assert (
         r.exit_code == 2
-        and "'bogus' is not one of 'fgsm', 'pgd', 'bim', 'mifgsm', 'pgd-l2', 'apgd', 'apgd-dlr', 'cw', 'deepfool', 'square', 'autoattack', 'noop'"
+        and "'bogus' is not one of 'fgsm', 'pgd', 'bim', 'mifgsm', 'pgd-l2', 'apgd', 'apgd-dlr', 'cw', 'deepfool', 'square', 'autoattack', 'apgd-t', 'fab', 'fab-t', 'noop'"
         in r.output
     )
 

@@ -653,7 +653,7 @@ def attack(
 ) -> torch.Tensor:
     """The attack registered as ``method``, given those of ``targeted`` / ``steps`` / ``options`` (``seed``,
     ``c``, ``n_queries`` …) its signature names; the others are for other attacks and are left out. Without
-    ``steps`` each attack takes its own default (10; cw and deepfool 50)."""
+    ``steps`` each attack takes its own default (10; cw and deepfool 50; apgd-t, fab, fab-t and autoattack 100)."""
     if method not in ATTACKS:
         raise ValueError(f"unknown attack {method!r} (choose {', '.join(ATTACKS)})")
     fn = ATTACKS[method]

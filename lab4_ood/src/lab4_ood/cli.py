@@ -460,9 +460,10 @@ def train_ae(**opts):
     "random start, steps of ε/5); apgd (APGD-CE: momentum 0.75, step 2ε halved at checkpoints); apgd-dlr (APGD "
     "on the DLR loss, ≥ 3 classes); cw (Carlini–Wagner L2, minimum norm: an image counts as fooled at radius ε "
     "if its adversarial image lies within ε); deepfool (L2, minimum norm, as cw); square (black-box L∞, "
-    "--n-queries random squares); autoattack (a subset: APGD-CE → APGD-DLR → Square on the images still "
-    "robust; APGD-T and FAB-T left out). The step sizes are torchattacks 3.5.1's defaults scaled with ε; "
-    "apgd, square and autoattack draw from --seed.",
+    "--n-queries random squares); apgd-t (APGD on the targeted DLR loss toward the 9 most likely wrong classes, "
+    "≥ 4 classes); fab, fab-t (FAB, minimum norm L∞; fab-t toward 9 targets); autoattack (AutoAttack's --version: "
+    "standard APGD-CE → APGD-T → FAB-T → Square on the images still robust). The step sizes are torchattacks "
+    "3.5.1's defaults scaled with ε; apgd, apgd-t, fab, square and autoattack draw from --seed.",
 )
 @click.option(
     "--eps",
@@ -477,9 +478,18 @@ def train_ae(**opts):
 @click.option(
     "--steps",
     type=click.IntRange(min=1),
-    default=10,
+    default=None,
+    help="Steps of pgd, bim, mifgsm, pgd-l2, apgd, apgd-dlr (default 10), apgd-t, fab, fab-t and autoattack's "
+    "APGD and FAB (default 100, as the original AutoAttack).",
+)
+@click.option(
+    "--version",
+    type=click.Choice(["standard", "plus", "rand"]),
+    default="standard",
     show_default=True,
-    help="Steps of pgd, bim, mifgsm, pgd-l2, apgd, apgd-dlr (and autoattack's APGD).",
+    help="autoattack: AutoAttack's version. standard: APGD-CE → APGD-T → FAB-T → Square (5000 queries); plus: "
+    "APGD-CE, APGD-DLR, FAB (5 restarts each) → Square → APGD-T → FAB-T; rand (randomised models): APGD-CE → "
+    "APGD-DLR with 20 EOT passes per gradient.",
 )
 @click.option("--cw-c", type=cli.Finite(min=0), default=1.0, show_default=True,
               help="cw: weight c of the margin term against ‖δ‖₂².")  # fmt: skip
@@ -505,9 +515,9 @@ def train_ae(**opts):
 @cli.CPU
 @cli.THREADS
 def attack(eps, targeted, **opts):
-    """Accuracy under FGSM / PGD / BIM / MI-FGSM / PGD-L2 / APGD / CW / DeepFool / Square / AutoAttack (a
-    subset) for each ε, in [0,1] pixel space (the model normalises inside); with several attacks, also the
-    worst case per image.
+    """Accuracy under FGSM / PGD / BIM / MI-FGSM / PGD-L2 / APGD / APGD-T / FAB / CW / DeepFool / Square /
+    AutoAttack for each ε, in [0,1] pixel space (the model normalises inside); with several attacks, also the
+    worst case per image. Prints the clean accuracy with the number of test images n, then the robust accuracy.
 
     Writes metrics.json (accuracy per ε — the worst case per image over the attacks, each attack's own under
     by_method —, targeted success rate, clean accuracy), accuracy_vs_eps.png (robust accuracy per ε: each
@@ -519,6 +529,7 @@ def attack(eps, targeted, **opts):
       lab4 attack --model runs/c10 --method fgsm --eps 0,0.01,0.05,0.1 --out runs/c10-fgsm
       lab4 attack --model runs/c10 --method pgd --targeted --target-class 3 --out runs/c10-pgd-cat
       lab4 attack --model runs/c10 --method fgsm,pgd,apgd,square --n-queries 1000 --out runs/c10-worst
+      lab4 attack --model runs/c10 --method autoattack --version standard --eps 0.031 --out runs/c10-aa
     """
     chosen = opts["method"].split(",")
     l2 = [m for m in chosen if m in methods.L2_ATTACKS]
@@ -536,7 +547,7 @@ def attack(eps, targeted, **opts):
         raise DlaError("--targeted and --target-class K go together")
 
     from lab4_ood.datasets import id_spec_for
-    from lab4_ood.robustness import AUTOATTACK_NOTE, AttackConfig, run_attack
+    from lab4_ood.robustness import AttackConfig, run_attack
 
     rt = Runtime.from_options(opts)  # the environment, checked before the model's folder is read
     dataset = id_spec_for(opts["model"], opts["dataset"], "--dataset")
@@ -544,7 +555,10 @@ def attack(eps, targeted, **opts):
     result = run_attack(cfg, rt)
     several = "methods" in result
     if "autoattack" in chosen:
-        click.echo(AUTOATTACK_NOTE)
+        click.echo(result["autoattack"]["note"])
+    click.echo(
+        f"clean accuracy {result['clean_accuracy']:.4f} on n = {result['n']} test images; robust accuracy:"
+    )
     hit = f" {'target hit':>10}" if result["targeted"] else ""
     if several:
         click.echo(f"{'eps':>8}" + "".join(f" {m:>10}" for m in chosen) + f" {'worst case':>10}{hit}")

@@ -43,6 +43,9 @@ ATTACKS = (
     "deepfool",
     "square",
     "autoattack",
+    "apgd-t",
+    "fab",
+    "fab-t",
 )
 # the attacks whose ε is an L2 norm (any finite ε ≥ 0); every other attack's L∞ radius lies in [0, 1]
 L2_ATTACKS = ("pgd-l2", "cw", "deepfool")

@@ -29,7 +29,7 @@ from dla_core.models import load_model
 from dla_core.runs import RunDir
 from dla_core.seeding import seed_everything
 from dla_core.threads import use_threads
-from lab4_ood.attacks import ATTACKS, AUTOATTACK, attack, takes_target
+from lab4_ood.attacks import ATTACKS, AUTOATTACK_VERSIONS, attack, takes_target
 from lab4_ood.datasets import check_model_fits, head, load_id
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ class AttackConfig:
     method: str = "fgsm"  # one registered attack, or several separated by commas (worst case per image)
     eps: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3)  # [0, 1] pixel units
     target_class: int | None = None  # targeted attack toward this class when set
-    steps: int = 10  # pgd steps
+    steps: int | None = (
+        None  # iterative attacks' steps; None: each attack's own (10; apgd-t, fab, autoattack 100)
+    )
     cw_c: float = 1.0  # cw: weight of the margin term (torchattacks' defaults)
     cw_kappa: float = 0.0  # cw: confidence κ
     cw_steps: int = 50
@@ -52,15 +54,40 @@ class AttackConfig:
     overshoot: float = 0.02  # deepfool
     n_queries: int = 5000  # square (and autoattack's square)
     p_init: float = 0.8  # square
+    version: str = "standard"  # autoattack: standard | plus | rand (AutoAttack's versions)
     batch_size: int = 256
     limit: int | None = None
     seed: int = 0
 
 
-AUTOATTACK_NOTE = (
-    "autoattack = the subset APGD-CE → APGD-DLR → Square (L∞, each on the images still robust); "
-    "APGD-T and FAB-T of the standard AutoAttack are left out"
-)
+# the fewest classes each attack's loss needs (DLR: z_π3; targeted DLR: z_π4); autoattack's by version below
+MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4}
+
+
+def autoattack_min_classes(version: str) -> int:
+    return max(MIN_CLASSES.get(name, 2) for name, _ in AUTOATTACK_VERSIONS[version])
+
+
+def autoattack_note(cfg: AttackConfig, n_classes: int) -> str:
+    """What ``--method autoattack`` ran: the components in order, with their targets, restarts, steps."""
+    targets = min(9, n_classes - 1)
+    parts = []
+    for name, extra in AUTOATTACK_VERSIONS[cfg.version]:
+        label = {"apgd": "APGD-CE", "square": "Square"}.get(name, name.upper())
+        if "n_targets" in extra:
+            label += f" ({targets} targets)"
+        if "restarts" in extra:
+            label += f" ({extra['restarts']} restarts)"
+        if "eot_iter" in extra:
+            label += f" ({extra['eot_iter']} EOT passes)"
+        if name == "square":
+            label += f" ({cfg.n_queries} queries)"
+        parts.append(label)
+    steps = cfg.steps if cfg.steps is not None else 100
+    return (
+        f"autoattack {cfg.version} = {' → '.join(parts)}, each on the images still robust; "
+        f"APGD/FAB with {steps} steps{'' if steps == 100 else ' (the original: 100)'}"
+    )
 
 
 def attack_options(cfg: AttackConfig, method: str) -> dict:
@@ -68,6 +95,7 @@ def attack_options(cfg: AttackConfig, method: str) -> dict:
     steps = {"cw": cfg.cw_steps, "deepfool": cfg.deepfool_steps}.get(method, cfg.steps)
     return {
         "steps": steps,
+        "version": cfg.version,
         "seed": cfg.seed,
         "c": cfg.cw_c,
         "kappa": cfg.cw_kappa,
@@ -95,10 +123,12 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     model = load_model(cfg.model).to(device).eval()
     test = head(load_id(cfg.dataset, rt.data_dir, rt.download, val_fraction=0).test, cfg.limit)
     check_model_fits(model, test)
-    dlr = [m for m in methods if m in ("apgd-dlr", "autoattack")]
-    if dlr and test.num_classes < 3:
+    need = {**MIN_CLASSES, "autoattack": autoattack_min_classes(cfg.version)}
+    short = [m for m in methods if need.get(m, 2) > test.num_classes]
+    if short:
         raise DlaError(
-            f"{', '.join(dlr)}: the DLR loss needs at least 3 classes, {cfg.dataset} has {test.num_classes}"
+            f"{', '.join(short)}: the (targeted) DLR loss needs at least {max(need[m] for m in short)} classes, "
+            f"{cfg.dataset} has {test.num_classes}"
         )
     if cfg.target_class is not None and not 0 <= cfg.target_class < test.num_classes:
         raise DlaError(
@@ -204,11 +234,21 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         "fraction",
         title=f"{cfg.method}{' targeted' if targeted else ''} on {cfg.dataset}",
     )
-    summary = {"method": cfg.method, "targeted": targeted, "rows": rows, "clean_accuracy": clean}
+    summary = {
+        "method": cfg.method,
+        "targeted": targeted,
+        "rows": rows,
+        "clean_accuracy": clean,
+        "n": len(test),
+    }
     if several:
         summary["methods"] = methods
     if "autoattack" in methods:
-        summary["autoattack"] = {"components": list(AUTOATTACK), "note": AUTOATTACK_NOTE}
+        summary["autoattack"] = {
+            "version": cfg.version,
+            "components": [name for name, _ in AUTOATTACK_VERSIONS[cfg.version]],
+            "note": autoattack_note(cfg, test.num_classes),
+        }
     if warnings:
         summary["warnings"] = warnings
     run.update_metrics(**summary)
