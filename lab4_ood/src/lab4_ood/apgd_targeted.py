@@ -18,6 +18,8 @@ bit-identical ones: ``nox -s tests-lab4-peers``).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 
@@ -76,7 +78,7 @@ def apgd_t(
                 return adv
             with torch.no_grad():  # the rank-th largest clean logit of each image still robust
                 target = model(x0[todo]).sort(dim=1)[1][:, -rank]
-            loss = lambda z, label, target=target: dlr_targeted_each(z, label, target)  # noqa: E731
+            loss = partial(dlr_targeted_each, target=target)
             still, found = _apgd_run(model, x0[todo], y[todo], eps, steps, loss, 0.75, gen)
             adv[todo[~still]] = found[~still]
             robust[todo[~still]] = False

@@ -28,7 +28,7 @@ import math
 import torch
 import torch.nn as nn
 
-from lab4_ood.apgd_targeted import target_ranks
+from lab4_ood import apgd_targeted  # its target_ranks, looked up at call time (the modules import each other)
 from lab4_ood.attacks import _per_image, register
 
 ALPHA_MAX, ETA, BETA = 0.1, 1.05, 0.9  # the original's defaults (AutoAttack's FAB-T)
@@ -234,4 +234,6 @@ def fab_t(
     where the model has fewer classes), each on the images still robust at radius ``eps``."""
     with torch.no_grad():
         n_classes = model(x[:1].detach()).shape[1]
-    return _fab(model, x, y, eps, steps, list(target_ranks(n_classes, n_targets)), restarts, seed)
+    return _fab(
+        model, x, y, eps, steps, list(apgd_targeted.target_ranks(n_classes, n_targets)), restarts, seed
+    )
