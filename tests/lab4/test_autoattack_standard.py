@@ -210,3 +210,34 @@ def test_standard_needs_four_classes_and_rand_three():
     assert attack("autoattack", model, x, y, 0.1, version="rand", steps=2).shape == x.shape
     with pytest.raises(ValueError, match="unknown AutoAttack version 'bogus'"):
         attack("autoattack", model, x, y, 0.1, version="bogus")
+
+
+class Drifting(nn.Module):
+    """A randomised model in miniature: its k-th call scales the logits by k, so ∇ of call k is k·∇ of call 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.calls * self.linear(x.flatten(1))
+
+
+def test_eot_averages_the_gradient_over_its_passes():
+    torch.manual_seed(0)
+    model = Drifting()
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 2])
+    _, _, once = attacks._loss_and_grad(model, x, y, lambda z, label: z.sum(1))
+    model.calls = 0
+    losses, _, mean = attacks._loss_and_grad(model, x, y, lambda z, label: z.sum(1), eot_iter=4)
+    assert model.calls == 4
+    assert torch.allclose(mean, once * (1 + 2 + 3 + 4) / 4)  # the mean of the four passes' gradients
+    assert torch.allclose(losses, 4 * model.linear(x.flatten(1)).sum(1).detach())  # the last pass's losses
+    # APGD passes its eot_iter to every gradient: for 2 steps one clean pass, then 20 per gradient, 3 gradients
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    model.calls = 0
+    attacks.apgd_dlr(model, x, y, 0.1, steps=2, eot_iter=20)
+    assert model.calls == 1 + 20 * 3
