@@ -172,6 +172,14 @@ def test_fab_finds_the_nearest_boundary_of_a_linear_model_where_a_fixed_eps_atta
     found = (adv - x).flatten(1).abs().amax(1)
     assert (predict(model, adv) != y).all()
     assert (found >= nearest - 1e-5).all() and (found <= nearest * 1.02).all(), (found / nearest).max()
+    # step by step: the first lands η = 1.05 beyond the boundary (α mixes two equal points); the second starts
+    # from x + β·1.05·d, projects onto the boundary 0.055·δ away, and mixes with x's projection at α = a/(a + δ)
+    one = (attack("fab", model, x, y, 1.0, steps=1) - x).flatten(1).abs().amax(1)
+    assert torch.allclose(one, 1.05 * nearest, rtol=1e-3)
+    back, a = 0.9 * 1.05, 1 - 0.9 * 1.05
+    alpha = a / (a + 1)
+    two = (attack("fab", model, x, y, 1.0, steps=2) - x).flatten(1).abs().amax(1)
+    assert torch.allclose(two, ((back + 1.05 * a) * (1 - alpha) + 1.05 * alpha) * nearest, rtol=1e-3)
     # APGD at a radius twice the nearest boundary fools too, but its step fills the whole ε-ball
     apgd_adv = attack("apgd", model, x, y, 2 * nearest.max().item(), steps=10)
     assert (predict(model, apgd_adv) != y).all()
