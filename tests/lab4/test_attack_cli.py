@@ -142,3 +142,28 @@ def test_version_reaches_the_stages(digits_run, tmp_path, monkeypatch, version, 
     r = run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "autoattack", "--version", "bogus",
             "--out", tmp_path / "bogus", ok=False)  # fmt: skip
     assert r.exit_code == 2 and "'bogus' is not one of 'standard', 'plus', 'rand'" in r.output
+
+
+def test_the_targeted_dlr_loss_needs_four_classes(tmp_path):
+    from dla_core.config import Runtime
+    from dla_core.engine import TrainConfig
+    from lab4_ood.training import TrainRunConfig, train_classifier
+
+    three = tmp_path / "three"
+    cfg = TrainRunConfig(dataset="digits:0-2", family="mlp", depth=1, width=8, stages=1, batch_size=64,
+                         train=TrainConfig(epochs=1, lr=3e-3))  # fmt: skip
+    train_classifier(cfg, Runtime(out=three, cpu=True))
+    for method in ("autoattack", "apgd-t", "fgsm,apgd-t"):
+        r = run(lab4_ood.cli.group, "attack", "--model", three, "--method", method, "--out", tmp_path / "no",
+                ok=False)  # fmt: skip
+        short = method.split(",")[-1]
+        assert r.exit_code == 1, r.output
+        assert (
+            r.output
+            == f"Error: {short}: the (targeted) DLR loss needs at least 4 classes, digits:0-2 has 3\n"
+        )
+        assert not (tmp_path / "no").exists()
+    # rand has no targeted stage: 3 classes are enough
+    out = run(lab4_ood.cli.group, "attack", "--model", three, "--method", "autoattack", "--version", "rand",
+              "--steps", "1", "--eps", "0.1", "--limit", "10", "--cpu", "--out", tmp_path / "rand").output  # fmt: skip
+    assert "autoattack rand = APGD-CE (20 EOT passes) → APGD-DLR (20 EOT passes)" in out
