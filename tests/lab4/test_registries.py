@@ -145,9 +145,20 @@ def test_the_readmes_method_tables_are_generated_from_the_declarations(readme):
 def test_attacks_are_refused_by_their_declared_traits():
     from lab4_ood.robustness import refusal
 
-    assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=3) is None
+    assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=4) is None
     assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=2) == (
-        "apgd-dlr, autoattack: needs at least 3 classes, the dataset has 2"
+        "apgd-dlr, autoattack: needs at least 4 classes, the dataset has 2"
+    )
+    # autoattack's components decide: standard runs APGD-T (≥ 4 classes), rand only APGD-CE and APGD-DLR (≥ 3)
+    assert refusal(["autoattack"], targeted=False, num_classes=3) == (
+        "autoattack: needs at least 4 classes, the dataset has 3"
+    )
+    assert (
+        refusal(["autoattack", "apgd-dlr"], targeted=False, num_classes=3, values={"version": "rand"}) is None
+    )
+    assert (
+        refusal(["apgd-t"], targeted=False, num_classes=3)
+        == "apgd-t: needs at least 4 classes, the dataset has 3"
     )
     targeted = ", ".join(name for name, a in methods.attacks().items() if a.targeted)
     assert targeted == "fgsm, pgd, bim, mifgsm, pgd-l2, cw, square"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,11 @@ class Attack:
     targeted: bool = False  # takes targeted=True (`--targeted`)
     seeded: bool = False  # draws from seed= (`--seed`)
     min_classes: int = 2
+    # its own default for a shared option (apgd-t's 100 steps against the others' 10): the option's CLI and
+    # config default is then None, meaning "each attack's own"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # the components run in sequence per value of its option ``version`` (autoattack): name, extra options
+    versions: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = field(default_factory=dict)
     details: str = ""  # the README's step column
     reference: str = ""
 
@@ -250,6 +255,24 @@ DETECTORS: tuple[Detector, ...] = (
 
 STEPS = Option("steps", int, 10, "steps.", min=1)
 N_QUERIES = Option("n_queries", int, 5000, "queries per image at most.", min=1)
+RESTARTS = Option("restarts", int, 1, "runs, each from a new random start on the images still robust.", min=1)
+EOT_ITER = Option("eot_iter", int, 1, "gradient passes averaged per step (expectation over transformation, for "
+                  "randomised models).", min=1)  # fmt: skip
+N_TARGETS = Option("n_targets", int, 9, "the most likely wrong classes attacked in turn (fewer when the model "
+                   "has fewer classes).", min=1)  # fmt: skip
+ORIGINAL_STEPS = {"steps": 100}  # the original AutoAttack's APGD and FAB steps
+
+# AutoAttack's versions (Croce & Hein 2020; the reference implementation's `version`): the components in the order
+# they run, each with the options it gets beyond steps / n_queries / seed
+AUTOATTACK_VERSIONS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
+    "standard": (("apgd", {}), ("apgd-t", {"n_targets": 9}), ("fab-t", {"n_targets": 9}), ("square", {})),
+    "plus": (("apgd", {"restarts": 5}), ("apgd-dlr", {"restarts": 5}), ("fab", {"restarts": 5}), ("square", {}),
+             ("apgd-t", {"n_targets": 9}), ("fab-t", {"n_targets": 9})),
+    "rand": (("apgd", {"eot_iter": 20}), ("apgd-dlr", {"eot_iter": 20})),  # for randomised defences
+}  # fmt: skip
+VERSION = Option("version", str, "standard", "AutoAttack's version. standard: APGD-CE → APGD-T → FAB-T → Square; "
+                 "plus: APGD-CE, APGD-DLR, FAB (5 restarts each) → Square → APGD-T → FAB-T; rand (randomised "
+                 "models): APGD-CE → APGD-DLR with 20 EOT passes per gradient.", choices=tuple(AUTOATTACK_VERSIONS))  # fmt: skip
 
 ATTACKS: tuple[Attack, ...] = (
     Attack(
@@ -282,7 +305,7 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack(
         "apgd", "APGD-CE: momentum 0.75, step 2ε halved at checkpoints", "lab4_ood.attacks.apgd:apgd",
-        options=(STEPS,), seeded=True,
+        options=(STEPS, RESTARTS, EOT_ITER), seeded=True,
         details="APGD-CE, L∞: start on the ε-ball's surface, momentum 0.75, step 2ε halved at checkpoints (first "
         "after 22% of the steps, then every 3% less, down to 6%) where the CE rose in at most ρ = 75% of the "
         "steps since the last one or the best loss stalled, restarting from the best point; only images "
@@ -291,7 +314,8 @@ ATTACKS: tuple[Attack, ...] = (
         "(our generator is private; torchattacks reseeds the global one)",
     ),
     Attack(
-        "apgd-dlr", "APGD on the DLR loss", "lab4_ood.attacks.apgd:apgd_dlr", options=(STEPS,), seeded=True,
+        "apgd-dlr", "APGD on the DLR loss", "lab4_ood.attacks.apgd:apgd_dlr", options=(STEPS, RESTARTS, EOT_ITER),
+        seeded=True,
         min_classes=3, details="as `apgd` on −(z_y − max_{i≠y} z_i)/(z_π1 − z_π3 + 1e-12)",
         reference="Croce & Hein 2020; torchattacks `APGD(loss=\"dlr\")`: bit-identical",
     ),
@@ -332,12 +356,41 @@ ATTACKS: tuple[Attack, ...] = (
         reference="Andriushchenko et al. 2020; torchattacks `Square`: bit-identical with the same seed",
     ),
     Attack(
-        "autoattack", "a subset: APGD-CE → APGD-DLR → Square on the images still robust (APGD-T and FAB-T left "
-        "out)", "lab4_ood.attacks.autoattack:autoattack", options=(STEPS, N_QUERIES), seeded=True, min_classes=3,
-        details="**a subset** of AutoAttack: APGD-CE → APGD-DLR → Square, each on the images the ones before did "
-        "not fool; the standard version's APGD-T and FAB-T are left out (said in the output and `metrics.json`); "
-        "`--steps` 10 is torchattacks' APGD default (the original AutoAttack uses 100)",
-        reference="Croce & Hein 2020; torchattacks `MultiAttack([APGD ce, APGD dlr, Square])`: bit-identical",
+        "apgd-t", "APGD on the targeted DLR loss toward the --n-targets most likely wrong classes",
+        "lab4_ood.attacks.apgd_targeted:apgd_t", options=(STEPS, N_TARGETS, RESTARTS), seeded=True, min_classes=4,
+        defaults=ORIGINAL_STEPS,
+        details="APGD-T: as `apgd` on the targeted DLR loss −(z_y − z_t)/(z_π1 − ½(z_π3 + z_π4) + 1e-12), one run "
+        "per target t, the classes ranked 2nd, 3rd, … by the clean logits (at most classes − 1), each on the images "
+        "still robust",
+        reference="Croce & Hein 2020; torchattacks `APGDT`: bit-identical with the same seed",
+    ),
+    Attack(
+        "fab", "FAB, minimum norm L∞: steps toward the nearest linearised boundary",
+        "lab4_ood.attacks.fab:fab", options=(STEPS, RESTARTS), seeded=True, defaults=ORIGINAL_STEPS,
+        details="FAB, L∞, minimum norm: per step the linearised boundary to the nearest class at x' and at x, both "
+        "projected onto it within [0, 1] in L∞; x' ← clip((x' + 1.05·d')(1 − α) + (x + 1.05·d)·α), α = "
+        "min(‖d'‖/(‖d'‖ + ‖d‖), 0.1); once misclassified, the closest point is kept and x' ← x + 0.9·(x' − x). At "
+        "radius ε an image counts as fooled only if that point lies within ε (else x); later restarts start at "
+        "random ε/2 away",
+        reference="Croce & Hein 2020 (FAB); torchattacks `FAB`: bit-identical, random restarts with the same seed",
+    ),
+    Attack(
+        "fab-t", "FAB toward each of the --n-targets most likely wrong classes", "lab4_ood.attacks.fab:fab_t",
+        options=(STEPS, N_TARGETS, RESTARTS), seeded=True, defaults=ORIGINAL_STEPS,
+        details="as `fab`, toward the boundary of the target class, once per target as `apgd-t`",
+        reference="Croce & Hein 2020; torchattacks `FAB(multi_targeted=True)`: bit-identical with the same seed",
+    ),
+    Attack(
+        "autoattack", "AutoAttack's --version: standard APGD-CE → APGD-T → FAB-T → Square on the images still "
+        "robust", "lab4_ood.attacks.autoattack:autoattack", options=(VERSION, STEPS, N_QUERIES), seeded=True,
+        min_classes=3, defaults=ORIGINAL_STEPS, versions=AUTOATTACK_VERSIONS,
+        details="AutoAttack as the original's `--version` defines it, each component on the images the ones before "
+        "did not fool: `standard` APGD-CE → APGD-T (9 targets) → FAB-T (9 targets) → Square, RobustBench's; `plus` "
+        "APGD-CE, APGD-DLR, FAB (5 restarts each) → Square → APGD-T → FAB-T; `rand` APGD-CE → APGD-DLR with 20 EOT "
+        "passes per gradient (randomised defences). The output states the components, the clean accuracy with n, "
+        "the robust accuracy (the worst case per image); APGD and FAB take `--steps` [100, the original's]",
+        reference="Croce & Hein 2020; torchattacks `AutoAttack(version=…)` at its 10 steps: bit-identical for "
+        "standard, plus and rand (`nox -s tests-lab4-peers`)",
     ),
 )  # fmt: skip
 
@@ -432,9 +485,30 @@ def users(option: Option, specs: Any) -> list[str]:
     return [s.name for s in specs if option in s.options]
 
 
+def default(option: Option, specs: Any) -> Any:
+    """The CLI's and the config's default of ``option``: None (each method's own) where one of ``specs`` declares
+    its own default for it, else the option's."""
+    return None if any(option.name in getattr(s, "defaults", {}) for s in specs) else option.default
+
+
 def values_for(spec: Detector | Attack, values: dict[str, Any]) -> dict[str, Any]:
-    """The implementation's keywords for ``spec`` from option values by name (absent: the option's default)."""
-    return {o.keyword: values.get(o.name, o.default) for o in spec.options}
+    """The implementation's keywords for ``spec`` from option values by name (absent or None: the method's own
+    default, else the option's)."""
+    own = getattr(spec, "defaults", {})
+    found = {o.name: values.get(o.name) for o in spec.options}
+    return {
+        o.keyword: found[o.name] if found[o.name] is not None else own.get(o.name, o.default)
+        for o in spec.options
+    }
+
+
+def min_classes(spec: Attack, values: dict[str, Any] | None = None) -> int:
+    """The fewest classes ``spec`` needs with option ``values``: with versions, also what its components need."""
+    if not spec.versions:
+        return spec.min_classes
+    version = (values or {}).get("version") or next(o.default for o in spec.options if o.name == "version")
+    table = attacks()
+    return max(spec.min_classes, *(table[name].min_classes for name, _ in spec.versions[version]))
 
 
 def missing(spec: Detector | Attack, values: dict[str, Any]) -> str | None:
@@ -461,7 +535,8 @@ def _options_cell(spec: Detector | Attack) -> str:
         if o.choices:
             cells.append(f"`{o.cli_flag}` " + "/".join(f"[{c}]" if c == o.default else c for c in o.choices))
         else:
-            cells.append(f"`{o.cli_flag}`" + ("" if o.default is None else f" [{_number(o.default)}]"))
+            value = spec.defaults.get(o.name, o.default) if isinstance(spec, Attack) else o.default
+            cells.append(f"`{o.cli_flag}`" + ("" if value is None else f" [{_number(value)}]"))
     if isinstance(spec, Detector) and spec.searched:
         cells.append("`--grid`")
     if isinstance(spec, Attack) and spec.seeded:
@@ -485,7 +560,10 @@ def markdown_table(kind: str) -> str:
                 "norm, mode | reference |", "|---|---|---|---|---|"]  # fmt: skip
         for a in ATTACKS:
             traits = ["L2" if a.norm == "l2" else "L∞", "targeted too" if a.targeted else "untargeted"]
-            traits += [f"≥ {a.min_classes} classes"] if a.min_classes > 2 else []
+            need = {v: min_classes(a, {"version": v}) for v in a.versions} or {"": a.min_classes}
+            most = max(need.values())
+            fewer = ", ".join(f"{v}: {n}" for v, n in need.items() if n < most)
+            traits += [f"≥ {most} classes" + (f" ({fewer})" if fewer else "")] if most > 2 else []
             cells = (f"`{a.name}`", a.details or a.summary, _options_cell(a), ", ".join(traits), a.reference)
             rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
