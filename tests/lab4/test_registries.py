@@ -64,7 +64,7 @@ def test_a_registered_detector_runs_through_detect_and_unknown_names_keep_their_
     assert set(results) == {"msp", "zero"} and results["zero"]["fake"]["auroc"] == 0.5
     r = run(plugged, "detect", "--model", digits_run, "--ood", "fake", "--method", "bogus",
             "--out", tmp_path / "x", ok=False)  # fmt: skip
-    choices = "msp, maxlogit, energy, odin, mahalanobis, recon, knn, vim, rmds, gen, entropy, react, ash, scale, dice, fdbd, zero"
+    choices = "msp, maxlogit, energy, odin, mahalanobis, recon, knn, vim, rmds, gen, entropy, react, ash, scale, dice, fdbd, nci, nac, weiper, adascale, zero"
     assert r.exit_code == 1 and r.output == f"Error: --method: unknown bogus (choose from {choices})\n"
     with pytest.raises(DlaError, match=rf"^unknown method 'bogus' \(choose {choices}\)$"):
         det.make_detector("bogus", torch.nn.Identity(), det.DetectorOptions(), torch.device("cpu"))

@@ -31,7 +31,7 @@ def test_help_without_torch_lists_what_the_registries_hold(tmp_path):
     [
         (["detect", "--model", "run", "--ood", "fake", "--method", "msp,bogus", "--out", "x"], 1,
          "Error: --method: unknown bogus (choose from msp, maxlogit, energy, odin, mahalanobis, recon, knn, vim, "
-         "rmds, gen, entropy, react, ash, scale, dice, fdbd)\n"),
+         "rmds, gen, entropy, react, ash, scale, dice, fdbd, nci, nac, weiper, adascale)\n"),
         (["attack", "--model", "run", "--method", "cw,bogus", "--out", "x"], 2, "'bogus' is not one of 'fgsm', 'pgd', 'bim', 'mifgsm', 'pgd-l2', 'apgd', 'apgd-dlr', 'cw', 'deepfool', 'square', 'autoattack'."),
         (["attack", "--model", "run", "--method", "pgd,cw", "--out", "x"], 1, "Error: --method mixes L2 attacks (cw) with L∞ attacks (pgd)"),
         (["attack", "--model", "run", "--eps", "0,2", "--out", "x"], 1, "Error: --eps: every ε must lie in [0, 1]"),

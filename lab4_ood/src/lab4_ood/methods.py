@@ -29,6 +29,10 @@ DETECTORS = {
     "scale": "energy after scaling features by exp(sum / top sum) (--scale-percentile)",
     "dice": "energy of a sparsified last layer (--dice-p)",
     "fdbd": "feature distance to the decision boundaries",
+    "nci": "cosine to the predicted class's weights + α‖z‖₁ (NCI)",
+    "nac": "neuron activation coverage of the penultimate features (NAC)",
+    "weiper": "density KL of features and perturbed class projections (WeiPer+KLD)",
+    "adascale": "energy after SCALE at a per-image percentile (AdaSCALE)",
 }
 # --method of `lab4 attack`, --adversarial of `lab4 train`
 ATTACKS = (
