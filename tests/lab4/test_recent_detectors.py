@@ -126,6 +126,12 @@ def test_nac_scores_are_the_mean_capped_coverage_of_each_neurons_bin():
     assert expected.min() > 0 and expected.max() <= 1 and len(set(expected.round(6))) > 1
 
 
+def test_nac_bins_hold_their_lower_edge():
+    d = rd.NAC(Linear(W, B), edges=t([0.0, 0.25, 0.5, 0.75, 1.01]))
+    # a state on an edge belongs to the bin above it (the reference's edges[k] ≤ s < edges[k+1])
+    assert d.bins(t([[0.0, 0.25, 0.5, 0.75, 0.99, 1.0]])).tolist() == [[0, 1, 2, 3, 3, 3]]
+
+
 def test_nac_counts_at_most_fit_images_rows():
     d = fit(rd.NAC(Linear(W, B), fit_images=5))
     assert (d.counts.sum(1) == 5).all()
@@ -222,9 +228,9 @@ def test_adascale_percentile_falls_as_the_shift_statistic_rises_through_the_id_c
 
 def test_adascale_shift_statistic_sums_perturbed_activations_and_shifts_of_the_top_features():
     d = rd.AdaSCALE(Linear(W, B), k1=50.0, k2=25.0, lmbda=10.0)  # D = 4: the top 2 and the top 1
-    f, fp = t([[4.0, 1.0, 3.0, 2.0]]), t([[3.0, -1.0, 5.0, 0.0]])
-    # top 2 of z: features 0 and 2 → relu(z′) 3 + 5; top 1: feature 0 → |4 − 3| = 1
-    assert d.shift_statistic(f, fp).item() == pytest.approx(8 + 10 * 1)
+    f, fp = t([[4.0, 1.0, 3.0, 2.0]]), t([[3.0, -1.0, -5.0, 0.0]])
+    # top 2 of z: features 0 and 2 → relu(z′) 3 + 0; top 1: feature 0 → |4 − 3| = 1
+    assert d.shift_statistic(f, fp).item() == pytest.approx(3 + 10 * 1)
 
 
 class Normalised(Linear):
