@@ -281,19 +281,20 @@ class WeiPer(Detector):
         self.means = [s / n for s in sums]  # (bins,) each
         return self
 
+    def divergence(self, view: int, values: torch.Tensor, width: int, eps: float) -> torch.Tensor:
+        """(B,) the symmetric KL between view ``view``'s mean ID histogram (0: features, 1: projections) and each
+        row's own histogram of ``values``, smoothed over ``width`` bins."""
+        smoothed = moving_average(value_histograms(values, *self.ranges[view], self.n_bins), width)
+        return symmetric_kl(self.means[view].to(values.device), smoothed, eps)
+
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         _fitted(self.weight, "WeiPer")
         f, projections = self._views(x)
-        kl = [
-            symmetric_kl(self.means[i].to(x.device), moving_average(value_histograms(v, *self.ranges[i],
-                         self.n_bins), width), eps)
-            for i, (v, width, eps) in enumerate(
-                [(f, self.smoothing, self.eps), (projections, self.smoothing_perturbed, self.eps_perturbed)]
-            )
-        ]  # fmt: skip
+        kl_z = self.divergence(0, f, self.smoothing, self.eps)
+        kl_p = self.divergence(1, projections, self.smoothing_perturbed, self.eps_perturbed)
         msp = F.softmax(projections.reshape(len(f), self.repeats, -1), 2).amax(2).mean(1)
-        return (-kl[0] - self.lambda_1 * kl[1] + self.lambda_2 * msp).float()
+        return (-kl_z - self.lambda_1 * kl_p + self.lambda_2 * msp).float()
 
 
 #### AdaSCALE ####
