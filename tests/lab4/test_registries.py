@@ -168,3 +168,20 @@ def test_attacks_are_refused_by_their_declared_traits():
     assert refusal(["pgd", "nope"], targeted=False).startswith(
         "--method: unknown nope (choose from fgsm, pgd"
     )
+
+
+def test_an_attacks_own_default_applies_unless_the_shared_option_is_given():
+    """steps is one option of many attacks; apgd-t, fab, fab-t and autoattack declare their own default (100, the
+    original AutoAttack's): the config's and the CLI's default is then None, and each attack gets its own."""
+    import dataclasses
+
+    from lab4_ood.robustness import AttackConfig, attack_options
+
+    cfg = AttackConfig(model=Path("m"), dataset="digits")
+    assert cfg.steps is None
+    own = {name: attack_options(cfg, name)["steps"] for name, a in methods.attacks().items() if "steps" in
+           {o.name for o in a.options}}  # fmt: skip
+    assert own == {name: methods.attacks()[name].defaults.get("steps", 10) for name in own}
+    assert own["apgd-t"] == own["autoattack"] == 100 and own["pgd"] == 10
+    given = dataclasses.replace(cfg, steps=3)
+    assert {attack_options(given, name)["steps"] for name in own} == {3}
