@@ -1,8 +1,9 @@
 """`lab4 attack` with several attacks: the worst case per image, each attack's accuracy, the curve, the note on
-the AutoAttack subset, and the warning when ε = 0 is not the clean accuracy."""
+AutoAttack's version (its components, the clean accuracy with n), and the warning when ε = 0 is not the clean accuracy."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -33,8 +34,14 @@ def test_several_attacks_give_each_accuracy_and_the_worst_case_per_image(digits_
               "--cpu", "--out", tmp_path / "w").output  # fmt: skip
     m = metrics(tmp_path / "w")
     assert m["methods"] == ["autoattack", "apgd", "fgsm"] and m["method"] == "autoattack,apgd,fgsm"
-    assert m["autoattack"]["components"] == ["apgd", "apgd-dlr", "square"]
-    assert "APGD-T and FAB-T of the standard AutoAttack are left out" in out and "worst case" in out
+    assert m["autoattack"]["components"] == ["apgd", "apgd-t", "fab-t", "square"]
+    assert m["autoattack"]["version"] == "standard" and m["n"] == 80
+    # digits 0-4: 4 wrong classes, so 4 targets; the steps given, and what the original runs
+    assert (
+        "autoattack standard = APGD-CE → APGD-T (4 targets) → FAB-T (4 targets) → Square (40 queries)" in out
+    )
+    assert "with 5 steps (the original: 100)" in out and "worst case" in out
+    assert f"clean accuracy {m['clean_accuracy']:.4f} on n = 80 test images" in out
     assert "warning" not in out
     # the worst case by hand: an image is robust only if no attack fooled it (attacks with the run's seed)
     model = load_model(digits_run).eval()
@@ -105,3 +112,66 @@ def test_a_warning_when_eps_0_is_not_the_clean_accuracy(shaky, digits_run, tmp_p
     assert len(m["warnings"]) == 1 and m["warnings"][0].startswith("shaky at ε = 0 gives accuracy")
     assert f"warning: {m['warnings'][0]}" in out
     assert any("shaky at ε = 0" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("version", "components", "note"),
+    [
+        ("rand", ["apgd", "apgd-dlr"], "APGD-CE (20 EOT passes) → APGD-DLR (20 EOT passes)"),
+        (
+            "plus",
+            ["apgd", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"],
+            "FAB (5 restarts) → Square (20 queries)",
+        ),
+    ],
+)
+def test_version_reaches_the_stages(digits_run, tmp_path, monkeypatch, version, components, note):
+    ran = []  # the components autoattack calls, in order, with the options they get
+    real = attacks.attack
+    stages = importlib.import_module(
+        "lab4_ood.attacks.autoattack"
+    )  # the module: the package's name is the function
+
+    def spy(name, *args, **options):
+        if name != "autoattack":
+            ran.append((name, {k: options[k] for k in ("restarts", "eot_iter", "n_targets") if k in options}))
+        return real(name, *args, **options)
+
+    monkeypatch.setattr(stages, "attack", spy)
+    monkeypatch.setattr("lab4_ood.robustness.attack", spy)
+    out = run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "autoattack", "--version", version,
+              "--n-queries", "20", "--steps", "2", "--eps", "0.03", "--limit", "30", "--cpu",
+              "--out", tmp_path / version).output  # fmt: skip
+    m = metrics(tmp_path / version)
+    assert m["autoattack"]["components"] == components and note in out
+    assert [name for name, _ in ran] == components  # in order (at a small ε some image survives every stage)
+    extra = dict(ran)
+    if version == "rand":
+        assert extra == {"apgd": {"eot_iter": 20}, "apgd-dlr": {"eot_iter": 20}}
+    else:
+        assert extra["apgd"] == {"restarts": 5}
+    r = run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "autoattack", "--version", "bogus",
+            "--out", tmp_path / "bogus", ok=False)  # fmt: skip
+    assert r.exit_code == 2 and "'bogus' is not one of 'standard', 'plus', 'rand'" in r.output
+
+
+def test_the_targeted_dlr_loss_needs_four_classes(tmp_path):
+    from dla_core.config import Runtime
+    from dla_core.engine import TrainConfig
+    from lab4_ood.training import TrainRunConfig, train_classifier
+
+    three = tmp_path / "three"
+    cfg = TrainRunConfig(dataset="digits:0-2", family="mlp", depth=1, width=8, stages=1, batch_size=64,
+                         train=TrainConfig(epochs=1, lr=3e-3))  # fmt: skip
+    train_classifier(cfg, Runtime(out=three, cpu=True))
+    for method in ("autoattack", "apgd-t", "fgsm,apgd-t"):
+        r = run(lab4_ood.cli.group, "attack", "--model", three, "--method", method, "--out", tmp_path / "no",
+                ok=False)  # fmt: skip
+        short = method.split(",")[-1]
+        assert r.exit_code == 1, r.output
+        assert r.output == f"Error: {short}: needs at least 4 classes, the dataset has 3\n"
+        assert not (tmp_path / "no").exists()
+    # rand has no targeted stage: 3 classes are enough
+    out = run(lab4_ood.cli.group, "attack", "--model", three, "--method", "autoattack", "--version", "rand",
+              "--steps", "1", "--eps", "0.1", "--limit", "10", "--cpu", "--out", tmp_path / "rand").output  # fmt: skip
+    assert "autoattack rand = APGD-CE (20 EOT passes) → APGD-DLR (20 EOT passes)" in out

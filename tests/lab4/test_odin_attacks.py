@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dla_core.models import ModelConfig, build_model
+from lab4_ood import methods
 from lab4_ood.attacks import attack, fgsm, pgd
 from lab4_ood.odin import odin_grid, odin_scores
 from lab4_ood.training import RobustStep, WithOutliers, outlier_exposure_loss
@@ -317,7 +318,7 @@ def test_fgsm_at_eps_1_saturates_and_attack_defaults_to_untargeted():
 
 def test_attack_refuses_an_unknown_method():
     model, _, _ = linear_model(0)
-    choices = "fgsm, pgd, bim, mifgsm, pgd-l2, apgd, apgd-dlr, cw, deepfool, square, autoattack"
+    choices = ", ".join(a.name for a in methods.ATTACKS)
     with pytest.raises(ValueError, match=rf"^unknown attack 'bogus' \(choose {choices}\)$"):
         attack("bogus", model, torch.rand(2, 1, 3, 4), torch.zeros(2, dtype=torch.long), 0.1)
 

@@ -2,8 +2,9 @@
 trained on digits 0-4, our BIM, MI-FGSM and PGD-L2 give bit-identical adversarial images to torchattacks' BIM,
 MIFGSM and PGDL2 (PGD-L2 without a random start, and with one from the same seed), hence the same adversarial
 accuracy. At torchattacks' default ε our default step sizes (ε/4, ε/4, ε/5) are its α (2/255, 2/255, 0.2).
-So do APGD (CE and DLR) and Square with the same seed, DeepFool, the AutoAttack subset against torchattacks'
-MultiAttack of the same three, and CW where every logit is positive; CW on the plain model differs by one
+So do APGD (CE and DLR) and Square with the same seed, DeepFool, APGD-T (APGDT), FAB and FAB-T (FAB, targeted
+with multi_targeted, and with random restarts from the same seed), AutoAttack's standard, plus and rand versions
+against torchattacks' AutoAttack at the same steps (10) and seed, and CW where every logit is positive; CW on the plain model differs by one
 convention (torchattacks' max over (1 − onehot)·z counts the true class as a logit 0 when every other logit is
 negative) and is held to the same adversarial accuracy within 2 points.
 
@@ -109,17 +110,35 @@ def test_square(setting, eps):
     same(model, ours, atk(x, target), y)
 
 
-def test_autoattack_subset(setting):
+@pytest.mark.parametrize("eps", [0.05, 0.1])
+def test_apgd_t(setting, eps):
+    model, x, y = setting
+    # torchattacks' n_classes is the model's: its targets are the n_classes − 1 most likely wrong classes, ours
+    # min(9, classes − 1)
+    same(model, attack("apgd-t", model, x, y, eps, steps=10), ta.APGDT(model, eps=eps, n_classes=5)(x, y), y)
+    ours = attack("apgd-t", model, x, y, eps, steps=15, n_targets=2, restarts=2, seed=3)
+    theirs = ta.APGDT(model, eps=eps, steps=15, n_classes=3, n_restarts=2, seed=3)(x, y)  # 2 targets
+    same(model, ours, theirs, y)
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.1])
+def test_fab(setting, eps):
+    model, x, y = setting
+    theirs = ta.FAB(model, eps=eps, multi_targeted=True, n_classes=5)(x, y)
+    same(model, attack("fab-t", model, x, y, eps, steps=10), theirs, y)
+    same(model, attack("fab", model, x, y, eps, steps=10), ta.FAB(model, eps=eps, n_classes=5)(x, y), y)
+    # later restarts start at random from the same seed
+    theirs = ta.FAB(model, eps=eps, steps=8, n_classes=5, n_restarts=3, seed=2)(x, y)
+    same(model, attack("fab", model, x, y, eps, steps=8, restarts=3, seed=2), theirs, y)
+
+
+@pytest.mark.parametrize("version", ["standard", "plus", "rand"])
+def test_autoattack(setting, version):
+    """torchattacks' AutoAttack runs APGD and FAB with its own default of 10 steps (the original: 100)."""
     model, x, y = setting
     eps = 0.1
-    theirs = ta.MultiAttack(
-        [
-            ta.APGD(model, eps=eps, loss="ce"),
-            ta.APGD(model, eps=eps, loss="dlr"),
-            ta.Square(model, eps=eps, n_queries=100),
-        ]
-    )(x, y)
-    same(model, attack("autoattack", model, x, y, eps, n_queries=100), theirs, y)
+    theirs = ta.AutoAttack(model, eps=eps, version=version, n_classes=5, seed=0)(x, y)
+    same(model, attack("autoattack", model, x, y, eps, version=version, steps=10), theirs, y)
 
 
 def test_deepfool(setting):

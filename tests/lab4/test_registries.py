@@ -76,7 +76,7 @@ def test_a_declared_detector_runs_through_detect_and_unknown_names_keep_their_er
     r = run(plugged, "detect", "--model", digits_run, "--ood", "fake", "--method", "bogus",
             "--out", tmp_path / "x", ok=False)  # fmt: skip
     choices = ", ".join(methods.detectors())
-    assert choices.endswith(", fdbd, zero")
+    assert choices.endswith(f", {methods.DETECTORS[-1].name}, zero")  # the plug-in after the table
     assert r.exit_code == 1 and r.output == f"Error: --method: unknown bogus (choose from {choices})\n"
     with pytest.raises(DlaError, match=rf"^unknown method 'bogus' \(choose {choices}\)$"):
         det.make_detector("bogus", torch.nn.Identity(), {}, torch.device("cpu"))
@@ -100,7 +100,7 @@ def test_a_declared_attack_is_a_choice_of_attack_and_train_and_gets_only_the_opt
     plugged, digits_run, tmp_path
 ):
     choices = f"[{'|'.join(methods.attacks())}]"
-    assert choices.endswith("|autoattack|noop]")
+    assert choices.endswith(f"|{methods.ATTACKS[-1].name}|noop]")  # the plug-in after the table
     assert choices in run(plugged, "attack", "--help").output
     assert choices in run(plugged, "train", "--help").output
     run(plugged, "attack", "--model", digits_run, "--method", "noop", "--eps", "0,0.5", "--limit", "30",
@@ -145,9 +145,20 @@ def test_the_readmes_method_tables_are_generated_from_the_declarations(readme):
 def test_attacks_are_refused_by_their_declared_traits():
     from lab4_ood.robustness import refusal
 
-    assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=3) is None
+    assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=4) is None
     assert refusal(["fgsm", "apgd-dlr", "autoattack"], targeted=False, num_classes=2) == (
-        "apgd-dlr, autoattack: needs at least 3 classes, the dataset has 2"
+        "apgd-dlr, autoattack: needs at least 4 classes, the dataset has 2"
+    )
+    # autoattack's components decide: standard runs APGD-T (≥ 4 classes), rand only APGD-CE and APGD-DLR (≥ 3)
+    assert refusal(["autoattack"], targeted=False, num_classes=3) == (
+        "autoattack: needs at least 4 classes, the dataset has 3"
+    )
+    assert (
+        refusal(["autoattack", "apgd-dlr"], targeted=False, num_classes=3, values={"version": "rand"}) is None
+    )
+    assert (
+        refusal(["apgd-t"], targeted=False, num_classes=3)
+        == "apgd-t: needs at least 4 classes, the dataset has 3"
     )
     targeted = ", ".join(name for name, a in methods.attacks().items() if a.targeted)
     assert targeted == "fgsm, pgd, bim, mifgsm, pgd-l2, cw, square"
@@ -157,3 +168,20 @@ def test_attacks_are_refused_by_their_declared_traits():
     assert refusal(["pgd", "nope"], targeted=False).startswith(
         "--method: unknown nope (choose from fgsm, pgd"
     )
+
+
+def test_an_attacks_own_default_applies_unless_the_shared_option_is_given():
+    """steps is one option of many attacks; apgd-t, fab, fab-t and autoattack declare their own default (100, the
+    original AutoAttack's): the config's and the CLI's default is then None, and each attack gets its own."""
+    import dataclasses
+
+    from lab4_ood.robustness import AttackConfig, attack_options
+
+    cfg = AttackConfig(model=Path("m"), dataset="digits")
+    assert cfg.steps is None
+    own = {name: attack_options(cfg, name)["steps"] for name, a in methods.attacks().items() if "steps" in
+           {o.name for o in a.options}}  # fmt: skip
+    assert own == {name: methods.attacks()[name].defaults.get("steps", 10) for name in own}
+    assert own["apgd-t"] == own["autoattack"] == 100 and own["pgd"] == 10
+    given = dataclasses.replace(cfg, steps=3)
+    assert {attack_options(given, name)["steps"] for name in own} == {3}

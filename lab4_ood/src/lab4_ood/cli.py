@@ -289,7 +289,8 @@ def train_ae(**opts):
 @cli.THREADS
 def attack(eps, targeted, **opts):
     """Accuracy under one or more attacks (--method) for each ε, in [0,1] pixel space (the model normalises
-    inside); with several attacks, also the worst case per image.
+    inside); with several attacks, also the worst case per image. Prints the clean accuracy with the number of
+    test images n, then the robust accuracy.
 
     Writes metrics.json (accuracy per ε — the worst case per image over the attacks, each attack's own under
     by_method —, targeted success rate, clean accuracy), accuracy_vs_eps.png (robust accuracy per ε: each
@@ -301,6 +302,7 @@ def attack(eps, targeted, **opts):
       lab4 attack --model runs/c10 --method fgsm --eps 0,0.01,0.05,0.1 --out runs/c10-fgsm
       lab4 attack --model runs/c10 --method pgd --targeted --target-class 3 --out runs/c10-pgd-cat
       lab4 attack --model runs/c10 --method fgsm,pgd,apgd,square --n-queries 1000 --out runs/c10-worst
+      lab4 attack --model runs/c10 --method autoattack --version standard --eps 0.031 --out runs/c10-aa
     """
     chosen = opts["method"].split(",")
     mo.check_radii(chosen, eps, "--eps")
@@ -308,7 +310,7 @@ def attack(eps, targeted, **opts):
         raise DlaError("--targeted and --target-class K go together")
 
     from lab4_ood.datasets import id_spec_for
-    from lab4_ood.robustness import AUTOATTACK_NOTE, AttackConfig, run_attack
+    from lab4_ood.robustness import AttackConfig, run_attack
 
     mo.import_all(chosen, ATTACKS)
     rt = Runtime.from_options(opts)  # the environment, checked before the model's folder is read
@@ -316,7 +318,10 @@ def attack(eps, targeted, **opts):
     cfg = from_options(AttackConfig, opts, dataset=dataset, eps=list(eps))
     result = run_attack(cfg, rt)
     if "autoattack" in chosen:
-        click.echo(AUTOATTACK_NOTE)
+        click.echo(result["autoattack"]["note"])
+    click.echo(
+        f"clean accuracy {result['clean_accuracy']:.4f} on n = {result['n']} test images; robust accuracy:"
+    )
     echo_robustness(chosen, result)
 
 

@@ -112,12 +112,17 @@ def search_hyperparameter(
     device: torch.device,
 ) -> list[dict]:
     """Mean AUROC (``id_val`` against each of ``oods``) of ``method`` at each combination of its searched options'
-    values (``grids``: option → values), fitted on ``train`` for each; rows in the order of the values."""
+    values (``grids``: option → values), fitted on ``train`` for each; rows in the order of the values. A
+    combination the detector refuses to be built with (adascale's p_min > p_max) is left out of the search."""
     fits = methods.detectors()[method].fits
-    rows = []
+    rows, refused = [], []
     for combination in tqdm(list(itertools.product(*grids.values())), desc=f"{method} grid", leave=False):
         chosen = dict(zip(grids, combination, strict=True))
-        detector = det.make_detector(method, model, {**options, **chosen}, device)
+        try:
+            detector = det.make_detector(method, model, {**options, **chosen}, device)
+        except DlaError as error:
+            refused.append(str(error))
+            continue
         if fits:
             detector.fit(Batches(train, batch_size, device))
         s_id = det.score_set(detector, id_val, batch_size, device)
@@ -128,6 +133,8 @@ def search_hyperparameter(
             check_finite(s, f"{method} scores of OOD {spec} (training split)")
             aurocs.append(ood_metrics(s_id, s)["auroc"])
         rows.append({**chosen, "auroc": float(np.mean(aurocs))})
+    if not rows:
+        raise DlaError(f"--grid: {method} refuses every combination of its --grid-* values ({refused[0]})")
     return rows
 
 

@@ -65,9 +65,12 @@ def click_options(specs: Iterable[methods.Detector | methods.Attack], grids: boo
             "where it fits); odin over --grid-T × --grid-eps together."))  # fmt: skip
     for o in options.values():
         who = ", ".join(methods.users(o, specs))
-        decorators.append(click.option(o.cli_flag, o.name, type=_param_type(o), default=o.default,
-                                       show_default=o.default is not None, metavar=o.metavar,
-                                       help=f"{who}: {o.help}"))  # fmt: skip
+        default = methods.default(o, specs)
+        own = [f"{s.name} {s.defaults[o.name]}" for s in specs if o.name in getattr(s, "defaults", {})]
+        note = f" [default: {o.default}; {', '.join(own)}]" if own else ""
+        decorators.append(click.option(o.cli_flag, o.name, type=_param_type(o), default=default,
+                                       show_default=default is not None, metavar=o.metavar,
+                                       help=f"{who}: {o.help}{note}"))  # fmt: skip
     for o in (o for o in options.values() if grids and o.grid):
         who = ", ".join(methods.users(o, specs))
         text = ",".join(f"{v:g}" for v in o.grid)

@@ -7,7 +7,8 @@ Conventions, stated because implementations differ:
 - ε is the libraries' ε. pytorch-ood and OpenOOD perturb the *normalised* input by ε·sign(g)/std; our models
   normalise inside, so we perturb the [0, 1] pixel input by ε·sign(g), which is the very same image. Typical
   values: 0.0014 – 0.002. No clamping to [0, 1] (neither library clamps).
-- The final score divides the logits by T (OpenOOD and the paper; pytorch-ood does not).
+- The final score divides the logits by T, as the paper, OpenOOD and pytorch-ood 0.4.0 do: our scores are
+  bit-for-bit pytorch-ood's `ODIN` (tests/lab4/test_peers.py, at three (T, ε) on six MLPs).
 
 ``odin_grid`` scores a batch for every (T, ε) pair while sharing work: one forward pass with the graph kept
 serves every T at ε = 0, one backward pass per T gives that T's perturbation direction, then one forward per

@@ -31,7 +31,7 @@ from dla_core.seeding import seed_everything
 from dla_core.stats import write_outcomes
 from dla_core.threads import use_threads
 from lab4_ood import methods, outcomes
-from lab4_ood.attacks import AUTOATTACK, attack
+from lab4_ood.attacks import attack
 from lab4_ood.datasets import check_model_fits, head, load_id
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ FEW = 20  # fewer test images than this: accuracies move in steps of more than 5
 
 # every option of every declared attack (methods.py), each a field
 OPTIONS = methods.options_of(methods.attacks().values())
+# None where an attack declares its own default (steps: 10, apgd-t's 100 …): each attack's own
+DEFAULTS = {name: methods.default(o, methods.attacks().values()) for name, o in OPTIONS.items()}
 AttackConfig = dataclasses.make_dataclass(
     "AttackConfig",
     [
@@ -50,7 +52,14 @@ AttackConfig = dataclasses.make_dataclass(
         # [0, 1] pixel units
         ("eps", tuple[float, ...], dataclasses.field(default=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3))),
         ("target_class", int | None, dataclasses.field(default=None)),  # targeted toward this class when set
-        *((o.name, o.annotation, dataclasses.field(default=o.default)) for o in OPTIONS.values()),
+        *(
+            (
+                o.name,
+                o.annotation if DEFAULTS[o.name] is not None else o.annotation | None,
+                dataclasses.field(default=DEFAULTS[o.name]),
+            )
+            for o in OPTIONS.values()
+        ),
         ("batch_size", int, dataclasses.field(default=256)),
         ("limit", int | None, dataclasses.field(default=None)),
         ("seed", int, dataclasses.field(default=0)),
@@ -60,10 +69,28 @@ AttackConfig = dataclasses.make_dataclass(
 AttackConfig.__module__ = __name__
 
 
-AUTOATTACK_NOTE = (
-    "autoattack = the subset APGD-CE → APGD-DLR → Square (L∞, each on the images still robust); "
-    "APGD-T and FAB-T of the standard AutoAttack are left out"
-)
+def autoattack_note(cfg: AttackConfig, n_classes: int) -> str:
+    """What ``--method autoattack`` ran: the components in order, with their targets, restarts, steps."""
+    spec = methods.attacks()["autoattack"]
+    targets = min(9, n_classes - 1)
+    parts = []
+    for name, extra in spec.versions[cfg.version]:
+        label = {"apgd": "APGD-CE", "square": "Square"}.get(name, name.upper())
+        if "n_targets" in extra:
+            label += f" ({targets} targets)"
+        if "restarts" in extra:
+            label += f" ({extra['restarts']} restarts)"
+        if "eot_iter" in extra:
+            label += f" ({extra['eot_iter']} EOT passes)"
+        if name == "square":
+            label += f" ({cfg.n_queries} queries)"
+        parts.append(label)
+    original = spec.defaults["steps"]
+    steps = cfg.steps if cfg.steps is not None else original
+    return (
+        f"autoattack {cfg.version} = {' → '.join(parts)}, each on the images still robust; "
+        f"APGD/FAB with {steps} steps{'' if steps == original else f' (the original: {original})'}"
+    )
 
 
 def attack_options(cfg: AttackConfig, method: str) -> dict:
@@ -72,7 +99,9 @@ def attack_options(cfg: AttackConfig, method: str) -> dict:
     return {**methods.values_for(spec, {name: getattr(cfg, name) for name in OPTIONS}), "seed": cfg.seed}
 
 
-def refusal(names: list[str], targeted: bool, num_classes: int | None = None) -> str | None:
+def refusal(
+    names: list[str], targeted: bool, num_classes: int | None = None, values: dict | None = None
+) -> str | None:
     """Why the attacks ``names`` cannot run (unknown, targeted without the trait, too few classes), or None."""
     table = methods.attacks()
     unknown = [m for m in names if m not in table]
@@ -82,9 +111,11 @@ def refusal(names: list[str], targeted: bool, num_classes: int | None = None) ->
     if untargeted:
         return (f"--targeted: {', '.join(untargeted)} has no targeted mode "
                 f"(targeted: {', '.join(m for m, a in table.items() if a.targeted)})")  # fmt: skip
-    few = [m for m in names if num_classes is not None and num_classes < table[m].min_classes]
+    few = [
+        m for m in names if num_classes is not None and num_classes < methods.min_classes(table[m], values)
+    ]
     if few:
-        need = max(table[m].min_classes for m in few)
+        need = max(methods.min_classes(table[m], values) for m in few)
         return f"{', '.join(few)}: needs at least {need} classes, the dataset has {num_classes}"
     return None
 
@@ -98,7 +129,8 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     model = load_model(cfg.model).to(device).eval()
     test = head(load_id(cfg.dataset, rt.data_dir, rt.download, val_fraction=0).test, cfg.limit)
     check_model_fits(model, test)
-    if reason := refusal(chosen, cfg.target_class is not None, test.num_classes):
+    values = {name: getattr(cfg, name) for name in OPTIONS}
+    if reason := refusal(chosen, cfg.target_class is not None, test.num_classes, values):
         raise DlaError(reason)
     if cfg.target_class is not None and not 0 <= cfg.target_class < test.num_classes:
         raise DlaError(
@@ -197,11 +229,21 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         "fraction",
         title=f"{cfg.method}{' targeted' if targeted else ''} on {cfg.dataset}, model {model_name(cfg)}",
     )
-    summary = {"method": cfg.method, "targeted": targeted, "rows": rows, "clean_accuracy": clean}
+    summary = {
+        "method": cfg.method,
+        "targeted": targeted,
+        "rows": rows,
+        "clean_accuracy": clean,
+        "n": len(test),
+    }
     if several:
         summary["methods"] = chosen
     if "autoattack" in chosen:
-        summary["autoattack"] = {"components": list(AUTOATTACK), "note": AUTOATTACK_NOTE}
+        summary["autoattack"] = {
+            "version": cfg.version,
+            "components": [name for name, _ in methods.attacks()["autoattack"].versions[cfg.version]],
+            "note": autoattack_note(cfg, test.num_classes),
+        }
     if warnings:
         summary["warnings"] = warnings
     run.update_metrics(**summary)

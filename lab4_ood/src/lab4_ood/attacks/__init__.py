@@ -32,20 +32,23 @@ Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so no pa
     square black-box L∞ (Andriushchenko et al.): ``n_queries`` tries of a random square of ±2ε per channel on
            the best image so far (side from ``p_init`` = 0.8, shrinking on a fixed schedule), kept when the margin
            z_y − max_{i≠y} z_i falls; random draws from a generator seeded by ``seed`` (``--seed``)
-    autoattack a subset of AutoAttack, run in sequence, each on the images still classified right:
-           APGD-CE, APGD-DLR, Square (the ``AUTOATTACK`` tuple); the standard version's APGD-T and FAB-T
-           are left out
+    apgd-t, fab, fab-t  APGD-T (targeted DLR loss, one run per likely wrong class) and FAB (minimum-norm, toward
+           the linearised boundary; FAB-T per target)
+    autoattack AutoAttack as the original's ``version`` defines it (``methods.AUTOATTACK_VERSIONS``), each
+           component on the images still classified right: standard APGD-CE → APGD-T → FAB-T → Square; plus adds
+           APGD-DLR and untargeted FAB with 5 restarts; rand is APGD-CE → APGD-DLR with 20 EOT passes per gradient
 
 The iterative attacks follow torchattacks 3.5.1's arithmetic step for step, so that its BIM, MIFGSM, PGDL2
 (random_start=False, or the same seed), APGD (ce, dlr; same seed), DeepFool, Square (same seed) and CW (where
-the logits are positive, see ``cw``) give bit-identical images (``nox -s tests-lab4-peers``). The random attacks
+the logits are positive, see ``cw``) give bit-identical images (``nox -s tests-lab4-peers``); so do APGDT,
+FAB-T and AutoAttack's standard version. The random attacks
 (apgd, square) draw from their own ``torch.Generator`` seeded with ``seed`` on the CPU, not torch's global RNG
 (torchattacks reseeds the global RNG): the same seed gives the same images on any device, and nothing else's
 random stream moves.
 
 Each attack is declared in ``lab4_ood.methods`` (name, options, norm, targeted support, seed, minimum classes) and
 implemented in a module of this package by family: ``gradient`` (fgsm, pgd, bim, mifgsm, pgd-l2), ``apgd``,
-``minimum_norm`` (cw, deepfool), ``square``, ``autoattack``; the shared pieces (``attack``, the ε = 0 preamble,
+``apgd_targeted`` (apgd-t), ``fab`` (fab, fab-t), ``minimum_norm`` (cw, deepfool), ``square``, ``autoattack``; the shared pieces (``attack``, the ε = 0 preamble,
 the input gradient) in ``base``. An attack is ``f(model, x, y, eps, *, <options>)``; ``attack`` passes it exactly
 the options its declaration names.
 """
@@ -53,11 +56,13 @@ the options its declaration names.
 from __future__ import annotations
 
 from lab4_ood.attacks.apgd import apgd, apgd_dlr
+from lab4_ood.attacks.apgd_targeted import apgd_t
 from lab4_ood.attacks.autoattack import AUTOATTACK, autoattack
 from lab4_ood.attacks.base import attack
+from lab4_ood.attacks.fab import fab, fab_t
 from lab4_ood.attacks.gradient import bim, fgsm, mifgsm, pgd, pgd_l2
 from lab4_ood.attacks.minimum_norm import cw, deepfool
 from lab4_ood.attacks.square import square
 
-__all__ = ["AUTOATTACK", "apgd", "apgd_dlr", "attack", "autoattack", "bim", "cw", "deepfool", "fgsm", "mifgsm",
-           "pgd", "pgd_l2", "square"]  # fmt: skip
+__all__ = ["AUTOATTACK", "apgd", "apgd_dlr", "apgd_t", "attack", "autoattack", "bim", "cw", "deepfool", "fab",
+           "fab_t", "fgsm", "mifgsm", "pgd", "pgd_l2", "square"]  # fmt: skip

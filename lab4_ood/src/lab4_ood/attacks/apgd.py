@@ -12,14 +12,21 @@ from lab4_ood.attacks.base import per_image, unmoved_at_zero
 
 
 def _loss_and_grad(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_each: Callable
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_each: Callable, eot_iter: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-image losses, logits (both detached) and ∇ₓ of the summed loss, from one forward and backward pass."""
+    """Per-image losses, logits (both detached) and ∇ₓ of the summed loss, from one forward and backward pass;
+    with ``eot_iter`` > 1 the gradient is the mean over that many passes (expectation over transformation, for
+    a randomised model), the losses and logits those of the last pass."""
     x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        losses = loss_each(logits, y)
-        (grad,) = torch.autograd.grad(losses.sum(), x)
+    total = None
+    for _ in range(eot_iter):
+        with torch.enable_grad():
+            logits = model(x)
+            losses = loss_each(logits, y)
+            (grad,) = torch.autograd.grad(losses.sum(), x)
+        total = grad if total is None else total + grad
+    if eot_iter > 1:
+        grad = total / float(eot_iter)
     return losses.detach(), logits.detach(), grad.detach()
 
 
@@ -58,6 +65,7 @@ def _apgd_run(
     loss_each: Callable,
     rho: float,
     gen: torch.Generator,
+    eot_iter: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD run on images that are all classified right: (still robust per image, the last misclassified
     iterate per image, or the start where none was)."""
@@ -74,7 +82,7 @@ def _apgd_run(
     adv = adv.clamp(0.0, 1.0)
     best, found = adv.clone(), adv.clone()
     history = torch.zeros(steps, n)
-    losses, logits, grad = _loss_and_grad(model, adv, y, loss_each)
+    losses, logits, grad = _loss_and_grad(model, adv, y, loss_each, eot_iter)
     grad_best = grad.clone()
     robust = logits.max(1)[1] == y
     loss_best = losses.clone()
@@ -93,7 +101,7 @@ def _apgd_run(
                 torch.min(torch.max(adv + (z - adv) * a + change * (1 - a), x - eps), x + eps), 0.0, 1.0
             )
             adv = z + 0.0
-        losses, logits, grad = _loss_and_grad(model, adv, y, loss_each)
+        losses, logits, grad = _loss_and_grad(model, adv, y, loss_each, eot_iter)
         right = logits.max(1)[1] == y
         robust = robust & right
         found[~right] = adv[~right]
@@ -115,32 +123,60 @@ def _apgd_run(
 
 
 def _apgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, loss_each: Callable, seed: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    loss_each: Callable,
+    seed: int,
+    restarts: int = 1,
+    eot_iter: int = 1,
 ) -> torch.Tensor:
     x0 = x
     adv = x0.clone()
     with torch.no_grad():
-        todo = (model(x0).max(1)[1] == y).nonzero().flatten()
-    if todo.numel() == 0:
-        return adv
-    gen = torch.Generator().manual_seed(seed)
-    robust, found = _apgd_run(model, x0[todo], y[todo], eps, steps, loss_each, 0.75, gen)
-    adv[todo[~robust]] = found[~robust]
+        robust = model(x0).max(1)[1] == y
+    gen = torch.Generator().manual_seed(seed)  # one stream for all restarts
+    for _ in range(restarts):  # each restart from a new random start, on the images still robust
+        todo = robust.nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        still, found = _apgd_run(model, x0[todo], y[todo], eps, steps, loss_each, 0.75, gen, eot_iter)
+        adv[todo[~still]] = found[~still]
+        robust[todo[~still]] = False
     return adv
 
 
 @unmoved_at_zero
 def apgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10, seed: int = 0
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    seed: int = 0,
+    restarts: int = 1,
+    eot_iter: int = 1,
 ) -> torch.Tensor:
     """APGD-CE in the L∞ ball of radius ``eps``: ``steps`` momentum steps with step-size halving at checkpoints
-    (random start from a generator seeded with ``seed``); images it cannot fool, or misclassified already, stay x."""
-    return _apgd(model, x, y, eps, steps, _ce_each, seed)
+    (random start from a generator seeded with ``seed``), ``restarts`` times on the images still robust, each
+    gradient averaged over ``eot_iter`` passes; images it cannot fool, or misclassified already, stay x."""
+    return _apgd(model, x, y, eps, steps, _ce_each, seed, restarts, eot_iter)
 
 
 @unmoved_at_zero
 def apgd_dlr(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10, seed: int = 0
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    seed: int = 0,
+    restarts: int = 1,
+    eot_iter: int = 1,
 ) -> torch.Tensor:
     """APGD on the difference-of-logits-ratio loss (at least 3 classes), otherwise as ``apgd``."""
-    return _apgd(model, x, y, eps, steps, _dlr_each, seed)
+    return _apgd(model, x, y, eps, steps, _dlr_each, seed, restarts, eot_iter)

@@ -1,4 +1,5 @@
-"""AutoAttack (Croce & Hein 2020): its components in sequence, each on the images still robust."""
+"""AutoAttack (Croce & Hein 2020): the components of its ``--version`` in sequence, each on the images still
+robust. The versions (components, their extra options) are declared in ``lab4_ood.methods.AUTOATTACK_VERSIONS``."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import torch
 import torch.nn as nn
 
 from lab4_ood.attacks.base import attack, unmoved_at_zero
+from lab4_ood.methods import AUTOATTACK_VERSIONS
 
-AUTOATTACK = ("apgd", "apgd-dlr", "square")  # the components of `autoattack`, in the order they run
+AUTOATTACK = tuple(name for name, _ in AUTOATTACK_VERSIONS["standard"])  # the standard version's components
 
 
 @unmoved_at_zero
@@ -17,17 +19,22 @@ def autoattack(
     y: torch.Tensor,
     eps: float,
     *,
-    steps: int = 10,
+    version: str = "standard",
+    steps: int = 100,
     n_queries: int = 5000,
     seed: int = 0,
 ) -> torch.Tensor:
-    """AutoAttack's subset APGD-CE → APGD-DLR → Square (L∞), each on the images the ones before did not fool;
-    APGD-T and FAB-T of the standard version are left out. Each image is the first component's success, or x."""
+    """AutoAttack (L∞) as its ``version`` defines it, each component on the images the ones before did not fool:
+    standard APGD-CE → APGD-T (9 targets) → FAB-T (9 targets) → Square (``n_queries``); plus APGD-CE, APGD-DLR
+    and FAB with 5 restarts → Square → APGD-T → FAB-T; rand APGD-CE → APGD-DLR with 20 EOT passes per gradient.
+    APGD and FAB take ``steps`` steps (the original: 100). Each image is the first component's success, or x."""
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"unknown AutoAttack version {version!r} (choose {', '.join(AUTOATTACK_VERSIONS)})")
     x0 = x
     adv = x0.clone()
     left = torch.arange(len(x0), device=x0.device)
-    for name in AUTOATTACK:
-        options = {"steps": steps, "n_queries": n_queries, "seed": seed}
+    for name, extra in AUTOATTACK_VERSIONS[version]:
+        options = {"steps": steps, "n_queries": n_queries, "seed": seed, **extra}
         found = attack(name, model, x0[left], y[left], eps, **options)
         with torch.no_grad():
             fooled = model(found).max(1)[1] != y[left]

@@ -69,7 +69,8 @@ def attack(
 ) -> torch.Tensor:
     """The attack declared as ``method``, given those of ``targeted`` / ``steps`` / ``options`` (implementation
     keywords: ``seed``, ``c``, ``n_queries`` …) that its declaration names; the others are for other attacks and
-    are left out. Without ``steps`` each attack takes its own default (10; cw and deepfool 50)."""
+    are left out. Without ``steps`` each attack takes its own default (10; cw and deepfool 50; apgd-t, fab,
+    fab-t and autoattack 100: their declared ``defaults``)."""
     table = methods.attacks()
     if method not in table:
         raise ValueError(f"unknown attack {method!r} (choose {', '.join(table)})")
