@@ -63,7 +63,7 @@ PROFILES = {
             "adv-train": 0.1,
             "oe-train": 0.1,
             "ae": 0.1,
-            "detect": 0.25,
+            "detect": 0.45,  # twenty detectors since NCI, NAC, WeiPer and AdaSCALE (grids searched)
             "fgsm": 0.02,
             "pgd": 0.03,
         },
