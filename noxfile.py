@@ -266,6 +266,9 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
     "core": {
         "core/src/dla_core/data/batches.py": (["tests/core/test_data.py"], None),
         "core/src/dla_core/stats.py": (["tests/core/test_stats.py"], None),
+        # the verdicts: claims (✓/✗/～ from an interval) and evidence (arms read from run folders, judged)
+        "core/src/dla_core/claims.py": (["tests/core/test_evidence.py", "tests/core/test_stats.py"], None),
+        "core/src/dla_core/evidence.py": (["tests/core/test_evidence.py"], None),
         "core/src/dla_core/engine.py": (
             [
                 f"tests/core/test_engine.py::{t}"
@@ -326,6 +329,13 @@ MUTATE: dict[str, dict[str, tuple[list[str], list[str] | None]]] = {
             )
             for family in ("base", "gradient")  # the by-value tests of fgsm, pgd, bim, mifgsm, pgd-l2
         },
+        # standard AutoAttack's new stages, by value (targeted DLR, FAB's projection and steps)
+        **{
+            f"lab4_ood/src/lab4_ood/attacks/{family}.py": (["tests/lab4/test_autoattack_standard.py"], None)
+            for family in ("apgd_targeted", "fab")
+        },
+        # NCI, NAC, WeiPer, AdaSCALE: formulas by value (the file's one digits test trains a small model)
+        "lab4_ood/src/lab4_ood/detectors/recent.py": (["tests/lab4/test_recent_detectors.py"], None),
     },
 }
 MUTANTS_DIR = ROOT / ".mutants"  # one staging folder per module; kept out of git and ruff

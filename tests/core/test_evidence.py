@@ -169,3 +169,20 @@ def test_conclusion_counts_match_the_lines(tmp_path):
     counted = {m: int(n) for n, m in re.findall(r"(\d+) ([✓✗～–])", summary.splitlines()[2])}
     assert counted == {m: lines.count(m) for m in set(lines)}
     assert "～ The third is open: inconclusive." in summary
+
+
+def test_seeds_of_unequal_counts_get_welchs_interval_as_scipy_computes_it():
+    """Arms with different seed counts are not paired: the interval is Welch's, equal to scipy's by value."""
+    from scipy.stats import ttest_ind
+
+    a, b = [0.91, 0.88, 0.95, 0.90], [0.80, 0.86, 0.79]
+    found = judge_seeds("A beats B", Claim("better"), a, b, ("A", "B"), "final accuracy")
+    ci = ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    low, high = (float(x) for x in re.search(r"95% CI \[([-+\d.e]+), ([-+\d.e]+)\]", found.evidence).groups())
+    assert (low, high) == pytest.approx((ci.low, ci.high), abs=5e-4)  # 3 significant digits shown
+    assert "4 and 3 seeds, Welch" in found.evidence and found.verdict is Verdict.SUPPORTED
+    # with a margin above the interval's low end the same numbers are inconclusive
+    assert judge_seeds("t", Claim("better", 0.05), a, b, ("A", "B"), "acc").verdict is Verdict.INCONCLUSIVE
+    # one arm of one seed: no interval, so no verdict either way
+    lone = judge_seeds("t", Claim("better"), a, [0.5], ("A", "B"), "acc")
+    assert lone.verdict is Verdict.INCONCLUSIVE and "no interval" in lone.evidence

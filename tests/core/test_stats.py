@@ -90,7 +90,11 @@ def test_estimate_prints_three_significant_digits():
     ]
     # rounding up to 10**digits: a whole number, not 1.00e+03
     assert (significant(999.7), significant(-999.7), significant(999.4)) == ("1,000", "-1,000", "999")
-    assert significant(float("inf")) == "inf" and significant(float("nan")) == "nan"
+    assert (significant(float("inf")), significant(-float("inf")), significant(float("nan"))) == (
+        "inf",
+        "-inf",
+        "nan",
+    )
 
 
 @pytest.mark.parametrize("bad", [[], [[1.0, 2.0]], [1.0, float("nan")], [float("inf"), 1.0]])
