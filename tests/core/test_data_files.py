@@ -48,6 +48,9 @@ def test_svhn_mat_files_give_digit_zero_label_zero_and_nchw_images(tmp_path):
     assert train.images[k, 1, 5, 3] == x_train[5, 3, 1, k]
     zeros, _ = load_dataset("svhn:0", tmp_path)
     assert len(zeros) == 3 and int((y_train == 10).sum()) == 3
+    savemat(tmp_path / "svhn" / "test_32x32.mat", {"images": x_train})
+    with pytest.raises(DlaError, match=r"test_32x32\.mat is not an SVHN \.mat file"):
+        load_dataset("svhn", tmp_path)
 
 
 #### DTD ####
@@ -62,7 +65,7 @@ def _dtd(root: Path) -> dict[str, dict[str, int]]:
         for i in range(6):
             name = f"{c}/{c}_{i:04d}.jpg"
             _png(data / "images" / name, np.full((40 + i, 50, 3), value, np.uint8))
-            splits[("train", "train", "val", "val", "test", "test")[i]][name] = value
+            splits[("train", "train", "val", "test", "test", "test")[i]][name] = value  # 2 / 1 / 3 per class
     (data / "labels").mkdir()
     for split, files in splits.items():
         (data / "labels" / f"{split}1.txt").write_text("".join(f"{f}\n" for f in files))
@@ -75,10 +78,11 @@ def test_dtd_splits_come_from_the_label_files_and_classes_are_sorted(tmp_path):
     assert splits.train.classes == ["banded", "dotted", "zigzagged"]
     value_of = {0: 10, 1: 90, 2: 200}
     for part, name in ((splits.train, "train"), (splits.val, "val"), (splits.test, "test")):
-        assert len(part) == len(files[name]) == 6 and part.shape == (3, 8, 8)
+        assert len(part) == len(files[name]) and part.shape == (3, 8, 8)
         pixel = part.images[:, 0, 4, 4].tolist()
         assert pixel == [value_of[label] for label in part.labels.tolist()]  # label ↔ image, per split
-    assert splits.test.labels.tolist() == [0, 0, 2, 2, 1, 1]  # the label file's order
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 3, 9)
+    assert splits.test.labels.tolist() == [0, 0, 0, 2, 2, 2, 1, 1, 1]  # the label file's order
     dotted, _ = load_dataset("dtd:dotted", tmp_path, size=(8, 8))
     assert dotted.class_map == [1] and int(dotted.images[:, 0].float().mean()) == 90
 
@@ -238,3 +242,22 @@ def test_missing_released_datasets_say_where_and_how(tmp_path):
             load_dataset(spec, tmp_path)
         assert str(tmp_path) in e.value.message
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("spec", ["svhn", "dtd", "places365", "tiny-imagenet"])
+def test_download_without_network_is_one_clear_error(tmp_path, monkeypatch, spec):
+    from urllib.error import URLError
+
+    import torchvision
+    import torchvision.datasets.utils
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    for name in ("SVHN", "DTD", "Places365"):
+        monkeypatch.setattr(torchvision.datasets, name, offline)
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
+    with pytest.raises(DlaError) as e:
+        load_dataset(spec, tmp_path, download=True)
+    assert e.value.message.startswith(f"--download: could not fetch {spec} into {tmp_path}")
+    assert "Temporary failure in name resolution" in e.value.message

@@ -277,6 +277,9 @@ def _dtd(req: Request) -> tuple[ImageSet, ImageSet, ImageSet]:
     import torchvision
 
     def split(name: str, download: bool = False):
+        labels = req.data_dir / "dtd" / "dtd" / "labels" / f"{name}1.txt"
+        if not download and not labels.exists():
+            raise FileNotFoundError(labels)
         try:
             return torchvision.datasets.DTD(str(req.data_dir), split=name, download=download, loader=Path)
         except RuntimeError:
