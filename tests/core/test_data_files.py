@@ -213,6 +213,17 @@ def test_image_folder_images_are_resized_and_centre_cropped_to_the_size_asked(tm
     )  # the crop kept the centre square, not the bands (squashed: 0 at edges)
 
 
+def _truncated(folder: Path) -> None:
+    """PNGs whose header reads but whose pixels stop short (a copy cut off)."""
+    for n in "ab":
+        _png(
+            folder / "cat" / f"{n}.png",
+            np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8),
+        )
+        data = (folder / "cat" / f"{n}.png").read_bytes()
+        (folder / "cat" / f"{n}.png").write_bytes(data[: len(data) // 2])
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -227,6 +238,7 @@ def test_image_folder_images_are_resized_and_centre_cropped_to_the_size_asked(tm
             ],
             r"\.png: not a readable image",
         ),
+        (_truncated, r"\.png: not a readable image \(.*truncated"),
     ],
 )
 def test_image_folder_errors_are_one_clear_line(tmp_path, make, message):

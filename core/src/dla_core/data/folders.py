@@ -36,40 +36,60 @@ Labelled = list[tuple[Path, int]]  # (image file, class index)
 #### Decoding ####
 
 
-def _open(path: Path):
+def _fail(path: Path, e: Exception) -> DlaError:
+    return DlaError(f"{path}: not a readable image ({e})")
+
+
+def _header(path: Path) -> tuple[str, int, int]:
+    """(mode, height, width) from the file's header, without decoding the pixels."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(path)
-        img.load()
+        with Image.open(path) as img:
+            return img.mode, img.height, img.width
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DlaError(f"{path}: not a readable image ({e})") from None
-    return img
+        raise _fail(path, e) from None
+
+
+def _decode(path: Path, h: int, w: int, channels: int) -> np.ndarray:
+    """One image as (h, w, channels) uint8: scaled to cover (h, w) with its aspect kept, then centre-cropped."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if (img.height, img.width) != (h, w):
+                scale = max(h / img.height, w / img.width)
+                rh, rw = max(h, round(img.height * scale)), max(w, round(img.width * scale))
+                img = img.resize((rw, rh), Image.BILINEAR)
+                top, left = (rh - h) // 2, (rw - w) // 2
+                img = img.crop((left, top, left + w, top + h))
+            return np.asarray(img).reshape(h, w, channels)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise _fail(path, e) from None
 
 
 def read_images(
     files: Sequence[Path], size: tuple[int, int] | None, channels: int | None = None
 ) -> torch.Tensor:
     """Decode ``files`` → uint8 (N, C, H, W). ``size`` None: the first image's size. ``channels`` None: 1 when
-    every image is grey, else 3."""
-    from PIL import Image
+    every image is grey, else 3. One image is decoded at a time per thread (PIL lets go of the GIL while it
+    decodes and resizes), so memory holds the result and a few full-size images, never all of them."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    images = [_open(f) for f in files]
-    if not images:
+    headers = [_header(f) for f in files]
+    if not headers:
         return torch.zeros((0, channels or 3, *(size or (1, 1))), dtype=torch.uint8)
     if channels is None:
-        channels = 1 if all(i.mode in GREY_MODES for i in images) else 3
-    h, w = size if size is not None else (images[0].height, images[0].width)
-    out = np.empty((len(images), h, w, channels), dtype=np.uint8)
-    for k, img in enumerate(images):
-        img = img.convert("L" if channels == 1 else "RGB")
-        if (img.height, img.width) != (h, w):
-            scale = max(h / img.height, w / img.width)  # cover (h, w), aspect kept, then centre-crop
-            rh, rw = max(h, round(img.height * scale)), max(w, round(img.width * scale))
-            img = img.resize((rw, rh), Image.BILINEAR, reducing_gap=None)
-            top, left = (rh - h) // 2, (rw - w) // 2
-            img = img.crop((left, top, left + w, top + h))
-        out[k] = np.asarray(img).reshape(h, w, channels)
+        channels = 1 if all(mode in GREY_MODES for mode, _, _ in headers) else 3
+    h, w = size if size is not None else headers[0][1:]
+    out = np.empty((len(files), h, w, channels), dtype=np.uint8)
+
+    def fill(k: int) -> None:
+        out[k] = _decode(files[k], h, w, channels)
+
+    with ThreadPoolExecutor(max_workers=min(8, torch.get_num_threads(), len(files)) or 1) as pool:
+        list(pool.map(fill, range(len(files))))  # list(): re-raises the first error, in file order
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
