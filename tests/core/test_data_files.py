@@ -83,6 +83,9 @@ def test_dtd_splits_come_from_the_label_files_and_classes_are_sorted(tmp_path):
         assert pixel == [value_of[label] for label in part.labels.tolist()]  # label ↔ image, per split
     assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 3, 9)
     assert splits.test.labels.tolist() == [0, 0, 0, 2, 2, 2, 1, 1, 1]  # the label file's order
+    labels = tmp_path / "dtd" / "dtd" / "labels" / "val1.txt"
+    labels.write_text("".join(f for f in labels.read_text().splitlines(True) if not f.startswith("banded")))
+    assert load_splits("dtd", tmp_path, size=(8, 8)).val.labels.tolist() == [2, 1]  # not re-indexed 0, 1
     dotted, _ = load_dataset("dtd:dotted", tmp_path, size=(8, 8))
     assert dotted.class_map == [1] and int(dotted.images[:, 0].float().mean()) == 90
 

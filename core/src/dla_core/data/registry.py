@@ -267,7 +267,15 @@ def _svhn(req: Request) -> tuple[ImageSet, ImageSet]:
     return tuple(ImageSet(x, y, classes, "svhn") for x, y in parts)  # type: ignore[return-value]
 
 
-def _files(items: folders.Labelled, classes: list[str], spec: str, req: Request, size, **source) -> ImageSet:
+def _files(
+    items: folders.Labelled,
+    classes: list[str],
+    spec: str,
+    req: Request,
+    size: tuple[int, int] | None,
+    **source: Any,
+) -> ImageSet:
+    """An ImageSet of labelled files, decoded at the requested size (else ``size``; None: the first image's)."""
     images, labels = folders.labelled_tensors(items, req.size or size)
     return ImageSet(images, labels, classes, spec, source=source)
 
@@ -287,10 +295,11 @@ def _dtd(req: Request) -> tuple[ImageSet, ImageSet, ImageSet]:
 
     sets = _read("dtd", req.data_dir, req.download, lambda root: split("train", True),
                  lambda: [split(name) for name in ("train", "val", "test")])  # fmt: skip
+    classes = sorted({c for ds in sets for c in ds.classes})  # each split's own list could miss a class
     out = []
     for ds in sets:
-        items = [ds[i] for i in range(len(ds))]  # (path, label): the loader above keeps paths
-        out.append(_files(items, list(ds.classes), "dtd", req, DEFAULT_SIZE, partition=1))
+        items = [(path, classes.index(ds.classes[y])) for path, y in (ds[i] for i in range(len(ds)))]
+        out.append(_files(items, classes, "dtd", req, DEFAULT_SIZE, partition=1))  # the loader keeps paths
     return tuple(out)  # type: ignore[return-value]
 
 
