@@ -91,6 +91,7 @@ def model_config_for(data: Any, family: str, **arch: Any) -> ModelConfig:
         "dataset": data.spec,
         "classes": list(data.classes),
         "class_map": list(data.class_map),
+        **({"data_source": dict(data.source)} if getattr(data, "source", None) else {}),  # folders: how split
         **arch.pop("extra", {}),
     }
     return ModelConfig(family, data.shape, data.num_classes, mean=mean, std=std, extra=extra, **arch)

@@ -36,7 +36,8 @@ DATASET = click.option(
     "--dataset",
     default="digits",
     show_default=True,
-    help="Dataset spec: digits (offline), mnist, cifar10, cifar100, with classes as in cifar100:people.",
+    help="Dataset spec: digits (offline), mnist, cifar10, cifar100, svhn, dtd, places365, tiny-imagenet, "
+    "imagefolder:PATH (your own images), with classes as in cifar100:people.",
 )
 AUGMENT = click.option(
     "--augment/--no-augment",

@@ -51,7 +51,7 @@ def load_ood(
     if name == "fake":
         train, test = _fake(tuple(shape), n_fake)
     else:
-        train, test = load_dataset(spec, data_dir, download)
+        train, test = load_dataset(spec, data_dir, download, size=tuple(shape[1:]))  # files: decoded to size
     return train.adapt(shape), test.adapt(shape)
 
 

@@ -15,6 +15,7 @@ from dla_core.data.registry import (
     Splits,
     fake_data,
     load_dataset,
+    load_parts,
     load_splits,
     parse_spec,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "epoch_generator",
     "fake_data",
     "load_dataset",
+    "load_parts",
     "load_splits",
     "parse_spec",
     "random_crop",

@@ -220,3 +220,28 @@ def write_cifar100(
             {b"data": _rows(x), b"fine_labels": fine.tolist(), b"coarse_labels": coarse.tolist()},
         )
     _dump(folder / "meta", {b"fine_label_names": fine_names, b"coarse_label_names": coarse_names})
+
+
+#### SVHN .mat (cropped digits) ####
+
+SVHN_DIR = "svhn"
+SVHN_FILES = {True: "train_32x32.mat", False: "test_32x32.mat"}
+
+
+def read_svhn(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """→ images uint8 (N, 3, 32, 32), labels int64 (N,). The files hold X as (32, 32, 3, N) and y as (N, 1)
+    with digit 0 stored as label 10 (it becomes 0 here, as in torchvision)."""
+    from scipy.io import loadmat
+
+    path = root / SVHN_DIR / SVHN_FILES[train]
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        mat = loadmat(path)
+        x, y = np.asarray(mat["X"], dtype=np.uint8), np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        raise DlaError(f"{path} is not an SVHN .mat file ({e})") from None
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+        raise DlaError(f"{path}: expected X of (32, 32, 3, N) and N labels, got {x.shape} and {len(y)}")
+    y = np.where(y == 10, 0, y)
+    return torch.from_numpy(x.transpose(3, 2, 0, 1).copy()), torch.from_numpy(y)

@@ -2,7 +2,9 @@
 
 A spec is ``NAME[:SELECTION]``:
 
-    mnist, cifar10, cifar100, digits, fake      whole datasets
+    mnist, cifar10, cifar100, digits, fake      whole datasets (also svhn, dtd, places365, tiny-imagenet)
+    imagefolder:PATH                            your own images, one subfolder per class (``folders.py``)
+    imagefolder:PATH:cat,dog                    … two of its classes
     digits:0-4                                  classes 0..4 (re-indexed 0..4)
     cifar100:0,5,9                              classes by index
     cifar10:cat,dog                             classes by name
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dla_core.data import formats
+from dla_core.data import folders, formats
 from dla_core.errors import DlaError
 from dla_core.runs import wait_for_main
 
@@ -41,6 +43,7 @@ class ImageSet:
     spec: str
     class_map: list[int] = field(default_factory=list)  # new label i = original class class_map[i]
     groups: dict[str, list[int]] = field(default_factory=dict)  # superclass name → class indices
+    source: dict[str, Any] = field(default_factory=dict)  # where files were read and how split (folders)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -87,9 +90,20 @@ class Splits:
     test: ImageSet
 
 
-#### Loaders of whole datasets: (data_dir, download) → (train, test) ####
+@dataclass(frozen=True)
+class Request:
+    """What a loader is asked for: the data folder, whether it may download, the PATH of ``imagefolder:PATH``,
+    and the (H, W) that images of varying size are resized/cropped to (the model's input; None: a default)."""
 
-Loader = Callable[[Path, bool], tuple[ImageSet, ImageSet]]
+    data_dir: Path
+    download: bool = False
+    path: Path | None = None
+    size: tuple[int, int] | None = None
+
+
+#### Loaders of whole datasets: Request → (train, test) or (train, val, test) ####
+
+Loader = Callable[[Request], tuple[ImageSet, ...]]
 HOW_TO_GET = "pass --download to fetch it (needs network), or copy the official files there"
 
 
@@ -132,7 +146,9 @@ def _read(name: str, data_dir: Path, download: bool, fetch: Callable[[str], obje
         raise _missing(name, data_dir, e) from None
 
 
-def _mnist(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+def _mnist(req: Request) -> tuple[ImageSet, ImageSet]:
+    data_dir, download = req.data_dir, req.download
+
     def fetch(root: str) -> None:
         import torchvision
 
@@ -146,7 +162,9 @@ def _mnist(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     return tuple(ImageSet(x, y, classes, "mnist") for x, y in parts)  # type: ignore[return-value]
 
 
-def _cifar10(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+def _cifar10(req: Request) -> tuple[ImageSet, ImageSet]:
+    data_dir, download = req.data_dir, req.download
+
     def fetch(root: str) -> None:
         import torchvision
 
@@ -162,7 +180,9 @@ def _cifar10(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     return tuple(ImageSet(x, y, c, "cifar10") for x, y, c in parts)  # type: ignore[return-value]
 
 
-def _cifar100(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+def _cifar100(req: Request) -> tuple[ImageSet, ImageSet]:
+    data_dir, download = req.data_dir, req.download
+
     def fetch(root: str) -> None:
         import torchvision
 
@@ -186,7 +206,7 @@ def _cifar100(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     )
 
 
-def _digits(data_dir: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+def _digits(req: Request) -> tuple[ImageSet, ImageSet]:
     """scikit-learn's bundled 8×8 digits (1,797 images, 0..16 grey levels): a fixed stratified 80/20 split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -229,12 +249,118 @@ def fake_data(
     return out[0], out[1]
 
 
-DATASETS: dict[str, Loader] = {
-    "mnist": _mnist,
-    "cifar10": _cifar10,
-    "cifar100": _cifar100,
-    "digits": _digits,
-    "fake": lambda data_dir, download: fake_data(),
+def _svhn(req: Request) -> tuple[ImageSet, ImageSet]:
+    def fetch(root: str) -> None:
+        import torchvision
+
+        for split in ("train", "test"):
+            torchvision.datasets.SVHN(str(Path(root) / formats.SVHN_DIR), split=split, download=True)
+
+    parts = _read(
+        "svhn",
+        req.data_dir,
+        req.download,
+        fetch,
+        lambda: [formats.read_svhn(req.data_dir, t) for t in (True, False)],
+    )
+    classes = [str(i) for i in range(10)]
+    return tuple(ImageSet(x, y, classes, "svhn") for x, y in parts)  # type: ignore[return-value]
+
+
+def _files(
+    items: folders.Labelled,
+    classes: list[str],
+    spec: str,
+    req: Request,
+    size: tuple[int, int] | None,
+    **source: Any,
+) -> ImageSet:
+    """An ImageSet of labelled files, decoded at the requested size (else ``size``; None: the first image's)."""
+    images, labels = folders.labelled_tensors(items, req.size or size)
+    return ImageSet(images, labels, classes, spec, source=source)
+
+
+def _dtd(req: Request) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """Textures through torchvision's DTD (its folders and labels/{train,val,test}1.txt), partition 1."""
+    import torchvision
+
+    def split(name: str, download: bool = False):
+        labels = req.data_dir / "dtd" / "dtd" / "labels" / f"{name}1.txt"
+        if not download and not labels.exists():
+            raise FileNotFoundError(labels)
+        try:
+            return torchvision.datasets.DTD(str(req.data_dir), split=name, download=download, loader=Path)
+        except RuntimeError:
+            raise FileNotFoundError(req.data_dir / "dtd" / "dtd") from None
+
+    sets = _read("dtd", req.data_dir, req.download, lambda root: split("train", True),
+                 lambda: [split(name) for name in ("train", "val", "test")])  # fmt: skip
+    classes = sorted({c for ds in sets for c in ds.classes})  # each split's own list could miss a class
+    out = []
+    for ds in sets:
+        items = [(path, classes.index(ds.classes[y])) for path, y in (ds[i] for i in range(len(ds)))]
+        out.append(_files(items, classes, "dtd", req, DEFAULT_SIZE, partition=1))  # the loader keeps paths
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _places365(req: Request) -> tuple[ImageSet, ImageSet]:
+    """The 256 px validation set (36,500 images), split with the seeded per-class split (no test labels)."""
+
+    def fetch(root: str) -> None:
+        import torchvision
+
+        torchvision.datasets.Places365(
+            str(Path(root) / folders.PLACES_DIR), split="val", small=True, download=True
+        )
+
+    classes, items = _read("places365", req.data_dir, req.download, fetch,
+                           lambda: folders.scan_places365_val(req.data_dir))  # fmt: skip
+    train, test = folders.seeded_split(items)
+    how = {"split": "seeded", "split_seed": folders.SPLIT_SEED, "test_fraction": folders.TEST_FRACTION}
+    return tuple(_files(part, classes, "places365", req, DEFAULT_SIZE, **how) for part in (train, test))  # type: ignore[return-value]
+
+
+def _tiny_imagenet(req: Request) -> tuple[ImageSet, ImageSet]:
+    """Tiny ImageNet's released folders; its labelled val set is the test set (test/ has no labels)."""
+
+    def fetch(root: str) -> None:
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(TINY_IMAGENET_URL, root)
+
+    classes, parts = _read("tiny-imagenet", req.data_dir, req.download, fetch,
+                           lambda: folders.scan_tiny_imagenet(req.data_dir))  # fmt: skip
+    return tuple(_files(parts[s], classes, "tiny-imagenet", req, (64, 64)) for s in ("train", "test"))  # type: ignore[return-value]
+
+
+def _image_folder(req: Request) -> tuple[ImageSet, ...]:
+    assert req.path is not None
+    classes, parts, source = folders.scan_image_folder(req.path)
+    return tuple(_files(parts[s], classes, "imagefolder", req, None, **source) for s in parts)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A registry entry: its loader and whether its spec names a folder (``NAME:PATH[:SELECTION]``)."""
+
+    load: Loader
+    takes_path: bool = False
+
+
+DEFAULT_SIZE = (64, 64)  # images of varying size when no model gives one (DTD, Places365)
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+
+DATASETS: dict[str, Dataset] = {
+    "mnist": Dataset(_mnist),
+    "cifar10": Dataset(_cifar10),
+    "cifar100": Dataset(_cifar100),
+    "digits": Dataset(_digits),
+    "fake": Dataset(lambda req: fake_data()),
+    "svhn": Dataset(_svhn),
+    "dtd": Dataset(_dtd),
+    "places365": Dataset(_places365),
+    "tiny-imagenet": Dataset(_tiny_imagenet),
+    "imagefolder": Dataset(_image_folder, takes_path=True),
 }
 
 
@@ -294,16 +420,30 @@ def select(data: ImageSet, class_ids: list[int], spec: str) -> ImageSet:
     )
 
 
-def load_dataset(
-    spec: str, data_dir: Path | str = "data", download: bool = False
-) -> tuple[ImageSet, ImageSet]:
-    """(train, test) ImageSets for a spec, class subset applied and re-indexed."""
+def split_path(rest: str | None, spec: str) -> tuple[Path, str | None]:
+    """'PATH' or 'PATH:SELECTION' (an existing folder whose name holds ':' is taken whole)."""
+    if not rest:
+        raise DlaError(f"{spec}: give the folder, as in imagefolder:PATH or imagefolder:PATH:0-4")
+    if Path(rest).expanduser().is_dir() or ":" not in rest:
+        return Path(rest).expanduser(), None
+    path, _, selection = rest.rpartition(":")
+    return Path(path).expanduser(), (selection or None)
+
+
+def load_parts(
+    spec: str, data_dir: Path | str = "data", download: bool = False, size: tuple[int, int] | None = None
+) -> tuple[ImageSet, ...]:
+    """(train, test) or (train, val, test) for a spec, class subset applied and re-indexed; ``size``: the (H, W)
+    that images of varying size are resized/cropped to (fixed-size datasets keep theirs: see ``ImageSet.adapt``)."""
     name, selection = parse_spec(spec)
-    data_dir = Path(data_dir)
-    train, test = DATASETS[name](data_dir, download)
+    path = None
+    if DATASETS[name].takes_path:
+        path, selection = split_path(selection, spec)
+    parts = DATASETS[name].load(Request(Path(data_dir), download, path, size))
+    train = parts[0]
     if selection is None:
         ids = list(range(len(train.classes)))
-        return (replace(train, spec=spec, class_map=ids), replace(test, spec=spec, class_map=ids))
+        return tuple(replace(p, spec=spec, class_map=ids) for p in parts)
     groups = {k.lower(): v for k, v in train.groups.items()}
     ids = resolve_classes(selection, train.classes, groups, spec)
     if len(ids) == 1:
@@ -312,7 +452,15 @@ def load_dataset(
             "undefined; select at least two classes for a meaningful evaluation",
             spec,
         )
-    return select(train, ids, spec), select(test, ids, spec)
+    return tuple(select(p, ids, spec) for p in parts)
+
+
+def load_dataset(
+    spec: str, data_dir: Path | str = "data", download: bool = False, size: tuple[int, int] | None = None
+) -> tuple[ImageSet, ImageSet]:
+    """(train, test) ImageSets for a spec, class subset applied and re-indexed."""
+    parts = load_parts(spec, data_dir, download, size)
+    return parts[0], parts[-1]
 
 
 def load_splits(
@@ -321,12 +469,19 @@ def load_splits(
     download: bool = False,
     val_fraction: float = 0.1,
     split_seed: int = 0,
+    size: tuple[int, int] | None = None,
 ) -> Splits:
-    """Train / validation / test; the validation set is a fixed random slice of the training split
-    (independent of the training seed, so runs with different seeds are judged on the same images)."""
-    train, test = load_dataset(spec, data_dir, download)
+    """Train / validation / test; the validation set is the dataset's own (DTD, an image folder with val/ and
+    test/) or else a fixed random slice of the training split (independent of the training seed, so runs with
+    different seeds are judged on the same images)."""
     if not 0 <= val_fraction < 1:
         raise DlaError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    parts = load_parts(spec, data_dir, download, size)
+    train, test = parts[0], parts[-1]
+    if val_fraction == 0:
+        return Splits(train, None, test)
+    if len(parts) == 3:
+        return Splits(train, parts[1], test)
     n_val = round(len(train) * val_fraction)
     if n_val == 0:
         return Splits(train, None, test)
