@@ -187,6 +187,11 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
     run = RunDir.create(rt.out, cfg, command="lab4 detect", resumable=False)
     one = lambda: model(id_test.images[:1].to(device).float() / 255)  # noqa: E731  (one example, for the estimate)
     run.update_metrics(threads=use_threads(rt.threads, model, cfg.batch_size, one, training=False).record())
+    stored = {
+        k: d.source["storage"] for k, d in {cfg.id: id_test, **ood_test}.items() if "storage" in d.source
+    }
+    if stored:  # image files: decoded in memory or streamed (dla_core.data.streamed)
+        run.update_metrics(data_storage=stored)
     tested = evaluate(model, ImageBatches(id_test, cfg.batch_size), accelerator=acc, per_example=True)
     write_outcomes(run.path, tested["correct"])
     summary: dict = {"id_accuracy": tested["accuracy"], outcomes.SETS: [cfg.id, *ood_test]}

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from dla_core.data.registry import ImageSet
+from dla_core.data.streamed import ImageFiles, prefetched
 
 
 class Batches(Protocol):
@@ -105,7 +106,8 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 class ImageBatches:
-    """(images float in [0, 1], labels) batches of an ImageSet, served from memory.
+    """(images float in [0, 1], labels) batches of an ImageSet, served from memory, or decoded from its files
+    batch by batch when it is streamed (the same batches: ``streamed.py``).
 
     Training (``shuffle=True``) drops a last partial batch so every process steps on equal shares;
     evaluation keeps every image.
@@ -149,14 +151,31 @@ class ImageBatches:
         if device is not None:
             self.to(device)
         images, labels = self._images, self._labels
-        n, g = len(labels), self.batch_size * world
+        n = len(labels)
         gen = epoch_generator(self.seed, epoch)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         params = self.augment.draw(n, gen) if self.augment else None
+        if isinstance(images, ImageFiles):  # decoded batch by batch, a few batches ahead, then moved
+            for idx, x in prefetched(images, self._plan(order, rank, world, start)):
+                x, y = x.to(labels.device), labels[idx.to(labels.device)]
+                if params is not None:
+                    x = self.augment.apply(x, params[idx].to(x.device))  # type: ignore[union-attr]
+                yield x.float().div_(255), y
+            return
         # drawn on the CPU (the same numbers on every device), then moved once per epoch: on a GPU a per-batch copy
         # of the indices would wait for the device every step
         order = order.to(images.device)
         params = params.to(images.device) if params is not None else None
+        for idx in self._plan(order, rank, world, start):
+            x = images[idx]
+            if params is not None:
+                x = self.augment.apply(x, params[idx])  # type: ignore[union-attr]
+            yield x.float().div_(255), labels[idx]
+
+    def _plan(self, order: torch.Tensor, rank: int, world: int, start: int) -> Iterator[torch.Tensor]:
+        """The indices of this process's share of each global batch from ``start`` on: global batch i is
+        ``order[i*G:(i+1)*G]`` and process ``rank`` takes its ``rank``-th contiguous slice."""
+        n, g = len(order), self.batch_size * world
         n_batches = self.num_batches(world)
         if self.drop_last and n < g:  # a dataset smaller than one global batch: one batch of everything
             g = n
@@ -165,8 +184,4 @@ class ImageBatches:
             mine = shard(chunk.stop - chunk.start, rank, world)
             if mine.stop == mine.start:
                 continue
-            idx = order[chunk][mine]
-            x = images[idx]
-            if params is not None:
-                x = self.augment.apply(x, params[idx])  # type: ignore[union-attr]
-            yield x.float().div_(255), labels[idx]
+            yield order[chunk][mine]

@@ -24,20 +24,25 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dla_core.data import folders, formats
+from dla_core.data.streamed import STATS_CHUNK, ImageFiles, blocks, channel_stats, convert, image_store
 from dla_core.errors import DlaError
 from dla_core.runs import wait_for_main
 
 log = logging.getLogger(__name__)
 
 
+def _take(images: torch.Tensor | ImageFiles, index: torch.Tensor) -> torch.Tensor | ImageFiles:
+    return images.take(index) if isinstance(images, ImageFiles) else images[index]
+
+
 @dataclass(frozen=True, eq=False)
 class ImageSet:
-    """Images as uint8 (N, C, H, W) and labels as int64 (N,), held in memory."""
+    """Images as uint8 (N, C, H, W) and labels as int64 (N,), held in memory — or, for image files beyond the
+    memory budget, ``ImageFiles`` decoded batch by batch (``streamed.py``)."""
 
-    images: torch.Tensor
+    images: torch.Tensor | ImageFiles
     labels: torch.Tensor
     classes: list[str]
     spec: str
@@ -58,29 +63,26 @@ class ImageSet:
         return len(self.classes)
 
     def subset(self, index: torch.Tensor) -> ImageSet:
-        return replace(self, images=self.images[index], labels=self.labels[index])
+        return replace(self, images=_take(self.images, index), labels=self.labels[index])
 
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1] units (for the model's Normalize layer)."""
-        x = self.images.float().div_(255).transpose(0, 1).reshape(self.images.shape[1], -1)
-        std = x.std(dim=1).clamp_min(1e-3)
-        return tuple(round(v, 6) for v in x.mean(dim=1).tolist()), tuple(round(v, 6) for v in std.tolist())
+        if isinstance(self.images, ImageFiles):
+            return channel_stats(blocks(self.images))
+        # summed block by block in float64, as a streamed set is: the same numbers either way, and no float
+        # copy of the whole set
+        n = len(self.images)
+        return channel_stats(self.images[i : i + STATS_CHUNK] for i in range(0, n, STATS_CHUNK))
 
     def adapt(self, shape: tuple[int, int, int]) -> ImageSet:
-        """Convert to another (C, H, W): grey ↔ RGB and bilinear resize (e.g. MNIST as OOD for a CIFAR model)."""
+        """Convert to another (C, H, W): grey ↔ RGB and bilinear resize (e.g. MNIST as OOD for a CIFAR model);
+        streamed images are converted batch by batch as they are decoded."""
         if self.shape == tuple(shape):
             return self
-        c, h, w = shape
-        x = self.images.float()
-        if x.shape[1] == 3 and c == 1:
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        elif x.shape[1] == 1 and c == 3:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] != c:
-            raise DlaError(f"cannot convert {self.spec} images with {x.shape[1]} channels to {c}")
-        if x.shape[2:] != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        return replace(self, images=x.round().clamp_(0, 255).to(torch.uint8))
+        if isinstance(self.images, ImageFiles):
+            convert(self.images[:1], shape, self.spec)  # refuse an impossible conversion now, not mid-epoch
+            return replace(self, images=self.images.adapted(shape))
+        return replace(self, images=convert(self.images, shape, self.spec))
 
 
 @dataclass(frozen=True)
@@ -276,8 +278,9 @@ def _files(
     **source: Any,
 ) -> ImageSet:
     """An ImageSet of labelled files, decoded at the requested size (else ``size``; None: the first image's)."""
-    images, labels = folders.labelled_tensors(items, req.size or size)
-    return ImageSet(images, labels, classes, spec, source=source)
+    images, storage = image_store([p for p, _ in items], req.size or size)
+    labels = torch.tensor([c for _, c in items], dtype=torch.int64)
+    return ImageSet(images, labels, classes, spec, source={**source, **storage})
 
 
 def _dtd(req: Request) -> tuple[ImageSet, ImageSet, ImageSet]:
@@ -411,7 +414,7 @@ def select(data: ImageSet, class_ids: list[int], spec: str) -> ImageSet:
     keep = new >= 0
     return replace(
         data,
-        images=data.images[keep],
+        images=_take(data.images, keep),
         labels=new[keep],
         classes=[data.classes[i] for i in class_ids],
         spec=spec,
