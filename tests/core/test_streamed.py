@@ -74,7 +74,12 @@ def test_streamed_subsets_and_conversions_equal_in_memory_ones(tmp_path, monkeyp
     lazy, _ = _load(spec, "always", monkeypatch)
     assert isinstance(lazy.images, streamed.ImageFiles) and lazy.labels.tolist() == mem.labels.tolist()
     index = torch.tensor([9, 2, 30, 4])
-    for a, b in ((mem.subset(index), lazy.subset(index)), (mem.adapt((1, 8, 6)), lazy.adapt((1, 8, 6)))):
+    pairs = (
+        (mem.subset(index), lazy.subset(index)),
+        (mem.adapt((1, 8, 6)), lazy.adapt((1, 8, 6))),
+        (mem.adapt((1, 8, 6)).adapt((3, 5, 5)), lazy.adapt((1, 8, 6)).adapt((3, 5, 5))),  # chained
+    )
+    for a, b in pairs:
         assert isinstance(b.images, streamed.ImageFiles) and b.shape == a.shape
         assert _same(_batches(a, 0, batch_size=6), _batches(b, 0, batch_size=6))
     assert torch.equal(lazy.images[:3], mem.images[:3]) and torch.equal(lazy.images[5], mem.images[5])

@@ -70,14 +70,16 @@ class ImageFiles:
     files: tuple[Path, ...]
     size: tuple[int, int]  # (H, W) each file is decoded to
     channels: int  # 1 or 3, as decoded
-    target: tuple[int, int, int] | None = None  # (C, H, W) after the conversion of ``ImageSet.adapt``
+    targets: tuple[tuple[int, int, int], ...] = ()  # the (C, H, W) of each ``ImageSet.adapt``, in order
 
     def __len__(self) -> int:
         return len(self.files)
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((len(self.files), *(self.target or (self.channels, *self.size))))
+        return torch.Size(
+            (len(self.files), *(self.targets[-1] if self.targets else (self.channels, *self.size)))
+        )
 
     @property
     def nbytes(self) -> int:
@@ -101,7 +103,7 @@ class ImageFiles:
         return replace(self, files=tuple(self.files[i] for i in index.tolist()))
 
     def adapted(self, shape: tuple[int, int, int]) -> ImageFiles:
-        return replace(self, target=tuple(shape))  # type: ignore[arg-type]
+        return replace(self, targets=(*self.targets, tuple(shape)))  # type: ignore[arg-type]
 
     def __getitem__(self, index: Any) -> torch.Tensor:
         """Decode the images at ``index`` now: uint8 (n, C, H, W), or (C, H, W) for an int."""
@@ -132,7 +134,9 @@ class ImageFiles:
         for job in jobs:
             job.result()  # in file order: the first unreadable file is the one reported
         x = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-        return convert(x, self.target) if self.target is not None else x
+        for shape in self.targets:
+            x = convert(x, shape)
+        return x
 
 
 def convert(images: torch.Tensor, shape: tuple[int, int, int], spec: str = "") -> torch.Tensor:
