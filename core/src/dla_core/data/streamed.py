@@ -34,7 +34,7 @@ from dla_core.errors import DlaError
 
 DEFAULT_BUDGET = 4 << 30
 PREFETCH = 2  # batches decoded ahead of the one in use
-WORKERS = 4  # decoding threads (PIL lets go of the GIL while it decodes and resizes)
+WORKERS = 4  # decoding threads at most (PIL lets go of the GIL while it decodes and resizes)
 STATS_CHUNK = 1024  # images per block when channel statistics are summed
 
 
@@ -181,9 +181,11 @@ def image_store(
 
 
 def prefetched(
-    images: ImageFiles, plan: Iterable[torch.Tensor], depth: int = PREFETCH, workers: int = WORKERS
+    images: ImageFiles, plan: Iterable[torch.Tensor], depth: int = PREFETCH, workers: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(index, decoded uint8 images) for each index tensor of ``plan``, decoded ``depth`` batches ahead."""
+    """(index, decoded uint8 images) for each index tensor of ``plan``, decoded ``depth`` batches ahead on
+    ``workers`` threads (default: WORKERS, at most torch's thread count, as the in-memory decode uses)."""
+    workers = workers or max(1, min(WORKERS, torch.get_num_threads()))
     plan = iter(plan)
     queue: deque = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
