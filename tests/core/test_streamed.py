@@ -82,7 +82,8 @@ def test_streamed_subsets_and_conversions_equal_in_memory_ones(tmp_path, monkeyp
     for a, b in pairs:
         assert isinstance(b.images, streamed.ImageFiles) and b.shape == a.shape
         assert _same(_batches(a, 0, batch_size=6), _batches(b, 0, batch_size=6))
-    assert torch.equal(lazy.images[:3], mem.images[:3]) and torch.equal(lazy.images[5], mem.images[5])
+    for k in (5, torch.tensor(5), slice(1, 9, 3), torch.tensor([7, 0]), mem.labels == 1, [4, 2]):
+        assert torch.equal(lazy.images[k], mem.images[k]), k  # decoded on demand, as a tensor indexes
 
 
 def test_streaming_holds_a_few_batches_not_the_dataset(tmp_path, monkeypatch):

@@ -106,19 +106,16 @@ class ImageFiles:
         return replace(self, targets=(*self.targets, tuple(shape)))  # type: ignore[arg-type]
 
     def __getitem__(self, index: Any) -> torch.Tensor:
-        """Decode the images at ``index`` now: uint8 (n, C, H, W), or (C, H, W) for an int."""
-        if isinstance(index, int):
-            return self.decode([index])[0]
-        return self.decode(range(len(self.files))[index] if isinstance(index, slice) else index)
+        """Decode the images at ``index`` now: uint8 (n, C, H, W), or (C, H, W) for a single index."""
+        if isinstance(index, int) or (torch.is_tensor(index) and index.ndim == 0):
+            return self.take(torch.tensor([int(index)])).decode()[0]
+        return self.take(index).decode()
 
-    def decode(
-        self, index: Iterable[int] | torch.Tensor, pool: ThreadPoolExecutor | None = None
-    ) -> torch.Tensor:
-        idx = torch.as_tensor(index).tolist() if not isinstance(index, range) else list(index)
-        if pool is not None:
-            return self.finish(*self.submit(idx, pool))
-        with ThreadPoolExecutor(max_workers=max(1, min(WORKERS, len(idx)))) as own:
-            return self.finish(*self.submit(idx, own))
+    def decode(self) -> torch.Tensor:
+        """All of these images, decoded on a few threads."""
+        workers = max(1, min(WORKERS, torch.get_num_threads(), len(self.files)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return self.finish(*self.submit(range(len(self.files)), pool))
 
     def submit(self, idx: Sequence[int], pool: ThreadPoolExecutor) -> tuple[np.ndarray, list[Future]]:
         """Start decoding the files at ``idx`` into one (n, H, W, C) buffer; ``finish`` waits for them."""
