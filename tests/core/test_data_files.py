@@ -187,7 +187,8 @@ def test_image_folder_of_digits_pngs_seeded_split_recorded(tmp_path):
     _, again_test = load_dataset(f"imagefolder:{tmp_path / 'pngs'}")
     assert torch.equal(again_test.images, test.images)  # seeded: the same split every run
     assert test.source == {"root": str((tmp_path / "pngs").resolve()), "split": "seeded", "split_seed": 0,
-                           "test_fraction": 0.2}  # fmt: skip
+                           "test_fraction": 0.2, "storage": "memory", "bytes": test.images.numel(),
+                           "budget": 4 << 30, "forced": False}  # fmt: skip
     from dla_core.models import model_config_for
 
     assert model_config_for(train, "mlp").extra["data_source"]["split_seed"] == 0  # saved with the model
