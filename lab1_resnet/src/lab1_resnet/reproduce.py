@@ -16,7 +16,7 @@ from typing import Any
 
 from dla_core.report import Section, Table, fmt, plus_minus
 from dla_core.reproduce import Recipe, Step, read_run_file
-from lab1_resnet import findings
+from lab1_resnet import findings, tables
 
 CHANCE = 0.1  # every profile's datasets (digits, MNIST, CIFAR-10) have 10 classes
 AT_CHANCE_DEPTH = 20  # plain MLPs this deep stay at chance (README, `lab1 study --help`)
@@ -45,8 +45,13 @@ def _quick(out: str, tiny: bool) -> list[Step]:
     else:
         mlp = ""  # lab1 study's defaults, the README's demo: depths 2, 10, 20, 30 × 3 seeds × 30 epochs
         cnn = "--depths 1,4,8 --channels 8 --seeds 0,1,2 --epochs 20 --lr 3e-3"
-        source, transfer = "--depth 2 --channels 16", "--strategies head,freeze-early,none --lr-adam 1e-2"
-        teacher, student = "--depth 4 --channels 32", "--depth 1 --channels 8 --lr 1e-2 --precompute"
+        # the findings' rows (fine-tuning, scratch, both students) train 3 seeds; source and teacher are given
+        source = "--depth 2 --channels 16"
+        transfer = "--strategies head,freeze-early,none --lr-adam 1e-2 --seeds 0,1,2"
+        teacher, student = (
+            "--depth 4 --channels 32",
+            "--depth 1 --channels 8 --lr 1e-2 --precompute --seeds 0,1,2",
+        )
         epochs = "--epochs 30"  # every curve of these steps was still falling at 10
 
     def cost(minutes: float) -> float | None:  # one CPU core, measured; the tiny steps are not what was timed
@@ -205,7 +210,7 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str], captio
     """A command's table rows (from its metrics.json) as a report table; none when the step has not run."""
     if not rows:
         return []
-    table = [[r.get(k) for k in columns] for r in rows]
+    table = [[r.get(k) for k in columns] for r in tables.with_spread(rows)]
     return [Table(list(columns.values()), table, caption=caption, headline="test acc")]
 
 
@@ -232,6 +237,12 @@ def _transfer_section(out: Path, commands: list[str]) -> Section:
     )
 
 
+def _first_student(folder: Path, name: str) -> Path:
+    """A student's run folder, its first seed's where there are several (``tables.seed_folder``)."""
+    found = sorted(folder.glob(f"students/{name}-s*"), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
+    return found[0] if found else folder / "students" / name
+
+
 def _distill_section(out: Path, commands: list[str]) -> Section:
     rows = _metrics(out / "distill").get("rows", [])
     return Section(
@@ -240,7 +251,7 @@ def _distill_section(out: Path, commands: list[str]) -> Section:
         "compared with the same student trained on the labels alone.",
         commands=commands,
         tables=_table(rows, {"model": "model", "parameters": "params", "test_accuracy": "test acc"}),
-        images=_images(out / "distill" / "students" / "distilled", "learning_curves.png"),
+        images=_images(_first_student(out / "distill", "distilled"), "learning_curves.png"),
         findings=[
             findings.teacher_beats_student(rows, out / "distill"),
             findings.distilled_beats_alone(rows, out / "distill"),
