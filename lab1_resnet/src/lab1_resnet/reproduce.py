@@ -34,7 +34,8 @@ def _step(name: str, args: str, needs: tuple[str, ...] = (), minutes: float | No
 def _quick(out: str, tiny: bool) -> list[Step]:
     """digits (scikit-learn's 8×8 images): no download, under ``dla_core.reproduce.QUICK_BUDGET_MINUTES`` on a
     2-core CPU. Both studies train 3 seeds (the MLPs' seeds and kinds stacked as one model, ``lab1_resnet.batched``)
-    until their validation accuracy has levelled off. ``cpu_minutes``: one run of this profile, measured per step
+    until their validation accuracy has levelled off; so do the rows the transfer and distillation findings compare
+    (``--seeds``: the fine-tuned and scratch rows, both students), from one source net and one teacher. ``cpu_minutes``: one run of this profile, measured per step
     with one thread on the project's 2-core CPU (bench/RESULTS.md, "Issue 23")."""
     if tiny:  # tests: every step in seconds; the numbers mean nothing
         mlp = "--depths 2,20 --seeds 0 --width 16 --epochs 1"
@@ -69,7 +70,7 @@ def _quick(out: str, tiny: bool) -> list[Step]:
             "transfer",
             f"transfer --from {out}/source --dataset digits:5-9 {transfer} --optimizers adam {epochs}",
             needs=("source",),
-            cpu_minutes=cost(0.1),
+            cpu_minutes=cost(0.3),  # 3 seeds: +10 CPU s over one (bench/RESULTS.md)
         ),
         _step(
             "teacher",
@@ -80,7 +81,7 @@ def _quick(out: str, tiny: bool) -> list[Step]:
             "distill",
             f"distill --teacher {out}/teacher {student} {epochs}",
             needs=("teacher",),
-            cpu_minutes=cost(0.1),
+            cpu_minutes=cost(0.45),  # 3 seeds: +19 CPU s over one (bench/RESULTS.md)
         ),
     ]
 
