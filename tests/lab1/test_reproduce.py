@@ -412,3 +412,21 @@ def test_learning_curves_of_many_runs_keep_the_legend_outside_the_axes(monkeypat
     plots.learning_curves({f"row {i}": history for i in range(10)}, tmp_path / "c.png")
     fig = figures[0]
     assert _right_of_axes(fig, fig.axes[1].get_legend())
+
+
+def test_a_row_with_one_outcomes_file_per_seed_is_judged_over_its_seeds(tmp_path):
+    """`--seeds`: a transfer or distill row names one outcomes file per seed; its arm holds them all."""
+    folder = tmp_path / "kd"
+    kd = table(folder, **{"teacher": (0.97, None), "student, labels only": (0.70, None),
+                          "student, distilled": (0.90, None)})  # fmt: skip
+    for row, acc in ((kd[1], 0.70), (kd[2], 0.90)):
+        names = [row["outcomes"]]
+        for seed in (1, 2):
+            name = f"{row['outcomes'][:-4]}-s{seed}"
+            write_outcomes(folder, hits(acc, seed), name=name.removeprefix("outcomes-"))
+            names.append(f"{name}.npz")
+        row["outcomes"] = names
+    found = findings.distilled_beats_alone(kd, folder)
+    assert found.mark == "✓" and "3 seeds each" in found.evidence, found.evidence
+    teacher = findings.teacher_beats_student(kd, folder)  # one teacher run against 3 students
+    assert "1 and 3 seeds" in teacher.evidence, teacher.evidence
