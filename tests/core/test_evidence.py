@@ -63,7 +63,7 @@ def test_the_margin_and_the_side_decide(tmp_path):
     assert judge("x", Claim("better", 0.0), a, b).verdict is Verdict.SUPPORTED
     assert judge("x", Claim("better", 0.2), a, b).verdict is Verdict.CONTRADICTED  # +0.1 is not > 0.2
     assert judge("x", Claim("better", 0.0), b, a).verdict is Verdict.CONTRADICTED  # the other arm first
-    assert judge("x", Claim("better", -0.2), b, a).verdict is Verdict.SUPPORTED  # worse by less than 0.2
+    assert judge("x", Claim("better", -0.2), b, a).verdict is Verdict.SUPPORTED  # at most 0.2 below
     assert judge("x", Claim("within", 0.3), a, b).verdict is Verdict.SUPPORTED
     assert judge("x", Claim("within", 0.05), a, b).verdict is Verdict.CONTRADICTED
     assert judge("x", Claim("within", 0.1), a, b).verdict is Verdict.INCONCLUSIVE  # +0.1 sits on the edge
@@ -186,3 +186,35 @@ def test_seeds_of_unequal_counts_get_welchs_interval_as_scipy_computes_it():
     # one arm of one seed: no interval, so no verdict either way
     lone = judge_seeds("t", Claim("better"), a, [0.5], ("A", "B"), "acc")
     assert lone.verdict is Verdict.INCONCLUSIVE and "no interval" in lone.evidence
+
+
+def test_the_inconclusive_mark_renders_without_a_cjk_font_and_stays_in_the_text(tmp_path):
+    """～ (U+FF5E) is only in CJK fonts: the page draws an ASCII ~ for it and keeps the character itself, hidden
+    from sight but in the text (copied, searched). The Markdown is untouched."""
+    maybe = judge_outcomes("the third is open", Claim("better"), correct(0.5), correct(0.5, 1), ("a", "b"))
+    md, page = write_report(tmp_path, "t", [Section("s", findings=[maybe])])
+    html_text = page.read_text()
+    body = html_text.split("<body>", 1)[1]
+    hidden = '<span class="inconclusive"><span>～</span></span>'
+    assert body.count("～") == body.count(hidden) >= 3  # tally, Conclusion sentence, finding line
+    css = html_text.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert re.search(r'\.inconclusive::before \{ content: "~";', css)  # drawn in ASCII, in every font
+    assert re.search(r"\.inconclusive > span \{[^}]*position: absolute;[^}]*clip-path: inset\(50%\)", css)
+    text = re.sub(r"<[^>]+>", "", body)
+    assert "～ The third is open: inconclusive." in text and "1 ～ inconclusive" in text
+    assert "～ The third is open: inconclusive." in md.read_text() and 'inconclusive"' not in md.read_text()
+
+
+def test_the_conclusion_is_built_once_for_both_renderings(tmp_path, monkeypatch):
+    from dla_core import report
+
+    calls = []
+    original = report.conclusion
+    monkeypatch.setattr(report, "conclusion", lambda f: calls.append(1) or original(f))
+    yes = judge_exact("the first holds", Claim("better"), 0.03, ("a", "b"), "counts")
+    md, page = write_report(tmp_path, "t", [Section("s", findings=[yes])])
+    assert len(calls) == 1
+    assert (
+        "✓ The first holds: supported." in md.read_text()
+        and "✓ The first holds: supported." in page.read_text()
+    )

@@ -245,7 +245,7 @@ def test_better_by_a_margin_moves_from_supported_through_inconclusive_to_contrad
     # margin 0, "A better than B": a dead tie (0.9889 vs 0.9889 in every replicate) is not better
     assert verdict(interval(0.0, 0.0), Claim("better")) is NO
     assert verdict(interval(0.001, 0.002), Claim("better")) is YES
-    # a negative margin: non-inferiority, "A worse than B by less than 0.25"
+    # a negative margin: non-inferiority, "A at most 0.25 below B"
     assert slide(Claim("better", -0.25), [c - 0.5 for c in centres]) == [
         YES,
         YES,
@@ -278,12 +278,13 @@ def test_verdicts_carry_their_marks_and_words():
 
 def test_claims_describe_themselves_and_refuse_nonsense():
     assert (
-        Claim("better", 0.05).describe("residual", "plain")
-        == "residual better than plain by more than 0.0500"
+        Claim("better", 0.05).describe("residual", "plain") == "residual better than plain by more than 0.05"
     )
     assert Claim("better").describe() == "A better than B"
-    assert Claim("better", -0.02).describe() == "A worse than B by less than 0.0200"
-    assert Claim("within", 0.05).describe("LoRA", "full") == "LoRA within 0.0500 of full"
+    # non-inferiority and equivalence in plain words, each margin as declared (not 0.0200)
+    assert Claim("better", -0.02).describe("fine-tuned", "scratch") == "fine-tuned at most 0.02 below scratch"
+    assert Claim("within", 0.05).describe("LoRA", "full") == "LoRA and full less than 0.05 apart"
+    assert Claim("within", 1e-9).describe() == "A and B less than 1e-09 apart"
     for kind, margin in [("within", 0.0), ("within", -0.1), ("worse", 0.1), ("better", math.nan)]:
         with pytest.raises(ValueError):
             Claim(kind, margin)
@@ -292,7 +293,7 @@ def test_claims_describe_themselves_and_refuse_nonsense():
 def test_finding_line_gives_verdict_difference_interval_examples_and_seeds():
     c = Comparison(0.031, -0.002, 0.064, 0.8, 0.5, 1.0, examples=1360, seeds=(3, 3))
     assert finding_line(Claim("within", 0.05), c, "LoRA", "full fine-tuning") == (
-        "～ inconclusive: LoRA within 0.0500 of full fine-tuning: difference +0.0310, 95% CI [-0.00200, +0.0640], "
+        "～ inconclusive: LoRA and full fine-tuning less than 0.05 apart: difference +0.0310, 95% CI [-0.00200, +0.0640], "
         "1,360 test examples, 3 seeds each"
     )
     uneven = Comparison(0.2, 0.1, 0.3, 1.0, 1.0, 1.0, examples=60, seeds=(3, 1))

@@ -160,8 +160,8 @@ def test_transfer_cifar10_to_cifar100_reports_exact_trainable_counts(cifar10_cnn
     assert row["finished"] is True and row["trainable_parameters"] == head and row["parameters"] == n(tuned)
     assert {"train_loss", "val_accuracy", "test_loss", "test_accuracy", "epochs"} <= set(row)
     for r in rows.values():  # every row names its per-example outcomes, the same test examples for all
-        outcomes = read_outcomes(out / r["outcomes"]).correct
-        assert outcomes.mean() == pytest.approx(r["test_accuracy"]) and len(outcomes) == len(
+        outcomes = row_outcomes(out, r)
+        assert outcomes.mean() == pytest.approx(r["test_accuracy"]) and outcomes.shape[-1] == len(
             first_outcomes(rows, out)
         )
 
@@ -184,10 +184,49 @@ def test_distill_compares_teacher_and_students(cifar10_cnn, data_dir, tmp_path, 
     assert student["test_accuracy"] == rows[-1]["test_accuracy"] and "train_loss" in student
     assert (out / "students" / "distilled" / "learning_curves.png").exists()
     for row in rows:  # teacher and students: outcomes on the same test examples
-        outcomes = read_outcomes(out / row["outcomes"]).correct
-        assert outcomes.mean() == pytest.approx(row["test_accuracy"]) and len(outcomes) == len(
+        outcomes = row_outcomes(out, row)
+        assert outcomes.mean() == pytest.approx(row["test_accuracy"]) and outcomes.shape[-1] == len(
             first_outcomes(rows, out)
         )
+
+
+def row_outcomes(out: Path, row) -> np.ndarray:
+    """A table row's outcomes: (examples,) from its one file, (seeds, examples) from one file per seed."""
+    where = row["outcomes"]
+    if isinstance(where, str):
+        return read_outcomes(out / where).correct
+    return np.stack([read_outcomes(out / w).correct for w in where])
+
+
+@pytest.mark.parametrize("command", ["transfer", "distill"])
+def test_several_seeds_train_each_compared_row_once_per_seed_and_the_row_holds_their_mean(
+    command, cifar10_cnn, data_dir, tmp_path
+):
+    out = tmp_path / "seeds"
+    argv = {
+        "transfer": ["--from", cifar10_cnn, "--dataset", "cifar100:people", "--data-dir", data_dir,
+                     "--strategies", "head", "--optimizers", "adam", "--no-features"],
+        "distill": ["--teacher", cifar10_cnn, "--data-dir", data_dir, "--depth", "1", "--channels", "2"],
+    }[command]  # fmt: skip
+    r = lab1(command, *argv, *FAST, "--seeds", "0,5,7", "--out", out)
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    trained = [row for row in rows if row.get("model") != "teacher"]
+    assert len(trained) == 2  # fine-tuned and scratch; labels only and distilled
+    parent = "rows" if command == "transfer" else "students"
+    for row in trained:
+        folders = [out / w for w in row["outcomes"]]
+        assert [f.parent.name for f in folders] == [f"{folders[0].parent.name[:-3]}-s{s}" for s in (0, 5, 7)]
+        assert all(f.parent.parent.name == parent for f in folders)
+        per_seed = [RunDir(f.parent).read_metrics()["test_accuracy"] for f in folders]
+        assert row["seeds"] == 3 and row["test_accuracy"] == pytest.approx(np.mean(per_seed))
+        assert row["test_accuracy_std"] == pytest.approx(np.std(per_seed, ddof=1))
+        seeds = [RunDir(f.parent).config["seed"] for f in folders]
+        assert seeds == [0, 5, 7]
+        assert row_outcomes(out, row).shape[0] == 3  # the finding's arm: one row of outcomes per seed
+        first, other = (load_model(f.parent) for f in folders[:2])
+        assert not torch.equal(first.head.weight, other.head.weight)  # each seed its own training
+    shown = {line.split(" | ")[0].strip("| ") for line in r.output.splitlines() if " ± " in line}
+    assert shown == {row.get("row") or row["model"] for row in trained if row["test_accuracy_std"] > 0}
 
 
 def first_outcomes(rows, out):
@@ -215,7 +254,7 @@ def _all_metrics(out: Path) -> dict[str, object]:
 def test_every_command_run_twice_with_one_seed_gives_identical_numbers(
     command, cifar10_cnn, data_dir, tmp_path
 ):
-    seed = "--seeds" if command == "study" else "--seed"
+    seed = "--seed" if command == "train" else "--seeds"
     argv = {
         "train": ["--depth", "2", "--width", "8", "--dataset", "digits:0-4"],
         "study": ["--depths", "1", "--width", "8", "--dataset", "digits:0-2"],

@@ -1,5 +1,5 @@
 """What `lab1 reproduce --profile quick` promises as declared in its recipe (issue 23), read without running it:
-3 seeds for the studies, training well past where the curves were still falling, and a measured cost within
+3 seeds for the studies and for the transfer and distillation rows, training well past where the curves were still falling, and a measured cost within
 the quick profile's time budget. Each step's options are resolved by its own click command, defaults included."""
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ def test_both_depth_studies_train_three_seeds_or_more(tmp_path):
     studies = [s for s in quick(tmp_path) if s.argv[0] == "study"]
     assert [s.name for s in studies] == ["mlp-study", "cnn-study"]
     for step in studies:
+        seeds = options(step, tmp_path)["seeds"].split(",")
+        assert len(set(seeds)) >= MIN_SEEDS, (step.name, seeds)
+
+
+def test_the_rows_the_transfer_and_distillation_findings_compare_train_three_seeds_or_more(tmp_path):
+    compared = {s.name: s for s in quick(tmp_path) if s.argv[0] in ("transfer", "distill")}
+    assert sorted(compared) == ["distill", "transfer"]
+    for step in compared.values():
         seeds = options(step, tmp_path)["seeds"].split(",")
         assert len(set(seeds)) >= MIN_SEEDS, (step.name, seeds)
 

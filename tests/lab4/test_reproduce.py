@@ -328,3 +328,34 @@ def test_each_ood_set_is_judged_on_its_own_images(tmp_path):
         rep.beats_chance(tmp_path, "digits:5-9").mark == "✓"
         and rep.beats_chance(tmp_path, "fake").mark == "✗"
     )
+
+
+#### Further training seeds: the findings that compare models read every seed's run folder ####
+
+
+def test_the_findings_comparing_models_read_every_training_seed(tmp_path):
+    half = np.arange(N_SET) % 2 == 0
+    for folder in ("base-fgsm", "base-fgsm-s1", "base-fgsm-s2"):
+        attack_folder(tmp_path / folder, {0.0: np.ones(N_SET, bool), 0.1: half})
+    for folder in ("adv-fgsm", "adv-fgsm-s1", "adv-fgsm-s2"):
+        attack_folder(tmp_path / folder, {0.0: np.ones(N_SET, bool), 0.1: np.ones(N_SET, bool)})
+    (tmp_path / "adv-fgsm-sx").mkdir()  # not a seed's folder
+    assert [f.name for f in rep.seed_folders(tmp_path, "adv-fgsm")] == [
+        "adv-fgsm",
+        "adv-fgsm-s1",
+        "adv-fgsm-s2",
+    ]
+    helps = rep.adversarial_training_helps(tmp_path, 0.1, "fgsm")
+    assert helps.mark == "✓" and "3 seeds each" in helps.evidence, helps.evidence
+    assert "3 seeds each" in rep.falls_with_eps(tmp_path, "base-fgsm").evidence
+    for folder in ("base-detect", "base-detect-s1", "base-detect-s2"):
+        detect_folder(tmp_path / folder, {"msp": HALF, "energy": GOOD})
+    for folder in ("oe-detect", "oe-detect-s1"):
+        detect_folder(tmp_path / folder, {"msp": GOOD})
+    energy = rep.energy_beats_msp(tmp_path)
+    assert energy.mark == "✓" and "3 seeds each" in energy.evidence, energy.evidence
+    exposed = rep.outlier_exposure_helps(tmp_path)
+    assert exposed.mark == "✓" and "2 and 3 seeds" in exposed.evidence, exposed.evidence
+    # a further seed that moves against the claim moves the finding
+    detect_folder(tmp_path / "base-detect-s3", {"msp": GOOD, "energy": BAD})
+    assert rep.energy_beats_msp(tmp_path).mark != "✓"

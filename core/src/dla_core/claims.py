@@ -1,7 +1,7 @@
 """A finding's claim and its verdict, in plain Python (no numpy): the labs' recipes declare their claims at import
 time and stay light (`labN reproduce --help` loads no numpy); ``dla_core.stats`` computes the intervals they judge.
 
-    Claim("better", 0.2)   A - B > 0.2          Claim("better", -0.02)   A worse than B by less than 0.02
+    Claim("better", 0.2)   A - B > 0.2          Claim("better", -0.02)   A less than 0.02 below B (or above it)
     Claim("within", 0.05)  -0.05 < A - B < 0.05
     verdict(interval, claim) -> Verdict: ✓ supported / ✗ contradicted / ～ inconclusive
 """
@@ -51,8 +51,9 @@ class Claim:
     """What a finding says about the difference d = A - B.
 
     ``better``: d > margin ("A better than B by more than margin"; margin 0: "A better than B"; a negative
-    margin states non-inferiority, "A worse than B by less than |margin|").
-    ``within``: -margin < d < margin ("A within margin of B", equivalence; margin > 0).
+    margin states non-inferiority, "A at most |margin| below B").
+    ``within``: -margin < d < margin ("A and B less than margin apart", equivalence; margin > 0).
+    A margin is written as declared (0.02, not 0.0200): it is a chosen threshold, not a measurement.
     """
 
     kind: Literal["better", "within"]
@@ -65,13 +66,13 @@ class Claim:
             raise ValueError(f"a {self.kind!r} claim needs a finite margin (> 0 for 'within'): {self.margin}")
 
     def describe(self, a: str = "A", b: str = "B") -> str:
-        m = significant(abs(self.margin))
+        m = f"{abs(self.margin):g}"
         if self.kind == "within":
-            return f"{a} within {m} of {b}"
+            return f"{a} and {b} less than {m} apart"
         if self.margin > 0:
             return f"{a} better than {b} by more than {m}"
         if self.margin < 0:
-            return f"{a} worse than {b} by less than {m}"
+            return f"{a} at most {m} below {b}"
         return f"{a} better than {b}"
 
 

@@ -259,6 +259,14 @@ CLIP = click.option(
     help="Clip the global gradient norm to this value.",
 )
 
+PATIENCE = click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop early once the validation loss has not improved on its best for this many epochs (the last "
+    "epoch's weights are kept; metrics.json says stopped_early).  [default: every epoch]",
+)
+
 
 def max_steps_option(help: str) -> Callable:
     """--max-steps N, a smoke run's cap: a training command's own (``MAX_STEPS``) or reproduce's, which passes it on."""
@@ -327,6 +335,7 @@ def train_options(
         "warmup": WARMUP,
         "grad_accum": GRAD_ACCUM,
         "clip": CLIP,
+        "patience": PATIENCE,
         "max_steps": MAX_STEPS,
         "seed": SEED,
         "precision": PRECISION,

@@ -81,6 +81,9 @@ class TrainConfig:
     precision: str = "no"  # no | fp16 | bf16
     seed: int = 0
     log_grad_norms: bool = False  # per-layer gradient norms, averaged over each epoch
+    # the stopping rule: stop once the validation loss has not improved on its best for this many epochs
+    # (engine.plateaued; needs a validation split); None: train every epoch
+    patience: int | None = None
     # smoke runs (`--max-steps N`): at most N optimizer steps per epoch, N epochs, N batches per evaluation of
     # the run (validation, test); None: the whole run. A capped run's numbers are not results.
     max_steps: int | None = None

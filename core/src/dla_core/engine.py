@@ -420,6 +420,16 @@ class _GradNorms:
 #### The loop ####
 
 
+def plateaued(history: Sequence[Mapping[str, float]], patience: int | None) -> bool:
+    """The stopping rule (``TrainConfig.patience``): the validation loss has not improved on its best for the
+    last ``patience`` epochs. Read from the history alone, which every checkpoint carries, so a resumed run stops
+    where the uninterrupted one did."""
+    losses = [r["val_loss"] for r in history if "val_loss" in r]
+    if patience is None or len(losses) <= patience:
+        return False
+    return len(losses) - 1 - losses.index(min(losses)) >= patience
+
+
 def fit(
     model: nn.Module,
     train: Batches,
@@ -435,7 +445,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``train`` for ``cfg.epochs`` epochs; validate on ``val`` with ``eval_step`` after each.
     A smoke run (``cfg.max_steps`` = N) trains at most N epochs of at most N optimizer steps and validates on at
-    most N batches: the whole path at full size in seconds, numbers that mean nothing.
+    most N batches: the whole path at full size in seconds, numbers that mean nothing. With ``cfg.patience``
+    training stops early once ``plateaued`` (the last epoch's weights are kept).
 
     ``step(model, batch)`` returns the batch's mean loss (and correct count); every parameter that requires grad
     is trained. ``accelerator`` (``make_accelerator(cfg.precision, …)``) decides the device, the processes, the
@@ -449,6 +460,8 @@ def fit(
             f"the accelerator runs at precision {accelerator.precision!r} but the config asks for "
             f"{cfg.precision!r}: make it with make_accelerator(cfg.precision, …)"
         )
+    if cfg.patience is not None and val is None:
+        raise DlaError("--patience stops on the validation loss: this run has no validation split")
     loop = _Loop(model, train, cfg, accelerator, step, run, desc)
     state = Checkpoint.load(run.checkpoint_path) if (run is not None and resume) else None
     if state is not None:
@@ -456,6 +469,8 @@ def fit(
     with _StopFlag() as stop:
         try:
             for epoch in range(loop.start_epoch, loop.epochs):
+                if plateaued(loop.history, cfg.patience):  # also right after a resume
+                    break
                 seconds, has_accuracy = loop.train_epoch(epoch, stop)
                 loop.end_epoch(epoch, seconds, has_accuracy, val, eval_step)
         except BaseException:
@@ -677,7 +692,8 @@ class _Loop:
         self.sums.zero_()
         self.logged = (0.0, 0.0)
         self.start_batch = 0
-        if epoch + 1 == self.epochs or acc.num_processes > 1 or self.saves.due():
+        last = epoch + 1 == self.epochs or plateaued(self.history, self.cfg.patience)
+        if last or acc.num_processes > 1 or self.saves.due():
             self.checkpoint(epoch + 1, 0)
         elif self.run is not None:
             self.saves.hold(self._state(epoch + 1, 0).detached())

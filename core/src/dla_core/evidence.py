@@ -2,7 +2,7 @@
 
     judge("skip connections fix it", Claim("better", 0.2),
           Arm("residual d30", cells("residual", 30)), Arm("plain d30", cells("plain", 30)))
-    → Finding(…, verdict=✓, evidence="supported: residual d30 better than plain d30 by more than 0.200:
+    → Finding(…, verdict=✓, evidence="supported: residual d30 better than plain d30 by more than 0.2:
               difference +0.551, 95% CI [+0.502, +0.598], 360 test examples, 2 seeds each")
 
 The arms' per-example test outcomes (their run folders' outcomes.npz, ``stats.read_arms``) go through the paired

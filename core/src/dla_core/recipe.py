@@ -35,6 +35,7 @@ from dla_core.engine import (
     finish_tracking,
     fit,
     make_accelerator,
+    plateaued,
 )
 from dla_core.models import ModelConfig, count_parameters, save_model, weight_layer_names
 from dla_core.runs import CONFIG, MODEL, RunDir, wait_for_main
@@ -136,6 +137,8 @@ def train_into(
         accelerator=acc,
         desc=name,
     )
+    if train.patience is not None:  # the stopping rule's outcome, beside the config that declared it
+        run.update_metrics(stopped_early=plateaued(result.history, train.patience))
     trained = result.model.eval()
     test = None
     if batches.get("test") is not None:

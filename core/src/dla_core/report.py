@@ -86,6 +86,24 @@ def conclusion(findings: Sequence[Finding]) -> list[str]:
     return [head, *(f"{f.mark} {f.claim[:1].upper()}{f.claim[1:]}: {f.word}." for f in findings)]
 
 
+@dataclass(frozen=True)
+class Opening:
+    """What both renderings of a report open with, built once from its sections (``opening``): the date, the
+    contents' titles and the Conclusion (its tally, then one sentence per finding; empty without findings)."""
+
+    written: str
+    titles: list[str]
+    conclusion: list[str]
+
+
+def opening(sections: Sequence[Section], written: str = "") -> Opening:
+    findings = [f for s in sections for f in s.findings]
+    titles = (["Conclusion"] if findings else []) + [s.title for s in sections] + [MACHINE]
+    return Opening(
+        written or datetime.date.today().isoformat(), titles, conclusion(findings) if findings else []
+    )
+
+
 @dataclass
 class Section:
     title: str
@@ -354,14 +372,13 @@ def to_markdown(
     *,
     intro: str,
     footer: Sequence[str],
-    written: str = "",
+    start: Opening | None = None,
 ) -> str:
-    written = written or datetime.date.today().isoformat()
-    findings = [f for s in sections for f in s.findings]
-    titles = (["Conclusion"] if findings else []) + [s.title for s in sections] + [MACHINE]
-    lines = md_title(title, intro, written) + md_contents(titles)
-    if findings:
-        head, *sentences = conclusion(findings)
+    """The report in Markdown; ``start``: its ``opening`` when the caller built it (default: from ``sections``)."""
+    start = start or opening(sections)
+    lines = md_title(title, intro, start.written) + md_contents(start.titles)
+    if start.conclusion:
+        head, *sentences = start.conclusion
         lines += ["## Conclusion", "", head, "", *(f"- {x}" for x in sentences), ""]
     for s in sections:
         lines += md_section(s, out)
@@ -384,9 +401,17 @@ pre { background: #f4f4f4; padding: 0.6em; overflow-x: auto; font-size: 12px; wh
 figure { margin: 0.8em 0; } img { max-width: 100%; display: block; }
 figcaption { font-size: 13px; color: #444; font-style: italic; }
 .ok { color: #087f23; } .fail { color: #b00020; } .unknown { color: #777; }
+.inconclusive::before { content: "~"; font-weight: bold; color: #9a6700; }
+.inconclusive > span { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }
 caption { caption-side: top; font-style: italic; text-align: left; }
 @media print { body { max-width: none; } h2 { break-after: avoid; } figure, table { break-inside: avoid; } }
 """
+
+
+# ～ (U+FF5E) is in CJK fonts only: a browser without one draws a missing-glyph box. The page keeps the character
+# (copied, searched, read aloud) in a visually hidden span and draws an ASCII ~ in front of it (.inconclusive).
+INCONCLUSIVE = "～"
+INCONCLUSIVE_HTML = f'<span class="inconclusive"><span>{INCONCLUSIVE}</span></span>'
 
 
 def _html_finding(f: Finding) -> str:
@@ -477,20 +502,19 @@ def to_html(
     *,
     intro: str,
     footer: Sequence[str],
-    written: str = "",
+    start: Opening | None = None,
 ) -> str:
-    written = written or datetime.date.today().isoformat()
-    findings = [f for s in sections for f in s.findings]
-    titles = (["Conclusion"] if findings else []) + [s.title for s in sections] + [MACHINE]
-    parts = html_title(title, intro, written) + html_contents(titles)
-    if findings:
-        head, *sentences = conclusion(findings)
+    """The report as one HTML page; ``start``: its ``opening`` when the caller built it."""
+    start = start or opening(sections)
+    parts = html_title(title, intro, start.written) + html_contents(start.titles)
+    if start.conclusion:
+        head, *sentences = start.conclusion
         items = [f"<li>{_inline(x)}</li>" for x in sentences]
         parts += [_h2("Conclusion"), f"<p>{_inline(head)}</p>", "<ul>", *items, "</ul>"]
     for s in sections:
         parts += html_section(s, out)
     parts += [_h2(MACHINE), _html_text("\n\n".join(footer))]
-    body = "\n".join(parts)
+    body = "\n".join(parts).replace(INCONCLUSIVE, INCONCLUSIVE_HTML)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
@@ -560,8 +584,9 @@ def write_report(
             for s in sections
         ]
     lines = [*footer_lines(environment, wall), *footer]
-    md = unplaced(to_markdown(out, title, sections, intro=intro, footer=lines), out)
-    page = unplaced(to_html(out, title, sections, intro=intro, footer=lines), out)
+    start = opening(sections)
+    md = unplaced(to_markdown(out, title, sections, intro=intro, footer=lines, start=start), out)
+    page = unplaced(to_html(out, title, sections, intro=intro, footer=lines, start=start), out)
     atomic_write(out / "report.md", lambda p: p.write_text(md, encoding="utf-8"))
     atomic_write(out / "report.html", lambda p: p.write_text(page, encoding="utf-8"))
     return out / "report.md", out / "report.html"

@@ -305,7 +305,7 @@ def auroc_outcomes(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
 
 
 def finding_line(claim: Claim, comparison: Comparison, a: str = "A", b: str = "B") -> str:
-    """One line per finding: ``✓ supported: LoRA within 0.05 of full: difference +0.031, 95% CI [-0.002,
+    """One line per finding: ``✓ supported: LoRA and full less than 0.05 apart: difference +0.031, 95% CI [-0.002,
     +0.044], 360 test examples, 3 seeds each``."""
     c = comparison
     return (

@@ -87,6 +87,7 @@ STACKED: dict[str, Any] = {
         "precision": "no",
         "seed": ANY,  # models are built and draw batches from their own seed
         "log_grad_norms": ANY,
+        "patience": None,  # stopping each seed on its own plateau: the one loop (engine.fit) does that
         "max_steps": None,  # a smoke run's capped epochs and steps: the one loop (engine.fit) does those
     },
 }

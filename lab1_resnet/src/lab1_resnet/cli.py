@@ -53,6 +53,17 @@ PLAIN_BLOCK = click.option(
     help="MLP plain blocks: double = Linear, ReLU, Linear, the residual block without its skip (equal depth, "
     "equal layers and parameters); single = one Linear + ReLU, the seeds' plain net (half the layers).",
 )
+
+
+def seeds_option(default: str, what: str) -> click.Option:
+    """--seeds (instead of the shared --seed): ``what`` trains once per seed."""
+    return click.option("--seeds", default=default, show_default=True, help=f"Comma-separated seeds {what}.")
+
+
+def parse_seeds(seeds: str) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(cli.parse_list(seeds, int, "--seeds")))
+
+
 VAL_FRACTION = click.option(
     "--val-fraction",
     type=cli.Finite(0, 1, max_open=True),
@@ -112,7 +123,7 @@ def train(**opts) -> None:
 @click.option(
     "--kinds", default="plain,residual", show_default=True, help="Which of plain, residual to train."
 )
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds per cell.")
+@seeds_option("0,1,2", "per cell")
 @WIDTH
 @STAGES
 @PLAIN_BLOCK
@@ -150,7 +161,7 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
     if opts["model"] == "mlp" and opts["stages"] != 1:
         raise DlaError("--stages applies to --model cnn only")
     kind_list = cli.choice_list(kinds, KINDS, "--kinds")
-    seed_list = cli.parse_list(seeds, int, "--seeds")
+    seed_list = parse_seeds(seeds)
 
     from lab1_resnet.study import (
         DepthStudy,
@@ -162,7 +173,7 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
         opts,
         depths=tuple(dict.fromkeys(depth_list)),
         kinds=tuple(dict.fromkeys(kind_list)),
-        seeds=tuple(dict.fromkeys(seed_list)),
+        seeds=seed_list,
         train={"log_grad_norms": True},
     )
     rt = Runtime.from_options(opts)
@@ -198,9 +209,12 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
               help="Rows training the same architecture from scratch, same epochs.")  # fmt: skip
 @AUGMENT
 @VAL_FRACTION
-@cli.train_options(epochs_default=10, batch_default=128, exclude={"lr", "optimizer"})  # per row instead
+@seeds_option("0", "for each trained row (the table shows their mean ± std)")
+@cli.train_options(
+    epochs_default=10, batch_default=128, exclude={"lr", "optimizer", "seed"}
+)  # per row instead
 @RUNTIME
-def transfer(strategies: str, optimizers: str, **opts) -> None:
+def transfer(strategies: str, optimizers: str, seeds: str, **opts) -> None:
     """Transfer a trained network to a new dataset: frozen features + SVM / k-NN, fine-tuning strategies
     with SGD and Adam, and training from scratch; one table of test accuracy and trainable parameters.
 
@@ -213,6 +227,7 @@ def transfer(strategies: str, optimizers: str, **opts) -> None:
     """
     strategy_list = cli.choice_list(strategies, STRATEGIES, "--strategies")
     optimizer_list = cli.choice_list(optimizers, OPTIMIZERS, "--optimizers")
+    seed_list = parse_seeds(seeds)
 
     from lab1_resnet.transfer import TransferConfig, run_transfer  # after the checks, as in study
 
@@ -221,6 +236,7 @@ def transfer(strategies: str, optimizers: str, **opts) -> None:
         opts,
         strategies=tuple(dict.fromkeys(strategy_list)),
         optimizers=tuple(dict.fromkeys(optimizer_list)),
+        seeds=seed_list,
     )
     rt = Runtime.from_options(opts)
     click.echo(run_transfer(cfg, rt), nl=False)
@@ -253,9 +269,10 @@ def transfer(strategies: str, optimizers: str, **opts) -> None:
               help="Also train the student on hard labels only, for comparison.")  # fmt: skip
 @AUGMENT
 @VAL_FRACTION
-@cli.train_options(epochs_default=30, lr_default=1e-3, batch_default=64)
+@seeds_option("0", "for each student (the table shows their mean ± std)")
+@cli.train_options(epochs_default=30, lr_default=1e-3, batch_default=64, exclude={"seed"})  # --seeds instead
 @RUNTIME
-def distill(**opts) -> None:
+def distill(seeds: str, **opts) -> None:
     """Distil a trained teacher into a small student; compare teacher, student on labels, distilled student.
 
     \b
@@ -267,7 +284,8 @@ def distill(**opts) -> None:
     from lab1_resnet.distill import DistillConfig, run_distill, student_for
 
     rt = Runtime.from_options(opts)  # checked before student_for loads the teacher
-    cfg = from_options(DistillConfig, opts, student=student_for(opts["teacher"], opts))
+    seed_list = parse_seeds(seeds)
+    cfg = from_options(DistillConfig, opts, student=student_for(opts["teacher"], opts), seeds=seed_list)
     click.echo(run_distill(cfg, rt), nl=False)
     click.echo(f"→ {rt.out}/table.md, table.csv")
 

@@ -7,7 +7,8 @@ The T² keeps the soft term's gradients on the scale of the hard term's as T gro
 student is then fed each image's index and looks up its label and teacher probabilities.
 
 One table compares the teacher, the student trained on labels only, and the distilled student; each student is
-a run folder under OUT/students/<name>/.
+a run folder under OUT/students/<name>/, one per seed with several seeds (OUT/students/<name>-s<seed>/: the
+table shows their mean ± std).
 """
 
 from __future__ import annotations
@@ -111,10 +112,11 @@ class DistillConfig:
     alpha: float = 0.5  # weight of the hard-label loss
     precompute: bool = False  # teacher probabilities computed once (un-augmented) instead of per batch
     baseline: bool = True  # also train the student on hard labels only
+    seeds: tuple[int, ...] = (0,)  # each student once per seed (the student's own train seed is not used)
 
 
 def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
-    # the teacher is evaluated, not drawn: the one seed goes to each student as it is built (below)
+    # the teacher is evaluated, not drawn: each seed goes to each student as it is built (below)
     teacher = load_model(Path(cfg.teacher))
     s = cfg.student
     data = load_data(s.dataset, rt.data_dir, s.val_fraction, rt.download)
@@ -126,28 +128,28 @@ def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
         )
     run = RunDir.create(rt.out, cfg, command="lab1 distill", resume=rt.resume)
     acc = make_accelerator(s.train.precision, rt.cpu)
-    b = batches(data, s.batch_size, s.augment, s.train.seed)
+    b = batches(data, s.batch_size, s.augment, cfg.seeds[0])
     teacher_test = evaluate(
         teacher.to(acc.device), b["test"], accelerator=acc, max_batches=s.train.max_steps, per_example=True
     )
     teacher_outcomes = write_outcomes(run.path, teacher_test["correct"], name="teacher")
     mcfg = model_config(s, data.train)
 
-    def student(name: str):
+    def student(name: str, seed: int):
         def work(srun: RunDir, srt: Runtime) -> None:
-            student_batches, step = dict(b), classification_step
+            student_batches, step = batches(data, s.batch_size, s.augment, seed), classification_step
             if name == "distilled":
                 if cfg.precompute:
                     probs = precompute_probs(teacher, data.train, cfg.temperature, acc.device)
                     indexed = replace(data.train, labels=torch.arange(len(data.train)))
-                    student_batches["train"] = replace_train(b["train"], indexed)
+                    student_batches["train"] = replace_train(student_batches["train"], indexed)
                     step = DistillationStep(None, cfg.temperature, cfg.alpha, data.train.labels, probs)
                 else:
                     step = DistillationStep(teacher, cfg.temperature, cfg.alpha)
             # both students start from the same weights, whichever trained first (and a resumed one too)
-            seed_everything(s.train.seed)
-            train_into(srun, build_model(mcfg), student_batches, s.train, srt, save=save_classifier(mcfg),
-                       step=step)  # fmt: skip
+            seed_everything(seed)
+            train_into(srun, build_model(mcfg), student_batches, replace(s.train, seed=seed), srt,
+                       save=save_classifier(mcfg), step=step)  # fmt: skip
 
         return work
 
@@ -161,13 +163,23 @@ def run_distill(cfg: DistillConfig, rt: Runtime) -> str:
     ]
     students = (["labels only"] if cfg.baseline else []) + ["distilled"]
     for name in students:
-        folder = f"students/{'baseline' if name == 'labels only' else 'distilled'}"
-        m = child_run(run.path / folder, {"distill": cfg, "student": name}, command="lab1 distill student",
-                      work=student(name), rt=rt)  # fmt: skip
-        rows.append({"model": f"student, {name}", "parameters": m["parameters"],
-                     "test_accuracy": m["test_accuracy"], OUTCOMES_KEY: f"{folder}/{OUTCOMES}"})  # fmt: skip
+        base = "baseline" if name == "labels only" else "distilled"
+        folders = [f"students/{tables.seed_folder(base, seed, cfg.seeds)}" for seed in cfg.seeds]
+        metrics = [
+            child_run(
+                run.path / folder,
+                {"distill": cfg, "student": name, "seed": seed},
+                command="lab1 distill student",
+                work=student(name, seed),
+                rt=rt,
+            )
+            for seed, folder in zip(cfg.seeds, folders, strict=True)
+        ]
+        rows.append({"model": f"student, {name}", "parameters": metrics[0]["parameters"],
+                     **tables.over_seeds(metrics, ("test_accuracy",)),
+                     OUTCOMES_KEY: [f"{f}/{OUTCOMES}" for f in folders]})  # fmt: skip
     columns = {"model": "model", "parameters": "params", "test_accuracy": "test acc"}
-    text = tables.write_tables(rows, columns, run.path)
+    text = tables.write_tables(tables.with_spread(rows), columns, run.path, csv_rows=rows)
     run.update_metrics(rows=rows, temperature=cfg.temperature, alpha=cfg.alpha)
     return text
 

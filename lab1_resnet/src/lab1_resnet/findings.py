@@ -6,7 +6,8 @@ per-example test outcomes over test examples and seeds (``dla_core.evidence``), 
 
 - `lab1 study` (rows per depth and net with ``*_mean``): the cells' run folders ``cells/<model>-d<depth>-<net>-s<seed>``
   hold each seed's outcomes.npz and final train loss (not per example: judged by the seeds' t-interval).
-- `lab1 transfer` and `lab1 distill` (rows per method): each row names its outcomes file (``outcomes``).
+- `lab1 transfer` and `lab1 distill` (rows per method): each row names its outcomes file, or one per seed
+  (``outcomes``: a path or a list of paths).
 """
 
 from __future__ import annotations
@@ -122,9 +123,9 @@ def plain_at_chance(
 
 
 def _row_arm(folder: Path, row: Mapping[str, Any] | None, label: str) -> Arm:
-    """A table row's arm: its outcomes file (relative to the command's run folder)."""
-    where = (row or {}).get(OUTCOMES_KEY)
-    return Arm(label, [Path(folder) / where] if where else [])
+    """A table row's arm: its outcomes file, or one per seed (relative to the command's run folder)."""
+    where = (row or {}).get(OUTCOMES_KEY) or []
+    return Arm(label, [Path(folder) / w for w in ([where] if isinstance(where, str) else where)])
 
 
 def _best(rows: Rows, prefix: str) -> Mapping[str, Any] | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from dla_core.report import Section, Table, fmt, plus_minus
 from dla_core.reproduce import Recipe, Step, read_run_file
-from lab1_resnet import findings
+from lab1_resnet import findings, tables
 
 CHANCE = 0.1  # every profile's datasets (digits, MNIST, CIFAR-10) have 10 classes
 AT_CHANCE_DEPTH = 20  # plain MLPs this deep stay at chance (README, `lab1 study --help`)
@@ -34,7 +34,8 @@ def _step(name: str, args: str, needs: tuple[str, ...] = (), minutes: float | No
 def _quick(out: str, tiny: bool) -> list[Step]:
     """digits (scikit-learn's 8×8 images): no download, under ``dla_core.reproduce.QUICK_BUDGET_MINUTES`` on a
     2-core CPU. Both studies train 3 seeds (the MLPs' seeds and kinds stacked as one model, ``lab1_resnet.batched``)
-    until their validation accuracy has levelled off. ``cpu_minutes``: one run of this profile, measured per step
+    until their validation accuracy has levelled off; so do the rows the transfer and distillation findings compare
+    (``--seeds``: the fine-tuned and scratch rows, both students), from one source net and one teacher. ``cpu_minutes``: one run of this profile, measured per step
     with one thread on the project's 2-core CPU (bench/RESULTS.md, "Issue 23")."""
     if tiny:  # tests: every step in seconds; the numbers mean nothing
         mlp = "--depths 2,20 --seeds 0 --width 16 --epochs 1"
@@ -45,8 +46,13 @@ def _quick(out: str, tiny: bool) -> list[Step]:
     else:
         mlp = ""  # lab1 study's defaults, the README's demo: depths 2, 10, 20, 30 × 3 seeds × 30 epochs
         cnn = "--depths 1,4,8 --channels 8 --seeds 0,1,2 --epochs 20 --lr 3e-3"
-        source, transfer = "--depth 2 --channels 16", "--strategies head,freeze-early,none --lr-adam 1e-2"
-        teacher, student = "--depth 4 --channels 32", "--depth 1 --channels 8 --lr 1e-2 --precompute"
+        # the findings' rows (fine-tuning, scratch, both students) train 3 seeds; source and teacher are given
+        source = "--depth 2 --channels 16"
+        transfer = "--strategies head,freeze-early,none --lr-adam 1e-2 --seeds 0,1,2"
+        teacher, student = (
+            "--depth 4 --channels 32",
+            "--depth 1 --channels 8 --lr 1e-2 --precompute --seeds 0,1,2",
+        )
         epochs = "--epochs 30"  # every curve of these steps was still falling at 10
 
     def cost(minutes: float) -> float | None:  # one CPU core, measured; the tiny steps are not what was timed
@@ -64,7 +70,7 @@ def _quick(out: str, tiny: bool) -> list[Step]:
             "transfer",
             f"transfer --from {out}/source --dataset digits:5-9 {transfer} --optimizers adam {epochs}",
             needs=("source",),
-            cpu_minutes=cost(0.1),
+            cpu_minutes=cost(0.3),  # 3 seeds: +10 CPU s over one (bench/RESULTS.md)
         ),
         _step(
             "teacher",
@@ -75,7 +81,7 @@ def _quick(out: str, tiny: bool) -> list[Step]:
             "distill",
             f"distill --teacher {out}/teacher {student} {epochs}",
             needs=("teacher",),
-            cpu_minutes=cost(0.1),
+            cpu_minutes=cost(0.45),  # 3 seeds: +19 CPU s over one (bench/RESULTS.md)
         ),
     ]
 
@@ -205,7 +211,7 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str], captio
     """A command's table rows (from its metrics.json) as a report table; none when the step has not run."""
     if not rows:
         return []
-    table = [[r.get(k) for k in columns] for r in rows]
+    table = [[r.get(k) for k in columns] for r in tables.with_spread(rows)]
     return [Table(list(columns.values()), table, caption=caption, headline="test acc")]
 
 
@@ -232,6 +238,12 @@ def _transfer_section(out: Path, commands: list[str]) -> Section:
     )
 
 
+def _first_student(folder: Path, name: str) -> Path:
+    """A student's run folder, its first seed's where there are several (``tables.seed_folder``)."""
+    found = sorted(folder.glob(f"students/{name}-s*"), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
+    return found[0] if found else folder / "students" / name
+
+
 def _distill_section(out: Path, commands: list[str]) -> Section:
     rows = _metrics(out / "distill").get("rows", [])
     return Section(
@@ -240,7 +252,7 @@ def _distill_section(out: Path, commands: list[str]) -> Section:
         "compared with the same student trained on the labels alone.",
         commands=commands,
         tables=_table(rows, {"model": "model", "parameters": "params", "test_accuracy": "test acc"}),
-        images=_images(out / "distill" / "students" / "distilled", "learning_curves.png"),
+        images=_images(_first_student(out / "distill", "distilled"), "learning_curves.png"),
         findings=[
             findings.teacher_beats_student(rows, out / "distill"),
             findings.distilled_beats_alone(rows, out / "distill"),

@@ -28,6 +28,35 @@ def mean_std(values: Sequence[float]) -> str:
     return plus_minus(m, sd)
 
 
+def seed_folder(name: str, seed: int, seeds: tuple[int, ...]) -> str:
+    """A row's run folder for one of its seeds: ``name`` alone for a single seed, ``name-s<seed>`` for several
+    (as a study's cells)."""
+    return name if len(seeds) == 1 else f"{name}-s{seed}"
+
+
+def over_seeds(metrics: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """A row from its seeds' metrics: each of ``keys`` as the seeds' mean, its sample std as ``<key>_std`` when
+    there are several seeds, and ``seeds``."""
+    row: dict[str, Any] = {"seeds": len(metrics)}
+    for key in keys:
+        vals = [m[key] for m in metrics if m.get(key) is not None]
+        if not vals:
+            row[key] = None
+            continue
+        row[key] = sum(vals) / len(vals)
+        if len(vals) > 1:
+            row[f"{key}_std"] = math.sqrt(sum((v - row[key]) ** 2 for v in vals) / (len(vals) - 1))
+    return row
+
+
+def with_spread(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for display: a value with a ``<key>_std`` beside it becomes ``mean ± std``."""
+    return [
+        {k: plus_minus(v, row[f"{k}_std"]) if f"{k}_std" in row else v for k, v in row.items()}
+        for row in rows
+    ]
+
+
 def markdown(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
     """``columns`` maps row keys to headers; numbers are right-aligned."""
     keys = list(columns)

@@ -10,8 +10,8 @@ Rows of one table, each with its test accuracy and exact count of trainable para
     (c) the same architecture from scratch, same epochs (the budget the transfer has to beat)
 
 Frozen parts keep their BatchNorm statistics too: they stay in eval mode while the rest trains.
-Each trained row is a run folder under OUT/rows/<name>/ (model.safetensors included); --resume skips
-finished rows.
+Each trained row is a run folder under OUT/rows/<name>/ (model.safetensors included), one per seed with
+several --seeds (OUT/rows/<name>-s<seed>/: the table shows their mean ± std); --resume skips finished rows.
 """
 
 from __future__ import annotations
@@ -101,11 +101,14 @@ class TransferConfig:
     batch_size: int = 128
     augment: bool = True
     val_fraction: float = 0.1
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))  # lr/optimizer set per row
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=10)
+    )  # lr/optimizer/seed set per row
+    seeds: tuple[int, ...] = (0,)  # each trained row once per seed; the feature rows draw nothing at random
 
-    def row_train(self, optimizer: str) -> TrainConfig:
+    def row_train(self, optimizer: str, seed: int) -> TrainConfig:
         lr = self.lr_sgd if optimizer == "sgd" else self.lr_adam
-        return replace(self.train, optimizer=optimizer, lr=lr)
+        return replace(self.train, optimizer=optimizer, lr=lr, seed=seed)
 
 
 #### Rows ####
@@ -138,7 +141,7 @@ def feature_rows(
     x_tr, y_tr = extract_features(source, data.train, device, cfg.train.max_steps)
     x_te, y_te = extract_features(source, data.test, device, cfg.train.max_steps)
     k = data.train.num_classes
-    svm = make_pipeline(StandardScaler(), LinearSVC(C=1.0, max_iter=5000, random_state=cfg.train.seed))
+    svm = make_pipeline(StandardScaler(), LinearSVC(C=1.0, max_iter=5000, random_state=cfg.seeds[0]))
     svm.fit(x_tr, y_tr)
     # k-NN has no randomness: brute-force distances in dataset order, vote ties go to the lowest label
     knn = make_pipeline(StandardScaler(), KNeighborsClassifier(min(cfg.knn_k, len(y_tr)), algorithm="brute"))
@@ -158,37 +161,49 @@ def train_row(
     cfg: TransferConfig, name: str, optimizer: str, build: Callable[[], tuple[nn.Module, Classifier]],
     data: Splits, out: Path, rt: Runtime,
 ) -> dict[str, Any]:  # fmt: skip
-    """Fine-tune (or train) one row in its own run folder; a finished row is read back, not retrained.
+    """Fine-tune (or train) one row, once per seed, each in its own run folder; a finished one is read back, not
+    retrained. The row holds the seeds' mean (and std) and names every seed's outcomes file.
 
     ``build()`` returns the model to train and the classifier inside it (what is saved and counted)."""
 
-    def work(run: RunDir, row_rt: Runtime) -> None:
-        seed_everything(cfg.train.seed)  # each row as if alone: a resumed table equals an uninterrupted one
-        model, inner = build()
-        tcfg = cfg.row_train(optimizer)
-        train_into(
-            run, model, batches(data, cfg.batch_size, cfg.augment, tcfg.seed), tcfg, row_rt,
-            save=save_classifier(inner.config, module=inner), counted=inner, plot=False, name=name,
-        )  # fmt: skip
+    def work(seed: int) -> Callable[[RunDir, Runtime], None]:
+        def train(run: RunDir, row_rt: Runtime) -> None:
+            seed_everything(seed)  # each row as if alone: a resumed table equals an uninterrupted one
+            model, inner = build()
+            tcfg = cfg.row_train(optimizer, seed)
+            train_into(
+                run, model, batches(data, cfg.batch_size, cfg.augment, seed), tcfg, row_rt,
+                save=save_classifier(inner.config, module=inner), counted=inner, plot=False, name=name,
+            )  # fmt: skip
 
-    row_cfg = {"transfer": cfg, "row": name, "optimizer": optimizer}
-    m = child_run(out / "rows" / name, row_cfg, command="lab1 transfer row", work=work, rt=rt)
+        return train
+
+    folders = [f"rows/{tables.seed_folder(name, seed, cfg.seeds)}" for seed in cfg.seeds]
+    metrics = [
+        child_run(
+            out / folder,
+            {"transfer": cfg, "row": name, "optimizer": optimizer, "seed": seed},
+            command="lab1 transfer row",
+            work=work(seed),
+            rt=rt,
+        )
+        for seed, folder in zip(cfg.seeds, folders, strict=True)
+    ]
     return {
         "row": name,
         "optimizer": optimizer,
-        "trainable_parameters": m["trainable_parameters"],
-        "val_accuracy": m.get("val_accuracy"),
-        "test_accuracy": m["test_accuracy"],
-        OUTCOMES_KEY: f"rows/{name}/{OUTCOMES}",
-        "history": m.get("history", []),
+        "trainable_parameters": metrics[0]["trainable_parameters"],
+        **tables.over_seeds(metrics, ("val_accuracy", "test_accuracy")),
+        OUTCOMES_KEY: [f"{folder}/{OUTCOMES}" for folder in folders],
+        "history": metrics[0].get("history", []),
     }
 
 
 def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
     """Every row of the transfer table; returns the Markdown table (also table.md / table.csv in OUT).
 
-    Each trained row seeds with ``cfg.train.seed`` as its model is built (``train_row``); the feature rows draw
-    nothing at random (the SVM has its ``random_state``): no other seed is needed."""
+    Each trained row seeds with each of ``cfg.seeds`` as its model is built (``train_row``); the feature rows draw
+    nothing at random (the SVM has its ``random_state``): they run once."""
     source = load_model(Path(cfg.source))
     if not isinstance(source, Classifier):
         raise DlaError(f"{cfg.source}: not a classifier with features (family {source.config.family})")
@@ -238,6 +253,6 @@ def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
         plots.learning_curves(histories, run.file("learning_curves.png"), title="transfer: fine-tuning rows")
     columns = {"row": "method", "optimizer": "optimizer", "trainable_parameters": "trainable params",
                "val_accuracy": "val acc", "test_accuracy": "test acc"}  # fmt: skip
-    text = tables.write_tables(rows, columns, run.path)
+    text = tables.write_tables(tables.with_spread(rows), columns, run.path, csv_rows=rows)
     run.update_metrics(rows=rows, source_parameters=count_parameters(source))
     return text

@@ -38,6 +38,10 @@ class Profile:
     eps: str  # the attacks' ε grid; holds the training ε
     ae_epochs: int
     data: tuple[str, ...] = ()
+    # training seeds behind the findings that compare models: the first seed runs every step; each further one
+    # trains the three models again and repeats only the steps those findings compare (``SEED_DETECTORS``, the
+    # attacks of ``seed_attacks``): "every detector beats chance" rests on the first seed alone
+    seeds: int = 1
     # per kind of step (the three trainings by name, then ae, detect, fgsm, pgd), on one GPU: a guess (never timed
     # on one)
     minutes: Mapping[str, float] | None = None
@@ -58,12 +62,14 @@ PROFILES = {
         adversarial=("fgsm", "0.1"),
         eps="0,0.02,0.05,0.1,0.2,0.3",
         ae_epochs=20,
+        seeds=3,
         cpu_minutes={
             "base-train": 0.1,
             "adv-train": 0.1,
             "oe-train": 0.1,
             "ae": 0.1,
             "detect": 0.45,  # twenty detectors since NCI, NAC, WeiPer and AdaSCALE (grids searched)
+            "seed-detect": 0.05,  # SEED_DETECTORS only: no fit, no grid, no autoencoder
             "fgsm": 0.02,
             "pgd": 0.03,
         },
@@ -92,6 +98,7 @@ PROFILES = {
         cpu_minutes={"base-train": 823, "adv-train": 6366, "oe-train": 1615},
     ),
 }
+SEED_DETECTORS = ("msp", "energy")  # what the further seeds detect with: the detectors the findings compare
 TINY_LIMIT = ("--limit", "40")  # DLA_REPRODUCE_TINY: images per set for detect and attack
 FULL_PROFILE_LEAVES_OUT = ("nci", "nac", "weiper", "adascale")  # see steps(); the quick profile runs them
 SMOKE_LIMIT = ("--limit", "64")  # a smoke run (--max-steps): images per set for detect and attack
@@ -165,7 +172,93 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
             )
             for a in ATTACKS
         ]
+    for seed in range(1, 1 if tiny else p.seeds):
+        result += _seed_steps(p, out, seed, variants, limit, minutes, cpu)
     return result
+
+
+def seed_attacks(p: Profile) -> tuple[str, ...]:
+    """The attacks a further seed repeats: FGSM (its accuracy falls with ε) and adversarial training's attack."""
+    return tuple(dict.fromkeys(("fgsm", p.adversarial[0])))
+
+
+def seeded(name: str, seed: int) -> str:
+    """A step's name for a further training seed (``seed`` ≥ 1): ``base-fgsm-s1``."""
+    return f"{name}-s{seed}"
+
+
+def _seed_steps(
+    p: Profile, out: Path, seed: int, variants: Mapping[str, tuple[str, ...]], limit: tuple[str, ...],
+    minutes: Mapping[str, float], cpu: Mapping[str, float],
+) -> list[Step]:  # fmt: skip
+    """One further training seed: each model trained again with ``--seed``, then only the steps that the
+    findings comparing models read (detect with ``SEED_DETECTORS`` for plain and exposed, attacks for plain
+    and robust)."""
+    oods = tuple(a for spec in p.ood for a in ("--ood", spec))
+    result = []
+    for m, options in variants.items():
+        train = seeded(f"{m}-train", seed)
+        model = str(out / train)
+        result.append(
+            Step(
+                train,
+                (
+                    "train",
+                    "--dataset",
+                    p.id,
+                    *p.model,
+                    "--epochs",
+                    str(p.epochs),
+                    *options,
+                    "--seed",
+                    str(seed),
+                    *p.data,
+                ),
+                minutes=minutes.get(f"{m}-train"),
+                cpu_minutes=cpu.get(f"{m}-train"),
+            )
+        )
+        if m in ("base", "oe"):
+            result.append(
+                Step(
+                    seeded(f"{m}-detect", seed),
+                    (
+                        "detect",
+                        "--model",
+                        model,
+                        *oods,
+                        "--method",
+                        ",".join(SEED_DETECTORS),
+                        *limit,
+                        *p.data,
+                    ),
+                    resumable=False,
+                    needs=(train,),
+                    minutes=minutes.get("detect"),
+                    cpu_minutes=cpu.get("seed-detect"),
+                    smoke=SMOKE_LIMIT,
+                )
+            )
+        if m in ("base", "adv"):
+            result += [
+                Step(
+                    seeded(f"{m}-{a}", seed),
+                    ("attack", "--model", model, "--method", a, "--eps", p.eps, *limit, *p.data),
+                    resumable=False,
+                    needs=(train,),
+                    minutes=minutes.get(a),
+                    cpu_minutes=cpu.get(a),
+                    smoke=SMOKE_LIMIT,
+                )
+                for a in seed_attacks(p)
+            ]
+    return result
+
+
+def seed_folders(out: Path, step: str) -> list[Path]:
+    """A step's run folder and those of its further seeds that ran (``seeded``), in seed order."""
+    further = [f for f in Path(out).glob(f"{step}-s*") if f.name.rsplit("-s", 1)[1].isdigit()]
+    return [Path(out) / step, *sorted(further, key=lambda f: int(f.name.rsplit("-s", 1)[1]))]
 
 
 #### Reading the run folders ####
@@ -198,6 +291,18 @@ def _auroc(out: Path, step: str, method: str, ood: str) -> Any:
     return auroc_arm(out / step, method, metrics(out, step).get(SETS) or [], ood)
 
 
+def _aurocs(out: Path, step: str, method: str, ood: str) -> Any:
+    """The same over the step's training seeds (``seed_folders``): (seeds, examples); None when the first seed's
+    are missing. A further seed without them, or scored on other examples, is left out."""
+    import numpy as np
+
+    first = _auroc(out, step, method, ood)
+    if first is None:
+        return None
+    rows = [first] + [_auroc(out, f.name, method, ood) for f in seed_folders(out, step)[1:]]
+    return np.stack([r for r in rows if r is not None and r.shape == first.shape])
+
+
 def _both(text: str, claim: Claim, a: Any, b: Any, labels: tuple[str, str]) -> Finding:
     if a is None or b is None:
         return unchecked(text)
@@ -226,8 +331,8 @@ def energy_beats_msp(out: Path, step: str = "base-detect") -> Finding:
         _both(
             text,
             Claim("better"),
-            _auroc(out, step, "energy", o),
-            _auroc(out, step, "msp", o),
+            _aurocs(out, step, "energy", o),
+            _aurocs(out, step, "msp", o),
             (f"energy on {o}", f"MSP on {o}"),
         )
         for o in sets
@@ -241,7 +346,7 @@ def falls_with_eps(out: Path, step: str, attack: str = "FGSM") -> Finding:
     grid = sorted(r["eps"] for r in metrics(out, step).get("rows") or [])
     if len(grid) < 2:
         return unchecked(text)
-    folder = [out / step]
+    folder = seed_folders(out, step)
     parts = [
         judge(
             text,
@@ -264,8 +369,8 @@ def adversarial_training_helps(out: Path, eps: float | None, attack: str) -> Fin
     return judge(
         text,
         Claim("better"),
-        Arm(f"robust, {attack.upper()} ε={eps:g}", [out / f"adv-{attack}"], name),
-        Arm("plain", [out / f"base-{attack}"], name),
+        Arm(f"robust, {attack.upper()} ε={eps:g}", seed_folders(out, f"adv-{attack}"), name),
+        Arm("plain", seed_folders(out, f"base-{attack}"), name),
     )
 
 
@@ -276,8 +381,8 @@ def outlier_exposure_helps(out: Path) -> Finding:
         _both(
             text,
             Claim("better"),
-            _auroc(out, "oe-detect", "msp", o),
-            _auroc(out, "base-detect", "msp", o),
+            _aurocs(out, "oe-detect", "msp", o),
+            _aurocs(out, "base-detect", "msp", o),
             (f"exposed on {o}", f"plain on {o}"),
         )
         for o in sets
@@ -289,7 +394,7 @@ def outlier_exposure_helps(out: Path) -> Finding:
 
 
 def _commands(out: Path, steps: Sequence[Step], kinds: Sequence[str]) -> list[str]:
-    return [s.command_line("lab4", out) for s in steps if s.name.split("-", 1)[1] in kinds]
+    return [s.command_line("lab4", out) for s in steps if s.name.split("-", 1)[1].rsplit("-s", 1)[0] in kinds]
 
 
 def _images(out: Path, *names: str) -> list[Path]:
