@@ -9,7 +9,8 @@ through ``gradio_client`` as any API user would (the upload included). Measured,
 * one request: seconds from submit to the first streamed story text, and to the final story;
 * ``--clients`` clients at once, each a process of its own with its own ``Client`` (started once, untimed;
   ``--threads``: threads of this process, as before, sharing the server's GIL): wall seconds for all their
-  stories, and the CPU seconds of the server's process and of the clients meanwhile;
+  stories, and the CPU seconds of the server's process and of the clients meanwhile (``--spread S``: client i
+  asks i × S seconds after the first, a crowd that arrives while earlier stories are being written);
 * the same stories with ``lab3 story`` from the command line (one process, all images as arguments, batched;
   the process start and the model load included, as a user pays them) and with the loaded generator's batched
   ``stories()`` in this process (the models' work alone).
@@ -99,8 +100,9 @@ def _client_process(url: str, image: str, length: str, barrier, orders, answers)
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False, download_files=False, httpx_kwargs=PATIENT)
-    while orders.get():
+    while (delay := orders.get()) is not None:
         barrier.wait()
+        time.sleep(delay)  # ``--spread``: this client asks this long after the first
         cpu = time.process_time()
         try:
             client.predict(handle_file(image), "", length, api_name="/story")
@@ -113,7 +115,8 @@ class ClientProcesses:
     """``len(images)`` client processes, started once (their imports are not timed); ``crowd()`` lets them all
     ask at once and returns the wall seconds until the last story came, and the clients' CPU seconds."""
 
-    def __init__(self, url: str, images: list[Path], length: str) -> None:
+    def __init__(self, url: str, images: list[Path], length: str, spread: float = 0.0) -> None:
+        self.spread = spread
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
@@ -128,8 +131,8 @@ class ClientProcesses:
             p.start()
 
     def crowd(self) -> tuple[float, float]:
-        for q in self.orders:
-            q.put(True)
+        for i, q in enumerate(self.orders):
+            q.put(i * self.spread)
         self.barrier.wait(timeout=600)
         t0 = time.perf_counter()
         answers = [self.answers.get() for _ in self.procs]
@@ -140,7 +143,7 @@ class ClientProcesses:
 
     def close(self) -> None:
         for q in self.orders:
-            q.put(False)
+            q.put(None)
         for p in self.procs:
             p.join(timeout=30)
 
@@ -173,7 +176,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         port = s.getsockname()[1]
     demo = launch(gen, port=port, block=False)
     images = photos(args.clients)
-    crowds = None if args.threads else ClientProcesses(demo.local_url, images, args.length)
+    crowds = None if args.threads else ClientProcesses(demo.local_url, images, args.length, args.spread)
 
     def crowd() -> tuple[float, float, float]:
         """Wall seconds for the crowd, this (the server's) process's CPU seconds and the clients' then."""
@@ -254,7 +257,8 @@ def compare(args: argparse.Namespace) -> None:
             env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")]).strip(os.pathsep)
         before = load()
         cmd = [sys.executable, __file__, "--json", "--clients", str(args.clients), "--length", args.length,
-               "--repeats", str(args.repeats), *(["--threads"] if args.threads else [])]  # fmt: skip
+               "--repeats", str(args.repeats), "--spread", str(args.spread),
+               *(["--threads"] if args.threads else [])]  # fmt: skip
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
         results[label] = json.loads(out.strip().splitlines()[-1])
         print(f"[{label}] lab3_story from {src or 'this tree'}; load average before {before}, after {load()}")
@@ -284,6 +288,12 @@ def main() -> None:
         help="clients as threads of the server's process (the old benchmark)",
     )
     ap.add_argument("--json", action="store_true", help="one JSON line of medians (no `lab3 story` runs)")
+    ap.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="seconds between one client's request and the next (processes)",
+    )
     args = ap.parse_args()
     args.cli = not args.json
     print(
