@@ -3,20 +3,23 @@
     python bench/bench_lab3_web.py [--clients 8] [--length short] [--repeats 3] [--reference /work/main]
 
 Tiny random-weight models (``lab3_story.random_models``) on the CPU, scikit-learn's china.jpg / flower.jpg.
-The app is started in this process on a loopback port (``lab3_story.web.launch``, concurrency 2) and called
+The app is started in this process on a loopback port (``lab3_story.web.launch``) and called
 through ``gradio_client`` as any API user would (the upload included). Measured, medians of ``--repeats``:
 
 * one request: seconds from submit to the first streamed story text, and to the final story;
-* ``--clients`` clients at once (one thread and one ``Client`` each): wall seconds for all their stories;
+* ``--clients`` clients at once, each a process of its own with its own ``Client`` (started once, untimed;
+  ``--threads``: threads of this process, as before, sharing the server's GIL): wall seconds for all their
+  stories, and the CPU seconds of the server's process and of the clients meanwhile (``--spread S``: client i
+  asks i × S seconds after the first, a crowd that arrives while earlier stories are being written);
 * the same stories with ``lab3 story`` from the command line (one process, all images as arguments, batched;
   the process start and the model load included, as a user pays them) and with the loaded generator's batched
   ``stories()`` in this process (the models' work alone).
 
 Last line: ``RESULT lab3-web: ref=<CLI stories/s> ours=<server stories/s, N clients> ratio=…x``.
 
-``--reference DIR``: the same measurements twice in one run, each side in a fresh process: first with the lab3
-package of the checkout DIR (its ``lab3_story/src`` first on ``PYTHONPATH``; e.g. main before the scheduler),
-then with this tree's; the load average before and after goes with the numbers. The last line is then
+``--reference DIR`` (repeatable): the same measurements for each side in one run, each in a fresh process: first
+with the lab3 package of each checkout DIR (its ``lab3_story/src`` first on ``PYTHONPATH``; e.g. main before the
+scheduler), then with this tree's; the load average before and after goes with the numbers. The last line is then
 ``RESULT lab3-web-batching: ref=<DIR's server stories/s> ours=<this tree's> ratio=…x``.
 """
 
@@ -65,6 +68,7 @@ def one_request(client, image: Path, length: str) -> tuple[float, float]:
 
 
 def many_clients(url: str, images: list[Path], length: str) -> float:
+    """The old way: every client a thread of this process, so they share the server's GIL (``--threads``)."""
     from gradio_client import Client, handle_file
 
     clients = [Client(url, verbose=False, download_files=False, httpx_kwargs=PATIENT) for _ in images]
@@ -88,6 +92,60 @@ def many_clients(url: str, images: list[Path], length: str) -> float:
     if errors:
         raise errors[0]
     return time.perf_counter() - t0
+
+
+def _client_process(url: str, image: str, length: str, barrier, orders, answers) -> None:
+    """One client in a process of its own (as a real client is): on each order, wait for the others, ask for
+    one story, answer (its CPU seconds, or the error)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False, download_files=False, httpx_kwargs=PATIENT)
+    while (delay := orders.get()) is not None:
+        barrier.wait()
+        time.sleep(delay)  # ``--spread``: this client asks this long after the first
+        cpu = time.process_time()
+        try:
+            client.predict(handle_file(image), "", length, api_name="/story")
+            answers.put(time.process_time() - cpu)
+        except BaseException as e:
+            answers.put(f"{type(e).__name__}: {e}")
+
+
+class ClientProcesses:
+    """``len(images)`` client processes, started once (their imports are not timed); ``crowd()`` lets them all
+    ask at once and returns the wall seconds until the last story came, and the clients' CPU seconds."""
+
+    def __init__(self, url: str, images: list[Path], length: str, spread: float = 0.0) -> None:
+        self.spread = spread
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.barrier = ctx.Barrier(len(images) + 1)
+        self.orders = [ctx.SimpleQueue() for _ in images]
+        self.answers = ctx.SimpleQueue()
+        self.procs = [
+            ctx.Process(target=_client_process, args=(url, str(im), length, self.barrier, q, self.answers))
+            for im, q in zip(images, self.orders, strict=True)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def crowd(self) -> tuple[float, float]:
+        for i, q in enumerate(self.orders):
+            q.put(i * self.spread)
+        self.barrier.wait(timeout=600)
+        t0 = time.perf_counter()
+        answers = [self.answers.get() for _ in self.procs]
+        wall = time.perf_counter() - t0
+        if errors := [a for a in answers if isinstance(a, str)]:
+            raise RuntimeError(f"a client failed: {errors[0]}")
+        return wall, sum(answers)
+
+    def close(self) -> None:
+        for q in self.orders:
+            q.put(None)
+        for p in self.procs:
+            p.join(timeout=30)
 
 
 def cli_run(models: Path, images: list[Path], length: str) -> float:
@@ -118,29 +176,44 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         port = s.getsockname()[1]
     demo = launch(gen, port=port, block=False)
     images = photos(args.clients)
+    crowds = None if args.threads else ClientProcesses(demo.local_url, images, args.length, args.spread)
+
+    def crowd() -> tuple[float, float, float]:
+        """Wall seconds for the crowd, this (the server's) process's CPU seconds and the clients' then."""
+        cpu = time.process_time()
+        if crowds is None:
+            wall = many_clients(demo.local_url, images, args.length)
+            return wall, time.process_time() - cpu, 0.0
+        wall, clients_cpu = crowds.crowd()
+        return wall, time.process_time() - cpu, clients_cpu
+
     try:
         client = Client(demo.local_url, verbose=False, download_files=False, httpx_kwargs=PATIENT)
         one_request(client, images[0], args.length)  # warm-up, untimed
-        many_clients(demo.local_url, images, args.length)
+        crowd()
         if args.cli:
             cli_run(models, images[:1], args.length)
-        single, crowd, cli, batched = [], [], [], []
+        single, crowd_runs, cli, batched = [], [], [], []
         for _ in range(args.repeats):
             single.append(one_request(client, images[0], args.length))
-            crowd.append(many_clients(demo.local_url, images, args.length))
+            crowd_runs.append(crowd())
             if args.cli:
                 cli.append(cli_run(models, images, args.length))
             t0 = time.perf_counter()
             list(gen.stories(images, args.length))
             batched.append(time.perf_counter() - t0)
     finally:
+        if crowds is not None:
+            crowds.close()
         demo.close()
     med = statistics.median
     return {
         "first_token_s": med(s[0] for s in single),
         "full_story_s": med(s[1] for s in single),
-        "crowd_s": med(crowd),
-        "crowd_runs_s": crowd,
+        "crowd_s": med(c[0] for c in crowd_runs),
+        "crowd_runs_s": [c[0] for c in crowd_runs],
+        "server_cpu_s": med(c[1] for c in crowd_runs),
+        "clients_cpu_s": med(c[2] for c in crowd_runs),
         "cli_s": med(cli) if cli else float("nan"),
         "batched_s": med(batched),
         "clients": len(images),
@@ -161,7 +234,8 @@ def side(label: str, m: dict) -> None:
     )
     runs = ", ".join(f"{t:.2f}" for t in m["crowd_runs_s"])
     print(
-        f"[{label}] {n} clients at once: {m['crowd_s']:.2f} s ({n / m['crowd_s']:.2f} stories/s; runs {runs})"
+        f"[{label}] {n} clients at once: {m['crowd_s']:.2f} s ({n / m['crowd_s']:.2f} stories/s; runs {runs}); "
+        f"CPU s: server {m['server_cpu_s']:.2f}, clients {m['clients_cpu_s']:.2f}"
     )
     if m["cli_s"] == m["cli_s"]:
         print(
@@ -173,24 +247,27 @@ def side(label: str, m: dict) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    """Both sides, each in a fresh process: the reference checkout's lab3, then this tree's."""
+    """Every side, each in a fresh process, one after the other: each reference checkout's lab3 (in the order
+    given; the first is the one the ratios are against), then this tree's."""
     results = {}
-    for label, src in (("reference", Path(args.reference) / "lab3_story" / "src"), ("ours", None)):
+    sides = [(f"reference {i + 1}", Path(r) / "lab3_story" / "src") for i, r in enumerate(args.reference)]
+    for label, src in [*sides, ("ours", None)]:
         env = dict(os.environ)
         if src is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")]).strip(os.pathsep)
         before = load()
         cmd = [sys.executable, __file__, "--json", "--clients", str(args.clients), "--length", args.length,
-               "--repeats", str(args.repeats)]  # fmt: skip
+               "--repeats", str(args.repeats), "--spread", str(args.spread),
+               *(["--threads"] if args.threads else [])]  # fmt: skip
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
         results[label] = json.loads(out.strip().splitlines()[-1])
         print(f"[{label}] lab3_story from {src or 'this tree'}; load average before {before}, after {load()}")
         side(label, results[label])
-    ref, ours = results["reference"], results["ours"]
+    ref, ours = results["reference 1"], results["ours"]
     n = ours["clients"]
-    print(f"{n} clients: {ref['crowd_s'] / ours['crowd_s']:.2f}x the reference's stories/s (target >= 4x); "
+    print(f"{n} clients: {ref['crowd_s'] / ours['crowd_s']:.2f}x reference 1's stories/s (target >= 4x); "
           f"ours at {ours['crowd_s'] / ours['batched_s']:.2f}x the in-process batched time (target <= 2x); "
-          f"first token {ours['first_token_s'] / ref['first_token_s']:.2f}x the reference's (target <= 1.2x)")  # fmt: skip
+          f"first token {ours['first_token_s'] / ref['first_token_s']:.2f}x reference 1's (target <= 1.2x)")  # fmt: skip
     print(
         f"RESULT lab3-web-batching: ref={n / ref['crowd_s']:.3f} ours={n / ours['crowd_s']:.3f} "
         f"ratio={ref['crowd_s'] / ours['crowd_s']:.2f}x"
@@ -202,8 +279,21 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--length", default="short", choices=["short", "medium", "long"])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--reference", help="a checkout whose lab3 to measure first, in the same run")
+    ap.add_argument(
+        "--reference", action="append", default=[], help="a checkout whose lab3 to measure first (repeatable)"
+    )
+    ap.add_argument(
+        "--threads",
+        action="store_true",
+        help="clients as threads of the server's process (the old benchmark)",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON line of medians (no `lab3 story` runs)")
+    ap.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="seconds between one client's request and the next (processes)",
+    )
     args = ap.parse_args()
     args.cli = not args.json
     print(

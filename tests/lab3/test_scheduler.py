@@ -112,7 +112,7 @@ def test_a_failing_batch_is_reported_to_its_requests_and_the_next_one_works(
 ) -> None:
     image = load_image(photos / "china.jpg")
     with monkeypatch.context() as m:
-        m.setattr(scheduler.generator, "decode", lambda *a, **kw: 1 / 0)
+        m.setattr(scheduler.generator.storyteller, "forward", lambda *a, **kw: 1 / 0)
         streams = [scheduler.submit(image, Decoding(20)) for _ in range(2)]
         for stream in streams:
             assert next(stream).caption
@@ -138,3 +138,41 @@ def test_requests_that_come_while_a_batch_is_captioned_join_it(
     first = list(scheduler.submit(image, Decoding(20, sample=False)))
     assert list(late[0])[-1].story == first[-1].story
     assert [b.rows for b in scheduler.batches] == [2]
+
+
+def test_a_request_joins_a_running_batch_at_the_next_step(
+    scheduler: StoryScheduler, generator: ImageStoryGenerator, photos: Path
+) -> None:
+    """Continuous batching: a request that arrives while a long story is being written starts at once (its row
+    joins the batch) and ends long before it; both stories are the ones written alone (HF ``generate``)."""
+    image = load_image(photos / "china.jpg")
+    long, short = Decoding(400, sample=False), Decoding(30, seed=5, temperature=1.3)
+    first = scheduler.submit(image, long)
+    head = [next(first), next(first)]  # the caption, then text: the long row is running
+    late = list(scheduler.submit(load_image(photos / "flower.jpg"), short))
+    rest = list(first)
+    (batch,) = scheduler.batches
+    assert batch.rows == 2 and batch.widest == 2 and batch.tokens == 400
+    assert (
+        batch.joined[0] == 0 and 0 < batch.joined[1] < 400 - 30
+    )  # joined mid-batch, ended before the long one
+    for updates, decoding in ((late, short), (head + rest, long)):
+        prompt = updates[0].prompt
+        (text,) = generator.decode([prompt], [decoding])
+        assert updates[-2].story == prompt + text  # the whole row, as generate writes it alone
+
+
+def test_a_finished_row_frees_its_slot_for_a_waiting_request(
+    scheduler: StoryScheduler, generator: ImageStoryGenerator, photos: Path
+) -> None:
+    """Two rows at most: the third request waits only until the short row ends, not until the batch does."""
+    image = load_image(photos / "china.jpg")
+    scheduler.batch_size = 2
+    asks = [Decoding(300, sample=False), Decoding(20, seed=1), Decoding(25, seed=2)]
+    streams = [scheduler.submit(image, d) for d in asks]
+    stories = [list(s)[-1].story for s in streams]
+    (batch,) = scheduler.batches
+    assert batch.rows == 3 and batch.widest == 2 and batch.tokens == 300
+    assert batch.joined[:2] == (0, 0) and 20 <= batch.joined[2] < 300 - 25
+    alone = [list(scheduler.submit(image, d))[-1].story for d in asks]
+    assert stories == alone

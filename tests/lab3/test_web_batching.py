@@ -96,4 +96,5 @@ def test_a_cancelled_client_frees_its_row(served, photos: Path, monkeypatch: pyt
         load_image(photos / "china.jpg"), "long", seed=0, sample=False
     )  # the same, not cancelled
     list(alone)
-    assert cancelled.rows == 1 and cancelled.tokens < gen.scheduler.batches[-1].tokens == 400
+    # the cancelled row stopped early (the flower's request may have joined its batch before the cancel came)
+    assert cancelled.tokens < gen.scheduler.batches[-1].tokens == 400

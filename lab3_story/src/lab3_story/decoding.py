@@ -49,23 +49,51 @@ class RowSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not any(self.generators):
             return scores
-        uniform = torch.stack(
-            [
-                torch.rand((), generator=g, device=self.device)
-                if g is not None
-                else torch.zeros((), device=self.device)
-                for g in self.generators
-            ]
-        )  # (B,): every sampled row draws exactly one number per step, finished or not
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # (B, V)
-        sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
-        before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the more likely tokens
-        kept = sorted_probs * (before < self.top_p)  # the smallest head whose mass reaches top_p (≥ 1 token)
-        cdf = kept.cumsum(-1)
-        pick = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None], right=True)  # (B, 1)
-        token = order.gather(-1, pick.clamp(max=scores.shape[-1] - 1))
+        token = _draw(scores, self.temperature, self.generators, self.top_p)
         chosen = torch.full_like(scores, float("-inf")).scatter(-1, token, 0.0)
         return torch.where(self.sampled[:, None], chosen, scores)
+
+
+def _draw(
+    scores: torch.Tensor,
+    temperature: torch.Tensor,
+    generators: Sequence[torch.Generator | None],
+    top_p: float,
+) -> torch.Tensor:
+    """(B, 1): each sampled row's token, drawn from its top-p distribution at its temperature (B, 1) with one
+    uniform from its generator; a greedy row (None) draws nothing and gets a meaningless pick."""
+    device = scores.device
+    uniform = torch.stack(
+        [
+            torch.rand((), generator=g, device=device) if g is not None else torch.zeros((), device=device)
+            for g in generators
+        ]
+    )  # (B,): every sampled row draws exactly one number per step
+    probs = torch.softmax(scores.float() / temperature, dim=-1)  # (B, V)
+    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
+    before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the more likely tokens
+    kept = sorted_probs * (before < top_p)  # the smallest head whose mass reaches top_p (≥ 1 token)
+    cdf = kept.cumsum(-1)
+    pick = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None], right=True)  # (B, 1)
+    return order.gather(-1, pick.clamp(max=scores.shape[-1] - 1))
+
+
+def pick(
+    scores: torch.Tensor,
+    decodings: Sequence[Decoding],
+    generators: Sequence[torch.Generator | None],
+    top_p: float,
+) -> torch.Tensor:
+    """(B,): the next token of each row, as ``generate`` with ``RowSampler`` picks it (the running batch's
+    way): a greedy row's argmax, a sampled row's draw from its own generator."""
+    greedy = scores.argmax(-1)
+    if not any(g is not None for g in generators):
+        return greedy
+    temperature = [d.temperature if d.sample else 1.0 for d in decodings]
+    temperature = torch.tensor(temperature, dtype=torch.float32, device=scores.device)[:, None]
+    token = _draw(scores, temperature, generators, top_p)[:, 0]
+    sampled = torch.tensor([g is not None for g in generators], device=scores.device)
+    return torch.where(sampled, token, greedy)
 
 
 OnTokens = Callable[[int, list[int], bool], bool]  # (row, its new tokens so far, row done) → keep writing it?

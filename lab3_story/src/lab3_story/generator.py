@@ -223,8 +223,9 @@ class ImageStoryGenerator:
         last full sentence, with its word count. ``temperature``, ``sample``, ``seed`` and the prompt
         ``template`` default to the config's (``seed=None``: a new story each time).
 
-        Requests from many threads (clients) are written together, a batch at a time (``scheduler.py``); a
-        story is the same as alone, and equals ``write``'s with the same settings (tested). Closing the stream
+        Requests from many threads (clients) are written together, a request that comes later joining the
+        running batch at its next token (``scheduler.py``, ``running_batch.py``); a story is the same as alone,
+        and equals ``write``'s with the same settings (tested). Closing the stream
         early (or dropping it) cancels the request and frees its row."""
         cfg = self.config
         decoding = Decoding(

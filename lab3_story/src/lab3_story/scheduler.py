@@ -1,18 +1,21 @@
-"""Micro-batching across clients: stories asked for within a few milliseconds of each other are written together.
+"""Batching across clients: stories asked for at about the same time are written together, and a story asked
+for while others are being written joins them at the next decoding step.
 
     stream = generator.scheduler.submit(image, Decoding(100, seed=3), source="a.jpg")  # from any thread
     for update in stream:            # StoryResult: the caption, the story as it grows, the story cut
         ...
     stream.close()                   # or drop it: the request is cancelled, its row stops
 
-One worker thread owns the models. It takes the first waiting request, gathers those that arrive within
-``window`` seconds more (up to ``batch_size``), captions their images in one batch (those that come meanwhile
-are captioned and join it) and writes their stories in one ``generate`` in which every row keeps its own
-length, temperature, greedy or sampled draw and seed (``decoding.py``): requests are never grouped by settings, and a story is the same as written alone. Each
-request has its own queue of events, filled from its own row only; its reader takes what has come since its
-last look as one update, so a slow reader gets fewer, longer updates and never holds the batch back. A
-cancelled request's row stops at the next step; a batch ends when all its rows are done or cancelled, and the
-requests that came in meanwhile form the next batch (rows are not refilled mid-batch).
+One worker thread owns the models. While no story is being written it waits for a request and gathers those
+that arrive within ``window`` seconds more (up to ``batch_size``); while stories are being written it takes,
+between two decoding steps, the requests already waiting, up to the free rows. It captions their images in one
+batch (those that come meanwhile are captioned and join too) and adds them to the running batch
+(``running_batch.py``: continuous batching, each row with its own KV-cache rows, mask and positions), in which
+every row keeps its own length, temperature, greedy or sampled draw and seed (``decoding.py``): requests are
+never grouped by settings, and a story is the same as written alone. A row leaves the batch at its end or at
+the first step after its request is cancelled, and its slot is free for the next request at once. Each request
+has its own queue of events, filled from its own row only; its reader takes what has come since its last look
+as one update, so a slow reader gets fewer, longer updates and never holds the batch back.
 """
 
 from __future__ import annotations
@@ -30,21 +33,26 @@ from PIL import Image
 from lab3_story.decoding import Decoding
 from lab3_story.generator import StoryResult
 from lab3_story.prompts import end_at_sentence, make_prompt
+from lab3_story.running_batch import RunningBatch
 
 if TYPE_CHECKING:
     from lab3_story.generator import ImageStoryGenerator
 
 log = logging.getLogger(__name__)
 
-WINDOW = 0.01  # seconds a batch waits, after its first request, for others to join
+WINDOW = 0.01  # seconds an idle worker waits, after a first request, for others to start with it
 
 
 @dataclass(frozen=True)
 class Batch:
-    """What one batch was: its rows and the tokens of its longest story (the decoding steps it took)."""
+    """One stretch of writing, from the first row to the moment no row was left: the requests written in it,
+    the tokens it spanned (decoding steps + the first pick), the most rows at once, and the token (step) at
+    which each request joined (0: from the start)."""
 
     rows: int
     tokens: int
+    widest: int = 0
+    joined: tuple[int, ...] = ()
 
 
 @dataclass
@@ -139,13 +147,37 @@ class StoryScheduler:
     #### The worker ####
 
     def _serve_forever(self) -> None:
-        while (batch := self._gather()) is not None:
+        running = RunningBatch(self.generator)
+        serving: list[_Request] = []  # the requests whose rows are in ``running``, in join order
+        joined: list[int] = []  # the step at which each of them joined
+        ended: list[tuple[_Request, str]] = []  # rows that ended in this turn, filled by their callbacks
+        closing = False
+        while True:
+            new = (
+                None if closing else self._more(self.batch_size - len(running)) if running else self._gather()
+            )
+            if new is None:  # closed: write what is running (nothing more joins), then stop
+                closing, new = True, []
+                if not running:
+                    return
             try:
-                self._serve(batch)
-            except BaseException as e:  # every request of the batch hears it; the worker goes on
-                log.exception("a batch of %d stories failed", len(batch))
-                for request in batch:
+                if new:
+                    self._admit(running, new, serving, ended)
+                    joined += [running.steps + (running.steps > 0)] * (len(serving) - len(joined))
+                if running:
+                    running.step()
+            except BaseException as e:  # every request being written hears it; the worker goes on
+                log.exception("a batch of %d stories failed", len(serving))
+                for request in serving:
                     request.events.put(("error", e))
+                running, serving, joined = RunningBatch(self.generator), [], []
+                ended.clear()
+            if serving and not running:  # the stretch is over: recorded before its last readers hear the end
+                self.batches.append(Batch(len(serving), running.steps + 1, running.widest, tuple(joined)))
+                serving, joined = [], []
+            for request, text in ended:
+                request.events.put(("end", text))  # the whole text: the final story is cut from it
+            ended.clear()
 
     def _gather(self) -> list[_Request] | None:
         """The first waiting request and those that come within ``window`` after it, up to ``batch_size``;
@@ -166,8 +198,8 @@ class StoryScheduler:
             batch = [r for r in batch if not r.cancelled.is_set()]
         return batch  # type: ignore[return-value]
 
-    def _more(self, room: int) -> list[_Request]:
-        """Up to ``room`` requests already waiting, without waiting for any (a close is put back)."""
+    def _more(self, room: int) -> list[_Request] | None:
+        """Up to ``room`` requests already waiting, without waiting for any. None: the scheduler was closed."""
         more: list[_Request] = []
         while len(more) < room:
             try:
@@ -175,47 +207,70 @@ class StoryScheduler:
             except queue.Empty:
                 break
             if request is None:
+                if not more:
+                    return None
                 self._waiting.put(None)
                 break
             if not request.cancelled.is_set():
                 more.append(request)
         return more
 
-    def _serve(self, batch: list[_Request]) -> None:
-        """Caption, then write, ``batch``; requests that come while it is captioned join it (``batch`` grows, so
-        that a failure reaches them too)."""
+    def _admit(
+        self,
+        running: RunningBatch,
+        new: list[_Request],
+        serving: list[_Request],
+        ended: list[tuple[_Request, str]],
+    ) -> None:
+        """Caption ``new``, then add their rows to ``running``; requests that come while they are captioned join
+        too (up to the free rows). A caption failure reaches those being captioned, not the running rows."""
         gen = self.generator
         prompts: list[str] = []
-        joining = list(batch)
-        del batch[:]
-        while joining:
-            batch += joining
-            captions = gen.caption([r.image for r in joining])
-            for request, caption in zip(joining, captions, strict=True):
+        admitted: list[_Request] = []
+        while new:
+            try:
+                captions = gen.caption([r.image for r in new])
+            except BaseException as e:
+                log.exception("captioning %d images failed", len(new))
+                for request in new:
+                    request.events.put(("error", e))
+                captions = []
+            for request, caption in zip(new, captions, strict=True):
                 prompts.append(make_prompt(caption, request.template))
                 request.events.put(("caption", (caption, prompts[-1])))
-            joining = self._more(self.batch_size - len(batch))
-        rows = [(r, p) for r, p in zip(batch, prompts, strict=True) if not r.cancelled.is_set()]
+                admitted.append(request)
+            more = self._more(self.batch_size - len(running) - len(admitted))
+            if more is None:  # a close: put back for the worker's loop
+                self._waiting.put(None)
+                more = []
+            new = more
+        rows = [(r, p) for r, p in zip(admitted, prompts, strict=True) if not r.cancelled.is_set()]
         if not rows:
             return
-        sent = [0] * len(rows)  # characters of each row's text already sent
-        longest = [0]  # tokens written for the longest row so far
+        serving += [r for r, _ in rows]
+        running.join(
+            [p for _, p in rows],
+            [r.decoding for r, _ in rows],
+            [self._row_callback(r, ended) for r, _ in rows],
+        )
 
-        def on_tokens(row: int, tokens: list[int], done: bool) -> bool:
-            request = rows[row][0]
-            longest[0] = max(longest[0], len(tokens))
+    def _row_callback(self, request: _Request, ended: list[tuple[_Request, str]]):
+        """What a row tells its request: the text that is sure (up to the last space) as it grows; at the end
+        (budget, end of text) the whole text, put in ``ended`` for the worker to send. False: cancelled."""
+        tokenizer = self.generator.tokenizer
+        sent = 0  # characters of the row's text already sent
+
+        def on_tokens(tokens: list[int], done: bool) -> bool:
+            nonlocal sent
             if request.cancelled.is_set():
                 return False
-            text = gen.tokenizer.decode(tokens, skip_special_tokens=True)
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
             upto = len(text) if done else text.rfind(" ") + 1  # hold back a word that may still grow
-            if upto > sent[row]:
-                request.events.put(("text", text[sent[row] : upto]))
-                sent[row] = upto
+            if upto > sent:
+                request.events.put(("text", text[sent:upto]))
+                sent = upto
+            if done:
+                ended.append((request, text))
             return True
 
-        texts = gen.decode([p for _, p in rows], [r.decoding for r, _ in rows], on_tokens)
-        self.batches.append(Batch(len(rows), longest[0]))
-        for (request, _), text in zip(rows, texts, strict=True):
-            request.events.put(
-                ("end", text)
-            )  # the whole text: the final story is cut from it, not the pieces
+        return on_tokens

@@ -11,7 +11,8 @@ full sentence with its word count. Inputs after ``length`` may be left out (the 
 ends, the page shows its word count, fills the storybook download (``/book``: one self-contained HTML page),
 adds the story to the gallery of this page's stories and, with a narrator, reads it aloud (``/narrate``: a WAV,
 in the chosen voice). A stop button cancels the story being written. Requests from many clients are written
-together (the generator's micro-batching scheduler); a client that goes away cancels its story. From Python::
+together (the generator's scheduler: a request that comes while stories are being written joins them at the
+next token); a client that goes away cancels its story and frees its row. From Python::
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
