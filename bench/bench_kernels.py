@@ -23,16 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, os.path.dirname(__file__))
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model  # beside this script
 
 SHAPES = {  # model → (input shape, batch, architecture, augmentation)
     "cnn": ((3, 32, 32), 128, {"depth": 5, "width": 64}, (4, True)),
