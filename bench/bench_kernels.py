@@ -5,7 +5,7 @@
 
 Counts, with torch.profiler, what one training step of lab1's loop (``dla_core.engine.fit``: batch indexing and
 augmentation on the device, forward, backward, gradient norms, optimizer, metrics) issues, against the seeds'
-step on a ready batch (forward, loss, backward, a plain ``torch.optim.Adam`` step; their per-sample transforms ran
+step on a ready batch (forward, loss, backward, a plain ``torch.optim.Adam`` (or SGD) step with torch's defaults; their per-sample transforms ran
 in DataLoader workers and launch nothing on the device). Per step = (count over 2K steps − count over K steps) / K,
 so the one-off costs of a run (the model placed, the epoch's permutation, compilation, capture) cancel out.
 
@@ -99,14 +99,14 @@ def per_step(run, k: int, device: torch.device) -> dict[str, float]:
     return out
 
 
-def engine_run(model: str, device: torch.device, precision: str, compile_: str | None):
+def engine_run(model: str, device: torch.device, precision: str, compile_: str | None, optimizer: str):
     from dla_core.data import Augment, ImageBatches
     from dla_core.engine import TrainConfig, fit, make_accelerator
 
     _, batch, _, (pad, flip) = SHAPES[model]
     acc = make_accelerator(precision, device.type == "cpu", compile=compile_)
     net = acc.place(build(model))  # placed (and compiled) once, like one long run; each call trains on
-    cfg = TrainConfig(epochs=1, lr=1e-3, precision=precision, log_grad_norms=True)
+    cfg = TrainConfig(epochs=1, lr=1e-3, precision=precision, log_grad_norms=True, optimizer=optimizer)
 
     def run(steps: int) -> None:
         data = ImageBatches(images(model, steps * batch), batch, shuffle=True, augment=Augment(pad, flip))
@@ -115,10 +115,13 @@ def engine_run(model: str, device: torch.device, precision: str, compile_: str |
     return run
 
 
-def seeds_run(model: str, device: torch.device, precision: str):
+def seeds_run(model: str, device: torch.device, precision: str, optimizer: str):
     _, batch, _, _ = SHAPES[model]
     net = build(model).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     data = images(model, batch)
     x, y = (data.images.float() / 255).to(device), data.labels.to(device)
 
@@ -142,6 +145,7 @@ def main() -> None:
     ap.add_argument(
         "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
     )
+    ap.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="both sides (lab1: adam)")
     ap.add_argument("--label", default="", help="a tag for the RESULT lines (e.g. before/after)")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -150,7 +154,7 @@ def main() -> None:
           f"python {platform.python_version()}; K = {args.steps} steps; precision {args.precision}")  # fmt: skip
     tag = f" {args.label}" if args.label else ""
     for model in args.models.split(","):
-        runs = {"seeds": seeds_run(model, device, args.precision)}
+        runs = {"seeds": seeds_run(model, device, args.precision, args.optimizer)}
         for mode in args.compile.split(","):
             runs[f"engine/{mode}"] = engine_run(
                 model, device, args.precision, None if mode == "none" else mode
@@ -162,7 +166,7 @@ def main() -> None:
                 if device.type == "cuda"
                 else ""
             )
-            print(f"RESULT kernels{tag} {model} [{name}, {args.device}, {args.precision}]: "
+            print(f"RESULT kernels{tag} {model} [{name}, {args.optimizer}, {args.device}, {args.precision}]: "
                   f"aten_ops/step={c['aten']:.0f} top_level/step={c['top']:.0f}{gpu} ms/step={c['ms']:.1f}",
                   flush=True)  # fmt: skip
 

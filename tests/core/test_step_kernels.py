@@ -18,6 +18,7 @@ from dla_core.engine import (
     _GradNorms,
     classification_step,
     evaluate,
+    fit,
     make_accelerator,
     make_optimizer,
     optimizer_kernels,
@@ -186,6 +187,17 @@ def test_the_captured_step_replays_same_shape_training_calls_and_runs_the_rest_e
     captured.eval()(torch.randn(8, 3))  # evaluation: eager
     assert replays == [(8, 3), (8, 3)]
     assert list(model.state_dict()) == list(before)  # checkpoints read the model's own keys
+    captured.release()
+    assert "forward" not in model.__dict__ and model.forward == _Counted().forward.__func__.__get__(model)
+    captured.train()(torch.randn(8, 3))  # a later fit captures afresh
+    assert replays == [(8, 3), (8, 3), (8, 3)]
+
+
+def test_cuda_graph_refuses_gradient_accumulation():
+    acc = make_accelerator()
+    acc.compile = "cuda-graph"  # as on a GPU (the CPU refuses the mode itself)
+    with pytest.raises(DlaError, match="--grad-accum"):
+        fit(nn.Linear(36, 4), ImageBatches(_images(), 32, shuffle=True), TrainConfig(grad_accum=2), accelerator=acc)
 
 
 def test_step_output_count_of_a_padded_batch_is_the_real_one():

@@ -9,6 +9,7 @@ Capture runs on the first training call, with that batch's shape; later training
 dtype replay the graphs, any other (evaluation, a last short batch) runs the model eagerly. The capture's warm-up
 passes would move batch-norm's running statistics: they are put back, so the numbers are eager's up to float
 rounding (dropout masks come from the graph's own random stream: same distribution, other draws).
+Gradient accumulation is refused (``fit``): the graph's gradient buffers are reused by the next replay.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ class CapturedTraining(nn.Module):
         if signature != self.signature:
             return self.eager(*args)
         return self.model(*args)  # make_graphed_callables' forward: replays in training mode
+
+    def release(self) -> None:
+        """Give the model its own forward back (``fit`` calls this at its end): the graphs hold static copies of
+        the inputs, and a later ``fit`` of the same model captures afresh."""
+        if self.eager is not None:
+            self.model.__dict__.pop("forward", None)  # make_graphed_callables' per-instance forward
+            if self.model.forward != self.eager:
+                self.model.forward = self.eager  # the model had a per-instance forward of its own
+            self.eager, self.signature = None, None
 
     def _capture(self, args: tuple[torch.Tensor, ...]) -> None:
         model = self.model

@@ -516,6 +516,8 @@ def fit(
             f"the accelerator runs at precision {accelerator.precision!r} but the config asks for "
             f"{cfg.precision!r}: make it with make_accelerator(cfg.precision, …)"
         )
+    if accelerator.compile == CUDA_GRAPH and cfg.grad_accum > 1:
+        raise DlaError(f"--compile {CUDA_GRAPH} steps on every batch: leave out --grad-accum")
     loop = _Loop(model, train, cfg, accelerator, step, run, desc)
     state = Checkpoint.load(run.checkpoint_path) if (run is not None and resume) else None
     if state is not None:
@@ -528,6 +530,9 @@ def fit(
         except BaseException:
             loop.save_pending()  # an error or a second Ctrl-C: the last finished epoch is not lost
             raise
+        finally:
+            if hasattr(loop.model, "release"):  # --compile cuda-graph: the model gets its own forward back
+                loop.model.release()
     return FitResult(loop.raw, loop.history, loop.norms_history)
 
 
