@@ -87,7 +87,7 @@ if [ "$DRY" = 1 ]; then
     run lab2 300 "$PY2" bench/bench_lab2.py --layers 1 --n 64 --batch-size 16 --repeats 1
 else
     has_pytest && run gpu-tests 90 "$PY" -m pytest -q -p no:cacheprovider tests/core/test_gpu.py \
-        -k "cuda_graph or fused or compile_on_the_gpu or same_seed"
+        -k "cuda_graph or fused or compile_on_the_gpu or same_seed or padded"
     run kernels 130 "$PY" bench/bench_kernels.py --models cnn,mlp --steps 20 --precision bf16 \
         --compile none,cuda-graph,reduce-overhead
     run lab1 200 "$PY" bench/bench_lab1.py --size 25000 --epochs 3 --precision bf16 --ref-precision no,bf16 \

@@ -114,3 +114,15 @@ def test_fused_optimizers_on_the_gpu():
     p = [torch.nn.Parameter(torch.randn(3, device="cuda"))]
     for name in ("sgd", "adam", "adamw"):
         assert make_optimizer(p, TrainConfig(optimizer=name)).defaults["fused"] is True
+
+
+def test_padded_evaluation_under_reduce_overhead_matches_eager():
+    """The CUDA-graph compile mode pads the last evaluation batch (100 = 64 + 36) and gets eager's numbers."""
+    data = blobs(100)
+    model = cnn().cuda().to(memory_format=torch.channels_last)
+    eager = evaluate(model, ImageBatches(data, 64), accelerator=make_accelerator(), per_example=True)
+    acc = make_accelerator(compile="reduce-overhead")
+    assert acc.static_shapes
+    padded = evaluate(acc.place(cnn()), ImageBatches(data, 64), accelerator=acc, per_example=True)
+    assert padded["loss"] == pytest.approx(eager["loss"], rel=1e-3)
+    assert padded["correct"].tolist() == eager["correct"].tolist()

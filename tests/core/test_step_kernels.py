@@ -197,7 +197,12 @@ def test_cuda_graph_refuses_gradient_accumulation():
     acc = make_accelerator()
     acc.compile = "cuda-graph"  # as on a GPU (the CPU refuses the mode itself)
     with pytest.raises(DlaError, match="--grad-accum"):
-        fit(nn.Linear(36, 4), ImageBatches(_images(), 32, shuffle=True), TrainConfig(grad_accum=2), accelerator=acc)
+        fit(
+            nn.Linear(36, 4),
+            ImageBatches(_images(), 32, shuffle=True),
+            TrainConfig(grad_accum=2),
+            accelerator=acc,
+        )
 
 
 def test_step_output_count_of_a_padded_batch_is_the_real_one():
