@@ -157,7 +157,7 @@ def main() -> None:
         runs = {"seeds": seeds_run(model, device, args.precision, args.optimizer)}
         for mode in args.compile.split(","):
             runs[f"engine/{mode}"] = engine_run(
-                model, device, args.precision, None if mode == "none" else mode
+                model, device, args.precision, None if mode == "none" else mode, args.optimizer
             )
         for name, run in runs.items():
             c = per_step(run, args.steps, device)
