@@ -217,3 +217,23 @@ def test_step_output_count_of_a_padded_batch_is_the_real_one():
     a = evaluate(model, ImageBatches(_images(70), 64), accelerator=acc, step=step, pad=True)
     b = evaluate(model, ImageBatches(_images(70), 64), accelerator=acc, step=step)
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["accuracy"] == b["accuracy"]
+
+
+class _Keyword(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x=None):
+        return self.fc(x)
+
+
+def test_a_model_called_with_keywords_runs_eagerly_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda *a, **k: pytest.fail("captured"))
+    captured = CapturedTraining(_Keyword()).train()
+    with caplog.at_level("WARNING", "dla_core.capture"):
+        captured(x=torch.randn(4, 3))
+        captured(x=torch.randn(4, 3))
+    assert [r.message for r in caplog.records] == [
+        "--compile cuda-graph: this model takes keyword or non-tensor arguments; it runs eagerly"
+    ]

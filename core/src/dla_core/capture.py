@@ -6,7 +6,8 @@ once and replays each as one launch. The loss, the optimizer (fused: one launch)
 the loop is unchanged.
 
 Capture runs on the first training call, with that batch's shape; later training calls of the same shape and
-dtype replay the graphs, any other (evaluation, a last short batch) runs the model eagerly. The capture's warm-up
+dtype replay the graphs, any other (evaluation, a last short batch) runs the model eagerly, as do models called
+with keyword arguments (lab2's transformers: a warning says so). The capture's warm-up
 passes would move batch-norm's running statistics: they are put back, so the numbers are eager's up to float
 rounding (dropout masks come from the graph's own random stream: same distribution, other draws).
 Gradient accumulation is refused (``fit``): the graph's gradient buffers are reused by the next replay.
@@ -14,10 +15,13 @@ Gradient accumulation is refused (``fit``): the graph's gradient buffers are reu
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+log = logging.getLogger(__name__)
 
 
 class CapturedTraining(nn.Module):
@@ -33,9 +37,15 @@ class CapturedTraining(nn.Module):
         self.model = model
         self.signature: tuple | None = None  # shapes and dtypes of the captured call's inputs
         self.eager: Any = None  # the model's own forward, for calls the graphs do not fit
+        self.warned = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not self.training or kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+            if self.training and not self.warned:
+                log.warning(
+                    "--compile cuda-graph: this model takes keyword or non-tensor arguments; it runs eagerly"
+                )
+                self.warned = True
             return (self.eager or self.model)(*args, **kwargs)
         signature = tuple((a.shape, a.dtype, a.device) for a in args)
         if self.signature is None:
