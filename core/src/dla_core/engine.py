@@ -330,7 +330,7 @@ def evaluate(
     ``pad``: every (inputs, labels) batch padded to the first one's size, so a compiled or captured model sees one
     shape (``pad_batch``; default: the accelerator's ``static_shapes``); the padding counts in no metric."""
     acc = accelerator
-    pad = acc.static_shapes if pad is None else pad
+    pad = getattr(acc, "static_shapes", False) if pad is None else pad  # an Accelerator of its own: no
     size: int | None = None  # the first batch's size, which padded batches keep
     was_training = model.training
     model.eval()
