@@ -9,7 +9,8 @@ downloaded here). The reference is what the lab seeds did: a torch Dataset retur
 torchvision ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` per sample, a
 ``DataLoader`` (batch 128, shuffle, --workers), and a plain Adam loop (``torch.autocast`` for bf16). lab1 is
 ``lab1 train``'s experiment function: uint8 tensors on the device, crop + flip on whole batches,
-``dla_core.engine.fit`` (on a GPU: channels_last convolution weights, and ``torch.compile`` with --compile).
+``dla_core.engine.fit`` (on a GPU: channels_last convolution weights, and ``torch.compile`` with --compile;
+``--compile cuda-graph``: the training forward/backward replayed from CUDA graphs, GPU only).
 Both report images/s over the training epochs only (no evaluation): the median over the epochs after the
 first (the first carries DataLoader worker start-up on one side and compilation on the other), and the first
 epoch's too. Target on a GPU with --precision bf16: lab1 ≥ 5× the seeds' way (whose precision is
@@ -174,7 +175,7 @@ def main() -> None:
     ap.add_argument("--ref-precision", default=None, help="the seeds' way: no|bf16, or several (no,bf16)")
     ap.add_argument("--workers", default="2", help="DataLoader workers of the seeds' way, or several (2,8)")
     ap.add_argument("--compile", default="none",
-                    help="lab1's --compile modes to time, comma-separated: none,default,reduce-overhead,…")  # fmt: skip
+                    help="lab1's --compile modes to time, comma-separated: none,default,reduce-overhead,cuda-graph,…")  # fmt: skip
     ap.add_argument("--study", action="store_true", help="time the default `lab1 study` instead")
     args = ap.parse_args()
     if args.study:

@@ -79,7 +79,8 @@ def dependency_cases(recipe: Recipe, extra: Mapping[str, str] | None = None) -> 
 
 def environment_cases(group: click.Group, required: Mapping[str, Sequence[str]] | None = None) -> list[Case]:
     """A bad OMP_NUM_THREADS for each command that reads it (and ``reproduce``, whose steps do), a tracker whose
-    package is missing for each command with ``--report-to``. ``required``: the arguments a command cannot
+    package is missing for each command with ``--report-to``, ``--compile cuda-graph --cpu`` for each command
+    with both. ``required``: the arguments a command cannot
     start without (command name → arguments)."""
     required = dict(required or {})
     cases = []
@@ -98,5 +99,9 @@ def environment_cases(group: click.Group, required: Mapping[str, Sequence[str]] 
                     "--report-to tensorboard needs the 'tensorboard' package",
                     no_trackers=True,
                 )
+            )
+        if "compile" in params and "cpu" in params:  # refused on any machine, a GPU one included
+            cases.append(
+                Case(f"cuda-graph-{name}", (*argv, "--compile", "cuda-graph", "--cpu"), "needs one CUDA GPU")
             )
     return cases

@@ -86,3 +86,43 @@ def test_training_steps_do_not_wait_for_the_gpu():
             torch.cuda.set_sync_debug_mode(0)
     syncs = [w for w in caught if "called a synchronizing" in str(w.message)]
     assert len(syncs) < 15, len(syncs)  # 60 steps: ≥ 60 if every step waited
+
+
+def test_cuda_graph_step_matches_eager():
+    """--compile cuda-graph: the forward/backward replayed from CUDA graphs train to eager's numbers (float
+    rounding apart), batch-norm statistics included, and the model's state_dict keys are its own."""
+    data = blobs()
+    runs = []
+    for mode in (None, "cuda-graph"):
+        r = fit(cnn(), ImageBatches(data, 64, shuffle=True, augment=Augment(crop_padding=2, flip=True)),
+                TrainConfig(epochs=2, seed=3, optimizer="sgd", lr=0.05, momentum=0.9, log_grad_norms=True),
+                accelerator=make_accelerator(compile=mode), val=ImageBatches(data, 100))  # fmt: skip
+        runs.append(r)
+    eager, graphed = runs
+    for a, b in zip(eager.history, graphed.history, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-3)
+    sa, sb = eager.model.state_dict(), graphed.model.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        torch.testing.assert_close(sb[k].float(), sa[k].float(), rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_fused_optimizers_on_the_gpu():
+    from dla_core.engine import make_optimizer
+
+    p = [torch.nn.Parameter(torch.randn(3, device="cuda"))]
+    for name in ("sgd", "adam", "adamw"):
+        assert make_optimizer(p, TrainConfig(optimizer=name)).defaults["fused"] is True
+
+
+def test_padded_evaluation_under_reduce_overhead_matches_eager():
+    """The CUDA-graph compile mode pads the last evaluation batch (100 = 64 + 36) and gets eager's numbers."""
+    data = blobs(100)
+    model = cnn().cuda().to(memory_format=torch.channels_last)
+    eager = evaluate(model, ImageBatches(data, 64), accelerator=make_accelerator(), per_example=True)
+    acc = make_accelerator(compile="reduce-overhead")
+    assert acc.static_shapes
+    padded = evaluate(acc.place(cnn()), ImageBatches(data, 64), accelerator=acc, per_example=True)
+    assert padded["loss"] == pytest.approx(eager["loss"], rel=1e-3)
+    assert padded["correct"].tolist() == eager["correct"].tolist()

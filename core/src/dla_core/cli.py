@@ -175,7 +175,7 @@ THREADS = click.option(
     help="CPU threads for torch [default: OMP_NUM_THREADS if set, else 1 for small models and every core for "
     "large ones, from the work per step; the choice is recorded in metrics.json].",
 )
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "cuda-graph")
 COMPILE = click.option(
     "--compile",
     type=click.Choice(COMPILE_MODES),
@@ -184,7 +184,8 @@ COMPILE = click.option(
     default=None,
     help="Compile the model with torch.compile, optionally naming its mode (`--compile reduce-overhead`: CUDA "
     "graphs); faster steps on a GPU after a one-off compile of tens of seconds; needs a C++ compiler on the "
-    "CPU. Same numbers up to float rounding; not saved in config.json.",
+    "CPU. `--compile cuda-graph`: no compiler, the training forward/backward captured once with CUDA graphs and "
+    "replayed (one CUDA GPU, one process). Same numbers up to float rounding; not saved in config.json.",
 )
 VERBOSE = click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 

@@ -49,12 +49,20 @@ class Runtime:
 
     def check(self) -> None:
         """What a command can refuse before it creates or loads anything: OMP_NUM_THREADS when the thread choice
-        will read it (no --threads), and the packages of the --report-to trackers."""
+        will read it (no --threads), the packages of the --report-to trackers, and --compile cuda-graph
+        without a CUDA GPU."""
         from dla_core.threads import omp_threads
         from dla_core.trackers import check_trackers
 
         if self.threads is None:
             omp_threads()
+        if self.compile == "cuda-graph":  # the engine's CUDA_GRAPH
+            import torch
+
+            if self.cpu or not torch.cuda.is_available():
+                from dla_core.engine import cuda_graph_refusal
+
+                raise DlaError(cuda_graph_refusal("cpu"))
         check_trackers(self.report_to)
 
     @classmethod

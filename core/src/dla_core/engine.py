@@ -96,6 +96,14 @@ class FitResult:
 #### Accelerator: devices, processes, trackers; mixed precision of our own ####
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+CUDA_GRAPH = "cuda-graph"  # the --compile mode that captures the training step with torch.cuda graphs
+
+
+def cuda_graph_refusal(device: str) -> str:
+    return (
+        f"--compile {CUDA_GRAPH} replays the training step from CUDA graphs: it needs one CUDA GPU and one "
+        f"process (this run: {device}); leave it out, or use --compile default"
+    )
 
 
 class DlaAccelerator(Accelerator):
@@ -115,6 +123,14 @@ class DlaAccelerator(Accelerator):
         super().__init__(mixed_precision="no", **kwargs)
         self.precision = precision
         self.compile = "default" if compile is True else (compile or None)  # a torch.compile mode, or None
+        if self.compile == CUDA_GRAPH and (self.device.type != "cuda" or self.num_processes > 1):
+            raise DlaError(cuda_graph_refusal(self.device.type))
+
+    @property
+    def static_shapes(self) -> bool:
+        """Whether evaluation pads its batches to one size: torch.compile's CUDA-graph modes record one graph per
+        shape, so a last short batch would cost a recompilation and another graph."""
+        return self.compile in ("reduce-overhead", "max-autotune")
 
     def place(self, model: nn.Module) -> nn.Module:
         """``model`` on this device, in place: on a GPU, 4-d (convolution) weights in channels_last, the layout
@@ -124,7 +140,7 @@ class DlaAccelerator(Accelerator):
         model = model.to(self.device)
         if self.device.type == "cuda" and any(p.dim() == 4 for p in model.parameters()):
             model = model.to(memory_format=torch.channels_last)
-        if self.compile and not getattr(model, "_compiled_call_impl", None):
+        if self.compile and self.compile != CUDA_GRAPH and not getattr(model, "_compiled_call_impl", None):
             model.compile(mode=None if self.compile == "default" else self.compile)
         return model
 
@@ -136,6 +152,8 @@ class DlaAccelerator(Accelerator):
             return
         handler = autocast_handler if autocast_handler is not None else self.autocast_handler
         options = handler.to_kwargs() if handler is not None else {}
+        if self.compile == CUDA_GRAPH:
+            options["cache_enabled"] = False  # a captured graph must not keep autocast's cast weights
         with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision], **options):
             yield
 
@@ -236,21 +254,36 @@ def make_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Optim
     params = list(params)
     if not params:
         raise DlaError("nothing to train: every parameter is frozen")
+    if cfg.optimizer not in ("sgd", "adam", "adamw"):
+        raise DlaError(f"unknown optimizer {cfg.optimizer!r} (choose sgd, adam or adamw)")
+    kernels = optimizer_kernels(cfg.optimizer, _devices(params))
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    # the fused kernels are ~10× faster per step on the CPU (66M-parameter AdamW: 0.02 s vs 0.2 s) and faster
-    # on GPUs; the HF Trainer defaults to them too
-    fused = {"fused": True} if all(_fusable(p) for p in params) else {}
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kernels
+        )
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    raise DlaError(f"unknown optimizer {cfg.optimizer!r} (choose sgd, adam or adamw)")
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
 
 
-def _fusable(p: Any) -> bool:
-    t = p if isinstance(p, torch.Tensor) else None  # parameter groups (dicts) keep the default
-    return t is not None and t.is_floating_point() and t.device.type in ("cpu", "cuda")
+def optimizer_kernels(optimizer: str, devices: set[str] | None) -> dict[str, bool]:
+    """How the optimizer updates the parameters: a few kernels over all of them, not a few per parameter.
+
+    On CUDA every optimizer here has fused kernels (one launch per step for the whole update); on the CPU
+    Adam/AdamW's fused kernels are ~10× faster per step (66M-parameter AdamW: 0.02 s vs 0.2 s), while SGD takes
+    the multi-tensor (foreach) path, which torch uses on CUDA by default but not on the CPU. ``devices``: the
+    parameters' device types, None for parameter groups (dicts), which keep torch's default."""
+    if devices is None or len(devices) != 1 or not devices <= {"cpu", "cuda"}:
+        return {}  # parameter groups, other devices, or parameters split over devices: torch's default
+    if devices == {"cuda"} or optimizer in ("adam", "adamw"):
+        return {"fused": True}
+    return {"foreach": True}
+
+
+def _devices(params: Sequence[Any]) -> set[str] | None:
+    if not all(isinstance(p, torch.Tensor) and p.is_floating_point() for p in params):
+        return None
+    return {p.device.type for p in params}
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -288,12 +321,17 @@ def evaluate(
     step: Step = classification_step,
     max_batches: int | None = None,
     per_example: bool = False,
+    pad: bool | None = None,
 ) -> dict[str, Any]:
     """Mean loss over every example, summed across processes; accuracy too where the step counts correct ones.
     ``max_batches``: only the first that many batches of each process (a smoke run's ``TrainConfig.max_steps``).
     ``per_example``: also ``"correct"``, which examples the model got right ((examples,) bool numpy, in the
-    batches' order, gathered from every process), where the step says per example (``StepOutput.correct``)."""
+    batches' order, gathered from every process), where the step says per example (``StepOutput.correct``).
+    ``pad``: every (inputs, labels) batch padded to the first one's size, so a compiled or captured model sees one
+    shape (``pad_batch``; default: the accelerator's ``static_shapes``); the padding counts in no metric."""
     acc = accelerator
+    pad = getattr(acc, "static_shapes", False) if pad is None else pad  # an Accelerator of its own: no
+    size: int | None = None  # the first batch's size, which padded batches keep
     was_training = model.training
     model.eval()
     sums = torch.zeros(
@@ -306,13 +344,21 @@ def evaluate(
         ):
             if max_batches is not None and i >= max_batches:
                 break
+            real = None  # the examples of a padded batch
+            if pad and _labelled(batch):
+                size = size or len(batch[1])
+                if len(batch[1]) < size:
+                    real, batch = len(batch[1]), pad_batch(batch, size)
             out = step(model, batch)
+            count = out.count if real is None else real
             counted = out.correct is not None
+            if counted and real is not None and out.correct.dim() == 1:  # type: ignore[union-attr]
+                out.correct = out.correct[:real]  # type: ignore[index]
             correct = out.correct.double().sum() if counted else sums.new_zeros(())  # type: ignore[union-attr]
-            sums[:2] += torch.stack([out.loss.detach().double() * out.count, correct])
-            sums[2] += out.count  # scalars: no host→device copy (and GPU sync) per batch
+            sums[:2] += torch.stack([out.loss.detach().double() * count, correct])
+            sums[2] += count  # scalars: no host→device copy (and GPU sync) per batch
             if counted:
-                sums[3] += out.count
+                sums[3] += count
                 if per_example and out.correct.dim() == 1:  # type: ignore[union-attr]
                     kept.append(out.correct.detach().bool())  # type: ignore[union-attr]
     model.train(was_training)
@@ -325,6 +371,27 @@ def evaluate(
     if per_example and kept:
         result["correct"] = _in_order(kept, batches, acc)
     return result
+
+
+IGNORED_LABEL = -100  # F.cross_entropy's ignore_index: a padded example's label, left out of the loss
+
+
+def _labelled(batch: Any) -> bool:
+    return (
+        isinstance(batch, tuple | list)
+        and len(batch) == 2
+        and all(isinstance(t, torch.Tensor) for t in batch)
+        and batch[1].dim() == 1
+    )
+
+
+def pad_batch(batch: tuple[torch.Tensor, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) grown to ``size`` examples: zero inputs labelled ``IGNORED_LABEL``, which
+    ``classification_step``'s loss ignores and no prediction equals; ``evaluate`` counts only the real ones."""
+    x, y = batch
+    extra = size - len(y)
+    x = torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
+    return x, torch.cat([y, y.new_full((extra,), IGNORED_LABEL)])
 
 
 def _in_order(kept: Sequence[torch.Tensor], batches: Batches, acc: Accelerator) -> Any:
@@ -462,6 +529,8 @@ def fit(
         )
     if cfg.patience is not None and val is None:
         raise DlaError("--patience stops on the validation loss: this run has no validation split")
+    if accelerator.compile == CUDA_GRAPH and cfg.grad_accum > 1:
+        raise DlaError(f"--compile {CUDA_GRAPH} steps on every batch: leave out --grad-accum")
     loop = _Loop(model, train, cfg, accelerator, step, run, desc)
     state = Checkpoint.load(run.checkpoint_path) if (run is not None and resume) else None
     if state is not None:
@@ -476,6 +545,9 @@ def fit(
         except BaseException:
             loop.save_pending()  # an error or a second Ctrl-C: the last finished epoch is not lost
             raise
+        finally:
+            if hasattr(loop.model, "release"):  # --compile cuda-graph: the model gets its own forward back
+                loop.model.release()
     return FitResult(loop.raw, loop.history, loop.norms_history)
 
 
@@ -518,6 +590,10 @@ class _Loop:
             step.setup(acc)  # e.g. a distillation step moves its teacher to the device
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.raw = acc.unwrap_model(self.model)
+        if acc.compile == CUDA_GRAPH:
+            from dla_core.capture import CapturedTraining
+
+            self.model = CapturedTraining(self.model)
         self.scaler = acc.grad_scaler()
         self.grad_norms = _GradNorms(self.raw, acc.device) if cfg.log_grad_norms else None
         self.history: list[dict[str, float]] = []
