@@ -17,6 +17,7 @@ A TorchScript or torch.export file gives logits only: asking it for features is 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -170,6 +171,13 @@ class AdaptedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.prepare(x))
 
+    def train(self, mode: bool = True) -> AdaptedClassifier:
+        self.training = mode
+        for child in self.children():
+            with contextlib.suppress(NotImplementedError):  # a torch.export graph: mode fixed when exported
+                child.train(mode)
+        return self
+
     @property
     def has_features(self) -> bool:
         return type(self).features_and_logits is not AdaptedClassifier.features_and_logits
@@ -305,9 +313,8 @@ def _file(spec: ModelSpec, weights: str, num_classes: int | None) -> AdaptedClas
         else:
             net = torch.jit.load(spec.name, map_location="cpu")
     except Exception as e:
-        raise DlaError(
-            f"{spec.name} is not a {FAMILIES[spec.family].summary} ({str(e).splitlines()[0]})"
-        ) from None
+        why = str(e).splitlines()[0].split(". ")[0]  # the loader's first sentence
+        raise DlaError(f"{spec.name} is not {FAMILIES[spec.family].summary} ({why})") from None
     return AdaptedClassifier(net, None, None, 0, _describe(spec, {}))
 
 
