@@ -152,18 +152,22 @@ class AdaptedClassifier(nn.Module):
     @property
     def head(self) -> nn.Linear:
         if self._head[0] is None:
-            raise FeaturesUnavailable(f"{self.description['model']} has no final linear layer dla can read")
+            raise FeaturesUnavailable(self.refusal("its final linear layer"))
         return self._head[0]
+
+    def refusal(self, what: str) -> str:
+        d = self.description
+        why = f"gives logits only (a {d['family']} file)" if FAMILIES[d["family"]].logits_only else (
+            "has no final linear layer dla can read")  # fmt: skip
+        return (f"{d['model']} {why}: this method needs {what}; use a torchvision:, timm: or hf: model or a dla "
+                "run folder")  # fmt: skip
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.preprocessing is None else self.preprocessing(x)
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The penultimate features (B, D) and the logits (B, classes) of one forward pass."""
-        raise FeaturesUnavailable(
-            f"{self.description['model']} gives logits only (a {self.description['family']} file): this "
-            "method needs penultimate features; use a torchvision:, timm: or hf: model or a dla run folder"
-        )
+        raise FeaturesUnavailable(self.refusal("penultimate features"))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features_and_logits(x)[0]

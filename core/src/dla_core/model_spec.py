@@ -108,15 +108,13 @@ def check_weights(spec: ModelSpec, weights: str) -> None:
 
 
 class ModelSpecType(click.ParamType):
-    """A click type for ``--model``: checked by ``parse_model_spec``, kept as the text the user wrote."""
+    """A click type for ``--model``: checked by ``parse_model_spec`` (a bad spec: its one Error line, no usage
+    text), kept as the text the user wrote."""
 
     name = "MODEL"
 
     def convert(self, value, param, ctx):
-        try:
-            return parse_model_spec(value).text
-        except DlaError as e:
-            self.fail(e.message.removeprefix(f"--model {value}: "), param, ctx)
+        return parse_model_spec(value).text
 
 
 MODEL = ModelSpecType()
