@@ -87,8 +87,8 @@ def parse_model_spec(text: str) -> ModelSpec:
     if path.is_dir():
         if not (path / MODEL_FILE).exists():
             raise DlaError(
-                f"--model {text}: no {MODEL_FILE} in this folder, so not a dla run folder "
-                "(a Hugging Face model folder: hf:FOLDER)"
+                f"--model {text}: no trained model in this folder (no {MODEL_FILE}); pass the --out folder of a "
+                "finished training run, or hf:FOLDER for a Hugging Face model folder"
             )
         return ModelSpec("run", text, None, text)
     if path.is_file():
