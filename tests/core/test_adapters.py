@@ -50,7 +50,6 @@ def test_parse_model_spec_names_each_family_and_refuses_what_is_none(tmp_path):
         "torchvision:resnet18:A:B": "write torchvision:NAME[:WEIGHTS]",
         "nosuch:thing": "no such folder or file",
         str(tmp_path / "missing"): "no such folder or file",
-        str(tmp_path): "no trained model in this folder",
     }.items():
         with pytest.raises(DlaError, match=says.replace("[", r"\[")):
             parse_model_spec(bad)

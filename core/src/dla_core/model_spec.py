@@ -23,8 +23,6 @@ import click
 
 from dla_core.errors import DlaError
 
-MODEL_FILE = "model.safetensors"  # runs.MODEL, repeated here to keep this module free of torch
-
 
 @dataclass(frozen=True)
 class Family:
@@ -39,7 +37,7 @@ class Family:
 FAMILIES = {
     f.name: f
     for f in (
-        Family("run", "RUN_FOLDER", "a dla run folder (model.safetensors)"),
+        Family("run", "RUN_FOLDER", "a dla run folder (its model.safetensors)"),
         Family("torchvision", "torchvision:NAME[:WEIGHTS]", "torchvision.models", named=True),
         Family("timm", "timm:NAME", "timm.create_model", named=True, needs=("timm", "timm")),
         Family(
@@ -84,12 +82,7 @@ def parse_model_spec(text: str) -> ModelSpec:
                 )
             return ModelSpec("torchvision", name, weights or None, text)
         return ModelSpec(prefix, rest, None, text)
-    if path.is_dir():
-        if not (path / MODEL_FILE).exists():
-            raise DlaError(
-                f"--model {text}: no trained model in this folder (no {MODEL_FILE}); pass the --out folder of a "
-                "finished training run, or hf:FOLDER for a Hugging Face model folder"
-            )
+    if path.is_dir():  # its model.safetensors is read (or missed) where the model loads, as always
         return ModelSpec("run", text, None, text)
     if path.is_file():
         return ModelSpec("export" if path.suffix == ".pt2" else "torchscript", text, None, text)
