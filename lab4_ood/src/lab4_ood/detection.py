@@ -201,9 +201,8 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
     seed_everything(0)  # nothing here should draw at random; if anything does, it draws the same every run
     acc = make_accelerator(cpu=rt.cpu)
     device = acc.device
-    splits = load_id(
-        cfg.id, rt.data_dir, rt.download
-    )  # the data first: a bad spec fails before a model loads
+    # the data first: a bad dataset spec fails before a model loads (or downloads)
+    splits = load_id(cfg.id, rt.data_dir, rt.download)
     shape = splits.test.shape
     id_test = head(splits.test, cfg.limit)
     oods = {spec: load_ood(spec, shape, rt.data_dir, rt.download) for spec in cfg.ood}
