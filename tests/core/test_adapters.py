@@ -220,3 +220,29 @@ def test_a_missing_extra_is_one_error_naming_it(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "timm", None)  # import timm now fails, as when absent
     with pytest.raises(DlaError, match=r"needs timm: pip install 'dla-core\[timm\]'"):
         load_classifier("timm:resnet18", "none")
+
+
+def test_hf_resnet_shortest_edge_crop_pct_and_pooled_features(tmp_path):
+    """A ConvNeXt-style processor (shortest_edge / crop_pct, then a centre crop) and a classifier that is
+    Sequential(Flatten, Linear): the features are the flattened pooled output."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    torch.manual_seed(0)
+    transformers.ResNetForImageClassification(config).save_pretrained(tmp_path)
+    transformers.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875).save_pretrained(tmp_path)
+    model = load_classifier(f"hf:{tmp_path}")
+    assert model.preprocessing.resize == (36,) and model.preprocessing.crop == (32, 32)
+    u8 = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    x = torch.from_numpy(u8).permute(2, 0, 1)[None].float() / 255
+    own = transformers.AutoImageProcessor.from_pretrained(tmp_path)(images=[u8], return_tensors="pt")[
+        "pixel_values"
+    ]
+    ours = model.prepare(x)
+    assert ours.shape == own.shape == (1, 3, 32, 32)
+    # PIL's bicubic on uint8 against torch's on floats: a few pixels differ by ~0.1, a wrong resize or crop by ~1
+    assert float((ours - own).abs().mean()) < 0.01
+    out = model.net(pixel_values=model.prepare(x))
+    f, logits = model.features_and_logits(x)
+    torch.testing.assert_close(f, model.net.resnet(model.prepare(x)).pooler_output.flatten(1))
+    torch.testing.assert_close(logits, out.logits)
+    assert model.head is model.net.classifier[-1]

@@ -105,6 +105,7 @@ class ModelSpecType(click.ParamType):
     text), kept as the text the user wrote."""
 
     name = "MODEL"
+    example = "torchvision:resnet18"  # a value that parses (tests that walk every option pass it)
 
     def convert(self, value, param, ctx):
         return parse_model_spec(value).text
