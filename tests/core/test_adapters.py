@@ -15,7 +15,12 @@ from dla_core.adapters import FeaturesUnavailable, load_classifier
 from dla_core.errors import DlaError
 from dla_core.model_spec import check_weights, parse_model_spec
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    """Forward passes only (not a module-level switch: it would leak into the next file's tests)."""
+    with torch.no_grad():
+        yield
 
 
 def images(n=2, c=3, h=40, w=48, seed=0):
