@@ -58,9 +58,14 @@ EXTRA_TEST_DEPS = {
 }
 
 
-def install_parts(session: nox.Session, *folders: str) -> None:
-    """Install core and the given lab folders editable, in one resolve (dla-core is not on PyPI)."""
-    args = ["-e", "./core"]
+# core's extras a part's tests need: timm and hf, for the adapters' tests of timm: and hf: models (--model)
+CORE_EXTRAS = {"core": "[timm,hf]", "lab4": "[timm,hf]"}
+
+
+def install_parts(session: nox.Session, *folders: str, core_extras: str = "") -> None:
+    """Install core (with ``core_extras``, e.g. "[timm,hf]") and the given lab folders editable, in one resolve
+    (dla-core is not on PyPI)."""
+    args = ["-e", f"./core{core_extras}"]
     for folder in folders:
         args += ["-e", f"./{folder}"]
     session.install(*args)
@@ -68,7 +73,7 @@ def install_parts(session: nox.Session, *folders: str) -> None:
 
 def run_part_tests(session: nox.Session, part: str, folders: list[str], marks: str) -> None:
     """Install one part (core + its lab + test tools) and run its tests of one tier on every core."""
-    install_parts(session, *folders)
+    install_parts(session, *folders, core_extras=CORE_EXTRAS.get(part, ""))
     session.install(*TEST_TOOLS, *EXTRA_TEST_DEPS.get(part, []))
     session.run(
         "pytest",

@@ -77,6 +77,8 @@ def _harmless(param: click.Parameter, tmp: Path) -> list[str]:
         value = str(tmp / "given" / "file.txt") if t.exists and not t.dir_okay else str(tmp / "given")
     elif isinstance(t, click.Choice):
         value = str(t.choices[0])
+    elif hasattr(t, "example"):  # a type that names a value that parses (--model's)
+        value = t.example
     elif isinstance(t, click.IntRange):
         low = 1 if t.min is None else t.min + (1 if t.min_open else 0)
         value = str(low)

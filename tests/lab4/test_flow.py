@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+import dla_core.models
 import lab4_ood.detection as detection
-import lab4_ood.robustness as robustness
 from dla_core.config import Runtime
 from dla_core.data import load_dataset, load_splits
 from dla_core.errors import DlaError
@@ -110,7 +110,7 @@ def test_the_science_a_trained_classifier_tells_digits_0_4_from_5_9(digits_run, 
         assert per_ood["digits:5-9"]["auroc"] > 0.75, method
 
 
-def spy_on_loads(monkeypatch, module):
+def spy_on_loads(monkeypatch):
     """Record each model the command loads, with a copy of its BatchNorm buffers as loaded."""
     loaded = []
 
@@ -120,7 +120,7 @@ def spy_on_loads(monkeypatch, module):
         loaded.append((model, {k: v.clone() for k, v in model.named_buffers()}))
         return model
 
-    monkeypatch.setattr(module, "load_model", spy)
+    monkeypatch.setattr(dla_core.models, "load_model", spy)  # where every --model run folder loads (adapters)
     return loaded
 
 
@@ -140,7 +140,7 @@ def test_detect_scores_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp
             det.MSP(reference).scores(pixels(splits.test)).double().numpy(),
             det.MSP(reference).scores(pixels(ood_test)).double().numpy(),
         )
-    loaded = spy_on_loads(monkeypatch, detection)
+    loaded = spy_on_loads(monkeypatch)
     summary = detect(
         DetectConfig(
             model=batchnorm_run,
@@ -162,7 +162,7 @@ def test_attack_runs_a_batchnorm_model_in_eval_mode(batchnorm_run, digits, tmp_p
     with torch.no_grad():
         clean = int((reference(pixels(splits.test)).argmax(1) == splits.test.labels).sum()) / len(splits.test)
     for method in attacks():  # the iterative attacks added since run through the same command
-        loaded = spy_on_loads(monkeypatch, robustness)
+        loaded = spy_on_loads(monkeypatch)
         summary = run_attack(
             AttackConfig(
                 model=batchnorm_run,

@@ -303,7 +303,10 @@ def load_model(source: Path, map_location: str = "cpu") -> nn.Module:
     if path.is_dir():
         path = path / MODEL
     if not path.exists():
-        raise DlaError(f"no trained model at {path}; pass the --out folder of a finished training run")
+        raise DlaError(
+            f"no trained model at {path}; pass the --out folder of a finished training run "
+            "(a Hugging Face model folder: --model hf:FOLDER)"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    models: tuple[Path, ...]
+    models: tuple[str, ...]  # --model specs (dla_core.model_spec)
     groups: tuple[tuple[str, tuple[str, ...]], ...]  # (name, OOD specs), in the order given
     methods: tuple[str, ...]
     id: str | None = None  # ID spec for every model [default: each run's dataset]
@@ -52,6 +53,7 @@ class BenchmarkConfig:
     limit: int | None = None
     detector: dict[str, Any] = field(default_factory=dict)  # DetectConfig's detector options (--T, --grid, …)
     attack: dict[str, Any] = field(default_factory=dict)  # AttackConfig's attack options (--steps, --cw-c, …)
+    weights: str = "pretrained"  # none: random weights for torchvision:, timm:, hf: models
 
 
 def split_specs(text: str) -> list[str]:
@@ -91,11 +93,13 @@ def parse_groups(near: tuple[str, ...], far: tuple[str, ...], custom: tuple[str,
     return tuple((name, tuple(specs)) for name, specs in groups.items())
 
 
-def model_names(models: tuple[Path, ...]) -> list[str]:
-    """Child folder names: each run folder's name, made unique with -2, -3, … ('runs/a/base', 'runs/b/base')."""
+def model_names(models: tuple[str, ...]) -> list[str]:
+    """Child folder names: each run folder's or file's name, a named model's spec with '-' for ':' and '/'
+    ('torchvision-resnet18'), made unique with -2, -3, … ('runs/a/base', 'runs/b/base')."""
     names: list[str] = []
     for m in models:
-        base = Path(m).resolve().name or "model"
+        path = Path(m)
+        base = (path.resolve().name if path.exists() else re.sub(r"[^\w.-]+", "-", m)) or "model"
         name, i = base, 1
         while name in names:
             i += 1
@@ -129,6 +133,7 @@ def run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
             methods=cfg.methods,
             batch_size=cfg.batch_size,
             limit=cfg.limit,
+            weights=cfg.weights,
             **cfg.detector,
         )
         summary = detect(dcfg, dataclasses.replace(rt, out=run.path / name / "detect"))
@@ -160,6 +165,7 @@ def run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
                 batch_size=cfg.batch_size,
                 limit=cfg.limit,
                 seed=cfg.seed,
+                weights=cfg.weights,
                 **cfg.attack,
             )
             result = run_attack(acfg, dataclasses.replace(rt, out=run.path / name / f"attack-{method}"))

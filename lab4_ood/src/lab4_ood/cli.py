@@ -9,6 +9,8 @@ import click
 from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
+from dla_core.model_spec import MODEL, MODEL_HELP, check_weights, parse_model_spec
+from dla_core.model_spec import WEIGHTS_OPTION as WEIGHTS
 from lab4_ood import method_options as mo
 from lab4_ood import methods
 
@@ -42,7 +44,8 @@ def group(verbose: int) -> None:
 
 
 @group.command()
-@click.option("--model", type=RUN, required=True, help="Classifier run folder (model.safetensors).")
+@click.option("--model", type=MODEL, required=True, help=MODEL_HELP)
+@WEIGHTS
 @click.option(
     "--id", "id_spec", default=None, help="In-distribution dataset spec [default: the run's dataset]."
 )
@@ -75,6 +78,7 @@ def detect(**opts):
                   --method msp,energy,odin --grid --out runs/c10-ood
     """
     chosen = mo.detector_choice(opts["method"], "--method", opts)
+    check_weights(parse_model_spec(opts["model"]), opts["weights"])
 
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.detection import DetectConfig
@@ -114,11 +118,12 @@ def echo_detection(id_spec: str, summary: dict) -> None:
 @click.option(
     "--model",
     "models",
-    type=RUN,
+    type=MODEL,
     multiple=True,
     required=True,
-    help="Classifier run folder (repeatable): every model is evaluated the same way.",
+    help=f"(repeatable: every model is evaluated the same way) {MODEL_HELP}",
 )
+@WEIGHTS
 @click.option("--id", "id_spec", default=None, help="ID dataset spec [default: each run's dataset].")
 @click.option(
     "--methods",
@@ -181,6 +186,8 @@ def benchmark(**opts):
     mo.check_radii(attacks, opts["attack_eps"], "--attack-eps", one_norm=False)
     for m in (m for m in chosen if m in needy and len(opts["models"]) > 1):
         raise DlaError(f"--methods {m} takes one {needy[m]}, so one --model")
+    for model in opts["models"]:
+        check_weights(parse_model_spec(model), opts["weights"])
 
     from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
     from lab4_ood.detection import DetectConfig
@@ -189,7 +196,15 @@ def benchmark(**opts):
     mo.import_all(chosen, DETECTORS)
     mo.import_all(attacks, ATTACKS)
 
-    shared = {"model", "id", "ood", "methods", "batch_size", "limit"}  # the benchmark's own, per model
+    shared = {
+        "model",
+        "weights",
+        "id",
+        "ood",
+        "methods",
+        "batch_size",
+        "limit",
+    }  # the benchmark's own, per model
     cfg = from_options(
         BenchmarkConfig,
         opts,
@@ -250,7 +265,8 @@ def train_ae(**opts):
 
 
 @group.command()
-@click.option("--model", type=RUN, required=True, help="Classifier run folder (model.safetensors).")
+@click.option("--model", type=MODEL, required=True, help=MODEL_HELP)
+@WEIGHTS
 @click.option("--dataset", default=None, help="Dataset spec [default: the run's dataset].")
 @click.option(
     "--method",
@@ -308,6 +324,7 @@ def attack(eps, targeted, **opts):
     mo.check_radii(chosen, eps, "--eps")
     if targeted != (opts["target_class"] is not None):
         raise DlaError("--targeted and --target-class K go together")
+    check_weights(parse_model_spec(opts["model"]), opts["weights"])
 
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.robustness import AttackConfig, run_attack

@@ -31,7 +31,22 @@ def id_spec_for(run: Path, spec: str | None, option: str = "--id") -> str:
     return spec
 
 
+def load_model_for(spec: str, weights: str, data: ImageSet) -> nn.Module:
+    """The classifier of a ``--model`` spec (``dla_core.adapters``) for ``data``, in eval mode, checked to fit it:
+    ``--weights none`` gives a random head with ``data``'s classes."""
+    from dla_core.adapters import load_classifier
+
+    model = load_classifier(spec, weights, num_classes=data.num_classes).eval()
+    check_model_fits(model, data)
+    return model
+
+
 def check_model_fits(model: nn.Module, data: ImageSet) -> None:
+    if not hasattr(model, "config"):  # another family's model: it resizes and converts the images itself
+        classes = getattr(model, "num_classes", 0)  # 0: a file that does not say
+        if classes and classes != data.num_classes:
+            raise DlaError(f"the model has {classes} classes but {data.spec} has {data.num_classes}")
+        return
     cfg = model_config_of(model)
     if tuple(cfg.in_shape) != data.shape:
         raise DlaError(f"the model takes {tuple(cfg.in_shape)} images but {data.spec} has {data.shape}")

@@ -23,18 +23,18 @@ import torch
 from tqdm.auto import tqdm
 
 from dla_core import plots
+from dla_core.adapters import FeaturesUnavailable, description_of
 from dla_core.config import Runtime
 from dla_core.data import ImageBatches, ImageSet
 from dla_core.engine import evaluate, make_accelerator
 from dla_core.errors import DlaError
-from dla_core.models import load_model
-from dla_core.runs import RunDir
+from dla_core.runs import RunDir, to_jsonable
 from dla_core.seeding import seed_everything
 from dla_core.stats import write_outcomes
 from dla_core.threads import use_threads
 from lab4_ood import detectors as det
 from lab4_ood import methods, outcomes
-from lab4_ood.datasets import check_model_fits, head, load_id, load_ood
+from lab4_ood.datasets import head, load_id, load_model_for, load_ood
 from lab4_ood.metrics import check_finite, ood_metrics, pr_curve, roc_curve
 from lab4_ood.odin import odin_grid
 
@@ -48,7 +48,10 @@ OPTIONS = methods.options_of(methods.detectors().values())
 DetectConfig = dataclasses.make_dataclass(
     "DetectConfig",
     [
-        ("model", Path),
+        (
+            "model",
+            str,
+        ),  # a --model spec (dla_core.model_spec): a run folder, torchvision:…, timm:…, hf:…, a file
         ("id", str),
         ("ood", tuple[str, ...]),
         ("methods", tuple[str, ...]),
@@ -61,6 +64,7 @@ DetectConfig = dataclasses.make_dataclass(
         ),
         ("batch_size", int, dataclasses.field(default=256)),
         ("limit", int | None, dataclasses.field(default=None)),  # at most this many images per set
+        ("weights", str, dataclasses.field(default="pretrained")),  # none: random (torchvision:, timm:, hf:)
     ],
     frozen=True,
 )
@@ -172,19 +176,44 @@ def warn_constant(method: str, s_id: np.ndarray, s_ood: dict[str, np.ndarray]) -
         log.warning("%s gives every image the same score: its AUROC of 0.5 says nothing", method)
 
 
+def refuse_featureless(
+    model: torch.nn.Module, cfg: DetectConfig, train: ImageSet, device: torch.device
+) -> None:
+    """A model that gives logits only (a TorchScript / torch.export file): each method is tried on two training
+    images (fitted on them where it fits), and one that asks for features is refused before the run folder."""
+    if getattr(model, "has_features", True):
+        return
+    x, y = train.images[:2].to(device).float() / 255, train.labels[:2].to(device)
+    for method in cfg.methods:
+        try:
+            detector = det.make_detector(method, model, option_values(cfg), device)
+            if methods.detectors()[method].fits:
+                detector.fit([(x, y)])
+            with torch.set_grad_enabled(detector.needs_grad):
+                detector.scores(x)
+        except FeaturesUnavailable as e:
+            raise DlaError(f"--method {method}: {e.message}") from None
+        except Exception:  # two images may be too few for a fit: the real run says so, not the probe
+            continue
+
+
 def detect(cfg: DetectConfig, rt: Runtime) -> dict:
     seed_everything(0)  # nothing here should draw at random; if anything does, it draws the same every run
     acc = make_accelerator(cpu=rt.cpu)
     device = acc.device
-    model = load_model(cfg.model).to(device).eval()
+    # the data first: a bad dataset spec fails before a model loads (or downloads)
     splits = load_id(cfg.id, rt.data_dir, rt.download)
-    check_model_fits(model, splits.test)
     shape = splits.test.shape
     id_test = head(splits.test, cfg.limit)
     oods = {spec: load_ood(spec, shape, rt.data_dir, rt.download) for spec in cfg.ood}
     ood_test = {spec: head(test, cfg.limit) for spec, (_, test) in oods.items()}
     warn_degenerate(cfg, id_test, ood_test)
-    run = RunDir.create(rt.out, cfg, command="lab4 detect", resumable=False)
+    model = load_model_for(cfg.model, cfg.weights, splits.test).to(device)
+    train = head(splits.train, cfg.limit and 4 * cfg.limit)
+    refuse_featureless(model, cfg, train, device)
+    source = description_of(model)  # another family's model: its spec, weights and preprocessing
+    snapshot = cfg if source is None else {**to_jsonable(cfg), "model_source": source}
+    run = RunDir.create(rt.out, snapshot, command="lab4 detect", resumable=False)
     one = lambda: model(id_test.images[:1].to(device).float() / 255)  # noqa: E731  (one example, for the estimate)
     run.update_metrics(threads=use_threads(rt.threads, model, cfg.batch_size, one, training=False).record())
     stored = {
@@ -213,7 +242,6 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
         }
 
     options = {**option_values(cfg), "temperature": temperature, "eps": eps}
-    train = head(splits.train, cfg.limit and 4 * cfg.limit)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for method in cfg.methods:
         searched = methods.detectors()[method].searched
@@ -254,7 +282,7 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
         outcomes.write_detector(run.path, method, s_id, s_ood)
         # the plots say which model and, for ODIN, which T and ε (no machine path: the run folder's name)
         odin = f" (T={temperature:g}, ε={eps:g})" if method == "odin" else ""
-        title = f"{method}{odin}, model {Path(cfg.model).name}"
+        title = f"{method}{odin}, model {Path(cfg.model).name}"  # hf:org/name → name
         plots.score_histograms(
             {f"ID {cfg.id}": s_id, **{f"OOD {k}": v for k, v in s_ood.items()}},
             run.file(f"scores_{method}.png"),

@@ -21,18 +21,18 @@ import torch
 from tqdm.auto import tqdm
 
 from dla_core import plots
+from dla_core.adapters import description_of
 from dla_core.config import Runtime
 from dla_core.data import ImageBatches
 from dla_core.engine import make_accelerator
 from dla_core.errors import DlaError
-from dla_core.models import load_model
-from dla_core.runs import RunDir
+from dla_core.runs import RunDir, to_jsonable
 from dla_core.seeding import seed_everything
 from dla_core.stats import write_outcomes
 from dla_core.threads import use_threads
 from lab4_ood import methods, outcomes
 from lab4_ood.attacks import attack
-from lab4_ood.datasets import check_model_fits, head, load_id
+from lab4_ood.datasets import head, load_id, load_model_for
 
 log = logging.getLogger(__name__)
 FEW = 20  # fewer test images than this: accuracies move in steps of more than 5 points
@@ -45,7 +45,7 @@ DEFAULTS = {name: methods.default(o, methods.attacks().values()) for name, o in 
 AttackConfig = dataclasses.make_dataclass(
     "AttackConfig",
     [
-        ("model", Path),
+        ("model", str),  # a --model spec (dla_core.model_spec)
         ("dataset", str),
         # one declared attack, or several separated by commas (worst case per image)
         ("method", str, dataclasses.field(default="fgsm")),
@@ -63,6 +63,7 @@ AttackConfig = dataclasses.make_dataclass(
         ("batch_size", int, dataclasses.field(default=256)),
         ("limit", int | None, dataclasses.field(default=None)),
         ("seed", int, dataclasses.field(default=0)),
+        ("weights", str, dataclasses.field(default="pretrained")),  # none: random (torchvision:, timm:, hf:)
     ],
     frozen=True,
 )
@@ -126,9 +127,8 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
         raise DlaError(reason)
     seed_everything(cfg.seed)  # before anything random (PGD's random start draws from torch's global RNG)
     device = make_accelerator(cpu=rt.cpu).device
-    model = load_model(cfg.model).to(device).eval()
     test = head(load_id(cfg.dataset, rt.data_dir, rt.download, val_fraction=0).test, cfg.limit)
-    check_model_fits(model, test)
+    model = load_model_for(cfg.model, cfg.weights, test).to(device)
     values = {name: getattr(cfg, name) for name in OPTIONS}
     if reason := refusal(chosen, cfg.target_class is not None, test.num_classes, values):
         raise DlaError(reason)
@@ -148,7 +148,9 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
             len(test),
             " (--limit)" if cfg.limit is not None else "",
         )
-    run = RunDir.create(rt.out, cfg, command="lab4 attack", resumable=False)
+    source = description_of(model)  # another family's model: its spec, weights and preprocessing
+    snapshot = cfg if source is None else {**to_jsonable(cfg), "model_source": source}
+    run = RunDir.create(rt.out, snapshot, command="lab4 attack", resumable=False)
     one = lambda: model(test.images[:1].to(device).float() / 255)  # noqa: E731  (one example, for the estimate)
     # each attack step is a forward and a backward pass: training-sized work
     run.update_metrics(threads=use_threads(rt.threads, model, cfg.batch_size, one, training=True).record())
