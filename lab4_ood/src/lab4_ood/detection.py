@@ -5,9 +5,11 @@ The ODIN grid (``--grid``) is searched on held-out data, not on the test sets: t
 training split against each OOD set's *training* split; the best (T, ε) by mean AUROC is then used for
 ``odin`` on the test sets. With ``--grid`` every other selected detector with searched options (those declared
 with grid values in methods.py: knn's k, react's / ash's / scale's percentile, dice's p) is searched the same way
-over its ``--grid-*`` values (every combination, where it has several): for each value the detector is fitted on the ID training split (as for the test run) and
-scores the ID validation slice and the OOD training splits; the value of the highest mean AUROC (the first on a
-tie) is then used on the test sets.
+over its ``--grid-*`` values (every combination, where it has several): for each value the detector is fitted on
+the ID training split (as for the test run) and scores the ID validation slice and the OOD training splits; the
+value of the highest mean AUROC (the first on a tie) is then used on the test sets. The points share the passes
+that their values do not change (one pass over the training set per distinct fit, one over each held-out set
+per distinct per-image view: ``search_hyperparameter``).
 """
 
 from __future__ import annotations
