@@ -258,27 +258,33 @@ def test_constant_scores_warn(caplog):
 def test_grid_of_the_new_detectors_fits_on_train_scores_held_out_data_and_uses_the_best_on_test(
     digits_run, digits, tmp_path, monkeypatch
 ):
-    """knn's k and react's percentile: for each grid value a fit on the ID training split, then the ID validation
-    slice and the OOD training split; the best value by mean AUROC then fits and scores the test sets."""
+    """knn's k and react's percentile: one pass over the ID training split gathers what every grid value's fit
+    derives from, one over the ID validation slice and the OOD training split gives what each value scores; the
+    best value by mean AUROC then fits and scores the test sets."""
     splits, ood_train, ood_test = digits
-    fits, scored = [], []
+    fits, viewed, scored = [], [], []
 
     for cls in (det.KNN, det.ReAct):
-        real_fit = cls.fit
+        real_gather = cls.gather
 
-        def spy_fit(self, batches, real_fit=real_fit):
+        def spy_gather(self, batches, real_gather=real_gather):
             fits.append((self.name, cat(x for x, _ in batches)))
-            return real_fit(self, batches)
+            return real_gather(self, batches)
 
-        monkeypatch.setattr(cls, "fit", spy_fit)
-    real_score_set = det.score_set
+        monkeypatch.setattr(cls, "gather", spy_gather)
+    real_score_set, real_views = det.score_set, det.views_of_set
 
     def spy_score_set(detector, data, batch_size, device):
         value = detector.k if detector.name == "knn" else detector.percentile
         scored.append((detector.name, value, data.images.clone()))
         return real_score_set(detector, data, batch_size, device)
 
+    def spy_views(detector, data, batch_size, device):
+        viewed.append((detector.name, data.images.clone()))
+        return real_views(detector, data, batch_size, device)
+
     monkeypatch.setattr(det, "score_set", spy_score_set)
+    monkeypatch.setattr(det, "views_of_set", spy_views)
     summary = detect(
         DetectConfig(
             model=digits_run,
@@ -293,23 +299,20 @@ def test_grid_of_the_new_detectors_fits_on_train_scores_held_out_data_and_uses_t
         ),
         Runtime(out=tmp_path / "det", cpu=True),
     )
-    # every fit (two grid values and the final one, per method) sees the ID training split, nothing else
-    assert [name for name, _ in fits] == ["knn"] * 3 + ["react"] * 3
+    # the grid's one pass over the data and the final fit, per method, see the ID training split, nothing else
+    assert [name for name, _ in fits] == ["knn"] * 2 + ["react"] * 2
     assert all(torch.equal(x, pixels(splits.train)) for _, x in fits)
     for name, field, values in (("knn", "knn_k", (1, 200)), ("react", "react_percentile", (10.0, 99.0))):
         grid = summary["grids"][name]
-        calls = [(v, images) for n, v, images in scored if n == name]
-        # the grid: per value, the ID validation slice then the OOD training split; never a test set
-        for i, value in enumerate(values):
-            (v1, a), (v2, b) = calls[2 * i], calls[2 * i + 1]
-            assert v1 == v2 == value
-            assert torch.equal(a, splits.val.images) and torch.equal(b, ood_train.images)
+        # the grid: the ID validation slice then the OOD training split, once for every value; never a test set
+        (_, a), (_, b) = [(n, images) for n, images in viewed if n == name]
+        assert torch.equal(a, splits.val.images) and torch.equal(b, ood_train.images)
         rows = grid["rows"]
         assert [r[field] for r in rows] == list(values) and rows[0]["auroc"] != rows[1]["auroc"]
         best = max(rows, key=lambda r: r["auroc"])
         assert grid["best"] == best and grid["option"] == "--" + field.replace("_", "-")
         # then the test sets, with the best value
-        (v1, a), (v2, b) = calls[4:]
+        (v1, a), (v2, b) = [(v, images) for n, v, images in scored if n == name]
         assert v1 == v2 == best[field]
         assert torch.equal(a, splits.test.images) and torch.equal(b, ood_test.images)
     # the grid's AUROC of a value is the one its detector gets on the held-out data

@@ -5,9 +5,11 @@ The ODIN grid (``--grid``) is searched on held-out data, not on the test sets: t
 training split against each OOD set's *training* split; the best (T, ε) by mean AUROC is then used for
 ``odin`` on the test sets. With ``--grid`` every other selected detector with searched options (those declared
 with grid values in methods.py: knn's k, react's / ash's / scale's percentile, dice's p) is searched the same way
-over its ``--grid-*`` values (every combination, where it has several): for each value the detector is fitted on the ID training split (as for the test run) and
-scores the ID validation slice and the OOD training splits; the value of the highest mean AUROC (the first on a
-tie) is then used on the test sets.
+over its ``--grid-*`` values (every combination, where it has several): for each value the detector is fitted on
+the ID training split (as for the test run) and scores the ID validation slice and the OOD training splits; the
+value of the highest mean AUROC (the first on a tie) is then used on the test sets. The points share the passes
+that their values do not change (one pass over the training set per distinct fit, one over each held-out set
+per distinct per-image view: ``search_hyperparameter``).
 """
 
 from __future__ import annotations
@@ -117,9 +119,29 @@ def search_hyperparameter(
 ) -> list[dict]:
     """Mean AUROC (``id_val`` against each of ``oods``) of ``method`` at each combination of its searched options'
     values (``grids``: option → values), fitted on ``train`` for each; rows in the order of the values. A
-    combination the detector refuses to be built with (adascale's p_min > p_max) is left out of the search."""
+    combination the detector refuses to be built with (adascale's p_min > p_max) is left out of the search.
+
+    The points share what does not depend on the searched values (Detector's gather/view split): the training
+    set is passed over once per distinct ``gather_key`` and each held-out set once per distinct ``view_key``
+    (those per-image views are kept, on the CPU, for the other points); a detector without the split is fitted
+    and scores from scratch at every point."""
     fits = methods.detectors()[method].fits
+    gathered: dict = {}  # gather_key → what the pass over the training set gathered
+    views: dict = {}  # (view_key, set) → per-batch views
     rows, refused = [], []
+
+    def scores(detector: det.Detector, name: str, data: ImageSet) -> np.ndarray:
+        key = detector.view_key()
+        if key is None:
+            return det.score_set(detector, data, batch_size, device)
+        if (key, name) not in views:
+            views[key, name] = list(det.views_of_set(detector, data, batch_size, device))
+        out = [
+            detector.from_view(tuple(t.to(device) for t in v)).detach().double().cpu()
+            for v in views[key, name]
+        ]
+        return torch.cat(out).numpy() if out else np.zeros(0)
+
     for combination in tqdm(list(itertools.product(*grids.values())), desc=f"{method} grid", leave=False):
         chosen = dict(zip(grids, combination, strict=True))
         try:
@@ -127,13 +149,18 @@ def search_hyperparameter(
         except DlaError as error:
             refused.append(str(error))
             continue
-        if fits:
+        if fits and detector.gather_key() is None:
             detector.fit(Batches(train, batch_size, device))
-        s_id = det.score_set(detector, id_val, batch_size, device)
+        elif fits:
+            key = detector.gather_key()
+            if key not in gathered:
+                gathered[key] = detector.gather(Batches(train, batch_size, device))
+            detector.derive(gathered[key])
+        s_id = scores(detector, "", id_val)
         check_finite(s_id, f"{method} scores of the ID validation slice")
         aurocs = []
         for spec, data in oods.items():
-            s = det.score_set(detector, data, batch_size, device)
+            s = scores(detector, spec, data)
             check_finite(s, f"{method} scores of OOD {spec} (training split)")
             aurocs.append(ood_metrics(s_id, s)["auroc"])
         rows.append({**chosen, "auroc": float(np.mean(aurocs))})

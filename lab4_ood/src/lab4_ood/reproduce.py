@@ -100,7 +100,6 @@ PROFILES = {
 }
 SEED_DETECTORS = ("msp", "energy")  # what the further seeds detect with: the detectors the findings compare
 TINY_LIMIT = ("--limit", "40")  # DLA_REPRODUCE_TINY: images per set for detect and attack
-FULL_PROFILE_LEAVES_OUT = ("nci", "nac", "weiper", "adascale")  # see steps(); the quick profile runs them
 SMOKE_LIMIT = ("--limit", "64")  # a smoke run (--max-steps): images per set for detect and attack
 
 
@@ -115,10 +114,9 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
         if tiny
         else ("--grid",)
     )
-    # the built-in ones: a fixed recipe; the full profile leaves out the detectors whose fits pass over the
-    # whole training set once per grid point (hours at CIFAR size on a CPU) until their fits are incremental
-    skipped = FULL_PROFILE_LEAVES_OUT if profile == "full" else ()
-    detectors = ",".join(d.name for d in methods.DETECTORS if d.name not in skipped)
+    # the built-in ones, every profile: a fixed recipe (a --grid passes over the training set once per distinct
+    # fit, not once per grid point: detection.search_hyperparameter)
+    detectors = ",".join(d.name for d in methods.DETECTORS)
     oods = tuple(a for spec in p.ood for a in ("--ood", spec))
     attack, eps = p.adversarial
     variants = {

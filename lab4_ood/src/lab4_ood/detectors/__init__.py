@@ -17,6 +17,7 @@ from lab4_ood.detectors.base import (
     score_set,
     spec_of,
     top_k_count,
+    views_of_set,
 )
 from lab4_ood.detectors.features import FDBD, KNN, RMDS, Mahalanobis, Reconstruction, ViM
 from lab4_ood.detectors.logits import GEN, MSP, ODIN, Energy, Entropy, MaxLogit
@@ -57,4 +58,5 @@ __all__ = [
     "score_set",
     "spec_of",
     "top_k_count",
+    "views_of_set",
 ]  # fmt: skip

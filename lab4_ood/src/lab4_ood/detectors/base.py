@@ -10,7 +10,7 @@ of ``Detector`` here or in a sibling module: ``fit`` on ID training data where i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,31 @@ class Detector:
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # A `--grid` shares work between its points through two optional splits (detection.search_hyperparameter):
+    # - the fit = derive(gather(batches)): gather passes over the training set once and depends only on the
+    #   options in gather_key(); derive makes the fitted state for the other options without reading the data
+    #   (it must not change what gather returned: other grid points derive from it too);
+    # - the scores = from_view(view(x)): view is the per-image work (the forward pass, ...) and depends only on
+    #   the options in view_key(); from_view the rest. A key of None: no such split, nothing shared.
+
+    def gather_key(self) -> Hashable | None:
+        return None
+
+    def gather(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        raise NotImplementedError
+
+    def derive(self, gathered: Any) -> Detector:
+        raise NotImplementedError
+
+    def view_key(self) -> Hashable | None:
+        return None
+
+    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
 
 def spec_of(method: str) -> methods.Detector:
     """The declared detector ``method`` (its table entry or plug-in), or one Error line."""
@@ -72,6 +97,13 @@ def score_set(detector: Detector, data: ImageSet, batch_size: int, device: torch
         with torch.set_grad_enabled(detector.needs_grad):
             out.append(detector.scores(x).detach().double().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def views_of_set(detector: Detector, data: ImageSet, batch_size: int, device: torch.device):
+    """The detector's per-image views (``Detector.view``) of ``data``, batch by batch in order, on the CPU."""
+    for x, _ in ImageBatches(data, batch_size).iterate(0, device=device):
+        with torch.set_grad_enabled(detector.needs_grad):
+            yield tuple(t.detach().cpu() for t in detector.view(x))
 
 
 @dataclass

@@ -88,13 +88,25 @@ class KNN(Detector):
 
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> KNN:
+        return self.derive(self.gather(batches))
+
+    def gather_key(self) -> tuple:
+        return (self.max_bank,)
+
+    @torch.no_grad()
+    def gather(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
+        """The bank: a seeded uniform sample (Reservoir) of at most --max-bank normalised ID features, all of them
+        when there are no more; memory max_bank × D floats however many images stream past."""
         bank = Reservoir(self.max_bank)
         for x, _ in batches:
             bank.add(self.normalise(self.model.features(x).float()))
-        if bank.rows is None or len(bank.rows) < self.k:
-            n = 0 if bank.rows is None else len(bank.rows)
+        return bank.rows
+
+    def derive(self, bank: torch.Tensor | None) -> KNN:
+        n = 0 if bank is None else len(bank)
+        if n < self.k:
             raise DlaError(f"--knn-k {self.k} needs at least {self.k} ID training images, got {n}")
-        self.bank = bank.rows
+        self.bank = bank
         return self
 
     def kth_distance(self, z: torch.Tensor) -> torch.Tensor:
@@ -108,11 +120,21 @@ class KNN(Detector):
             best = both.topk(min(self.k, both.shape[1]), dim=1, largest=False).values
         return best[:, self.k - 1].sqrt()
 
+    def view_key(self) -> tuple:
+        return ()
+
     @torch.no_grad()
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.normalise(self.model.features(x).float()),)
+
+    @torch.no_grad()
+    def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if self.bank is None:
             raise RuntimeError("KNN.fit must run before scores")
-        return -self.kth_distance(self.normalise(self.model.features(x).float()))
+        return -self.kth_distance(view[0])
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_view(self.view(x))
 
 
 class ViM(Detector):

@@ -44,15 +44,34 @@ class NCI(Detector):
         self.model, self.alpha = model, alpha
         self.mean: torch.Tensor | None = None  # (D,), float64
 
-    @torch.no_grad()
     def fit(self, batches: Batches) -> NCI:
-        self.mean = mean_feature(self.model, batches, "NCI")
-        return self
+        return self.derive(self.gather(batches))
+
+    def gather_key(self) -> tuple:
+        return ()  # the mean feature: the same for every α
 
     @torch.no_grad()
+    def gather(self, batches: Batches) -> torch.Tensor:
+        return mean_feature(self.model, batches, "NCI")
+
+    def derive(self, mean: torch.Tensor) -> NCI:
+        self.mean = mean
+        return self
+
+    def view_key(self) -> tuple:
+        return ()
+
+    @torch.no_grad()
+    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return features_and_logits(self.model, x)
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_view(self.view(x))
+
+    @torch.no_grad()
+    def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
         _fitted(self.mean, "NCI")
-        f, logits = features_and_logits(self.model, x)
+        f, logits = view
         w, _ = head_of(self.model)
         centred = f.double() - self.mean.to(f.device)  # (B, D)
         pull = (w.double()[logits.argmax(1)] * centred).sum(1) / centred.norm(dim=1).clamp_min(1e-12)
@@ -114,24 +133,47 @@ class NAC(Detector):
         """(B, D) the bin of each state: bin k holds edges[k] ≤ s < edges[k+1], the end bins anything beyond."""
         return torch.bucketize(states, self.edges[1:-1].to(states.device), right=True)
 
-    @torch.no_grad()
     def fit(self, batches: Batches) -> NAC:
+        return self.derive(self.gather(batches))
+
+    def gather_key(self) -> tuple:
+        return (self.alpha, tuple(self.edges.tolist()), self.fit_images)  # not O: it only caps the counts
+
+    @torch.no_grad()
+    def gather(self, batches: Batches) -> torch.Tensor:
+        """(D, bins) how many of a seeded uniform sample (Reservoir) of at most ``fit_images`` ID training images
+        put each neuron's state in each bin; the sample holds each image's D bin indices as 16-bit integers
+        (memory fit_images × D × 2 bytes, however many images stream past)."""
+        small = torch.int16 if len(self.edges) <= 2**15 else torch.int32
         sample = Reservoir(self.fit_images)
         for x, _ in batches:
-            sample.add(self.bins(self.states(x)))
+            sample.add(self.bins(self.states(x)).to(small))
         if sample.rows is None:
             raise DlaError("NAC needs ID training images to fit on")
         index = sample.rows.long()  # (N, D)
         counts = torch.zeros(index.shape[1], len(self.edges) - 1, dtype=torch.float64)
-        self.counts = counts.scatter_add_(1, index.T, torch.ones(index.T.shape, dtype=torch.float64))
+        return counts.scatter_add_(1, index.T, torch.ones(index.T.shape, dtype=torch.float64))
+
+    def derive(self, counts: torch.Tensor) -> NAC:
+        self.counts = counts
         return self
 
+    def view_key(self) -> tuple:
+        return (self.alpha, tuple(self.edges.tolist()))
+
     @torch.no_grad()
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.bins(self.states(x)),)  # (B, D)
+
+    @torch.no_grad()
+    def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
         _fitted(self.counts, "NAC")
-        index = self.bins(self.states(x))  # (B, D)
-        counts = self.counts.to(x.device).gather(1, index.T).T  # (B, D)
+        (index,) = view
+        counts = self.counts.to(index.device).gather(1, index.T).T  # (B, D)
         return (counts / self.o).clamp(max=1.0).mean(1).float()
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_view(self.view(x))
 
 
 #### WeiPer ####
@@ -321,12 +363,26 @@ class AdaSCALE(Detector):
             return f, self.shift_statistic(f, self.model.features(x_perturbed).double())
 
     def fit(self, batches: Batches) -> AdaSCALE:
+        return self.derive(self.gather(batches))
+
+    def view_key(self) -> tuple:
+        """Q's options: not the percentiles nor the variant (what a `--grid` searches)."""
+        return (self.k1, self.k2, self.lmbda, self.o, self.step)
+
+    def gather_key(self) -> tuple:
+        return (*self.view_key(), self.fit_images)
+
+    def gather(self, batches: Batches) -> torch.Tensor:
+        """(N,) the sorted Q of a seeded uniform sample (Reservoir) of at most ``fit_images`` ID training images."""
         sample = Reservoir(self.fit_images)
         for x, _ in batches:
             sample.add(self._features_and_q(x)[1][:, None])
         if sample.rows is None:
             raise DlaError("AdaSCALE needs ID training images to fit on")
-        self.fitted = sample.rows[:, 0].sort().values
+        return sample.rows[:, 0].sort().values
+
+    def derive(self, fitted: torch.Tensor) -> AdaSCALE:
+        self.fitted = fitted
         return self
 
     def percentile(self, q: torch.Tensor) -> torch.Tensor:
@@ -344,9 +400,16 @@ class AdaSCALE(Detector):
         kept = torch.arange(values.shape[1], device=f.device)[None] < k[:, None]
         return a.sum(1, keepdim=True) / (values * kept).sum(1, keepdim=True).clamp_min(1e-12)
 
+    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._features_and_q(x)
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         _fitted(self.fitted, "AdaSCALE")
-        f, q = self._features_and_q(x)
+        return self.from_view(self.view(x))
+
+    def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        _fitted(self.fitted, "AdaSCALE")
+        f, q = view
         with torch.no_grad():
             s = self.scale(f, self.percentile(q))
             w, b = head_of(self.model)

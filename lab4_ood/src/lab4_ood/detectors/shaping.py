@@ -27,11 +27,20 @@ class ShapedEnergy(Detector):
     def shape(self, f: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def view_key(self) -> tuple:
+        return ()
+
     @torch.no_grad()
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.model.features(x).float(),)
+
+    @torch.no_grad()
+    def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
         w, b = head_of(self.model)
-        f = self.model.features(x).float()
-        return energy(self.shape(f) @ w.T + b)
+        return energy(self.shape(view[0]) @ w.T + b)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_view(self.view(x))
 
 
 class ReAct(ShapedEnergy):
@@ -46,14 +55,24 @@ class ReAct(ShapedEnergy):
         self.percentile = _percentile_share(percentile, "--react-percentile")
         self.threshold: float | None = None
 
-    @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> ReAct:
+        return self.derive(self.gather(batches))
+
+    def gather_key(self) -> tuple:
+        return (self.max_bank,)
+
+    @torch.no_grad()
+    def gather(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+        """The activations of a seeded uniform sample of at most --max-bank ID feature vectors, flat."""
         bank = Reservoir(self.max_bank)
         for x, _ in batches:
             bank.add(self.model.features(x).float())
         if bank.rows is None:
             raise DlaError("ReAct needs ID training images to fit on")
-        self.threshold = float(np.percentile(bank.rows.numpy().ravel(), self.percentile))
+        return bank.rows.numpy().ravel()
+
+    def derive(self, activations: np.ndarray) -> ReAct:
+        self.threshold = float(np.percentile(activations, self.percentile))
         return self
 
     def shape(self, f: torch.Tensor) -> torch.Tensor:
@@ -118,17 +137,37 @@ class DICE(Detector):
         self.p = _percentile_share(p, "--dice-p")
         self.masked: torch.Tensor | None = None  # (C, D)
 
-    @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> DICE:
+        return self.derive(self.gather(batches))
+
+    def gather_key(self) -> tuple:
+        return ()
+
+    @torch.no_grad()
+    def gather(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        return mean_feature(self.model, batches, "DICE")
+
+    @torch.no_grad()
+    def derive(self, mean: torch.Tensor) -> DICE:
         w, _ = head_of(self.model)
-        contribution = mean_feature(self.model, batches, "DICE").float()[None, :] * w  # (C, D)
+        contribution = mean.float()[None, :] * w  # (C, D)
         threshold = float(np.percentile(contribution.cpu().numpy(), self.p))
         self.masked = torch.where(contribution > threshold, w, torch.zeros_like(w))
         return self
 
+    def view_key(self) -> tuple:
+        return ()
+
     @torch.no_grad()
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.model.features(x).float(),)
+
+    @torch.no_grad()
+    def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if self.masked is None:
             raise RuntimeError("DICE.fit must run before scores")
         _, b = head_of(self.model)
-        return energy(self.model.features(x).float() @ self.masked.to(x.device).T + b)
+        return energy(view[0] @ self.masked.to(view[0].device).T + b)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_view(self.view(x))
