@@ -13,7 +13,9 @@ from dla_core.errors import DlaError
 from tests.core.test_data_files import _solid
 
 
-def write_list(data: Path, listed: str, images: list[tuple[str, int, int]], root: str = "images_classic") -> Path:
+def write_list(
+    data: Path, listed: str, images: list[tuple[str, int, int]], root: str = "images_classic"
+) -> Path:
     """An image list at data/benchmark_imglist/LISTED naming images under data/ROOT/, one solid image each:
     (relative path, label, pixel value)."""
     lines = []
@@ -28,7 +30,9 @@ def write_list(data: Path, listed: str, images: list[tuple[str, int, int]], root
 
 def test_an_ood_list_reads_its_images_in_order_from_openoods_image_root(tmp_path):
     values = [30, 90, 150, 210]
-    path = write_list(tmp_path, "cifar10/test_tin.txt", [(f"tin/test/n01/{i}.png", -1, v) for i, v in enumerate(values)])
+    path = write_list(
+        tmp_path, "cifar10/test_tin.txt", [(f"tin/test/n01/{i}.png", -1, v) for i, v in enumerate(values)]
+    )
     train, test = load_dataset(f"imglist:{path}", tmp_path, size=(8, 8))
     assert test.images.shape == (4, 3, 8, 8) and test.classes == ["ood"]
     assert test.images[:, 0, 4, 4].tolist() == values  # the list's order, each line its own file

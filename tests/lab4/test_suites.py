@@ -65,7 +65,9 @@ def cifar_run(suite_data, tmp_path_factory):
 
 
 def _table_row(table: str, method: str) -> list[str]:
-    return next(line for line in table.splitlines() if line.startswith(f"| {method} |")).strip("| ").split(" | ")
+    return (
+        next(line for line in table.splitlines() if line.startswith(f"| {method} |")).strip("| ").split(" | ")
+    )
 
 
 def test_suite_runs_openoods_groups_on_the_datasets_own_splits_with_the_reference_column(
@@ -77,12 +79,22 @@ def test_suite_runs_openoods_groups_on_the_datasets_own_splits_with_the_referenc
     assert r.exit_code == 0, r.output
     assert "own test splits" in r.output and "OpenOOD v1.5" in r.output
     m = json.loads((out / "metrics.json").read_text())
-    assert m["groups"] == {"near": ["cifar100", "tiny-imagenet"], "far": ["mnist", "svhn", "dtd", "places365"]}
+    assert m["groups"] == {
+        "near": ["cifar100", "tiny-imagenet"],
+        "far": ["mnist", "svhn", "dtd", "places365"],
+    }
     model = m["models"]["c10"]
-    assert model["id"] == "cifar10" and set(model["results"]["msp"]) == {*m["groups"]["near"], *m["groups"]["far"]}
+    assert model["id"] == "cifar10" and set(model["results"]["msp"]) == {
+        *m["groups"]["near"],
+        *m["groups"]["far"],
+    }
     suite = m["suite"]
     assert suite["name"] == "openood-cifar10" and suite["imglists"] is False
-    assert suite["reference"] == {"msp": {"near": 88.03, "far": 90.73}, "energy": {"near": 87.58, "far": 91.21}}
+    assert suite["reference"] == {
+        "msp": {"near": 88.03, "far": 90.73},
+        "energy": {"near": 87.58, "far": 91.21},
+    }
+    assert suite["reference_rows"] == {"msp": "MSP", "energy": "EBO"}  # the leaderboard rows compared
     assert "arXiv:2306.09301" in suite["reference_source"]
     table = (out / "table.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| detector"))
@@ -114,7 +126,10 @@ def test_suite_with_openoods_image_lists(suite_data, cifar_run, tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((out / "metrics.json").read_text())
     listed = data / "benchmark_imglist" / "cifar10"
-    assert m["groups"]["near"] == [f"imglist:{listed / 'test_cifar100.txt'}", f"imglist:{listed / 'test_tin.txt'}"]
+    assert m["groups"]["near"] == [
+        f"imglist:{listed / 'test_cifar100.txt'}",
+        f"imglist:{listed / 'test_tin.txt'}",
+    ]
     assert m["models"]["c10"]["id"] == "cifar10"  # the ID set stays the dataset the model was trained on
     assert m["suite"]["imglists"] is True and "image lists" in m["suite"]["data"]
     detect = json.loads((out / "c10" / "detect" / "metrics.json").read_text())
@@ -130,7 +145,9 @@ def test_missing_datasets_are_one_error_line_and_nothing_on_disk(data_dir, cifar
              "--data-dir", data_dir, "--cpu", "--out", out)  # fmt: skip
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1, r.output
     line = r.output.strip()
-    assert line.startswith("Error: --suite openood-cifar10 is missing 4 set(s): ")
+    assert line.startswith("Error: --suite openood-cifar10: 4 set(s) missing or unreadable: ")
+    assert line.endswith("pass --download to fetch it (needs network), or copy the official files there")
+    assert line.count("--download") == 1
     for name, where in (("tiny-imagenet", "tiny-imagenet-200"), ("svhn", "svhn"), ("dtd", "dtd"),
                         ("places365", "places365")):  # fmt: skip
         assert f"{name} not found in {data_dir}" in line and where in line
@@ -141,7 +158,9 @@ def test_benchmark_checks_every_set_before_making_its_folder(data_dir, cifar_run
     out = tmp_path / "refused"
     r = lab4("benchmark", "--model", cifar_run, "--methods", "msp", "--near", "cifar100", "--far", "svhn",
              "--data-dir", data_dir, "--cpu", "--out", out)  # fmt: skip
-    assert r.exit_code != 0 and r.output.strip().startswith("Error: the benchmark is missing 1 set(s): svhn")
+    assert r.exit_code != 0 and r.output.strip().startswith(
+        "Error: lab4 benchmark: 1 set(s) missing or unreadable: svhn"
+    )
     assert not out.exists()
 
 
@@ -160,3 +179,18 @@ def test_suite_refusals(cifar_run, tmp_path, args, message):
     r = lab4("benchmark", "--model", cifar_run, "--methods", "msp", *args, "--cpu", "--out", tmp_path / "o")
     assert r.exit_code != 0 and r.output.strip() == f"Error: {message}", r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_benchmark_loads_each_set_once_though_it_checks_them_first(digits_run, tmp_path, monkeypatch):
+    import lab4_ood.datasets as datasets
+
+    calls: list[str] = []
+    for name in ("load_splits", "load_dataset"):
+        real = getattr(datasets, name)
+        monkeypatch.setattr(
+            datasets, name, lambda spec, *a, _real=real, **k: calls.append(spec) or _real(spec, *a, **k)
+        )
+    r = lab4("benchmark", "--model", digits_run, "--methods", "msp", "--near", "digits:5-9", "--far", "fake",
+             "--cpu", "--out", tmp_path / "b")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert sorted(calls) == ["digits:0-4", "digits:5-9"]  # the check's loads are the detect run's

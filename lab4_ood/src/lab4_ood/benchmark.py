@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from dla_core import plots
 from dla_core.config import Runtime
 from dla_core.data import DATASETS, parse_spec
+from dla_core.data.registry import HOW_TO_GET
 from dla_core.errors import DlaError
 from dla_core.runs import RunDir, atomic_write
 from lab4_ood import suites
@@ -138,7 +139,10 @@ def check_data(id_specs: list[str], ood: tuple[str, ...], rt: Runtime, what: str
             except DlaError as e:
                 errors[spec] = str(e)
     if errors:
-        raise DlaError(f"{what} is missing {len(errors)} set(s): " + "; ".join(errors.values()))
+        hint = f"; {HOW_TO_GET}"  # said once, not after each set
+        said = [e.removesuffix(hint) for e in errors.values()]
+        tail = hint if any(e.endswith(hint) for e in errors.values()) else ""
+        raise DlaError(f"{what}: {len(errors)} set(s) missing or unreadable: " + "; ".join(said) + tail)
 
 
 def run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
@@ -150,7 +154,7 @@ def _run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
     # each model's ID dataset and every set first: bad input is refused before the folder is made
     id_specs = [id_spec_for(model, cfg.id) for model in cfg.models]
     ood = tuple(spec for _, specs in cfg.groups for spec in specs)
-    check_data(id_specs, ood, rt, f"--suite {cfg.suite}" if cfg.suite else "the benchmark")
+    check_data(id_specs, ood, rt, f"--suite {cfg.suite}" if cfg.suite else "lab4 benchmark")
     run = RunDir.create(rt.out, cfg, command="lab4 benchmark", resumable=False)
     names = model_names(cfg.models)
     models: dict[str, dict] = {}
@@ -238,6 +242,7 @@ def suite_report(cfg: BenchmarkConfig) -> dict:
             for m in cfg.methods
             if m in suite.reference
         },
+        "reference_rows": {m: suites.LEADERBOARD_NAMES[m] for m in cfg.methods if m in suite.reference},
         "reference_source": suites.SOURCE,
         "reference_checkpoint": suite.checkpoint,
         "differences": suites.differences(cfg.suite, cfg.imglist_dir is not None),

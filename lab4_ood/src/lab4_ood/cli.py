@@ -202,7 +202,9 @@ def benchmark(**opts):
     if opts["imglist_dir"] is not None and opts["suite"] is None:
         raise DlaError("--imglist-dir reads a suite's image lists: give --suite too")
     if opts["suite"] is not None and (opts["near"] or opts["far"]):
-        raise DlaError(f"--suite {opts['suite']} sets the near and far groups; add sets of your own with --group")
+        raise DlaError(
+            f"--suite {opts['suite']} sets the near and far groups; add sets of your own with --group"
+        )
     from lab4_ood import suites
     from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
     from lab4_ood.detection import DetectConfig

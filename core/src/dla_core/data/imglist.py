@@ -88,5 +88,9 @@ def scan_imglist(list_file: Path, data_dir: Path) -> tuple[list[str], dict[str, 
         if missing is not None:
             raise FileNotFoundError(str(missing))
         parts[split] = files
-    source = {"imglist": str(list_file), "image_root": str(root), "splits": {s: str(p) for s, p in lists.items()}}
+    source = {
+        "imglist": str(list_file),
+        "image_root": str(root),
+        "splits": {s: str(p) for s, p in lists.items()},
+    }
     return classes, parts, source
