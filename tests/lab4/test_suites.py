@@ -121,8 +121,17 @@ def test_suite_with_openoods_image_lists(suite_data, cifar_run, tmp_path):
         write_list(data, entry.listed, [(f"{entry.name}/test/{i}.png", -1, 20 * k + i) for i in range(n)])
         sizes[entry.name] = n
     out = tmp_path / "bench"
-    r = lab4("benchmark", "--suite", "openood-cifar10", "--model", cifar_run, "--methods", "msp", "--data-dir",
-             data, "--imglist-dir", data / "benchmark_imglist", "--cpu", "--out", out)  # fmt: skip
+    run = ("benchmark", "--suite", "openood-cifar10", "--model", cifar_run, "--methods", "msp", "--data-dir",
+           data, "--imglist-dir", data / "benchmark_imglist", "--cpu", "--out", out)  # fmt: skip
+    svhn = data / "benchmark_imglist" / "cifar10" / "test_svhn.txt"
+    svhn.rename(svhn.with_suffix(".away"))
+    r = lab4(*run)
+    assert r.exit_code != 0 and r.output.startswith("Error: --suite openood-cifar10: 1 set(s) missing"), (
+        r.output
+    )
+    assert f"imglist: {svhn} not found" in r.output and not out.exists()
+    svhn.with_suffix(".away").rename(svhn)
+    r = lab4(*run)
     assert r.exit_code == 0, r.output
     m = json.loads((out / "metrics.json").read_text())
     listed = data / "benchmark_imglist" / "cifar10"
@@ -170,6 +179,8 @@ def test_benchmark_checks_every_set_before_making_its_folder(data_dir, cifar_run
         (("--suite", "openood-cifar10", "--near", "fake"), "--suite openood-cifar10 sets the near and far groups; add sets of your own "
          "with --group"),
         (("--imglist-dir", "."), "--imglist-dir reads a suite's image lists: give --suite too"),
+        (("--suite", "openood-cifar100"), "{run} was trained on cifar10 but --suite openood-cifar100 takes "
+         "cifar100 as ID; pass --id SPEC to score it anyway"),
         (("--suite", "openood-imagenet200"), "--suite openood-imagenet200 needs OpenOOD's image lists for "
          "imagenet200, ssb_hard, ninco, inaturalist, openimage_o (no dataset of dla holds them): pass "
          "--imglist-dir DIR, OpenOOD's benchmark_imglist folder"),
@@ -177,7 +188,7 @@ def test_benchmark_checks_every_set_before_making_its_folder(data_dir, cifar_run
 )  # fmt: skip
 def test_suite_refusals(cifar_run, tmp_path, args, message):
     r = lab4("benchmark", "--model", cifar_run, "--methods", "msp", *args, "--cpu", "--out", tmp_path / "o")
-    assert r.exit_code != 0 and r.output.strip() == f"Error: {message}", r.output
+    assert r.exit_code != 0 and r.output.strip() == f"Error: {message.format(run=cifar_run)}", r.output
     assert not (tmp_path / "o").exists()
 
 

@@ -11,8 +11,7 @@ from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
 from lab4_ood import method_options as mo
-from lab4_ood import methods
-from lab4_ood.suites import SUITES
+from lab4_ood import methods, suites
 
 # The CLI starts without torch: every method, option, grid and --help line comes from the table in methods.py
 # (plug-ins included, through their entry points); the commands import the implementations.
@@ -131,7 +130,7 @@ def echo_detection(id_spec: str, summary: dict) -> None:
 )
 @click.option(
     "--suite",
-    type=click.Choice(tuple(SUITES)),
+    type=click.Choice(tuple(suites.SUITES)),
     default=None,
     help="An OpenOOD v1.5 protocol: its ID set and near / far groups, and OpenOOD's published AUROC beside ours.",
 )
@@ -205,7 +204,6 @@ def benchmark(**opts):
         raise DlaError(
             f"--suite {opts['suite']} sets the near and far groups; add sets of your own with --group"
         )
-    from lab4_ood import suites
     from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
     from lab4_ood.detection import DetectConfig
     from lab4_ood.robustness import OPTIONS as ATTACK_FIELDS
@@ -215,6 +213,8 @@ def benchmark(**opts):
 
     shared = {"model", "id", "ood", "methods", "batch_size", "limit"}  # the benchmark's own, per model
     plan = suites.plan(opts["suite"], opts["imglist_dir"]) if opts["suite"] else None
+    if plan is not None and opts["id_spec"] is None:
+        suites.check_trained_on(plan, opts["suite"], opts["models"])
     cfg = from_options(
         BenchmarkConfig,
         opts,

@@ -152,6 +152,19 @@ def plan(name: str, imglist_dir: Path | None) -> SuitePlan:
     return SuitePlan(suite.id.own or spec(suite.id), groups, data)
 
 
+def check_trained_on(plan: SuitePlan, name: str, models: tuple[Path, ...]) -> None:
+    """Refuse a model whose run folder records another ID dataset than the suite's (before anything loads)."""
+    from lab4_ood.datasets import dataset_of_run
+
+    for model in models:
+        trained = dataset_of_run(model)
+        if trained is not None and trained.split(":")[0].lower() != plan.id.split(":")[0].lower():
+            raise DlaError(
+                f"{model} was trained on {trained} but --suite {name} takes {plan.id} as ID; "
+                "pass --id SPEC to score it anyway"
+            )
+
+
 def differences(name: str, imglists: bool) -> list[str]:
     """What differs between our run and the published numbers, one sentence each."""
     suite = SUITES[name]
