@@ -13,7 +13,11 @@ comparison::
       <model>/attack-<method>/    the 'lab4 attack' run folder per attack (--attacks)
 
 The ranking key, "mean AUROC", is the mean of the groups' mean AUROCs, so that each group weighs the same whatever
-its number of sets.
+its number of sets. With ``--suite`` (suites.py) the groups are OpenOOD v1.5's, and table.md puts OpenOOD's
+published AUROC beside ours, with its source and what differs.
+
+Every ID and OOD set is loaded (and checked) before OUT is made: a missing one is one Error line naming all that
+are missing, and nothing on disk.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from tqdm.auto import tqdm
 from dla_core import plots
 from dla_core.config import Runtime
 from dla_core.data import DATASETS, parse_spec
+from dla_core.data.registry import HOW_TO_GET
 from dla_core.errors import DlaError
 from dla_core.runs import RunDir, atomic_write
-from lab4_ood.datasets import id_spec_for
+from lab4_ood import suites
+from lab4_ood.datasets import id_spec_for, load_id, load_ood, remembered
 from lab4_ood.detection import DetectConfig, detect
 from lab4_ood.robustness import AttackConfig, run_attack
 
@@ -54,6 +60,8 @@ class BenchmarkConfig:
     detector: dict[str, Any] = field(default_factory=dict)  # DetectConfig's detector options (--T, --grid, …)
     attack: dict[str, Any] = field(default_factory=dict)  # AttackConfig's attack options (--steps, --cw-c, …)
     weights: str = "pretrained"  # none: random weights for torchvision:, timm:, hf: models
+    suite: str | None = None  # an OpenOOD v1.5 protocol (suites.SUITES) that set id and groups
+    imglist_dir: Path | None = None  # OpenOOD's benchmark_imglist folder, when the suite reads its lists
 
 
 def split_specs(text: str) -> list[str]:
@@ -71,9 +79,12 @@ def split_specs(text: str) -> list[str]:
     return specs
 
 
-def parse_groups(near: tuple[str, ...], far: tuple[str, ...], custom: tuple[str, ...]) -> tuple:
-    """(name, specs) pairs from --near, --far and --group NAME=SPECS, each set in one group only."""
-    groups: dict[str, list[str]] = {}
+def parse_groups(
+    near: tuple[str, ...], far: tuple[str, ...], custom: tuple[str, ...], suite: tuple = ()
+) -> tuple:
+    """(name, specs) pairs from a suite's groups, --near, --far and --group NAME=SPECS, each set in one group
+    only."""
+    groups: dict[str, list[str]] = {name: list(specs) for name, specs in suite}
     for name, values in (("near", near), ("far", far)):
         for value in values:
             groups.setdefault(name, []).extend(split_specs(value))
@@ -116,11 +127,39 @@ def group_means(per_set: dict[str, dict[str, float]], groups: tuple) -> dict[str
     }
 
 
+def check_data(id_specs: list[str], ood: tuple[str, ...], rt: Runtime, what: str) -> None:
+    """Load every ID and OOD set (remembered for the detect runs); the missing ones are one Error line."""
+    errors: dict[str, str] = {}
+    shapes = []
+    for spec in dict.fromkeys(id_specs):
+        try:
+            shapes.append(load_id(spec, rt.data_dir, rt.download).test.shape)
+        except DlaError as e:
+            errors[spec] = str(e)
+    for shape in dict.fromkeys(shapes):
+        for spec in (s for s in ood if s not in errors):
+            try:
+                load_ood(spec, shape, rt.data_dir, rt.download)
+            except DlaError as e:
+                errors[spec] = str(e)
+    if errors:
+        hint = f"; {HOW_TO_GET}"  # said once, not after each set
+        said = [e.removesuffix(hint) for e in errors.values()]
+        tail = hint if any(e.endswith(hint) for e in errors.values()) else ""
+        raise DlaError(f"{what}: {len(errors)} set(s) missing or unreadable: " + "; ".join(said) + tail)
+
+
 def run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
-    # each model's ID dataset first: a run folder that does not record it is refused before the folder is made
+    with remembered():
+        return _run_benchmark(cfg, rt)
+
+
+def _run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
+    # each model's ID dataset and every set first: bad input is refused before the folder is made
     id_specs = [id_spec_for(model, cfg.id) for model in cfg.models]
-    run = RunDir.create(rt.out, cfg, command="lab4 benchmark", resumable=False)
     ood = tuple(spec for _, specs in cfg.groups for spec in specs)
+    check_data(id_specs, ood, rt, f"--suite {cfg.suite}" if cfg.suite else "lab4 benchmark")
+    run = RunDir.create(rt.out, cfg, command="lab4 benchmark", resumable=False)
     names = model_names(cfg.models)
     models: dict[str, dict] = {}
     bar = tqdm(total=len(cfg.models) * (1 + len(cfg.attacks)), desc="benchmark")
@@ -177,6 +216,8 @@ def run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
         models[name] = entry
     bar.close()
     metrics = {"groups": {n: list(s) for n, s in cfg.groups}, "methods": list(cfg.methods), "models": models}
+    if cfg.suite:
+        metrics["suite"] = suite_report(cfg)
     run.update_metrics(**metrics)
     plots.ranking(
         {
@@ -190,6 +231,28 @@ def run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
     )
     atomic_write(run.file("table.md"), lambda p: p.write_text(table_markdown(metrics, cfg)))
     return metrics
+
+
+def suite_report(cfg: BenchmarkConfig) -> dict:
+    """The suite's record in metrics.json: where the images came from, OpenOOD's published AUROC (%) per
+    detector and group, its source, and what differs from our run."""
+    assert cfg.suite is not None
+    suite = suites.SUITES[cfg.suite]
+    plan = suites.plan(cfg.suite, cfg.imglist_dir)
+    return {
+        "name": cfg.suite,
+        "data": plan.data,
+        "imglists": cfg.imglist_dir is not None,
+        "reference": {
+            m: {"near": suite.reference[m][0], "far": suite.reference[m][1]}
+            for m in cfg.methods
+            if m in suite.reference
+        },
+        "reference_rows": {m: suites.LEADERBOARD_NAMES[m] for m in cfg.methods if m in suite.reference},
+        "reference_source": suites.SOURCE,
+        "reference_checkpoint": suite.checkpoint,
+        "differences": suites.differences(cfg.suite, cfg.imglist_dir is not None),
+    }
 
 
 def _pct(v: float) -> str:
@@ -208,6 +271,19 @@ def table_markdown(metrics: dict, cfg: BenchmarkConfig) -> str:
         "",
         "Groups: " + "; ".join(f"**{g}**: {', '.join(specs)}" for g, specs in groups.items()),
     ]
+    suite = metrics.get("suite")
+    reference = suite["reference"] if suite else {}
+    if suite:
+        lines += [
+            "",
+            f"Suite **{suite['name']}**; images: {suite['data']}.",
+            "",
+            f"*OpenOOD v1.5* columns: the published mean AUROC (%) of the same detector over the group, "
+            f"{suite['reference_checkpoint']}. Source: {suite['reference_source']}. A reference, not a check: "
+            "what differs —",
+            "",
+            *(f"- {line}" for line in suite["differences"]),
+        ]
     for name, m in metrics["models"].items():
         lines += [
             "",
@@ -220,6 +296,7 @@ def table_markdown(metrics: dict, cfg: BenchmarkConfig) -> str:
         for g, specs in groups.items():
             header += [f"{s} AUROC" for s in specs] + [f"{s} FPR95" for s in specs]
             header += [f"**{g}** AUROC", f"**{g}** FPR95"]
+            header += [f"*OpenOOD v1.5* {g} AUROC"] if suite and g in ("near", "far") else []
         header.append("mean AUROC")
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method in m["ranking"]:
@@ -228,6 +305,8 @@ def table_markdown(metrics: dict, cfg: BenchmarkConfig) -> str:
             for g, specs in groups.items():
                 row += [_pct(per_set[s]["auroc"]) for s in specs] + [_pct(per_set[s]["fpr95"]) for s in specs]
                 row += [_pct(per_group[g]["auroc"]), _pct(per_group[g]["fpr95"])]
+                if suite and g in ("near", "far"):
+                    row.append(f"{reference[method][g]:.2f}" if method in reference else "—")
             row.append(_pct(m["mean_auroc"][method]))
             lines.append("| " + " | ".join(row) + " |")
         if "robust" in m:

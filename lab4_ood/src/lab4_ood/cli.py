@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 
@@ -12,7 +13,7 @@ from dla_core.errors import DlaError
 from dla_core.model_spec import MODEL, MODEL_HELP, check_weights, parse_model_spec
 from dla_core.model_spec import WEIGHTS_OPTION as WEIGHTS
 from lab4_ood import method_options as mo
-from lab4_ood import methods
+from lab4_ood import methods, suites
 
 # The CLI starts without torch: every method, option, grid and --help line comes from the table in methods.py
 # (plug-ins included, through their entry points); the commands import the implementations.
@@ -132,6 +133,19 @@ def echo_detection(id_spec: str, summary: dict) -> None:
     help="Comma-separated detectors (those of 'lab4 detect --method'), or 'all': every detector but those "
     f"that need a run folder of one model ({', '.join(mo.needy())}).",
 )
+@click.option(
+    "--suite",
+    type=click.Choice(tuple(suites.SUITES)),
+    default=None,
+    help="An OpenOOD v1.5 protocol: its ID set and near / far groups, and OpenOOD's published AUROC beside ours.",
+)
+@click.option(
+    "--imglist-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="With --suite: OpenOOD's benchmark_imglist folder; its lists name images relative to --data-dir "
+    "[default: the datasets' own test splits].",
+)
 @click.option("--near", multiple=True, help="Near-OOD sets, comma-separated specs (repeatable).")
 @click.option("--far", multiple=True, help="Far-OOD sets, comma-separated specs (repeatable).")
 @click.option(
@@ -178,6 +192,8 @@ def benchmark(**opts):
                      --near cifar100 --far mnist,fake --attacks fgsm,pgd --attack-eps 0,0.01,0.03 \\
                      --out runs/bench
       lab4 benchmark --model runs/d04 --methods all --near digits:5-9 --group noise=fake --out runs/d04-bench
+      lab4 benchmark --suite openood-cifar10 --model runs/c10 --methods msp,energy,knn --data-dir data \\
+                     --imglist-dir data/benchmark_imglist --out runs/c10-openood
     """
     needy = mo.needy()
     every = tuple(m for m in DETECTORS if m not in needy)
@@ -189,6 +205,12 @@ def benchmark(**opts):
     for model in opts["models"]:
         check_weights(parse_model_spec(model), opts["weights"])
 
+    if opts["imglist_dir"] is not None and opts["suite"] is None:
+        raise DlaError("--imglist-dir reads a suite's image lists: give --suite too")
+    if opts["suite"] is not None and (opts["near"] or opts["far"]):
+        raise DlaError(
+            f"--suite {opts['suite']} sets the near and far groups; add sets of your own with --group"
+        )
     from lab4_ood.benchmark import BenchmarkConfig, parse_groups, run_benchmark
     from lab4_ood.detection import DetectConfig
     from lab4_ood.robustness import OPTIONS as ATTACK_FIELDS
@@ -205,12 +227,15 @@ def benchmark(**opts):
         "batch_size",
         "limit",
     }  # the benchmark's own, per model
+    plan = suites.plan(opts["suite"], opts["imglist_dir"]) if opts["suite"] else None
+    if plan is not None and opts["id_spec"] is None:
+        suites.check_trained_on(plan, opts["suite"], opts["models"])
     cfg = from_options(
         BenchmarkConfig,
         opts,
-        groups=parse_groups(opts["near"], opts["far"], opts["groups"]),
+        groups=parse_groups(opts["near"], opts["far"], opts["groups"], plan.groups if plan else ()),
         methods=chosen,
-        id=opts["id_spec"],
+        id=opts["id_spec"] or (plan.id if plan else None),
         attacks=attacks,
         detector={f.name: opts[f.name] for f in dataclasses.fields(DetectConfig) if f.name not in shared},
         attack={name: opts[name] for name in ATTACK_FIELDS},
@@ -227,6 +252,9 @@ def benchmark(**opts):
                 f"  {method} accuracy: "
                 + "  ".join(f"ε={row['eps']:g} {row['accuracy']:.4f}" for row in r["rows"])
             )
+    if "suite" in result:
+        click.echo(f"{opts['suite']}: images from {result['suite']['data']}")
+        click.echo(f"OpenOOD v1.5's published AUROC beside ours in table.md ({suites.SOURCE.split(';')[0]})")
     click.echo(f"table.md, metrics.json, ranking.png → {rt.out}")
 
 

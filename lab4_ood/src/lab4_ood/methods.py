@@ -494,6 +494,7 @@ PLUGIN_GROUPS = {"detectors": "dla.lab4.detectors", "attacks": "dla.lab4.attacks
 # the commands' own parameters: a plug-in's option may not take these names
 RESERVED = frozenset({
     "model", "models", "id", "id_spec", "ood", "method", "methods", "dataset", "near", "far", "groups", "attacks",
+    "suite", "imglist_dir",
     "attack_eps", "eps", "targeted", "target_class", "grid", "batch_size", "limit", "seed", "data_dir",
     "download", "out", "cpu", "threads", "resume", "verbose", "detector", "attack",
 })  # fmt: skip

@@ -4,6 +4,7 @@ A spec is ``NAME[:SELECTION]``:
 
     mnist, cifar10, cifar100, digits, fake      whole datasets (also svhn, dtd, places365, tiny-imagenet)
     imagefolder:PATH                            your own images, one subfolder per class (``folders.py``)
+    imglist:LIST                                the images an OpenOOD image list names (``imglist.py``)
     imagefolder:PATH:cat,dog                    … two of its classes
     digits:0-4                                  classes 0..4 (re-indexed 0..4)
     cifar100:0,5,9                              classes by index
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dla_core.data import folders, formats
+from dla_core.data import folders, formats, imglist
 from dla_core.data.streamed import STATS_CHUNK, ImageFiles, blocks, channel_stats, convert, image_store
 from dla_core.errors import DlaError
 from dla_core.runs import wait_for_main
@@ -342,6 +343,18 @@ def _image_folder(req: Request) -> tuple[ImageSet, ...]:
     return tuple(_files(parts[s], classes, "imagefolder", req, None, **source) for s in parts)
 
 
+def _image_list(req: Request) -> tuple[ImageSet, ...]:
+    """An OpenOOD image list (``imglist.py``); a missing list or image names itself, not --download."""
+    assert req.path is not None
+    try:
+        classes, parts, source = imglist.scan_imglist(req.path, req.data_dir)
+    except FileNotFoundError as e:
+        raise DlaError(f"imglist: {e.args[0] if e.args else e} not found (OpenOOD's image lists name images "
+                       f"relative to the data folder, {req.data_dir})") from None  # fmt: skip
+    out = tuple(_files(parts[s], classes, "imglist", req, DEFAULT_SIZE, **source) for s in parts)
+    return out if len(out) > 1 else (out[0], out[0])
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A registry entry: its loader and whether its spec names a folder (``NAME:PATH[:SELECTION]``)."""
@@ -364,6 +377,7 @@ DATASETS: dict[str, Dataset] = {
     "places365": Dataset(_places365),
     "tiny-imagenet": Dataset(_tiny_imagenet),
     "imagefolder": Dataset(_image_folder, takes_path=True),
+    "imglist": Dataset(_image_list, takes_path=True),
 }
 
 
