@@ -69,6 +69,21 @@ class Detector:
         raise NotImplementedError
 
 
+class OnFeatures(Detector):
+    """A detector whose per-image work is the penultimate features alone: every grid point shares that view and
+    scores from it (``from_view``)."""
+
+    def view_key(self) -> tuple:
+        return ()
+
+    @torch.no_grad()
+    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.model.features(x).float(),)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_view(self.view(x))
+
+
 def spec_of(method: str) -> methods.Detector:
     """The declared detector ``method`` (its table entry or plug-in), or one Error line."""
     table = methods.detectors()

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from dla_core.errors import DlaError
 from lab4_ood.detectors.base import (
-    Detector,
+    OnFeatures,
     Reservoir,
     _percentile_share,
     energy,
@@ -21,26 +21,16 @@ from lab4_ood.detectors.base import (
 )
 
 
-class ShapedEnergy(Detector):
+class ShapedEnergy(OnFeatures):
     """Energy of the logits of shaped penultimate features: head(shape(z)) (ReAct, ASH, SCALE)."""
 
     def shape(self, f: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def view_key(self) -> tuple:
-        return ()
-
-    @torch.no_grad()
-    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (self.model.features(x).float(),)
-
     @torch.no_grad()
     def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
         w, b = head_of(self.model)
         return energy(self.shape(view[0]) @ w.T + b)
-
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        return self.from_view(self.view(x))
 
 
 class ReAct(ShapedEnergy):
@@ -125,7 +115,7 @@ class SCALE(ShapedEnergy):
         return f * torch.exp(f.sum(1, keepdim=True) / top.sum(1, keepdim=True))
 
 
-class DICE(Detector):
+class DICE(OnFeatures):
     """energy of a sparsified last layer (--dice-p)
 
     logsumexp(z·(W ⊙ M)ᵀ + b): M drops the weights whose contribution mean(z_ID)_j·W_cj is at or below its
@@ -155,19 +145,9 @@ class DICE(Detector):
         self.masked = torch.where(contribution > threshold, w, torch.zeros_like(w))
         return self
 
-    def view_key(self) -> tuple:
-        return ()
-
-    @torch.no_grad()
-    def view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (self.model.features(x).float(),)
-
     @torch.no_grad()
     def from_view(self, view: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if self.masked is None:
             raise RuntimeError("DICE.fit must run before scores")
         _, b = head_of(self.model)
         return energy(view[0] @ self.masked.to(view[0].device).T + b)
-
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        return self.from_view(self.view(x))
