@@ -13,11 +13,17 @@ Penultimate features, per family:
     timm         ``forward_head(forward_features(x), pre_logits=True)``; head: ``get_classifier()``
     hf           the pooled output, the input of the last ``nn.Linear`` of ``classifier``
 A TorchScript or torch.export file gives logits only: asking it for features is one Error line.
+
+``--weights FILE`` (a checkpoint of your own: ``read_checkpoint``) builds the named architecture with the
+checkpoint's class count, read from its head, and loads every tensor strictly: a checkpoint that does not fit is
+one Error line naming the first keys and shapes that differ. ``--preprocess`` (``preprocessing_of``) replaces
+the family's preprocessing with the one the user states; both are recorded in the description.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,7 +36,14 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from dla_core.errors import DlaError
-from dla_core.model_spec import FAMILIES, ModelSpec, check_weights, parse_model_spec
+from dla_core.model_spec import (
+    FAMILIES,
+    ModelSpec,
+    check_weights,
+    is_checkpoint,
+    parse_model_spec,
+    parse_preprocess,
+)
 
 
 class FeaturesUnavailable(DlaError):
@@ -232,7 +245,8 @@ def _need(module: str, extra: str) -> Any:
         raise DlaError(f"this model needs {module}: pip install 'dla-core[{extra}]'") from None
 
 
-def _torchvision(spec: ModelSpec, weights: str, num_classes: int | None) -> AdaptedClassifier:
+def _torchvision_weights(spec: ModelSpec) -> Any:
+    """The torchvision weights enum member a spec names (DEFAULT when it names none)."""
     import torchvision.models as tvm
 
     if spec.name not in tvm.list_models(module=tvm):
@@ -240,11 +254,29 @@ def _torchvision(spec: ModelSpec, weights: str, num_classes: int | None) -> Adap
     enum = tvm.get_model_weights(spec.name)
     chosen = spec.weights or "DEFAULT"
     try:
-        pretrained = enum[chosen]  # the DEFAULT alias included
+        return enum[chosen]  # the DEFAULT alias included
     except KeyError:
         raise DlaError(
             f"{spec.name} has no weights {chosen} (it has {', '.join(enum.__members__)})"
         ) from None
+
+
+def cifar_stem(net: nn.Module) -> nn.Module:
+    """A torchvision ResNet with the CIFAR stem: ``conv1`` a 3×3 stride-1 convolution, no max-pool (32 px images
+    keep their resolution into ``layer1``), as the CIFAR ResNets of most checkpoints are built."""
+    conv = getattr(net, "conv1", None)
+    if not isinstance(conv, nn.Conv2d) or not isinstance(getattr(net, "maxpool", None), nn.MaxPool2d):
+        raise DlaError(f"{type(net).__name__} has no conv1 + maxpool stem to replace")
+    net.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's ResNet
+    net.maxpool = nn.Identity()
+    return net
+
+
+def _torchvision(spec: ModelSpec, weights: str, num_classes: int | None) -> AdaptedClassifier:
+    import torchvision.models as tvm
+
+    pretrained = _torchvision_weights(spec)
     if weights == "none":
         net = tvm.get_model(spec.name, weights=None, **({"num_classes": num_classes} if num_classes else {}))
     else:
@@ -253,19 +285,21 @@ def _torchvision(spec: ModelSpec, weights: str, num_classes: int | None) -> Adap
         except Exception as e:  # no network, a broken cache: the family's own message, on one line
             raise DlaError(f"could not load {spec.name}'s {pretrained.name} weights ({e}); offline, "
                            "--weights none builds the architecture with random weights") from None  # fmt: skip
+    if spec.cifar_stem:
+        cifar_stem(net)
     head = None
     for attr in ("fc", "classifier", "heads", "head"):
         head = last_linear(getattr(net, attr, None))
         if head is not None:
             break
     described = {"weights": None if weights == "none" else pretrained.name, "transform_of": pretrained.name}
+    if spec.cifar_stem:
+        described["stem"] = "cifar: conv1 3x3 stride 1, no max-pool"
     return _adapted(net, spec, from_torchvision_transform(pretrained.transforms()), head, described)
 
 
 def _timm(spec: ModelSpec, weights: str, num_classes: int | None) -> AdaptedClassifier:
     timm = _need(*FAMILIES["timm"].needs)
-    from timm.data import create_transform, resolve_data_config
-
     if not timm.is_model(spec.name.split(".")[0]) and not spec.name.startswith("hf-hub:"):
         raise DlaError(f"timm has no model {spec.name!r} (see timm.list_models())")
     try:
@@ -277,11 +311,17 @@ def _timm(spec: ModelSpec, weights: str, num_classes: int | None) -> AdaptedClas
     except Exception as e:
         raise DlaError(f"could not build timm's {spec.name} ({e}); offline, --weights none builds "
                        "the architecture with random weights") from None  # fmt: skip
-    pre = from_timm_transform(create_transform(**resolve_data_config({}, model=net)))
+    pre = _timm_preprocessing(net)
     head = net.get_classifier()
     if not isinstance(head, nn.Linear):
         raise DlaError(f"timm's {spec.name} ends in {type(head).__name__}, not a linear layer dla can read")
     return TimmClassifier(net.eval(), pre, head, head.out_features, _describe(spec, {"weights": weights}))
+
+
+def _timm_preprocessing(net: nn.Module) -> Preprocessing:
+    from timm.data import create_transform, resolve_data_config
+
+    return from_timm_transform(create_transform(**resolve_data_config({}, model=net)))
 
 
 def _hf(spec: ModelSpec, weights: str, num_classes: int | None) -> AdaptedClassifier:
@@ -343,18 +383,170 @@ LOADERS: dict[str, Callable[[ModelSpec, str, int | None], AdaptedClassifier]] = 
 
 
 def load_classifier(
-    text: str | Path, weights: str = "pretrained", num_classes: int | None = None
+    text: str | Path,
+    weights: str = "pretrained",
+    num_classes: int | None = None,
+    preprocess: str | None = None,
 ) -> nn.Module:
     """The model of a ``--model`` spec, in eval mode on the CPU: a dla run folder's ``Classifier`` as
-    ``models.load_model`` builds it, any other an ``AdaptedClassifier``. ``num_classes``: the classes of
-    ``--weights none``'s random head [default: the architecture's own]."""
+    ``models.load_model`` builds it, any other an ``AdaptedClassifier``. ``weights``: pretrained, none or a
+    checkpoint file (``model_spec.check_weights``); ``num_classes``: the classes of ``--weights none``'s random
+    head [default: the architecture's own; a checkpoint's are its own]; ``preprocess``: a ``--preprocess`` value
+    in place of the family's own preprocessing."""
     spec = parse_model_spec(str(text))
-    check_weights(spec, weights)
+    check_weights(spec, weights, preprocess)
     if spec.family == "run":
         from dla_core.models import load_model
 
         return load_model(Path(spec.name))
-    return LOADERS[spec.family](spec, weights, num_classes).eval()
+    if is_checkpoint(weights):
+        model = from_checkpoint(spec, Path(weights))
+    else:
+        model = LOADERS[spec.family](spec, weights, num_classes)
+    if preprocess is not None:
+        model.preprocessing = preprocessing_of(preprocess, rgb=FAMILIES[spec.family].named)
+        model.description.pop("transform_of", None)
+        model.description.update(
+            preprocess=preprocess, preprocessing=model.preprocessing and model.preprocessing.to_dict()
+        )
+    return model.eval()
+
+
+#### --preprocess ####
+
+
+def preprocessing_of(text: str, rgb: bool = True) -> Preprocessing | None:
+    """A ``--preprocess`` value as a ``Preprocessing`` (None for ``none``): a family's own transform, read
+    without its weights, or the values stated. Stated values: grey images are repeated to RGB when three
+    means are given or the model is an RGB architecture (``rgb``); one mean and std apply to every channel."""
+    p = parse_preprocess(text)
+    if p.none:
+        return None
+    if p.borrow is not None and p.borrow.family == "torchvision":
+        return from_torchvision_transform(_torchvision_weights(p.borrow).transforms())
+    if p.borrow is not None and p.borrow.family == "timm":
+        timm = _need(*FAMILIES["timm"].needs)
+        try:
+            net = timm.create_model(p.borrow.name, pretrained=False)
+        except Exception as e:
+            raise DlaError(f"--preprocess {text}: timm cannot build {p.borrow.name} ({e})") from None
+        return _timm_preprocessing(net)
+    if p.borrow is not None:  # hf
+        transformers = _need(*FAMILIES["hf"].needs)
+        try:
+            return from_hf_processor(transformers.AutoImageProcessor.from_pretrained(p.borrow.name))
+        except DlaError:
+            raise
+        except Exception as e:
+            raise DlaError(f"--preprocess {text}: no image processor ({str(e).splitlines()[0]})") from None
+    v = dict(p.values)
+    return Preprocessing(
+        v.get("resize", ()),
+        v.get("crop"),
+        v.get("interpolation", "bilinear"),
+        v["mean"],
+        v["std"],
+        channels=3 if rgb or len(v["mean"]) == 3 else 1,  # 1: the images' own channels, as they come
+    )
+
+
+#### --weights FILE ####
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net")  # where training scripts keep one
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compile
+SHOWN = 3  # keys named per kind of difference in the mismatch line
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint file's state_dict: safetensors, or ``torch.load(weights_only=True)`` of a state_dict or of
+    a dict holding one under one of ``STATE_DICT_KEYS``; a whole-model wrapper's prefix (``module.``) dropped."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        why = str(e).strip().splitlines()[0][:200]
+        raise DlaError(f"--weights {path}: not a checkpoint dla can read safely ({why}); save the model's "
+                       "state_dict() with torch.save or safetensors") from None  # fmt: skip
+    for _ in range(2):  # {"state_dict": …} or {"model": {"state_dict": …}}
+        if _is_state_dict(state) or not isinstance(state, dict):
+            break
+        inner = next((state[k] for k in STATE_DICT_KEYS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    if not _is_state_dict(state):
+        held = ", ".join(map(str, list(state)[:6])) if isinstance(state, dict) else type(state).__name__
+        raise DlaError(f"--weights {path}: holds no state_dict (found {held}; looked under "
+                       f"{', '.join(STATE_DICT_KEYS)})")  # fmt: skip
+    for prefix in WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _head_name(model: AdaptedClassifier) -> str | None:
+    head = model._head[0]
+    return next((name for name, m in model.net.named_modules() if m is head), None)
+
+
+def from_checkpoint(spec: ModelSpec, path: Path) -> AdaptedClassifier:
+    """The named architecture with the checkpoint's tensors: built random (offline) with the class count of
+    the checkpoint's head, then loaded strictly (BatchNorm's ``num_batches_tracked`` may be absent)."""
+    state = read_checkpoint(path)
+    model = LOADERS[spec.family](spec, "none", None)
+    head = _head_name(model)
+    classes = state.get(f"{head}.weight") if head else None
+    if classes is not None and classes.ndim == 2 and classes.shape[0] != model.num_classes:
+        model = LOADERS[spec.family](spec, "none", int(classes.shape[0]))
+    own = model.net.state_dict()
+    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if shapes or missing or unexpected:
+        raise DlaError(mismatch(spec, path, state, own, shapes, missing, unexpected))
+    model.net.load_state_dict(state, strict=False)  # every tensor present: only num_batches_tracked may lack
+    model.description.update(
+        weights="checkpoint",
+        checkpoint={"path": str(path.resolve()), "sha256": sha256_of(path), "bytes": path.stat().st_size},
+    )
+    return model
+
+
+def _first(keys: list[str]) -> str:
+    return ", ".join(keys[:SHOWN]) + (f" (+{len(keys) - SHOWN} more)" if len(keys) > SHOWN else "")
+
+
+def mismatch(spec, path, state, own, shapes, missing, unexpected) -> str:
+    """One line: which keys and shapes of the checkpoint differ from the architecture's (the first few)."""
+    parts = []
+    if shapes:
+        shown = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]
+        parts.append(f"shapes differ (checkpoint vs model): {_first(shown)}")
+    if missing:
+        parts.append(f"missing from the checkpoint: {_first(missing)}")
+    if unexpected:
+        parts.append(f"not in the model: {_first(unexpected)}")
+    line = f"--weights {path} does not fit {spec}: " + "; ".join(parts)
+    conv1 = state.get("conv1.weight")
+    if spec.family == "torchvision" and not spec.cifar_stem and conv1 is not None and conv1.shape[-1] == 3:
+        line += f" — a CIFAR stem (3×3 conv1)? try --model torchvision:{spec.name}+cifar-stem"
+    return line
 
 
 def description_of(model: nn.Module) -> dict[str, Any] | None:

@@ -49,13 +49,16 @@ class Runtime:
 
     def check(self) -> None:
         """What a command can refuse before it creates or loads anything: OMP_NUM_THREADS when the thread choice
-        will read it (no --threads), the packages of the --report-to trackers, and --compile cuda-graph
-        without a CUDA GPU."""
+        will read it (no --threads), DLA_DATA_STREAM and DLA_DATA_MEMORY, the packages of the --report-to
+        trackers, and --compile cuda-graph without a CUDA GPU."""
         from dla_core.threads import omp_threads
         from dla_core.trackers import check_trackers
 
         if self.threads is None:
             omp_threads()
+        from dla_core.data.streamed import policy
+
+        policy()  # DLA_DATA_STREAM / DLA_DATA_MEMORY, for every command with data, not only where files load
         if self.compile == "cuda-graph":  # the engine's CUDA_GRAPH
             import torch
 

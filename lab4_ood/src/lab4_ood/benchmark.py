@@ -17,7 +17,8 @@ its number of sets. With ``--suite`` (suites.py) the groups are OpenOOD v1.5's, 
 published AUROC beside ours, with its source and what differs.
 
 Every ID and OOD set is loaded (and checked) before OUT is made: a missing one is one Error line naming all that
-are missing, and nothing on disk.
+are missing, and nothing on disk; so is every model built (a checkpoint that does not fit its architecture or its
+ID set's classes is one Error line too).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dla_core.data.registry import HOW_TO_GET
 from dla_core.errors import DlaError
 from dla_core.runs import RunDir, atomic_write
 from lab4_ood import suites
-from lab4_ood.datasets import id_spec_for, load_id, load_ood, remembered
+from lab4_ood.datasets import id_spec_for, load_id, load_model_for, load_ood, remembered
 from lab4_ood.detection import DetectConfig, detect
 from lab4_ood.robustness import AttackConfig, run_attack
 
@@ -59,7 +60,10 @@ class BenchmarkConfig:
     limit: int | None = None
     detector: dict[str, Any] = field(default_factory=dict)  # DetectConfig's detector options (--T, --grid, …)
     attack: dict[str, Any] = field(default_factory=dict)  # AttackConfig's attack options (--steps, --cw-c, …)
-    weights: str = "pretrained"  # none: random weights for torchvision:, timm:, hf: models
+    weights: str = (
+        "pretrained"  # none: random weights for torchvision:, timm:, hf: models; or a checkpoint file
+    )
+    preprocess: str | None = None  # --preprocess for those models [default: the family's own]
     suite: str | None = None  # an OpenOOD v1.5 protocol (suites.SUITES) that set id and groups
     imglist_dir: Path | None = None  # OpenOOD's benchmark_imglist folder, when the suite reads its lists
 
@@ -127,8 +131,13 @@ def group_means(per_set: dict[str, dict[str, float]], groups: tuple) -> dict[str
     }
 
 
+PROBE_SHAPE = (3, 32, 32)  # the shape OOD sets are checked at when no ID set loaded
+
+
 def check_data(id_specs: list[str], ood: tuple[str, ...], rt: Runtime, what: str) -> None:
-    """Load every ID and OOD set (remembered for the detect runs); the missing ones are one Error line."""
+    """Load every ID and OOD set (remembered for the detect runs); the missing ones are one Error line naming
+    them all. OOD sets load at each ID set's image shape; when no ID set loads, at ``PROBE_SHAPE``, only to
+    find which are missing too."""
     errors: dict[str, str] = {}
     shapes = []
     for spec in dict.fromkeys(id_specs):
@@ -136,7 +145,7 @@ def check_data(id_specs: list[str], ood: tuple[str, ...], rt: Runtime, what: str
             shapes.append(load_id(spec, rt.data_dir, rt.download).test.shape)
         except DlaError as e:
             errors[spec] = str(e)
-    for shape in dict.fromkeys(shapes):
+    for shape in dict.fromkeys(shapes or [PROBE_SHAPE]):
         for spec in (s for s in ood if s not in errors):
             try:
                 load_ood(spec, shape, rt.data_dir, rt.download)
@@ -159,6 +168,9 @@ def _run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
     id_specs = [id_spec_for(model, cfg.id) for model in cfg.models]
     ood = tuple(spec for _, specs in cfg.groups for spec in specs)
     check_data(id_specs, ood, rt, f"--suite {cfg.suite}" if cfg.suite else "lab4 benchmark")
+    for model, id_spec in zip(cfg.models, id_specs, strict=True):  # each model builds and fits its ID set
+        # (built again by its detect run: a model a detector hooks into is not shared between runs)
+        load_model_for(model, cfg.weights, load_id(id_spec, rt.data_dir, rt.download).test, cfg.preprocess)
     run = RunDir.create(rt.out, cfg, command="lab4 benchmark", resumable=False)
     names = model_names(cfg.models)
     models: dict[str, dict] = {}
@@ -173,6 +185,7 @@ def _run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
             batch_size=cfg.batch_size,
             limit=cfg.limit,
             weights=cfg.weights,
+            preprocess=cfg.preprocess,
             **cfg.detector,
         )
         summary = detect(dcfg, dataclasses.replace(rt, out=run.path / name / "detect"))
@@ -205,6 +218,7 @@ def _run_benchmark(cfg: BenchmarkConfig, rt: Runtime) -> dict:
                 limit=cfg.limit,
                 seed=cfg.seed,
                 weights=cfg.weights,
+                preprocess=cfg.preprocess,
                 **cfg.attack,
             )
             result = run_attack(acfg, dataclasses.replace(rt, out=run.path / name / f"attack-{method}"))

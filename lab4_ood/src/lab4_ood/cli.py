@@ -11,6 +11,7 @@ from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
 from dla_core.model_spec import MODEL, MODEL_HELP, check_weights, parse_model_spec
+from dla_core.model_spec import PREPROCESS_OPTION as PREPROCESS
 from dla_core.model_spec import WEIGHTS_OPTION as WEIGHTS
 from lab4_ood import method_options as mo
 from lab4_ood import methods, suites
@@ -47,6 +48,7 @@ def group(verbose: int) -> None:
 @group.command()
 @click.option("--model", type=MODEL, required=True, help=MODEL_HELP)
 @WEIGHTS
+@PREPROCESS
 @click.option(
     "--id", "id_spec", default=None, help="In-distribution dataset spec [default: the run's dataset]."
 )
@@ -79,7 +81,7 @@ def detect(**opts):
                   --method msp,energy,odin --grid --out runs/c10-ood
     """
     chosen = mo.detector_choice(opts["method"], "--method", opts)
-    check_weights(parse_model_spec(opts["model"]), opts["weights"])
+    check_weights(parse_model_spec(opts["model"]), opts["weights"], opts["preprocess"])
 
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.detection import DetectConfig
@@ -125,6 +127,7 @@ def echo_detection(id_spec: str, summary: dict) -> None:
     help=f"(repeatable: every model is evaluated the same way) {MODEL_HELP}",
 )
 @WEIGHTS
+@PREPROCESS
 @click.option("--id", "id_spec", default=None, help="ID dataset spec [default: each run's dataset].")
 @click.option(
     "--methods",
@@ -203,7 +206,7 @@ def benchmark(**opts):
     for m in (m for m in chosen if m in needy and len(opts["models"]) > 1):
         raise DlaError(f"--methods {m} takes one {needy[m]}, so one --model")
     for model in opts["models"]:
-        check_weights(parse_model_spec(model), opts["weights"])
+        check_weights(parse_model_spec(model), opts["weights"], opts["preprocess"])
 
     if opts["imglist_dir"] is not None and opts["suite"] is None:
         raise DlaError("--imglist-dir reads a suite's image lists: give --suite too")
@@ -221,6 +224,7 @@ def benchmark(**opts):
     shared = {
         "model",
         "weights",
+        "preprocess",
         "id",
         "ood",
         "methods",
@@ -295,6 +299,7 @@ def train_ae(**opts):
 @group.command()
 @click.option("--model", type=MODEL, required=True, help=MODEL_HELP)
 @WEIGHTS
+@PREPROCESS
 @click.option("--dataset", default=None, help="Dataset spec [default: the run's dataset].")
 @click.option(
     "--method",
@@ -352,7 +357,7 @@ def attack(eps, targeted, **opts):
     mo.check_radii(chosen, eps, "--eps")
     if targeted != (opts["target_class"] is not None):
         raise DlaError("--targeted and --target-class K go together")
-    check_weights(parse_model_spec(opts["model"]), opts["weights"])
+    check_weights(parse_model_spec(opts["model"]), opts["weights"], opts["preprocess"])
 
     from lab4_ood.datasets import id_spec_for
     from lab4_ood.robustness import AttackConfig, run_attack

@@ -33,12 +33,12 @@ def id_spec_for(run: Path, spec: str | None, option: str = "--id") -> str:
     return spec
 
 
-def load_model_for(spec: str, weights: str, data: ImageSet) -> nn.Module:
+def load_model_for(spec: str, weights: str, data: ImageSet, preprocess: str | None = None) -> nn.Module:
     """The classifier of a ``--model`` spec (``dla_core.adapters``) for ``data``, in eval mode, checked to fit it:
-    ``--weights none`` gives a random head with ``data``'s classes."""
+    ``--weights none`` gives a random head with ``data``'s classes, a checkpoint its own."""
     from dla_core.adapters import load_classifier
 
-    model = load_classifier(spec, weights, num_classes=data.num_classes).eval()
+    model = load_classifier(spec, weights, num_classes=data.num_classes, preprocess=preprocess).eval()
     check_model_fits(model, data)
     return model
 
@@ -47,7 +47,14 @@ def check_model_fits(model: nn.Module, data: ImageSet) -> None:
     if not hasattr(model, "config"):  # another family's model: it resizes and converts the images itself
         classes = getattr(model, "num_classes", 0)  # 0: a file that does not say
         if classes and classes != data.num_classes:
-            raise DlaError(f"the model has {classes} classes but {data.spec} has {data.num_classes}")
+            d = model.description
+            where = {"checkpoint": f"its checkpoint {d.get('checkpoint', {}).get('path')}"}.get(
+                d.get("weights"), f"its {d.get('weights') or 'pretrained'} weights"
+            )
+            raise DlaError(
+                f"{d['model']} has {classes} classes ({where}) but {data.spec} has {data.num_classes}: give "
+                "--weights CHECKPOINT trained on these classes (or --weights none for a random head)"
+            )
         return
     cfg = model_config_of(model)
     if tuple(cfg.in_shape) != data.shape:

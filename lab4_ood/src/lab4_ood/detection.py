@@ -66,7 +66,9 @@ DetectConfig = dataclasses.make_dataclass(
         ),
         ("batch_size", int, dataclasses.field(default=256)),
         ("limit", int | None, dataclasses.field(default=None)),  # at most this many images per set
-        ("weights", str, dataclasses.field(default="pretrained")),  # none: random (torchvision:, timm:, hf:)
+        # none: random (torchvision:, timm:, hf:); or a checkpoint file loaded onto the architecture
+        ("weights", str, dataclasses.field(default="pretrained")),
+        ("preprocess", str | None, dataclasses.field(default=None)),  # --preprocess [default: the family's]
     ],
     frozen=True,
 )
@@ -235,7 +237,7 @@ def detect(cfg: DetectConfig, rt: Runtime) -> dict:
     oods = {spec: load_ood(spec, shape, rt.data_dir, rt.download) for spec in cfg.ood}
     ood_test = {spec: head(test, cfg.limit) for spec, (_, test) in oods.items()}
     warn_degenerate(cfg, id_test, ood_test)
-    model = load_model_for(cfg.model, cfg.weights, splits.test).to(device)
+    model = load_model_for(cfg.model, cfg.weights, splits.test, cfg.preprocess).to(device)
     train = head(splits.train, cfg.limit and 4 * cfg.limit)
     refuse_featureless(model, cfg, train, device)
     source = description_of(model)  # another family's model: its spec, weights and preprocessing

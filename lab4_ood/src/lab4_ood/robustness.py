@@ -63,7 +63,9 @@ AttackConfig = dataclasses.make_dataclass(
         ("batch_size", int, dataclasses.field(default=256)),
         ("limit", int | None, dataclasses.field(default=None)),
         ("seed", int, dataclasses.field(default=0)),
-        ("weights", str, dataclasses.field(default="pretrained")),  # none: random (torchvision:, timm:, hf:)
+        # none: random (torchvision:, timm:, hf:); or a checkpoint file loaded onto the architecture
+        ("weights", str, dataclasses.field(default="pretrained")),
+        ("preprocess", str | None, dataclasses.field(default=None)),  # --preprocess [default: the family's]
     ],
     frozen=True,
 )
@@ -128,7 +130,7 @@ def run_attack(cfg: AttackConfig, rt: Runtime) -> dict:
     seed_everything(cfg.seed)  # before anything random (PGD's random start draws from torch's global RNG)
     device = make_accelerator(cpu=rt.cpu).device
     test = head(load_id(cfg.dataset, rt.data_dir, rt.download, val_fraction=0).test, cfg.limit)
-    model = load_model_for(cfg.model, cfg.weights, test).to(device)
+    model = load_model_for(cfg.model, cfg.weights, test, cfg.preprocess).to(device)
     values = {name: getattr(cfg, name) for name in OPTIONS}
     if reason := refusal(chosen, cfg.target_class is not None, test.num_classes, values):
         raise DlaError(reason)
