@@ -18,6 +18,7 @@ import torchvision
 from click.testing import CliRunner
 
 from dla_core.adapters import cifar_stem
+from dla_core.errors import DlaError
 from lab4_ood.cli import group
 from tests.lab4.test_byo_models import png_folder
 from tests.lab4.test_suites import suite_data  # noqa: F401  (a fixture: the suite's datasets in their formats)
@@ -69,6 +70,7 @@ def test_the_done_when_command_scores_your_cifar10_resnet18_with_its_own_weights
     assert saved["weights"] == str(ckpt) and saved["preprocess"] == CIFAR
     assert source["checkpoint"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert source["checkpoint"]["path"] == str(ckpt.resolve()) and source["preprocessing"]["resize"] == []
+    assert f"then --preprocess {CIFAR}." in (out / "table.md").read_text()  # what differs from OpenOOD's
     bench = json.loads((out / "config.json").read_text())["config"]
     assert bench["weights"] == str(ckpt) and bench["preprocess"] == CIFAR
 
@@ -93,6 +95,20 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_and_nothing_on_disk(data_dir
     r = lab4("detect", "--model", "torchvision:resnet18", "--weights", tmp_path / "five.pth", "--id", "cifar10",
              "--ood", "fake", "--data-dir", data_dir, "--cpu", "--out", out)  # fmt: skip
     assert r.output.startswith("Error: --weights ") and "--preprocess" in r.output and not out.exists()
+
+
+def test_pretrained_weights_with_other_classes_are_refused_in_one_line(digits04):
+    from dla_core.adapters import load_classifier
+    from lab4_ood.datasets import check_model_fits
+
+    model = load_classifier("torchvision:resnet18", "none")  # ImageNet's 1000 classes, as the pretrained head
+    model.description["weights"] = "IMAGENET1K_V1"
+    with pytest.raises(DlaError) as caught:
+        check_model_fits(model, digits04.test)
+    assert str(caught.value) == (
+        "torchvision:resnet18 has 1000 classes (its IMAGENET1K_V1 weights) but digits:0-4 has 5: give --weights "
+        "CHECKPOINT trained on these classes (or --weights none for a random head)"
+    )
 
 
 def test_an_empty_data_dir_names_all_seven_sets_of_the_suite(tmp_path):

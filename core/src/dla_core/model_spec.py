@@ -41,11 +41,18 @@ class Family:
     logits_only: bool = False  # gives logits, no penultimate features or head
 
 
+CIFAR_STEM = "+cifar-stem"  # torchvision:resnet18+cifar-stem: 3×3 stride-1 conv1, no max-pool
+
 FAMILIES = {
     f.name: f
     for f in (
         Family("run", "RUN_FOLDER", "a dla run folder (its model.safetensors)"),
-        Family("torchvision", "torchvision:NAME[:WEIGHTS]", "torchvision.models", named=True),
+        Family(
+            "torchvision",
+            "torchvision:NAME[:WEIGHTS]",
+            f"torchvision.models; NAME{CIFAR_STEM}: a ResNet with the CIFAR stem",
+            named=True,
+        ),
         Family("timm", "timm:NAME", "timm.create_model", named=True, needs=("timm", "timm")),
         Family(
             "hf",
@@ -60,7 +67,6 @@ FAMILIES = {
 }
 WEIGHTS = ("pretrained", "none")  # or a checkpoint file with one of CHECKPOINT_SUFFIXES
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-CIFAR_STEM = "+cifar-stem"  # torchvision:resnet18+cifar-stem: 3×3 stride-1 conv1, no max-pool
 
 
 @dataclass(frozen=True)

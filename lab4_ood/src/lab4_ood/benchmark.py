@@ -265,7 +265,7 @@ def suite_report(cfg: BenchmarkConfig) -> dict:
         "reference_rows": {m: suites.LEADERBOARD_NAMES[m] for m in cfg.methods if m in suite.reference},
         "reference_source": suites.SOURCE,
         "reference_checkpoint": suite.checkpoint,
-        "differences": suites.differences(cfg.suite, cfg.imglist_dir is not None),
+        "differences": suites.differences(cfg.suite, cfg.imglist_dir is not None, cfg.preprocess),
     }
 
 

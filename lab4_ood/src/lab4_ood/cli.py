@@ -197,6 +197,9 @@ def benchmark(**opts):
       lab4 benchmark --model runs/d04 --methods all --near digits:5-9 --group noise=fake --out runs/d04-bench
       lab4 benchmark --suite openood-cifar10 --model runs/c10 --methods msp,energy,knn --data-dir data \\
                      --imglist-dir data/benchmark_imglist --out runs/c10-openood
+      lab4 benchmark --suite openood-cifar10 --model torchvision:resnet18 --weights r18_cifar10.pth \\
+                     --preprocess mean=0.4914,0.4822,0.4465,std=0.2470,0.2435,0.2616 --data-dir data \\
+                     --out runs/r18-openood   # your own checkpoint (README: "Your own model")
     """
     needy = mo.needy()
     every = tuple(m for m in DETECTORS if m not in needy)

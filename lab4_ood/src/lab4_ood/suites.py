@@ -165,13 +165,14 @@ def check_trained_on(plan: SuitePlan, name: str, models: tuple[Path, ...]) -> No
             )
 
 
-def differences(name: str, imglists: bool) -> list[str]:
+def differences(name: str, imglists: bool, preprocess: str | None = None) -> list[str]:
     """What differs between our run and the published numbers, one sentence each."""
     suite = SUITES[name]
+    ours = f"--preprocess {preprocess}" if preprocess else "the model's own (normalised inside the model)"
     lines = [
         f"Checkpoint: OpenOOD's {suite.checkpoint}; ours is the --model given.",
-        f"Preprocessing: OpenOOD's {suite.preprocessing}; ours resizes every set to the model's input "
-        "(bilinear, grey → RGB) and normalises inside the model.",
+        f"Preprocessing: OpenOOD's {suite.preprocessing}; ours resizes every set to the ID set's images "
+        f"(bilinear, grey → RGB), then {ours}.",
         "Hyperparameters: our detectors' defaults are OpenOOD's configs; OpenOOD searches some on its "
         "validation OOD list (val_tin.txt / val_openimage_o.txt), ours only with --grid, on held-out splits.",
     ]
