@@ -329,9 +329,9 @@ def _hf(spec: ModelSpec, weights: str, num_classes: int | None) -> AdaptedClassi
     try:
         processor = transformers.AutoImageProcessor.from_pretrained(spec.name)
         if weights == "none":
-            config = transformers.AutoConfig.from_pretrained(
-                spec.name, **({"num_labels": num_classes} if num_classes else {})
-            )
+            config = transformers.AutoConfig.from_pretrained(spec.name)
+            if num_classes:  # the setter renames the labels LABEL_0… when the count differs
+                config.num_labels = num_classes
             net = transformers.AutoModelForImageClassification.from_config(config)
         else:
             net = transformers.AutoModelForImageClassification.from_pretrained(spec.name)
