@@ -56,7 +56,7 @@ class Runtime:
 
         if self.threads is None:
             omp_threads()
-        from dla_core.data.streamed import policy
+        from dla_core.stream_policy import policy
 
         policy()  # DLA_DATA_STREAM / DLA_DATA_MEMORY, for every command with data, not only where files load
         if self.compile == "cuda-graph":  # the engine's CUDA_GRAPH

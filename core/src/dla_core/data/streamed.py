@@ -16,8 +16,6 @@ Declared in the environment, recorded in each ImageSet's ``source`` (and so in t
 
 from __future__ import annotations
 
-import os
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,34 +29,14 @@ import torch
 
 from dla_core.data import folders
 from dla_core.errors import DlaError
+from dla_core.stream_policy import DEFAULT_BUDGET, parse_size, policy  # noqa: F401  (torch-free, re-exported)
 
-DEFAULT_BUDGET = 4 << 30
 PREFETCH = 2  # batches decoded ahead of the one in use
 WORKERS = 4  # decoding threads at most (PIL lets go of the GIL while it decodes and resizes)
 STATS_CHUNK = 1024  # images per block when channel statistics are summed
 
 
-#### The declared policy ####
-
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """'512M', '8G', '1.5g', '1000000' (bytes) → bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
-    if not m:
-        raise DlaError(f"DLA_DATA_MEMORY={text!r} is not a size (e.g. 512M, 8G, or bytes)")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
-
-
-def policy() -> tuple[str, int]:
-    """(mode, budget in bytes) from DLA_DATA_STREAM and DLA_DATA_MEMORY."""
-    mode = os.environ.get("DLA_DATA_STREAM", "auto").strip().lower() or "auto"
-    if mode not in ("auto", "always", "never"):
-        raise DlaError(f"DLA_DATA_STREAM={mode!r}: expected auto, always or never")
-    memory = os.environ.get("DLA_DATA_MEMORY", "").strip()
-    return mode, parse_size(memory) if memory else DEFAULT_BUDGET
-
+#### The declared policy (dla_core.stream_policy: torch-free, so every command checks it at its edge) ####
 
 #### A lazy uint8 image store ####
 
