@@ -65,20 +65,21 @@ class ModelSpec:
         return self.text
 
 
-def parse_model_spec(text: str) -> ModelSpec:
-    """The spec ``text`` as its family and name, or one Error line (nothing is read but the path's existence)."""
+def parse_model_spec(text: str, option: str = "--model") -> ModelSpec:
+    """The spec ``text`` as its family and name, or one Error line naming ``option`` (nothing is read but the
+    path's existence)."""
     text = str(text)
     path = Path(text)
     prefix, colon, rest = text.partition(":")
     family = FAMILIES.get(prefix)
     if not path.exists() and colon and family is not None and family.named:
         if not rest:
-            raise DlaError(f"--model {text}: give a name after '{prefix}:' ({family.form})")
+            raise DlaError(f"{option} {text}: give a name after '{prefix}:' ({family.form})")
         if prefix == "torchvision":
             name, _, weights = rest.partition(":")
             if not name or ":" in weights:
                 raise DlaError(
-                    f"--model {text}: write {family.form}, e.g. torchvision:resnet18:IMAGENET1K_V1"
+                    f"{option} {text}: write {family.form}, e.g. torchvision:resnet18:IMAGENET1K_V1"
                 )
             return ModelSpec("torchvision", name, weights or None, text)
         return ModelSpec(prefix, rest, None, text)
@@ -87,7 +88,7 @@ def parse_model_spec(text: str) -> ModelSpec:
     if path.is_file():
         return ModelSpec("export" if path.suffix == ".pt2" else "torchscript", text, None, text)
     forms = ", ".join(f.form for f in FAMILIES.values())
-    raise DlaError(f"--model {text}: no such folder or file, and not a model spec ({forms})")
+    raise DlaError(f"{option} {text}: no such folder or file, and not a model spec ({forms})")
 
 
 def check_weights(spec: ModelSpec, weights: str) -> None:
@@ -108,7 +109,7 @@ class ModelSpecType(click.ParamType):
     example = "torchvision:resnet18"  # a value that parses (tests that walk every option pass it)
 
     def convert(self, value, param, ctx):
-        return parse_model_spec(value).text
+        return parse_model_spec(value, param.opts[0] if param is not None else "--model").text
 
 
 MODEL = ModelSpecType()
