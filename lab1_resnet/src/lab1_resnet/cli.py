@@ -201,7 +201,7 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
     help="Fine-tuning rows: head (new head only, every model), freeze-stem (stem frozen), freeze-early (stem "
     "+ first half of the blocks frozen), none (everything trains). The stem is every parameter before the "
     "first block; the blocks: a run folder's blocks; torchvision's layer1…N, else features[1:], else "
-    "encoder.layers; timm's group_matcher groups; Hugging Face's encoder stages/layers. A model without "
+    "encoder.layers; timm's group_matcher groups; Hugging Face's (encoder's) stages/layer(s). A model without "
     "them takes head and none only.",
 )
 @click.option("--optimizers", default="sgd,adam", show_default=True, help="Optimizers for each strategy.")

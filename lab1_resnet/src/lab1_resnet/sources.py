@@ -14,8 +14,8 @@ linear layer (a fresh one for the new classes). The blocks are
                  first, those with parameters (MobileNet, EfficientNet, ConvNeXt, VGG, DenseNet, Swin, …); else
                  ``encoder.layers`` (ViT); else ``trunk_output``'s stages (RegNet)
     timm         timm's own ``group_matcher(coarse=True)`` groups after its stem group (the head left out)
-    hf           the base model's ``encoder.stages`` / ``encoder.layer`` / ``encoder.layers`` (ViT, DeiT, BEiT,
-                 ResNet, ConvNeXt, Swin, …; the stem: the embeddings)
+    hf           the base model's ``stages`` / ``layer`` / ``layers``, in its ``encoder`` or in itself (ViT, DeiT,
+                 BEiT, ResNet, ConvNeXt, Swin, …; the stem: the embeddings)
 A model whose family rule finds no blocks trains ``head`` and ``none`` only; ``freeze-stem`` and ``freeze-early``
 are refused before any folder is written.
 """
@@ -79,11 +79,12 @@ def _torchvision_blocks(net: nn.Module) -> list[nn.Module] | None:
 
 
 def _hf_blocks(net: nn.Module) -> list[nn.Module] | None:
-    encoder = getattr(getattr(net, "base_model", None), "encoder", None)
-    for name in ("stages", "layer", "layers"):
-        found = getattr(encoder, name, None)
-        if isinstance(found, nn.Sequential | nn.ModuleList):
-            return list(found)
+    base = getattr(net, "base_model", None)
+    for holder in (getattr(base, "encoder", None), base):  # transformers 4 (encoder.layer) and 5 (layers)
+        for name in ("stages", "layer", "layers"):
+            found = getattr(holder, name, None)
+            if isinstance(found, nn.Sequential | nn.ModuleList):
+                return list(found)
     return None
 
 
