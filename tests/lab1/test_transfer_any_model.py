@@ -236,3 +236,27 @@ def test_bad_sources_are_one_error_line_and_nothing_on_disk(tmp_path, monkeypatc
             r = lab1("--from", spec, "--weights", "none", *TINY, "--out", out, ok=False)
         assert r.output == f"Error: this model needs {module}: pip install 'dla-core[{extra}]'\n"
     assert not out.exists()
+
+
+def test_the_readme_shows_lab1_transfer_from_every_family_and_each_example_parses(tmp_path, monkeypatch):
+    import shlex
+    from pathlib import Path
+
+    from dla_core.model_spec import parse_model_spec
+
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    lines = [line.split("#")[0] for line in text.replace("\\\n", " ").splitlines()]
+    examples = [shlex.split(line)[2:] for line in lines if line.startswith("lab1 transfer --from ")]
+    monkeypatch.chdir(tmp_path)  # the run folders the examples name, made here
+    for argv in examples:
+        if argv[1].startswith("runs/"):
+            (tmp_path / argv[1]).mkdir(parents=True, exist_ok=True)
+    families = set()
+    for argv in examples:
+        ctx = group.commands["transfer"].make_context(
+            "transfer", list(argv)
+        )  # every option exists and parses
+        source = ctx.params["source"]
+        families.add("run" if source.startswith("runs/") else parse_model_spec(source).family)
+    assert families == {"run", "torchvision", "timm", "hf"}
+    assert any("--weights none" in " ".join(argv) for argv in examples)
