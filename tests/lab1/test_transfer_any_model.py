@@ -196,6 +196,14 @@ def test_frozen_parts_keep_weights_and_statistics_while_the_head_learns(spec, st
     torch.manual_seed(1)
     inner = with_new_head(load_source(spec, "none"), 3, {})
     model = PartlyFrozen(inner, strategy)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():  # the new head is the one the features meet: features → head gives the logits
+        f, logits = inner.eval().features_and_logits(x)
+        torch.testing.assert_close(inner.head(f), logits)
+        assert logits.shape == (2, 3) and f.shape[1] == inner.head.in_features
+    model.train()
+    if strategy == "head":  # all of the network but the head in eval mode (BatchNorm and dropout alike)
+        assert [m for m in inner.modules() if m.training] == [inner.head]
     before = {k: v.clone() for k, v in inner.state_dict().items()}
     train, _ = fake_data((3, 16, 16), n_train=16, n_test=4, num_classes=3)
     fit(model, ImageBatches(train, 8, shuffle=True), TrainConfig(epochs=1, lr=0.05, optimizer="sgd"),
