@@ -118,6 +118,24 @@ def test_torchvision_features_of_a_classifier_sequential_are_the_last_linear_inp
     assert model.head is net.classifier[-1]
 
 
+def test_a_replaced_head_sits_where_the_old_one_was_and_the_features_meet_it(hf_vit):
+    """``replace_head`` (lab1 transfer): a fresh final layer for new classes, inside the family's own network (a
+    Sequential's last entry, an attribute, a Hugging Face ``classifier``), the features still read at its input."""
+    for spec, where in (("torchvision:mobilenet_v3_small", lambda net: net.classifier[-1]),
+                        ("torchvision:resnet18", lambda net: net.fc), (f"hf:{hf_vit}", lambda net: net.classifier)):  # fmt: skip
+        model = load_classifier(spec, "none")
+        old = model.head
+        x = images(n=2, h=32, w=32)
+        before, _ = model.features_and_logits(x)
+        new = model.replace_head(3)
+        assert where(model.net) is new is model.head and new is not old and model.num_classes == 3
+        assert new.in_features == old.in_features and not new.weight.equal(old.weight[:3])
+        f, logits = model.features_and_logits(x)
+        torch.testing.assert_close(f, before)  # the same features, now met by the new head
+        torch.testing.assert_close(logits, new(f))
+        torch.testing.assert_close(model(x), logits)
+
+
 def test_torchvision_refuses_unknown_names_and_weights():
     with pytest.raises(DlaError, match="torchvision has no classifier 'resnet19'"):
         load_classifier("torchvision:resnet19", "none")

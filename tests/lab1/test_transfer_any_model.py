@@ -53,7 +53,7 @@ def test_torchvision_rows_count_exactly_freeze_what_they_say_and_feed_the_svm_it
     tmp_path, monkeypatch
 ):
     from sklearn.pipeline import Pipeline
-    from torchvision.models import mobilenet_v3_small
+    from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
 
     fitted = []  # what each scikit-learn pipeline was fitted on: the SVM's first
     pipeline_fit = Pipeline.fit
@@ -84,14 +84,20 @@ def test_torchvision_rows_count_exactly_freeze_what_they_say_and_feed_the_svm_it
     assert RunDir(out / "rows" / "finetune-head-adam").config["model_source"] == source
 
     # the SVM was fitted on the adapter's penultimate features: the input of classifier[3], computed here the
-    # family's own way on the first training images (unshuffled, in order), after its own transform
+    # family's own way on the first training images (unshuffled, in order), after its weights' own transform
     model = load_source(MOBILENET, "none").eval()
     train = load_data("digits:0-2", tmp_path, 0.1).train
-    x = train.images[: len(fitted[0])].float() / 255
+    x = train.images[: len(fitted[0])].float().expand(-1, 3, -1, -1) / 255  # grey → RGB
     with torch.no_grad():
-        net = model.net
-        expected = net.classifier[:3](torch.flatten(net.avgpool(net.features(model.prepare(x))), 1))
-    torch.testing.assert_close(torch.from_numpy(fitted[0]), expected, rtol=1e-4, atol=1e-4)
+        net, transform = model.net, MobileNet_V3_Small_Weights.DEFAULT.transforms()
+        expected = net.classifier[:3](torch.flatten(net.avgpool(net.features(transform(x))), 1))
+    scale = (
+        expected.abs().max()
+    )  # a random MobileNet's features are tiny (~1e-9): compared at their own scale
+    assert (
+        scale > 0 and expected.std(0).mean() > 0.1 * expected.abs().mean()
+    )  # and they differ between images
+    torch.testing.assert_close(torch.from_numpy(fitted[0]) / scale, expected / scale, rtol=1e-4, atol=1e-4)
 
     # each row's model.safetensors is the family's own state dict with the new classes; freeze-early left the
     # stem and the first six blocks as the source had them (BatchNorm statistics included), the rest trained
