@@ -130,7 +130,6 @@ def test_a_strategy_the_family_cannot_name_is_refused_before_any_folder(tmp_path
 #### timm ####
 
 
-@pytest.mark.slow
 def test_timm_rows_freeze_its_own_groups(tmp_path):
     timm = pytest.importorskip("timm")
     out = tmp_path / "timm"
