@@ -45,6 +45,7 @@ def test_parse_model_spec_names_each_family_and_refuses_what_is_none(tmp_path):
         "timm:vit_tiny_patch16_224.augreg_in21k": ("timm", "vit_tiny_patch16_224.augreg_in21k", None),
         "hf:google/vit-base-patch16-224": ("hf", "google/vit-base-patch16-224", None),
         str(run): ("run", str(run), None),
+        str(run / "model.safetensors"): ("run", str(run / "model.safetensors"), None),  # the run's model file
         str(tmp_path / "m.pt2"): ("export", str(tmp_path / "m.pt2"), None),
         str(tmp_path / "m.pt"): ("torchscript", str(tmp_path / "m.pt"), None),
     }

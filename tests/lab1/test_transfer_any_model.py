@@ -273,3 +273,16 @@ def test_the_readme_shows_lab1_transfer_from_every_family_and_each_example_parse
         families.add("run" if source.startswith("runs/") else parse_model_spec(source).family)
     assert families == {"run", "torchvision", "timm", "hf"}
     assert any("--weights none" in " ".join(argv) for argv in examples)
+
+
+def test_a_dla_run_or_its_model_file_transfers_as_before_without_model_source(tmp_path):
+    run = tmp_path / "src"
+    r = CliRunner().invoke(group, ["train", "--model", "cnn", "--depth", "1", "--channels", "2", "--dataset",
+                                   "digits:0-4", "--epochs", "1", "--max-steps", "1", "--out", str(run)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    for source in (run, run / "model.safetensors"):
+        out = tmp_path / f"t-{source.name}"
+        lab1("--from", source, "--strategies", "head", "--optimizers", "adam", "--no-scratch",
+             "--dataset", "digits:5-9", "--epochs", "1", "--max-steps", "1", "--out", out)  # fmt: skip
+        assert rows_of(out)["finetune-head-adam"]["trainable_parameters"] == 2 * 5 + 5
+        assert "model_source" not in RunDir.open(out).config

@@ -2,7 +2,7 @@
 
 A spec is a dla run folder (``runs/c10``, as always), a model file, or ``FAMILY:NAME``::
 
-    runs/c10                        a dla run folder (its model.safetensors)
+    runs/c10                        a dla run folder (its model.safetensors), or that file
     torchvision:resnet18[:WEIGHTS]  torchvision.models; WEIGHTS an enum name (IMAGENET1K_V1) [default: DEFAULT]
     timm:NAME                       timm.create_model(NAME) (the timm extra)
     hf:ID_OR_FOLDER                 transformers' AutoModelForImageClassification (the hf extra)
@@ -83,8 +83,8 @@ def parse_model_spec(text: str, option: str = "--model") -> ModelSpec:
                 )
             return ModelSpec("torchvision", name, weights or None, text)
         return ModelSpec(prefix, rest, None, text)
-    if path.is_dir():  # its model.safetensors is read (or missed) where the model loads, as always
-        return ModelSpec("run", text, None, text)
+    if path.is_dir() or (path.is_file() and path.suffix == ".safetensors"):  # a run folder or its model file:
+        return ModelSpec("run", text, None, text)  # read (or missed) where the model loads, as always
     if path.is_file():
         return ModelSpec("export" if path.suffix == ".pt2" else "torchscript", text, None, text)
     forms = ", ".join(f.form for f in FAMILIES.values())
