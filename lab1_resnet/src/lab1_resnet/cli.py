@@ -10,9 +10,10 @@ import click
 from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
+from dla_core.model_spec import FAMILIES as MODEL_FAMILIES
 from dla_core.model_spec import MODEL as MODEL_SPEC
-from dla_core.model_spec import MODEL_HELP, check_weights, parse_model_spec
 from dla_core.model_spec import WEIGHTS_OPTION as WEIGHTS
+from dla_core.model_spec import check_weights, parse_model_spec
 from lab1_resnet.choices import FAMILIES, KINDS, OPTIMIZERS, STRATEGIES
 
 MODEL = click.option(
@@ -190,7 +191,9 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
     "source",
     type=MODEL_SPEC,
     required=True,
-    help="The trained network: a `lab1 train` run folder, or another family's classifier. " + MODEL_HELP,
+    help="The trained network: "
+    + "; ".join(f"{f.form} ({f.summary})" for f in MODEL_FAMILIES.values() if not f.logits_only)
+    + ". A file with logits only (TorchScript, torch.export) has no features or head to transfer.",
 )
 @WEIGHTS
 @click.option("--dataset", default="cifar100", show_default=True, help="Target dataset spec.")
