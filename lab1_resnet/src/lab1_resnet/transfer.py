@@ -307,6 +307,7 @@ def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
     if cfg.features:
         device = make_accelerator(cfg.train.precision, rt.cpu).device
         rows += feature_rows(cfg, source, data, device, run.path, eval_batch)
+        source.cpu()  # off the device while the rows train (each loads its own copy)
     trained = {"data": data, "out": run.path, "rt": rt, "eval_batch": eval_batch, "source": described}
     for strategy in cfg.strategies:
         for opt in cfg.optimizers:
