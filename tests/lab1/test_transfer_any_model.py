@@ -243,7 +243,10 @@ def test_bad_sources_are_one_error_line_and_nothing_on_disk(tmp_path, monkeypatc
     for argv, message in cases:
         r = lab1(*argv, *TINY, "--out", out, ok=False)
         assert r.exit_code == 1 and r.output.startswith(message) and r.output.count("\n") == 1, r.output
-    for module, extra, spec in (("timm", "timm", "timm:test_resnet"), ("transformers", "hf", f"hf:{tmp_path}")):
+    for module, extra, spec in (
+        ("timm", "timm", "timm:test_resnet"),
+        ("transformers", "hf", f"hf:{tmp_path}"),
+    ):
         with monkeypatch.context() as m:
             m.setitem(__import__("sys").modules, module, None)  # importing it now fails, as when absent
             r = lab1("--from", spec, "--weights", "none", *TINY, "--out", out, ok=False)
