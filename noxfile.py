@@ -58,8 +58,9 @@ EXTRA_TEST_DEPS = {
 }
 
 
-# core's extras a part's tests need: timm and hf, for the adapters' tests of timm: and hf: models (--model)
-CORE_EXTRAS = {"core": "[timm,hf]", "lab4": "[timm,hf]"}
+# core's extras a part's tests need: timm and hf, for the adapters' tests of timm: and hf: models (lab4
+# --model, lab1 transfer --from)
+CORE_EXTRAS = {"core": "[timm,hf]", "lab1": "[timm,hf]", "lab4": "[timm,hf]"}
 
 
 def install_parts(session: nox.Session, *folders: str, core_extras: str = "") -> None:

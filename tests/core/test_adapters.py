@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from dla_core.adapters import FeaturesUnavailable, load_classifier
 from dla_core.errors import DlaError
 from dla_core.model_spec import check_weights, parse_model_spec
+from tests.tiny_models import save_tiny_hf_resnet, save_tiny_hf_vit
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +45,7 @@ def test_parse_model_spec_names_each_family_and_refuses_what_is_none(tmp_path):
         "timm:vit_tiny_patch16_224.augreg_in21k": ("timm", "vit_tiny_patch16_224.augreg_in21k", None),
         "hf:google/vit-base-patch16-224": ("hf", "google/vit-base-patch16-224", None),
         str(run): ("run", str(run), None),
+        str(run / "model.safetensors"): ("run", str(run / "model.safetensors"), None),  # the run's model file
         str(tmp_path / "m.pt2"): ("export", str(tmp_path / "m.pt2"), None),
         str(tmp_path / "m.pt"): ("torchscript", str(tmp_path / "m.pt"), None),
     }
@@ -117,6 +119,24 @@ def test_torchvision_features_of_a_classifier_sequential_are_the_last_linear_inp
     assert model.head is net.classifier[-1]
 
 
+def test_a_replaced_head_sits_where_the_old_one_was_and_the_features_meet_it(hf_vit):
+    """``replace_head`` (lab1 transfer): a fresh final layer for new classes, inside the family's own network (a
+    Sequential's last entry, an attribute, a Hugging Face ``classifier``), the features still read at its input."""
+    for spec, where in (("torchvision:mobilenet_v3_small", lambda net: net.classifier[-1]),
+                        ("torchvision:resnet18", lambda net: net.fc), (f"hf:{hf_vit}", lambda net: net.classifier)):  # fmt: skip
+        model = load_classifier(spec, "none")
+        old = model.head
+        x = images(n=2, h=32, w=32)
+        before, _ = model.features_and_logits(x)
+        new = model.replace_head(3)
+        assert where(model.net) is new is model.head and new is not old and model.num_classes == 3
+        assert new.in_features == old.in_features and not new.weight.equal(old.weight[:3])
+        f, logits = model.features_and_logits(x)
+        torch.testing.assert_close(f, before)  # the same features, now met by the new head
+        torch.testing.assert_close(logits, new(f))
+        torch.testing.assert_close(model(x), logits)
+
+
 def test_torchvision_refuses_unknown_names_and_weights():
     with pytest.raises(DlaError, match="torchvision has no classifier 'resnet19'"):
         load_classifier("torchvision:resnet19", "none")
@@ -150,18 +170,8 @@ def test_timm_logits_features_and_preprocessing_are_its_own():
 @pytest.fixture(scope="module")
 def hf_vit(tmp_path_factory):
     """A tiny random ViT saved as a model folder with its image processor (save_pretrained, offline)."""
-    transformers = pytest.importorskip("transformers")
-    folder = tmp_path_factory.mktemp("hf") / "tiny-vit"
-    config = transformers.ViTConfig(
-        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, num_labels=4,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    transformers.ViTForImageClassification(config).save_pretrained(folder)
-    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
-                                               image_std=[0.2, 0.25, 0.3])  # fmt: skip
-    processor.save_pretrained(folder)
-    return folder
+    pytest.importorskip("transformers")
+    return save_tiny_hf_vit(tmp_path_factory.mktemp("hf") / "tiny-vit")
 
 
 def test_hf_logits_and_pooled_features_are_its_own(hf_vit):
@@ -231,10 +241,7 @@ def test_hf_resnet_shortest_edge_crop_pct_and_pooled_features(tmp_path):
     """A ConvNeXt-style processor (shortest_edge / crop_pct, then a centre crop) and a classifier that is
     Sequential(Flatten, Linear): the features are the flattened pooled output."""
     transformers = pytest.importorskip("transformers")
-    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
-    torch.manual_seed(0)
-    transformers.ResNetForImageClassification(config).save_pretrained(tmp_path)
-    transformers.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875).save_pretrained(tmp_path)
+    save_tiny_hf_resnet(tmp_path)
     model = load_classifier(f"hf:{tmp_path}")
     assert model.preprocessing.resize == (36,) and model.preprocessing.crop == (32, 32)
     u8 = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)

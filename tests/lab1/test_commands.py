@@ -291,9 +291,11 @@ def test_bad_input_is_one_line_error(argv, message, tmp_path):
     assert not (tmp_path / "x").exists()  # nothing written for a mistake
 
 
-def test_transfer_from_a_missing_folder_is_a_usage_error(tmp_path):
-    r = lab1("transfer", "--from", tmp_path / "no" / "such", "--out", tmp_path / "x", ok=False)
-    assert r.exit_code == 2 and "does not exist" in r.output and not (tmp_path / "x").exists()
+def test_transfer_from_a_missing_folder_is_one_error_line_naming_the_option(tmp_path):
+    missing = tmp_path / "no" / "such"
+    r = lab1("transfer", "--from", missing, "--out", tmp_path / "x", ok=False)
+    _one_line_error(r, f"Error: --from {missing}: no such folder or file, and not a model spec (RUN_FOLDER, ")
+    assert not (tmp_path / "x").exists()
 
 
 def _one_line_error(r, message: str) -> None:

@@ -168,6 +168,19 @@ class AdaptedClassifier(nn.Module):
             raise FeaturesUnavailable(self.refusal("its final linear layer"))
         return self._head[0]
 
+    def replace_head(self, num_classes: int) -> nn.Linear:
+        """Put a freshly initialised final linear layer for ``num_classes`` where the model's own is (lab1
+        transfer: a new head for another dataset); returns it."""
+        old = self.head
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+        path = next(name for name, m in self.net.named_modules() if m is old)
+        parent, _, attr = path.rpartition(".")
+        setattr(self.net.get_submodule(parent), attr, new)
+        self._head[0], self.num_classes = new, num_classes
+        if hasattr(getattr(self.net, "config", None), "num_labels"):  # a Hugging Face model's config follows
+            self.net.config.num_labels = num_classes
+        return new
+
     def refusal(self, what: str) -> str:
         d = self.description
         why = f"gives logits only (a {d['family']} file)" if FAMILIES[d["family"]].logits_only else (
@@ -207,7 +220,15 @@ class HookedClassifier(AdaptedClassifier):
         super().__init__(*args, **kw)
         self.logits_of = logits_of
         self._seen: list[torch.Tensor] = []
-        self.head.register_forward_pre_hook(lambda _, inputs: self._seen.append(inputs[0]))
+        self._watch(self.head)
+
+    def _watch(self, head: nn.Linear) -> None:
+        head.register_forward_pre_hook(lambda _, inputs: self._seen.append(inputs[0]))
+
+    def replace_head(self, num_classes: int) -> nn.Linear:
+        new = super().replace_head(num_classes)
+        self._watch(new)
+        return new
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._seen.clear()

@@ -2,7 +2,7 @@
 
 A spec is a dla run folder (``runs/c10``, as always), a model file, or ``FAMILY:NAME``::
 
-    runs/c10                        a dla run folder (its model.safetensors)
+    runs/c10                        a dla run folder (its model.safetensors), or that file
     torchvision:resnet18[:WEIGHTS]  torchvision.models; WEIGHTS an enum name (IMAGENET1K_V1) [default: DEFAULT]
     timm:NAME                       timm.create_model(NAME) (the timm extra)
     hf:ID_OR_FOLDER                 transformers' AutoModelForImageClassification (the hf extra)
@@ -81,20 +81,21 @@ class ModelSpec:
         return self.text
 
 
-def parse_model_spec(text: str) -> ModelSpec:
-    """The spec ``text`` as its family and name, or one Error line (nothing is read but the path's existence)."""
+def parse_model_spec(text: str, option: str = "--model") -> ModelSpec:
+    """The spec ``text`` as its family and name, or one Error line naming ``option`` (nothing is read but the
+    path's existence)."""
     text = str(text)
     path = Path(text)
     prefix, colon, rest = text.partition(":")
     family = FAMILIES.get(prefix)
     if not path.exists() and colon and family is not None and family.named:
         if not rest:
-            raise DlaError(f"--model {text}: give a name after '{prefix}:' ({family.form})")
+            raise DlaError(f"{option} {text}: give a name after '{prefix}:' ({family.form})")
         if prefix == "torchvision":
             name, _, weights = rest.partition(":")
             if not name or ":" in weights:
                 raise DlaError(
-                    f"--model {text}: write {family.form}, e.g. torchvision:resnet18:IMAGENET1K_V1"
+                    f"{option} {text}: write {family.form}, e.g. torchvision:resnet18:IMAGENET1K_V1"
                 )
             stem = name.endswith(CIFAR_STEM)
             name = name.removesuffix(CIFAR_STEM)
@@ -109,12 +110,12 @@ def parse_model_spec(text: str) -> ModelSpec:
                                "give --weights CHECKPOINT (or none)")  # fmt: skip
             return ModelSpec("torchvision", name, weights or None, text, stem)
         return ModelSpec(prefix, rest, None, text)
-    if path.is_dir():  # its model.safetensors is read (or missed) where the model loads, as always
-        return ModelSpec("run", text, None, text)
+    if path.is_dir() or (path.is_file() and path.suffix == ".safetensors"):  # a run folder or its model file:
+        return ModelSpec("run", text, None, text)  # read (or missed) where the model loads, as always
     if path.is_file():
         return ModelSpec("export" if path.suffix == ".pt2" else "torchscript", text, None, text)
     forms = ", ".join(f.form for f in FAMILIES.values())
-    raise DlaError(f"--model {text}: no such folder or file, and not a model spec ({forms})")
+    raise DlaError(f"{option} {text}: no such folder or file, and not a model spec ({forms})")
 
 
 def is_checkpoint(weights: str) -> bool:
@@ -246,7 +247,7 @@ class ModelSpecType(click.ParamType):
     example = "torchvision:resnet18"  # a value that parses (tests that walk every option pass it)
 
     def convert(self, value, param, ctx):
-        return parse_model_spec(value).text
+        return parse_model_spec(value, param.opts[0] if param is not None else "--model").text
 
 
 MODEL = ModelSpecType()

@@ -10,6 +10,10 @@ import click
 from dla_core import cli
 from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
+from dla_core.model_spec import FAMILIES as MODEL_FAMILIES
+from dla_core.model_spec import MODEL as MODEL_SPEC
+from dla_core.model_spec import WEIGHTS_OPTION as WEIGHTS
+from dla_core.model_spec import check_weights, parse_model_spec
 from lab1_resnet.choices import FAMILIES, KINDS, OPTIMIZERS, STRATEGIES
 
 MODEL = click.option(
@@ -185,17 +189,23 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
 @click.option(
     "--from",
     "source",
-    type=click.Path(exists=True, path_type=Path),
+    type=MODEL_SPEC,
     required=True,
-    help="Run folder of the trained network (a `lab1 train` --out), or its model.safetensors.",
+    help="The trained network: "
+    + "; ".join(f"{f.form} ({f.summary})" for f in MODEL_FAMILIES.values() if not f.logits_only)
+    + ". A file with logits only (TorchScript, torch.export) has no features or head to transfer.",
 )
+@WEIGHTS
 @click.option("--dataset", default="cifar100", show_default=True, help="Target dataset spec.")
 @click.option(
     "--strategies",
     default=",".join(STRATEGIES),
     show_default=True,
-    help="Fine-tuning rows: head (new head only), freeze-stem, freeze-early (stem + first half of the "
-    "blocks frozen), none (everything trains).",
+    help="Fine-tuning rows: head (new head only, every model), freeze-stem (stem frozen), freeze-early (stem "
+    "+ first half of the blocks frozen), none (everything trains). The stem is every parameter before the "
+    "first block; the blocks: a run folder's blocks; torchvision's layer1…N, else features[1:], else "
+    "encoder.layers; timm's group_matcher groups; Hugging Face's (encoder's) stages/layer(s). A model without "
+    "them takes head and none only.",
 )
 @click.option("--optimizers", default="sgd,adam", show_default=True, help="Optimizers for each strategy.")
 @click.option("--lr-sgd", type=cli.Finite(min=0, min_open=True), default=0.01, show_default=True)
@@ -214,9 +224,13 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
     epochs_default=10, batch_default=128, exclude={"lr", "optimizer", "seed"}
 )  # per row instead
 @RUNTIME
-def transfer(strategies: str, optimizers: str, seeds: str, **opts) -> None:
+def transfer(source: str, strategies: str, optimizers: str, seeds: str, **opts) -> None:
     """Transfer a trained network to a new dataset: frozen features + SVM / k-NN, fine-tuning strategies
     with SGD and Adam, and training from scratch; one table of test accuracy and trainable parameters.
+
+    A torchvision, timm or Hugging Face model applies its own preprocessing (its weights' resize, crop and
+    normalisation) to the images; config.json records it under model_source. --weights none: its architecture
+    with random weights (offline).
 
     \b
     Examples:
@@ -224,7 +238,9 @@ def transfer(strategies: str, optimizers: str, seeds: str, **opts) -> None:
       lab1 transfer --from runs/c10 --dataset cifar100 --epochs 10 --out runs/c10-to-c100
       lab1 transfer --from runs/c10 --dataset cifar100:people --strategies head,none --optimizers adam \\
                     --out runs/people
+      lab1 transfer --from torchvision:resnet18 --dataset cifar100 --epochs 3 --out runs/r18-to-c100
     """
+    check_weights(parse_model_spec(source), opts["weights"])
     strategy_list = cli.choice_list(strategies, STRATEGIES, "--strategies")
     optimizer_list = cli.choice_list(optimizers, OPTIMIZERS, "--optimizers")
     seed_list = parse_seeds(seeds)
@@ -237,6 +253,7 @@ def transfer(strategies: str, optimizers: str, seeds: str, **opts) -> None:
         strategies=tuple(dict.fromkeys(strategy_list)),
         optimizers=tuple(dict.fromkeys(optimizer_list)),
         seeds=seed_list,
+        source=source,
     )
     rt = Runtime.from_options(opts)
     click.echo(run_transfer(cfg, rt), nl=False)
