@@ -289,3 +289,41 @@ def test_a_dla_run_or_its_model_file_transfers_as_before_without_model_source(tm
              "--dataset", "digits:5-9", "--epochs", "1", "--max-steps", "1", "--out", out)  # fmt: skip
         assert rows_of(out)["finetune-head-adam"]["trainable_parameters"] == 2 * 5 + 5
         assert "model_source" not in RunDir.open(out).config
+
+
+#### your own checkpoint ####
+
+
+def test_own_checkpoint_needs_its_preprocessing_and_every_row_keeps_it(tmp_path):
+    """--weights FILE on lab1 transfer as on lab4: without --preprocess one Error line and no folder; with it the
+    source loads the checkpoint (its sha256 recorded) and the scratch row is prepared the same way."""
+    import hashlib
+
+    from torchvision.models import resnet18
+
+    net = resnet18(num_classes=3)
+    net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    ckpt = tmp_path / "mine.pth"
+    torch.save({"state_dict": net.state_dict()}, ckpt)
+    spec = "torchvision:resnet18+cifar-stem"
+    out = tmp_path / "t"
+    r = lab1("--from", spec, "--weights", ckpt, *TINY, "--out", out, ok=False)
+    assert r.exit_code != 0 and r.output.startswith("Error: --weights") and len(r.output.splitlines()) == 1
+    assert not out.exists()
+
+    pre = "mean=0.5,std=0.25"
+    lab1("--from", spec, "--weights", ckpt, "--preprocess", pre, "--strategies", "head", "--optimizers", "adam",
+         "--no-features", *TINY, "--out", out)  # fmt: skip
+    from safetensors import safe_open
+
+    source = json.loads((out / "config.json").read_text())["config"]["model_source"]
+    assert source["checkpoint"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert source["preprocessing"]["mean"] == [0.5] and source["preprocessing"]["std"] == [0.25]
+    saved = {}  # what each row's model is, as its model.safetensors says
+    for row in ("finetune-head-adam", "scratch-adam"):
+        with safe_open(str(out / "rows" / row / "model.safetensors"), "pt") as f:
+            saved[row] = json.loads(f.metadata()["model_source"])
+    assert saved["finetune-head-adam"]["weights"] == "checkpoint" and saved["scratch-adam"]["weights"] is None
+    for row, described in saved.items():
+        assert described["preprocessing"] == source["preprocessing"], row

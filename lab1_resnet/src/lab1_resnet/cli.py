@@ -12,6 +12,7 @@ from dla_core.config import Runtime, from_options
 from dla_core.errors import DlaError
 from dla_core.model_spec import FAMILIES as MODEL_FAMILIES
 from dla_core.model_spec import MODEL as MODEL_SPEC
+from dla_core.model_spec import PREPROCESS_OPTION as PREPROCESS
 from dla_core.model_spec import WEIGHTS_OPTION as WEIGHTS
 from dla_core.model_spec import check_weights, parse_model_spec
 from lab1_resnet.choices import FAMILIES, KINDS, OPTIMIZERS, STRATEGIES
@@ -196,6 +197,7 @@ def study(depths: str, kinds: str, seeds: str, batch_seeds: bool, **opts) -> Non
     + ". A file with logits only (TorchScript, torch.export) has no features or head to transfer.",
 )
 @WEIGHTS
+@PREPROCESS
 @click.option("--dataset", default="cifar100", show_default=True, help="Target dataset spec.")
 @click.option(
     "--strategies",
@@ -239,8 +241,10 @@ def transfer(source: str, strategies: str, optimizers: str, seeds: str, **opts) 
       lab1 transfer --from runs/c10 --dataset cifar100:people --strategies head,none --optimizers adam \\
                     --out runs/people
       lab1 transfer --from torchvision:resnet18 --dataset cifar100 --epochs 3 --out runs/r18-to-c100
+      lab1 transfer --from torchvision:resnet18+cifar-stem --weights my_c10.pth \\
+                    --preprocess mean=0.4914,0.4822,0.4465,std=0.2470,0.2435,0.2616 --out runs/mine-to-c100
     """
-    check_weights(parse_model_spec(source), opts["weights"])
+    check_weights(parse_model_spec(source), opts["weights"], opts["preprocess"])
     strategy_list = cli.choice_list(strategies, STRATEGIES, "--strategies")
     optimizer_list = cli.choice_list(optimizers, OPTIMIZERS, "--optimizers")
     seed_list = parse_seeds(seeds)

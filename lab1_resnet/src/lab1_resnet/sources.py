@@ -137,12 +137,12 @@ def check_source(model: nn.Module, spec: str) -> None:
         raise DlaError(f"{spec}: not a classifier with features (family {model.config.family})")
 
 
-def load_source(spec: str, weights: str) -> nn.Module:
+def load_source(spec: str, weights: str, preprocess: str | None = None) -> nn.Module:
     """The source network as every row starts from it: with ``--weights none``, the same random draw each time
     (``SOURCE_SEED``), the global generators left as they were (the row's seed draws its new head)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SOURCE_SEED)
-        model = load_classifier(spec, weights)
+        model = load_classifier(spec, weights, preprocess=preprocess)
     check_source(model, spec)
     return model
 

@@ -148,7 +148,8 @@ class TransferConfig:
         default_factory=lambda: TrainConfig(epochs=10)
     )  # lr/optimizer/seed set per row
     seeds: tuple[int, ...] = (0,)  # each trained row once per seed; the feature rows draw nothing at random
-    weights: str = "pretrained"  # torchvision:/timm:/hf: sources: their pretrained weights, or none (random)
+    weights: str = "pretrained"  # torchvision:/timm:/hf: sources: pretrained, none (random) or a checkpoint
+    preprocess: str | None = None  # --preprocess: how the source's images are prepared [its family's own]
 
     def row_train(self, optimizer: str, seed: int) -> TrainConfig:
         lr = self.lr_sgd if optimizer == "sgd" else self.lr_adam
@@ -262,7 +263,7 @@ def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
     nothing at random (the SVM has its ``random_state``): they run once. Everything that can be refused (the
     source, the data, a strategy the source's family cannot freeze) is, before the run folder is made."""
     own = parse_model_spec(cfg.source).family == "run"  # a dla run folder, or a model of another family
-    source = load_source(cfg.source, cfg.weights)
+    source = load_source(cfg.source, cfg.weights, cfg.preprocess)
     raw = load_data(cfg.dataset, rt.data_dir, cfg.val_fraction, rt.download)
     if own:  # dla's models take the shape they were trained on; another family's resize the images themselves
         shape = source.config.in_shape
@@ -289,7 +290,7 @@ def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
 
     def fine_tuned(strategy: str) -> Build:
         def build() -> tuple[nn.Module, nn.Module]:
-            inner = with_new_head(load_source(cfg.source, cfg.weights), k, extra)
+            inner = with_new_head(load_source(cfg.source, cfg.weights, cfg.preprocess), k, extra)
             return PartlyFrozen(inner, strategy), inner
 
         return build
@@ -300,7 +301,7 @@ def run_transfer(cfg: TransferConfig, rt: Runtime) -> str:
                 replace(source.config, num_classes=k, extra={**extra, "transferred_from": None})
             )
         else:  # the architecture with random weights and the data's classes, the same preprocessing
-            inner = load_classifier(cfg.source, "none", num_classes=k)
+            inner = load_classifier(cfg.source, "none", num_classes=k, preprocess=cfg.preprocess)
         return inner, inner
 
     rows: list[dict[str, Any]] = []
