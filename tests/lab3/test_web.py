@@ -159,6 +159,10 @@ def test_the_page_never_shows_a_story_that_shrinks(generator, photos: Path) -> N
     assert shown[-1] == prompt + " the dog ran. He saw a cat."
     assert prompt + " the dog ran." in shown  # a sentence shows as soon as the next one starts
     assert all(b.startswith(a) for a, b in itertools.pairwise(shown))
+    # an update that would show the same text is not sent: each costs the server and the client an event
+    updates = list(app.story(upload, "", "short"))
+    assert all(a != b for a, b in itertools.pairwise(updates))
+    assert len(updates) == 4  # the prompt, each of the two settled sentences, the story with its word count
 
 
 def test_the_readers_controls_reach_the_story(web, photos: Path) -> None:
