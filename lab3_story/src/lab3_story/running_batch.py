@@ -113,9 +113,8 @@ class RunningBatch:
             scores = torch.where(self.seen[rows.start : rows.stop], penalized, scores)
         tokens = pick(scores, [r.decoding for r in picked], [r.draws for r in picked], self.gen.config.top_p)
         self.last[rows.start : rows.stop] = tokens
-        self.seen[torch.arange(rows.start, rows.stop, device=self.device), tokens] = (
-            True  # an end leaves at once
-        )
+        # marked even when it is the end of text: that row leaves in this step
+        self.seen[torch.arange(rows.start, rows.stop, device=self.device), tokens] = True
         for row, token in zip(picked, tokens.tolist(), strict=True):
             if token == self.eos:
                 row.done = True
