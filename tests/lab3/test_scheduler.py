@@ -176,3 +176,19 @@ def test_a_finished_row_frees_its_slot_for_a_waiting_request(
     assert batch.joined[:2] == (0, 0) and 20 <= batch.joined[2] < 300 - 25
     alone = [list(scheduler.submit(image, d))[-1].story for d in asks]
     assert stories == alone
+
+
+def test_first_token_latency_is_recorded_per_request(scheduler: StoryScheduler, photos: Path) -> None:
+    """``first_tokens``: seconds from submit to the row's first token, once per request, long before a 300-token
+    story ends (the hook the benchmark reads; the page shows only settled sentences)."""
+    import time
+
+    image = load_image(photos / "china.jpg")
+    scheduler.window = 0.0
+    t0 = time.perf_counter()
+    list(scheduler.submit(image, Decoding(300, sample=False)))
+    whole = time.perf_counter() - t0
+    (first,) = scheduler.first_tokens
+    assert 0 < first < whole / 4
+    list(scheduler.submit(image, Decoding(5, sample=False)))
+    assert len(scheduler.first_tokens) == 2

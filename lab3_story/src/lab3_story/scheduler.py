@@ -16,6 +16,10 @@ never grouped by settings, and a story is the same as written alone. A row leave
 the first step after its request is cancelled, and its slot is free for the next request at once. Each request
 has its own queue of events, filled from its own row only; its reader takes what has come since its last look
 as one update, so a slow reader gets fewer, longer updates and never holds the batch back.
+
+``first_tokens`` keeps, for each request, the seconds from ``submit`` to its first story token (picked after
+its prefill): the latency a reader waits below the page, which shows only settled sentences (also logged at
+DEBUG; ``bench/bench_lab3_web.py`` reads it).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class _Request:
     source: str
     template: str  # the prompt template, the reader's choices included
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)  # (kind, value), kind: see _updates
+    submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -128,6 +133,9 @@ class StoryScheduler:
         self.batch_size = batch_size or generator.config.batch_size
         self.window = window
         self.batches: deque[Batch] = deque(maxlen=1000)  # the latest batches written, in order
+        self.first_tokens: deque[float] = deque(
+            maxlen=1000
+        )  # seconds from submit to the first token, in order
         self._waiting: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._serve_forever, name="lab3-scheduler", daemon=True)
         self._worker.start()
@@ -259,9 +267,14 @@ class StoryScheduler:
         (budget, end of text) the whole text, put in ``ended`` for the worker to send. False: cancelled."""
         tokenizer = self.generator.tokenizer
         sent = 0  # characters of the row's text already sent
+        first = True
 
         def on_tokens(tokens: list[int], done: bool) -> bool:
-            nonlocal sent
+            nonlocal sent, first
+            if first:  # the row's first pick (its first token, or its end)
+                first = False
+                self.first_tokens.append(waited := time.perf_counter() - request.submitted)
+                log.debug("%s: first token %.3f s after submit", request.source, waited)
             if request.cancelled.is_set():
                 return False
             text = tokenizer.decode(tokens, skip_special_tokens=True)

@@ -160,7 +160,8 @@ class StoryApp:
         language: str | None = None,
     ) -> Iterator[tuple[str, str, int | None]]:
         """(caption, story so far, None)…, then (caption, story, word count). The story so far ends at a settled
-        sentence end (``prompts.story_so_far``), so the text never shrinks when the story is cut at the end."""
+        sentence end (``prompts.story_so_far``), so the text never shrinks when the story is cut at the end; it is
+        sent only when it has grown (each update costs the server and every client an event)."""
         cfg = self.generator.config
         template = self.template(style, genre, mood, age, language)
         length = length or cfg.length
@@ -175,6 +176,7 @@ class StoryApp:
         sample = cfg.sample if greedy is None else not bool(greedy)
         try:
             picture, name = self.image(image, url)
+            shown = None  # what the page shows now: an update that would not change it is not sent
             for r in self.generator.stream(
                 picture,
                 length,
@@ -187,7 +189,10 @@ class StoryApp:
                 if r.word_count:
                     yield r.caption, r.story, r.word_count
                 else:
-                    yield r.caption, story_so_far(r.story, len(r.prompt)), None
+                    update = (r.caption, story_so_far(r.story, len(r.prompt)), None)
+                    if update != shown:
+                        shown = update
+                        yield update
         except DlaError as e:  # a bad image or URL, said in the page; the server carries on
             log.info("refused: %s", e.message)
             raise gr.Error(e.message, print_exception=False) from None
