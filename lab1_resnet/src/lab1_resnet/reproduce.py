@@ -67,8 +67,8 @@ def _quick(out: str, tiny: bool) -> list[Step]:
         return None if tiny else minutes
 
     return [
-        _step("mlp-study", f"study --model mlp --dataset digits {mlp}", cpu_minutes=cost(1.2)),
-        _step("cnn-study", f"study --model cnn --dataset digits {cnn}", cpu_minutes=cost(1.5)),
+        _step("mlp-study", f"study --model mlp --dataset digits {mlp}", cpu_minutes=cost(0.8)),
+        _step("cnn-study", f"study --model cnn --dataset digits {cnn}", cpu_minutes=cost(1.3)),
         _step(
             "source",
             f"train --model cnn {source} --dataset digits:0-4 {epochs}",
@@ -78,18 +78,18 @@ def _quick(out: str, tiny: bool) -> list[Step]:
             "transfer",
             f"transfer --from {out}/source --dataset digits:5-9 {transfer} --optimizers adam {epochs}",
             needs=("source",),
-            cpu_minutes=cost(0.3),  # 3 seeds: +10 CPU s over one (bench/RESULTS.md)
+            cpu_minutes=cost(0.4),  # 3 seeds
         ),
         _step(
             "teacher",
             f"train --model cnn {teacher} --dataset digits {epochs}",
-            cpu_minutes=cost(0.2),
+            cpu_minutes=cost(0.35),
         ),
         _step(
             "distill",
             f"distill --teacher {out}/teacher {student} {epochs}",
             needs=("teacher",),
-            cpu_minutes=cost(0.45),  # 3 seeds: +19 CPU s over one (bench/RESULTS.md)
+            cpu_minutes=cost(0.3),  # 3 seeds, both students stopping on their plateau
         ),
     ]
 

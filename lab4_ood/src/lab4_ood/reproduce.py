@@ -69,15 +69,15 @@ PROFILES = {
         ae_epochs=60,
         patience=8,
         seeds=3,
-        cpu_minutes={
+        cpu_minutes={  # the run with --patience and digits' test half: 143 CPU s under load (bench/RESULTS.md)
             "base-train": 0.1,
-            "adv-train": 0.1,
+            "adv-train": 0.12,
             "oe-train": 0.1,
-            "ae": 0.1,
-            "detect": 0.45,  # twenty detectors since NCI, NAC, WeiPer and AdaSCALE (grids searched)
-            "seed-detect": 0.05,  # SEED_DETECTORS only: no fit, no grid, no autoencoder
-            "fgsm": 0.02,
-            "pgd": 0.03,
+            "ae": 0.15,
+            "detect": 0.25,  # twenty detectors since NCI, NAC, WeiPer and AdaSCALE (grids searched)
+            "seed-detect": 0.03,  # SEED_DETECTORS only: no fit, no grid, no autoencoder
+            "fgsm": 0.03,
+            "pgd": 0.05,
         },
     ),
     # CIFAR-10 vs CIFAR-100 people, MNIST and noise; outlier exposure on the other 95 CIFAR-100 classes
