@@ -201,6 +201,8 @@ def test_every_figure_has_a_caption_and_the_report_a_date_and_contents(tmp_path)
     assert "## Contents" in text and "- [Training](#training)" in text
     assert "*Loss and accuracy per epoch" in text and "Run folder `train`, model mlp depth 4.*" in text
     assert "<figcaption>" in page.read_text() and 'id="training"' in page.read_text()
+    # printed (the PDF), a figure or a table is never split across pages
+    assert "figure, table { break-inside: avoid; }" in page.read_text()
     # a link to the run folder each command wrote, relative to the report folder
     assert (
         "Run folders: [train](train)" in text
