@@ -29,6 +29,18 @@ def test_digits_loads_offline_and_splits_deterministically():
     assert s1.train.images.max() > 200  # 0..16 grey levels scaled to the uint8 range
 
 
+def test_half_of_digits_is_the_test_set_stratified_by_class():
+    """Issue 23: the labs' findings on digits rest on as many test images as the bundled 1,797 allow while the
+    other half still trains: 899 test images, every class split the same way (its 5-9 half: 448)."""
+    train, test = load_dataset("digits")
+    assert (len(train), len(test)) == (898, 899)
+    per_class = torch.bincount(test.labels, minlength=10) / torch.bincount(
+        torch.cat([train.labels, test.labels]), minlength=10
+    )
+    assert torch.all((per_class - 0.5).abs() < 0.02)
+    assert len(load_dataset("digits:5-9")[1]) == 448
+
+
 def test_class_subset_is_reindexed_and_mapping_recorded():
     train, _test = load_dataset("digits:5-9")
     assert train.classes == ["5", "6", "7", "8", "9"]

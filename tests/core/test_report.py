@@ -201,6 +201,13 @@ def test_every_figure_has_a_caption_and_the_report_a_date_and_contents(tmp_path)
     assert "## Contents" in text and "- [Training](#training)" in text
     assert "*Loss and accuracy per epoch" in text and "Run folder `train`, model mlp depth 4.*" in text
     assert "<figcaption>" in page.read_text() and 'id="training"' in page.read_text()
+    # printed (the PDF), a figure or a table is never split across pages
+    assert "figure, table { break-inside: avoid; }" in page.read_text()
+    # a link to the run folder each command wrote, relative to the report folder
+    assert (
+        "Run folders: [train](train)" in text
+        and '<p>Run folders: <a href="train">train</a></p>' in page.read_text()
+    )
 
 
 #### Plots ####
@@ -289,6 +296,25 @@ def test_the_adversarial_grid_has_a_row_per_eps_and_titles_clear_of_the_images(d
                 and min(title.y1, image.y1) - max(title.y0, image.y0) > 0
             )
             assert not overlap, other.get_title()
+
+
+def test_the_comparisons_overlaid_curves_band_a_rows_seeds_and_its_table_fits_the_page(drawn, tmp_path):
+    """Issue 23, item 4: one line per row of the table, a band over the seeds of a row (a0 and a1), none for a row
+    of one run; the HTML table scrolls inside its own box instead of widening the page."""
+    paths = [
+        make_run(tmp_path / "a0", lr=0.1, seed=0, acc=0.5, loss=0.3),
+        make_run(tmp_path / "a1", lr=0.1, seed=1, acc=0.52, loss=0.6),
+        make_run(tmp_path / "b0", lr=0.2, seed=0, acc=0.7, loss=0.1),
+    ]
+    _md, page = write_comparison(paths, tmp_path / "cmp", "toy: comparison")
+    (fig,) = drawn
+    loss = fig.axes[0]
+    assert len(loss.get_lines()) == 2 and len(loss.collections) == 1  # rows a0+a1 and b0; a band for a0, a1
+    band = loss.collections[0].get_paths()[0].vertices[:, 1]
+    assert math.isclose(band.min(), 0.3, rel_tol=1e-9) and math.isclose(band.max(), 6.0, rel_tol=1e-9)
+    html = page.read_text()
+    assert html.count("<table>") == html.count('<div class="wide"><table>') >= 1
+    assert ".wide { overflow-x: auto; max-width: 100%; }" in html
 
 
 def test_the_histogram_legend_sits_off_the_bars(drawn, tmp_path):

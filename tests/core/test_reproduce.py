@@ -261,3 +261,25 @@ def test_read_run_file_is_empty_for_a_step_not_run_and_an_error_for_a_damaged_fi
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(DlaError, match=r"config.json is damaged \(not valid JSON"):
         read_run_file(tmp_path, "config.json")
+
+
+def test_report_of_several_run_folders_writes_the_comparison_and_refuses_without_out(tmp_path):
+    """Issue 23, item 4's command: `labN report A B … --out X` compares run folders; without --out it is one
+    Error line and nothing is written."""
+    runs = []
+    for name, lr, acc in (("a0", 0.1, 0.5), ("b0", 0.2, 0.7)):
+        run = RunDir.create(tmp_path / name, {"lr": lr, "seed": 0}, command="toy train")
+        run.update_metrics(test_accuracy=acc, finished=True)
+        runs.append(str(run.path))
+    refused = invoke("report", *runs)
+    assert refused.exit_code == 1 and refused.output.startswith("Error: --out")
+    assert len(refused.output.strip().splitlines()) == 1
+    r = invoke("report", *runs, "--out", str(tmp_path / "cmp"))
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "cmp" / "report.md").read_text()
+    assert "toy: comparison of 2 runs" in text and "[a0](../a0)" in text and "[b0](../b0)" in text
+    assert (tmp_path / "cmp" / "report.html").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a0",
+        "b0",
+        "cmp",
+    ]

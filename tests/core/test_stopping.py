@@ -104,7 +104,9 @@ def test_fit_stops_at_the_plateau_and_a_resume_stops_where_the_whole_run_did(dig
 
     def ctrl_c_in_epoch_5(model, batch):
         calls["n"] += 1
-        if calls["n"] == 4 * 21 + 5:  # 21 batches an epoch: a few batches into epoch 5
+        if (
+            calls["n"] == 4 * len(ImageBatches(digits.train, 64, shuffle=True)) + 5
+        ):  # a few batches into epoch 5
             signal.raise_signal(signal.SIGINT)
         return classification_step(model, batch)
 

@@ -59,3 +59,19 @@ def test_the_declared_cost_is_measured_for_every_step_and_fits_the_budget(tmp_pa
 
 def test_the_tiny_steps_declare_no_cost_they_were_not_measured_at(tmp_path):
     assert all(s.cpu_minutes is None for s in steps("quick", tmp_path, True))
+
+
+def test_the_single_nets_stop_on_their_plateau_and_the_studies_train_as_many_steps_as_before(tmp_path):
+    """Issue 23: source, transfer, teacher and distill train until their validation loss levels off
+    (``--patience``, epochs a cap); the studies' stacked seeds cannot stop one by one, so they train a fixed
+    number of epochs: at least the optimizer steps they took on digits' former 80% training split."""
+    from dla_core.data.registry import load_splits
+
+    batches = -(-len(load_splits("digits").train) // 64)  # per epoch, batch 64
+    before = {"mlp-study": 30 * 21, "cnn-study": 20 * 21}  # 1,293 training images: 21 batches
+    for step in quick(tmp_path):
+        params = options(step, tmp_path)
+        if step.argv[0] == "study":
+            assert params["patience"] is None and params["epochs"] * batches >= 0.9 * before[step.name]
+        else:
+            assert params["patience"] is not None and params["epochs"] >= 5 * params["patience"], step.name

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from dla_core.report import fmt
 from dla_core.reproduce import TINY_ENV
-from dla_core.stats import read_outcomes, write_outcomes
+from dla_core.stats import mean_ci, read_outcomes, write_outcomes
 from lab2_distilbert import reproduce
 from lab2_distilbert.cli import group
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-STEPS = ["features", "finetune-full", "finetune-head", "finetune-head-last", "finetune-bf16", "lora-grid",
-         "evaluate-full"]  # fmt: skip
+FINETUNES = ["finetune-full", "finetune-head", "finetune-head-last", "finetune-bf16"]
+# tiny: every fine-tune on two training seeds, the second as <name>-s1 (quick: three)
+STEPS = ["features", *(n for f in FINETUNES for n in (f, f"{f}-s1")), "lora-grid", "evaluate-full"]
 
 
 def invoke(*args) -> str:
@@ -69,6 +71,26 @@ def test_reproduce_makes_every_child_run_and_a_report_with_its_images(reproduced
     assert "lab2 lora --model" in md and "--rank 2,4 --targets q,v" in md  # the child command lines
     found = marks(md)
     assert len(found) == 5 and all(m in "✓✗～" for m in found.values())  # every finding checked
+    # every fine-tune trained once per seed, and the findings comparing fine-tunes rest on all of them
+    for name in FINETUNES:
+        seeds = [json.loads((out / n / "config.json").read_text())["config"]["train"]["seed"]
+                 for n in (name, f"{name}-s1")]  # fmt: skip
+        assert seeds == [0, 1], name
+    lines = dict(re.findall(r"^- [✓✗～] (.+?) — (.+)$", md, flags=re.M))
+
+    def line(start: str) -> str:
+        (text,) = {t for claim, t in lines.items() if claim.startswith(start)}
+        return text
+
+    assert "2 and 1 seeds" in line("fine-tuning the whole") and "2 seeds each" in line("bf16"), lines
+    assert "1 and 2 seeds" in line("the LoRA cell"), (
+        lines
+    )  # the LoRA cell (one grid) against full fine-tuning
+    strategies = md.split("## Fine-tuning strategies", 1)[1].split("\n## ", 1)[0]
+    assert "over 2 training seed(s)" in strategies
+    tested = [json.loads((out / n / "metrics.json").read_text())["test_accuracy"] for n in STEPS[1:3]]
+    full = [row for row in strategies.splitlines() if row.startswith("| full | ")]  # fp32 full fine-tuning
+    assert len(full) == 1 and f"| {fmt(mean_ci(tested))} |" in full[0], full
     head = md.split("## Conclusion", 1)[1].splitlines()[2]
     assert head.startswith("5 findings: ") and all(
         f"{list(found.values()).count(m)} {m}" in head for m in found.values()
@@ -83,7 +105,7 @@ def test_reproduce_makes_every_child_run_and_a_report_with_its_images(reproduced
         out / "lora-grid" / r["run"]
         for r in json.loads((out / "lora-grid" / "metrics.json").read_text())["rows"]
     ]
-    for folder in [out / s for s in STEPS[1:5]] + cells:
+    for folder in [out / s for s in STEPS if s.startswith("finetune-")] + cells:
         kept, m = read_outcomes(folder).correct, json.loads((folder / "metrics.json").read_text())
         assert kept.shape == (n,) and kept.dtype == bool and kept.mean() == pytest.approx(m["test_accuracy"])
     # evaluate reloads the full fine-tune: the same outcomes, sentence by sentence
@@ -107,12 +129,13 @@ def test_findings_follow_the_outcomes_when_the_report_is_rendered_again(reproduc
     edge[1 : 2 * int(np.ceil(0.05 * n)) : 2] = True  # 5% more: an interval straddling bf16's margin
 
     def set_all(full, features, lora, bf16, fp32, share: float) -> dict[str, str]:
-        write_outcomes(out / "finetune-full", full)
+        for seed in ("", "-s1"):  # every training seed of a fine-tune is one run of its arm
+            write_outcomes(out / f"finetune-full{seed}", full)
+            write_outcomes(out / f"finetune-bf16{seed}", bf16)
+            write_outcomes(out / f"finetune-head-last{seed}", fp32)
         write_outcomes(out / "features", features)
         for cell in cells:
             write_outcomes(cell, lora)
-        write_outcomes(out / "finetune-bf16", bf16)
-        write_outcomes(out / "finetune-head-last", fp32)
         edit(
             out / "lora-grid" / "metrics.json",
             lambda m: [r.update(trainable_percent=share) for r in m["rows"]],
@@ -146,7 +169,7 @@ def test_the_quick_profile_without_the_wheel_or_a_model_is_an_error(monkeypatch,
 
 def test_the_full_profile_plans_distilbert_on_rotten_tomatoes_and_the_sst2_checkpoint(tmp_path):
     plan = reproduce.steps("full", tmp_path, False)
-    assert [s.name for s in plan] == [*STEPS, "evaluate-sst2"]
+    assert [s.name for s in plan] == [*(s for s in STEPS if not s.endswith("-s1")), "evaluate-sst2"]
     assert all("--data" not in s.argv for s in plan)  # the hub's Rotten Tomatoes
     assert plan[0].argv[plan[0].argv.index("--model") + 1] == "distilbert-base-uncased"
     assert "distilbert-base-uncased-finetuned-sst-2-english" in plan[-1].argv

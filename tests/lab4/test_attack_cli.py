@@ -28,9 +28,10 @@ def metrics(folder):
     return json.loads((folder / "metrics.json").read_text())
 
 
-def test_several_attacks_give_each_accuracy_and_the_worst_case_per_image(digits_run, tmp_path):
-    out = run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "autoattack,apgd,fgsm",
-              "--n-queries", "40", "--steps", "5", "--eps", "0,0.1,0.25", "--limit", "80", "--seed", "4",
+def test_several_attacks_give_each_accuracy_and_the_worst_case_per_image(batchnorm_run, tmp_path):
+    # a small CNN: on the 8×8 digits MLP the three attacks fool the very same images at every ε
+    out = run(lab4_ood.cli.group, "attack", "--model", batchnorm_run, "--method", "autoattack,apgd,fgsm",
+              "--n-queries", "40", "--steps", "5", "--eps", "0,0.05,0.1,0.25", "--limit", "80", "--seed", "4",
               "--cpu", "--out", tmp_path / "w").output  # fmt: skip
     m = metrics(tmp_path / "w")
     assert m["methods"] == ["autoattack", "apgd", "fgsm"] and m["method"] == "autoattack,apgd,fgsm"
@@ -44,7 +45,7 @@ def test_several_attacks_give_each_accuracy_and_the_worst_case_per_image(digits_
     assert f"clean accuracy {m['clean_accuracy']:.4f} on n = 80 test images" in out
     assert "warning" not in out
     # the worst case by hand: an image is robust only if no attack fooled it (attacks with the run's seed)
-    model = load_model(digits_run).eval()
+    model = load_model(batchnorm_run).eval()
     test = head(load_id("digits:0-4", tmp_path / "data", False, val_fraction=0).test, 80)
     x, y = test.images.float() / 255, test.labels
     with torch.no_grad():
@@ -60,12 +61,14 @@ def test_several_attacks_give_each_accuracy_and_the_worst_case_per_image(digits_
         assert row["accuracy"] == pytest.approx(robust.float().mean().item())
         assert row["accuracy"] <= min(r["accuracy"] for r in row["by_method"].values())
     # FGSM, last, leaves images robust that the others fool: the worst case is not the last attack's accuracy
-    assert m["rows"][1]["accuracy"] < m["rows"][1]["by_method"]["fgsm"]["accuracy"]
+    assert any(r["accuracy"] < r["by_method"]["fgsm"]["accuracy"] for r in m["rows"][1:]), [
+        (r["eps"], r["accuracy"], {k: v["accuracy"] for k, v in r["by_method"].items()}) for r in m["rows"]
+    ]
     assert m["rows"][0]["accuracy"] == pytest.approx(m["clean_accuracy"])
     assert m["rows"][-1]["accuracy"] < m["rows"][1]["accuracy"] < m["rows"][0]["accuracy"]
     assert (tmp_path / "w" / "accuracy_vs_eps.png").stat().st_size > 0
     # one attack: rows as before (no by_method), plus the clean accuracy
-    run(lab4_ood.cli.group, "attack", "--model", digits_run, "--method", "apgd", "--eps", "0,0.1", "--limit",
+    run(lab4_ood.cli.group, "attack", "--model", batchnorm_run, "--method", "apgd", "--eps", "0,0.1", "--limit",
         "40", "--cpu", "--out", tmp_path / "one")  # fmt: skip
     one = metrics(tmp_path / "one")
     assert set(one["rows"][0]) == {"eps", "accuracy"} and "methods" not in one and "clean_accuracy" in one

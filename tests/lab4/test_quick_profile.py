@@ -78,3 +78,14 @@ def test_quick_and_full_run_every_detector(tmp_path):
     every = [d.name for d in methods.DETECTORS]
     assert detectors("quick") == every
     assert detectors("full") == every and {"nci", "nac", "weiper", "adascale"} <= set(every)
+
+
+def test_every_training_step_stops_on_its_plateau(tmp_path):
+    """Issue 23: the nets and autoencoders train until their validation loss levels off (``--patience``), their
+    epochs a cap; every seed's training the same rule. The tiny steps (one epoch) have none."""
+    trained = [s for s in quick(tmp_path) if s.argv[0] in ("train", "train-ae")]
+    for step in trained:
+        params = options(step, tmp_path)
+        assert params["patience"] == rep.PROFILES["quick"].patience, step.name
+        assert params["epochs"] >= 5 * params["patience"], step.name  # room to find the plateau
+    assert all("--patience" not in s.argv for s in rep.steps("quick", tmp_path, tiny=True))

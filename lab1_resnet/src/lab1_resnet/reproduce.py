@@ -19,6 +19,7 @@ from dla_core.reproduce import Recipe, Step, read_run_file
 from lab1_resnet import findings, tables
 
 CHANCE = 0.1  # every profile's datasets (digits, MNIST, CIFAR-10) have 10 classes
+MAX_EPOCHS, PATIENCE = 60, 8  # the quick profile's single nets (source, transfer, teacher, distill)
 AT_CHANCE_DEPTH = 20  # plain MLPs this deep stay at chance (README, `lab1 study --help`)
 
 
@@ -34,9 +35,11 @@ def _step(name: str, args: str, needs: tuple[str, ...] = (), minutes: float | No
 def _quick(out: str, tiny: bool) -> list[Step]:
     """digits (scikit-learn's 8×8 images): no download, under ``dla_core.reproduce.QUICK_BUDGET_MINUTES`` on a
     2-core CPU. Both studies train 3 seeds (the MLPs' seeds and kinds stacked as one model, ``lab1_resnet.batched``)
-    until their validation accuracy has levelled off; so do the rows the transfer and distillation findings compare
-    (``--seeds``: the fine-tuned and scratch rows, both students), from one source net and one teacher. ``cpu_minutes``: one run of this profile, measured per step
-    with one thread on the project's 2-core CPU (bench/RESULTS.md, "Issue 23")."""
+    for a fixed number of epochs; so do the rows the transfer and distillation findings compare (``--seeds``: the
+    fine-tuned and scratch rows, both students), from one source net and one teacher, each of them until its
+    validation loss stops improving (``--patience``). Every test set is digits' test half (899 images, 448 for the
+    transfer's 5-9). ``cpu_minutes``: one run of this profile, measured per step with one thread on the project's
+    2-core CPU (bench/RESULTS.md, "Issue 23")."""
     if tiny:  # tests: every step in seconds; the numbers mean nothing
         mlp = "--depths 2,20 --seeds 0 --width 16 --epochs 1"
         cnn = "--depths 1,2 --channels 4 --seeds 0 --epochs 1"
@@ -44,8 +47,11 @@ def _quick(out: str, tiny: bool) -> list[Step]:
         teacher, student = "--depth 1 --channels 8", "--depth 1 --channels 4"
         epochs = "--epochs 1"
     else:
-        mlp = ""  # lab1 study's defaults, the README's demo: depths 2, 10, 20, 30 × 3 seeds × 30 epochs
-        cnn = "--depths 1,4,8 --channels 8 --seeds 0,1,2 --epochs 20 --lr 3e-3"
+        # the studies' seeds train as one stacked model (``batched``), which cannot stop each seed on its own
+        # plateau: they train a fixed number of epochs, as many optimizer steps as before digits' test half
+        # (``DIGITS_TEST_FRACTION``) took 38% of their training images — 45 and 30 epochs of 13 batches
+        mlp = "--epochs 45"  # else lab1 study's defaults, the README's demo: depths 2, 10, 20, 30 × 3 seeds
+        cnn = "--depths 1,4,8 --channels 8 --seeds 0,1,2 --epochs 30 --lr 3e-3"
         # the findings' rows (fine-tuning, scratch, both students) train 3 seeds; source and teacher are given
         source = "--depth 2 --channels 16"
         transfer = "--strategies head,freeze-early,none --lr-adam 1e-2 --seeds 0,1,2"
@@ -53,14 +59,16 @@ def _quick(out: str, tiny: bool) -> list[Step]:
             "--depth 4 --channels 32",
             "--depth 1 --channels 8 --lr 1e-2 --precompute --seeds 0,1,2",
         )
-        epochs = "--epochs 30"  # every curve of these steps was still falling at 10
+        # until the validation loss has not improved for PATIENCE epochs (the stopping rule), at most MAX_EPOCHS;
+        # every curve of these steps was still falling at 10
+        epochs = f"--epochs {MAX_EPOCHS} --patience {PATIENCE}"
 
     def cost(minutes: float) -> float | None:  # one CPU core, measured; the tiny steps are not what was timed
         return None if tiny else minutes
 
     return [
-        _step("mlp-study", f"study --model mlp --dataset digits {mlp}", cpu_minutes=cost(1.2)),
-        _step("cnn-study", f"study --model cnn --dataset digits {cnn}", cpu_minutes=cost(1.5)),
+        _step("mlp-study", f"study --model mlp --dataset digits {mlp}", cpu_minutes=cost(0.8)),
+        _step("cnn-study", f"study --model cnn --dataset digits {cnn}", cpu_minutes=cost(1.3)),
         _step(
             "source",
             f"train --model cnn {source} --dataset digits:0-4 {epochs}",
@@ -70,18 +78,18 @@ def _quick(out: str, tiny: bool) -> list[Step]:
             "transfer",
             f"transfer --from {out}/source --dataset digits:5-9 {transfer} --optimizers adam {epochs}",
             needs=("source",),
-            cpu_minutes=cost(0.3),  # 3 seeds: +10 CPU s over one (bench/RESULTS.md)
+            cpu_minutes=cost(0.4),  # 3 seeds
         ),
         _step(
             "teacher",
             f"train --model cnn {teacher} --dataset digits {epochs}",
-            cpu_minutes=cost(0.2),
+            cpu_minutes=cost(0.35),
         ),
         _step(
             "distill",
             f"distill --teacher {out}/teacher {student} {epochs}",
             needs=("teacher",),
-            cpu_minutes=cost(0.45),  # 3 seeds: +19 CPU s over one (bench/RESULTS.md)
+            cpu_minutes=cost(0.3),  # 3 seeds, both students stopping on their plateau
         ),
     ]
 

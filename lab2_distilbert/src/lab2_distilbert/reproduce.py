@@ -38,6 +38,12 @@ FINETUNES = (
     ("finetune-head-last", "head+last", "no", ("3e-4", "5e-5")),
     ("finetune-bf16", "full", "bf16", ("1e-4", "2e-5")),
 )
+# training seeds of every fine-tune (issue 23: a verdict needs an interval over seeds where training is cheap):
+# the first seed's run is the step named in FINETUNES, each further one ``<name>-s<seed>`` (``seeded``); the
+# findings that compare fine-tunes read all of them. full: DistilBERT base, 76 CPU minutes a fine-tune, one seed.
+# The LoRA grid trains one seed (its chosen cell is only known once the grid has run). tiny: two, so the tests
+# run the seeds' path in seconds.
+SEEDS = {"quick": 3, "full": 1, "tiny": 2}
 
 
 def minilm() -> Path | None:
@@ -59,6 +65,15 @@ def encoder(profile: str, model: str | None) -> str:
             "(or pass --model with a local encoder folder)"
         )
     return str(folder)
+
+
+def seeded(name: str, seed: int) -> str:
+    """A fine-tune's step name for training seed ``seed``: the step itself for seed 0, ``<name>-s<seed>`` else."""
+    return name if seed == 0 else f"{name}-s{seed}"
+
+
+def seed_count(profile: str, tiny: bool) -> int:
+    return SEEDS["tiny" if tiny else profile]
 
 
 def steps(profile: str, out: Path, tiny: bool, model: str | None = None) -> list[Step]:
@@ -87,7 +102,9 @@ def steps(profile: str, out: Path, tiny: bool, model: str | None = None) -> list
         argv = ("finetune", *common, "--strategy", strategy, "--precision", precision, *epochs, *batch,
                 "--lr", lrs[0 if quick else 1])  # fmt: skip
         cpu = full_cpu if name == "finetune-full" else None
-        plan.append(Step(name, argv, minutes=minutes(2 if strategy == "head" else 5), cpu_minutes=cpu))
+        for seed in range(seed_count(profile, tiny)):
+            plan.append(Step(seeded(name, seed), (*argv, *(("--seed", str(seed)) if seed else ())),
+                             minutes=minutes(2 if strategy == "head" else 5), cpu_minutes=cpu))  # fmt: skip
     ranks, targets = ("2,4", ("q,v",)) if tiny else ("4,16", ("q,v", "all-linear")) if quick else (
         "4,8,16", ("q,v", "q,k,v", "all-linear"))  # fmt: skip
     grid = ("lora", *common, "--rank", ranks, "--targets", *targets, *epochs, *batch, "--lr", "1e-3")
@@ -122,6 +139,35 @@ def _runs(out: Path, step: str, *under: str) -> list[Path]:
     """A step's run folder (or a child of it) as a finding's arm: none when the step has not run."""
     folder = Path(out, step, *under)
     return [folder] if (folder / "config.json").is_file() else []
+
+
+def _seed_steps(plan: list[Step], name: str) -> list[str]:
+    """The steps of fine-tune ``name`` that the plan holds, one per training seed (``seeded``)."""
+    names = {s.name for s in plan}
+    return [n for n in (seeded(name, k) for k in range(len(names))) if n in names]
+
+
+def _seed_runs(out: Path, plan: list[Step], name: str) -> list[Path]:
+    """A fine-tune's run folders over its seeds, as a finding's arm: none unless every seed has run (a
+    comparison over fewer seeds than planned would read as the planned one)."""
+    runs = [r for n in _seed_steps(plan, name) for r in _runs(out, n)]
+    return runs if len(runs) == len(_seed_steps(plan, name)) else []
+
+
+def _over_seeds(values: list[Any]) -> Any:
+    """One table cell for a fine-tune's metric over its seeds: their ``stats.Estimate`` (mean ± CI) from two
+    seeds on, the value itself from one (None when no seed has it)."""
+    found = [v for v in values if v is not None]
+    if len(found) < 2:
+        return found[0] if found else None
+    from dla_core.stats import mean_ci
+
+    return mean_ci(found)
+
+
+def _mean(values: list[Any]) -> float | None:
+    found = [v for v in values if v is not None]
+    return sum(found) / len(found) if found else None
 
 
 def _by_validation(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -169,16 +215,22 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
     rows = []
     for name, strategy, precision, _ in FINETUNES:
         m = tuned[name]
+        over = [_read(out, n) for n in _seed_steps(steps, name)] or [m]
         strategy = _read(out, name, "config.json").get("config", {}).get("strategy", strategy)
         rows.append([strategy, m.get("precision", precision), m.get("trainable_parameters"),
                      None if "trainable_fraction" not in m else 100 * m["trainable_fraction"],
-                     m.get("val_accuracy"), m.get("test_accuracy"), m.get("wall_seconds"),
-                     m.get("train_samples_per_second"), _mb(m.get("peak_memory_bytes"))])  # fmt: skip
+                     _over_seeds([r.get("val_accuracy") for r in over]),
+                     _over_seeds([r.get("test_accuracy") for r in over]),
+                     _mean([r.get("wall_seconds") for r in over]),
+                     _mean([r.get("train_samples_per_second") for r in over]),
+                     _mb(_mean([r.get("peak_memory_bytes") for r in over]))])  # fmt: skip
+    seeds = max((len(_seed_steps(steps, n)) for n, *_ in FINETUNES), default=1)
     strategies = Table(
         ["strategy", "precision", "trainable parameters", "trainable %", "validation accuracy", "test accuracy",
          "wall s", "samples/s", "peak memory MB"], rows,
-        caption="Wall time: training and the test evaluation. Peak memory: the process's peak RSS on a CPU, "
-        "the allocator's peak on a GPU.", headline="test accuracy",
+        caption=f"Accuracies: mean ± the 95% CI's half-width over {seeds} training seed(s) (no ± where the seeds "
+        "agree); wall time (training and the test evaluation), samples/s and peak memory (the process's peak RSS "
+        "on a CPU, the allocator's peak on a GPU): their mean.", headline="test accuracy",
     )  # fmt: skip
     bf16_strategy = _read(out, "finetune-bf16", "config.json").get("config", {}).get("strategy", "full")
     fp32_run = {"head+last": "finetune-head-last", "head": "finetune-head"}.get(
@@ -189,14 +241,14 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
         judge(
             "fine-tuning the whole encoder beats frozen features + the classic classifier chosen by validation",
             Claim("better"),
-            Arm("full fine-tuning", _runs(out, "finetune-full")),
+            Arm("full fine-tuning", _seed_runs(out, steps, "finetune-full")),
             Arm(f"features + {chosen}", _runs(out, "features") if chosen else []),
         ),
         judge(
             f"bf16 mixed precision trains to within {BF16_WITHIN:g} of fp32's test accuracy",
             Claim("within", BF16_WITHIN),
-            Arm(f"bf16 {bf16_strategy}", _runs(out, "finetune-bf16")),
-            Arm(f"fp32 {bf16_strategy}", _runs(out, fp32_run)),
+            Arm(f"bf16 {bf16_strategy}", _seed_runs(out, steps, "finetune-bf16")),
+            Arm(f"fp32 {bf16_strategy}", _seed_runs(out, steps, fp32_run)),
         ),
     ]
     grid = _read(out, "lora-grid")
@@ -233,7 +285,7 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
                 f"LoRA {chosen_cell['targets']} r{chosen_cell['rank']}",
                 _runs(out, "lora-grid", chosen_cell["run"]),
             ),
-            Arm("full fine-tuning", _runs(out, "finetune-full")),
+            Arm("full fine-tuning", _seed_runs(out, steps, "finetune-full")),
         )
         if chosen_cell and chosen_cell.get("run")
         else unchecked(lora_text, "no cell"),
@@ -264,7 +316,7 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
                 "the ready SST-2 DistilBERT beats our full fine-tune on Rotten Tomatoes (seeds: 90.5% vs 84–86%)",
                 Claim("better"),
                 Arm("SST-2 checkpoint", _runs(out, "evaluate-sst2")),
-                Arm("full fine-tuning", _runs(out, "finetune-full")),
+                Arm("full fine-tuning", _seed_runs(out, steps, "finetune-full")),
             )
         )
     names = {s.name for s in steps}
@@ -276,7 +328,8 @@ def sections(out: Path, steps: list[Step], model: str | None = None) -> list[Sec
                 text="The same encoder with a new classification head: everything trains, only the head, the head "
                 "and the last transformer block; then one of them again under bf16 autocast (quick: head + last block — "
                 "a CPU without bf16 instructions runs bf16 several times slower than fp32; full: everything).",
-                commands=_commands(out, steps, {n for n, *_ in FINETUNES}), tables=[strategies],
+                commands=_commands(out, steps, {n for f, *_ in FINETUNES for n in _seed_steps(steps, f)}),
+                tables=[strategies],
                 images=_image(out, "finetune-full", "learning_curves.png"), findings=tuning_findings),
         Section("LoRA: rank × targets",
                 text="Adapters (PEFT LoRA) on the attention projections or on every linear layer of the blocks; the "

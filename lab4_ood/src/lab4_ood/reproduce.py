@@ -38,6 +38,9 @@ class Profile:
     eps: str  # the attacks' ε grid; holds the training ε
     ae_epochs: int
     data: tuple[str, ...] = ()
+    # the stopping rule of every training (nets and autoencoders): stop once the validation loss has not improved
+    # for this many epochs, so ``epochs`` and ``ae_epochs`` are caps (None: train them all)
+    patience: int | None = None
     # training seeds behind the findings that compare models: the first seed runs every step; each further one
     # trains the three models again and repeats only the steps those findings compare (``SEED_DETECTORS``, the
     # attacks of ``seed_attacks``): "every detector beats chance" rests on the first seed alone
@@ -58,20 +61,23 @@ PROFILES = {
         ood=("digits:5-9", "fake"),
         oe="digits:5-9",
         model=("--model", "cnn", "--width", "16", "--depth", "1", "--lr", "3e-3"),
-        epochs=20,  # at 10 every training loss and the autoencoders' were still falling
+        # at most: until the validation loss levels off (``patience``); at 10 every training loss and the
+        # autoencoders' were still falling
+        epochs=60,
         adversarial=("fgsm", "0.1"),
         eps="0,0.02,0.05,0.1,0.2,0.3",
-        ae_epochs=20,
+        ae_epochs=60,
+        patience=8,
         seeds=3,
-        cpu_minutes={
+        cpu_minutes={  # the run with --patience and digits' test half: 143 CPU s under load (bench/RESULTS.md)
             "base-train": 0.1,
-            "adv-train": 0.1,
+            "adv-train": 0.12,
             "oe-train": 0.1,
-            "ae": 0.1,
-            "detect": 0.45,  # twenty detectors since NCI, NAC, WeiPer and AdaSCALE (grids searched)
-            "seed-detect": 0.05,  # SEED_DETECTORS only: no fit, no grid, no autoencoder
-            "fgsm": 0.02,
-            "pgd": 0.03,
+            "ae": 0.15,
+            "detect": 0.25,  # twenty detectors since NCI, NAC, WeiPer and AdaSCALE (grids searched)
+            "seed-detect": 0.03,  # SEED_DETECTORS only: no fit, no grid, no autoencoder
+            "fgsm": 0.03,
+            "pgd": 0.05,
         },
     ),
     # CIFAR-10 vs CIFAR-100 people, MNIST and noise; outlier exposure on the other 95 CIFAR-100 classes
@@ -126,19 +132,20 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
     }
     minutes = p.minutes or {}
     cpu = {} if tiny else p.cpu_minutes or {}  # measured on the profile's steps, not on the shrunk ones
+    stop = stopping(p, tiny)
     result = []
     for m, options in variants.items():
         train, ae, model = f"{m}-train", f"{m}-ae", str(out / f"{m}-train")
         result += [
             Step(
                 train,
-                ("train", "--dataset", p.id, *p.model, "--epochs", str(epochs), *options, *p.data),
+                ("train", "--dataset", p.id, *p.model, "--epochs", str(epochs), *stop, *options, *p.data),
                 minutes=minutes.get(train),
                 cpu_minutes=cpu.get(train),
             ),
             Step(
                 ae,
-                ("train-ae", "--encoder", model, "--epochs", str(ae_epochs), *p.data),
+                ("train-ae", "--encoder", model, "--epochs", str(ae_epochs), *stop, *p.data),
                 needs=(train,),
                 minutes=minutes.get("ae"),
                 cpu_minutes=cpu.get("ae"),
@@ -175,6 +182,11 @@ def steps(profile: str, out: Path, tiny: bool) -> list[Step]:
     return result
 
 
+def stopping(p: Profile, tiny: bool) -> tuple[str, ...]:
+    """The profile's stopping rule as training options (none for the tiny steps' one epoch)."""
+    return () if tiny or p.patience is None else ("--patience", str(p.patience))
+
+
 def seed_attacks(p: Profile) -> tuple[str, ...]:
     """The attacks a further seed repeats: FGSM (its accuracy falls with ε) and adversarial training's attack."""
     return tuple(dict.fromkeys(("fgsm", p.adversarial[0])))
@@ -207,6 +219,7 @@ def _seed_steps(
                     *p.model,
                     "--epochs",
                     str(p.epochs),
+                    *stopping(p, False),
                     *options,
                     "--seed",
                     str(seed),

@@ -209,15 +209,22 @@ def _cifar100(req: Request) -> tuple[ImageSet, ImageSet]:
     )
 
 
+# digits' share of test images (issue 23: test sets as large as the bundled data allows): half, so a finding on
+# digits rests on 899 test images (451 / 448 for digits 0-4 / 5-9; 360 and 180 at the 20% it was), and the other
+# half (808 training images after the 10% validation slice) still trains the quick profiles' small nets
+DIGITS_TEST_FRACTION = 0.5
+
+
 def _digits(req: Request) -> tuple[ImageSet, ImageSet]:
-    """scikit-learn's bundled 8×8 digits (1,797 images, 0..16 grey levels): a fixed stratified 80/20 split."""
+    """scikit-learn's bundled 8×8 digits (1,797 images, 0..16 grey levels): a fixed stratified split, half of it
+    test images (``DIGITS_TEST_FRACTION``)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
     images = np.clip(d.images * 16, 0, 255).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
     idx_train, idx_test = train_test_split(
-        np.arange(len(images)), test_size=0.2, random_state=0, stratify=d.target
+        np.arange(len(images)), test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=d.target
     )
     classes = [str(i) for i in range(10)]
     return tuple(  # type: ignore[return-value]
