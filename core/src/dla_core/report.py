@@ -196,10 +196,15 @@ def ranked(table: Table) -> tuple[list[list[Any]], set[int]]:
 #### Paths: nothing of this machine in a report ####
 
 
+INSTALL_DIRS = frozenset({"site-packages", "dist-packages"})  # where Python environments keep installed packages
+
+
 def relative_command(line: str, report_dir: Path, folders: Mapping[str, Path] | None = None) -> str:
     """``line`` with its paths written from ``report_dir``: an argument equal to (or under) a key of ``folders``
     (a path as the command was given it) becomes the path of that folder, now, relative to the report folder;
-    any other absolute path is made relative to the report folder as well."""
+    an installed package's file (under ``site-packages`` / ``dist-packages``) is written from there, as
+    ``<site-packages>/…`` (where the reader's environment keeps it, not this machine's); any other absolute path
+    is made relative to the report folder as well."""
     report_dir = Path(report_dir).absolute()
     prefixes = sorted((folders or {}).items(), key=lambda kv: -len(kv[0]))
 
@@ -209,6 +214,10 @@ def relative_command(line: str, report_dir: Path, folders: Mapping[str, Path] | 
                 rest = arg[len(given) :].lstrip("/")
                 return _posix(os.path.relpath(Path(where).absolute() / rest, report_dir))
         if os.path.isabs(arg):
+            parts = Path(arg).parts
+            installed = [i for i, part in enumerate(parts) if part in INSTALL_DIRS]
+            if installed:
+                return "/".join(("<site-packages>", *parts[installed[-1] + 1 :]))
             return _posix(os.path.relpath(arg, report_dir))
         return arg
 
