@@ -144,6 +144,8 @@ def table(methods: list[str], sizes: list[int], peer_sizes: list[int], got: dict
                         if side == "pytorch-ood" and m == method)  # fmt: skip
         for n in sorted(set(sizes) | {p for p, _ in points}):
             dla, peer = got.get(("dla", method, n)), got.get(("pytorch-ood", method, n))
+            if not dla and not peer:
+                continue
             d = f"{dla['seconds']:.1f} | {dla['peak_extra_mib']:,.0f}" if dla else "— | —"
             if peer:
                 p = f"{peer['seconds']:.1f} ({peer['gather_seconds']:.1f}) | {peer['peak_extra_mib']:,.0f}"
