@@ -150,7 +150,7 @@ def table(methods: list[str], sizes: list[int], peer_sizes: list[int], got: dict
             if peer:
                 p = f"{peer['seconds']:.1f} ({peer['gather_seconds']:.1f}) | {peer['peak_extra_mib']:,.0f}"
             elif method not in PEERS:
-                p = "— | — (no pytorch-ood counterpart here)"
+                p = "— | — (not compared in this bench)"
             else:
                 below = [(r, m) for r, m in points if r < n]
                 est = estimate_mib(below, n)
