@@ -17,10 +17,13 @@ from lab4_ood.detectors.base import (
     ClassStatistics,
     Detector,
     Reservoir,
+    add_gram,
     energy,
     features_and_logits,
     head_of,
     mean_feature,
+    symmetric,
+    symmetric_inverse,
 )
 
 log = logging.getLogger(__name__)
@@ -41,9 +44,7 @@ class Mahalanobis(Detector):
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Mahalanobis:
         stats = ClassStatistics.of(self.model, batches, "Mahalanobis")
         self.means = stats.means  # (K, D)
-        cov = stats.within
-        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        self.precision = torch.linalg.pinv(cov + self.ridge * cov.diagonal().mean().clamp_min(1e-12) * eye)
+        self.precision = symmetric_inverse(stats.within, self.ridge)
         return self
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,6 +148,7 @@ class ViM(Detector):
     def __init__(self, model: nn.Module, dim: int = 256):
         self.model, self.dim = model, dim
         self.residual: torch.Tensor | None = None  # (D, D − dim)
+        self.principal: torch.Tensor | None = None  # (D, dim)
         self.alpha: float | None = None
 
     @torch.no_grad()
@@ -157,8 +159,7 @@ class ViM(Detector):
         scatter, n, max_logit = None, 0, 0.0
         for x, _ in batches:
             f, logits = features_and_logits(self.model, x)
-            c = f.double() - self.u.to(f.device)
-            scatter = c.T @ c if scatter is None else scatter + c.T @ c
+            scatter = add_gram(scatter, f.double() - self.u.to(f.device))
             n += len(f)
             max_logit += float(logits.double().amax(1).sum())
         if scatter is None:
@@ -168,14 +169,19 @@ class ViM(Detector):
         if dim >= d:
             dim = d // 2
             log.warning("--vim-dim %d is not below the feature dimension %d: ViM uses %d", self.dim, d, dim)
-        _, vectors = torch.linalg.eigh(scatter / n)  # ascending eigenvalues
+        _, vectors = torch.linalg.eigh(symmetric(scatter) / n)  # ascending eigenvalues
         self.residual = vectors[:, : d - dim].contiguous()  # all but the top `dim` directions
+        self.principal = vectors[:, d - dim :].contiguous()  # the top `dim`
         norms = sum(float(self._residual_norm(self.model.features(x)).sum()) for x, _ in batches)
         self.alpha = (max_logit / n) / (norms / n)
         return self
 
     def _residual_norm(self, f: torch.Tensor) -> torch.Tensor:
-        return ((f.double() - self.u.to(f.device)) @ self.residual.to(f.device)).norm(dim=1)
+        """‖(z − u)ᵀR‖ = sqrt(‖z − u‖² − ‖(z − u)ᵀP‖²), P the top --vim-dim directions (R and P: orthonormal
+        columns completing each other): D·dim products a row instead of D·(D − dim), 7× fewer at 2,048/256."""
+        c = f.double() - self.u.to(f.device)
+        top = c @ self.principal.to(f.device)
+        return (c.square().sum(1) - top.square().sum(1)).clamp_min(0).sqrt()
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,17 +206,13 @@ class RMDS(Detector):
         self.mean0: torch.Tensor | None = None  # (D,)
         self.precision0: torch.Tensor | None = None  # (D, D), background covariance
 
-    def _inverse(self, cov: torch.Tensor) -> torch.Tensor:
-        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        return torch.linalg.pinv(cov + self.ridge * cov.diagonal().mean().clamp_min(1e-12) * eye)
-
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> RMDS:
         stats = ClassStatistics.of(self.model, batches, "RMDS")
         self.means = stats.means
-        self.precision = self._inverse(stats.within)
+        self.precision = symmetric_inverse(stats.within, self.ridge)
         self.mean0 = stats.mean
-        self.precision0 = self._inverse(stats.total)
+        self.precision0 = symmetric_inverse(stats.total, self.ridge)
         return self
 
     @torch.no_grad()
