@@ -167,6 +167,33 @@ def test_the_page_never_shows_a_story_that_shrinks(generator, photos: Path) -> N
     assert len(updates) == 4  # the prompt, each of the two settled sentences, the story with its word count
 
 
+def test_a_closed_tab_stops_the_story_within_the_heartbeat(generator, photos: Path) -> None:
+    """A story that settles no sentence sends no new text; the page is still sent an unchanged update every
+    HEARTBEAT_TOKENS tokens, so that closing the tab (Gradio closing the story function at a yield) stops the
+    stream, and frees the scheduler's slot, within that many tokens rather than at the story's end."""
+    from lab3_story.generator import StoryResult
+    from lab3_story.web import HEARTBEAT_TOKENS
+
+    pulled = []
+
+    class Endless:  # a story of 1,000 tokens with no sentence end
+        config = generator.config
+
+        def stream(self, picture, length, **kwargs):
+            for n in range(1000):
+                pulled.append(n)
+                yield StoryResult("x", caption="a dog", prompt="Once", story="Once" + " and" * n)
+
+    app = StoryApp(generator)
+    app.generator = Endless()
+    upload = {"path": str(photos / "china.jpg"), "orig_name": "china.jpg"}
+    page = app.story(upload, "", "short")
+    next(page)  # the caption and prompt
+    next(page)  # the first update after it: at most HEARTBEAT_TOKENS tokens later
+    page.close()  # the tab is closed
+    assert len(pulled) <= 1 + HEARTBEAT_TOKENS
+
+
 def test_the_readers_controls_reach_the_story(web, photos: Path) -> None:
     _, client = web
     args = (handle_file(photos / "china.jpg"), "", "short", 0.65, 0, False)

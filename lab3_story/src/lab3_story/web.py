@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 API_NAME = "story"  # the endpoint /story: its inputs and outputs are the app's stable API
 TITLE = "lab3: a story from a picture"
 GALLERY_SIZE = 24  # stories kept in a page's gallery (the oldest go first)
+# an update that would not change the page is still sent after this many tokens: Gradio notices a closed tab only
+# when the story function yields, and the scheduler frees the row's slot only then (cancellation)
+HEARTBEAT_TOKENS = 16
 # Gradio's default theme, adjusted where axe-core finds too little contrast (WCAG AA: 4.5:1 for text), and a
 # centred column that stacks inputs, examples, then outputs on a phone.
 CSS = """
@@ -161,7 +164,8 @@ class StoryApp:
     ) -> Iterator[tuple[str, str, int | None]]:
         """(caption, story so far, None)…, then (caption, story, word count). The story so far ends at a settled
         sentence end (``prompts.story_so_far``), so the text never shrinks when the story is cut at the end; it is
-        sent only when it has grown (each update costs the server and every client an event)."""
+        sent only when it has grown (each update costs the server and every client an event), or after
+        ``HEARTBEAT_TOKENS`` unchanged ones, so that a closed tab still frees its slot within that many tokens."""
         cfg = self.generator.config
         template = self.template(style, genre, mood, age, language)
         length = length or cfg.length
@@ -176,7 +180,10 @@ class StoryApp:
         sample = cfg.sample if greedy is None else not bool(greedy)
         try:
             picture, name = self.image(image, url)
-            shown = None  # what the page shows now: an update that would not change it is not sent
+            shown, unchanged = (
+                None,
+                0,
+            )  # what the page shows now, and the updates since that did not change it
             for r in self.generator.stream(
                 picture,
                 length,
@@ -190,8 +197,9 @@ class StoryApp:
                     yield r.caption, r.story, r.word_count
                 else:
                     update = (r.caption, story_so_far(r.story, len(r.prompt)), None)
-                    if update != shown:
-                        shown = update
+                    unchanged = unchanged + 1 if update == shown else 0
+                    if unchanged == 0 or unchanged >= HEARTBEAT_TOKENS:
+                        shown, unchanged = update, 0
                         yield update
         except DlaError as e:  # a bad image or URL, said in the page; the server carries on
             log.info("refused: %s", e.message)
