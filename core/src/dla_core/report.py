@@ -196,9 +196,8 @@ def ranked(table: Table) -> tuple[list[list[Any]], set[int]]:
 #### Paths: nothing of this machine in a report ####
 
 
-INSTALL_DIRS = frozenset(
-    {"site-packages", "dist-packages"}
-)  # where Python environments keep installed packages
+# where Python environments keep installed packages
+INSTALL_DIRS = frozenset({"site-packages", "dist-packages"})
 
 
 def relative_command(line: str, report_dir: Path, folders: Mapping[str, Path] | None = None) -> str:
