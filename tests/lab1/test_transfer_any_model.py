@@ -327,3 +327,19 @@ def test_own_checkpoint_needs_its_preprocessing_and_every_row_keeps_it(tmp_path)
     assert saved["finetune-head-adam"]["weights"] == "checkpoint" and saved["scratch-adam"]["weights"] is None
     for row, described in saved.items():
         assert described["preprocessing"] == source["preprocessing"], row
+
+
+def test_a_misused_cifar_stem_names_the_option_given(tmp_path):
+    """The spec parser's refusals name the option the spec came through (--from here, --model in lab4)."""
+    r = lab1(
+        "--from",
+        "torchvision:vgg11+cifar-stem",
+        "--weights",
+        "none",
+        *TINY,
+        "--out",
+        tmp_path / "x",
+        ok=False,
+    )
+    assert not (tmp_path / "x").exists()
+    assert r.exit_code != 0 and r.output.startswith("Error: --from torchvision:vgg11+cifar-stem:"), r.output

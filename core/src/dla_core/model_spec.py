@@ -100,13 +100,13 @@ def parse_model_spec(text: str, option: str = "--model") -> ModelSpec:
             stem = name.endswith(CIFAR_STEM)
             name = name.removesuffix(CIFAR_STEM)
             if not name or CIFAR_STEM in name or "+" in name:
-                raise DlaError(f"--model {text}: write torchvision:NAME{CIFAR_STEM}, e.g. torchvision:resnet18"
+                raise DlaError(f"{option} {text}: write torchvision:NAME{CIFAR_STEM}, e.g. torchvision:resnet18"
                                f"{CIFAR_STEM} (the only + form)")  # fmt: skip
             if stem and not name.startswith(("resnet", "resnext", "wide_resnet")):
-                raise DlaError(f"--model {text}: {CIFAR_STEM} is a variant of torchvision's ResNets "
+                raise DlaError(f"{option} {text}: {CIFAR_STEM} is a variant of torchvision's ResNets "
                                "(resnet*, resnext*, wide_resnet*)")  # fmt: skip
             if stem and weights:
-                raise DlaError(f"--model {text}: the CIFAR stem has no pretrained weights; "
+                raise DlaError(f"{option} {text}: the CIFAR stem has no pretrained weights; "
                                "give --weights CHECKPOINT (or none)")  # fmt: skip
             return ModelSpec("torchvision", name, weights or None, text, stem)
         return ModelSpec(prefix, rest, None, text)
