@@ -2,7 +2,7 @@
 
 The source is any ``--model`` spec of core (``dla_core.model_spec``): a dla run folder, ``torchvision:NAME``,
 ``timm:NAME``, ``hf:ID_OR_FOLDER``, loaded by ``dla_core.adapters.load_classifier`` with ``--weights pretrained |
-none``. A model of another family applies its own preprocessing inside (grey → RGB, resize, crop, normalise on
+none | FILE`` (a checkpoint, with ``--preprocess``). A model of another family applies its own preprocessing inside (grey → RGB, resize, crop, normalise on
 whole batches): a 32 px CIFAR image reaches a torchvision ResNet at the 224 px its weights expect, as in lab4.
 A TorchScript / torch.export file gives logits only: it has no features for the SVM and no head to replace.
 
