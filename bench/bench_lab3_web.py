@@ -5,7 +5,8 @@
 
 Tiny random-weight models (``lab3_story.random_models``) on the CPU, scikit-learn's china.jpg / flower.jpg.
 The app is started in this process on a loopback port (``lab3_story.web.launch``) and called
-through ``gradio_client`` as any API user would (the upload included). Measured, medians of ``--repeats``:
+through ``gradio_client`` (the crowd also through plain HTTP: ``--client http``) as any API user would (the
+upload included). Measured, medians of ``--repeats``:
 
 * one request: seconds from the client's submit to the first story token (the end of the story model's first
   forward pass in the server, timed by a forward hook on any tree: the page shows only settled sentences, so its
@@ -18,7 +19,7 @@ through ``gradio_client`` as any API user would (the upload included). Measured,
   (``--client http``): Gradio's own HTTP API with httpx alone: upload the image, join the queue for ``/story``
   with the inputs ``gradio_client`` sends (the page's defaults after ``length``, from the server's API info),
   read the event stream to the final output; none of ``gradio_client``'s threads (its stream reader, its
-  50 ms polling of the messages and of cancellation, its heartbeat) and no diffs applied to the streamed
+  50 ms polling of the messages and of cancellation, its heartbeat where the app asks for one) and no diffs applied to the streamed
   updates. With ``--client http`` each run first checks that it gets the final story ``gradio_client``
   gets for the same input (the page's seed), untimed;
 * the same stories with ``lab3 story`` from the command line (one process, all images as arguments, batched;
