@@ -1,18 +1,27 @@
 """lab3 serve: time to the first streamed token, full latency, and 8 concurrent clients, against `lab3 story`.
 
-    python bench/bench_lab3_web.py [--clients 8] [--length short] [--repeats 3] [--reference /work/main]
+    python bench/bench_lab3_web.py [--clients 8] [--length short] [--repeats 3] [--client gradio|http]
+                                   [--reference /work/main]
 
 Tiny random-weight models (``lab3_story.random_models``) on the CPU, scikit-learn's china.jpg / flower.jpg.
 The app is started in this process on a loopback port (``lab3_story.web.launch``) and called
-through ``gradio_client`` as any API user would (the upload included). Measured, medians of ``--repeats``:
+through ``gradio_client`` (the crowd also through plain HTTP: ``--client http``) as any API user would (the
+upload included). Measured, medians of ``--repeats``:
 
 * one request: seconds from the client's submit to the first story token (the end of the story model's first
   forward pass in the server, timed by a forward hook on any tree: the page shows only settled sentences, so its
   first text is no latency), to the first streamed story text, and to the final story;
-* ``--clients`` clients at once, each a process of its own with its own ``Client`` (started once, untimed;
+* ``--clients`` clients at once, each a process of its own with its own client (started once, untimed;
   ``--threads``: threads of this process, as before, sharing the server's GIL): wall seconds for all their
   stories, and the CPU seconds of the server's process and of the clients meanwhile (``--spread S``: client i
-  asks i × S seconds after the first, a crowd that arrives while earlier stories are being written);
+  asks i × S seconds after the first, a crowd that arrives while earlier stories are being written). The
+  clients are ``gradio_client.Client`` (``--client gradio``, the default, as in earlier runs) or ``HttpClient``
+  (``--client http``): Gradio's own HTTP API with httpx alone: upload the image, join the queue for ``/story``
+  with the inputs ``gradio_client`` sends (the page's defaults after ``length``, from the server's API info),
+  read the event stream to the final output; none of ``gradio_client``'s threads (its stream reader, its
+  50 ms polling of the messages and of cancellation, its heartbeat where the app asks for one) and no diffs applied to the streamed
+  updates. With ``--client http`` each run first checks that it gets the final story ``gradio_client``
+  gets for the same input (the page's seed), untimed;
 * the same stories with ``lab3 story`` from the command line (one process, all images as arguments, batched;
   the process start and the model load included, as a user pays them) and with the loaded generator's batched
   ``stories()`` in this process (the models' work alone).
@@ -37,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,6 +64,65 @@ def photos(n: int) -> list[Path]:
 
     folder = Path(sklearn.datasets.__file__).parent / "images"
     return [folder / ("china.jpg" if i % 2 == 0 else "flower.jpg") for i in range(n)]
+
+
+class HttpClient:
+    """``/story`` through Gradio's HTTP API with httpx alone, no ``gradio_client``: what any client must do.
+
+    Set up once (untimed, as ``gradio_client.Client`` fetches them in its constructor): the server's config
+    (the API prefix, the event's ``fn_index``) and its API info (the defaults of the inputs after ``length``).
+    Per story: upload the image (``<prefix>/upload``), join the queue (``<prefix>/queue/join``, the JSON body
+    ``gradio_client`` posts: data, fn_index, session_hash) and read the server-sent events of this session
+    (``<prefix>/queue/data``) to the event's ``process_completed``; its output data is the final
+    (caption, story, words). The streamed updates are parsed but their diffs not applied."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.http = httpx.Client(timeout=PATIENT["timeout"], headers={"x-gradio-user": "api"})
+        config = self.http.get(url.rstrip("/") + "/config").raise_for_status().json()
+        self.api = url.rstrip("/") + "/" + config.get("api_prefix", "").strip("/") + "/"
+        self.fn_index = next(
+            d.get("id", i) for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "story"
+        )
+        info = self.http.get(self.api + "info").raise_for_status().json()
+        self.parameters = info["named_endpoints"]["/story"]["parameters"]
+
+    def predict(self, image: Path, url: str, length: str) -> tuple:
+        with open(image, "rb") as f:
+            r = self.http.post(self.api + "upload", files=[("files", (image.name, f))])
+        upload = {"path": r.raise_for_status().json()[0], "orig_name": image.name,
+                  "meta": {"_type": "gradio.FileData"}}  # fmt: skip
+        data = [upload, url, length, *(p["parameter_default"] for p in self.parameters[3:])]
+        session = str(uuid.uuid4())
+        r = self.http.post(
+            self.api + "queue/join", json={"data": data, "fn_index": self.fn_index, "session_hash": session}
+        )
+        event = r.raise_for_status().json()["event_id"]
+        stream = self.http.stream("GET", self.api + "queue/data", params={"session_hash": session})
+        with stream as response:
+            for line in response.raise_for_status().iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") == event and message["msg"] == "process_completed":
+                    if not message.get("success", True):
+                        raise RuntimeError(f"the server refused: {message['output'].get('error')}")
+                    return tuple(message["output"]["data"])
+        raise RuntimeError("the event stream ended before the story")
+
+
+def same_story(url: str, image: Path, length: str) -> None:
+    """The sanity check of ``--client http``: it gets what ``gradio_client`` gets for the same input (the
+    page's seed), or the bench stops."""
+    from gradio_client import Client, handle_file
+
+    ours = HttpClient(url).predict(image, "", length)
+    theirs = Client(url, verbose=False, download_files=False, httpx_kwargs=PATIENT).predict(
+        handle_file(image), "", length, api_name="/story"
+    )
+    if ours != tuple(theirs):
+        raise AssertionError(f"--client http got {ours!r}, gradio_client {theirs!r}")
 
 
 def one_request(client, image: Path, length: str, forwards: list[float]) -> tuple[float, float, float]:
@@ -101,18 +170,28 @@ def many_clients(url: str, images: list[Path], length: str) -> float:
     return time.perf_counter() - t0
 
 
-def _client_process(url: str, image: str, length: str, barrier, orders, answers) -> None:
+def _client_process(url: str, kind: str, image: str, length: str, barrier, orders, answers) -> None:
     """One client in a process of its own (as a real client is): on each order, wait for the others, ask for
     one story, answer (its CPU seconds, or the error)."""
-    from gradio_client import Client, handle_file
+    if kind == "http":
+        client = HttpClient(url)
 
-    client = Client(url, verbose=False, download_files=False, httpx_kwargs=PATIENT)
+        def ask() -> None:
+            client.predict(Path(image), "", length)
+    else:
+        from gradio_client import Client, handle_file
+
+        gradio = Client(url, verbose=False, download_files=False, httpx_kwargs=PATIENT)
+
+        def ask() -> None:
+            gradio.predict(handle_file(image), "", length, api_name="/story")
+
     while (delay := orders.get()) is not None:
         barrier.wait()
         time.sleep(delay)  # ``--spread``: this client asks this long after the first
         cpu = time.process_time()
         try:
-            client.predict(handle_file(image), "", length, api_name="/story")
+            ask()
             answers.put(time.process_time() - cpu)
         except BaseException as e:
             answers.put(f"{type(e).__name__}: {e}")
@@ -122,7 +201,7 @@ class ClientProcesses:
     """``len(images)`` client processes, started once (their imports are not timed); ``crowd()`` lets them all
     ask at once and returns the wall seconds until the last story came, and the clients' CPU seconds."""
 
-    def __init__(self, url: str, images: list[Path], length: str, spread: float = 0.0) -> None:
+    def __init__(self, url: str, kind: str, images: list[Path], length: str, spread: float = 0.0) -> None:
         self.spread = spread
         import multiprocessing
 
@@ -131,7 +210,9 @@ class ClientProcesses:
         self.orders = [ctx.SimpleQueue() for _ in images]
         self.answers = ctx.SimpleQueue()
         self.procs = [
-            ctx.Process(target=_client_process, args=(url, str(im), length, self.barrier, q, self.answers))
+            ctx.Process(
+                target=_client_process, args=(url, kind, str(im), length, self.barrier, q, self.answers)
+            )
             for im, q in zip(images, self.orders, strict=True)
         ]
         for p in self.procs:
@@ -185,7 +266,11 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         port = s.getsockname()[1]
     demo = launch(gen, port=port, block=False)
     images = photos(args.clients)
-    crowds = None if args.threads else ClientProcesses(demo.local_url, images, args.length, args.spread)
+    crowds = (
+        None
+        if args.threads
+        else ClientProcesses(demo.local_url, args.client, images, args.length, args.spread)
+    )
 
     def crowd() -> tuple[float, float, float]:
         """Wall seconds for the crowd, this (the server's) process's CPU seconds and the clients' then."""
@@ -199,6 +284,8 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     try:
         client = Client(demo.local_url, verbose=False, download_files=False, httpx_kwargs=PATIENT)
         one_request(client, images[0], args.length, forwards)  # warm-up, untimed
+        if args.client == "http":
+            same_story(demo.local_url, images[0], args.length)
         crowd()
         if args.cli:
             cli_run(models, images[:1], args.length)
@@ -233,6 +320,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         "cli_s": med(cli) if cli else float("nan"),
         "batched_s": med(batched),
         "clients": len(images),
+        "client": "threads" if args.threads else args.client,
     }
 
 
@@ -253,7 +341,7 @@ def side(label: str, m: dict) -> None:
     )
     runs = ", ".join(f"{t:.2f}" for t in m["crowd_runs_s"])
     print(
-        f"[{label}] {n} clients at once: {m['crowd_s']:.2f} s ({n / m['crowd_s']:.2f} stories/s; runs {runs}); "
+        f"[{label}] {n} clients ({m.get('client', 'gradio')}) at once: {m['crowd_s']:.2f} s ({n / m['crowd_s']:.2f} stories/s; runs {runs}); "
         f"CPU s: server {m['server_cpu_s']:.2f}, clients {m['clients_cpu_s']:.2f}"
     )
     work = m["server_cpu_s"] + m["clients_cpu_s"]
@@ -282,7 +370,7 @@ def compare(args: argparse.Namespace) -> None:
             env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")]).strip(os.pathsep)
         before = load()
         cmd = [sys.executable, __file__, "--json", "--clients", str(args.clients), "--length", args.length,
-               "--repeats", str(args.repeats), "--spread", str(args.spread),
+               "--repeats", str(args.repeats), "--spread", str(args.spread), "--client", args.client,
                *(["--threads"] if args.threads else [])]  # fmt: skip
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
         results[label] = json.loads(out.strip().splitlines()[-1])
@@ -312,6 +400,13 @@ def main() -> None:
         action="store_true",
         help="clients as threads of the server's process (the old benchmark)",
     )
+    ap.add_argument(
+        "--client",
+        choices=["gradio", "http"],
+        default="gradio",
+        help="the crowd's clients: gradio_client (default, as in earlier runs) or plain HTTP with httpx "
+        "(upload, queue/join, the event stream; no gradio_client threads or polling)",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON line of medians (no `lab3 story` runs)")
     ap.add_argument(
         "--spread",
@@ -320,6 +415,8 @@ def main() -> None:
         help="seconds between one client's request and the next (processes)",
     )
     args = ap.parse_args()
+    if args.threads and args.client != "gradio":
+        ap.error("--threads runs gradio_client clients only")
     args.cli = not args.json
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
