@@ -60,9 +60,8 @@ class BenchmarkConfig:
     limit: int | None = None
     detector: dict[str, Any] = field(default_factory=dict)  # DetectConfig's detector options (--T, --grid, …)
     attack: dict[str, Any] = field(default_factory=dict)  # AttackConfig's attack options (--steps, --cw-c, …)
-    weights: str = (
-        "pretrained"  # none: random weights for torchvision:, timm:, hf: models; or a checkpoint file
-    )
+    # pretrained; none: random weights for torchvision:, timm:, hf: models; or a checkpoint file
+    weights: str = "pretrained"
     preprocess: str | None = None  # --preprocess for those models [default: the family's own]
     suite: str | None = None  # an OpenOOD v1.5 protocol (suites.SUITES) that set id and groups
     imglist_dir: Path | None = None  # OpenOOD's benchmark_imglist folder, when the suite reads its lists
