@@ -59,9 +59,8 @@ class RunningBatch:
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)  # (B, T): 1 = a real token
         self.positions = torch.zeros((0,), dtype=torch.long, device=self.device)  # (B,): the next token's
         self.last = torch.zeros((0,), dtype=torch.long, device=self.device)  # (B,): the token fed next
-        self.seen = torch.zeros(
-            (0, 0), dtype=torch.bool, device=self.device
-        )  # (B, V): the row's story tokens
+        # (B, V): the story tokens each row has written (its repetition penalty)
+        self.seen = torch.zeros((0, 0), dtype=torch.bool, device=self.device)
         self.steps = 0  # forward passes since the batch was last empty
         self.widest = 0  # most rows at once since then
 

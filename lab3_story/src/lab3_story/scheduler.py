@@ -133,9 +133,7 @@ class StoryScheduler:
         self.batch_size = batch_size or generator.config.batch_size
         self.window = window
         self.batches: deque[Batch] = deque(maxlen=1000)  # the latest batches written, in order
-        self.first_tokens: deque[float] = deque(
-            maxlen=1000
-        )  # seconds from submit to the first token, in order
+        self.first_tokens: deque[float] = deque(maxlen=1000)  # seconds from submit to first token, in order
         self._waiting: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._serve_forever, name="lab3-scheduler", daemon=True)
         self._worker.start()
